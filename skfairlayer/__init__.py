@@ -1,0 +1,24 @@
+"""skfairlayer: fairness layers for scikit-learn classifiers.
+
+A fairness layer projects a model's outputs onto the closest outputs that meet
+a group-parity criterion within a tolerance (Troxell, Montúfar and Roemer,
+"Differentiable Optimization Layers for Guaranteed Fairness in Deep Learning", ICML 2026).
+"""
+
+from .constraints import Criterion, DemographicParity
+from .exceptions import InfeasibleProblemError, SmallGroupWarning, SolverError, UnseenGroupError
+from .projection import ProjectionResult, project
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "Criterion",
+    "DemographicParity",
+    "InfeasibleProblemError",
+    "ProjectionResult",
+    "SmallGroupWarning",
+    "SolverError",
+    "UnseenGroupError",
+    "project",
+    "__version__",
+]
