@@ -5,6 +5,7 @@ a group-parity criterion within a tolerance (Troxell, Montúfar and Roemer,
 "Differentiable Optimization Layers for Guaranteed Fairness in Deep Learning", ICML 2026).
 """
 
+from ._classifier import FairnessLayerClassifier
 from .constraints import Criterion, DemographicParity
 from .exceptions import InfeasibleProblemError, SmallGroupWarning, SolverError, UnseenGroupError
 from .projection import ProjectionResult, project
@@ -14,6 +15,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "Criterion",
     "DemographicParity",
+    "FairnessLayerClassifier",
     "InfeasibleProblemError",
     "ProjectionResult",
     "SmallGroupWarning",

@@ -12,7 +12,7 @@ from ._validation import check_scores, check_tolerance, encode_groups
 from .constraints import ProjectionProblem, make_criterion
 from .exceptions import SolverError
 
-__all__ = ["project", "solve_problem", "ProjectionResult", "VERIFY_TOL"]
+__all__ = ["project", "solve_problem", "group_shifts", "ProjectionResult", "VERIFY_TOL"]
 
 #: Largest violation of a parity row tolerated in a returned answer.
 VERIFY_TOL = 1e-9
@@ -58,18 +58,13 @@ class ProjectionResult:
 
     @property
     def shifts(self):
-        """Per family and group, the shift subtracted from a uniform-weight group's scores.
+        """Per family, the shift each group's scores move by: ``p_i = clip(s_i - shift[g_i])``.
 
-        For demographic parity ``p_i = clip(s_i - shifts[f][g_i])``; equal to
-        ``nu_g * w_g`` where ``w_g = 1 / n_g``.
+        Exact for uniform weights (demographic parity), where it equals
+        ``nu_g / n_g``; for weighted statistics it is ``nu_g`` times the group's
+        mean weight.
         """
-        out = []
-        for fam, nu in zip(self.problem.families, self.duals):
-            w = np.zeros(fam.n_groups)
-            inside = fam.codes >= 0
-            w[fam.codes[inside]] = fam.weights[inside]
-            out.append(nu * w)
-        return out
+        return group_shifts(self.problem, self)
 
     def active_set(self, atol=1e-12):
         """Coordinates at a bound and parity rows at the edge of their band.
@@ -101,6 +96,17 @@ class ProjectionResult:
             f"ProjectionResult(n_samples={self.proba.shape[0]}, n_groups={len(self.groups)}, "
             f"gap={self.gap:.3g}, solver={self.solver!r})"
         )
+
+
+def group_shifts(problem, solution):
+    """Per family, ``nu_g`` times the mean weight of group ``g`` (its additive shift)."""
+    out = []
+    for fam, nu in zip(problem.families, solution.duals):
+        inside = fam.codes >= 0
+        counts = np.bincount(fam.codes[inside], minlength=fam.n_groups)
+        total = np.bincount(fam.codes[inside], weights=fam.weights[inside], minlength=fam.n_groups)
+        out.append(nu * total / np.maximum(counts, 1))
+    return out
 
 
 def _verify(problem, solution):

@@ -1,0 +1,466 @@
+"""FairnessLayerClassifier: a scikit-learn meta-estimator with a parity projection on its output."""
+
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
+from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score
+from sklearn.utils.metadata_routing import MetadataRouter, MethodMapping, process_routing
+from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._decisions import apply_thresholds, parity_decisions
+from ._sklearn_compat import HasMethods, Interval, StrOptions, _fit_context, _routing_enabled
+from ._validation import check_scores, encode_groups
+from .constraints import Criterion, ProjectionProblem, make_criterion
+from .projection import group_shifts, solve_problem
+
+__all__ = ["FairnessLayerClassifier"]
+
+
+def _has_predict_proba(estimator):
+    return hasattr(estimator, "predict_proba")
+
+
+class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
+    """Classifier whose probabilities and decisions meet group parity.
+
+    Wraps a probabilistic classifier and appends a *fairness layer*: the
+    base model's probabilities are projected onto the closest probabilities
+    (in squared distance) whose group means differ by at most ``tolerance``
+    (Troxell, Montúfar and Roemer, ICML 2026). Every projection is verified;
+    an infeasible or unsolved problem raises instead of returning outputs
+    that break parity.
+
+    :meth:`predict_proba` projects each batch exactly. :meth:`predict`
+    returns decisions whose selection rates meet parity: rounding projected
+    probabilities does not (their means are equal, not the share above 0.5),
+    so decisions solve their own small problem — the integer decisions of
+    maximal expected accuracy under selection-rate parity on the batch.
+
+    Parameters
+    ----------
+    estimator : estimator object, default=None
+        A classifier with ``predict_proba``. It is cloned and fitted in
+        :meth:`fit`, except a :class:`~sklearn.frozen.FrozenEstimator`, used as
+        is. ``None`` means :class:`~sklearn.linear_model.LogisticRegression`.
+    tolerance : float, default=0.01
+        Largest allowed difference between two groups' mean probability
+        (and selection rate, for :meth:`predict`).
+    sensitive_features : str, int, or list of those, default=None
+        Column(s) of ``X`` holding the sensitive features: names for a
+        DataFrame, positions for an array. Reading groups from ``X`` lets
+        scikit-learn scorers (which call ``predict(X)`` with no metadata) and
+        :class:`~sklearn.model_selection.GridSearchCV` work without metadata
+        routing. ``None`` means the groups are passed to each method as the
+        ``sensitive_features=`` keyword instead.
+    sensitive_as_feature : bool, default=False
+        Whether the base estimator also sees the sensitive column(s) named by
+        ``sensitive_features`` (by default they are dropped before the base).
+    criterion : str or Criterion, default="demographic_parity"
+        The parity criterion.
+    inference : {"batch", "fitted"}, default="batch"
+        ``"batch"``: each call to :meth:`predict_proba` / :meth:`predict`
+        meets parity exactly on its batch; a batch with fewer than two groups
+        (a single row, say) gets the per-group shifts / thresholds learned on
+        the training set instead. ``"fitted"``: always apply the training
+        shifts / thresholds row by row (parity then holds on the training set
+        and approximately on data distributed like it).
+    decision : {"parity", "threshold"}, default="parity"
+        How :meth:`predict` decides. ``"parity"``: the integer decisions of
+        maximal expected accuracy (under the base's calibrated probabilities)
+        whose selection rates differ by at most ``tolerance`` on the batch —
+        exact, no rounding slack. ``"threshold"``: projected probability
+        ``>= threshold``; note that this does *not* keep parity of selection
+        rates.
+    threshold : float, default=0.5
+        Threshold on the projected probability when ``decision="threshold"``.
+    solver : {"auto", "exact", "osqp"}, default="auto"
+        Projection solver; ``"auto"`` uses the exact solver where it applies.
+
+    Attributes
+    ----------
+    estimator_ : estimator object
+        The fitted base estimator.
+    classes_ : ndarray of shape (2,)
+        Class labels.
+    groups_ : ndarray of shape (n_groups,)
+        Sensitive groups seen during fit (tuples for several attributes).
+    shifts_ : ndarray of shape (n_groups,)
+        Per-group shift subtracted from the base probability by the projection
+        of the training set; used for batches with fewer than two groups.
+    thresholds_ : ndarray of shape (n_groups,)
+        Per-group score thresholds of the parity decisions on the training set.
+    fit_gap_ : float
+        Parity gap of the projected training probabilities.
+    n_features_in_ : int
+        Number of features seen during fit (including sensitive columns).
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, when ``X`` has string column names.
+
+    See Also
+    --------
+    skfairlayer.project : The projection as a function.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from skfairlayer import FairnessLayerClassifier
+    >>> from skfairlayer.metrics import demographic_parity_difference
+    >>> rng = np.random.default_rng(0)
+    >>> group = rng.integers(0, 2, 400)
+    >>> X = np.c_[rng.normal(size=400) + group, group]
+    >>> y = (X[:, 0] + rng.normal(size=400) > 0.5).astype(int)
+    >>> clf = FairnessLayerClassifier(
+    ...     LogisticRegression(), tolerance=0.02, sensitive_features=1
+    ... ).fit(X, y)
+    >>> proba = clf.predict_proba(X)[:, 1]
+    >>> bool(demographic_parity_difference(None, proba, sensitive_features=group) <= 0.02)
+    True
+    >>> bool(demographic_parity_difference(None, clf.predict(X), sensitive_features=group) <= 0.02)
+    True
+    """
+
+    _parameter_constraints = {
+        "estimator": [None, HasMethods(["fit", "predict_proba"])],
+        "tolerance": [Interval(Real, 0, None, closed="left")],
+        "sensitive_features": [None, str, Integral, list, tuple],
+        "sensitive_as_feature": ["boolean"],
+        "criterion": [StrOptions({"demographic_parity"}), Criterion],
+        "inference": [StrOptions({"batch", "fitted"})],
+        "decision": [StrOptions({"parity", "threshold"})],
+        "threshold": [Interval(Real, 0, 1, closed="both")],
+        "solver": [StrOptions({"auto", "exact", "osqp"})],
+    }
+
+    # sensitive_features is routed to this estimator by default.
+    __metadata_request__fit = {"sensitive_features": True}
+    __metadata_request__predict = {"sensitive_features": True}
+    __metadata_request__predict_proba = {"sensitive_features": True}
+    __metadata_request__score = {"sensitive_features": True}
+
+    def __init__(
+        self,
+        estimator=None,
+        *,
+        tolerance=0.01,
+        sensitive_features=None,
+        sensitive_as_feature=False,
+        criterion="demographic_parity",
+        inference="batch",
+        decision="parity",
+        threshold=0.5,
+        solver="auto",
+    ):
+        self.estimator = estimator
+        self.tolerance = tolerance
+        self.sensitive_features = sensitive_features
+        self.sensitive_as_feature = sensitive_as_feature
+        self.criterion = criterion
+        self.inference = inference
+        self.decision = decision
+        self.threshold = threshold
+        self.solver = solver
+
+    # ------------------------------------------------------------------ helpers
+    def _base(self):
+        return LogisticRegression() if self.estimator is None else self.estimator
+
+    def _column_spec(self):
+        spec = self.sensitive_features
+        if spec is None:
+            return None
+        return list(spec) if isinstance(spec, (list, tuple)) else [spec]
+
+    def _split(self, X, sensitive_features):
+        """Return (X for the base, raw sensitive features) after checking their source."""
+        columns = self._column_spec()
+        if columns is None:
+            if sensitive_features is None:
+                raise ValueError(
+                    "FairnessLayerClassifier needs the sensitive features: pass "
+                    "sensitive_features=<array of groups> to this method, or set the "
+                    "constructor parameter sensitive_features=<column name(s) or index(es) of X>."
+                )
+            return X, sensitive_features
+        if sensitive_features is not None:
+            raise ValueError(
+                "The sensitive features are given twice: the constructor reads them from "
+                f"column(s) {self.sensitive_features!r} of X, and sensitive_features= was also "
+                "passed. Use one of the two."
+            )
+        if hasattr(X, "iloc"):
+            if all(isinstance(c, str) for c in columns):
+                missing = [c for c in columns if c not in X.columns]
+                if missing:
+                    raise ValueError(
+                        f"sensitive_features column(s) {missing!r} not found in X, whose columns "
+                        f"are {list(X.columns)!r}."
+                    )
+                groups = X[columns]
+                base_X = X if self.sensitive_as_feature else X.drop(columns=columns)
+                return base_X, groups
+            idx = self._check_indices(columns, X.shape[1])
+            groups = X.iloc[:, idx]
+            keep = [j for j in range(X.shape[1]) if j not in idx]
+            return (X if self.sensitive_as_feature else X.iloc[:, keep]), groups
+        if not all(isinstance(c, Integral) and not isinstance(c, bool) for c in columns):
+            raise ValueError(
+                "sensitive_features must be column indices when X is not a DataFrame. "
+                f"Got {self.sensitive_features!r} instead."
+            )
+        arr = np.asarray(X)
+        if arr.ndim != 2:
+            raise ValueError(
+                f"Expected a 2D array for X, got an array of shape {arr.shape} instead. "
+                "Reshape your data with array.reshape(-1, 1) for a single feature."
+            )
+        idx = self._check_indices(columns, arr.shape[1])
+        groups = arr[:, idx]
+        base_X = arr if self.sensitive_as_feature else np.delete(arr, idx, axis=1)
+        return base_X, groups
+
+    def _check_indices(self, columns, n_columns):
+        idx = [int(c) for c in columns]
+        bad = [c for c in idx if not -n_columns <= c < n_columns]
+        if bad:
+            raise ValueError(
+                f"sensitive_features index(es) {bad!r} out of range for X with {n_columns} columns."
+            )
+        return sorted({c % n_columns for c in idx})
+
+    def _positive_scores(self, base_X):
+        proba = check_scores(self.estimator_.predict_proba(base_X), name="base predict_proba")
+        return proba if proba.ndim == 1 else proba[:, -1]
+
+    def _problem(self, scores, codes, n_groups):
+        crit = make_criterion(self.criterion)
+        families = crit.families(codes, n_groups, scores, float(self.tolerance))
+        return ProjectionProblem(scores, families)
+
+    def _project(self, scores, codes, n_groups):
+        return solve_problem(self._problem(scores, codes, n_groups), solver=self.solver).outputs
+
+    def _prepare(self, X, sensitive_features, routed=None):
+        """Base scores and fitted-group codes of a batch (shared by the predict-like methods)."""
+        check_is_fitted(self)
+        validate_data(self, X, reset=False, skip_check_array=True)
+        base_X, raw_groups = self._split(X, sensitive_features)
+        n = _num_samples(base_X)
+        if n == 0:
+            raise ValueError("X is empty: at least one sample is required.")
+        codes, _ = encode_groups(raw_groups, groups=self.groups_, n_samples=n)
+        scores = self._positive_scores(base_X)
+        return scores, codes
+
+    # ------------------------------------------------------------------ fit
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y, *, sensitive_features=None, sample_weight=None, **fit_params):
+        """Fit the base estimator, then the layer's fallback shifts and thresholds.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix, DataFrame} of shape (n_samples, n_features)
+            Training data.
+        y : array-like of shape (n_samples,)
+            Binary target.
+        sensitive_features : array-like of shape (n_samples,) or (n_samples, n_attributes), \
+default=None
+            Group membership, when not read from ``X`` (see the constructor).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Passed to the base estimator's ``fit``.
+        **fit_params : dict
+            Further parameters for the base estimator's ``fit`` (routed through
+            metadata routing when it is enabled).
+
+        Returns
+        -------
+        self : FairnessLayerClassifier
+            The fitted estimator.
+        """
+        base = self._base()
+        if not _has_predict_proba(base):
+            raise TypeError(
+                f"The base estimator {base!r} has no predict_proba; the fairness layer projects "
+                "probabilities. Use a probabilistic classifier or wrap it in "
+                "sklearn.calibration.CalibratedClassifierCV."
+            )
+        validate_data(self, X, reset=True, skip_check_array=True)
+        base_X, raw_groups = self._split(X, sensitive_features)
+        n = _num_samples(base_X)
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y.ravel()
+        if n != y.shape[0]:
+            raise ValueError(f"X has {n} samples but y has {y.shape[0]}; they must match.")
+        target_type = type_of_target(y, input_name="y")
+        if target_type not in ("binary",):
+            if target_type == "unknown" or target_type.startswith("continuous"):
+                raise ValueError(
+                    f"Unknown label type: FairnessLayerClassifier needs a binary target. "
+                    f"Got a target of type {target_type!r} instead."
+                )
+            raise ValueError(
+                "FairnessLayerClassifier supports binary targets only for now. "
+                f"Got a target of type {target_type!r} instead (classes {np.unique(y)!r})."
+            )
+        codes, groups = encode_groups(raw_groups, n_samples=n)
+
+        if _routing_enabled():
+            routed = process_routing(self, "fit", sample_weight=sample_weight, **fit_params)
+            base_fit_params = routed.estimator.fit
+        else:
+            base_fit_params = dict(fit_params)
+            if sample_weight is not None:
+                base_fit_params["sample_weight"] = sample_weight
+        if isinstance(base, FrozenEstimator):
+            self.estimator_ = base
+        else:
+            self.estimator_ = clone(base).fit(base_X, y, **base_fit_params)
+        self.classes_ = self.estimator_.classes_
+        if len(self.classes_) != 2:
+            raise ValueError(
+                "The base estimator must be a binary classifier. "
+                f"Got classes {self.classes_!r} instead."
+            )
+        self.groups_ = groups
+        scores = self._positive_scores(base_X)
+        self._fit_layer(scores, codes)
+        return self
+
+    def _fit_layer(self, scores, codes):
+        """Learn the fallback shifts (projection) and thresholds (decisions) on the fit set."""
+        k = len(self.groups_)
+        if k < 2:
+            self.shifts_ = np.zeros(k)
+            self.thresholds_ = np.full(k, 0.5)
+            self.fit_gap_ = 0.0
+            return
+        problem = self._problem(scores, codes, k)
+        solution = solve_problem(problem, solver=self.solver)
+        self.shifts_ = group_shifts(problem, solution)[0]
+        self.fit_gap_ = problem.families[0].gap(solution.outputs)
+        self.thresholds_ = parity_decisions(scores, codes, k, float(self.tolerance)).thresholds
+
+    # ------------------------------------------------------------------ predict
+    def _batch_proba(self, scores, codes):
+        """Projected positive-class probabilities of a batch."""
+        present = np.unique(codes)
+        if self.inference == "fitted" or present.size < 2:
+            return np.clip(scores - self.shifts_[codes], 0.0, 1.0)
+        local = np.searchsorted(present, codes)
+        return self._project(scores, local, present.size)
+
+    def predict_proba(self, X, *, sensitive_features=None):
+        """Projected class probabilities: group means within ``tolerance``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix, DataFrame} of shape (n_samples, n_features)
+            Samples.
+        sensitive_features : array-like of shape (n_samples,) or (n_samples, n_attributes), \
+default=None
+            Group membership, when not read from ``X``.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, 2)
+            Projected probabilities of ``classes_``. With ``inference="batch"``
+            the positive-class column meets parity on this batch exactly (to
+            1e-9); a batch with fewer than two groups gets the training shifts.
+        """
+        scores, codes = self._prepare(X, sensitive_features)
+        p = self._batch_proba(scores, codes)
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X, *, sensitive_features=None):
+        """Decisions whose group selection rates differ by at most ``tolerance``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix, DataFrame} of shape (n_samples, n_features)
+            Samples.
+        sensitive_features : array-like of shape (n_samples,) or (n_samples, n_attributes), \
+default=None
+            Group membership, when not read from ``X``.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            Predicted class labels. With ``decision="parity"`` and
+            ``inference="batch"``, these are the decisions of maximal expected
+            accuracy whose selection rates meet parity exactly on the batch
+            (training thresholds for a batch with fewer than two groups).
+        """
+        scores, codes = self._prepare(X, sensitive_features)
+        if self.decision == "threshold":
+            labels = (self._batch_proba(scores, codes) >= self.threshold).astype(int)
+        else:
+            present = np.unique(codes)
+            if self.inference == "fitted" or present.size < 2:
+                labels = apply_thresholds(scores, codes, self.thresholds_)
+            else:
+                local = np.searchsorted(present, codes)
+                labels = parity_decisions(
+                    scores, local, present.size, float(self.tolerance)
+                ).decisions
+        return self.classes_[labels]
+
+    def score(self, X, y, sample_weight=None, *, sensitive_features=None):
+        """Accuracy of :meth:`predict` (decisions meeting parity).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix, DataFrame} of shape (n_samples, n_features)
+            Samples.
+        y : array-like of shape (n_samples,)
+            True labels.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+        sensitive_features : array-like of shape (n_samples,) or (n_samples, n_attributes), \
+default=None
+            Group membership, when not read from ``X``.
+
+        Returns
+        -------
+        score : float
+            Mean accuracy.
+        """
+        return accuracy_score(
+            y, self.predict(X, sensitive_features=sensitive_features), sample_weight=sample_weight
+        )
+
+    # ------------------------------------------------------------------ sklearn plumbing
+    def get_metadata_routing(self):
+        """Get metadata routing of this object.
+
+        Returns
+        -------
+        routing : MetadataRouter
+            Routing of ``fit`` metadata to the base estimator and of
+            ``sensitive_features`` to this estimator.
+        """
+        return (
+            MetadataRouter(owner=self)
+            .add_self_request(self)
+            .add(
+                estimator=self._base(),
+                method_mapping=MethodMapping().add(caller="fit", callee="fit"),
+            )
+        )
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        base_tags = self._base().__sklearn_tags__()
+        tags.input_tags.sparse = base_tags.input_tags.sparse and self.sensitive_features is None
+        tags.input_tags.allow_nan = base_tags.input_tags.allow_nan
+        tags.input_tags.string = self.sensitive_features is not None
+        tags.classifier_tags.multi_class = False
+        return tags
+
+
+def _num_samples(X):
+    return X.shape[0] if hasattr(X, "shape") else len(X)
