@@ -8,11 +8,23 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
 from sklearn.utils.metadata_routing import MetadataRouter, MethodMapping, process_routing
-from sklearn.utils.multiclass import type_of_target
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import (
+    assert_all_finite,
+    check_is_fitted,
+    column_or_1d,
+    validate_data,
+)
 
 from ._decisions import apply_thresholds, parity_decisions
-from ._sklearn_compat import HasMethods, Interval, StrOptions, _fit_context, _routing_enabled
+from ._sklearn_compat import (
+    HasMethods,
+    Interval,
+    StrOptions,
+    _fit_context,
+    _num_samples,
+    _routing_enabled,
+)
 from ._validation import check_scores, encode_groups
 from .constraints import Criterion, ProjectionProblem, make_criterion
 from .projection import group_shifts, solve_problem
@@ -49,10 +61,12 @@ class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
     tolerance : float, default=0.01
         Largest allowed difference between two groups' mean probability
         (and selection rate, for :meth:`predict`).
-    sensitive_features : str, int, or list of those, default=None
-        Column(s) of ``X`` holding the sensitive features: names for a
-        DataFrame, positions for an array. Reading groups from ``X`` lets
-        scikit-learn scorers (which call ``predict(X)`` with no metadata) and
+    sensitive_features : str, int, list of those, or callable, default=None
+        Where the groups come from. Column(s) of ``X`` holding the sensitive
+        features: names for a DataFrame, positions for an array; or a callable
+        ``f(X) -> groups`` (e.g. binning an age column; the base then sees all
+        of ``X``). Reading groups from ``X`` lets scikit-learn scorers (which
+        call ``predict(X)`` with no metadata) and
         :class:`~sklearn.model_selection.GridSearchCV` work without metadata
         routing. ``None`` means the groups are passed to each method as the
         ``sensitive_features=`` keyword instead.
@@ -127,7 +141,7 @@ class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
     _parameter_constraints = {
         "estimator": [None, HasMethods(["fit", "predict_proba"])],
         "tolerance": [Interval(Real, 0, None, closed="left")],
-        "sensitive_features": [None, str, Integral, list, tuple],
+        "sensitive_features": [None, str, Integral, list, tuple, callable],
         "sensitive_as_feature": ["boolean"],
         "criterion": [StrOptions({"demographic_parity"}), Criterion],
         "inference": [StrOptions({"batch", "fitted"})],
@@ -177,6 +191,13 @@ class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
 
     def _split(self, X, sensitive_features):
         """Return (X for the base, raw sensitive features) after checking their source."""
+        if callable(self.sensitive_features):
+            if sensitive_features is not None:
+                raise ValueError(
+                    "The sensitive features are given twice: the constructor derives them from X "
+                    "with a callable, and sensitive_features= was also passed. Use one of the two."
+                )
+            return X, _Deferred(self.sensitive_features, X)
         columns = self._column_spec()
         if columns is None:
             if sensitive_features is None:
@@ -247,13 +268,14 @@ class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
     def _prepare(self, X, sensitive_features, routed=None):
         """Base scores and fitted-group codes of a batch (shared by the predict-like methods)."""
         check_is_fitted(self)
+        _check_2d(X)
         validate_data(self, X, reset=False, skip_check_array=True)
         base_X, raw_groups = self._split(X, sensitive_features)
         n = _num_samples(base_X)
         if n == 0:
             raise ValueError("X is empty: at least one sample is required.")
-        codes, _ = encode_groups(raw_groups, groups=self.groups_, n_samples=n)
-        scores = self._positive_scores(base_X)
+        scores = self._positive_scores(base_X)  # the base validates its input first
+        codes, _ = encode_groups(_resolve(raw_groups), groups=self.groups_, n_samples=n)
         return scores, codes
 
     # ------------------------------------------------------------------ fit
@@ -288,26 +310,11 @@ default=None
                 "probabilities. Use a probabilistic classifier or wrap it in "
                 "sklearn.calibration.CalibratedClassifierCV."
             )
+        _check_2d(X)
         validate_data(self, X, reset=True, skip_check_array=True)
         base_X, raw_groups = self._split(X, sensitive_features)
         n = _num_samples(base_X)
-        y = np.asarray(y)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y.ravel()
-        if n != y.shape[0]:
-            raise ValueError(f"X has {n} samples but y has {y.shape[0]}; they must match.")
-        target_type = type_of_target(y, input_name="y")
-        if target_type not in ("binary",):
-            if target_type == "unknown" or target_type.startswith("continuous"):
-                raise ValueError(
-                    f"Unknown label type: FairnessLayerClassifier needs a binary target. "
-                    f"Got a target of type {target_type!r} instead."
-                )
-            raise ValueError(
-                "FairnessLayerClassifier supports binary targets only for now. "
-                f"Got a target of type {target_type!r} instead (classes {np.unique(y)!r})."
-            )
-        codes, groups = encode_groups(raw_groups, n_samples=n)
+        y = _check_binary_target(y, n)
 
         if _routing_enabled():
             routed = process_routing(self, "fit", sample_weight=sample_weight, **fit_params)
@@ -326,8 +333,8 @@ default=None
                 "The base estimator must be a binary classifier. "
                 f"Got classes {self.classes_!r} instead."
             )
-        self.groups_ = groups
         scores = self._positive_scores(base_X)
+        codes, self.groups_ = encode_groups(_resolve(raw_groups), n_samples=n)
         self._fit_layer(scores, codes)
         return self
 
@@ -455,12 +462,47 @@ default=None
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         base_tags = self._base().__sklearn_tags__()
-        tags.input_tags.sparse = base_tags.input_tags.sparse and self.sensitive_features is None
+        reads_columns = self.sensitive_features is not None and not callable(
+            self.sensitive_features
+        )
+        tags.input_tags.sparse = base_tags.input_tags.sparse and not reads_columns
         tags.input_tags.allow_nan = base_tags.input_tags.allow_nan
-        tags.input_tags.string = self.sensitive_features is not None
+        tags.input_tags.string = reads_columns
         tags.classifier_tags.multi_class = False
         return tags
 
 
-def _num_samples(X):
-    return X.shape[0] if hasattr(X, "shape") else len(X)
+def _check_2d(X):
+    if getattr(X, "ndim", 2) == 1 or (isinstance(X, list) and X and np.ndim(X[0]) == 0):
+        raise ValueError(
+            "Expected a 2D array for X, got a 1D array instead. Reshape your data with "
+            "array.reshape(-1, 1) for a single feature or array.reshape(1, -1) for a single sample."
+        )
+
+
+def _check_binary_target(y, n_samples):
+    """A 1-D, finite, binary target of the right length."""
+    y = column_or_1d(y, warn=True)
+    if y.dtype.kind in "fc":
+        assert_all_finite(y, input_name="y")
+    if y.shape[0] != n_samples:
+        raise ValueError(f"X has {n_samples} samples but y has {y.shape[0]}; they must match.")
+    check_classification_targets(y)
+    target_type = type_of_target(y, input_name="y")
+    if target_type != "binary":
+        raise ValueError(
+            "Only binary classification is supported. The type of the target is "
+            f"{target_type}; multiclass targets need a multiclass criterion."
+        )
+    return y
+
+
+class _Deferred:
+    """Groups computed by a user callable, evaluated once the base has validated X."""
+
+    def __init__(self, func, X):
+        self.func, self.X = func, X
+
+
+def _resolve(raw_groups):
+    return raw_groups.func(raw_groups.X) if isinstance(raw_groups, _Deferred) else raw_groups

@@ -112,7 +112,7 @@ def encode_groups(sensitive_features, *, groups=None, n_samples=None):
                 key, rem = divmod(key, r)
                 idx.append(rem)
             labels[k] = tuple(lab[i].item() if hasattr(lab[i], "item") else lab[i]
-                              for (_, lab), i in zip(parts, reversed(idx)))
+                              for (_, lab), i in zip(parts, reversed(idx), strict=True))
     if groups is None:
         return codes, labels
     return _recode(codes, labels, groups), groups

@@ -83,7 +83,7 @@ class ProjectionResult:
         else:
             at_bound = (p <= prob.lower + atol) | (p >= prob.upper - atol)
         active = []
-        for fam, t in zip(prob.families, self.levels):
+        for fam, t in zip(prob.families, self.levels, strict=True):
             m = fam.means(p)
             act = np.zeros(fam.n_groups, dtype=int)
             act[m >= t + fam.tolerance - 1e-10] = 1
@@ -101,7 +101,7 @@ class ProjectionResult:
 def group_shifts(problem, solution):
     """Per family, ``nu_g`` times the mean weight of group ``g`` (its additive shift)."""
     out = []
-    for fam, nu in zip(problem.families, solution.duals):
+    for fam, nu in zip(problem.families, solution.duals, strict=True):
         inside = fam.codes >= 0
         counts = np.bincount(fam.codes[inside], minlength=fam.n_groups)
         total = np.bincount(fam.codes[inside], weights=fam.weights[inside], minlength=fam.n_groups)
