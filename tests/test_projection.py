@@ -1,0 +1,191 @@
+"""Tests of the functional projection API and its guarantee."""
+
+import numpy as np
+import pytest
+
+from skfairlayer import InfeasibleProblemError, ProjectionResult, SolverError, project
+from skfairlayer.constraints import DemographicParity, ProjectionProblem
+from skfairlayer.projection import VERIFY_TOL, solve_problem
+
+
+def _instance(seed, n=300, k=3):
+    rng = np.random.default_rng(seed)
+    codes = np.concatenate([np.arange(k), rng.integers(0, k, n - k)])
+    scores = np.clip(rng.beta(2, 5, n) + 0.3 * (codes == 0), 0, 1)
+    return scores, codes
+
+
+def _group_means(p, codes):
+    return np.array([p[codes == g].mean() for g in np.unique(codes)])
+
+
+def _objective(p, s):
+    return 0.5 * np.sum((p - s) ** 2)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_projection_is_feasible_and_optimal(seed):
+    """Check parity, bounds and optimality (KKT + no better feasible point) on random instances."""
+    rng = np.random.default_rng(1000 + seed)
+    k = int(rng.integers(2, 6))
+    tol = float(rng.choice([0.0, 1e-4, 0.01, 0.1]))
+    s, codes = _instance(seed, n=int(rng.integers(k, 400)), k=k)
+    res = project(s, codes, tolerance=tol)
+    p = res.proba
+    m = _group_means(p, codes)
+    assert m.max() - m.min() <= tol + VERIFY_TOL
+    assert p.min() >= 0 and p.max() <= 1
+    # KKT: p = clip(s - shift_g), shifts sum to zero when weighted by group sizes.
+    shift = res.shifts[0]
+    np.testing.assert_allclose(p, np.clip(s - shift[codes], 0, 1), atol=1e-12)
+    np.testing.assert_allclose(res.duals[0].sum(), 0.0, atol=1e-8)
+    # No feasible perturbation improves the objective: compare with random feasible points
+    # obtained by projecting perturbed scores.
+    base = _objective(p, s)
+    for _ in range(5):
+        q = project(np.clip(s + rng.normal(scale=0.05, size=s.size), 0, 1), codes,
+                    tolerance=tol).proba
+        assert _objective(q, s) >= base - 1e-9
+
+
+def test_matches_cvxpy_reference():
+    """Check agreement with a high-accuracy interior-point reference (cvxpy + Clarabel)."""
+    cp = pytest.importorskip("cvxpy")
+    for seed in range(5):
+        s, codes = _instance(seed, n=200, k=3)
+        tol = 0.02
+        p = cp.Variable(s.size)
+        t = cp.Variable()
+        cons = [p >= 0, p <= 1]
+        for g in range(3):
+            mask = codes == g
+            mean = cp.sum(p[mask]) / mask.sum()
+            cons += [mean >= t, mean <= t + tol]
+        cp.Problem(cp.Minimize(cp.sum_squares(p - s)), cons).solve(
+            solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12
+        )
+        np.testing.assert_allclose(project(s, codes, tolerance=tol).proba, p.value, atol=1e-6)
+
+
+def test_already_fair_scores_are_unchanged():
+    """Check that scores meeting parity come back unchanged (idempotence)."""
+    s, codes = _instance(3)
+    first = project(s, codes, tolerance=0.01).proba
+    again = project(first, codes, tolerance=0.01).proba
+    np.testing.assert_allclose(again, first, atol=1e-12)
+
+
+def test_single_group_is_unchanged():
+    """Check that a batch of one group is returned as is (clipped to the bounds)."""
+    s = np.array([0.2, 0.5, 0.9])
+    res = project(s, ["a", "a", "a"], tolerance=0.0)
+    np.testing.assert_array_equal(res.proba, s)
+    assert res.gap == 0.0
+
+
+def test_zero_tolerance_equalises_means():
+    """Check that tolerance=0 makes all group means equal."""
+    s, codes = _instance(5, k=4)
+    m = _group_means(project(s, codes, tolerance=0.0).proba, codes)
+    assert np.ptp(m) <= VERIFY_TOL
+
+
+def test_groups_of_any_type():
+    """Check strings, floats, booleans, pandas categoricals and two columns as groups."""
+    pd = pytest.importorskip("pandas")
+    s, codes = _instance(6, k=2)
+    ref = project(s, codes, tolerance=0.01).proba
+    for groups in (
+        np.array(["x", "y"])[codes],
+        codes.astype(float),
+        codes.astype(bool),
+        pd.Series(pd.Categorical(np.array(["x", "y"])[codes])),
+        pd.DataFrame({"a": codes}),
+    ):
+        np.testing.assert_allclose(project(s, groups, tolerance=0.01).proba, ref)
+    two = np.c_[codes, np.zeros_like(codes)]
+    np.testing.assert_allclose(project(s, two, tolerance=0.01).proba, ref)
+
+
+def test_active_set_reports_bounds_and_band_edges():
+    """Check that the active set names clamped outputs and the groups at the band's edges."""
+    s = np.array([1.0, 0.9, 0.0, 0.05, 0.1, 0.2])
+    codes = np.array([0, 0, 0, 1, 1, 1])
+    res = project(s, codes, tolerance=0.1)
+    at_bound, active = res.active_set()
+    # Group 0 moves down: its row at 0 stays clamped, its row at 1 comes free; group 1 moves up.
+    assert list(at_bound) == [False, False, True, False, False, False]
+    assert list(active[0]) == [1, -1]
+    assert isinstance(res, ProjectionResult)
+    assert "gap" in repr(res)
+
+
+@pytest.mark.parametrize(
+    "kwargs, err, match",
+    [
+        ({"proba": [0.1, np.nan], "sensitive_features": [0, 1]}, ValueError, "NaN"),
+        ({"proba": [0.1, np.inf], "sensitive_features": [0, 1]}, ValueError, "infinity"),
+        ({"proba": [], "sensitive_features": []}, ValueError, "empty"),
+        ({"proba": [0.1, 0.2], "sensitive_features": [0]}, ValueError, "rows"),
+        ({"proba": [0.1, 0.2], "sensitive_features": [0, None]}, ValueError, "missing"),
+        ({"proba": [0.1, 0.2], "sensitive_features": [0, 1], "tolerance": -1}, ValueError,
+         "tolerance"),
+        ({"proba": [0.1, 0.2], "sensitive_features": [0, 1], "tolerance": "x"}, TypeError,
+         "tolerance"),
+        ({"proba": [0.1, 0.2], "sensitive_features": [0, 1], "solver": "cvx"}, ValueError,
+         "solver"),
+        ({"proba": [0.1, 0.2], "sensitive_features": [0, 1], "criterion": "nope"}, ValueError,
+         "criterion"),
+        ({"proba": np.zeros((2, 2, 2)), "sensitive_features": [0, 1]}, ValueError, "shape"),
+        ({"proba": [0.1, 0.9], "sensitive_features": [0, 1], "tolerance": 0.0,
+          "bounds": ([0.0, 0.8], [0.1, 1.0])}, InfeasibleProblemError, "impossible"),
+    ],
+)
+def test_bad_input(kwargs, err, match):
+    """Check that bad input to project raises a clear error."""
+    with pytest.raises(err, match=match):
+        project(**kwargs)
+
+
+def test_unverified_answer_raises(monkeypatch):
+    """Check that a solver answer violating parity is never returned."""
+    from skfairlayer._solvers import _exact
+
+    real = _exact.solve_exact
+
+    def broken(problem, warm_start=None):
+        sol = real(problem, warm_start)
+        sol.outputs = problem.scores.copy()  # unprojected
+        return sol
+
+    monkeypatch.setattr(_exact, "solve_exact", broken)
+    s, codes = _instance(7)
+    with pytest.raises(SolverError, match="violate"):
+        project(s, codes, tolerance=0.0)
+
+
+def test_out_of_bounds_answer_raises(monkeypatch):
+    """Check that an answer outside the bounds is never returned."""
+    from skfairlayer._solvers import _exact
+
+    real = _exact.solve_exact
+
+    def broken(problem, warm_start=None):
+        sol = real(problem, warm_start)
+        sol.outputs = sol.outputs + 1e-13
+        return sol
+
+    monkeypatch.setattr(_exact, "solve_exact", broken)
+    s, codes = _instance(8)
+    s[0] = 1.0
+    with pytest.raises(SolverError, match="bounds"):
+        project(s, codes, tolerance=0.5)
+
+
+def test_exact_solver_rejects_unsupported_problem():
+    """Check that solver='exact' on a multi-family problem names the alternative."""
+    s = np.random.default_rng(0).dirichlet(np.ones(3), size=10)
+    codes = np.arange(10) % 2
+    problem = ProjectionProblem(s, DemographicParity().families(codes, 2, s, 0.1), simplex=True)
+    with pytest.raises(ValueError, match="osqp"):
+        solve_problem(problem, solver="exact")
