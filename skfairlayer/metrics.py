@@ -1,0 +1,1000 @@
+"""Group-parity metrics and scikit-learn scorers that read the sensitive features from ``X``.
+
+The metrics follow fairlearn's signatures, ``metric(y_true, y_pred, *,
+sensitive_features, sample_weight=None)``, and accept decisions (0/1) as well
+as probabilities of the positive class. Unlike fairlearn, a rate that does
+not exist for some group (a true positive rate for a group without positive
+samples, say) raises an error naming the group instead of counting as 0.
+
+scikit-learn scorers are called as ``scorer(estimator, X, y)``, with no
+sensitive features: :func:`make_parity_scorer` and
+:func:`make_constrained_scorer` read them from columns of ``X``.
+"""
+
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn import get_config
+from sklearn.metrics import accuracy_score
+from sklearn.utils.metadata_routing import MetadataRequest
+
+from ._validation import encode_groups
+
+__all__ = [
+    "demographic_parity_difference",
+    "demographic_parity_ratio",
+    "equal_opportunity_difference",
+    "equalized_odds_difference",
+    "group_summary",
+    "make_constrained_scorer",
+    "make_parity_scorer",
+]
+
+# Feasibility slack of make_constrained_scorer: absorbs the rounding of group means
+# (the package verifies its own parity guarantees to the same 1e-9).
+_FEASIBILITY_SLACK = 1e-9
+
+
+# --------------------------------------------------------------------------- validation
+def _check_y_pred(y_pred, name="y_pred"):
+    """1-D float array of decisions or probabilities in [0, 1]."""
+    if y_pred is None:
+        raise ValueError(f"{name} is required. Got {y_pred!r} instead.")
+    arr = np.asarray(y_pred)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise ValueError(
+            f"{name} must be 1-D, of shape (n_samples,): decisions or probabilities of the "
+            "positive class (e.g. predict_proba(X)[:, 1]). "
+            f"Got an array of shape {arr.shape} instead."
+        )
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty: at least one sample is required.")
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} must be numeric: decisions (0 or 1, or bool) or probabilities in [0, 1]. "
+            f"Convert class labels first, e.g. (y_pred == positive_label). "
+            f"Got an array of dtype {arr.dtype} instead."
+        )
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError(
+            f"{name} contains NaN or infinity; every sample needs a finite prediction. "
+            f"Got {int((~np.isfinite(arr)).sum())} non-finite value(s) instead."
+        )
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(
+            f"{name} must hold decisions (0 or 1) or probabilities in [0, 1]. "
+            f"Got values in [{lo!r}, {hi!r}] instead."
+        )
+    return arr
+
+
+def _check_y_true(y_true, n_samples, pos_label):
+    """Boolean array: True where y_true equals pos_label."""
+    arr = np.asarray(y_true)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1 or arr.shape[0] != n_samples:
+        raise ValueError(
+            f"y_true must be of shape ({n_samples},), like y_pred. "
+            f"Got an array of shape {arr.shape} instead."
+        )
+    if arr.dtype.kind == "f" and np.isnan(arr).any():
+        raise ValueError("y_true contains NaN; every sample needs a label.")
+    labels = np.unique(arr)
+    if labels.size > 2:
+        raise ValueError(
+            "y_true must be binary (at most two labels). "
+            f"Got {labels.size} labels {labels.tolist()!r} instead."
+        )
+    positive = arr == pos_label
+    if not positive.any() and not set(labels.tolist()) <= {0, 1}:
+        raise ValueError(
+            f"pos_label={pos_label!r} is not a label of y_true (labels: {labels.tolist()!r}). "
+            f"Pass the label of the positive class as pos_label. Got {pos_label!r} instead."
+        )
+    return positive
+
+
+def _check_sample_weight(sample_weight, n_samples):
+    if sample_weight is None:
+        return np.ones(n_samples)
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.ndim != 1 or w.shape[0] != n_samples:
+        raise ValueError(
+            f"sample_weight must be of shape ({n_samples},), like y_pred. "
+            f"Got an array of shape {w.shape} instead."
+        )
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError("sample_weight must be finite and non-negative.")
+    return w
+
+
+def _check_real(value, name, *, low=None, high=None):
+    if isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(value):
+        raise TypeError(f"{name} must be a finite real number. Got {value!r} instead.")
+    if (low is not None and value < low) or (high is not None and value > high):
+        span = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be a real number {span}. Got {value!r} instead.")
+    return float(value)
+
+
+def _prepare(y_true, y_pred, sensitive_features, sample_weight, *, pos_label, y_true_use):
+    """Validated inputs; ``y_true_use`` is "ignored" (shape checked), "optional" or "required"."""
+    y_pred = _check_y_pred(y_pred)
+    n = y_pred.shape[0]
+    positive = None
+    if y_true is None:
+        if y_true_use == "required":
+            raise ValueError(
+                "y_true is required by this metric (its rates are conditional on the true "
+                "label). Got None instead."
+            )
+    elif y_true_use == "ignored":
+        if np.shape(y_true)[:1] != (n,):
+            raise ValueError(
+                f"y_true must be None or of shape ({n},), like y_pred. "
+                f"Got an array of shape {np.shape(y_true)} instead."
+            )
+    else:
+        positive = _check_y_true(y_true, n, pos_label)
+    codes, groups = encode_groups(sensitive_features, n_samples=n)
+    weight = _check_sample_weight(sample_weight, n)
+    return y_pred, positive, codes, groups, weight
+
+
+def _group_means(values, codes, n_groups, weight):
+    """Weighted mean of ``values`` per group and the total weight of each group."""
+    total = np.bincount(codes, weights=weight, minlength=n_groups)
+    sums = np.bincount(codes, weights=weight * values, minlength=n_groups)
+    means = np.full(n_groups, np.nan)
+    np.divide(sums, total, out=means, where=total > 0)
+    return means, total
+
+
+def _defined_rates(values, codes, groups, weight, *, metric, rate, subset=None):
+    """Per-group means, raising ValueError when a group has nothing to average.
+
+    ``subset`` (a boolean mask and its description) restricts the mean to some rows.
+    """
+    if subset is not None:
+        mask, description = subset
+        weight = weight * mask
+    means, total = _group_means(values, codes, len(groups), weight)
+    empty = np.flatnonzero(total <= 0)
+    if empty.size:
+        names = [_label(groups[g]) for g in empty]
+        why = (
+            "no sample with positive sample_weight" if subset is None
+            else f"no (positively weighted) sample with {description}"
+        )
+        raise ValueError(
+            f"{metric} is undefined: group(s) {names!r} have {why}, so their {rate} does not "
+            "exist. Evaluate on data where every group has such samples (e.g. a split "
+            "stratified by group and label), or merge the group(s) with others. "
+            f"Got groups {[_label(g) for g in groups]!r} instead."
+        )
+    return means
+
+
+def _label(label):
+    if isinstance(label, tuple):
+        return tuple(_label(v) for v in label)
+    return label.item() if isinstance(label, np.generic) else label
+
+
+def _spread(rates):
+    return float(rates.max() - rates.min())
+
+
+# --------------------------------------------------------------------------- metrics
+def demographic_parity_difference(y_true, y_pred, *, sensitive_features, sample_weight=None):
+    """Largest difference between the groups' mean predictions.
+
+    ``max_g m_g - min_g m_g`` with ``m_g`` the (weighted) mean of ``y_pred``
+    over group ``g``: the selection-rate gap for decisions, the gap of mean
+    probabilities for probabilities. 0 means parity.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,) or None
+        Ignored; accepted for signature compatibility with the other metrics
+        and with fairlearn. Checked for shape when given.
+    y_pred : array-like of shape (n_samples,)
+        Decisions (0/1 or bool) or probabilities of the positive class.
+    sensitive_features : array-like of shape (n_samples,) or (n_samples, n_attributes)
+        Group of each sample; several columns define intersectional groups.
+    sample_weight : array-like of shape (n_samples,), default=None
+        Non-negative sample weights.
+
+    Returns
+    -------
+    difference : float
+        In [0, 1]; 0 when there is a single group.
+
+    Raises
+    ------
+    ValueError
+        If the inputs are empty, have different lengths, contain NaN, if
+        ``y_pred`` leaves [0, 1], or if a group has zero total weight.
+
+    See Also
+    --------
+    demographic_parity_ratio : The ratio of the smallest to the largest mean.
+
+    Examples
+    --------
+    >>> from skfairlayer.metrics import demographic_parity_difference
+    >>> y_pred = [1, 1, 0, 1, 0, 0]
+    >>> group = ["a", "a", "a", "b", "b", "b"]
+    >>> round(demographic_parity_difference(None, y_pred, sensitive_features=group), 4)
+    0.3333
+    """
+    y_pred, _, codes, groups, weight = _prepare(
+        y_true, y_pred, sensitive_features, sample_weight, pos_label=1, y_true_use="ignored"
+    )
+    rates = _defined_rates(
+        y_pred, codes, groups, weight, metric="demographic_parity_difference",
+        rate="mean prediction",
+    )
+    return _spread(rates)
+
+
+def demographic_parity_ratio(y_true, y_pred, *, sensitive_features, sample_weight=None):
+    """Ratio of the smallest to the largest group mean prediction.
+
+    ``min_g m_g / max_g m_g`` with ``m_g`` the (weighted) mean of ``y_pred``
+    over group ``g``. 1 means parity; the "four-fifths rule" asks for at
+    least 0.8. When every group's mean is 0 (nobody selected), the groups are
+    equal and the ratio is 1.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,) or None
+        Ignored; accepted for signature compatibility.
+    y_pred : array-like of shape (n_samples,)
+        Decisions (0/1 or bool) or probabilities of the positive class.
+    sensitive_features : array-like of shape (n_samples,) or (n_samples, n_attributes)
+        Group of each sample; several columns define intersectional groups.
+    sample_weight : array-like of shape (n_samples,), default=None
+        Non-negative sample weights.
+
+    Returns
+    -------
+    ratio : float
+        In [0, 1]; 1 when there is a single group.
+
+    See Also
+    --------
+    demographic_parity_difference : The difference of the extreme means.
+
+    Examples
+    --------
+    >>> from skfairlayer.metrics import demographic_parity_ratio
+    >>> y_pred = [1, 1, 0, 1, 0, 0]
+    >>> group = ["a", "a", "a", "b", "b", "b"]
+    >>> demographic_parity_ratio(None, y_pred, sensitive_features=group)
+    0.5
+    """
+    y_pred, _, codes, groups, weight = _prepare(
+        y_true, y_pred, sensitive_features, sample_weight, pos_label=1, y_true_use="ignored"
+    )
+    rates = _defined_rates(
+        y_pred, codes, groups, weight, metric="demographic_parity_ratio",
+        rate="mean prediction",
+    )
+    top = float(rates.max())
+    return 1.0 if top == 0.0 else float(rates.min()) / top
+
+
+def equal_opportunity_difference(
+    y_true, y_pred, *, sensitive_features, sample_weight=None, pos_label=1
+):
+    """Largest difference between the groups' true positive rates.
+
+    The true positive rate of group ``g`` is the (weighted) mean of
+    ``y_pred`` over the samples of ``g`` with ``y_true == pos_label``: the
+    share of positives selected for decisions, the mean probability given to
+    positives for probabilities.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        True binary labels.
+    y_pred : array-like of shape (n_samples,)
+        Decisions (0/1 or bool) or probabilities of the positive class.
+    sensitive_features : array-like of shape (n_samples,) or (n_samples, n_attributes)
+        Group of each sample; several columns define intersectional groups.
+    sample_weight : array-like of shape (n_samples,), default=None
+        Non-negative sample weights.
+    pos_label : int, str or bool, default=1
+        Label of the positive class in ``y_true``.
+
+    Returns
+    -------
+    difference : float
+        In [0, 1].
+
+    Raises
+    ------
+    ValueError
+        If a group has no positive sample (its true positive rate does not
+        exist; fairlearn would silently count it as 0), besides the input
+        errors of :func:`demographic_parity_difference`.
+
+    See Also
+    --------
+    equalized_odds_difference : True and false positive rates together.
+
+    Examples
+    --------
+    >>> from skfairlayer.metrics import equal_opportunity_difference
+    >>> y_true = [1, 1, 0, 1, 1, 0]
+    >>> y_pred = [1, 1, 0, 1, 0, 0]
+    >>> group = ["a", "a", "a", "b", "b", "b"]
+    >>> equal_opportunity_difference(y_true, y_pred, sensitive_features=group)
+    0.5
+    """
+    y_pred, positive, codes, groups, weight = _prepare(
+        y_true, y_pred, sensitive_features, sample_weight, pos_label=pos_label, y_true_use="required"
+    )
+    tpr = _defined_rates(
+        y_pred, codes, groups, weight, metric="equal_opportunity_difference",
+        rate="true positive rate", subset=(positive, "y_true == pos_label"),
+    )
+    return _spread(tpr)
+
+
+def equalized_odds_difference(
+    y_true, y_pred, *, sensitive_features, sample_weight=None, pos_label=1
+):
+    """Larger of the true positive rate gap and the false positive rate gap.
+
+    ``max(max_g TPR_g - min_g TPR_g, max_g FPR_g - min_g FPR_g)``, with the
+    rates the (weighted) mean of ``y_pred`` over the positive, respectively
+    negative, samples of each group (fairlearn's ``agg="worst_case"``).
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        True binary labels.
+    y_pred : array-like of shape (n_samples,)
+        Decisions (0/1 or bool) or probabilities of the positive class.
+    sensitive_features : array-like of shape (n_samples,) or (n_samples, n_attributes)
+        Group of each sample; several columns define intersectional groups.
+    sample_weight : array-like of shape (n_samples,), default=None
+        Non-negative sample weights.
+    pos_label : int, str or bool, default=1
+        Label of the positive class in ``y_true``.
+
+    Returns
+    -------
+    difference : float
+        In [0, 1].
+
+    Raises
+    ------
+    ValueError
+        If a group has no positive or no negative sample, besides the input
+        errors of :func:`demographic_parity_difference`.
+
+    Examples
+    --------
+    >>> from skfairlayer.metrics import equalized_odds_difference
+    >>> y_true = [1, 1, 0, 1, 1, 0]
+    >>> y_pred = [1, 1, 1, 1, 0, 0]
+    >>> group = ["a", "a", "a", "b", "b", "b"]
+    >>> equalized_odds_difference(y_true, y_pred, sensitive_features=group)
+    1.0
+    """
+    y_pred, positive, codes, groups, weight = _prepare(
+        y_true, y_pred, sensitive_features, sample_weight, pos_label=pos_label, y_true_use="required"
+    )
+    tpr = _defined_rates(
+        y_pred, codes, groups, weight, metric="equalized_odds_difference",
+        rate="true positive rate", subset=(positive, "y_true == pos_label"),
+    )
+    fpr = _defined_rates(
+        y_pred, codes, groups, weight, metric="equalized_odds_difference",
+        rate="false positive rate", subset=(~positive, "y_true != pos_label"),
+    )
+    return max(_spread(tpr), _spread(fpr))
+
+
+def group_summary(
+    y_true,
+    y_score,
+    *,
+    sensitive_features,
+    threshold=0.5,
+    sample_weight=None,
+    pos_label=1,
+    as_frame=None,
+):
+    """Per-group table of sizes, scores, rates and errors.
+
+    Unlike the ``*_difference`` metrics, a rate that does not exist for a
+    group (a true positive rate without positives) is reported as NaN: the
+    table describes, it does not rank.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,) or None
+        True binary labels; ``None`` leaves the columns that need them NaN.
+    y_score : array-like of shape (n_samples,)
+        Probabilities of the positive class, or decisions (0/1).
+    sensitive_features : array-like of shape (n_samples,) or (n_samples, n_attributes)
+        Group of each sample; several columns define intersectional groups.
+    threshold : float, default=0.5
+        A sample is selected when ``y_score >= threshold``.
+    sample_weight : array-like of shape (n_samples,), default=None
+        Non-negative sample weights for the means and rates (``size`` counts
+        rows).
+    pos_label : int, str or bool, default=1
+        Label of the positive class in ``y_true``.
+    as_frame : bool, default=None
+        Return a pandas DataFrame (True) or a dict of arrays (False).
+        ``None``: a DataFrame when pandas is installed.
+
+    Returns
+    -------
+    summary : DataFrame or dict of ndarray
+        One row per group (index: the group labels, named after the
+        sensitive feature(s) when they have names) with columns ``size``
+        (rows), ``mean_score``, ``selection_rate`` (share with
+        ``y_score >= threshold``), ``base_rate`` (share with
+        ``y_true == pos_label``), ``accuracy`` (of the thresholded
+        decisions), ``tpr`` and ``fpr`` (of the thresholded decisions). As a
+        dict, the same columns plus ``"group"``, the group labels.
+
+    Examples
+    --------
+    >>> from skfairlayer.metrics import group_summary
+    >>> table = group_summary(
+    ...     [1, 0, 1, 0], [0.9, 0.2, 0.4, 0.6], sensitive_features=["a", "a", "b", "b"],
+    ...     as_frame=False,
+    ... )
+    >>> table["group"].tolist(), table["selection_rate"].tolist(), table["tpr"].tolist()
+    (['a', 'b'], [0.5, 0.5], [1.0, 0.0])
+    """
+    threshold = _check_real(threshold, "threshold", low=0.0, high=1.0)
+    if as_frame is None:
+        try:
+            import pandas  # noqa: F401
+
+            as_frame = True
+        except ImportError:  # pragma: no cover - exercised without pandas
+            as_frame = False
+    elif not isinstance(as_frame, bool | np.bool_):
+        raise TypeError(f"as_frame must be a bool or None. Got {as_frame!r} instead.")
+    y_score, positive, codes, groups, weight = _prepare(
+        y_true, y_score, sensitive_features, sample_weight, pos_label=pos_label,
+        y_true_use="optional",
+    )
+    k = len(groups)
+    selected = (y_score >= threshold).astype(np.float64)
+    nan = np.full(k, np.nan)
+    columns = {
+        "size": np.bincount(codes, minlength=k),
+        "mean_score": _group_means(y_score, codes, k, weight)[0],
+        "selection_rate": _group_means(selected, codes, k, weight)[0],
+        "base_rate": nan,
+        "accuracy": nan,
+        "tpr": nan,
+        "fpr": nan,
+    }
+    if positive is not None:
+        pos = positive.astype(np.float64)
+        columns["base_rate"] = _group_means(pos, codes, k, weight)[0]
+        columns["accuracy"] = _group_means(
+            (selected == pos).astype(np.float64), codes, k, weight
+        )[0]
+        columns["tpr"] = _group_means(selected, codes, k, weight * pos)[0]
+        columns["fpr"] = _group_means(selected, codes, k, weight * (1.0 - pos))[0]
+    labels = [_label(g) for g in groups]
+    if not as_frame:
+        group_array = np.empty(k, dtype=object)
+        group_array[:] = labels
+        return {"group": group_array, **columns}
+    try:
+        import pandas as pd
+    except ImportError as exc:  # pragma: no cover - exercised without pandas
+        raise ImportError(
+            "group_summary(as_frame=True) requires pandas. You can install it with "
+            "`pip install pandas`, or pass as_frame=False to get a dict of arrays."
+        ) from exc
+    names = _feature_names(sensitive_features)
+    if labels and isinstance(labels[0], tuple):
+        index = pd.MultiIndex.from_tuples(labels, names=names)
+    else:
+        index = pd.Index(labels, name=names[0] if names else None)
+    return pd.DataFrame(columns, index=index)
+
+
+def _feature_names(sensitive_features):
+    if hasattr(sensitive_features, "columns"):
+        return [str(c) for c in sensitive_features.columns]
+    name = getattr(sensitive_features, "name", None)
+    if name is not None and getattr(sensitive_features, "ndim", 1) == 1:
+        return [str(name)]
+    if isinstance(sensitive_features, dict):
+        return [str(c) for c in sensitive_features]
+    return None
+
+
+# --------------------------------------------------------------------------- scorers
+_METRICS = {
+    "demographic_parity_difference": (demographic_parity_difference, False),
+    "demographic_parity_ratio": (demographic_parity_ratio, True),
+    "equal_opportunity_difference": (equal_opportunity_difference, False),
+    "equalized_odds_difference": (equalized_odds_difference, False),
+}
+
+
+def _check_metric(metric):
+    """Metric function and whether greater values are better (None for a callable)."""
+    if callable(metric):
+        return metric, None
+    if isinstance(metric, str) and metric in _METRICS:
+        return _METRICS[metric]
+    raise ValueError(
+        f"metric must be one of {sorted(_METRICS)} or a callable "
+        "metric(y_true, y_pred, *, sensitive_features, sample_weight=None). "
+        f"Got {metric!r} instead."
+    )
+
+
+def _check_columns(sensitive_features):
+    if callable(sensitive_features):
+        return sensitive_features
+    cols = (
+        list(sensitive_features)
+        if isinstance(sensitive_features, list | tuple)
+        else [sensitive_features]
+    )
+    is_name = [isinstance(c, str) for c in cols]
+    is_index = [isinstance(c, Integral) and not isinstance(c, bool) for c in cols]
+    if not cols or not (all(is_name) or all(is_index)):
+        raise ValueError(
+            "sensitive_features must be the column name(s) (str) or column index(es) (int) "
+            "of X holding the groups, a non-empty list of those, or a callable X -> groups. "
+            f"Got {sensitive_features!r} instead."
+        )
+    return cols
+
+
+class _GroupScorer:
+    """Shared machinery of the scorers: groups read from X, positive-class outputs."""
+
+    def __init__(self, sensitive_features, metric, pos_label):
+        self._columns = _check_columns(sensitive_features)
+        self._sensitive_features = sensitive_features
+        self._metric_name = metric if isinstance(metric, str) else getattr(
+            metric, "__name__", repr(metric)
+        )
+        self._metric, self._greater_is_better_default = _check_metric(metric)
+        self._pos_label = pos_label
+        self._sample_weight_request = None
+
+    # -- groups -----------------------------------------------------------------------
+    def _groups(self, X):
+        if callable(self._columns):
+            return self._columns(X)
+        cols = self._columns
+        single = len(cols) == 1
+        if hasattr(X, "iloc") and hasattr(X, "columns"):
+            if isinstance(cols[0], str):
+                missing = [c for c in cols if c not in X.columns]
+                if missing:
+                    raise ValueError(
+                        f"sensitive_features column(s) {missing!r} not found in X, whose "
+                        f"columns are {list(X.columns)!r}. Got {self._sensitive_features!r} "
+                        "instead."
+                    )
+                return X[cols[0]] if single else X[cols]
+            self._check_indices(cols, X.shape[1])
+            return X.iloc[:, cols[0]] if single else X.iloc[:, cols]
+        if isinstance(cols[0], str):
+            raise ValueError(
+                "sensitive_features are column names, so X must be a pandas DataFrame with "
+                f"these columns; X is a {type(X).__name__}. Use column indices for arrays. "
+                f"Got {self._sensitive_features!r} instead."
+            )
+        if hasattr(X, "tocsc"):  # scipy sparse
+            X = X.tocsc()
+            self._check_indices(cols, X.shape[1])
+            part = X[:, cols].toarray()
+        else:
+            arr = np.asarray(X)
+            if arr.ndim != 2:
+                raise ValueError(
+                    f"X must be 2-D to read sensitive_features={self._sensitive_features!r} "
+                    f"from its columns. Got an array of shape {arr.shape} instead."
+                )
+            self._check_indices(cols, arr.shape[1])
+            part = arr[:, cols]
+        return part[:, 0] if single else part
+
+    def _check_indices(self, cols, n_columns):
+        bad = [c for c in cols if not -n_columns <= c < n_columns]
+        if bad:
+            raise ValueError(
+                f"sensitive_features index(es) {bad!r} out of range for X with {n_columns} "
+                f"columns. Got {self._sensitive_features!r} instead."
+            )
+
+    # -- outputs ----------------------------------------------------------------------
+    def _positive_label(self, estimator):
+        classes = getattr(estimator, "classes_", None)
+        if classes is None:
+            return 1 if self._pos_label is None else self._pos_label
+        classes = np.asarray(classes)
+        if classes.ndim != 1 or classes.size > 2:
+            raise ValueError(
+                "Parity scorers need a binary classifier; the estimator has classes "
+                f"{classes.tolist()!r}. Got {type(estimator).__name__} instead."
+            )
+        if self._pos_label is None:
+            return classes[-1].item() if hasattr(classes[-1], "item") else classes[-1]
+        if self._pos_label not in classes.tolist():
+            raise ValueError(
+                f"pos_label={self._pos_label!r} is not among the estimator's classes "
+                f"{classes.tolist()!r}. Got {self._pos_label!r} instead."
+            )
+        return self._pos_label
+
+    def _positive_proba(self, estimator, X, pos_label):
+        proba = np.asarray(estimator.predict_proba(X))
+        classes = getattr(estimator, "classes_", None)
+        if proba.ndim == 1:
+            return proba
+        if classes is None:
+            return proba[:, -1]
+        return proba[:, list(np.asarray(classes).tolist()).index(pos_label)]
+
+    def _metric_value(self, y, y_pos, groups, sample_weight, pos_label):
+        y_true = None if y is None else (np.asarray(y) == pos_label).astype(np.int64)
+        return float(
+            self._metric(
+                y_true, y_pos, sensitive_features=groups, sample_weight=sample_weight
+            )
+        )
+
+    # -- scikit-learn integration ------------------------------------------------------
+    def _accept_sample_weight(self):
+        # Without metadata routing, scikit-learn (GridSearchCV, multi-metric dicts) asks
+        # each scorer whether it takes sample_weight before passing it.
+        return True
+
+    def set_score_request(self, *, sample_weight=None):
+        """Request ``sample_weight`` when metadata routing is enabled.
+
+        Parameters
+        ----------
+        sample_weight : bool, str or None, default=None
+            ``True`` to receive ``sample_weight`` passed to ``fit`` of a
+            meta-estimator such as :class:`~sklearn.model_selection.GridSearchCV`
+            (as scikit-learn's own scorers do after
+            ``set_score_request(sample_weight=True)``).
+
+        Returns
+        -------
+        self : object
+            The scorer.
+        """
+        if not get_config().get("enable_metadata_routing", False):
+            raise RuntimeError(
+                "This method is only available when metadata routing is enabled. You can "
+                "enable it using sklearn.set_config(enable_metadata_routing=True)."
+            )
+        self._sample_weight_request = sample_weight
+        return self
+
+    def get_metadata_routing(self):
+        """Metadata requested by the scorer (only ``sample_weight``, if set).
+
+        Returns
+        -------
+        request : MetadataRequest
+            The request of the ``score`` method.
+        """
+        request = MetadataRequest(owner=repr(self))
+        request.score.add_request(param="sample_weight", alias=self._sample_weight_request)
+        return request
+
+
+class _ParityScorer(_GroupScorer):
+    """Scorer ``scorer(estimator, X, y, sample_weight=None)`` for a parity metric."""
+
+    def __init__(self, sensitive_features, metric, response_method, greater_is_better, pos_label):
+        super().__init__(sensitive_features, metric, pos_label)
+        if response_method not in ("predict", "predict_proba"):
+            raise ValueError(
+                "response_method must be 'predict' or 'predict_proba'. "
+                f"Got {response_method!r} instead."
+            )
+        if greater_is_better is None:
+            greater_is_better = bool(self._greater_is_better_default)
+        elif not isinstance(greater_is_better, bool | np.bool_):
+            raise TypeError(
+                f"greater_is_better must be a bool or None. Got {greater_is_better!r} instead."
+            )
+        self._response_method = response_method
+        self._sign = 1.0 if greater_is_better else -1.0
+
+    def __call__(self, estimator, X, y_true=None, sample_weight=None):
+        """Evaluate the parity metric of ``estimator`` on ``X``.
+
+        Parameters
+        ----------
+        estimator : object
+            Fitted binary classifier.
+        X : {array-like, DataFrame} of shape (n_samples, n_features)
+            Data; holds the sensitive column(s) and is passed whole to the
+            estimator.
+        y_true : array-like of shape (n_samples,), default=None
+            True labels, needed by the metrics conditional on the label.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        score : float
+            The metric, negated when ``greater_is_better=False``.
+        """
+        groups = self._groups(X)
+        pos_label = self._positive_label(estimator)
+        if self._response_method == "predict":
+            y_pos = (np.asarray(estimator.predict(X)) == pos_label).astype(np.float64)
+        else:
+            y_pos = self._positive_proba(estimator, X, pos_label)
+        return self._sign * self._metric_value(y_true, y_pos, groups, sample_weight, pos_label)
+
+    def __repr__(self):
+        return (
+            f"make_parity_scorer({self._sensitive_features!r}, metric={self._metric_name!r}, "
+            f"response_method={self._response_method!r}, "
+            f"greater_is_better={self._sign > 0})"
+        )
+
+
+class _ConstrainedScorer(_GroupScorer):
+    """Scorer: ``score_func`` when the decisions meet parity, a penalised value otherwise."""
+
+    def __init__(self, sensitive_features, tolerance, score_func, penalty, metric, pos_label):
+        super().__init__(sensitive_features, metric, pos_label)
+        if self._greater_is_better_default is True:
+            raise ValueError(
+                "make_constrained_scorer needs a metric where smaller is fairer (a "
+                f"difference), not {metric!r}. Got {metric!r} instead."
+            )
+        self._tolerance = _check_real(tolerance, "tolerance", low=0.0)
+        if not callable(score_func):
+            raise TypeError(
+                "score_func must be a callable score_func(y_true, y_pred, **kwargs), e.g. "
+                f"sklearn.metrics.accuracy_score. Got {score_func!r} instead."
+            )
+        self._score_func = score_func
+        if not (isinstance(penalty, str) and penalty == "hard"):
+            if isinstance(penalty, str):
+                raise ValueError(
+                    f"penalty must be 'hard' or a real number >= 0. Got {penalty!r} instead."
+                )
+            penalty = _check_real(penalty, "penalty", low=0.0)
+        self._penalty = penalty
+
+    def __call__(self, estimator, X, y_true, sample_weight=None):
+        """Score ``estimator`` on ``X``, penalised when its decisions break parity.
+
+        Parameters
+        ----------
+        estimator : object
+            Fitted binary classifier.
+        X : {array-like, DataFrame} of shape (n_samples, n_features)
+            Data; holds the sensitive column(s) and is passed whole to the
+            estimator.
+        y_true : array-like of shape (n_samples,)
+            True labels.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights, passed to ``score_func`` and the parity metric.
+
+        Returns
+        -------
+        score : float
+            ``score_func`` value if the parity gap is within the tolerance,
+            else the penalised value (see :func:`make_constrained_scorer`).
+        """
+        groups = self._groups(X)
+        pos_label = self._positive_label(estimator)
+        y_pred = np.asarray(estimator.predict(X))
+        y_pos = (y_pred == pos_label).astype(np.float64)
+        gap = self._metric_value(y_true, y_pos, groups, sample_weight, pos_label)
+        excess = gap - self._tolerance
+        if excess <= _FEASIBILITY_SLACK:
+            kwargs = {} if sample_weight is None else {"sample_weight": sample_weight}
+            return float(self._score_func(y_true, y_pred, **kwargs))
+        if self._penalty == "hard":
+            return -1.0 - excess
+        kwargs = {} if sample_weight is None else {"sample_weight": sample_weight}
+        return float(self._score_func(y_true, y_pred, **kwargs)) - self._penalty * excess
+
+    def __repr__(self):
+        name = getattr(self._score_func, "__name__", repr(self._score_func))
+        return (
+            f"make_constrained_scorer({self._sensitive_features!r}, "
+            f"tolerance={self._tolerance!r}, score_func={name}, penalty={self._penalty!r}, "
+            f"metric={self._metric_name!r})"
+        )
+
+
+def make_parity_scorer(
+    sensitive_features,
+    *,
+    metric="demographic_parity_difference",
+    response_method="predict",
+    greater_is_better=None,
+    pos_label=None,
+):
+    """Make a scikit-learn scorer of a parity metric, reading the groups from ``X``.
+
+    scikit-learn calls scorers as ``scorer(estimator, X, y)``, without
+    sensitive features. This scorer takes them from column(s) of ``X``,
+    passes the whole ``X`` to the estimator, and evaluates the metric of its
+    outputs. Use it as ``scoring=`` of
+    :class:`~sklearn.model_selection.GridSearchCV`,
+    :func:`~sklearn.model_selection.cross_validate` etc., alone or in a dict
+    of scorers. The estimator must accept ``X`` with the sensitive
+    column(s): a pipeline whose
+    :class:`~sklearn.compose.ColumnTransformer` drops or encodes them, or a
+    :class:`~skfairlayer.FairnessLayerClassifier` reading them by name.
+
+    Parameters
+    ----------
+    sensitive_features : str, int, list of str or int, or callable
+        Column name(s) of a DataFrame ``X``, or column index(es) of ``X``
+        (positions, also for a DataFrame); several columns define
+        intersectional groups. A callable is called as
+        ``sensitive_features(X)`` and returns the groups.
+    metric : str or callable, default="demographic_parity_difference"
+        ``"demographic_parity_difference"``, ``"demographic_parity_ratio"``,
+        ``"equal_opportunity_difference"``, ``"equalized_odds_difference"``,
+        or a callable with their signature. It receives ``y_true`` as 0/1
+        (1 for ``pos_label``) and the positive-class decisions (0/1) or
+        probabilities.
+    response_method : {"predict", "predict_proba"}, default="predict"
+        Evaluate the parity of the decisions (``predict(X) == pos_label``)
+        or of the probabilities of the positive class.
+    greater_is_better : bool, default=None
+        Whether larger metric values are better. ``None``: False for the
+        differences (the scorer returns the negated difference, as
+        scikit-learn's ``neg_*`` scorers do, so that larger is better in
+        searches), True for the ratio and False for a callable.
+    pos_label : int, str or bool, default=None
+        The positive class; ``None`` means the estimator's last class
+        (``classes_[-1]``), or 1 when it has no ``classes_``.
+
+    Returns
+    -------
+    scorer : callable
+        ``scorer(estimator, X, y_true=None, sample_weight=None) -> float``.
+        It accepts ``sample_weight`` when metadata routing is disabled; with
+        routing enabled, call ``scorer.set_score_request(sample_weight=True)``.
+
+    Raises
+    ------
+    ValueError
+        When called, if the column(s) are missing from ``X``, or from the
+        metric (e.g. a group without positives for the true positive rate).
+
+    See Also
+    --------
+    make_constrained_scorer : Accuracy subject to parity.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pandas as pd
+    >>> from sklearn.compose import make_column_transformer
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.model_selection import cross_validate
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from skfairlayer.datasets import make_parity_classification
+    >>> from skfairlayer.metrics import make_parity_scorer
+    >>> X, y, group = make_parity_classification(600, random_state=0)
+    >>> X = pd.DataFrame(X, columns=[f"x{i}" for i in range(5)]).assign(group=group)
+    >>> model = make_pipeline(
+    ...     make_column_transformer(("drop", ["group"]), remainder="passthrough"),
+    ...     LogisticRegression(),
+    ... )
+    >>> scores = cross_validate(
+    ...     model, X, y, cv=3,
+    ...     scoring={"accuracy": "accuracy", "neg_dp": make_parity_scorer("group")},
+    ... )
+    >>> bool((scores["test_neg_dp"] < -0.2).all())  # the model inherits the bias
+    True
+    """
+    return _ParityScorer(
+        sensitive_features, metric, response_method, greater_is_better, pos_label
+    )
+
+
+def make_constrained_scorer(
+    sensitive_features,
+    *,
+    tolerance=0.01,
+    score_func=accuracy_score,
+    penalty="hard",
+    metric="demographic_parity_difference",
+    pos_label=None,
+):
+    """Make a scorer of "score subject to parity", reading the groups from ``X``.
+
+    On each call, ``y_pred = estimator.predict(X)``, ``score =
+    score_func(y_true, y_pred)`` and ``gap`` is the parity ``metric`` of the
+    decisions ``y_pred == pos_label`` over the groups read from ``X``. With
+    ``excess = gap - tolerance`` the scorer returns:
+
+    - ``score`` when ``excess <= 1e-9`` (the decisions meet parity; the
+      slack absorbs the rounding of group means),
+    - ``-1 - excess`` when ``penalty="hard"``: below every feasible score of
+      a ``score_func`` bounded below by -1 (accuracy, balanced accuracy,
+      precision, recall, F1, ROC AUC, Matthews correlation), and the smaller
+      the violation the higher the value,
+    - ``score - penalty * excess`` when ``penalty`` is a number: a soft
+      penalty, continuous at the tolerance.
+
+    Note that cross-validation averages these values over the folds: with
+    ``penalty="hard"``, a candidate that breaks parity on some folds only
+    is pulled down, but may still outrank a feasible but much less accurate
+    one. For a strict selection, score parity separately (a dict of
+    scorers with :func:`make_parity_scorer`) and choose with a callable
+    ``refit``.
+
+    Parameters
+    ----------
+    sensitive_features : str, int, list of str or int, or callable
+        Column name(s) of a DataFrame ``X``, column index(es) of ``X``, or a
+        callable ``X -> groups``; see :func:`make_parity_scorer`.
+    tolerance : float, default=0.01
+        Largest parity gap counted as meeting parity.
+    score_func : callable, default=sklearn.metrics.accuracy_score
+        ``score_func(y_true, y_pred, **kwargs)``, greater is better; gets
+        ``sample_weight=`` when the scorer gets sample weights.
+    penalty : "hard" or float, default="hard"
+        How a violation is penalised; see above.
+    metric : str or callable, default="demographic_parity_difference"
+        A parity metric where smaller is fairer:
+        ``"demographic_parity_difference"``,
+        ``"equal_opportunity_difference"``, ``"equalized_odds_difference"``
+        or a callable with their signature.
+    pos_label : int, str or bool, default=None
+        The positive class; ``None`` means the estimator's last class.
+
+    Returns
+    -------
+    scorer : callable
+        ``scorer(estimator, X, y_true, sample_weight=None) -> float``,
+        usable as ``scoring=`` of scikit-learn searches, alone or in a dict.
+
+    See Also
+    --------
+    make_parity_scorer : The parity metric itself as a scorer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.dummy import DummyClassifier
+    >>> from skfairlayer.metrics import make_constrained_scorer
+    >>> X = np.array([[0, 0], [1, 0], [2, 1], [3, 1]])  # column 1: the group
+    >>> y = np.array([0, 1, 0, 1])
+    >>> clf = DummyClassifier(strategy="constant", constant=1).fit(X, y)
+    >>> scorer = make_constrained_scorer(1, tolerance=0.0)
+    >>> scorer(clf, X, y)  # everyone selected: parity holds, accuracy 0.5
+    0.5
+    """
+    return _ConstrainedScorer(
+        sensitive_features, tolerance, score_func, penalty, metric, pos_label
+    )
