@@ -15,6 +15,22 @@ _FILE = "adult.csv.gz"
 _DESCR_FILE = "README.md"
 _TARGET = "income-per-year"
 _POSITIVE = ">50K"
+_FEATURES = (
+    "age",
+    "workclass",
+    "fnlwgt",
+    "education",
+    "education-num",
+    "marital-status",
+    "occupation",
+    "relationship",
+    "race",
+    "sex",
+    "capital-gain",
+    "capital-loss",
+    "hours-per-week",
+    "native-country",
+)
 _NUMERIC = (
     "age",
     "fnlwgt",
@@ -157,6 +173,7 @@ def load_adult(*, as_frame=True, return_X_y=False, sensitive_features=("sex", "r
     """
     as_frame = _check_bool(as_frame, "as_frame")
     return_X_y = _check_bool(return_X_y, "return_X_y")
+    sensitive = _check_sensitive(sensitive_features, list(_FEATURES))
     if as_frame:
         try:
             import pandas as pd
@@ -171,7 +188,8 @@ def load_adult(*, as_frame=True, return_X_y=False, sensitive_features=("sex", "r
     by_name = dict(zip(header, columns, strict=True))
     target = np.asarray([v == _POSITIVE for v in by_name.pop(_TARGET)], dtype=np.int64)
     feature_names = list(by_name)
-    sensitive = _check_sensitive(sensitive_features, feature_names)
+    if tuple(feature_names) != _FEATURES:  # pragma: no cover - guards the shipped file
+        raise RuntimeError(f"Unexpected columns {feature_names!r} in the shipped Adult file.")
     descr = _data_file(_DESCR_FILE).read_text(encoding="utf-8")
 
     if as_frame:
