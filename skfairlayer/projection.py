@@ -7,6 +7,7 @@ the answer and returns a :class:`ProjectionResult`. No estimator code here.
 
 import numpy as np
 
+from . import _sensitivity
 from ._solvers import _exact
 from ._validation import check_scores, check_tolerance, encode_groups
 from .constraints import ProjectionProblem, make_criterion
@@ -90,6 +91,71 @@ class ProjectionResult:
             act[m <= t + 1e-10] = -1
             active.append(act)
         return at_bound, active
+
+    def _linearization(self):
+        lin = self.__dict__.get("_linearization_cache")
+        if lin is None:
+            lin = _sensitivity.Linearization(self.problem, self.proba)
+            self.__dict__["_linearization_cache"] = lin
+        return lin
+
+    def vjp(self, grad):
+        """Vector-Jacobian product: back-propagate ``grad`` through the projection.
+
+        Locally the projection is the orthogonal projector ``J`` onto the
+        directions that keep every active constraint active: ``J`` zeroes the
+        outputs held at a bound and removes, on the free outputs, the component
+        that would move the active group statistics apart. ``J`` is symmetric,
+        so ``vjp`` and :meth:`jvp` compute the same map, in ``O(n_samples)``.
+        At the measure-zero set of non-differentiable points (weakly active
+        rows, a group entirely at a bound, dependent rows) it returns the
+        projector onto the null space of every active row, an element of the
+        generalized Jacobian.
+
+        Parameters
+        ----------
+        grad : array-like of the shape of ``proba``
+            Gradient of a loss with respect to the projected outputs.
+
+        Returns
+        -------
+        grad_scores : ndarray of the shape of ``proba``
+            Gradient of the loss with respect to the scores.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skfairlayer import project
+        >>> result = project(np.array([0.9, 0.8, 0.2, 0.3]), np.array([0, 0, 1, 1]), tolerance=0.1)
+        >>> result.vjp(np.array([1.0, 0.0, 0.0, 0.0]))
+        array([ 0.75, -0.25,  0.25,  0.25])
+        """
+        return self._linearization().apply(grad)
+
+    def jvp(self, tangent):
+        """Jacobian-vector product: the change of ``proba`` along a change ``tangent`` of the scores.
+
+        The Jacobian is symmetric, so this is the same map as :meth:`vjp`.
+
+        Parameters
+        ----------
+        tangent : array-like of the shape of ``proba``
+            Direction of change of the scores.
+
+        Returns
+        -------
+        tangent_proba : ndarray of the shape of ``proba``
+            First-order change of the projected outputs.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skfairlayer import project
+        >>> result = project(np.array([0.9, 0.8, 0.2, 0.3]), np.array([0, 0, 1, 1]), tolerance=0.1)
+        >>> result.jvp(np.ones(4))  # a common shift passes through
+        array([1., 1., 1., 1.])
+        """
+        return self._linearization().apply(tangent)
 
     def __repr__(self):
         return (

@@ -1,0 +1,270 @@
+"""Closed-form sensitivities (Jacobian products) of the fairness projection.
+
+At its solution ``P*`` the projection ``S -> P*`` is locally the orthogonal
+projector ``J`` onto the directions that keep every active constraint active
+(``MATH.md`` §2): outputs at a bound stay put, and on the free outputs the
+component along the active parity rows is removed. ``J`` is symmetric, so the
+vector-Jacobian and Jacobian-vector products are the same map.
+
+Parity rows and the auxiliary level
+-----------------------------------
+A family asks ``t <= m_g(P) <= t + tol`` with a free level ``t``. In terms of
+``P`` alone this is ``max_g m_g - min_g m_g <= tol``. When the gap equals
+``tol`` the active groups are those at the top (``m_g = max``) and at the
+bottom (``m_g = min``); eliminating ``t``, a feasible direction keeps the
+*differences* of the active group means fixed: ``dm_g = mu`` for every active
+``g``, with one free common value ``mu`` per family. (With ``tol = 0`` every
+group is active; when the gap is below ``tol`` no row is active, whatever
+level the solver reported.)
+
+For the family rows ``a_g`` (weights ``w_i`` on group ``g``) the projection of
+``v`` onto ``{x in range(Q) : a_g' x = mu_f, C x = 0}`` (``Q`` the projector
+onto outputs free of the bounds and, on the simplex, with zero row sums; ``C``
+the active extra affine rows) is
+
+    x = Q v - sum_{f,g} lambda_{f,g} Q a_{f,g} - sum_j eta_j Q c_j
+
+where ``(lambda, mu, eta)`` solve a small symmetric system of size
+``sum_f |active groups of f| + n_families + n_active_rows``; its Gram blocks
+``a' Q a`` are group-pair sums computed with one ``bincount`` per pair of
+families, so a product costs ``O(n_samples * n_classes)`` time and memory.
+
+Degenerate points
+-----------------
+Where strict complementarity or independence of the active rows fails (a
+weakly active row, a group whose outputs are all at a bound, ``tol = 0`` in
+the ``(P, t)`` form, dependent rows) the projection is not differentiable.
+We then return the projector onto the null space of *every* primally active
+row (and every output at a bound); the small system is solved by least
+squares, which handles dependent rows. This projector is the Jacobian at
+nearby points that make every such row strongly active (move ``S`` into the
+interior of the normal cone at ``P*``), hence an element of the Clarke
+generalized Jacobian.
+"""
+
+import numpy as np
+
+__all__ = ["Linearization", "projection_vjp", "projection_jvp"]
+
+#: Outputs within this distance of a bound count as held at the bound.
+BOUND_ATOL = 1e-12
+#: Group statistics within this distance of the band's edge count as on it
+#: (the verified solution meets the parity rows to ``VERIFY_TOL = 1e-9``).
+LEVEL_ATOL = 1e-9
+
+
+def _as_2d(x):
+    return x[:, None] if x.ndim == 1 else x
+
+
+class Linearization:
+    """The local linear structure of a projection at its solution.
+
+    Built once per solution in ``O(n_samples * n_classes)``; each call to
+    :meth:`apply` costs a few passes over the outputs.
+
+    Parameters
+    ----------
+    problem : ProjectionProblem
+        The problem that was solved.
+    outputs : ndarray of shape (n_samples,) or (n_samples, n_classes)
+        Its verified solution ``P*``.
+    bound_atol : float, default=1e-12
+        Outputs this close to a bound (to zero on the simplex) are held fixed.
+    level_atol : float, default=1e-9
+        Group statistics this close to the top or bottom of the band are on it.
+
+    Attributes
+    ----------
+    free : ndarray of bool, same shape as ``outputs``
+        Outputs not held at a bound.
+    active : list of ndarray of bool of shape (n_groups,)
+        Per family, the groups whose statistic is on an edge of the band
+        (all ``False`` when the family's gap is below its tolerance).
+    active_rows : ndarray of int
+        Indices of the extra affine rows that are at one of their limits.
+    """
+
+    def __init__(self, problem, outputs, *, bound_atol=BOUND_ATOL, level_atol=LEVEL_ATOL):
+        p = np.asarray(outputs, dtype=np.float64)
+        if p.shape != problem.scores.shape:
+            raise ValueError(
+                f"outputs must have the shape of the problem's scores {problem.scores.shape}. "
+                f"Got shape {p.shape} instead."
+            )
+        self.shape = p.shape
+        self.simplex = bool(problem.simplex)
+        if self.simplex:
+            free = p > bound_atol
+        else:
+            lower = np.broadcast_to(np.asarray(problem.lower, dtype=np.float64), p.shape)
+            upper = np.broadcast_to(np.asarray(problem.upper, dtype=np.float64), p.shape)
+            free = (p > lower + bound_atol) & (p < upper - bound_atol)
+        self.free = free
+        free2 = _as_2d(free)
+        self._free2 = free2.astype(np.float64)
+        if self.simplex:
+            n_free = free2.sum(axis=1)
+            self._inv_free = np.where(n_free > 0, 1.0 / np.maximum(n_free, 1), 0.0)
+
+        # Active groups of each family, decided on P alone (see the module docstring).
+        self.families = tuple(problem.families)
+        self.active = []
+        for fam in self.families:
+            m = fam.means(p)
+            present = _group_present(fam)
+            act = np.zeros(fam.n_groups, dtype=bool)
+            if present.sum() >= 2:
+                hi, lo = m[present].max(), m[present].min()
+                if hi - lo >= fam.tolerance - level_atol:
+                    act = present & ((m >= hi - level_atol) | (m <= lo + level_atol))
+            self.active.append(act)
+
+        # Extra affine rows at one of their limits, as dense Q-projected vectors.
+        self.active_rows = np.zeros(0, dtype=np.intp)
+        self._row_vectors = np.zeros((0, p.size))
+        if problem.rows is not None:
+            rows = problem.rows
+            r = rows.matrix @ p.ravel()
+            lo = np.asarray(rows.lower, dtype=np.float64)
+            hi = np.asarray(rows.upper, dtype=np.float64)
+            at = (np.abs(r - lo) <= level_atol) | (np.abs(r - hi) <= level_atol)
+            self.active_rows = np.flatnonzero(at)
+            if self.active_rows.size:
+                dense = rows.matrix[self.active_rows].toarray()
+                self._row_vectors = np.stack([self._q(c.reshape(p.shape)).ravel() for c in dense])
+
+        self._build_system()
+
+    # ------------------------------------------------------------------ operators
+    def _q(self, v):
+        """Projector onto outputs free of the bounds (zero row sums on the simplex)."""
+        v2 = _as_2d(v) * self._free2
+        if self.simplex:
+            v2 = v2 - self._free2 * (v2.sum(axis=1) * self._inv_free)[:, None]
+        return v2.reshape(self.shape)
+
+    def _family_weights(self, fam):
+        """``u_i = w_i`` on the family's column where the output is free, else 0."""
+        inside = fam.codes >= 0
+        u = np.where(inside, fam.weights, 0.0) * self._free2[:, fam.column]
+        return u, np.where(inside, fam.codes, 0)
+
+    def _build_system(self):
+        fams = [(f, fam) for f, fam in enumerate(self.families) if self.active[f].any()]
+        self._fams = fams
+        blocks = []  # (family index, active group indices, offset)
+        size = 0
+        for f, _ in fams:
+            idx = np.flatnonzero(self.active[f])
+            blocks.append((f, idx, size))
+            size += idx.size
+        n_lam, n_mu, n_eta = size, len(fams), self.active_rows.size
+        dim = n_lam + n_mu + n_eta
+        self._blocks, self._n_lam, self._dim = blocks, n_lam, dim
+        if dim == 0:
+            self._solve = None
+            return
+        K = np.zeros((dim, dim))
+        cache = {f: self._family_weights(fam) for f, fam in fams}
+        # Gram blocks a_{f,g}' Q a_{f',g'}: disjoint supports within a family make each a
+        # group-pair sum; the simplex adds the row-centring term.
+        for bi, (f, idx, off) in enumerate(blocks):
+            fam, (u, codes) = self.families[f], cache[f]
+            for f2, idx2, off2 in blocks[bi:]:
+                fam2, (u2, codes2) = self.families[f2], cache[f2]
+                weight = u * u2 * (1.0 if fam.column == fam2.column else 0.0)
+                if self.simplex:
+                    weight = weight - u * u2 * self._inv_free
+                pair = codes * fam2.n_groups + codes2
+                gram = np.bincount(
+                    pair, weights=weight, minlength=fam.n_groups * fam2.n_groups
+                ).reshape(fam.n_groups, fam2.n_groups)
+                block = gram[np.ix_(idx, idx2)]
+                K[off : off + idx.size, off2 : off2 + idx2.size] = block
+                K[off2 : off2 + idx2.size, off : off + idx.size] = block.T
+        for j, (_, idx, off) in enumerate(blocks):
+            K[off : off + idx.size, n_lam + j] = 1.0  # + mu_f in each group's equation
+            K[n_lam + j, off : off + idx.size] = 1.0  # sum_g lambda_{f,g} = 0
+        if n_eta:
+            C = self._row_vectors  # already Q-projected
+            K[n_lam + n_mu :, n_lam + n_mu :] = C @ C.T
+            for f, idx, off in blocks:
+                cross = np.stack([self._family_dot(f, c.reshape(self.shape)) for c in C])
+                K[off : off + idx.size, n_lam + n_mu :] = cross[:, idx].T
+                K[n_lam + n_mu :, off : off + idx.size] = cross[:, idx]
+        # Jacobi scaling, then a least-squares pseudo-inverse (dependent rows, clamped groups).
+        diag = np.abs(np.diag(K))
+        scale = np.where(diag > 0, 1.0 / np.sqrt(np.where(diag > 0, diag, 1.0)), 1.0)
+        Ks = K * scale[:, None] * scale[None, :]
+        pinv = np.linalg.pinv(Ks, rcond=1e-13, hermitian=True)
+        self._solve = scale[:, None] * pinv * scale[None, :]
+
+    def _family_dot(self, f, x):
+        """``a_{f,g}' x`` for every group ``g`` of family ``f``."""
+        fam = self.families[f]
+        inside = fam.codes >= 0
+        vals = _as_2d(x)[:, fam.column] * fam.weights
+        if inside.all():
+            return np.bincount(fam.codes, weights=vals, minlength=fam.n_groups)
+        return np.bincount(fam.codes[inside], weights=vals[inside], minlength=fam.n_groups)
+
+    # ------------------------------------------------------------------ products
+    def apply(self, vector):
+        """``J @ vector`` (equal to ``J.T @ vector``: ``J`` is symmetric).
+
+        Parameters
+        ----------
+        vector : array-like of the outputs' shape
+            A gradient with respect to the outputs (VJP) or a tangent of the
+            scores (JVP).
+
+        Returns
+        -------
+        product : ndarray of the outputs' shape
+        """
+        v = np.asarray(vector, dtype=np.float64)
+        if v.shape != self.shape:
+            raise ValueError(
+                f"The vector must have the outputs' shape {self.shape}. "
+                f"Got shape {v.shape} instead."
+            )
+        qv = self._q(v)
+        if self._solve is None:
+            return qv
+        rhs = np.zeros(self._dim)
+        for f, idx, off in self._blocks:
+            rhs[off : off + idx.size] = self._family_dot(f, qv)[idx]
+        n_rows = self.active_rows.size
+        if n_rows:
+            rhs[self._dim - n_rows :] = self._row_vectors @ qv.ravel()
+        z = self._solve @ rhs
+        correction = np.zeros((self.shape[0], 1 if len(self.shape) == 1 else self.shape[1]))
+        for f, idx, off in self._blocks:
+            fam = self.families[f]
+            lam = np.zeros(fam.n_groups)
+            lam[idx] = z[off : off + idx.size]
+            inside = fam.codes >= 0
+            correction[:, fam.column] += np.where(
+                inside, lam[np.where(inside, fam.codes, 0)] * fam.weights, 0.0
+            )
+        out = qv - self._q(correction.reshape(self.shape))
+        if n_rows:
+            out = out - (z[self._dim - n_rows :] @ self._row_vectors).reshape(self.shape)
+        return out
+
+
+def _group_present(fam):
+    """Groups of a family with at least one row of positive weight."""
+    inside = (fam.codes >= 0) & (fam.weights > 0)
+    return np.bincount(fam.codes[inside], minlength=fam.n_groups) > 0
+
+
+def projection_vjp(problem, outputs, grad):
+    """Vector-Jacobian product ``J' grad`` of the projection at its solution ``outputs``."""
+    return Linearization(problem, outputs).apply(grad)
+
+
+def projection_jvp(problem, outputs, tangent):
+    """Jacobian-vector product ``J tangent`` (the same map: ``J`` is symmetric)."""
+    return Linearization(problem, outputs).apply(tangent)

@@ -1,0 +1,370 @@
+"""Tests of the closed-form sensitivities (VJP/JVP) of the projection."""
+
+import numpy as np
+import pytest
+from scipy.optimize import approx_fprime
+
+from skfairlayer import project
+from skfairlayer._sensitivity import Linearization, projection_jvp, projection_vjp
+from skfairlayer.constraints import DemographicParity, GroupStatistics, ProjectionProblem
+from skfairlayer.projection import solve_problem
+
+
+def _dp_problem(s, codes, k, tol, lower=0.0, upper=1.0):
+    fams = DemographicParity().families(codes, k, s, tol)
+    return ProjectionProblem(s, fams, lower=lower, upper=upper)
+
+
+def _weighted_problem(s, codes, k, tol, weights):
+    w = weights / np.bincount(codes, weights=weights, minlength=k)[codes]
+    fam = GroupStatistics(codes=codes, weights=w, n_groups=k, tolerance=tol)
+    return ProjectionProblem(s, (fam,))
+
+
+def _instance(seed, n, k):
+    rng = np.random.default_rng(seed)
+    codes = np.concatenate([np.arange(k), rng.integers(0, k, n - k)])
+    # Spread scores beyond [0, 1] so that some outputs are clamped, with group offsets.
+    offsets = rng.normal(scale=0.3, size=k)
+    s = rng.uniform(-0.2, 1.2, n) + offsets[codes]
+    return rng, s, codes
+
+
+def _jacobian(lin, n):
+    return np.stack([lin.apply(e) for e in np.eye(n)], axis=1)
+
+
+def _fd_jacobian(func, s, step=1e-7):
+    return np.atleast_2d(approx_fprime(s, func, step))
+
+
+def _margin_ok(problem, p, lin, margin=1e-5):
+    """Whether no output or group statistic is within ``margin`` of a kink."""
+    lower, upper = problem.lower, problem.upper
+    free = lin.free
+    if np.any(free & ((p - lower < margin) | (upper - p < margin))):
+        return False
+    for fam, act in zip(problem.families, lin.active, strict=True):
+        m = fam.means(p)
+        band_hi, band_lo = m.max(), m.min()
+        inner = ~act
+        if np.any(inner & ((band_hi - m < margin) | (m - band_lo < margin))):
+            return False
+    return True
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 5])
+@pytest.mark.parametrize("tol", [0.0, 0.01, 0.05])
+def test_vjp_matches_finite_differences(k, tol):
+    """Check that the closed-form Jacobian matches approx_fprime to 1e-6 relative."""
+    checked = 0
+    for seed in range(10):
+        rng, s, codes = _instance(100 * k + seed, 30, k)
+        problem = _dp_problem(s, codes, k, tol)
+        p = solve_problem(problem).outputs
+        lin = Linearization(problem, p)
+        if not _margin_ok(problem, p, lin) or not np.any(lin.active[0]):
+            continue
+        J = _jacobian(lin, s.size)
+        J_fd = _fd_jacobian(lambda x, c=codes: solve_problem(_dp_problem(x, c, k, tol)).outputs, s)
+        np.testing.assert_allclose(J, J_fd, rtol=1e-6, atol=1e-6)
+        assert 0 < lin.free.sum() < s.size  # the instance exercises both kinds of rows
+        checked += 1
+        if checked == 2:
+            break
+    assert checked >= 1
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_weighted_family_matches_finite_differences(k):
+    """Check the Jacobian of a family with general (non-uniform) weights against differences."""
+    checked = 0
+    for seed in range(10):
+        rng, s, codes = _instance(7 + seed, 30, k)
+        weights = rng.uniform(0.1, 2.0, s.size)
+        problem = _weighted_problem(s, codes, k, 0.02, weights)
+        p = solve_problem(problem).outputs
+        lin = Linearization(problem, p)
+        if not _margin_ok(problem, p, lin) or not np.any(lin.active[0]):
+            continue
+        J = _jacobian(lin, s.size)
+        J_fd = _fd_jacobian(
+            lambda x, c=codes, w=weights: (
+                solve_problem(_weighted_problem(x, c, k, 0.02, w)).outputs
+            ),
+            s,
+        )
+        np.testing.assert_allclose(J, J_fd, rtol=1e-6, atol=1e-6)
+        checked += 1
+        if checked == 2:
+            break
+    assert checked >= 1
+
+
+def test_vjp_equals_jvp_and_result_methods():
+    """Check that VJP and JVP agree (symmetric J) and that ProjectionResult delegates to them."""
+    rng, s, codes = _instance(3, 200, 3)
+    res = project(s, codes, tolerance=0.02)
+    u, v = rng.normal(size=(2, s.size))
+    assert np.isclose(u @ res.jvp(v), res.vjp(u) @ v, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(res.vjp(u), projection_vjp(res.problem, res.proba, u))
+    np.testing.assert_allclose(res.jvp(v), projection_jvp(res.problem, res.proba, v))
+    with pytest.raises(ValueError, match="shape"):
+        res.vjp(np.ones(3))
+
+
+def test_no_active_row_is_the_bound_mask():
+    """Check that with slack parity the Jacobian only zeroes the clamped outputs."""
+    s = np.array([-0.5, 0.2, 0.4, 1.5, 0.3, 0.35])
+    codes = np.array([0, 0, 0, 1, 1, 1])
+    res = project(s, codes, tolerance=0.5)
+    g = np.arange(1.0, 7.0)
+    np.testing.assert_allclose(res.vjp(g), g * np.array([0, 1, 1, 0, 1, 1]))
+
+
+def _assert_projector(J):
+    np.testing.assert_allclose(J, J.T, atol=1e-12)
+    np.testing.assert_allclose(J @ J, J, atol=1e-12)
+
+
+def test_fully_clamped_active_group():
+    """Check a group entirely at a bound: its mean is pinned, so is the other active group's."""
+    s = np.array([1.6, 1.7, 1.8, 0.45, 0.55, 0.5, 0.6])
+    codes = np.array([0, 0, 0, 1, 1, 1, 1])
+    problem = _dp_problem(s, codes, 2, 0.1)
+    p = solve_problem(problem).outputs
+    np.testing.assert_allclose(p[:3], 1.0, atol=1e-12)
+    lin = Linearization(problem, p)
+    assert lin.active[0].all()
+    J = _jacobian(lin, s.size)
+    _assert_projector(J)
+    np.testing.assert_allclose(J[:3], 0.0)
+    np.testing.assert_allclose(J[3:, 3:], np.eye(4) - 0.25, atol=1e-12)  # mean of group 1 fixed
+    J_fd = _fd_jacobian(lambda x: solve_problem(_dp_problem(x, codes, 2, 0.1)).outputs, s)
+    np.testing.assert_allclose(J, J_fd, atol=1e-6)
+
+
+def test_zero_tolerance_is_differentiable_in_p():
+    """Check tol=0 (both band edges active in the (p, t) form): J keeps all means moving together."""
+    rng, s, codes = _instance(11, 25, 3)
+    problem = _dp_problem(s, codes, 3, 0.0)
+    p = solve_problem(problem).outputs
+    lin = Linearization(problem, p)
+    assert lin.active[0].all()
+    J = _jacobian(lin, s.size)
+    _assert_projector(J)
+    J_fd = _fd_jacobian(lambda x: solve_problem(_dp_problem(x, codes, 3, 0.0)).outputs, s)
+    np.testing.assert_allclose(J, J_fd, rtol=1e-6, atol=1e-6)
+
+
+def test_weakly_active_row_gives_generalized_jacobian():
+    """Check a weakly active parity row: J is a projector, a limit of nearby Jacobians,
+    and the one-sided derivative in a direction that activates the row."""
+    rng = np.random.default_rng(5)
+    codes = np.repeat([0, 1], [6, 8])
+    s = rng.uniform(0.2, 0.8, codes.size)
+    tol = 0.05
+    # Shift group 1 so that the gap is exactly tol: primal active, multipliers zero.
+    s[codes == 1] += s[codes == 0].mean() - tol - s[codes == 1].mean()
+    problem = _dp_problem(s, codes, 2, tol)
+    p = solve_problem(problem).outputs
+    np.testing.assert_allclose(p, s, atol=1e-12)
+    lin = Linearization(problem, p)
+    assert lin.active[0].all()
+    J = _jacobian(lin, s.size)
+    _assert_projector(J)
+    assert np.linalg.matrix_rank(J, tol=1e-9) == s.size - 1
+
+    def proj(x):
+        return solve_problem(_dp_problem(x, codes, 2, tol)).outputs
+
+    # Direction into the normal cone (widening the gap) makes the row strongly active.
+    normal = np.where(codes == 0, 1.0 / 6, -1.0 / 8)
+    s_near = s + 1e-3 * normal
+    np.testing.assert_allclose(J, _fd_jacobian(proj, s_near), atol=1e-6)
+    # One-sided directional derivative along a direction that activates the row.
+    d = normal + 0.1 * rng.normal(size=s.size)
+    h = 1e-7
+    np.testing.assert_allclose((proj(s + h * d) - p) / h, J @ d, atol=1e-6)
+
+
+def test_clamped_exactly_at_bound_gives_generalized_jacobian():
+    """Check an output exactly at a bound with zero multiplier: it is held (a valid choice)."""
+    s = np.array([1.0, 0.6, 0.7, 0.4, 0.5])
+    codes = np.array([0, 0, 0, 1, 1])
+    problem = _dp_problem(s, codes, 2, 0.5)
+    p = solve_problem(problem).outputs
+    lin = Linearization(problem, p)
+    assert not lin.free[0]
+    J = _jacobian(lin, s.size)
+    _assert_projector(J)
+    # Pushing the score up keeps the output at the bound: one-sided derivative is zero.
+    e0 = np.eye(5)[0]
+    out = solve_problem(_dp_problem(s + 1e-7 * e0, codes, 2, 0.5)).outputs
+    np.testing.assert_allclose((out - p) / 1e-7, J @ e0, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- references
+def _reference_jacobian(problem):
+    """Solve with cvxpy+Clarabel in the (P, t) form, read the active set, and return
+    (P*, Jacobian of the equality-constrained projection with that active set)."""
+    cp = pytest.importorskip("cvxpy")
+    s = problem.scores
+    shape = s.shape
+    n_fam = len(problem.families)
+    P = cp.Variable(shape)
+    t = cp.Variable(n_fam)
+    cons = []
+    if problem.simplex:
+        cons += [P >= 0, cp.sum(P, axis=1) == 1]
+    else:
+        cons += [problem.lower <= P, problem.upper >= P]
+    for f, fam in enumerate(problem.families):
+        col = P if P.ndim == 1 else P[:, fam.column]
+        for g in range(fam.n_groups):
+            rows = np.flatnonzero(fam.codes == g)
+            m = fam.weights[rows] @ col[rows]
+            cons += [m >= t[f], m <= t[f] + fam.tolerance]
+    if problem.rows is not None:  # binary outputs only here (row-major = cvxpy order)
+        R = problem.rows.matrix.toarray()
+        cons += [problem.rows.lower <= R @ P, problem.rows.upper >= R @ P]
+    cp.Problem(cp.Minimize(cp.sum_squares(P - s)), cons).solve(
+        solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10
+    )
+    p, tv = np.asarray(P.value), np.asarray(t.value)
+    # Equality rows of the active set, over x = [P.ravel(), t].
+    N = p.size
+    rows, rhs = [], []
+    flat = p.ravel()
+    if problem.simplex:
+        for i in range(shape[0]):
+            r = np.zeros(N + n_fam)
+            r[i * shape[1] : (i + 1) * shape[1]] = 1
+            rows.append(r), rhs.append(1.0)
+        at = np.flatnonzero(flat < 1e-7)
+        vals = np.zeros(at.size)
+    else:
+        lo = np.broadcast_to(problem.lower, shape).ravel()
+        hi = np.broadcast_to(problem.upper, shape).ravel()
+        at_lo, at_hi = np.flatnonzero(flat < lo + 1e-7), np.flatnonzero(flat > hi - 1e-7)
+        at = np.concatenate([at_lo, at_hi])
+        vals = np.concatenate([lo[at_lo], hi[at_hi]])
+    for j, v in zip(at, vals, strict=True):
+        r = np.zeros(N + n_fam)
+        r[j] = 1
+        rows.append(r), rhs.append(v)
+    for f, fam in enumerate(problem.families):
+        m = fam.means(p)
+        for g in range(fam.n_groups):
+            for level in (tv[f], tv[f] + fam.tolerance):
+                if abs(m[g] - level) < 1e-7:
+                    r = np.zeros(N + n_fam)
+                    idx = np.flatnonzero(fam.codes == g)
+                    r[(idx * shape[1] + fam.column) if p.ndim == 2 else idx] = fam.weights[idx]
+                    r[N + f] = -1
+                    rows.append(r), rhs.append(level - tv[f])
+    if problem.rows is not None:
+        R = problem.rows.matrix.toarray()
+        r = R @ flat
+        for j in range(R.shape[0]):
+            for level in (problem.rows.lower[j], problem.rows.upper[j]):
+                if abs(r[j] - level) < 1e-7:
+                    rows.append(np.r_[R[j], np.zeros(n_fam)]), rhs.append(level)
+    E = np.array(rows)
+    H = np.diag(np.r_[np.ones(N), np.zeros(n_fam)])
+    kkt = np.block([[H, E.T], [E, np.zeros((len(E), len(E)))]])
+
+    def solve(svec):
+        sol = np.linalg.lstsq(kkt, np.r_[svec, np.zeros(n_fam), rhs], rcond=1e-12)[0]
+        return sol[:N]
+
+    polished = solve(s.ravel())
+    np.testing.assert_allclose(polished, flat, atol=1e-6)  # the active set is right
+    J = np.stack([solve(e) - solve(np.zeros(N)) for e in np.eye(N)], axis=1)
+    return polished.reshape(shape), J
+
+
+def _jacobian_flat(lin, shape):
+    N = int(np.prod(shape))
+    return np.stack([lin.apply(e.reshape(shape)).ravel() for e in np.eye(N)], axis=1)
+
+
+def test_several_families_match_reference():
+    """Check two overlapping weighted families (coupled Gram blocks) against the (P, t) KKT."""
+    rng = np.random.default_rng(0)
+    n, k = 24, 3
+    codes = np.concatenate([np.arange(k), rng.integers(0, k, n - k)])
+    labels = np.r_[np.ones(k, int), rng.integers(0, 2, n - k)]
+    s = np.clip(rng.uniform(-0.1, 1.1, n) + 0.3 * (codes == 0), -0.2, 1.3)
+    dp = DemographicParity().families(codes, k, s, 0.02)[0]
+    sub = np.where(labels == 1, codes, -1)
+    counts = np.bincount(sub[sub >= 0], minlength=k)
+    w = np.where(sub >= 0, 1.0 / counts[np.maximum(sub, 0)], 0.0)
+    eo = GroupStatistics(codes=sub, weights=w, n_groups=k, tolerance=0.01, name="tpr")
+    problem = ProjectionProblem(s, (dp, eo))
+    p, J_ref = _reference_jacobian(problem)
+    lin = Linearization(problem, p)
+    assert lin.active[0].any() and lin.active[1].any()
+    J = _jacobian_flat(lin, s.shape)
+    np.testing.assert_allclose(J, J_ref, atol=1e-7)
+    _assert_projector(J)
+
+
+@pytest.mark.parametrize("n_classes, k", [(3, 2), (3, 3), (4, 2)])
+def test_simplex_matches_reference(n_classes, k):
+    """Check multiclass outputs on the simplex (one DP family per class) against the KKT."""
+    rng = np.random.default_rng(n_classes * 10 + k)
+    n = 12
+    codes = np.concatenate([np.arange(k), rng.integers(0, k, n - k)])
+    logits = rng.normal(size=(n, n_classes)) * 2 + 1.5 * np.eye(n_classes)[codes % n_classes]
+    s = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    s = s + rng.normal(scale=0.05, size=s.shape)  # off the simplex too
+    fams = DemographicParity().families(codes, k, s, 0.03)
+    problem = ProjectionProblem(s, fams, simplex=True)
+    p, J_ref = _reference_jacobian(problem)
+    lin = Linearization(problem, p)
+    assert any(a.any() for a in lin.active)
+    J = _jacobian_flat(lin, s.shape)
+    np.testing.assert_allclose(J, J_ref, atol=1e-7)
+    _assert_projector(J)
+
+
+def test_vjp_is_linear_time():
+    """Check that one VJP on 200k rows stays well under a second (O(n), no n x n objects)."""
+    import time
+
+    rng = np.random.default_rng(0)
+    n, k = 200_000, 4
+    codes = rng.integers(0, k, n)
+    s = np.clip(rng.beta(2, 5, n) + 0.2 * codes, 0, 1)
+    res = project(s, codes, tolerance=0.01)
+    g = rng.normal(size=n)
+    res.vjp(g)  # builds the linearization
+    start = time.perf_counter()
+    out = res.vjp(g)
+    assert time.perf_counter() - start < 0.5
+    assert out.shape == (n,)
+
+
+def test_extra_affine_rows_match_reference():
+    """Check active custom affine rows (with a parity family) against the (P, t) KKT."""
+    import scipy.sparse as sp
+
+    from skfairlayer.constraints import AffineRows
+
+    rng = np.random.default_rng(4)
+    n, k = 20, 2
+    codes = np.r_[0, 1, rng.integers(0, k, n - 2)]
+    s = np.clip(rng.uniform(-0.1, 1.1, n) + 0.3 * (codes == 0), -0.2, 1.2)
+    fams = DemographicParity().families(codes, k, s, 0.02)
+    R = np.zeros((2, n))
+    R[0, :6] = 1.0  # sum of the first six outputs at most 2
+    R[1, 5:12] = rng.uniform(0.5, 1.5, 7)  # a row that stays slack
+    rows = AffineRows(sp.csr_matrix(R), np.array([-np.inf, -np.inf]), np.array([2.0, 100.0]))
+    problem = ProjectionProblem(s, fams, rows=rows)
+    p, J_ref = _reference_jacobian(problem)
+    lin = Linearization(problem, p)
+    assert list(lin.active_rows) == [0]
+    J = _jacobian_flat(lin, s.shape)
+    np.testing.assert_allclose(J, J_ref, atol=1e-7)
+    _assert_projector(J)
