@@ -1,0 +1,94 @@
+"""Sphinx configuration of the skfairlayer documentation.
+
+Builds offline: no intersphinx inventory is downloaded unless the environment
+variable ``SKFAIRLAYER_DOCS_INTERSPHINX=1`` is set. The gallery
+(``examples/plot_*.py``) is executed at build time by sphinx-gallery; pass
+``-D plot_gallery=0`` to skip running it.
+"""
+
+import os
+import sys
+from importlib.util import find_spec
+
+sys.path.insert(0, os.path.abspath(".."))  # a checkout builds without installing
+
+import skfairlayer  # noqa: E402
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+# -- Project -----------------------------------------------------------------
+project = "skfairlayer"
+author = "skfairlayer developers"
+copyright = "skfairlayer developers, BSD-3-Clause"  # noqa: A001
+release = skfairlayer.__version__
+version = ".".join(release.split(".")[:2])
+
+# -- Extensions ----------------------------------------------------------------
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+    "numpydoc",
+]
+HAVE_GALLERY = find_spec("sphinx_gallery") is not None
+if HAVE_GALLERY:
+    extensions.append("sphinx_gallery.gen_gallery")
+
+if os.environ.get("SKFAIRLAYER_DOCS_INTERSPHINX") == "1":  # opt-in: needs the network
+    extensions.append("sphinx.ext.intersphinx")
+    intersphinx_mapping = {
+        "python": ("https://docs.python.org/3", None),
+        "numpy": ("https://numpy.org/doc/stable", None),
+        "sklearn": ("https://scikit-learn.org/stable", None),
+        "matplotlib": ("https://matplotlib.org/stable", None),
+        "fairlearn": ("https://fairlearn.org/main", None),
+    }
+
+templates_path = ["_templates"]
+exclude_patterns = ["_build", "auto_examples/*.ipynb", "auto_examples/*.py", "**.codeobj.json"]
+root_doc = "index"
+default_role = "literal"
+
+autosummary_generate = True
+autosummary_context = {"have_gallery": HAVE_GALLERY}
+autodoc_default_options = {"members": True, "inherited-members": False}
+autodoc_typehints = "none"
+
+numpydoc_show_class_members = False  # the class template lists the members
+numpydoc_class_members_toctree = False
+numpydoc_attributes_as_param_list = True
+numpydoc_xref_param_type = False
+
+# -- HTML ----------------------------------------------------------------------
+if find_spec("pydata_sphinx_theme") is not None:
+    html_theme = "pydata_sphinx_theme"
+    html_theme_options = {
+        "navigation_with_keys": False,
+        "show_prev_next": False,
+        "header_links_before_dropdown": 5,
+        "secondary_sidebar_items": ["page-toc"],
+    }
+else:  # fall back to Sphinx's default theme
+    html_theme = "alabaster"
+html_title = f"skfairlayer {release}"
+html_static_path = ["_static"]
+html_show_sourcelink = False
+
+# -- Gallery -------------------------------------------------------------------
+if HAVE_GALLERY:
+    sphinx_gallery_conf = {
+        "examples_dirs": "../examples",
+        "gallery_dirs": "auto_examples",
+        "filename_pattern": r"/plot_",
+        "ignore_pattern": r"__init__\.py",
+        "doc_module": ("skfairlayer",),
+        "backreferences_dir": os.path.join("gen_modules", "backreferences"),
+        "reference_url": {"skfairlayer": None},  # local links only: no download
+        "download_all_examples": False,
+        "remove_config_comments": True,
+        "abort_on_example_error": True,
+        "within_subsection_order": "FileNameSortKey",
+        "image_scrapers": ("matplotlib",),
+        "min_reported_time": 1,
+    }
