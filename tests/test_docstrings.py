@@ -1,0 +1,141 @@
+"""Docstrings of the public API: numpydoc validation of a core set of checks, and runnable Examples."""
+
+import doctest
+import importlib
+import inspect
+
+import pytest
+
+import skfairlayer
+
+# Modules whose ``__all__`` is the public API (optional ones are skipped until they exist).
+PUBLIC_MODULES = [
+    "skfairlayer",
+    "skfairlayer.metrics",
+    "skfairlayer.datasets",
+    "skfairlayer.plotting",
+    "skfairlayer.online",
+]
+
+# numpydoc checks that every public object must pass:
+# GL08 no docstring, SS01 no summary, PR01 undocumented parameter, PR02 documented parameter
+# that does not exist, PR07 parameter without description, RT01 no Returns section.
+CORE_CHECKS = {"GL08", "SS01", "PR01", "PR02", "PR07", "RT01"}
+# Public functions and classes (not methods, not exceptions) also need an Examples section.
+EXAMPLE_CHECK = "EX01"
+
+# Known gaps, each with the reason it is accepted for now. Remove an entry once fixed.
+KNOWN = {
+    "skfairlayer.ProjectionResult": (
+        "constructed by project() only: its __init__ arguments are internal, the class "
+        "documents its attributes instead"
+    ),
+    "skfairlayer.ProjectionResult.active_set": "projection.py: atol not documented yet",
+    "skfairlayer.Criterion.families": (
+        "constraints.py: parameters and return value not documented on the method yet"
+    ),
+    "skfairlayer.Criterion.rows": "constraints.py: parameters not documented on the method yet",
+    "skfairlayer.DemographicParity": "constraints.py: no Examples section yet",
+    "skfairlayer.DemographicParity.families": "constraints.py: override without a docstring",
+}
+
+
+def _public_modules():
+    mods = []
+    for name in PUBLIC_MODULES:
+        try:
+            mods.append(importlib.import_module(name))
+        except ImportError:
+            continue
+    return mods
+
+
+def _is_own(obj):
+    return getattr(obj, "__module__", "").startswith("skfairlayer")
+
+
+def _public_objects():
+    """(qualified name, object, kind) of public functions, classes and their own methods."""
+    out = []
+    for mod in _public_modules():
+        for name in getattr(mod, "__all__", []):
+            if name.startswith("__"):
+                continue
+            obj = getattr(mod, name)
+            full = f"{mod.__name__}.{name}"
+            if inspect.isclass(obj):
+                kind = "exception" if issubclass(obj, BaseException) else "class"
+                out.append((full, obj, kind))
+                for attr, member in vars(obj).items():
+                    if attr.startswith("_"):
+                        continue
+                    func = member.__func__ if isinstance(member, (classmethod, staticmethod)) else member
+                    if isinstance(member, property) or (inspect.isfunction(func) and _is_own(func)):
+                        out.append((f"{full}.{attr}", member, "method"))
+            elif callable(obj):
+                out.append((full, obj, "function"))
+    return out
+
+
+OBJECTS = _public_objects()
+
+
+@pytest.mark.parametrize("name, kind", [(name, kind) for name, _, kind in OBJECTS])
+def test_numpydoc_core_checks(name, kind):
+    """Check that a public object's docstring passes numpydoc's core checks."""
+    validate = pytest.importorskip("numpydoc.validate").validate
+    if name in KNOWN:
+        pytest.xfail(KNOWN[name])
+    checks = set(CORE_CHECKS)
+    if kind in ("function", "class"):
+        checks.add(EXAMPLE_CHECK)
+    errors = [
+        f"{code}: {message}"
+        for code, message in validate(name)["errors"]
+        if code in checks
+    ]
+    assert not errors, f"{name}:\n" + "\n".join(errors)
+
+
+def _doctest_modules():
+    """Modules that define the public objects (where their Examples live)."""
+    names = set()
+    for _, obj, kind in OBJECTS:
+        if kind != "method":
+            names.add(inspect.getmodule(obj).__name__)
+    return sorted(names)
+
+
+@pytest.mark.parametrize("module_name", _doctest_modules())
+def test_docstring_examples_run(module_name):
+    """Check that every Examples section of a public module runs and prints what it shows."""
+    if module_name == "skfairlayer.plotting":
+        matplotlib = pytest.importorskip("matplotlib")
+        matplotlib.use("Agg")
+    if module_name.startswith("skfairlayer.datasets"):
+        pytest.importorskip("pandas")
+    module = importlib.import_module(module_name)
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    runner = doctest.DocTestRunner(
+        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    )
+    tests = [t for t in finder.find(module, module_name) if t.examples]
+    failures = []
+    for test in tests:
+        result = runner.run(test, out=failures.append)
+        assert result.attempted > 0
+    try:
+        import matplotlib.pyplot as plt
+
+        plt.close("all")
+    except ImportError:
+        pass
+    assert not failures, "".join(failures)
+
+
+def test_every_public_module_is_checked():
+    """Check that the public API list covers the package's public modules."""
+    assert "FairnessLayerClassifier" in skfairlayer.__all__
+    names = {name for name, _, _ in OBJECTS}
+    assert "skfairlayer.FairnessLayerClassifier.predict" in names
+    assert "skfairlayer.plotting.ParityTradeoffDisplay.from_estimator" in names
