@@ -23,8 +23,6 @@ without it, only the skfairlayer part runs.
 # %%
 # Setup
 # -----
-import importlib.util
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -40,7 +38,10 @@ from skfairlayer.datasets import load_adult
 from skfairlayer.metrics import demographic_parity_difference
 from skfairlayer.plotting import ParityTradeoffDisplay
 
-HAVE_FAIRLEARN = importlib.util.find_spec("fairlearn") is not None
+try:
+    from fairlearn.postprocessing import ThresholdOptimizer
+except ImportError:  # fairlearn is optional: the comparison is skipped without it
+    ThresholdOptimizer = None
 
 X, y = load_adult(return_X_y=True)
 X = X.drop(columns="race")
@@ -84,9 +85,7 @@ for inference in ("batch", "fitted"):
 # %%
 # ThresholdOptimizer
 # ------------------
-if HAVE_FAIRLEARN:
-    from fairlearn.postprocessing import ThresholdOptimizer
-
+if ThresholdOptimizer is not None:
     to = ThresholdOptimizer(
         estimator=frozen, constraints="demographic_parity", predict_method="predict_proba",
         prefit=True,
@@ -115,7 +114,7 @@ for inference in ("batch", "fitted"):
         layer, X_test, y_test, tolerances=tolerances, refit_on=(X_train, y_train),
         name=f"skfairlayer ({inference})", ax=ax,
     )
-if HAVE_FAIRLEARN:
+if ThresholdOptimizer is not None:
     preds = []
     for tol in tolerances:
         to = ThresholdOptimizer(

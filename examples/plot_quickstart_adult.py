@@ -25,6 +25,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from skfairlayer import FairnessLayerClassifier
 from skfairlayer.datasets import load_adult
 from skfairlayer.metrics import demographic_parity_difference, group_summary
+from skfairlayer.plotting import GroupScoreDisplay
 
 X, y = load_adult(return_X_y=True)
 X_train, X_test, y_train, y_test = train_test_split(
@@ -87,6 +88,4 @@ print(f"DP gap, rounded projected proba {demographic_parity_difference(y_test, r
 # ---------------------------------
 # One shift per group moves the distributions so that their means (dashed)
 # meet; the shapes are kept (up to clipping at 0 and 1).
-from skfairlayer.plotting import GroupScoreDisplay
-
 disp = GroupScoreDisplay.from_estimator(clf, X_test)
