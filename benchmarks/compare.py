@@ -139,7 +139,8 @@ def run_seed(X, y, sex, seed, tolerance, with_eg):
     )
     _, t_fit = timed(to.fit, Z_tr, y_tr, sensitive_features=s_tr)
     pred, t_pred = timed(to.predict, Z_te, sensitive_features=s_te, random_state=seed)
-    proba = to._pmf_predict(Z_te, sensitive_features=s_te)[:, 1]
+    # probability of a positive randomised decision (can exceed 1 by an ulp: clip)
+    proba = np.clip(to._pmf_predict(Z_te, sensitive_features=s_te)[:, 1], 0.0, 1.0)
     rows["fairlearn ThresholdOptimizer"] = {
         **evaluate(y_te, s_te, proba, pred), "fit": t_fit, "predict": t_pred,
     }
@@ -147,7 +148,7 @@ def run_seed(X, y, sex, seed, tolerance, with_eg):
         eg = ExponentiatedGradient(base_model(), DemographicParity(difference_bound=tolerance))
         _, t_fit = timed(eg.fit, Z_tr, y_tr, sensitive_features=s_tr)
         pred, t_pred = timed(eg.predict, Z_te, random_state=seed)
-        proba = eg._pmf_predict(Z_te)[:, 1]
+        proba = np.clip(eg._pmf_predict(Z_te)[:, 1], 0.0, 1.0)
         rows["fairlearn ExponentiatedGradient"] = {
             **evaluate(y_te, s_te, proba, pred), "fit": t_fit, "predict": t_pred,
         }
