@@ -45,7 +45,7 @@ def _check_ax(ax, what):
     """Return (figure, ax), creating them when ``ax`` is None."""
     plt = _import_pyplot(what)
     if ax is None:
-        fig, ax = plt.subplots()
+        fig, ax = plt.subplots(layout="constrained")
         return fig, ax
     return ax.figure, ax
 
@@ -586,7 +586,9 @@ class GroupScoreDisplay:
         if isinstance(bins, bool) or not isinstance(bins, Integral) or bins < 1:
             raise ValueError(f"bins must be a positive integer. Got {bins!r} instead.")
         if ax is None:
-            fig, axes = plt.subplots(1, 2, sharex=True, sharey=True, figsize=(9, 3.5))
+            fig, axes = plt.subplots(
+                1, 2, sharex=True, sharey=True, figsize=(9, 3.5), layout="constrained"
+            )
         else:
             axes = np.asarray(ax, dtype=object).reshape(-1)
             if axes.size != 2:
