@@ -34,11 +34,11 @@ __all__ = ["FINE_TUNE_DEFAULTS", "batch_loss", "check_fine_tune_params", "fine_t
 
 #: Default settings of the fine-tuning loop (the keys ``fine_tune_params`` accepts).
 FINE_TUNE_DEFAULTS = {
-    "max_epochs": 20,
-    "learning_rate": 1e-3,
+    "max_epochs": 50,
+    "learning_rate": 3e-3,
     "batch_size": 1024,
     "validation_fraction": 0.1,
-    "n_iter_no_change": 3,
+    "n_iter_no_change": 5,
     "tol": 1e-4,
     "margin": 1e-6,
 }

@@ -53,10 +53,6 @@ BOUND_ATOL = 1e-12
 LEVEL_ATOL = 1e-9
 
 
-def _as_2d(x):
-    return x[:, None] if x.ndim == 1 else x
-
-
 class Linearization:
     """The local linear structure of a projection at its solution.
 
@@ -94,31 +90,44 @@ class Linearization:
             )
         self.shape = p.shape
         self.simplex = bool(problem.simplex)
+        self.families = tuple(problem.families)
         if self.simplex:
             free = p > bound_atol
         else:
-            lower = np.broadcast_to(np.asarray(problem.lower, dtype=np.float64), p.shape)
-            upper = np.broadcast_to(np.asarray(problem.upper, dtype=np.float64), p.shape)
-            free = (p > lower + bound_atol) & (p < upper - bound_atol)
+            lower, upper = problem.lower, problem.upper
+            if np.ndim(lower) == 0 and np.ndim(upper) == 0:  # scalar bounds: no broadcast copies
+                free = (p > float(lower) + bound_atol) & (p < float(upper) - bound_atol)
+            else:
+                lower = np.broadcast_to(np.asarray(lower, dtype=np.float64), p.shape)
+                upper = np.broadcast_to(np.asarray(upper, dtype=np.float64), p.shape)
+                free = (p > lower + bound_atol) & (p < upper - bound_atol)
         self.free = free
-        free2 = _as_2d(free)
-        self._free2 = free2.astype(np.float64)
         if self.simplex:
-            n_free = free2.sum(axis=1)
+            n_free = free.sum(axis=1)
             self._inv_free = np.where(n_free > 0, 1.0 / np.maximum(n_free, 1), 0.0)
 
-        # Active groups of each family, decided on P alone (see the module docstring).
-        self.families = tuple(problem.families)
-        self.active = []
-        for fam in self.families:
-            m = fam.means(p)
-            present = _group_present(fam)
+        # Active groups of each family, decided on P alone (see the module docstring); then,
+        # per active family, u_i = w_i where row i is in the family and its output (in the
+        # family's column) is free, else 0.
+        self.active, self._u, self._sums = [], {}, {}
+        for f, fam in enumerate(self.families):
+            sums = _GroupSums(fam)
+            col = p if p.ndim == 1 else p[:, fam.column]
+            m = sums(fam.weights * col if sums.inside is None else sums.mask(fam.weights * col))
+            present = np.ones(fam.n_groups, dtype=bool)
+            if np.any(m == 0.0):  # an empty group has a zero mean: check presence only then
+                present = _group_present(fam)
             act = np.zeros(fam.n_groups, dtype=bool)
             if present.sum() >= 2:
                 hi, lo = m[present].max(), m[present].min()
                 if hi - lo >= fam.tolerance - level_atol:
                     act = present & ((m >= hi - level_atol) | (m <= lo + level_atol))
             self.active.append(act)
+            if act.any():
+                free_col = free if free.ndim == 1 else free[:, fam.column]
+                u = fam.weights * free_col
+                self._u[f] = u if sums.inside is None else sums.mask(u)
+                self._sums[f] = sums
 
         # Extra affine rows at one of their limits, as dense Q-projected vectors.
         self.active_rows = np.zeros(0, dtype=np.intp)
@@ -139,47 +148,43 @@ class Linearization:
     # ------------------------------------------------------------------ operators
     def _q(self, v):
         """Projector onto outputs free of the bounds (zero row sums on the simplex)."""
-        v2 = _as_2d(v) * self._free2
+        out = v * self.free
         if self.simplex:
-            v2 = v2 - self._free2 * (v2.sum(axis=1) * self._inv_free)[:, None]
-        return v2.reshape(self.shape)
-
-    def _family_weights(self, fam):
-        """``u_i = w_i`` on the family's column where the output is free, else 0."""
-        inside = fam.codes >= 0
-        u = np.where(inside, fam.weights, 0.0) * self._free2[:, fam.column]
-        return u, np.where(inside, fam.codes, 0)
+            out -= self.free * (out.sum(axis=1) * self._inv_free)[:, None]
+        return out
 
     def _build_system(self):
-        fams = [(f, fam) for f, fam in enumerate(self.families) if self.active[f].any()]
-        self._fams = fams
         blocks = []  # (family index, active group indices, offset)
         size = 0
-        for f, _ in fams:
+        for f in self._u:
             idx = np.flatnonzero(self.active[f])
             blocks.append((f, idx, size))
             size += idx.size
-        n_lam, n_mu, n_eta = size, len(fams), self.active_rows.size
+        n_lam, n_mu, n_eta = size, len(blocks), self.active_rows.size
         dim = n_lam + n_mu + n_eta
-        self._blocks, self._n_lam, self._dim = blocks, n_lam, dim
+        self._blocks, self._dim = blocks, dim
         if dim == 0:
             self._solve = None
             return
         K = np.zeros((dim, dim))
-        cache = {f: self._family_weights(fam) for f, fam in fams}
         # Gram blocks a_{f,g}' Q a_{f',g'}: disjoint supports within a family make each a
-        # group-pair sum; the simplex adds the row-centring term.
+        # group-pair sum (diagonal within a family); the simplex adds the row-centring term.
         for bi, (f, idx, off) in enumerate(blocks):
-            fam, (u, codes) = self.families[f], cache[f]
+            fam, u, codes = self.families[f], self._u[f], self._sums[f].codes
             for f2, idx2, off2 in blocks[bi:]:
-                fam2, (u2, codes2) = self.families[f2], cache[f2]
-                weight = u * u2 * (1.0 if fam.column == fam2.column else 0.0)
+                fam2, u2, codes2 = self.families[f2], self._u[f2], self._sums[f2].codes
+                weight = u * u2
+                if fam.column != fam2.column:
+                    weight *= 0.0
                 if self.simplex:
-                    weight = weight - u * u2 * self._inv_free
-                pair = codes * fam2.n_groups + codes2
-                gram = np.bincount(
-                    pair, weights=weight, minlength=fam.n_groups * fam2.n_groups
-                ).reshape(fam.n_groups, fam2.n_groups)
+                    weight -= u * u2 * self._inv_free
+                if f == f2:
+                    gram = np.diag(self._sums[f](weight))
+                else:
+                    pair = codes * fam2.n_groups + codes2
+                    gram = np.bincount(
+                        pair, weights=weight, minlength=fam.n_groups * fam2.n_groups
+                    ).reshape(fam.n_groups, fam2.n_groups)
                 block = gram[np.ix_(idx, idx2)]
                 K[off : off + idx.size, off2 : off2 + idx2.size] = block
                 K[off2 : off2 + idx2.size, off : off + idx.size] = block.T
@@ -201,13 +206,9 @@ class Linearization:
         self._solve = scale[:, None] * pinv * scale[None, :]
 
     def _family_dot(self, f, x):
-        """``a_{f,g}' x`` for every group ``g`` of family ``f``."""
-        fam = self.families[f]
-        inside = fam.codes >= 0
-        vals = _as_2d(x)[:, fam.column] * fam.weights
-        if inside.all():
-            return np.bincount(fam.codes, weights=vals, minlength=fam.n_groups)
-        return np.bincount(fam.codes[inside], weights=vals[inside], minlength=fam.n_groups)
+        """``a_{f,g}' x`` for every group ``g`` of family ``f``, for ``x`` zero off the free set."""
+        col = x if x.ndim == 1 else x[:, self.families[f].column]
+        return self._sums[f](col * self._u[f])
 
     # ------------------------------------------------------------------ products
     def apply(self, vector):
@@ -229,9 +230,10 @@ class Linearization:
                 f"The vector must have the outputs' shape {self.shape}. "
                 f"Got shape {v.shape} instead."
             )
-        qv = self._q(v)
         if self._solve is None:
-            return qv
+            return self._q(v)
+        # a' Q v = sum of u * v on the box (u carries the free mask); Q v on the simplex.
+        qv = self._q(v) if self.simplex else v
         rhs = np.zeros(self._dim)
         for f, idx, off in self._blocks:
             rhs[off : off + idx.size] = self._family_dot(f, qv)[idx]
@@ -239,25 +241,66 @@ class Linearization:
         if n_rows:
             rhs[self._dim - n_rows :] = self._row_vectors @ qv.ravel()
         z = self._solve @ rhs
-        correction = np.zeros((self.shape[0], 1 if len(self.shape) == 1 else self.shape[1]))
-        for f, idx, off in self._blocks:
-            fam = self.families[f]
-            lam = np.zeros(fam.n_groups)
-            lam[idx] = z[off : off + idx.size]
-            inside = fam.codes >= 0
-            correction[:, fam.column] += np.where(
-                inside, lam[np.where(inside, fam.codes, 0)] * fam.weights, 0.0
-            )
-        out = qv - self._q(correction.reshape(self.shape))
+        # J v = Q v - Q sum_{f,g} lambda_{f,g} a_{f,g} - sum_j eta_j Q c_j.
+        out = self._q(v) if not self.simplex else qv
+        if out.ndim == 1 and not self.simplex:
+            for f, idx, off in self._blocks:
+                lam = np.zeros(self.families[f].n_groups)
+                lam[idx] = z[off : off + idx.size]
+                out -= self._sums[f].expand(lam) * self._u[f]  # u = w * free: Q-projected
+        else:
+            correction = np.zeros(self.shape)
+            for f, idx, off in self._blocks:
+                fam = self.families[f]
+                lam = np.zeros(fam.n_groups)
+                lam[idx] = z[off : off + idx.size]
+                correction[:, fam.column] += self._sums[f].expand(lam) * self._u[f]
+            out -= self._q(correction) if self.simplex else correction
         if n_rows:
-            out = out - (z[self._dim - n_rows :] @ self._row_vectors).reshape(self.shape)
+            out -= (z[self._dim - n_rows :] @ self._row_vectors).reshape(self.shape)
         return out
 
 
+class _GroupSums:
+    """Per-group sums ``sum_{i in g} x_i`` of one family, and the inverse gather.
+
+    ``bincount`` in general; with two groups covering every row, a float
+    indicator and dot products (``einsum``: BLAS thread start-up costs more than
+    the product on mid-sized batches), several times faster.
+    """
+
+    def __init__(self, fam):
+        self.k = fam.n_groups
+        inside = fam.codes >= 0
+        self.inside = None if inside.all() else inside
+        self.codes = fam.codes if self.inside is None else np.where(inside, fam.codes, 0)
+        self.indicator = None
+        if self.k == 2 and self.inside is None:
+            self.indicator = self.codes.astype(np.float64)
+
+    def mask(self, x):
+        """``x`` with rows outside the family set to zero."""
+        return np.where(self.inside, x, 0.0)
+
+    def __call__(self, x):
+        if self.indicator is not None:
+            one = float(np.einsum("i,i->", self.indicator, x))  # no BLAS threads: cheap
+            return np.array([float(x.sum()) - one, one])
+        return np.bincount(self.codes, weights=x, minlength=self.k)
+
+    def expand(self, values):
+        """``values[g_i]`` for every row (rows outside the family get ``values[0]``)."""
+        if self.indicator is not None:
+            return values[0] + (values[1] - values[0]) * self.indicator
+        return values[self.codes]
+
+
 def _group_present(fam):
-    """Groups of a family with at least one row of positive weight."""
-    inside = (fam.codes >= 0) & (fam.weights > 0)
-    return np.bincount(fam.codes[inside], minlength=fam.n_groups) > 0
+    """Groups of a family with at least one row (in the family)."""
+    codes = fam.codes
+    if codes.size and codes.min() < 0:
+        codes = codes[codes >= 0]
+    return np.bincount(codes, minlength=fam.n_groups) > 0
 
 
 def projection_vjp(problem, outputs, grad):

@@ -1,0 +1,281 @@
+"""Fine-tuning through the fairness layer vs post-hoc projection, and the cost of the VJP.
+
+Three parts (``--part``):
+
+``vjp``
+    Wall time of one verified forward projection (exact solver) against one
+    vector-Jacobian product through it (building the linearization included,
+    and the product alone), for n rows and k groups.
+``speed``
+    ``FairnessLayerClassifier(LogisticRegression(), fine_tune=True)`` fitted on
+    all of UCI Adult (32,561 rows, groups ``sex``), default settings.
+``quality``
+    For each dataset, base and tolerance, over random stratified 70/30 splits:
+    the same fitted base either projected post hoc or first fine-tuned through
+    the layer (default settings, ``random_state=split``), then evaluated on the
+    test split: accuracy of the parity decisions (``predict``), ROC AUC and
+    log-loss (clipped to [1e-6, 1 - 1e-6]) of the projected probabilities, and
+    the demographic-parity gap of the decisions. Also the paired difference
+    (fine-tuned - post-hoc) per split, mean ± std.
+
+Datasets: UCI Adult (shipped; groups ``sex``, not seen by the model; one-hot /
+standardised features) and ``make_parity_classification`` (10,000 rows, 10
+features; ``linear``: balanced groups, linear signal; ``nonlinear``: 80/20
+groups, quadratic terms, noise 1.0). Bases: ``LogisticRegression`` and
+``MLPClassifier((32,), early_stopping=True)``.
+
+Usage::
+
+    python benchmarks/bench_fine_tune.py                  # all parts, 5 splits
+    python benchmarks/bench_fine_tune.py --part vjp
+    python benchmarks/bench_fine_tune.py --part quality --splits 2 --datasets adult
+"""
+
+import argparse
+import copy
+import time
+import warnings
+
+import numpy as np
+from sklearn.compose import make_column_selector, make_column_transformer
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, roc_auc_score
+from sklearn.model_selection import train_test_split
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from skfairlayer import FairnessLayerClassifier
+from skfairlayer._fine_tune import fine_tune
+from skfairlayer._sensitivity import Linearization
+from skfairlayer._validation import encode_groups
+from skfairlayer.constraints import DemographicParity, ProjectionProblem
+from skfairlayer.datasets import load_adult, make_parity_classification
+from skfairlayer.metrics import demographic_parity_difference
+from skfairlayer.projection import solve_problem
+
+
+def best_time(func, repeat=5):
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        func()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+# --------------------------------------------------------------------------- vjp
+def part_vjp():
+    print("## Forward projection vs VJP (best of 5, seconds)\n")
+    print(
+        "| n | k | forward (exact solve + verify) | VJP incl. linearization | VJP product only "
+        "| VJP / forward |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|")
+    rng = np.random.default_rng(0)
+    for n in (10_000, 100_000, 1_000_000):
+        for k in (2, 5, 20):
+            codes = rng.integers(0, k, n)
+            s = np.clip(rng.beta(2, 5, n) + 0.3 * codes / k, 0, 1)
+            fams = DemographicParity().families(codes, k, s, 0.01)
+            problem = ProjectionProblem(s, fams)
+            p = solve_problem(problem).outputs
+            g = rng.normal(size=n)
+            t_fwd = best_time(lambda problem=problem: solve_problem(problem))
+            t_vjp = best_time(lambda problem=problem, p=p, g=g: Linearization(problem, p).apply(g))
+            lin = Linearization(problem, p)
+            t_apply = best_time(lambda lin=lin, g=g: lin.apply(g))
+            print(
+                f"| {n:,} | {k} | {t_fwd:.4f} | {t_vjp:.4f} | {t_apply:.4f} | {t_vjp / t_fwd:.2f} |"
+            )
+    print()
+
+
+# --------------------------------------------------------------------------- data
+def adult():
+    X, y = load_adult(return_X_y=True)
+    sex = np.asarray(X["sex"]).astype(str)
+    return X.drop(columns=["sex"]), np.asarray(y), sex
+
+
+def adult_prep():
+    return make_column_transformer(
+        (
+            OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+            make_column_selector(dtype_include="category"),
+        ),
+        (StandardScaler(), make_column_selector(dtype_include="number")),
+    )
+
+
+DATASETS = {
+    "adult": lambda: (*adult(), adult_prep),
+    "linear": lambda: (
+        *make_parity_classification(10_000, n_features=10, random_state=0),
+        StandardScaler,
+    ),
+    "nonlinear": lambda: (
+        *make_parity_classification(
+            10_000,
+            n_features=10,
+            group_proportions=[0.8, 0.2],
+            nonlinear=True,
+            noise=1.0,
+            random_state=0,
+        ),
+        StandardScaler,
+    ),
+}
+
+BASES = {
+    "LR": lambda: LogisticRegression(solver="newton-cholesky"),
+    "MLP": lambda: MLPClassifier((32,), early_stopping=True, random_state=0),
+}
+
+
+# --------------------------------------------------------------------------- speed
+def part_speed():
+    X, y, sex = adult()
+    model = make_pipeline(adult_prep(), LogisticRegression(solver="newton-cholesky"))
+    plain = FairnessLayerClassifier(model, tolerance=0.01)
+    t_plain = best_time(lambda: plain.fit(X, y, sensitive_features=sex), repeat=1)
+    clf = FairnessLayerClassifier(model, tolerance=0.01, fine_tune=True, random_state=0)
+    t_tuned = best_time(lambda: clf.fit(X, y, sensitive_features=sex), repeat=1)
+    h = clf.fine_tune_history_
+    print("## Speed: all of Adult (32,561 rows), LogisticRegression in a Pipeline\n")
+    print(f"- fit without fine-tuning: {t_plain:.2f} s")
+    print(
+        f"- fit with fine-tuning (defaults): {t_tuned:.2f} s "
+        f"(fine-tuning alone {t_tuned - t_plain:.2f} s; {len(h['epoch']) - 1} epochs, "
+        f"best epoch {h['best_epoch']})\n"
+    )
+
+
+# --------------------------------------------------------------------------- quality
+def evaluate(layer, Z, y, groups):
+    proba = layer.predict_proba(Z, sensitive_features=groups)[:, 1]
+    pred = layer.predict(Z, sensitive_features=groups)
+    p = np.clip(proba, 1e-6, 1 - 1e-6)
+    return {
+        "accuracy": accuracy_score(y, pred),
+        "auc": roc_auc_score(y, proba),
+        "log_loss": float(-np.mean(np.where(y == 1, np.log(p), np.log1p(-p)))),
+        "gap": demographic_parity_difference(y, pred, sensitive_features=groups),
+    }
+
+
+def run_split(data, base_name, tolerances, split, check_api):
+    X, y, groups, prep = data
+    X_tr, X_te, y_tr, y_te, g_tr, g_te = train_test_split(
+        X, y, groups, test_size=0.3, stratify=np.c_[y, groups], random_state=split
+    )
+    prep = prep()
+    Z_tr, Z_te = prep.fit_transform(X_tr), prep.transform(X_te)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        base = BASES[base_name]().fit(Z_tr, y_tr)
+    codes, _ = encode_groups(g_tr, n_samples=len(y_tr))
+    rows = {}
+    for tol in tolerances:
+        posthoc = FairnessLayerClassifier(FrozenEstimator(base), tolerance=tol)
+        posthoc.fit(Z_tr, y_tr, sensitive_features=g_tr)
+        tuned_base = copy.deepcopy(base)
+        start = time.perf_counter()
+        history = fine_tune(
+            tuned_base, Z_tr, y_tr, codes, classes=base.classes_, tolerance=tol, random_state=split
+        )
+        elapsed = time.perf_counter() - start
+        tuned = FairnessLayerClassifier(FrozenEstimator(tuned_base), tolerance=tol)
+        tuned.fit(Z_tr, y_tr, sensitive_features=g_tr)
+        if check_api:  # the shortcut above is what fit(fine_tune=True) does
+            api = FairnessLayerClassifier(
+                BASES[base_name](), tolerance=tol, fine_tune=True, random_state=split
+            ).fit(Z_tr, y_tr, sensitive_features=g_tr)
+            np.testing.assert_allclose(api.estimator_.coef_, tuned_base.coef_)
+        rows[tol] = {
+            "post-hoc": evaluate(posthoc, Z_te, y_te, g_te),
+            "fine-tuned": {
+                **evaluate(tuned, Z_te, y_te, g_te),
+                "time": elapsed,
+                "epochs": len(history["epoch"]) - 1,
+                "best_epoch": history["best_epoch"],
+            },
+        }
+    return rows
+
+
+METRICS = [
+    ("accuracy", "accuracy"),
+    ("auc", "ROC AUC"),
+    ("log_loss", "log-loss (proj.)"),
+    ("gap", "DP gap (decisions)"),
+]
+
+
+def part_quality(datasets, bases, tolerances, n_splits):
+    print(f"## Post-hoc projection vs fine-tuning ({n_splits} splits, mean ± std)\n")
+    for ds in datasets:
+        data = DATASETS[ds]()
+        for base_name in bases:
+            start = time.perf_counter()
+            results = [
+                run_split(
+                    data, base_name, tolerances, split, check_api=(split == 0 and base_name == "LR")
+                )
+                for split in range(n_splits)
+            ]
+            print(f"### {ds}, {base_name} ({time.perf_counter() - start:.0f} s)\n")
+            print(
+                "| tolerance | method | "
+                + " | ".join(lab for _, lab in METRICS)
+                + " | fine-tune time (s) | best epoch / epochs |"
+            )
+            print("|---:|---|" + "---:|" * (len(METRICS) + 2))
+            for tol in tolerances:
+                for method in ("post-hoc", "fine-tuned", "difference"):
+                    cells = []
+                    for key, _ in METRICS:
+                        if method == "difference":
+                            v = np.array(
+                                [
+                                    r[tol]["fine-tuned"][key] - r[tol]["post-hoc"][key]
+                                    for r in results
+                                ]
+                            )
+                            cells.append(f"{v.mean():+.4f} ± {v.std():.4f}")
+                        else:
+                            v = np.array([r[tol][method][key] for r in results])
+                            cells.append(f"{v.mean():.4f} ± {v.std():.4f}")
+                    if method == "fine-tuned":
+                        t = np.mean([r[tol][method]["time"] for r in results])
+                        ep = " ".join(
+                            f"{r[tol][method]['best_epoch']}/{r[tol][method]['epochs']}"
+                            for r in results
+                        )
+                        cells += [f"{t:.2f}", ep]
+                    else:
+                        cells += ["", ""]
+                    print(f"| {tol:g} | {method} | " + " | ".join(cells) + " |")
+            print()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=["vjp", "speed", "quality", "all"], default="all")
+    parser.add_argument("--splits", type=int, default=5)
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--bases", nargs="+", default=list(BASES), choices=list(BASES))
+    parser.add_argument("--tolerances", nargs="+", type=float, default=[0.01, 0.0001])
+    args = parser.parse_args(argv)
+    if args.part in ("vjp", "all"):
+        part_vjp()
+    if args.part in ("speed", "all"):
+        part_speed()
+    if args.part in ("quality", "all"):
+        part_quality(args.datasets, args.bases, args.tolerances, args.splits)
+
+
+if __name__ == "__main__":
+    main()
