@@ -112,11 +112,11 @@ class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
         of the plain base (see the fine-tuning page of the documentation).
     fine_tune_params : dict, default=None
         Settings of the fine-tuning loop; keys and defaults:
-        ``max_epochs=20``, ``learning_rate=1e-3`` (Adam), ``batch_size=1024``
+        ``max_epochs=50``, ``learning_rate=3e-3`` (Adam), ``batch_size=1024``
         (batches are stratified so that each carries every group),
         ``validation_fraction=0.1`` (early stopping on the projected
         validation log-loss; the best parameters, possibly the starting ones,
-        are kept), ``n_iter_no_change=3``, ``tol=1e-4``, ``margin=1e-6``
+        are kept), ``n_iter_no_change=5``, ``tol=1e-4``, ``margin=1e-6``
         (outputs stay in ``[margin, 1 - margin]`` during training so the loss
         stays finite).
     random_state : int, RandomState instance or None, default=None
