@@ -908,6 +908,110 @@ class StreamingGapDisplay:
         return self
 
     @classmethod
+    def from_estimator(
+        cls,
+        estimator,
+        X,
+        *,
+        sensitive_features=None,
+        batch_size=1,
+        output="proba",
+        reset=True,
+        show_raw=True,
+        name=None,
+        ax=None,
+        log_x=False,
+        **kwargs,
+    ):
+        """Serve ``X`` to a layer's stream in batches and plot its live report after each one.
+
+        Rows of ``X`` are served in order, ``batch_size`` at a time, by
+        ``partial_predict_proba`` (``output="proba"``) or ``partial_predict``
+        (``output="decisions"``). After each batch the estimator's
+        ``stream_report(output)`` gives the pooled gap and the certificate.
+        This *serves* the rows: the estimator's stream state changes exactly
+        as if they had been served by the caller.
+
+        Parameters
+        ----------
+        estimator : FairnessLayerClassifier
+            A fitted layer with the streaming methods.
+        X : {array-like, DataFrame} of shape (n_samples, n_features)
+            Rows in serving order.
+        sensitive_features : array-like of shape (n_samples,), default=None
+            Groups, when the layer does not read them from ``X``.
+        batch_size : int, default=1
+            Rows per call.
+        output : {"proba", "decisions"}, default="proba"
+            Which stream to serve and plot.
+        reset : bool, default=True
+            Whether to call ``reset_stream()`` first, so the plot starts at an
+            empty stream.
+        show_raw : bool, default=True
+            Whether to also draw the running gap of the base model's outputs
+            (probabilities, or decisions at ``threshold``); needs ``reset=True``.
+        name : str, default=None
+            Legend label of the gap curve.
+        ax : matplotlib Axes, default=None
+            Axes to plot on.
+        log_x : bool, default=False
+            Whether the time axis is logarithmic.
+        **kwargs : dict
+            Keyword arguments passed to :meth:`matplotlib.axes.Axes.plot`.
+
+        Returns
+        -------
+        display : StreamingGapDisplay
+            The plotted display.
+        """
+        for method in ("partial_predict_proba", "partial_predict", "stream_report", "reset_stream"):
+            if not callable(getattr(estimator, method, None)):
+                raise TypeError(
+                    "StreamingGapDisplay.from_estimator needs a fitted layer with the streaming "
+                    f"methods (partial_predict_proba, stream_report, ...). Got {estimator!r} "
+                    "instead; use from_predictions for outputs served by other means."
+                )
+        if output not in ("proba", "decisions"):
+            raise ValueError(f"output must be 'proba' or 'decisions'. Got {output!r} instead.")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer. Got {batch_size!r} instead.")
+        groups, method_kwargs = _groups_and_kwargs(estimator, X, sensitive_features)
+        serve = (
+            estimator.partial_predict_proba if output == "proba" else estimator.partial_predict
+        )
+        if reset:
+            estimator.reset_stream()
+        n = X.shape[0]
+        n_seen, gaps, certificate = [], [], []
+        for start in range(0, n, batch_size):
+            rows = slice(start, min(start + batch_size, n))
+            X_batch = X.iloc[rows] if hasattr(X, "iloc") else X[rows]
+            batch_kwargs = {
+                key: (value.iloc[rows] if hasattr(value, "iloc") else np.asarray(value)[rows])
+                for key, value in method_kwargs.items()
+            }
+            serve(X_batch, **batch_kwargs)
+            report = estimator.stream_report(output)
+            n_seen.append(report.n_served)
+            served_groups = np.count_nonzero(np.asarray(report.counts) > 0)
+            gaps.append(report.gap if served_groups >= 2 else np.nan)
+            certificate.append(report.certificate)
+        raw = None
+        if show_raw and reset:
+            params = _layer_params(estimator)
+            base = estimator.estimator_.predict_proba(_base_input(X, params))
+            base = _positive_column(base, estimator.classes_, None)
+            if output == "decisions":
+                base = (base >= params.get("threshold", 0.5)).astype(np.float64)
+            raw = running_gap(base, groups)[0][np.asarray(n_seen) - 1]
+        disp = cls(
+            n_seen=np.asarray(n_seen), gaps=np.asarray(gaps),
+            tolerance=_layer_params(estimator).get("tolerance"),
+            certificate=np.asarray(certificate, dtype=np.float64), raw_gaps=raw, name=name,
+        )
+        return disp.plot(ax=ax, log_x=log_x, **kwargs)
+
+    @classmethod
     def from_predictions(
         cls,
         outputs,

@@ -254,6 +254,66 @@ def test_streaming_display_artists(tmp_path):
     )
 
 
+requires_streaming = pytest.mark.skipif(
+    not hasattr(FairnessLayerClassifier, "partial_predict_proba"),
+    reason="streaming (partial_predict_proba / stream_report) has not landed yet",
+)
+
+
+@requires_streaming
+@pytest.mark.parametrize("output, batch_size", [("proba", 1), ("decisions", 8)])
+def test_streaming_from_estimator(data, output, batch_size, tmp_path):
+    """Check that the served stream's pooled gap stays within its certificate at every point."""
+    X, y, groups = data
+    clf = FairnessLayerClassifier(
+        LogisticRegression(), tolerance=0.05, sensitive_features=-1
+    ).fit(X[:200], y[:200])
+    disp = StreamingGapDisplay.from_estimator(
+        clf, X[200:], batch_size=batch_size, output=output, name="served"
+    )
+    _save(disp.figure_, tmp_path, f"stream_{output}")
+    n = X.shape[0] - 200
+    assert disp.n_seen[-1] == n == clf.stream_report(output).n_served
+    assert len(disp.n_seen) == -(-n // batch_size)
+    finite = np.isfinite(disp.gaps)
+    assert np.all(disp.gaps[finite] <= disp.certificate[finite] + 1e-12)
+    assert disp.gaps[-1] == pytest.approx(clf.stream_report(output).gap)
+    assert isinstance(disp.band_, PolyCollection)
+    assert isinstance(disp.raw_line_, Line2D)
+    assert disp.raw_gaps[-1] > disp.gaps[-1]
+    assert disp.tolerance_line_.get_ydata()[0] == 0.05
+    # served again with reset=True: the same stream from scratch
+    again = StreamingGapDisplay.from_estimator(
+        clf, X[200:], batch_size=batch_size, output=output
+    )
+    np.testing.assert_allclose(again.gaps, disp.gaps, equal_nan=True)
+
+
+@requires_streaming
+def test_streaming_from_estimator_keyword_groups(data):
+    """Check that keyword groups are sliced per batch and that reset=False continues the stream."""
+    X, y, groups = data
+    clf = FairnessLayerClassifier(LogisticRegression(), tolerance=0.05).fit(
+        X[:200, :-1], y[:200], sensitive_features=groups[:200]
+    )
+    first = StreamingGapDisplay.from_estimator(
+        clf, X[200:400, :-1], sensitive_features=groups[200:400], batch_size=50
+    )
+    second = StreamingGapDisplay.from_estimator(
+        clf, X[400:, :-1], sensitive_features=groups[400:], batch_size=50, reset=False
+    )
+    assert first.n_seen[-1] == 200
+    assert second.n_seen[0] == 250 and second.n_seen[-1] == X.shape[0] - 200
+    assert second.raw_line_ is None  # no base curve for a continued stream
+
+
+def test_streaming_from_estimator_errors(data):
+    """Check that an estimator without the streaming methods and bad arguments raise."""
+    X, y, _ = data
+    with pytest.raises(TypeError, match="streaming"):
+        StreamingGapDisplay.from_estimator(LogisticRegression().fit(X, y), X)
+
+
 def test_streaming_display_errors():
     """Check that a constant certificate without tolerance and mismatched lengths raise."""
     with pytest.raises(ValueError, match="pass the tolerance"):
