@@ -1,0 +1,354 @@
+"""Tests of skfairlayer.online: the streaming state, its certificate, and the paper's algorithm."""
+
+import math
+import pickle
+import threading
+
+import numpy as np
+import pytest
+
+from skfairlayer.online import (
+    PAPER_B_TAU,
+    SLACK_SCALE,
+    StreamState,
+    decompose_shifts,
+    penalized_projection,
+    slack_schedule,
+)
+
+
+def _running_gaps(values, codes, k):
+    """Pooled gap of the served values after each row (0 while fewer than two groups)."""
+    counts = np.zeros(k)
+    sums = np.zeros(k)
+    gaps = np.empty(len(values))
+    for t, (v, a) in enumerate(zip(values, codes, strict=True)):
+        counts[a] += 1
+        sums[a] += v
+        present = counts > 0
+        means = sums[present] / counts[present]
+        gaps[t] = means.max() - means.min() if present.sum() > 1 else 0.0
+    return gaps
+
+
+def _certificates(codes, k, tol, decisions):
+    """Certificate epsilon + b(N_(1)) + b(N_(2)) after each row, from the counts alone."""
+    counts = np.zeros(k, dtype=int)
+    slacks = [None] * k
+    out = np.empty(len(codes))
+    for t, a in enumerate(codes):
+        counts[a] += 1
+        slacks[a] = slack_schedule(counts[a], tol, slacks[a], decisions=decisions)
+        present = sorted((slacks[g] for g in range(k) if counts[g]), reverse=True)
+        out[t] = tol + (present[0] + present[1] if len(present) > 1 else 0.0)
+    return out
+
+
+def _stream(kind, k, n, rng):
+    """Scores and codes of a random, adversarial or drifting stream with k groups."""
+    if kind == "random":
+        codes = rng.integers(0, k, n)
+        scores = rng.beta(2 + codes, 2 + k - codes)
+    elif kind == "sorted":  # adversarial: one group first, each group sorted by score
+        codes = np.sort(rng.integers(0, k, n))
+        scores = np.concatenate([np.sort(rng.random(np.sum(codes == g))) for g in range(k)])
+    elif kind == "drift":  # group shares and score levels drift over the stream
+        t = np.linspace(0, 1, n)
+        weights = np.stack([np.exp(3 * (g / max(k - 1, 1) - 0.5) * (2 * t - 1)) for g in range(k)])
+        weights /= weights.sum(axis=0)
+        codes = np.array([rng.choice(k, p=weights[:, i]) for i in range(n)])
+        scores = np.clip(0.2 + 0.5 * t * codes / max(k - 1, 1) + rng.normal(0, 0.2, n), 0, 1)
+    else:
+        raise AssertionError(kind)
+    return scores, codes
+
+
+def _state(k, tol=0.05, algorithm="pooled", rng=None, **kw):
+    rng = np.random.default_rng(0) if rng is None else rng
+    shifts = rng.normal(0, 0.05, k)
+    shares = np.full(k, 1 / k)
+    shifts -= shares @ shifts
+    return StreamState(algorithm, tol, shifts, 0.5 + shifts / 2, shares, **kw)
+
+
+def _serve(state, scores, codes, batch, output="proba"):
+    serve = state.partial_proba if output == "proba" else state.partial_decisions
+    return np.concatenate(
+        [serve(scores[i : i + batch], codes[i : i + batch]) for i in range(0, len(scores), batch)]
+    )
+
+
+@pytest.mark.parametrize("kind", ["random", "sorted", "drift"])
+@pytest.mark.parametrize("k", [2, 3, 5])
+@pytest.mark.parametrize("output", ["proba", "decisions"])
+def test_certificate_holds_at_every_row(kind, k, output):
+    """Check that the pooled gap is within the certificate after every row, for any stream."""
+    rng = np.random.default_rng(k)
+    tol = 0.03
+    scores, codes = _stream(kind, k, 1500, rng)
+    state = _state(k, tol, rng=rng)
+    served = _serve(state, scores, codes, batch=1 if kind != "drift" else 7, output=output)
+    gaps = _running_gaps(served, codes, k)
+    certs = _certificates(codes, k, tol, output == "decisions")
+    assert np.all(gaps <= certs + 1e-12)
+    report = state.report(output)
+    assert report.certificate == pytest.approx(certs[-1])
+    assert report.gap == pytest.approx(gaps[-1], abs=1e-12)
+    assert report.holds
+    if output == "proba":
+        assert served.min() >= 0.0 and served.max() <= 1.0
+    else:
+        assert set(np.unique(served)) <= {0, 1}
+
+
+@pytest.mark.parametrize("output", ["proba", "decisions"])
+def test_certificate_shrinks_to_tolerance(output):
+    """Check that the certificate never grows while no new group appears, and reaches epsilon."""
+    rng = np.random.default_rng(1)
+    scores, codes = _stream("random", 3, 3000, rng)
+    certs = _certificates(codes, 3, 0.04, output == "decisions")
+    first = np.argmax(np.cumsum(np.eye(3)[codes], axis=0).min(axis=1) > 0)  # all groups seen
+    assert np.all(np.diff(certs[first:]) <= 1e-15)
+    assert certs[-1] == 0.04
+    state = _state(3, 0.04)
+    _serve(state, scores, codes, batch=5, output=output)
+    assert state.report(output).certificate == 0.04
+
+
+@pytest.mark.parametrize("tol", [0.0, 1e-3, 0.01, 0.05, 0.3])
+@pytest.mark.parametrize("decisions", [False, True])
+def test_slack_schedule_keeps_the_safeguard_feasible(tol, decisions):
+    """Check the two conditions on b(n) that keep the safeguard's interval non-empty."""
+    b_prev, n_zero = None, None
+    for n in range(1, 20000):
+        b = slack_schedule(n, tol, b_prev, decisions=decisions)
+        assert b >= 0.0
+        if b_prev is not None:
+            assert b_prev - b <= (tol + b) / n + 1e-15  # one row moves a mean by >= this much
+        if decisions:
+            assert tol + 2 * b >= 1 / n - 1e-15  # band wide enough for C/n or (C+1)/n
+        if b == 0.0 and n_zero is None:
+            n_zero = n
+        b_prev = b
+    if tol > 0 and (SLACK_SCALE / tol) ** 2 < 19000:
+        last = max((SLACK_SCALE / tol) ** 2, 1 / tol if decisions else 0)
+        assert n_zero is not None and n_zero <= math.ceil(last) + 1
+
+
+def test_single_group_prefix():
+    """Check that a long single-group prefix does not break the certificate or the outputs."""
+    rng = np.random.default_rng(2)
+    codes = np.r_[np.zeros(800, dtype=int), rng.integers(0, 2, 1200)]
+    scores = np.where(codes == 0, rng.beta(5, 2, codes.size), rng.beta(2, 5, codes.size))
+    for output in ("proba", "decisions"):
+        state = _state(2, 0.02)
+        served = _serve(state, scores, codes, batch=1, output=output)
+        gaps = _running_gaps(served, codes, 2)
+        assert np.all(gaps[:800] == 0.0)
+        assert np.all(gaps <= _certificates(codes, 2, 0.02, output == "decisions") + 1e-12)
+        assert state.report(output).certificate == 0.02
+
+
+def test_first_rows_use_the_fitted_shifts():
+    """Check that the stream starts from the fitted shifts and thresholds."""
+    state = StreamState("pooled", 0.05, [0.1, -0.1], [0.7, 0.3], [0.5, 0.5])
+    np.testing.assert_allclose(state.report("proba").shifts, [0.1, -0.1], atol=1e-12)
+    np.testing.assert_allclose(state.report("decisions").shifts, [0.4, -0.4], atol=1e-12)
+    assert state.partial_proba(np.array([0.6]), np.array([0]))[0] == pytest.approx(0.5)
+    assert state.partial_decisions(np.array([0.65]), np.array([0]))[0] == 0
+    assert state.partial_decisions(np.array([0.35]), np.array([1]))[0] == 1
+
+
+def test_decompose_shifts_reproduces_shifts():
+    """Check that the pairwise duals are non-negative and give back the shifts."""
+    rng = np.random.default_rng(3)
+    for k in (2, 3, 6):
+        shares = rng.dirichlet(np.ones(k))
+        shifts = rng.normal(0, 0.1, k) + 0.02
+        duals, offset = decompose_shifts(shifts, shares)
+        assert np.all(duals >= 0) and np.all(np.diag(duals) == 0)
+        weights = shares[None, :] / (shares[:, None] + shares[None, :])
+        rebuilt = offset + ((duals - duals.T) * weights).sum(axis=1)
+        np.testing.assert_allclose(rebuilt, shifts, atol=1e-12)
+        assert offset == pytest.approx(shares @ shifts)
+
+
+def test_errors_leave_the_state_unchanged():
+    """Check that invalid batches raise and change nothing, so the stream continues identically."""
+    rng = np.random.default_rng(4)
+    scores, codes = _stream("random", 3, 300, rng)
+    ref, state = _state(3), _state(3)
+    bad = [
+        (np.array([0.5, np.nan]), np.array([0, 1]), "NaN or infinity"),
+        (np.array([0.5, np.inf]), np.array([0, 1]), "NaN or infinity"),
+        (np.array([]), np.array([], dtype=int), "empty"),
+        (np.array([0.5]), np.array([3]), r"codes must lie in \[0, 3\)"),
+        (np.array([0.5]), np.array([-1]), "codes must lie"),
+        (np.array([0.5]), np.array([0.0]), "integer group codes"),
+        (np.array([0.5, 0.2]), np.array([0]), "same shape"),
+        (np.ones((2, 2)), np.array([0, 1]), "shape"),
+    ]
+    for t in range(0, 300, 3):
+        out_ref = ref.partial_proba(scores[t : t + 3], codes[t : t + 3])
+        s_bad, c_bad, match = bad[t % len(bad)]
+        before = pickle.dumps(state)
+        for serve in (state.partial_proba, state.partial_decisions):
+            with pytest.raises(ValueError, match=match):
+                serve(s_bad, c_bad)
+        assert pickle.dumps(state) == before
+        np.testing.assert_array_equal(state.partial_proba(scores[t : t + 3], codes[t : t + 3]), out_ref)
+
+
+@pytest.mark.parametrize("algorithm", ["pooled", "paper"])
+def test_pickle_mid_stream_continues_bit_identically(algorithm):
+    """Check that a pickled and reloaded state continues exactly like the original."""
+    rng = np.random.default_rng(5)
+    scores, codes = _stream("random", 2, 400, rng)
+    state = _state(2, 0.02, algorithm=algorithm)
+    for output in ("proba", "decisions"):
+        _serve(state, scores[:200], codes[:200], batch=3, output=output)
+    copy = pickle.loads(pickle.dumps(state))
+    for output in ("proba", "decisions"):
+        a = _serve(state, scores[200:], codes[200:], batch=3, output=output)
+        b = _serve(copy, scores[200:], codes[200:], batch=3, output=output)
+        assert a.tobytes() == b.tobytes()
+        ra, rb = state.report(output), copy.report(output)
+        for field in ("counts", "means", "duals", "shifts"):
+            assert getattr(ra, field).tobytes() == getattr(rb, field).tobytes()
+        assert (ra.gap, ra.certificate, ra.n_served) == (rb.gap, rb.certificate, rb.n_served)
+
+
+def test_concurrent_updates_are_not_lost():
+    """Check that 8 threads serving concurrently lose no row and keep the certificate."""
+    rng = np.random.default_rng(6)
+    scores, codes = _stream("random", 3, 8 * 400, rng)
+    state = _state(3, 0.02)
+    served = {}
+
+    def worker(w):
+        rows = range(w * 400, (w + 1) * 400)
+        served[w] = [(i, state.partial_decisions(scores[i : i + 1], codes[i : i + 1])[0]) for i in rows]
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    report = state.report("decisions")
+    assert report.n_served == 3200
+    np.testing.assert_array_equal(report.counts, np.bincount(codes, minlength=3))
+    ones = np.zeros(3)
+    for rows in served.values():
+        for i, y in rows:
+            ones[codes[i]] += y
+    np.testing.assert_allclose(report.means, ones / report.counts)
+    assert report.holds
+
+
+def test_report_contents():
+    """Check the report's counts, means, duals and algorithm fields."""
+    state = _state(2, 0.1)
+    scores = np.array([0.9, 0.1, 0.8, 0.2, 0.7])
+    codes = np.array([0, 1, 0, 1, 0])
+    served = state.partial_proba(scores, codes)
+    report = state.report("proba")
+    assert report.algorithm == "pooled" and report.output == "proba"
+    np.testing.assert_array_equal(report.counts, [3, 2])
+    np.testing.assert_allclose(report.means, [served[codes == 0].mean(), served[codes == 1].mean()])
+    assert report.duals.shape == (2, 2) and np.all(report.duals >= 0)
+    assert report.n_served == 5
+    assert np.isnan(state.report("decisions").means).all()
+    with pytest.raises(ValueError, match="output must be one of"):
+        state.report("labels")
+
+
+def test_constructor_errors():
+    """Check the errors of StreamState's constructor."""
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        StreamState("greedy", 0.1, [0, 0], [0.5, 0.5], [0.5, 0.5])
+    with pytest.raises(ValueError, match="same length"):
+        StreamState("pooled", 0.1, [0, 0], [0.5], [0.5, 0.5])
+    with pytest.raises(ValueError, match="step must be a positive number"):
+        StreamState("pooled", 0.1, [0, 0], [0.5, 0.5], [0.5, 0.5], step=0.0)
+    with pytest.raises(ValueError, match="tolerance"):
+        StreamState("pooled", -0.1, [0, 0], [0.5, 0.5], [0.5, 0.5])
+
+
+# ---------------------------------------------------------------- paper's algorithm
+def _penalized_reference(s, codes, k, weight):
+    cp = pytest.importorskip("cvxpy")
+    present = [g for g in range(k) if np.any(codes == g)]
+    x, hi, lo = cp.Variable(s.size), cp.Variable(), cp.Variable()
+    means = [cp.sum(x[codes == g]) / np.sum(codes == g) for g in present]
+    cons = [x >= 0, x <= 1] + [m <= hi for m in means] + [m >= lo for m in means]
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(x - s) + weight * (hi - lo)), cons)
+    problem.solve(solver=cp.CLARABEL)
+    return problem.value
+
+
+def test_penalized_projection_matches_cvxpy():
+    """Check the paper's penalised primal step against cvxpy+clarabel (objective and optimality)."""
+    rng = np.random.default_rng(7)
+    for _ in range(25):
+        n, k = int(rng.integers(2, 40)), int(rng.integers(2, 5))
+        s, codes = rng.random(n), rng.integers(0, k, n)
+        if np.unique(codes).size < 2:
+            continue
+        weight = float(rng.exponential(1.0) * rng.choice([0.05, 1.0, 20.0]))
+        p = penalized_projection(s, codes, k, weight)
+        means = [p[codes == g].mean() for g in np.unique(codes)]
+        value = np.sum((p - s) ** 2) + weight * (max(means) - min(means))
+        assert p.min() >= 0 and p.max() <= 1
+        assert value <= _penalized_reference(s, codes, k, weight) + 1e-7
+
+
+def test_penalized_projection_single_group_is_identity():
+    """Check that a batch with one group (or no penalty) is returned clipped, unchanged."""
+    s = np.array([0.2, 0.9, 0.5])
+    np.testing.assert_array_equal(penalized_projection(s, np.array([1, 1, 1]), 2, 10.0), s)
+    np.testing.assert_array_equal(penalized_projection(s, np.array([0, 1, 1]), 2, 0.0), s)
+
+
+def test_paper_batch_of_one_never_corrects():
+    """Check the paper's known weakness: one row per batch has gap 0, the dual stays 0."""
+    rng = np.random.default_rng(8)
+    scores, codes = _stream("random", 2, 300, rng)
+    state = _state(2, 0.02, algorithm="paper")
+    served = _serve(state, scores, codes, batch=1)
+    np.testing.assert_array_equal(served, scores)
+    report = state.report("proba")
+    assert report.duals[0] == 0.0 and report.certificate == math.inf
+    assert report.gap > 0.02
+
+
+def test_paper_dual_update_follows_its_definition():
+    """Check lambda <- max(0, lambda + eta0 / sqrt(t) * B * (gap - eps)) batch by batch."""
+    rng = np.random.default_rng(9)
+    scores, codes = _stream("random", 2, 80, rng)
+    state = _state(2, 0.05, algorithm="paper", step=0.7)
+    lam = 0.0
+    for t, i in enumerate(range(0, 80, 8), start=1):
+        s, c = scores[i : i + 8], codes[i : i + 8]
+        expected = penalized_projection(s, c, 2, lam * 8)
+        served = state.partial_proba(s, c)
+        np.testing.assert_allclose(served, expected, atol=1e-12)
+        gap = 0.0
+        if np.unique(c).size == 2:
+            gap = abs(served[c == 0].mean() - served[c == 1].mean())
+        lam = max(0.0, lam + 0.7 / math.sqrt(t) * 8 * (gap - 0.05))
+        assert state.report("proba").duals[0] == pytest.approx(lam, abs=1e-12)
+    decisions = state.partial_decisions(scores[:8], codes[:8])
+    np.testing.assert_array_equal(decisions, (penalized_projection(scores[:8], codes[:8], 2, 0.0) >= 0.5))
+
+
+def test_paper_large_batches_use_the_projection():
+    """Check that batches of at least b_tau rows are projected by the caller, without dual update."""
+    rng = np.random.default_rng(10)
+    scores, codes = _stream("random", 2, PAPER_B_TAU, rng)
+    state = _state(2, 0.05, algorithm="paper")
+    with pytest.raises(ValueError, match="b_tau"):
+        state.partial_proba(scores, codes)
+    assert state.report().n_served == 0
+    served = state.partial_proba(scores, codes, project=lambda s, c: np.full(s.shape, 0.25))
+    np.testing.assert_array_equal(served, 0.25)
+    assert state.report().duals[0] == 0.0 and state.report().n_served == PAPER_B_TAU
