@@ -821,9 +821,11 @@ class StreamingGapDisplay:
     raw_line_ : matplotlib Line2D or None
         Pooled gap of the base scores.
     tolerance_line_ : matplotlib Line2D or None
-        Horizontal line at the tolerance.
+        Horizontal line at the tolerance (shared by the displays drawn on the
+        same axes with the same tolerance).
     band_ : matplotlib PolyCollection or None
-        Certificate band between the tolerance and the certificate.
+        Certificate band between the tolerance and the certificate (None
+        without a finite certificate).
     ax_ : matplotlib Axes
         Axes with the plot.
     figure_ : matplotlib Figure
@@ -887,17 +889,23 @@ class StreamingGapDisplay:
             )
         self.tolerance_line_ = None
         if self.tolerance is not None:
-            self.tolerance_line_ = self.ax_.axhline(
-                float(self.tolerance), color="k", linestyle="--", linewidth=1, label="tolerance"
+            tol = float(self.tolerance)
+            # several streams on one axes share one tolerance line per value
+            shared = [
+                line for line in self.ax_.get_lines()
+                if line.get_gid() == "tolerance" and line.get_ydata()[0] == tol
+            ]
+            self.tolerance_line_ = shared[0] if shared else self.ax_.axhline(
+                tol, color="k", linestyle="--", linewidth=1, label="tolerance", gid="tolerance"
             )
         self.band_ = None
-        if self.certificate is not None:
-            upper = np.asarray(self.certificate, dtype=np.float64)
-            upper = np.where(np.isfinite(upper), upper, np.nan)  # no bound while a group is unseen
+        upper = None if self.certificate is None else np.asarray(self.certificate, dtype=float)
+        if upper is not None and np.isfinite(upper).any():  # inf: no certificate (yet)
+            upper = np.where(np.isfinite(upper), upper, np.nan)
             lower = np.full_like(upper, 0.0 if self.tolerance is None else float(self.tolerance))
             self.band_ = self.ax_.fill_between(
                 t, lower, np.maximum(upper, lower), color=self.line_.get_color(), alpha=0.15,
-                label="certificate",
+                label="certificate" if name is None else f"certificate ({name})",
             )
         if log_x:
             self.ax_.set_xscale("log")
