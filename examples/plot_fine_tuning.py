@@ -91,10 +91,10 @@ pd.DataFrame(rows).T.round(4)
 # projection fits the labels better. Fine-tuning is never allowed to end worse
 # on its validation split than the plain base it started from (the best epoch,
 # possibly epoch 0, is kept). How much it gains depends on the data and the
-# metric: on UCI Adult (``sex``, tolerance 0.01, logistic regression) we
-# measured a projected log-loss of 0.511 without and 0.387 with fine-tuning,
-# for the same decision accuracy (0.834). It costs a few passes of Adam over
-# the training data, which is why ``fine_tune`` is off by default.
+# metric: on UCI Adult (``sex``, tolerance 0.01, logistic regression, the same
+# settings) we measured a projected log-loss of 0.511 without and 0.387 with
+# fine-tuning, for the same decision accuracy (0.834). It costs a few passes of
+# Adam over the training data, which is why ``fine_tune`` is off by default.
 #
 # The training curves
 # -------------------
