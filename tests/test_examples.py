@@ -8,6 +8,7 @@ about a minute: each example must stay within a few seconds of work.
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,8 @@ def test_gallery_has_the_planned_examples():
 
 def _run(path, extra_env=None):
     env = dict(os.environ, MPLBACKEND="Agg", PYTHONHASHSEED="0")
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(var, "1")  # examples run in parallel: one BLAS thread each
     env.update(extra_env or {})
     root = str(Path(skfairlayer.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
@@ -78,26 +81,47 @@ def _run(path, extra_env=None):
     )
 
 
+def _runnable(name):
+    return name not in PLANNED or PLANNED[name][0]()
+
+
+@pytest.fixture(scope="module")
+def example_runs(tmp_path_factory):
+    """Start every runnable example at once, as many in parallel as there are cores.
+
+    The key ``"without fairlearn"`` runs the fairlearn comparison with fairlearn
+    made unimportable (a sitecustomize that blocks it).
+    """
+    hide = tmp_path_factory.mktemp("hide_fairlearn")
+    (hide / "sitecustomize.py").write_text("import sys\nsys.modules['fairlearn'] = None\n")
+    workers = max(1, min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        # the longest first, so that the parallel runs end together
+        futures = {
+            "without fairlearn": pool.submit(
+                _run, EXAMPLES / "plot_compare_fairlearn.py",
+                {"PYTHONPATH": str(hide) + os.pathsep + os.environ.get("PYTHONPATH", "")},
+            )
+        }
+        for name in _examples():
+            if _runnable(name):
+                futures[name] = pool.submit(_run, EXAMPLES / name)
+        yield futures
+
+
 @pytest.mark.parametrize("name", _examples())
-def test_example_runs(name):
+def test_example_runs(name, example_runs):
     """Check that an example runs without error or warning."""
-    if name in PLANNED:
-        landed, reason = PLANNED[name]
-        if not landed():
-            pytest.skip(reason)
-    result = _run(EXAMPLES / name)
+    if not _runnable(name):
+        pytest.skip(PLANNED[name][1])
+    result = example_runs[name].result()
     assert result.returncode == 0, (
         f"{name} failed:\n--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-5000:]}"
     )
 
 
-def test_fairlearn_comparison_skips_cleanly_without_fairlearn(tmp_path):
+def test_fairlearn_comparison_skips_cleanly_without_fairlearn(example_runs):
     """Check that the fairlearn comparison runs, skipping fairlearn, when it cannot be imported."""
-    # A sitecustomize that makes `import fairlearn` fail, as if it were not installed.
-    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['fairlearn'] = None\n")
-    result = _run(
-        EXAMPLES / "plot_compare_fairlearn.py",
-        {"PYTHONPATH": str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", "")},
-    )
+    result = example_runs["without fairlearn"].result()
     assert result.returncode == 0, result.stderr[-5000:]
     assert "fairlearn is not installed" in result.stdout
