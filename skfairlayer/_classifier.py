@@ -29,6 +29,8 @@ from ._sklearn_compat import (
 )
 from ._validation import check_scores, encode_groups
 from .constraints import Criterion, ProjectionProblem, make_criterion
+from .online import ALGORITHMS as _STREAM_ALGORITHMS
+from .online import StreamState
 from .projection import group_shifts, solve_problem
 
 __all__ = ["FairnessLayerClassifier"]
@@ -53,6 +55,12 @@ class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
     probabilities does not (their means are equal, not the share above 0.5),
     so decisions solve their own small problem — the integer decisions of
     maximal expected accuracy under selection-rate parity on the batch.
+
+    :meth:`partial_predict_proba` and :meth:`partial_predict` serve a stream
+    (rows one at a time or in small batches): the *pooled* gap of everything
+    they served since :meth:`fit` or :meth:`reset_stream` stays within a
+    certificate that holds at every row and equals ``tolerance`` once each
+    group has a few hundred rows; :meth:`stream_report` reports it live.
 
     Parameters
     ----------
@@ -126,6 +134,20 @@ class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
     verbose : int, default=0
         When positive, fine-tuning prints one line per epoch: training and
         validation projected log-loss, and the parity gap of the base outputs.
+    stream_algorithm : {"pooled", "paper"}, default="pooled"
+        Algorithm of :meth:`partial_predict_proba` / :meth:`partial_predict`.
+        ``"pooled"``: a primal-dual on the pooled constraints started from the
+        fitted shifts and thresholds, with an exact safeguard, so that the
+        pooled gap of everything served meets a certificate at every row, at
+        any batch size (see :mod:`skfairlayer.online`). ``"paper"``: the
+        paper's online primal-dual (penalised per-batch projection, dual step
+        ``eta_0 / sqrt(t)``, exact projection of batches of at least 64 rows),
+        for reproduction; it has no finite-time guarantee and with one row per
+        batch it corrects nothing.
+    stream_step : float, default=None
+        Dual step of the streaming algorithm (``eta``, default 0.02, for
+        ``"pooled"``; ``eta_0``, default 0.5, for ``"paper"``). ``None`` means
+        the algorithm's default.
 
     Attributes
     ----------
@@ -151,6 +173,10 @@ class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
         Number of features seen during fit (including sensitive columns).
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when ``X`` has string column names.
+    stream_ : skfairlayer.online.StreamState
+        State of the stream served by :meth:`partial_predict_proba` and
+        :meth:`partial_predict`, started at the end of :meth:`fit` (fitted group
+        shares, shifts and thresholds). Read it through :meth:`stream_report`.
 
     See Also
     --------
@@ -190,6 +216,8 @@ class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
         "fine_tune_params": [None, dict],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
+        "stream_algorithm": [StrOptions(set(_STREAM_ALGORITHMS))],
+        "stream_step": [None, Interval(Real, 0, None, closed="neither")],
     }
 
     # sensitive_features is routed to this estimator by default.
@@ -197,6 +225,8 @@ class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
     __metadata_request__predict = {"sensitive_features": True}
     __metadata_request__predict_proba = {"sensitive_features": True}
     __metadata_request__score = {"sensitive_features": True}
+    __metadata_request__partial_predict = {"sensitive_features": True}
+    __metadata_request__partial_predict_proba = {"sensitive_features": True}
 
     def __init__(
         self,
@@ -214,6 +244,8 @@ class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
         fine_tune_params=None,
         random_state=None,
         verbose=0,
+        stream_algorithm="pooled",
+        stream_step=None,
     ):
         self.estimator = estimator
         self.tolerance = tolerance
@@ -228,6 +260,8 @@ class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
         self.fine_tune_params = fine_tune_params
         self.random_state = random_state
         self.verbose = verbose
+        self.stream_algorithm = stream_algorithm
+        self.stream_step = stream_step
 
     # ------------------------------------------------------------------ helpers
     def _base(self):
@@ -404,6 +438,7 @@ default=None
             )
         scores = self._positive_scores(base_X)
         self._fit_layer(scores, codes)
+        self._start_stream(codes)
         return self
 
     def _fit_layer(self, scores, codes):
@@ -507,6 +542,244 @@ default=None
         return accuracy_score(
             y, self.predict(X, sensitive_features=sensitive_features), sample_weight=sample_weight
         )
+
+    # ------------------------------------------------------------------ streaming
+    def _stream_config(self):
+        step = None if self.stream_step is None else float(self.stream_step)
+        return (self.stream_algorithm, float(self.tolerance), step, float(self.threshold))
+
+    def _new_stream(self, shares):
+        algorithm, tolerance, step, threshold = self._stream_config()
+        return StreamState(
+            algorithm, tolerance, self.shifts_, self.thresholds_, shares,
+            step=step, threshold=threshold, groups=self.groups_,
+        )
+
+    def _start_stream(self, codes):
+        """Start the stream from the fit: group shares, fitted shifts and thresholds."""
+        shares = np.bincount(codes, minlength=len(self.groups_)) / max(codes.size, 1)
+        self.stream_ = self._new_stream(shares)
+
+    def _fitted_stream(self):
+        state = getattr(self, "stream_", None)
+        if state is None:
+            check_is_fitted(self)  # raises NotFittedError when not fitted
+            raise AttributeError(
+                "This FairnessLayerClassifier has no stream state (fitted by an older "
+                "version?); call fit again."
+            )
+        return state
+
+    def _stream(self):
+        state = self._fitted_stream()
+        if state.config != self._stream_config():
+            raise ValueError(
+                "The streaming parameters (stream_algorithm, tolerance, stream_step, threshold) "
+                "changed since the stream started: call reset_stream() to start a new stream "
+                f"with them. Got {self._stream_config()!r} instead of {state.config!r}."
+            )
+        return state
+
+    def _stream_inputs(self, X, sensitive_features, state):
+        """Base scores and group codes of a batch; a fast path for small numpy batches."""
+        fast = self._stream_fast_inputs(X, sensitive_features, state)
+        return fast if fast is not None else self._prepare(X, sensitive_features)
+
+    def _stream_fast_inputs(self, X, sensitive_features, state):
+        """Skip the generic validation for a small numeric ndarray (None: use the full path).
+
+        Any irregularity (DataFrame, feature names, unexpected shape, unknown or
+        missing group, several sensitive columns) returns None, so errors come
+        from the full path with their usual messages.
+        """
+        if (
+            type(X) is not np.ndarray
+            or X.ndim != 2
+            or not 0 < X.shape[0] <= 256
+            or X.dtype.kind not in "biuf"
+            or X.shape[1] != getattr(self, "n_features_in_", -1)
+            or hasattr(self, "feature_names_in_")
+        ):
+            return None
+        spec = self.sensitive_features
+        if spec is None:
+            if sensitive_features is None:
+                return None
+            values = np.asarray(sensitive_features)
+            if values.shape != (X.shape[0],):
+                return None
+            base_X = X
+        else:
+            if isinstance(spec, list | tuple) and len(spec) == 1:
+                spec = spec[0]
+            if (
+                sensitive_features is not None
+                or not isinstance(spec, Integral)
+                or isinstance(spec, bool)
+                or not -X.shape[1] <= spec < X.shape[1]
+            ):
+                return None
+            j = int(spec) % X.shape[1]
+            values = X[:, j]
+            if self.sensitive_as_feature:
+                base_X = X
+            elif j == 0:
+                base_X = X[:, 1:]
+            elif j == X.shape[1] - 1:
+                base_X = X[:, :-1]
+            else:
+                base_X = np.concatenate((X[:, :j], X[:, j + 1 :]), axis=1)
+        codes = state.codes_of(values.tolist())
+        if codes is None:
+            return None
+        proba = check_scores(self.estimator_.predict_proba(base_X), name="base predict_proba")
+        return (proba if proba.ndim == 1 else proba[:, -1]), codes
+
+    def _paper_projection(self, scores, codes):
+        """Exact projection of one batch (the paper's algorithm, batches of >= b_tau rows)."""
+        present = np.unique(codes)
+        if present.size < 2:
+            return np.clip(scores, 0.0, 1.0)
+        return self._project(scores, np.searchsorted(present, codes), present.size)
+
+    def partial_predict_proba(self, X, *, sensitive_features=None):
+        """Serve probabilities to a stream: pooled group means within the certificate.
+
+        With ``stream_algorithm="pooled"`` each row's probability is the base
+        probability shifted by the stream's current dual for its group, then
+        clipped (only if needed) so that the pooled gap of *all* probabilities
+        served since :meth:`fit` or :meth:`reset_stream` stays within the
+        certificate of :meth:`stream_report` — at every row, whatever the batch
+        size (one row is fine), order, group shares or drift. Groups unseen at
+        fit raise :class:`~skfairlayer.exceptions.UnseenGroupError`.
+
+        This method (with :meth:`partial_predict` and :meth:`reset_stream`) is
+        the only one that changes the estimator after :meth:`fit`: it updates
+        ``stream_``. Concurrent calls from several threads are safe (the update
+        is serialized); an error (NaN scores, empty batch, wrong number of
+        columns, unknown group) leaves the stream unchanged.
+
+        Parameters
+        ----------
+        X : {array-like, DataFrame} of shape (n_samples, n_features)
+            Samples, in serving order.
+        sensitive_features : array-like of shape (n_samples,) or (n_samples, n_attributes), \
+default=None
+            Group membership, when not read from ``X``.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, 2)
+            Served probabilities of ``classes_``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skfairlayer import FairnessLayerClassifier
+        >>> rng = np.random.default_rng(0)
+        >>> group = rng.integers(0, 2, 3000)
+        >>> X = np.c_[rng.normal(size=3000) + group, group]
+        >>> y = (X[:, 0] + rng.normal(size=3000) > 0.5).astype(int)
+        >>> clf = FairnessLayerClassifier(tolerance=0.02, sensitive_features=1).fit(X[:1000], y[:1000])
+        >>> for row in X[1000:]:
+        ...     proba = clf.partial_predict_proba(row[None, :])
+        >>> report = clf.stream_report()
+        >>> int(report.n_served), bool(report.gap <= report.certificate == 0.02)
+        (2000, True)
+        """
+        state = self._stream()
+        scores, codes = self._stream_inputs(X, sensitive_features, state)
+        p = state.partial_proba(scores, codes, project=self._paper_projection)
+        out = np.empty((p.shape[0], 2))
+        out[:, 1] = p
+        out[:, 0] = 1.0 - p
+        return out
+
+    def partial_predict(self, X, *, sensitive_features=None):
+        """Serve decisions to a stream: pooled selection rates within the certificate.
+
+        With ``stream_algorithm="pooled"`` each row is decided by its group's
+        current threshold (started at ``thresholds_``, moved by the stream's
+        duals) and flipped only if needed so that the pooled selection-rate gap
+        of *all* decisions served since :meth:`fit` or :meth:`reset_stream`
+        stays within the certificate of ``stream_report("decisions")`` at every
+        row. With ``"paper"``, the paper's probabilities are thresholded at
+        ``threshold`` (no guarantee on selection rates).
+
+        This method (with :meth:`partial_predict_proba` and
+        :meth:`reset_stream`) is the only one that changes the estimator after
+        :meth:`fit`: it updates ``stream_`` (its decision stream, separate from
+        the probability stream). Thread-safe; an error leaves the stream
+        unchanged.
+
+        Parameters
+        ----------
+        X : {array-like, DataFrame} of shape (n_samples, n_features)
+            Samples, in serving order.
+        sensitive_features : array-like of shape (n_samples,) or (n_samples, n_attributes), \
+default=None
+            Group membership, when not read from ``X``.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            Served class labels.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skfairlayer import FairnessLayerClassifier
+        >>> rng = np.random.default_rng(0)
+        >>> group = rng.integers(0, 2, 3000)
+        >>> X = np.c_[rng.normal(size=3000) + group, group]
+        >>> y = (X[:, 0] + rng.normal(size=3000) > 0.5).astype(int)
+        >>> clf = FairnessLayerClassifier(tolerance=0.02, sensitive_features=1).fit(X[:1000], y[:1000])
+        >>> labels = np.concatenate([clf.partial_predict(X[i : i + 4]) for i in range(1000, 3000, 4)])
+        >>> report = clf.stream_report("decisions")
+        >>> bool(report.gap <= report.certificate == 0.02)
+        True
+        """
+        state = self._stream()
+        scores, codes = self._stream_inputs(X, sensitive_features, state)
+        return self.classes_[state.partial_decisions(scores, codes, project=self._paper_projection)]
+
+    def reset_stream(self):
+        """Start a new stream: forget every row served by the ``partial_*`` methods.
+
+        The new stream starts again from the fit (group shares, ``shifts_``,
+        ``thresholds_``) with the current streaming parameters. :meth:`fit`
+        also starts a new stream.
+
+        Returns
+        -------
+        self : FairnessLayerClassifier
+            The estimator, with an empty stream.
+        """
+        state = self._fitted_stream()
+        if state.config == self._stream_config():
+            state.reset()
+        else:
+            self.stream_ = self._new_stream(state.shares)
+        return self
+
+    def stream_report(self, output="proba"):
+        """Live report of a stream: counts, pooled means and gap, certificate, duals.
+
+        Parameters
+        ----------
+        output : {"proba", "decisions"}, default="proba"
+            The stream of :meth:`partial_predict_proba` (pooled mean
+            probabilities) or of :meth:`partial_predict` (selection rates).
+
+        Returns
+        -------
+        report : skfairlayer.online.StreamReport
+            Per-group ``counts`` and pooled ``means``, the pooled ``gap``, the
+            ``certificate`` (an upper bound on the gap, valid now; ``inf`` for
+            the paper's algorithm), the ``duals``, the next rows' ``shifts``, and
+            ``n_served`` / ``n_adjusted`` rows.
+        """
+        return self._fitted_stream().report(output)
 
     # ------------------------------------------------------------------ sklearn plumbing
     def get_metadata_routing(self):

@@ -1,0 +1,322 @@
+"""Streaming through FairnessLayerClassifier: partial_predict(_proba), reset_stream, stream_report."""
+
+import pickle
+import threading
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+
+from skfairlayer import FairnessLayerClassifier
+from skfairlayer.exceptions import UnseenGroupError
+from skfairlayer.online import PAPER_B_TAU
+
+
+def _data(n=2400, k=2, seed=0):
+    rng = np.random.default_rng(seed)
+    group = rng.integers(0, k, n)
+    x = rng.normal(size=n) + 0.8 * group
+    X = np.c_[x, rng.normal(size=n), group]
+    y = (x + rng.normal(size=n) > 0.6).astype(int)
+    return X, y, group
+
+
+@pytest.fixture(scope="module")
+def data():
+    return _data()
+
+
+def _fit(X, y, **params):
+    params = {"tolerance": 0.03, "sensitive_features": 2, **params}
+    return FairnessLayerClassifier(LogisticRegression(), **params).fit(X[:800], y[:800])
+
+
+def _running_gap(values, group):
+    counts, sums, gaps = {}, {}, []
+    for v, g in zip(values, group, strict=True):
+        counts[g] = counts.get(g, 0) + 1
+        sums[g] = sums.get(g, 0.0) + v
+        means = [sums[h] / counts[h] for h in counts]
+        gaps.append(max(means) - min(means))
+    return np.array(gaps)
+
+
+def _snapshot(clf):
+    """Everything a report says, for equality checks."""
+    out = []
+    for output in ("proba", "decisions"):
+        r = clf.stream_report(output)
+        out.append((r.counts.tobytes(), r.means.tobytes(), r.duals.tobytes(), r.gap, r.n_served))
+    return out
+
+
+def test_partial_predict_proba_certificate_at_every_row(data):
+    """Check that the pooled gap of served probabilities is within the certificate at every row."""
+    X, y, group = data
+    clf = _fit(X, y)
+    served, certs = [], []
+    for i in range(800, 2000):
+        proba = clf.partial_predict_proba(X[i : i + 1])
+        assert proba.shape == (1, 2) and proba.sum() == pytest.approx(1.0)
+        served.append(proba[0, 1])
+        certs.append(clf.stream_report().certificate)
+    gaps = _running_gap(served, group[800:2000])
+    assert np.all(gaps <= np.array(certs) + 1e-12)
+    report = clf.stream_report()
+    assert report.certificate == 0.03 and report.n_served == 1200
+    assert report.gap == pytest.approx(gaps[-1], abs=1e-12)
+    np.testing.assert_array_equal(report.groups, clf.groups_)
+    np.testing.assert_array_equal(report.counts, np.bincount(group[800:2000]))
+
+
+def test_partial_predict_decisions_certificate(data):
+    """Check that the pooled selection-rate gap of served decisions is within the certificate."""
+    X, y, group = data
+    clf = _fit(X, y)
+    labels, certs = [], []
+    for i in range(800, 2000, 3):
+        labels.append(clf.partial_predict(X[i : i + 3]))
+        certs.append(clf.stream_report("decisions").certificate)
+    labels = np.concatenate(labels)
+    assert set(np.unique(labels)) <= set(clf.classes_)
+    gaps = _running_gap(labels.astype(float), group[800:2000])[2::3]
+    assert np.all(gaps <= np.array(certs) + 1e-12)
+    assert clf.stream_report("decisions").certificate == 0.03
+    assert clf.stream_report("proba").n_served == 0  # separate streams
+
+
+def test_first_rows_are_corrected_by_the_fit(data):
+    """Check that the stream starts from the fitted shifts: the first row moves by shifts_."""
+    X, y, group = data
+    clf = _fit(X, y)
+    base = clf.estimator_.predict_proba(X[800:801, :2])[0, 1]
+    expected = np.clip(base - clf.shifts_[group[800]], 0, 1)
+    assert clf.partial_predict_proba(X[800:801])[0, 1] == pytest.approx(expected, abs=1e-12)
+
+
+def test_fit_and_reset_stream_start_a_new_stream(data):
+    """Check that fit and reset_stream forget served rows and replay the same outputs."""
+    X, y, _ = data
+    clf = _fit(X, y)
+    first = [clf.partial_predict_proba(X[i : i + 2]) for i in range(800, 1000, 2)]
+    assert clf.stream_report().n_served == 200
+    assert clf.reset_stream() is clf
+    assert clf.stream_report().n_served == 0
+    again = [clf.partial_predict_proba(X[i : i + 2]) for i in range(800, 1000, 2)]
+    np.testing.assert_array_equal(np.concatenate(first), np.concatenate(again))
+    clf.fit(X[:800], y[:800])
+    assert clf.stream_report().n_served == 0
+    assert not hasattr(clone(clf), "stream_")
+
+
+def test_changed_stream_parameters_need_a_reset(data):
+    """Check that changing a streaming parameter is refused until reset_stream()."""
+    X, y, _ = data
+    clf = _fit(X, y)
+    clf.partial_predict_proba(X[800:810])
+    clf.set_params(stream_algorithm="paper")
+    with pytest.raises(ValueError, match="reset_stream"):
+        clf.partial_predict_proba(X[810:811])
+    assert clf.stream_report().n_served == 10  # still readable
+    clf.reset_stream()
+    assert clf.stream_report().algorithm == "paper"
+    clf.partial_predict_proba(X[810:811])
+    with pytest.raises(ValueError, match="stream_step"):
+        FairnessLayerClassifier(stream_step=-1.0, sensitive_features=2).fit(X[:800], y[:800])
+
+
+class _NaNForLargeX(LogisticRegression):
+    """LogisticRegression whose probabilities are NaN for rows with a huge first feature."""
+
+    def predict_proba(self, X):
+        proba = super().predict_proba(X)
+        proba[np.asarray(X)[:, 0] > 1e6] = np.nan
+        return proba
+
+
+def test_errors_leave_the_stream_unchanged(data):
+    """Check that NaN scores, empty or malformed batches and unseen groups raise and change nothing."""
+    X, y, _ = data
+    clf = FairnessLayerClassifier(_NaNForLargeX(), tolerance=0.03, sensitive_features=2)
+    clf.fit(X[:800], y[:800])
+    ref = clone(clf).fit(X[:800], y[:800])
+    nan_row = X[800:803].copy()
+    nan_row[1, 0] = 1e9
+    unseen = X[800:802].copy()
+    unseen[0, 2] = 7
+    missing = X[800:802].copy()
+    missing[1, 2] = np.nan
+    bad = [
+        (nan_row, ValueError, "NaN or infinity"),
+        (X[800:800], ValueError, "empty|0 sample"),
+        (X[800:802, :2], ValueError, "features"),
+        (unseen, UnseenGroupError, "not seen during fit"),
+        (missing, ValueError, "NaN"),
+    ]
+    for i in range(800, 1000, 4):
+        expected = [ref.partial_predict_proba(X[i : i + 4]), ref.partial_predict(X[i : i + 4])]
+        rows, err, match = bad[(i // 4) % len(bad)]
+        before = _snapshot(clf)
+        for method in (clf.partial_predict_proba, clf.partial_predict):
+            with pytest.raises(err, match=match):
+                method(rows)
+        assert _snapshot(clf) == before
+        np.testing.assert_array_equal(clf.partial_predict_proba(X[i : i + 4]), expected[0])
+        np.testing.assert_array_equal(clf.partial_predict(X[i : i + 4]), expected[1])
+
+
+def _skops_roundtrip(clf):
+    sio = pytest.importorskip("skops.io")
+    payload = sio.dumps(clf)
+    trusted = sio.get_untrusted_types(data=payload)
+    assert set(trusted) <= {
+        "skfairlayer._classifier.FairnessLayerClassifier",
+        "skfairlayer.online.StreamState",
+        "skfairlayer.online.PooledPrimalDual",
+        "skfairlayer.online.PaperPrimalDual",
+    }
+    return sio.loads(payload, trusted=trusted)
+
+
+def _joblib_roundtrip(clf, tmp_path):
+    path = tmp_path / "clf.joblib"
+    joblib.dump(clf, path)
+    return joblib.load(path)
+
+
+@pytest.mark.parametrize("how", ["pickle", "joblib", "skops"])
+@pytest.mark.parametrize("algorithm", ["pooled", "paper"])
+def test_persistence_mid_stream_is_bit_identical(data, tmp_path, how, algorithm):
+    """Check that a model saved mid-stream continues exactly like the uninterrupted one."""
+    X, y, _ = data
+    clf = _fit(X, y, stream_algorithm=algorithm)
+    for i in range(800, 1100, 5):
+        clf.partial_predict_proba(X[i : i + 5])
+        clf.partial_predict(X[i : i + 5])
+    if how == "pickle":
+        copy = pickle.loads(pickle.dumps(clf))
+    elif how == "joblib":
+        copy = _joblib_roundtrip(clf, tmp_path)
+    else:
+        copy = _skops_roundtrip(clf)
+    assert _snapshot(copy) == _snapshot(clf)
+    for i in range(1100, 1400, 5):
+        for method in ("partial_predict_proba", "partial_predict"):
+            a = getattr(clf, method)(X[i : i + 5])
+            b = getattr(copy, method)(X[i : i + 5])
+            assert a.tobytes() == b.tobytes()
+    assert _snapshot(copy) == _snapshot(clf)
+
+
+def test_concurrent_partial_predict(data):
+    """Check that 8 threads calling partial_predict lose no row and keep the certificate."""
+    X, y, group = data
+    clf = _fit(X, y)
+    rows = np.arange(800, 2400)
+    chunks = np.array_split(rows, 8)
+    results = {}
+
+    def worker(w):
+        results[w] = [(i, clf.partial_predict(X[i : i + 1])[0]) for i in chunks[w]]
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    report = clf.stream_report("decisions")
+    assert report.n_served == rows.size
+    np.testing.assert_array_equal(report.counts, np.bincount(group[rows]))
+    positives = np.zeros(2)
+    for pairs in results.values():
+        for i, label in pairs:
+            positives[group[i]] += label == clf.classes_[1]
+    np.testing.assert_allclose(report.means, positives / report.counts)
+    assert report.gap <= report.certificate + 1e-12
+
+
+def test_fast_path_matches_the_full_path(data):
+    """Check that small numpy batches (fast path) and DataFrames (full path) give the same stream."""
+    pd = pytest.importorskip("pandas")
+    X, y, group = data
+    frame = pd.DataFrame(X, columns=["a", "b", "g"])
+    fast = _fit(X, y)
+    full = FairnessLayerClassifier(LogisticRegression(), tolerance=0.03, sensitive_features="g")
+    full.fit(frame.iloc[:800], y[:800])
+    for i in range(800, 1100, 3):
+        np.testing.assert_allclose(
+            fast.partial_predict_proba(X[i : i + 3]),
+            full.partial_predict_proba(frame.iloc[i : i + 3]),
+            rtol=0, atol=1e-12,
+        )
+    # keyword groups: ndarray (fast) vs list of lists (full)
+    kw_fast = FairnessLayerClassifier(tolerance=0.03).fit(X[:800, :2], y[:800], sensitive_features=group[:800])
+    kw_full = clone(kw_fast).fit(X[:800, :2], y[:800], sensitive_features=group[:800])
+    for i in range(800, 1000, 2):
+        a = kw_fast.partial_predict(X[i : i + 2, :2], sensitive_features=group[i : i + 2])
+        b = kw_full.partial_predict(X[i : i + 2, :2].tolist(), sensitive_features=list(group[i : i + 2]))
+        np.testing.assert_array_equal(a, b)
+
+
+def test_string_groups_several_attributes_and_three_groups():
+    """Check streams with string labels in a DataFrame, intersectional groups and k = 3."""
+    pd = pytest.importorskip("pandas")
+    X, y, group = _data(n=1800, k=3, seed=3)
+    frame = pd.DataFrame({"a": X[:, 0], "b": X[:, 1], "g": np.array(["x", "y", "z"])[group],
+                          "h": group % 2})
+    labels = np.where(y == 1, "yes", "no")
+    for spec in ("g", ["g", "h"]):
+        clf = FairnessLayerClassifier(tolerance=0.05, sensitive_features=spec)
+        clf.fit(frame.iloc[:600], labels[:600])
+        out = np.concatenate([clf.partial_predict(frame.iloc[i : i + 2]) for i in range(600, 1800, 2)])
+        assert set(out) <= {"no", "yes"}
+        report = clf.stream_report("decisions")
+        assert report.n_served == 1200 and report.gap <= report.certificate + 1e-12
+        assert report.certificate == 0.05
+        assert len(report.groups) == 3
+
+
+def test_paper_algorithm_reproduction(data):
+    """Check the paper's algorithm: one row per batch corrects nothing; b_tau batches are exact."""
+    X, y, group = data
+    clf = _fit(X, y, stream_algorithm="paper", stream_step=0.5)
+    base = clf.estimator_.predict_proba(X[800:1000, :2])[:, 1]
+    served = np.array([clf.partial_predict_proba(X[i : i + 1])[0, 1] for i in range(800, 1000)])
+    np.testing.assert_allclose(served, base, atol=1e-15)
+    assert clf.stream_report().duals[0] == 0.0
+    assert clf.stream_report().certificate == np.inf
+    clf.reset_stream()
+    for i in range(800, 800 + 4 * PAPER_B_TAU, PAPER_B_TAU):
+        p = clf.partial_predict_proba(X[i : i + PAPER_B_TAU])[:, 1]
+        g = group[i : i + PAPER_B_TAU]
+        assert abs(p[g == 0].mean() - p[g == 1].mean()) <= 0.03 + 1e-9
+
+
+def test_metadata_requests_are_declared(data):
+    """Check that partial_predict(_proba) declare sensitive_features like the other methods."""
+    # scikit-learn's router only knows its own method names, so these are declarative;
+    # the routing of the known methods must be unaffected.
+    for method in ("partial_predict", "partial_predict_proba"):
+        name = f"_FairnessLayerClassifier__metadata_request__{method}"  # mangled
+        assert getattr(FairnessLayerClassifier, name) == {
+            "sensitive_features": True
+        }
+    routing = FairnessLayerClassifier().get_metadata_routing()
+    assert routing.consumes("predict", ["sensitive_features"]) == {"sensitive_features"}
+
+
+def test_unfitted_stream_methods_raise():
+    """Check that the streaming methods need a fitted estimator."""
+    from sklearn.exceptions import NotFittedError
+
+    clf = FairnessLayerClassifier(sensitive_features=2)
+    for call in (
+        lambda: clf.partial_predict_proba(np.zeros((1, 3))),
+        lambda: clf.partial_predict(np.zeros((1, 3))),
+        clf.reset_stream,
+        clf.stream_report,
+    ):
+        with pytest.raises(NotFittedError):
+            call()
