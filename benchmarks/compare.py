@@ -27,10 +27,19 @@ Methods:
   (``predict(random_state=seed)``); their scores are the probability of a
   positive decision (``_pmf_predict``).
 
+``--speed`` adds a second table: the time of the post-processing step alone
+on synthetic batches of growing size (two groups, scores given): skfairlayer's
+exact projection and its exact parity decisions, the same projection solved
+as a generic quadratic program by cvxpy + Clarabel (the approach of
+differentiable-optimization layers such as cvxpylayers, on which the paper's
+layer is built), and fairlearn's ThresholdOptimizer (fit + predict on the
+given scores).
+
 Usage::
 
     python benchmarks/compare.py                 # 5 seeds, tolerance 0.01
     python benchmarks/compare.py --seeds 2 --no-eg   # quicker
+    python benchmarks/compare.py --seeds 0 --speed   # the speed table only
 """
 
 import argparse
@@ -39,6 +48,7 @@ import time
 import warnings
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.compose import make_column_selector, make_column_transformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, roc_auc_score
@@ -182,11 +192,95 @@ def markdown(results, n_seeds, tolerance):
     return "\n".join(lines)
 
 
+class _GivenScores(ClassifierMixin, BaseEstimator):
+    """A fitted 'classifier' whose positive-class probability is column 0 of X."""
+
+    def fit(self, X, y):
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def predict_proba(self, X):
+        s = np.asarray(X)[:, 0]
+        return np.column_stack([1 - s, s])
+
+    def predict(self, X):
+        return (np.asarray(X)[:, 0] >= 0.5).astype(int)
+
+
+def _cvxpy_projection(scores, groups, tolerance):
+    import cvxpy as cp
+
+    p = cp.Variable(scores.size)
+    t = cp.Variable()
+    rows = []
+    for g in np.unique(groups):
+        mask = (groups == g).astype(float) / np.sum(groups == g)
+        rows += [mask @ p >= t, mask @ p <= t + tolerance]
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(p - scores)), [p >= 0, p <= 1, *rows])
+    problem.solve(solver=cp.CLARABEL)
+    return p.value
+
+
+def speed_table(sizes, tolerance, repeats=3):
+    """Markdown table of post-processing times (best of ``repeats``) per batch size."""
+    from skfairlayer import project
+    from skfairlayer._decisions import parity_decisions
+
+    try:
+        import cvxpy  # noqa: F401
+    except ImportError:
+        cvxpy = None
+    methods = {
+        "skfairlayer project (exact)": lambda s, g: project(s, g, tolerance=tolerance),
+        "skfairlayer parity decisions": lambda s, g: parity_decisions(s, g, 2, tolerance),
+    }
+    if cvxpy is not None:
+        methods["cvxpy + Clarabel QP (generic layer)"] = (
+            lambda s, g: _cvxpy_projection(s, g, tolerance)
+        )
+    if fairlearn is not None:
+        def threshold_optimizer(s, g):
+            to = ThresholdOptimizer(
+                estimator=_GivenScores().fit(None, None), constraints="demographic_parity",
+                predict_method="predict_proba", prefit=True,
+            )
+            X = s[:, None]
+            to.fit(X, (s > 0.5).astype(int), sensitive_features=g)
+            return to.predict(X, sensitive_features=g, random_state=0)
+
+        methods["fairlearn ThresholdOptimizer (fit + predict)"] = threshold_optimizer
+    lines = [
+        "| method | " + " | ".join(f"n = {n:,}" for n in sizes) + " |",
+        "|---|" + "---:|" * len(sizes),
+    ]
+    rng = np.random.default_rng(0)
+    data = {}
+    for n in sizes:
+        g = rng.integers(0, 2, n)
+        data[n] = (np.clip(rng.beta(2, 5, n) + 0.15 * g, 0, 1), g)
+    for name, func in methods.items():
+        cells = []
+        for n in sizes:
+            if "cvxpy" in name and n > 100_000:
+                cells.append("—")
+                continue
+            best = min(timed(func, *data[n])[1] for _ in range(repeats))
+            cells.append(f"{best * 1e3:.1f} ms")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(
+        f"Post-processing time only (best of {repeats}), two groups, tolerance {tolerance:g}, "
+        "one thread."
+    )
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5, help="number of random splits")
     parser.add_argument("--tolerance", type=float, default=0.01)
     parser.add_argument("--no-eg", action="store_true", help="skip ExponentiatedGradient")
+    parser.add_argument("--speed", action="store_true", help="add the post-processing speed table")
     parser.add_argument(
         "--threads", type=int, default=1,
         help="BLAS/OpenMP threads (default 1: stable, comparable timings)",
@@ -211,7 +305,11 @@ def run(args):
         print(f"seed {seed} done", file=sys.stderr)
     if fairlearn is None:
         print("fairlearn is not installed: its rows are left out.", file=sys.stderr)
-    print(markdown(results, args.seeds, args.tolerance))
+    if results:
+        print(markdown(results, args.seeds, args.tolerance))
+    if args.speed:
+        print()
+        print(speed_table([1_000, 10_000, 100_000, 1_000_000], args.tolerance))
 
 
 if __name__ == "__main__":
