@@ -704,7 +704,8 @@ default=None
         of *all* decisions served since :meth:`fit` or :meth:`reset_stream`
         stays within the certificate of ``stream_report("decisions")`` at every
         row. With ``"paper"``, the paper's probabilities are thresholded at
-        ``threshold`` (no guarantee on selection rates).
+        ``threshold`` (no guarantee on selection rates). The ``decision`` and
+        ``inference`` parameters concern :meth:`predict` only.
 
         This method (with :meth:`partial_predict_proba` and
         :meth:`reset_stream`) is the only one that changes the estimator after
@@ -748,7 +749,8 @@ default=None
 
         The new stream starts again from the fit (group shares, ``shifts_``,
         ``thresholds_``) with the current streaming parameters. :meth:`fit`
-        also starts a new stream.
+        also starts a new stream. Do not call it while other threads are
+        serving rows: they could serve into the stream being discarded.
 
         Returns
         -------

@@ -52,13 +52,14 @@ outputs and ``m_g = S_g / N_g`` its pooled mean. Each group carries a *slack*
 
    The schedule used is ``b(n) = max((c_b / sqrt(n) - epsilon)_+, floors)``: a
    few standard errors of a mean of ``n`` rows (forcing parity on noisy small
-   samples is what costs distortion), reaching exactly 0 after
-   ``(c_b / epsilon)^2`` rows for ``epsilon > 0``.
+   samples is what costs distortion), reaching exactly 0 after about
+   ``(c_b / epsilon)^2`` rows for ``epsilon > 0`` (400 rows at ``epsilon =
+   0.02``; for decisions, not before ``1 / epsilon`` rows).
 
 **Certificate.** At every ``T``, ``pooled gap(T) <= epsilon + b(N_(1)) + b(N_(2))``
 with ``N_(1) <= N_(2)`` the two smallest counts among the groups served so far:
 ``epsilon + O(1 / sqrt(min_g N_g))`` while the groups are small, exactly
-``epsilon`` once every group has ``(c_b / epsilon)^2`` rows. It holds by
+``epsilon`` once every group has about ``(c_b / epsilon)^2`` rows. It holds by
 construction (to floating-point rounding, 1e-12), not asymptotically, and it is
 non-increasing while no new group appears.
 

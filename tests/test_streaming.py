@@ -2,6 +2,7 @@
 
 import pickle
 import threading
+from copy import deepcopy
 
 import joblib
 import numpy as np
@@ -186,7 +187,7 @@ def _joblib_roundtrip(clf, tmp_path):
     return joblib.load(path)
 
 
-@pytest.mark.parametrize("how", ["pickle", "joblib", "skops"])
+@pytest.mark.parametrize("how", ["pickle", "joblib", "skops", "deepcopy"])
 @pytest.mark.parametrize("algorithm", ["pooled", "paper"])
 def test_persistence_mid_stream_is_bit_identical(data, tmp_path, how, algorithm):
     """Check that a model saved mid-stream continues exactly like the uninterrupted one."""
@@ -199,6 +200,8 @@ def test_persistence_mid_stream_is_bit_identical(data, tmp_path, how, algorithm)
         copy = pickle.loads(pickle.dumps(clf))
     elif how == "joblib":
         copy = _joblib_roundtrip(clf, tmp_path)
+    elif how == "deepcopy":
+        copy = deepcopy(clf)
     else:
         copy = _skops_roundtrip(clf)
     assert _snapshot(copy) == _snapshot(clf)
