@@ -109,11 +109,15 @@ class Linearization:
         # Active groups of each family, decided on P alone (see the module docstring); then,
         # per active family, u_i = w_i where row i is in the family and its output (in the
         # family's column) is free, else 0.
+        # One scratch row buffer is reused for temporaries: fresh large temporaries cost page
+        # faults that can exceed the arithmetic.
+        self._buf = np.empty(p.shape[0])
         self.active, self._u, self._sums = [], {}, {}
         for f, fam in enumerate(self.families):
             sums = _GroupSums(fam)
             col = p if p.ndim == 1 else p[:, fam.column]
-            m = sums(fam.weights * col if sums.inside is None else sums.mask(fam.weights * col))
+            wp = np.multiply(fam.weights, col, out=self._buf)
+            m = sums(wp if sums.inside is None else sums.mask(wp))
             present = np.ones(fam.n_groups, dtype=bool)
             if np.any(m == 0.0):  # an empty group has a zero mean: check presence only then
                 present = _group_present(fam)
@@ -173,11 +177,12 @@ class Linearization:
             fam, u, codes = self.families[f], self._u[f], self._sums[f].codes
             for f2, idx2, off2 in blocks[bi:]:
                 fam2, u2, codes2 = self.families[f2], self._u[f2], self._sums[f2].codes
-                weight = u * u2
-                if fam.column != fam2.column:
-                    weight *= 0.0
+                weight = np.multiply(u, u2, out=self._buf)
                 if self.simplex:
-                    weight -= u * u2 * self._inv_free
+                    same = 1.0 if fam.column == fam2.column else 0.0
+                    weight *= same - self._inv_free
+                elif fam.column != fam2.column:
+                    weight *= 0.0
                 if f == f2:
                     gram = np.diag(self._sums[f](weight))
                 else:
@@ -208,7 +213,7 @@ class Linearization:
     def _family_dot(self, f, x):
         """``a_{f,g}' x`` for every group ``g`` of family ``f``, for ``x`` zero off the free set."""
         col = x if x.ndim == 1 else x[:, self.families[f].column]
-        return self._sums[f](col * self._u[f])
+        return self._sums[f](np.multiply(col, self._u[f], out=self._buf))
 
     # ------------------------------------------------------------------ products
     def apply(self, vector):
@@ -247,14 +252,18 @@ class Linearization:
             for f, idx, off in self._blocks:
                 lam = np.zeros(self.families[f].n_groups)
                 lam[idx] = z[off : off + idx.size]
-                out -= self._sums[f].expand(lam) * self._u[f]  # u = w * free: Q-projected
+                term = self._sums[f].expand(lam, out=self._buf)
+                term *= self._u[f]  # u = w * free: already Q-projected
+                out -= term
         else:
             correction = np.zeros(self.shape)
             for f, idx, off in self._blocks:
                 fam = self.families[f]
                 lam = np.zeros(fam.n_groups)
                 lam[idx] = z[off : off + idx.size]
-                correction[:, fam.column] += self._sums[f].expand(lam) * self._u[f]
+                term = self._sums[f].expand(lam, out=self._buf)
+                term *= self._u[f]
+                correction[:, fam.column] += term
             out -= self._q(correction) if self.simplex else correction
         if n_rows:
             out -= (z[self._dim - n_rows :] @ self._row_vectors).reshape(self.shape)
@@ -288,11 +297,13 @@ class _GroupSums:
             return np.array([float(x.sum()) - one, one])
         return np.bincount(self.codes, weights=x, minlength=self.k)
 
-    def expand(self, values):
+    def expand(self, values, out=None):
         """``values[g_i]`` for every row (rows outside the family get ``values[0]``)."""
         if self.indicator is not None:
-            return values[0] + (values[1] - values[0]) * self.indicator
-        return values[self.codes]
+            out = np.multiply(self.indicator, values[1] - values[0], out=out)
+            out += values[0]
+            return out
+        return np.take(values, self.codes, out=out)
 
 
 def _group_present(fam):

@@ -335,3 +335,62 @@ def test_fine_tune_off_has_no_history(data):
     clf = FairnessLayerClassifier().fit(X, y, sensitive_features=groups)
     assert clf.fine_tune_history_ is None
     np.testing.assert_allclose(clf.estimator_.coef_, LogisticRegression().fit(X, y).coef_)
+
+
+def _simplex_solver_available():
+    from skfairlayer.constraints import DemographicParity, ProjectionProblem
+    from skfairlayer.projection import solve_problem
+
+    s = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.5, 0.4, 0.1], [0.2, 0.2, 0.6]])
+    codes = np.array([0, 0, 1, 1])
+    fams = DemographicParity().families(codes, 2, s, 0.01)
+    try:
+        solve_problem(ProjectionProblem(s, fams, simplex=True))
+    except (ImportError, NotImplementedError, ValueError):
+        return False
+    return True
+
+
+def test_multiclass_fine_tune_through_the_simplex_layer():
+    """Check multinomial fine-tuning: chain-rule gradient by differences, weights updated."""
+    if not _simplex_solver_available():
+        pytest.skip("no solver for multiclass (simplex) projections yet")
+    from skfairlayer._fine_tune import fine_tune
+
+    rng = np.random.default_rng(0)
+    n = 300
+    g = rng.integers(0, 2, n)
+    X = rng.normal(size=(n, 4)) + 0.8 * g[:, None]
+    y = np.digitize(X[:, 0] + 0.5 * g + 0.5 * rng.normal(size=n), [0.3, 1.2])
+    est = LogisticRegression().fit(X, y)
+    adapter = make_adapter(est)
+    params = adapter.parameters()
+    layer = {
+        "criterion": make_criterion("demographic_parity"),
+        "tolerance": 0.02,
+        "solver": "auto",
+        "margin": 1e-6,
+    }
+    w = np.ones(n)
+    _, _, grads = batch_loss(adapter, X, params, g, y, w, **layer, gradient=True)
+    d = [rng.normal(size=p.shape) for p in params]
+    h = 1e-5
+
+    def f(t):
+        moved = [p + t * q for p, q in zip(params, d, strict=True)]
+        return batch_loss(adapter, X, moved, g, y, w, **layer)[0]
+
+    analytic = sum(np.sum(a * b) for a, b in zip(grads, d, strict=True))
+    assert np.isclose((f(h) - f(-h)) / (2 * h), analytic, rtol=1e-5, atol=1e-7)
+    before = est.coef_.copy()
+    fine_tune(
+        est,
+        X,
+        y,
+        g,
+        classes=est.classes_,
+        tolerance=0.02,
+        random_state=0,
+        params={"max_epochs": 3, "validation_fraction": 0.0},
+    )
+    assert est.coef_.shape == before.shape and not np.allclose(est.coef_, before)
