@@ -42,6 +42,8 @@ interior of the normal cone at ``P*``), hence an element of the Clarke
 generalized Jacobian.
 """
 
+import threading
+
 import numpy as np
 
 __all__ = ["Linearization", "projection_vjp", "projection_jvp"]
@@ -109,14 +111,11 @@ class Linearization:
         # Active groups of each family, decided on P alone (see the module docstring); then,
         # per active family, u_i = w_i where row i is in the family and its output (in the
         # family's column) is free, else 0.
-        # One scratch row buffer is reused for temporaries: fresh large temporaries cost page
-        # faults that can exceed the arithmetic.
-        self._buf = np.empty(p.shape[0])
-        self.active, self._u, self._sums = [], {}, {}
+        self.active, self._sums = [], {}
         for f, fam in enumerate(self.families):
             sums = _GroupSums(fam)
             col = p if p.ndim == 1 else p[:, fam.column]
-            wp = np.multiply(fam.weights, col, out=self._buf)
+            wp = np.multiply(fam.weights, col, out=_scratch(self.shape[0]))
             m = sums(wp if sums.inside is None else sums.mask(wp))
             present = np.ones(fam.n_groups, dtype=bool)
             if np.any(m == 0.0):  # an empty group has a zero mean: check presence only then
@@ -128,9 +127,6 @@ class Linearization:
                     act = present & ((m >= hi - level_atol) | (m <= lo + level_atol))
             self.active.append(act)
             if act.any():
-                free_col = free if free.ndim == 1 else free[:, fam.column]
-                u = fam.weights * free_col
-                self._u[f] = u if sums.inside is None else sums.mask(u)
                 self._sums[f] = sums
 
         # Extra affine rows at one of their limits, as dense Q-projected vectors.
@@ -160,24 +156,36 @@ class Linearization:
     def _build_system(self):
         blocks = []  # (family index, active group indices, offset)
         size = 0
-        for f in self._u:
+        for f in self._sums:
             idx = np.flatnonzero(self.active[f])
             blocks.append((f, idx, size))
             size += idx.size
         n_lam, n_mu, n_eta = size, len(blocks), self.active_rows.size
         dim = n_lam + n_mu + n_eta
         self._blocks, self._dim = blocks, dim
+        self._single = None
         if dim == 0:
             self._solve = None
+            return
+        if n_mu == 1 and n_eta == 0:
+            # One active family: a diagonal Gram c_g, solved in closed form (no pinv).
+            f, idx, _ = blocks[0]
+            fam = self.families[f]
+            weight = self._times_u(f, fam.weights, _scratch(self.shape[0]))  # u * w = u^2
+            if self.simplex:
+                weight *= 1.0 - self._inv_free
+            self._single = self._sums[f](weight)[idx]
+            self._solve = True
             return
         K = np.zeros((dim, dim))
         # Gram blocks a_{f,g}' Q a_{f',g'}: disjoint supports within a family make each a
         # group-pair sum (diagonal within a family); the simplex adds the row-centring term.
         for bi, (f, idx, off) in enumerate(blocks):
-            fam, u, codes = self.families[f], self._u[f], self._sums[f].codes
+            fam, codes = self.families[f], self._sums[f].codes
+            u = self._times_u(f, 1.0, np.empty(self.shape[0]))
             for f2, idx2, off2 in blocks[bi:]:
-                fam2, u2, codes2 = self.families[f2], self._u[f2], self._sums[f2].codes
-                weight = np.multiply(u, u2, out=self._buf)
+                fam2, codes2 = self.families[f2], self._sums[f2].codes
+                weight = self._times_u(f2, u, _scratch(self.shape[0]))
                 if self.simplex:
                     same = 1.0 if fam.column == fam2.column else 0.0
                     weight *= same - self._inv_free
@@ -213,7 +221,27 @@ class Linearization:
     def _family_dot(self, f, x):
         """``a_{f,g}' x`` for every group ``g`` of family ``f``, for ``x`` zero off the free set."""
         col = x if x.ndim == 1 else x[:, self.families[f].column]
-        return self._sums[f](np.multiply(col, self._u[f], out=self._buf))
+        return self._sums[f](self._times_u(f, col, _scratch(self.shape[0])))
+
+    def _times_u(self, f, x, out):
+        """``x * u`` into ``out``, with ``u_i = w_i`` where row ``i`` is in family ``f`` and its
+        output (in the family's column) is free, else 0 (u is never stored: one pass less
+        to allocate)."""
+        fam = self.families[f]
+        np.multiply(x, fam.weights, out=out)
+        out *= self.free if self.free.ndim == 1 else self.free[:, fam.column]
+        inside = self._sums[f].inside
+        if inside is not None:
+            out *= inside
+        return out
+
+    def _solve_single(self, r):
+        """``c_g lambda_g + mu = r_g``, ``sum_g lambda_g = 0`` for one family (diagonal Gram)."""
+        c, r = self._single, r[: self._single.size]
+        pinned = c <= 0.0  # a group without free outputs: its mean is fixed, so mu = 0
+        mu = 0.0 if pinned.any() else float(np.sum(r / c) / np.sum(1.0 / c))
+        lam = np.where(pinned, 0.0, (r - mu) / np.where(pinned, 1.0, c))
+        return np.append(lam, mu)
 
     # ------------------------------------------------------------------ products
     def apply(self, vector):
@@ -245,25 +273,23 @@ class Linearization:
         n_rows = self.active_rows.size
         if n_rows:
             rhs[self._dim - n_rows :] = self._row_vectors @ qv.ravel()
-        z = self._solve @ rhs
+        z = self._solve @ rhs if self._single is None else self._solve_single(rhs)
         # J v = Q v - Q sum_{f,g} lambda_{f,g} a_{f,g} - sum_j eta_j Q c_j.
         out = self._q(v) if not self.simplex else qv
         if out.ndim == 1 and not self.simplex:
             for f, idx, off in self._blocks:
                 lam = np.zeros(self.families[f].n_groups)
                 lam[idx] = z[off : off + idx.size]
-                term = self._sums[f].expand(lam, out=self._buf)
-                term *= self._u[f]  # u = w * free: already Q-projected
-                out -= term
+                term = self._sums[f].expand(lam, out=_scratch(self.shape[0]))
+                out -= self._times_u(f, term, term)  # u = w * free: already Q-projected
         else:
             correction = np.zeros(self.shape)
             for f, idx, off in self._blocks:
                 fam = self.families[f]
                 lam = np.zeros(fam.n_groups)
                 lam[idx] = z[off : off + idx.size]
-                term = self._sums[f].expand(lam, out=self._buf)
-                term *= self._u[f]
-                correction[:, fam.column] += term
+                term = self._sums[f].expand(lam, out=_scratch(self.shape[0]))
+                correction[:, fam.column] += self._times_u(f, term, term)
             out -= self._q(correction) if self.simplex else correction
         if n_rows:
             out -= (z[self._dim - n_rows :] @ self._row_vectors).reshape(self.shape)
@@ -304,6 +330,21 @@ class _GroupSums:
             out += values[0]
             return out
         return np.take(values, self.codes, out=out)
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(n):
+    """A per-thread scratch row buffer of length ``n``, reused across calls.
+
+    Fresh large temporaries cost page faults that can exceed the arithmetic of
+    a pass; callers use the buffer only within one method call.
+    """
+    buf = getattr(_SCRATCH, "buf", None)
+    if buf is None or buf.shape[0] < n:
+        buf = _SCRATCH.buf = np.empty(max(n, 1024))
+    return buf[:n]
 
 
 def _group_present(fam):
