@@ -1,18 +1,49 @@
 """Parity criteria, turned into affine constraints over a batch of outputs.
 
 A criterion maps a batch (group codes, base scores, optionally labels) to one or
-more :class:`GroupStatistics` *families*. A family holds one weighted mean per
-group, ``m_g(P) = sum_{i in g} w_i P[i, column]`` (weights of a group sum to 1),
+more :class:`GroupStatistics` *families* and, optionally, extra
+:class:`AffineRows`. A family holds one weighted mean per group,
+``m_g(P) = sum_{i in g} w_i P[i, column]`` (weights of a group sum to 1),
 and asks that ``max_g m_g - min_g m_g <= tolerance``. With an auxiliary level
 ``t`` this is the set of affine rows ``t <= m_g(P) <= t + tolerance``.
 
 Solvers only see a :class:`ProjectionProblem`: scores, bounds, families and
 optional extra affine rows. Nothing here solves anything.
+
+Criteria shipped here
+---------------------
+- :class:`DemographicParity`: equal mean output per group (per class column
+  for multiclass outputs).
+- :class:`EqualOpportunity`: equal mean output among rows whose true class is
+  the positive one ("true-positive rate in expectation").
+- :class:`EqualizedOdds`: equal opportunity for every true class (binary: true-
+  and false-positive rates in expectation).
+- :class:`MeanResidual`: ``|mean(y - p | A = g)| <= tolerance`` per group, a
+  custom affine criterion written with :class:`AffineRows`.
+
+Labels and the plug-in (label-free) form
+----------------------------------------
+Criteria conditioned on the true label need ``y``, which a deployed model never
+has. Without labels they use the base model's posteriors as plug-in weights:
+``E[p | Y = 1, A = g] ~ sum_{i in g} s_i p_i / sum_{i in g} s_i`` (and
+``1 - s_i`` for ``Y = 0``), still linear in ``p``. This is exact in
+expectation when the base scores are *calibrated within each group*
+(``P(Y = 1 | s, A = g) = s``); calibrate the base (e.g.
+:class:`~sklearn.calibration.CalibratedClassifierCV`) when unsure.
+
+Several sensitive attributes
+----------------------------
+:func:`build_problem` takes one or more *groupings* (codes over groups). One
+grouping of intersectional codes (every combination of values is a group) is
+the default; *marginal* parity passes one grouping per attribute and gets one
+set of families per attribute.
 """
 
 from dataclasses import dataclass, field
+from numbers import Integral
 
 import numpy as np
+import scipy.sparse as sp
 
 __all__ = [
     "GroupStatistics",
@@ -20,8 +51,20 @@ __all__ = [
     "ProjectionProblem",
     "Criterion",
     "DemographicParity",
+    "EqualOpportunity",
+    "EqualizedOdds",
+    "MeanResidual",
+    "group_family",
+    "check_labels",
+    "build_problem",
+    "small_groups",
     "make_criterion",
+    "CRITERIA",
+    "SMALL_GROUP_SIZE",
 ]
+
+#: Effective group size below which a group's statistic is mostly noise.
+SMALL_GROUP_SIZE = 30
 
 
 @dataclass(frozen=True)
@@ -36,13 +79,24 @@ class GroupStatistics:
         Non-negative weight of each row in its group's mean; the weights of
         each group sum to one (zero for rows outside the family).
     n_groups : int
-        Number of groups (statistics) in the family.
+        Number of groups (statistics) in the family; every group has at least
+        one row of positive weight.
     tolerance : float
         Largest allowed difference between two group statistics.
     column : int, default=0
         Output column the statistics read (class index for multiclass outputs).
     name : str, default="parity"
         Human-readable name used in messages.
+    uniform : bool, default=False
+        Whether every row of a group has the same weight ``1 / n_g``.
+    group_ids : ndarray of shape (n_groups,) or None, default=None
+        Code, in the grouping the family was built from, of each family group
+        (families skip groups with no weight, e.g. no positive label). ``None``
+        means the identity.
+    totals : ndarray of shape (n_groups,) or None, default=None
+        Sum of the raw (unnormalised) weights of each group: ``weights`` are
+        the raw weights divided by ``totals[codes]`` (the group sizes for
+        uniform weights). ``None`` when unknown.
     """
 
     codes: np.ndarray
@@ -52,6 +106,8 @@ class GroupStatistics:
     column: int = 0
     name: str = "parity"
     uniform: bool = field(default=False, compare=False)
+    group_ids: np.ndarray | None = field(default=None, compare=False)
+    totals: np.ndarray | None = field(default=None, compare=False)
 
     def means(self, outputs):
         """Group statistics ``m_g`` of ``outputs`` (1-D, or 2-D read at ``column``)."""
@@ -70,18 +126,44 @@ class GroupStatistics:
         m = self.means(outputs)
         return float(m.max() - m.min())
 
+    def ids(self):
+        """Grouping code of each family group (``group_ids``, or ``arange(n_groups)``)."""
+        return np.arange(self.n_groups) if self.group_ids is None else self.group_ids
+
+    def effective_sizes(self):
+        """Kish effective number of rows of each group: ``1 / sum_i w_i**2``."""
+        inside = self.codes >= 0
+        sq = np.bincount(
+            self.codes[inside], weights=self.weights[inside] ** 2, minlength=self.n_groups
+        )
+        with np.errstate(divide="ignore"):
+            return np.where(sq > 0, 1.0 / sq, 0.0)
+
 
 @dataclass(frozen=True)
 class AffineRows:
     """Custom affine rows ``lower <= matrix @ P.ravel() <= upper``.
 
-    ``matrix`` is a scipy sparse matrix of shape (n_rows, P.size) acting on the
-    row-major flattening of the outputs.
+    Parameters
+    ----------
+    matrix : scipy sparse matrix of shape (n_rows, P.size)
+        Acts on the row-major flattening of the outputs ``P`` (for multiclass
+        outputs entry ``i * n_classes + c`` is ``P[i, c]``).
+    lower, upper : ndarray of shape (n_rows,)
+        Bounds of each row (``-inf`` / ``inf`` for one-sided rows).
+    name : str, default="affine rows"
+        Human-readable name used in messages.
     """
 
     matrix: object
     lower: np.ndarray
     upper: np.ndarray
+    name: str = "affine rows"
+
+    def violation(self, outputs):
+        """Largest violation of the rows by ``outputs`` (0 when all hold)."""
+        r = self.matrix @ outputs.ravel()
+        return float(max(np.max(self.lower - r, initial=0.0), np.max(r - self.upper, initial=0.0)))
 
 
 @dataclass(frozen=True)
@@ -126,69 +208,462 @@ class ProjectionProblem:
         for fam in self.families:
             worst = max(worst, fam.gap(outputs) - fam.tolerance)
         if self.rows is not None:
-            r = self.rows.matrix @ outputs.ravel()
-            worst = max(worst, np.max(self.rows.lower - r), np.max(r - self.rows.upper))
+            worst = max(worst, self.rows.violation(outputs))
         return float(worst)
 
 
 class Criterion:
-    """Base class of parity criteria: builds the families for one batch.
+    """Base class of criteria: turns a batch into parity families and affine rows.
 
-    Subclasses implement :meth:`families`. ``requires_labels`` tells whether
-    the criterion needs ``y`` (it then cannot be applied at inference).
+    To define a custom criterion, subclass and implement :meth:`families`
+    and/or :meth:`rows`; pass an instance as ``criterion=`` to
+    :func:`~skfairlayer.project` or
+    :class:`~skfairlayer.FairnessLayerClassifier`.
+
+    **Contract.** Both methods receive the batch:
+
+    - ``codes`` : ndarray of shape (n_samples,), dtype=intp — group of each
+      row in ``[0, n_groups)`` (one grouping: the intersectional groups, or one
+      attribute's groups for marginal parity, where the methods are called once
+      per attribute);
+    - ``n_groups`` : int;
+    - ``scores`` : ndarray of shape (n_samples,) (binary: positive-class
+      probability) or (n_samples, n_classes) (multiclass);
+    - ``tolerance`` : float >= 0;
+    - ``labels`` : ndarray of shape (n_samples,) of int or None — binary: 0/1;
+      multiclass: class index in ``[0, n_classes)``. ``None`` at inference.
+
+    :meth:`families` returns a tuple of :class:`GroupStatistics` (use
+    :func:`group_family` to build one from raw row weights); :meth:`rows`
+    returns :class:`AffineRows` over ``P.ravel()`` or ``None``. Everything
+    must be *linear in the outputs* and may depend on the scores and labels
+    (which are constants of the batch). A criterion that cannot be evaluated
+    without labels sets ``requires_labels = True``; otherwise, with
+    ``labels=None`` it must build its label-free (plug-in) form. Families and
+    rows must come in the same number and order for every batch with the
+    same output shape (the estimator matches fitted families by position).
+
+    The exact solvers handle demographic-parity-like families; anything else
+    is solved by the general OSQP backend and verified like every projection.
+
+    Examples
+    --------
+    A cap on each group's mean score (one row per group), as a custom criterion:
+
+    >>> import numpy as np
+    >>> import scipy.sparse as sp
+    >>> from skfairlayer import project
+    >>> from skfairlayer.constraints import AffineRows, Criterion
+    >>> class MeanCap(Criterion):
+    ...     def rows(self, codes, n_groups, scores, tolerance, labels=None):
+    ...         sizes = np.bincount(codes, minlength=n_groups)
+    ...         matrix = sp.csr_matrix(
+    ...             (1.0 / sizes[codes], (codes, np.arange(codes.size))),
+    ...             shape=(n_groups, codes.size),
+    ...         )
+    ...         upper = np.full(n_groups, 0.5)
+    ...         return AffineRows(matrix, np.full(n_groups, -np.inf), upper, name="mean cap")
+    >>> result = project([0.9, 0.7, 0.2, 0.4], [0, 0, 1, 1], criterion=MeanCap())
+    >>> np.round(result.proba, 3)
+    array([0.6, 0.4, 0.2, 0.4])
     """
 
+    #: Whether the criterion needs labels (it has no plug-in, label-free form).
     requires_labels = False
 
     def families(self, codes, n_groups, scores, tolerance, labels=None):
-        """Return the tuple of :class:`GroupStatistics` for this batch."""
-        raise NotImplementedError
+        """Return the tuple of :class:`GroupStatistics` for this batch (default: none)."""
+        return ()
+
+    def rows(self, codes, n_groups, scores, tolerance, labels=None):
+        """Return extra :class:`AffineRows` for this batch, or ``None`` (default)."""
+        return None
 
     def __repr__(self):
         return f"{type(self).__name__}()"
 
 
-def _uniform_weights(codes, n_groups):
-    counts = np.bincount(codes, minlength=n_groups).astype(np.float64)
-    with np.errstate(divide="ignore"):
-        inv = np.where(counts > 0, 1.0 / counts, 0.0)
-    return inv[codes], counts
+def group_family(codes, n_groups, raw_weights, tolerance, *, column=0, name="parity"):
+    """Build a :class:`GroupStatistics` from raw non-negative row weights.
+
+    Each group's weights are divided by their sum, so the group statistic is
+    the ``raw_weights``-weighted mean of the outputs in the group. Groups
+    whose raw weights sum to zero (e.g. no row with the conditioning label)
+    are left out of the family.
+
+    Parameters
+    ----------
+    codes : ndarray of shape (n_samples,)
+        Group of each row in ``[0, n_groups)``.
+    n_groups : int
+        Number of groups of the grouping.
+    raw_weights : float or ndarray of shape (n_samples,)
+        Non-negative weight of each row (a scalar means uniform weights).
+    tolerance : float
+        Largest allowed difference between two group statistics.
+    column : int, default=0
+        Output column the statistics read.
+    name : str, default="parity"
+        Name used in messages.
+
+    Returns
+    -------
+    family : GroupStatistics
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfairlayer.constraints import group_family
+    >>> fam = group_family(np.array([0, 0, 1, 1]), 2, np.array([1.0, 3.0, 0.0, 2.0]), 0.1)
+    >>> fam.means(np.array([1.0, 0.0, 0.5, 0.5]))
+    array([0.25, 0.5 ])
+    """
+    codes = np.asarray(codes, dtype=np.intp)
+    uniform = np.ndim(raw_weights) == 0
+    raw = np.broadcast_to(np.asarray(raw_weights, dtype=np.float64), codes.shape)
+    if np.any(raw < 0) or not np.all(np.isfinite(raw)):
+        raise ValueError(f"raw_weights of family {name!r} must be finite and >= 0.")
+    totals = np.bincount(codes, weights=raw, minlength=n_groups)
+    present = np.flatnonzero(totals > 0)
+    if present.size == n_groups:
+        fam_codes, ids = codes, None
+    else:
+        lookup = np.full(n_groups, -1, dtype=np.intp)
+        lookup[present] = np.arange(present.size)
+        fam_codes = lookup[codes]
+        ids = present
+    weights = np.where(fam_codes >= 0, raw / np.where(totals > 0, totals, 1.0)[codes], 0.0)
+    return GroupStatistics(
+        codes=fam_codes,
+        weights=weights,
+        n_groups=int(present.size),
+        tolerance=float(tolerance),
+        column=int(column),
+        name=name,
+        uniform=bool(uniform),
+        group_ids=ids,
+        totals=totals[present],
+    )
+
+
+def check_labels(labels, scores):
+    """Validate labels against the scores: 0/1 for binary, class indices for multiclass.
+
+    Parameters
+    ----------
+    labels : array-like of shape (n_samples,)
+        True labels.
+    scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+        The base scores the labels go with.
+
+    Returns
+    -------
+    labels : ndarray of shape (n_samples,), dtype=intp
+    """
+    arr = np.asarray(labels)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1 or arr.shape[0] != scores.shape[0]:
+        raise ValueError(
+            f"labels must be of shape ({scores.shape[0]},), one per row of the scores. "
+            f"Got an array of shape {arr.shape} instead."
+        )
+    n_classes = 2 if scores.ndim == 1 else scores.shape[1]
+    if arr.dtype.kind == "b":
+        arr = arr.astype(np.intp)
+    if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+        arr = arr.astype(np.intp)
+    if arr.dtype.kind not in "iu" or arr.min() < 0 or arr.max() >= n_classes:
+        kind = "0/1 (1 = the class whose probability the scores hold)" if scores.ndim == 1 else (
+            f"class indices in [0, {n_classes}) (columns of the scores)"
+        )
+        raise ValueError(f"labels must be {kind}. Got {np.unique(arr)[:10]!r} instead.")
+    return arr.astype(np.intp, copy=False)
+
+
+def _columns(scores):
+    return range(scores.shape[1]) if scores.ndim == 2 else [0]
+
+
+def _class_weight(scores, labels, y):
+    """Raw weight of each row in the statistics conditioned on ``Y = y``.
+
+    The indicator ``1{labels = y}`` with labels, else the plug-in posterior
+    ``P(Y = y | x)`` from the scores.
+    """
+    if labels is not None:
+        return (labels == y).astype(np.float64)
+    if scores.ndim == 1:
+        return scores if y == 1 else 1.0 - scores
+    return scores[:, y]
 
 
 class DemographicParity(Criterion):
     """Demographic parity: equal mean output across groups, within the tolerance.
 
     For binary outputs the family reads the positive-class probability; for
-    multiclass outputs there is one family per class column.
+    multiclass outputs there is one family per class column. Needs no labels.
     """
 
     def families(self, codes, n_groups, scores, tolerance, labels=None):
-        weights, _ = _uniform_weights(codes, n_groups)
-        columns = range(scores.shape[1]) if scores.ndim == 2 else [0]
+        multi = scores.ndim == 2
         return tuple(
-            GroupStatistics(
-                codes=codes,
-                weights=weights,
-                n_groups=n_groups,
-                tolerance=tolerance,
-                column=c,
-                name="demographic parity" + (f" (class {c})" if scores.ndim == 2 else ""),
-                uniform=True,
+            group_family(
+                codes, n_groups, 1.0, tolerance, column=c,
+                name="demographic parity" + (f" (class {c})" if multi else ""),
             )
-            for c in columns
+            for c in _columns(scores)
         )
 
 
-_CRITERIA = {"demographic_parity": DemographicParity}
+class EqualOpportunity(Criterion):
+    """Equal opportunity in expectation: equal mean output among the positives.
+
+    Binary outputs: ``E[p | Y = 1, A = g]`` agree across groups within the
+    tolerance (the true-positive rate in expectation). Multiclass outputs: for
+    each class ``c`` (or only ``positive_class``), ``E[P_c | Y = c, A = g]``
+    agree (per-class recall in expectation).
+
+    With labels the statistics are means over the rows of each label. Without
+    labels (inference) they use the base posteriors as plug-in weights,
+    ``sum_{i in g} s_i p_i / sum_{i in g} s_i``: exact in expectation when the
+    base scores are calibrated within each group.
+
+    Parameters
+    ----------
+    positive_class : int or None, default=None
+        Multiclass only: the single class whose recall must agree; ``None``
+        means every class. Ignored for binary (1-D) scores.
+    """
+
+    def __init__(self, positive_class=None):
+        self.positive_class = positive_class
+
+    def _classes(self, scores):
+        if scores.ndim == 1:
+            return [1]
+        if self.positive_class is None:
+            return list(range(scores.shape[1]))
+        pc = self.positive_class
+        if not isinstance(pc, Integral) or not 0 <= pc < scores.shape[1]:
+            raise ValueError(
+                f"positive_class must be a column index in [0, {scores.shape[1]}). "
+                f"Got {pc!r} instead."
+            )
+        return [int(pc)]
+
+    def families(self, codes, n_groups, scores, tolerance, labels=None):
+        out = []
+        for y in self._classes(scores):
+            col = 0 if scores.ndim == 1 else y
+            out.append(group_family(
+                codes, n_groups, _class_weight(scores, labels, y), tolerance, column=col,
+                name="equal opportunity" + (f" (class {y})" if scores.ndim == 2 else ""),
+            ))
+        return tuple(out)
+
+    def __repr__(self):
+        if self.positive_class is None:
+            return "EqualOpportunity()"
+        return f"EqualOpportunity(positive_class={self.positive_class!r})"
+
+
+class EqualizedOdds(Criterion):
+    """Equalized odds in expectation: equal mean output within every true class.
+
+    Binary outputs: ``E[p | Y = y, A = g]`` agree across groups for ``y = 1``
+    and ``y = 0`` (true- and false-positive rates in expectation). Multiclass
+    outputs: ``E[P_c | Y = y, A = g]`` agree for every true class ``y`` and
+    output column ``c``.
+
+    Without labels the base posteriors are plug-in weights (``s_i`` for
+    ``Y = 1``, ``1 - s_i`` for ``Y = 0``; ``S[i, y]`` for multiclass); see
+    :class:`EqualOpportunity` for the calibration assumption.
+    """
+
+    def families(self, codes, n_groups, scores, tolerance, labels=None):
+        if scores.ndim == 1:
+            return tuple(
+                group_family(
+                    codes, n_groups, _class_weight(scores, labels, y), tolerance,
+                    name=f"equalized odds (Y={y})",
+                )
+                for y in (1, 0)
+            )
+        out = []
+        for y in range(scores.shape[1]):
+            raw = _class_weight(scores, labels, y)
+            for c in range(scores.shape[1]):
+                out.append(group_family(
+                    codes, n_groups, raw, tolerance, column=c,
+                    name=f"equalized odds (Y={y}, class {c})",
+                ))
+        return tuple(out)
+
+
+class MeanResidual(Criterion):
+    """Mean residual per group: ``|mean(y - p | A = g)| <= tolerance`` for every group.
+
+    The paper's residual criterion, written as custom :class:`AffineRows`
+    (one two-sided row per group, per class column for multiclass outputs,
+    with ``y`` the one-hot label). Unlike a parity family it bounds each
+    group's mean output around the group's own label mean rather than
+    comparing groups.
+
+    With labels (fitting, audits of labelled batches) the row bounds are the
+    group label means. Without labels the plug-in replaces ``y`` by the base
+    scores, so the base scores themselves meet the rows: the projection then
+    only clips, and :meth:`~skfairlayer.FairnessLayerClassifier.predict`
+    keeps each group's selection rate within ``tolerance`` of its mean score.
+    """
+
+    def rows(self, codes, n_groups, scores, tolerance, labels=None):
+        n = codes.shape[0]
+        sizes = np.bincount(codes, minlength=n_groups).astype(np.float64)
+        present = np.flatnonzero(sizes > 0)
+        lookup = np.full(n_groups, -1, dtype=np.intp)
+        lookup[present] = np.arange(present.size)
+        n_cols = 1 if scores.ndim == 1 else scores.shape[1]
+        target = []
+        mats = []
+        for c in range(n_cols):
+            raw = _class_weight(scores, labels, 1 if scores.ndim == 1 else c)
+            mean = np.bincount(codes, weights=raw, minlength=n_groups)[present] / sizes[present]
+            target.append(mean)
+            mats.append(sp.csr_matrix(
+                (1.0 / sizes[codes], (lookup[codes], np.arange(n) * n_cols + c)),
+                shape=(present.size, n * n_cols),
+            ))
+        # Row order: class-major (all groups of class 0, then class 1, ...).
+        target = np.concatenate(target)
+        return AffineRows(
+            sp.vstack(mats).tocsr(), target - tolerance, target + tolerance, name="mean residual"
+        )
+
+
+CRITERIA = {
+    "demographic_parity": DemographicParity,
+    "equal_opportunity": EqualOpportunity,
+    "equalized_odds": EqualizedOdds,
+    "mean_residual": MeanResidual,
+}
 
 
 def make_criterion(criterion):
     """Turn a criterion name or instance into a :class:`Criterion` instance."""
     if isinstance(criterion, Criterion):
         return criterion
-    if isinstance(criterion, str) and criterion in _CRITERIA:
-        return _CRITERIA[criterion]()
+    if isinstance(criterion, str) and criterion in CRITERIA:
+        return CRITERIA[criterion]()
     raise ValueError(
-        f"criterion must be one of {sorted(_CRITERIA)} or a Criterion instance. "
+        f"criterion must be one of {sorted(CRITERIA)} or a Criterion instance. "
         f"Got {criterion!r} instead."
     )
+
+
+def _stack_rows(parts):
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    return AffineRows(
+        sp.vstack([r.matrix for r in parts]).tocsr(),
+        np.concatenate([r.lower for r in parts]),
+        np.concatenate([r.upper for r in parts]),
+        name=" + ".join(dict.fromkeys(r.name for r in parts)),
+    )
+
+
+def build_problem(
+    criterion, scores, groupings, tolerance, *, labels=None, lower=0.0, upper=1.0, names=None
+):
+    """Build the :class:`ProjectionProblem` of a criterion over one or more groupings.
+
+    Parameters
+    ----------
+    criterion : str or Criterion
+        The criterion.
+    scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+        Base scores; 2-D scores are projected onto the simplex row by row.
+    groupings : list of (codes, n_groups)
+        One pair for intersectional groups; one per attribute for marginal
+        parity (the criterion is applied to each grouping separately).
+    tolerance : float
+        The criterion's tolerance.
+    labels : ndarray of shape (n_samples,) or None, default=None
+        Labels (see :func:`check_labels`); ``None`` for the plug-in form.
+    lower, upper : float or ndarray, default=0.0, 1.0
+        Box bounds for binary outputs (ignored on the simplex).
+    names : list of str or None, default=None
+        A name per grouping, prefixed to family names in messages.
+
+    Returns
+    -------
+    problem : ProjectionProblem
+    """
+    crit = make_criterion(criterion)
+    if crit.requires_labels and labels is None:
+        raise ValueError(
+            f"criterion {crit!r} requires labels (it has no label-free form); pass labels=y."
+        )
+    if labels is not None:
+        labels = check_labels(labels, scores)
+    families, rows = [], []
+    for j, (codes, n_groups) in enumerate(groupings):
+        prefix = f"{names[j]}: " if names is not None else ""
+        for fam in crit.families(codes, n_groups, scores, tolerance, labels=labels):
+            if not isinstance(fam, GroupStatistics):
+                raise TypeError(
+                    f"{crit!r}.families must return GroupStatistics. Got {fam!r} instead."
+                )
+            families.append(fam if not prefix else _renamed(fam, prefix + fam.name))
+        r = crit.rows(codes, n_groups, scores, tolerance, labels=labels)
+        if r is not None:
+            if not isinstance(r, AffineRows):
+                raise TypeError(f"{crit!r}.rows must return AffineRows or None. Got {r!r} instead.")
+            size = scores.size
+            if r.matrix.shape[1] != size:
+                raise ValueError(
+                    f"{crit!r}.rows returned a matrix with {r.matrix.shape[1]} columns; it acts "
+                    f"on the flattened outputs and must have {size}."
+                )
+            rows.append(r)
+    return ProjectionProblem(
+        scores,
+        tuple(families),
+        lower=lower,
+        upper=upper,
+        simplex=scores.ndim == 2,
+        rows=_stack_rows(rows),
+    )
+
+
+def _renamed(fam, name):
+    return GroupStatistics(
+        fam.codes, fam.weights, fam.n_groups, fam.tolerance, fam.column, name, fam.uniform,
+        fam.group_ids, fam.totals,
+    )
+
+
+def small_groups(families, min_size=SMALL_GROUP_SIZE):
+    """Groups whose effective size in some family is below ``min_size``.
+
+    Parameters
+    ----------
+    families : iterable of GroupStatistics
+        The families to inspect.
+    min_size : float, default=SMALL_GROUP_SIZE
+        Effective size (Kish: ``1 / sum_i w_i**2``; the row count for uniform
+        weights) below which a group's statistic is mostly noise.
+
+    Returns
+    -------
+    small : list of (str, int, float)
+        ``(family name, group code in the family's grouping, effective size)``.
+    """
+    out = []
+    for fam in families:
+        sizes = fam.effective_sizes()
+        for j in np.flatnonzero(sizes < min_size):
+            out.append((fam.name, int(fam.ids()[j]), float(sizes[j])))
+    return out
