@@ -6,7 +6,7 @@ import numpy as np
 
 from .exceptions import UnseenGroupError
 
-__all__ = ["encode_groups", "check_scores", "check_tolerance"]
+__all__ = ["encode_groups", "encode_marginal", "check_scores", "check_tolerance", "check_groups_mode"]
 
 
 def _as_columns(sensitive_features):
@@ -116,6 +116,50 @@ def encode_groups(sensitive_features, *, groups=None, n_samples=None):
     if groups is None:
         return codes, labels
     return _recode(codes, labels, groups), groups
+
+
+def encode_marginal(sensitive_features, *, groups=None, n_samples=None):
+    """Encode each sensitive attribute separately (marginal groups).
+
+    Parameters
+    ----------
+    sensitive_features : array-like of shape (n_samples,) or (n_samples, n_attributes)
+        Group membership, one column per attribute.
+    groups : list of ndarray, default=None
+        Known labels per attribute (as returned by a previous call); a label
+        not among them raises :class:`UnseenGroupError`.
+    n_samples : int, default=None
+        Expected number of rows, checked when given.
+
+    Returns
+    -------
+    codes : list of ndarray of shape (n_samples,)
+        Per attribute, the index of each row's value in that attribute's labels.
+    groups : list of ndarray
+        Per attribute, the sorted labels.
+    """
+    columns = _as_columns(sensitive_features)
+    if groups is not None and len(groups) != len(columns):
+        raise ValueError(
+            f"sensitive_features has {len(columns)} attribute(s) but {len(groups)} were seen "
+            "during fit; pass the same sensitive columns."
+        )
+    codes, labels = [], []
+    for j, col in enumerate(columns):
+        c, lab = encode_groups(col, groups=None if groups is None else groups[j], n_samples=n_samples)
+        codes.append(c)
+        labels.append(lab)
+    return codes, labels
+
+
+def check_groups_mode(groups):
+    """Validate the ``groups`` mode: ``"intersectional"`` or ``"marginal"``."""
+    if groups not in ("intersectional", "marginal"):
+        raise ValueError(
+            f"groups must be 'intersectional' (every combination of the sensitive attributes "
+            f"is a group) or 'marginal' (parity per attribute). Got {groups!r} instead."
+        )
+    return groups
 
 
 def _recode(codes, labels, groups):

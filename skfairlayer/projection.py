@@ -8,9 +8,15 @@ the answer and returns a :class:`ProjectionResult`. No estimator code here.
 import numpy as np
 
 from . import _sensitivity
-from ._solvers import _exact
-from ._validation import check_scores, check_tolerance, encode_groups
-from .constraints import ProjectionProblem, make_criterion
+from ._solvers import _exact, _simplex
+from ._validation import (
+    check_groups_mode,
+    check_scores,
+    check_tolerance,
+    encode_groups,
+    encode_marginal,
+)
+from .constraints import build_problem
 from .exceptions import SolverError
 
 __all__ = ["project", "solve_problem", "group_shifts", "ProjectionResult", "VERIFY_TOL"]
@@ -196,18 +202,35 @@ def _verify(problem, solution):
 
 
 def solve_problem(problem, *, solver="auto", warm_start=None):
-    """Solve and verify a :class:`ProjectionProblem`; return the raw verified solution."""
+    """Solve and verify a :class:`ProjectionProblem`; return the raw verified solution.
+
+    ``"exact"`` uses the structure of demographic-parity-like problems: one
+    family over binary outputs (sorted breakpoints) or one family per class
+    column on the simplex (a k x K dual solved by globalized Newton, with an
+    OSQP fallback if it does not converge). ``"osqp"`` solves any problem.
+    """
     if solver not in _SOLVERS:
         raise ValueError(f"solver must be one of {_SOLVERS}. Got {solver!r} instead.")
     exact_ok = _exact.supports(problem)
-    if solver == "exact" and not exact_ok:
+    simplex_ok = not exact_ok and _simplex.supports(problem)
+    if solver == "exact" and not (exact_ok or simplex_ok):
         raise ValueError(
-            "solver='exact' handles one parity family over binary outputs without extra "
-            "rows; use solver='osqp' (or 'auto') for this problem."
+            "solver='exact' handles demographic-parity-like problems: one parity family over "
+            "binary outputs, or one uniform-weight family per class column on the simplex, "
+            "without extra rows; use solver='osqp' (or 'auto') for this problem."
         )
-    if solver == "exact" or (solver == "auto" and exact_ok):
+    solution = None
+    if exact_ok and solver != "osqp":
         solution = _exact.solve_exact(problem, warm_start=warm_start)
-    else:
+    if solution is None and simplex_ok and solver != "osqp":
+        solution = _simplex.solve_simplex(problem, warm_start=warm_start)
+        if solution is not None:
+            try:
+                _verify(problem, solution)
+                return solution
+            except SolverError:
+                solution = None  # fall back to the general solver
+    if solution is None:
         from ._solvers import _osqp  # imported lazily: only the general case needs it
 
         solution = _osqp.solve_osqp(problem, warm_start=warm_start)
@@ -222,6 +245,7 @@ def project(
     tolerance=0.01,
     criterion="demographic_parity",
     labels=None,
+    groups="intersectional",
     bounds=(0.0, 1.0),
     solver="auto",
 ):
@@ -229,27 +253,41 @@ def project(
 
     Returns the outputs closest to ``proba`` in squared distance whose group
     statistics (the group means for demographic parity) differ by at most
-    ``tolerance``, within ``bounds``. The answer is verified before it is
-    returned: parity rows hold to ``VERIFY_TOL`` (1e-9) and the bounds exactly.
+    ``tolerance``, within ``bounds`` (binary) or on the probability simplex
+    (multiclass). The answer is verified before it is returned: parity rows
+    hold to ``VERIFY_TOL`` (1e-9) and the bounds exactly.
 
     Parameters
     ----------
-    proba : array-like of shape (n_samples,)
-        Base scores, e.g. the positive-class column of ``predict_proba``.
+    proba : array-like of shape (n_samples,) or (n_samples, n_classes)
+        Base scores: the positive-class probability (binary), or one row of
+        class probabilities per sample (multiclass; each projected row stays
+        on the simplex).
     sensitive_features : array-like of shape (n_samples,) or (n_samples, n_attributes)
-        Group membership; several columns define intersectional groups.
+        Group membership, one column per sensitive attribute.
     tolerance : float, default=0.01
-        Largest allowed difference between two group statistics.
+        Largest allowed difference between two group statistics (for
+        ``"mean_residual"``: largest allowed mean residual of a group).
     criterion : str or Criterion, default="demographic_parity"
-        The parity criterion.
+        ``"demographic_parity"``, ``"equal_opportunity"``, ``"equalized_odds"``,
+        ``"mean_residual"``, or a :class:`~skfairlayer.constraints.Criterion`
+        instance (custom criteria; see its documentation).
     labels : array-like of shape (n_samples,), default=None
-        True labels, for criteria that need them.
+        True labels: 0/1 for binary scores, class indices (columns of
+        ``proba``) for multiclass. Criteria conditioned on the label use them
+        when given (an audit of a labelled batch, or training data) and the
+        base posteriors as plug-in weights otherwise.
+    groups : {"intersectional", "marginal"}, default="intersectional"
+        With several sensitive attributes: ``"intersectional"`` makes every
+        combination of values a group; ``"marginal"`` applies the criterion
+        to each attribute separately (one set of families per attribute).
     bounds : tuple of (float or array-like), default=(0.0, 1.0)
-        Lower and upper bounds of the outputs.
+        Lower and upper bounds of binary outputs (multiclass outputs are on
+        the simplex).
     solver : {"auto", "exact", "osqp"}, default="auto"
-        ``"exact"`` uses the one-shift-per-group structure (one family, binary
-        outputs); ``"osqp"`` solves any affine criterion; ``"auto"`` picks exact
-        when it applies.
+        ``"exact"`` uses the one-shift-per-group structure of demographic
+        parity (binary or multiclass, one grouping); ``"osqp"`` solves any
+        affine criterion; ``"auto"`` picks exact when it applies.
 
     Returns
     -------
@@ -275,20 +313,33 @@ def project(
     array([0.7, 0.6, 0.5, 0.4, 0.5, 0.6])
     >>> bool(result.gap <= 0.1 + 1e-9)
     True
+
+    Multiclass scores stay on the simplex, with parity per class column:
+
+    >>> proba = np.array([[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.2, 0.3, 0.5], [0.1, 0.4, 0.5]])
+    >>> result = project(proba, [0, 0, 1, 1], tolerance=0.0)
+    >>> np.round(result.proba, 3)
+    array([[0.45, 0.25, 0.3 ],
+           [0.35, 0.35, 0.3 ],
+           [0.45, 0.25, 0.3 ],
+           [0.35, 0.35, 0.3 ]])
     """
     tolerance = check_tolerance(tolerance)
     scores = check_scores(proba)
-    if scores.ndim != 1:
-        raise ValueError(
-            "project expects binary scores of shape (n_samples,) (the positive-class "
-            f"probability). Got an array of shape {scores.shape} instead."
-        )
-    codes, groups = encode_groups(sensitive_features, n_samples=scores.shape[0])
+    check_groups_mode(groups)
+    n = scores.shape[0]
     lower, upper = (np.asarray(b, dtype=np.float64) for b in bounds)
-    crit = make_criterion(criterion)
-    if crit.requires_labels and labels is None:
-        raise ValueError(f"criterion {crit!r} requires labels; pass labels=y.")
-    families = crit.families(codes, len(groups), scores, tolerance, labels=labels)
-    problem = ProjectionProblem(scores, families, lower=lower, upper=upper)
+    if groups == "marginal":
+        codes_list, labels_list = encode_marginal(sensitive_features, n_samples=n)
+        groupings = [(c, len(lab)) for c, lab in zip(codes_list, labels_list, strict=True)]
+        names = [f"attribute {j}" for j in range(len(groupings))] if len(groupings) > 1 else None
+        codes, group_labels = np.column_stack(codes_list), labels_list
+    else:
+        codes, group_labels = encode_groups(sensitive_features, n_samples=n)
+        groupings, names = [(codes, len(group_labels))], None
+    problem = build_problem(
+        criterion, scores, groupings, tolerance, labels=labels, lower=lower, upper=upper,
+        names=names,
+    )
     solution = solve_problem(problem, solver=solver)
-    return ProjectionResult(solution.outputs, problem, solution, groups, codes)
+    return ProjectionResult(solution.outputs, problem, solution, group_labels, codes)

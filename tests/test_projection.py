@@ -183,9 +183,13 @@ def test_out_of_bounds_answer_raises(monkeypatch):
 
 
 def test_exact_solver_rejects_unsupported_problem():
-    """Check that solver='exact' on a multi-family problem names the alternative."""
-    s = np.random.default_rng(0).dirichlet(np.ones(3), size=10)
+    """Check that solver='exact' on a problem without exact structure names the alternative."""
+    s = np.random.default_rng(0).random(10)
     codes = np.arange(10) % 2
-    problem = ProjectionProblem(s, DemographicParity().families(codes, 2, s, 0.1), simplex=True)
+    # Two families over binary outputs (marginal parity of two attributes): no exact path.
+    fams = DemographicParity().families(codes, 2, s, 0.1) + DemographicParity().families(
+        np.arange(10) // 5, 2, s, 0.1
+    )
+    problem = ProjectionProblem(s, fams)
     with pytest.raises(ValueError, match="osqp"):
         solve_problem(problem, solver="exact")
