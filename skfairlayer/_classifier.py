@@ -595,13 +595,14 @@ default=None
         missing group, several sensitive columns) returns None, so errors come
         from the full path with their usual messages.
         """
+        attrs = self.__dict__
         if (
             type(X) is not np.ndarray
             or X.ndim != 2
             or not 0 < X.shape[0] <= 256
             or X.dtype.kind not in "biuf"
-            or X.shape[1] != getattr(self, "n_features_in_", -1)
-            or hasattr(self, "feature_names_in_")
+            or X.shape[1] != attrs.get("n_features_in_", -1)
+            or "feature_names_in_" in attrs
         ):
             return None
         spec = self.sensitive_features
@@ -635,8 +636,10 @@ default=None
         codes = state.codes_of(values.tolist())
         if codes is None:
             return None
-        proba = check_scores(self.estimator_.predict_proba(base_X), name="base predict_proba")
-        return (proba if proba.ndim == 1 else proba[:, -1]), codes
+        proba = np.asarray(self.estimator_.predict_proba(base_X))
+        if proba.ndim != 2:
+            return None
+        return proba[:, -1], codes  # the stream checks that the scores are finite
 
     def _paper_projection(self, scores, codes):
         """Exact projection of one batch (the paper's algorithm, batches of >= b_tau rows)."""

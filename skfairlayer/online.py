@@ -806,6 +806,17 @@ class StreamState:
 
     def _check(self, scores, codes):
         """Validated scores and codes (arrays and lists); raises before any state change."""
+        if (
+            self.algorithm == "pooled"
+            and type(codes) is list
+            and type(scores) is np.ndarray
+            and scores.ndim == 1
+            and 0 < len(codes) == scores.shape[0]
+            and all(type(c) is int and 0 <= c < self._k for c in codes)
+        ):  # fast path: codes from codes_of()
+            score_list = scores.tolist()
+            if all(map(math.isfinite, score_list)):
+                return scores, None, score_list, codes
         scores = np.asarray(scores, dtype=np.float64)
         if scores.ndim == 2 and scores.shape[1] == 1:
             scores = scores[:, 0]
