@@ -57,7 +57,7 @@ _BLOCKED_FROM = 1 << 21
 #: Half-width of a bracket, in standard errors of the centre.
 _Z = 6.0
 #: Re-centred attempts per level before falling back.
-_ROUNDS = 3
+_ROUNDS = 4
 _MAX_DEPTH = 16
 
 
@@ -927,10 +927,12 @@ def _solve_uniform(problem, layout, warm_start):
         if res.est is None:
             h *= 8
         else:
+            # The miss's estimate uses exact aggregates and extrapolates linearly past the
+            # bracket: its error is of second order in the step, well within a quarter of it.
             new = res.est / n_g
             reliable = ~tiny & (sizes_now > 0)
             step = float(np.abs(new - center)[reliable].max()) if np.any(reliable) else 0.0
-            h = max(4 * h, 2 * step)
+            h = max(2 * h, 0.25 * step)
             center = np.where(tiny, np.inf, new)
     else:
         return None
@@ -958,8 +960,9 @@ def _warm_shifts(warm_start, k, sizes):
     if shifts.shape != (k,) or not np.all(np.isfinite(shifts)):
         return None
     spread = float(info.get("spread", 0.0) or 0.0)
-    scale = max(1e-3, 1e-2 * float(np.abs(shifts).max()))
-    return shifts.copy(), max(4.0 * spread, scale)
+    if not spread > 0:
+        spread = 1e-3 + 1e-2 * float(np.abs(shifts).max())
+    return shifts.copy(), spread
 
 
 def _uniform_sample_model(s, codes, stride, sizes, sums, sub_counts, lb, ub, eps):

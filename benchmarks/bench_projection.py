@@ -1,0 +1,159 @@
+"""Speed and memory of the exact parity projection, relative to one clip pass.
+
+Run ``python benchmarks/bench_projection.py`` (full: n = 1e6 and 1e7) or with
+``--quick`` (n up to 1e6, a few seconds). Prints a markdown table.
+
+Columns
+-------
+floor
+    One ``np.clip(s, 0, 1)`` over the same array, allocating its output: the
+    least any projection must cost.
+exact (layout)
+    ``solve_exact`` on a pre-built problem with a prepared ``GroupLayout``
+    (groups encoded once, as a caller with a fixed partition would).
+exact
+    ``solve_exact`` on a pre-built problem without a layout (what ``project``
+    calls: group sizes and the two-group indicator derived on each call).
+warm
+    ``solve_exact`` with a layout and ``warm_start`` = the solution of another
+    batch from the same distribution (streaming / fine-tuning).
+project()
+    The public ``skfairlayer.project(proba, groups)``, end to end: validation,
+    group encoding, problem construction, solve, verification, result.
+sorted
+    The reference ``solve_sorted`` (per-group tables and bisection).
+peak / input
+    ``tracemalloc`` peak during ``solve_exact`` (without layout, so the
+    indicator it builds is counted) over the bytes of the score array.
+
+All timings of one row are taken round-robin, ``repeats`` times, and the
+minimum is kept, so that a busy machine inflates all columns alike. The ratio
+is time / floor. The data: logistic scores of a normal with a group offset
+(overlapping score distributions, a parity gap of ~0.1), tolerance 0.01.
+"""
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+
+from skfairlayer import project
+from skfairlayer._solvers._exact import GroupLayout, solve_exact, solve_sorted
+from skfairlayer.constraints import GroupStatistics, ProjectionProblem
+
+TOLERANCE = 0.01
+
+
+def make_data(n, k, seed=0):
+    """Scores and group codes of one synthetic batch."""
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, k, n).astype(np.intp)
+    offset = 0.6 * (codes - (k - 1) / 2) / max(k - 1, 1)
+    scores = 1.0 / (1.0 + np.exp(-(rng.normal(0.0, 1.5, n) + offset)))
+    return scores, codes
+
+
+def make_problem(scores, codes, k):
+    """The demographic-parity problem of a batch, groups already encoded."""
+    counts = np.bincount(codes, minlength=k).astype(np.float64)
+    fam = GroupStatistics(codes=codes, weights=(1.0 / counts)[codes], n_groups=k,
+                          tolerance=TOLERANCE, name="demographic parity", uniform=True)
+    return ProjectionProblem(scores, (fam,), lower=np.asarray(0.0), upper=np.asarray(1.0))
+
+
+def peak_memory(fn):
+    """Peak bytes allocated (tracemalloc) while running ``fn``."""
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    fn()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak - base
+
+
+def bench(n, k, repeats, sorted_repeats):
+    """One table row: minimum time of each method, in milliseconds, and the memory ratio."""
+    scores, codes = make_data(n, k)
+    problem = make_problem(scores, codes, k)
+    layout = GroupLayout(codes, k)
+    previous = solve_exact(make_problem(*make_data(n, k, seed=1), k))  # another batch
+    methods = {
+        "floor": lambda: np.clip(scores, 0.0, 1.0),
+        "layout": lambda: solve_exact(problem, layout=layout),
+        "exact": lambda: solve_exact(problem),
+        "warm": lambda: solve_exact(problem, warm_start=previous, layout=layout),
+        "project": lambda: project(scores, codes, tolerance=TOLERANCE),
+    }
+    times = {name: [] for name in methods}
+    for fn in methods.values():  # warm-up
+        fn()
+    for _ in range(repeats):
+        for name, fn in methods.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    best = {name: 1e3 * min(ts) for name, ts in times.items()}
+    if sorted_repeats:
+        ts = []
+        for _ in range(sorted_repeats):
+            t0 = time.perf_counter()
+            reference = solve_sorted(problem)
+            ts.append(time.perf_counter() - t0)
+        best["sorted"] = 1e3 * min(ts)
+        gap = np.abs(solve_exact(problem).outputs - reference.outputs).max()
+        if gap > 1e-9:
+            raise AssertionError(f"exact and sorted solvers differ by {gap:.3g} at n={n}, k={k}")
+    best["memory"] = peak_memory(lambda: solve_exact(problem)) / scores.nbytes
+    best["path"] = solve_exact(problem).info["path"]
+    return best
+
+
+def machine():
+    """A one-line description of the machine and the libraries."""
+    model = platform.processor() or "unknown CPU"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    return (f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"numpy {np.__version__}; load average {load}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes only (seconds)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        cases = [(100_000, 2, 15, 2), (1_000_000, 2, 7, 1), (100_000, 10, 15, 2)]
+    else:
+        cases = [(1_000_000, 2, 21, 2), (10_000_000, 2, 7, 1), (1_000_000, 10, 21, 2)]
+    print(f"Machine: {machine()}\n")
+    header = ("| n | groups | floor ms | exact (layout) ms | ratio | exact ms | ratio | warm ms | ratio "
+              "| project() ms | ratio | sorted ms | ratio | peak / input | path |")
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for n, k, repeats, sorted_repeats in cases:
+        r = bench(n, k, repeats, sorted_repeats)
+        f = r["floor"]
+
+        def cell(name, r=r, f=f):
+            return f"{r[name]:.2f} | {r[name] / f:.1f}x" if name in r else "- | -"
+
+        print(f"| {n:.0e} | {k} | {f:.3f} | {cell('layout')} | {cell('exact')} | {cell('warm')} "
+              f"| {cell('project')} | {cell('sorted')} | {r['memory']:.2f} | {r['path']} |")
+        sys.stdout.flush()
+    print(f"\nAfter the run: {machine()}")
+
+
+if __name__ == "__main__":
+    main()
