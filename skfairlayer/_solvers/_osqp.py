@@ -1,44 +1,55 @@
 """General solver: any :class:`~skfairlayer.constraints.ProjectionProblem`, made exact.
 
-Two stages.
+Two ingredients.
 
-1. **OSQP** finds an approximate solution, hence an approximate active set and
-   approximate multipliers. The QP it sees keeps every row sparse: with ``x``
-   the flattened outputs, one auxiliary *sum* ``z_{f,g}`` per family and group
-   and one level ``t_f`` per family,
+**OSQP** finds an approximate solution, hence an approximate active set and
+approximate multipliers. The QP it sees keeps every row short (each output
+appears in O(families) rows): with ``x`` the flattened outputs, one auxiliary
+*sum* ``z_{f,g}`` per family and group, one level ``t_f`` per family, one value
+``v_j`` per extra row and partial sums ``b_k`` of at most ``_BLOCK`` entries,
 
-   * box rows ``lb <= x <= ub`` (simplex: ``0 <= x <= 1`` and ``sum_j x_ij = 1``),
-   * definition rows ``z_{f,g} - sum_{i in g} (w_i / wbar_g) x_{i, c_f} = 0``
-     (``wbar_g`` the mean weight of the group, so the coefficients are ~1),
-   * band rows ``0 <= z_{f,g} - t_f / wbar_g <= tol_f / wbar_g``,
-   * the extra affine rows, if any.
+* box rows ``lb <= x <= ub`` (simplex: ``0 <= x <= 1`` and ``sum_j x_ij = 1``),
+* partial sums ``b_k - sum_{i in block k} (w_i / wbar_g) x_{i, c_f} = 0``
+  (``wbar_g`` the mean weight of the group: coefficients ~1),
+* ``z_{f,g} - sum_{k in g} b_k = 0`` and bands
+  ``0 <= z_{f,g} - t_f / wbar_g <= tol_f / wbar_g``,
+* extra rows, scaled, as ``nnz_j v_j - sum_k b_k = 0`` with bounds on ``v_j``.
 
-   Each output appears in O(families) rows. Keeping the aux as a *sum* (not a
-   mean) matters: with means, ADMM needs ~1500 iterations at n = 1e5; with sums,
-   ~50-100. Above ``subsample_above`` outputs (and without extra rows) OSQP runs
-   on a stratified subsample, which is enough to start stage 2.
+The choices are measured (see :func:`_osqp_matrices`): group means as aux
+variables took ~1500 ADMM iterations at n = 1e5, sums ~50; long rows made the
+KKT factorization fill in quadratically.
 
-2. **Newton on the active set** (a primal-dual active-set method on the KKT
-   system). The outputs are always formed as ``x = Pi(s - C^T y)`` (``Pi`` the
-   exact clip / simplex projection, ``C`` the rows, ``y`` their multipliers), so
-   the bounds hold exactly by construction. Given the active rows and the free
-   outputs, the equations "active rows at their targets, multipliers of each
-   family sum to zero" are linear in ``(y, t)``, a small dense system (one
-   unknown per active row and family). Solving it and updating the active set
-   converges in a few passes over the data and ends on the exact KKT point;
-   the rows then hold to round-off (``<= 1e-10`` is required before returning).
+**Active-set Newton finish** (a primal-dual active-set method on the KKT
+system). The outputs are always formed as ``x = Pi(s - C^T y)`` (``Pi`` the
+exact clip / simplex projection, ``C`` the rows with entries ``w_i``, ``y`` their
+multipliers, i.e. the ``nu`` of :class:`~skfairlayer._solvers.Solution`), so the
+bounds hold exactly by construction. Given the active rows and the free
+outputs, "active rows at their targets, multipliers of each family summing to
+zero" is a small dense linear system in ``(y, t)``. Solving it and updating the
+active set ends on the exact KKT point in a few passes over the data; it is
+accepted only when every row holds to ``1e-10`` with complementary multipliers.
+Dependent rows (class columns summing to one on the simplex) can make the
+statuses inconsistent; the statuses are then read off the exact dual of the
+problem linearised at the current free set, a tiny QP (:func:`_local_statuses`).
 
-If the Newton finish does not converge from OSQP's point, OSQP is re-run to a
-tight tolerance (with polishing) and the finish retried; if that fails too a
-:class:`~skfairlayer.exceptions.SolverError` is raised. Nothing unverified is
-returned.
+Order of attempts, each ending with the Newton finish:
 
-Setting up OSQP and the row matrix is the expensive part; both are cached per
-problem *structure* (shapes, group codes, weights, columns, extra-row matrix),
-in a small module-level LRU, together with the last multipliers. A re-solve with
-new scores, tolerances or bounds first tries the Newton finish from the cached
-(or given) multipliers and only falls back to OSQP, via ``update``/``warm_start``
-on the cached solver, when that fails.
+1. the multipliers of ``warm_start``, or else the ones cached for the structure;
+2. above ``subsample_above`` outputs without extra rows: OSQP on a stratified
+   subsample of rows (reweighted), its multipliers mapped back;
+3. above ``subsample_above`` outputs: zero multipliers;
+4. OSQP on the whole problem (cached, updated, warm-started);
+5. OSQP to a tight tolerance with polishing; a certificate of primal
+   infeasibility here raises :class:`~skfairlayer.exceptions.InfeasibleProblemError`.
+
+If all fail, :class:`~skfairlayer.exceptions.SolverError` is raised: nothing
+unverified is returned.
+
+Building the row matrices and setting up OSQP are the expensive parts; both are
+cached per problem *structure* (shapes, group codes, weights, columns, extra-row
+matrix) in a small module-level LRU (OSQP objects cannot be pickled, so never on
+an estimator), with the last multipliers. A re-solve with new scores,
+tolerances or bounds usually ends at step 1.
 """
 
 import hashlib
@@ -60,15 +71,17 @@ _PRIM_TOL = 1e-10
 #: Margin (in score units) of the active-set rule, against flips from round-off.
 _MARGIN = 1e-13
 #: Number of problem structures kept in the cache.
-_CACHE_SIZE = 3
+_CACHE_SIZE = 4
 _CACHE = OrderedDict()
+_CACHE_LOCK = threading.Lock()
 
 _OSQP_INFTY = 1e30
 
 
 def clear_cache():
     """Forget every cached problem structure (and its OSQP solver)."""
-    _CACHE.clear()
+    with _CACHE_LOCK:
+        _CACHE.clear()
 
 
 # --------------------------------------------------------------------------- structure
@@ -105,6 +118,12 @@ class _Structure:
 
     def __init__(self, problem):
         scores = problem.scores
+        if scores.ndim not in (1, 2) or (problem.simplex and scores.ndim != 2):
+            raise ValueError(
+                "scores must be 1-D (binary) or 2-D (n_samples, n_classes), and 2-D when "
+                f"simplex=True. Got shape {scores.shape} with simplex={problem.simplex!r} "
+                "instead."
+            )
         n = scores.shape[0]
         k = 1 if scores.ndim == 1 else scores.shape[1]
         self.shape = scores.shape
@@ -232,15 +251,18 @@ class _Structure:
 
 
 def _get_structure(problem):
+    """The cached structure of ``problem`` (built and cached if new), and whether it was cached."""
     key = _structure_key(problem)
-    st = _CACHE.get(key)
-    if st is not None:
-        _CACHE.move_to_end(key)
-        return st, True
+    with _CACHE_LOCK:
+        st = _CACHE.get(key)
+        if st is not None:
+            _CACHE.move_to_end(key)
+            return st, True
     st = _Structure(problem)
-    _CACHE[key] = st
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
+    with _CACHE_LOCK:
+        _CACHE[key] = st
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
     return st, False
 
 
@@ -350,12 +372,11 @@ def _kkt_residuals(st, data, x, y, t, r):
         comp = np.max(
             np.where(y > 0, hi - r, np.where(y < 0, r - lo, 0.0)), initial=0.0
         )
-    sums = 0.0
+    sums = 0.0  # relative error of sum_g y_g = 0, with a floor of 1e-12 shift per row
     for sl in st.fam_slices:
         yf = y[sl]
-        scale = np.max(np.abs(yf), initial=0.0)
-        if scale > 0:
-            sums = max(sums, abs(yf.sum()) / scale)
+        scale = np.abs(yf).sum() + 1e-4 * np.sum(1.0 / np.sqrt(st.norm2[sl]))
+        sums = max(sums, abs(yf.sum()) / scale)
     return viol, comp, sums, lo, hi
 
 
@@ -412,7 +433,8 @@ def _solve_active(st, data, active, up, x, u, free, aux, t):
             if np.linalg.norm(kmat @ signed.x - b) <= 1e-12 * max(np.linalg.norm(b), 1e-300):
                 sol = signed.x
     ys = sol[:na]  # multipliers in shift units (scaled by the row norms)
-    ys[np.abs(ys) <= 1e-12 * np.max(np.abs(ys), initial=0.0)] = 0.0  # round-off of zeros
+    # round-off of zero multipliers (relative, and absolute: 1e-15 of a score shift)
+    ys[np.abs(ys) <= max(1e-12 * np.max(np.abs(ys), initial=0.0), 1e-15)] = 0.0
     y[idx] = ys * d
     t[fams] = sol[na:] * dt
     consistent = np.linalg.norm(kmat @ sol - b) <= 1e-9 * max(np.linalg.norm(b), 1e-300)
@@ -786,9 +808,11 @@ def solve_osqp(
 ):
     """Solve any :class:`~skfairlayer.constraints.ProjectionProblem` exactly.
 
-    OSQP gives a starting point, an active-set Newton finish makes it exact
-    (see the module docstring). The answer is checked before it is returned:
-    every parity row and extra row within ``1e-10``, bounds exactly (simplex:
+    Starting points (previous multipliers, OSQP on a subsample or on the whole
+    problem) are made exact by an active-set Newton finish; see the module
+    docstring for the order of attempts. The answer is checked before it is
+    returned: every parity row and extra row within ``1e-10`` (the verification
+    of :mod:`skfairlayer.projection` allows ``1e-9``), bounds exactly (simplex:
     non-negative, rows summing to one within round-off).
 
     Parameters
@@ -803,10 +827,12 @@ def solve_osqp(
     eps : float, default=1e-5
         Absolute and relative tolerance of the first OSQP run.
     subsample_above : int, default=50_000
-        Above this many outputs (and without extra rows), the first OSQP run
-        uses a stratified subsample of the rows.
+        Above this many outputs, OSQP first runs on a stratified subsample of the
+        rows (without extra rows only), then the finish is tried from zero
+        multipliers, before OSQP runs on the whole problem.
     newton_iter : int, default=50
-        Largest number of active-set iterations per Newton finish.
+        Largest number of active-set iterations per Newton finish (at most 15
+        from a warm or cold start, which are cheap to abandon).
 
     Returns
     -------
@@ -821,6 +847,8 @@ def solve_osqp(
         If no outputs meet the rows within the bounds.
     SolverError
         If no answer passing the checks was found.
+    ValueError, TypeError
+        If the problem or ``warm_start`` is malformed.
 
     Examples
     --------
@@ -864,7 +892,7 @@ def solve_osqp(
     elif st.last is not None:
         start = st.last
     if start is not None:
-        res = finish(*start, "warm")
+        res = finish(*start, "warm", min(newton_iter, 15))
 
     if res is None and problem.rows is None and st.size > subsample_above:
         sub, back = _subsample(problem, per_group=max(200, 20_000 // max(st.n_fam_rows, 1)))
@@ -883,7 +911,9 @@ def solve_osqp(
     if res is None and st.size > subsample_above:
         # Large problem (extra rows, or the subsample start failed): the finish
         # often converges from zero multipliers in a few passes; OSQP otherwise.
-        res = finish(np.zeros(st.C.shape[0]), np.zeros(st.n_fam), "newton-cold", 10)
+        res = finish(
+            np.zeros(st.C.shape[0]), np.zeros(st.n_fam), "newton-cold", min(newton_iter, 15)
+        )
 
     if res is None:
         y0, t0 = start if start is not None else (None, None)
