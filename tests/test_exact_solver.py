@@ -180,6 +180,19 @@ def test_empty_group_carries_no_constraint():
     assert sol.duals[0][1] == 0.0
 
 
+@pytest.mark.parametrize("scale", [1.0, 2.0])
+def test_group_totals_are_used_only_when_they_are_the_sizes(scale):
+    """Check that family totals are trusted as group sizes only when the weights confirm it."""
+    rng = np.random.default_rng(17)
+    problem = _problem(rng, 20000, 3, 0.01, "logistic", tiny=(1,))
+    fam = problem.families[0]
+    totals = scale * np.bincount(fam.codes, minlength=3).astype(np.float64)
+    fam = GroupStatistics(codes=fam.codes, weights=fam.weights, n_groups=3, tolerance=0.01,
+                          uniform=True, totals=totals)
+    problem = ProjectionProblem(problem.scores, (fam,), lower=problem.lower, upper=problem.upper)
+    _solve_and_check(problem)
+
+
 def test_infeasible_problems_raise():
     """Check that a negative tolerance and unreachable bounds raise InfeasibleProblemError."""
     rng = np.random.default_rng(0)

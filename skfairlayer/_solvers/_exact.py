@@ -596,24 +596,27 @@ def _newton(model, lo, hi, start, max_iter=12):
     A, Q = model.A[groups], model.Q[groups]
     width = e - l
     nu = np.zeros(k) if start is None else np.where(model.present, start, 0.0)
-    prev, t = None, 0.0
+    prev_top = prev_free = None
+    t = 0.0
     for _ in range(max_iter):
         d = e - nu[g]
         top = d >= 0
         bottom = d <= width
         free = ~(top | bottom)
-        if prev is not None and np.array_equal(top, prev[0]) and np.array_equal(free, prev[1]):
-            ok = bool(np.all(nu[groups] >= lo[groups]) and np.all(nu[groups] <= hi[groups]))
+        if prev_top is not None and not ((top ^ prev_top).any() or (free ^ prev_free).any()):
+            v = nu[groups]
+            ok = bool((v >= lo[groups]).all() and (v <= hi[groups]).all())
             return _Result(ok, t, nu, nu)
         contrib = c * np.where(free, d, np.where(bottom, width, 0.0))
-        m = A - Q * nu[groups] + np.bincount(g, weights=contrib, minlength=k)[groups]
-        b = Q + np.bincount(g, weights=np.where(free, c, 0.0), minlength=k)[groups]
-        if not np.all(b > 0):
+        v = nu[groups]
+        m = A - Q * v + np.bincount(g, weights=contrib, minlength=k)[groups]
+        b = Q + np.bincount(g, weights=c * free, minlength=k)[groups]
+        if not (b > 0).all():
             return None
-        t, step = _band_linear(m + b * nu[groups], b, model.eps)
-        if not np.all(np.isfinite(step)):
+        t, step = _band_linear(m + b * v, b, model.eps)
+        if not np.isfinite(step).all():
             return None
-        prev = (top, free)
+        prev_top, prev_free = top, free
         nu = np.zeros(k)
         nu[groups] = step
     return None
@@ -669,22 +672,23 @@ def _sample(model):
 def _spread(sub, nu, full_counts, sub_counts):
     """Bracket half-widths: a few standard errors of the subsample's multipliers."""
     k = sub.A.size
-    g = sub.g
+    g, c = sub.g, sub.c
     d = sub.e - nu[g]
-    clipped = np.clip(d, sub.e - sub.l, 0.0)
-    z = sub.c * (clipped - d)  # deviation of a row from the all-free control variate
-    free = (d < 0) & (d > sub.e - sub.l)
-    slope = sub.Q + np.bincount(g, weights=np.where(free, sub.c, 0.0), minlength=k)
+    width = sub.l - sub.e
+    # Deviation of a row from the all-free control variate: non-zero on clamped rows only.
+    z = c * (np.minimum(np.maximum(d, -width), 0.0) - d)
+    free = (d < 0) & (d > -width)
+    slope = sub.Q + np.bincount(g, weights=c * free, minlength=k)
     m = np.maximum(sub_counts, 1)
     mean = np.bincount(g, weights=z, minlength=k) / m
-    var = np.bincount(g, weights=(z - mean[g]) ** 2, minlength=k) / m
-    fpc = np.clip(1.0 - sub_counts / np.maximum(full_counts, 1), 0.0, 1.0)
+    z -= mean[g]
+    var = np.bincount(g, weights=z * z, minlength=k) / m
+    fpc = np.maximum(1.0 - sub_counts / np.maximum(full_counts, 1), 0.0)
     se = np.sqrt(sub_counts * var * fpc)
-    width = np.bincount(g, weights=sub.l - sub.e, minlength=k) / m
-    floor = 0.05 * width / m  # resolution of the subsample when it saw no clamped row
+    # Resolution of the subsample when it saw no clamped row.
+    floor = 0.05 * np.bincount(g, weights=width, minlength=k) / (m * m)
     with np.errstate(divide="ignore", invalid="ignore"):
-        delta = _Z * (se + se.max()) / slope
-    delta = np.where(slope > 0, delta, np.inf)
+        delta = np.where(slope > 0, _Z * (se + se.max()) / slope, np.inf)
     return np.maximum(delta, np.where(sub_counts > 0, floor, np.inf))
 
 
@@ -828,13 +832,25 @@ def _sample_sizes(codes, weights, stride, k):
     return sizes, np.bincount(gs, minlength=k)
 
 
-def _group_sizes(codes, weights, k, layout, n):
-    """Group sizes, rows per group in the strided subsample, and the stride."""
+def _group_sizes(fam, layout, n):
+    """Group sizes, rows per group in the strided subsample, and the stride.
+
+    Sizes come from the layout, else from the family's ``totals`` when the
+    sampled weights confirm them (``w = 1 / totals``), else from ``1 / w`` of
+    the sampled rows (groups the subsample misses are then unknown: 0).
+    """
+    codes, weights, k = fam.codes, fam.weights, fam.n_groups
+    totals = getattr(fam, "totals", None)
     stride = max(1, n // _SAMPLE_ROWS)
 
     def draw(stride):
         if layout is None:
-            return _sample_sizes(codes, weights, stride, k)
+            sizes, counts = _sample_sizes(codes, weights, stride, k)
+            if sizes is not None and totals is not None and np.shape(totals) == (k,):
+                seen = counts > 0
+                if np.array_equal(sizes[seen], np.asarray(totals, dtype=np.float64)[seen]):
+                    sizes = np.asarray(totals, dtype=np.float64)
+            return sizes, counts
         gs = codes[::stride]
         if layout.n_outside:
             gs = gs[gs >= 0]
@@ -850,7 +866,7 @@ def _group_sizes(codes, weights, k, layout, n):
             more, sub_counts = draw(finer)
             if more is None:
                 return None, None, stride
-            sizes = np.where(sub_counts > 0, more, sizes) if layout is None else more
+            sizes = np.where(sub_counts > 0, more, sizes)
             stride = finer
     return np.asarray(sizes, dtype=np.float64).copy(), sub_counts, stride
 
@@ -862,15 +878,15 @@ def _solve_uniform(problem, layout, warm_start):
     general path).
     """
     fam = problem.families[0]
-    s, codes, w = problem.scores, fam.codes, fam.weights
+    s, codes = problem.scores, fam.codes
     n, k, eps = s.shape[0], fam.n_groups, float(fam.tolerance)
     lb, ub = float(problem.lower), float(problem.upper)
 
-    sizes, sub_counts, stride = _group_sizes(codes, w, k, layout, n)
+    sizes, sub_counts, stride = _group_sizes(fam, layout, n)
     if sizes is None:
         return None
     tiny = sub_counts < _MIN_SAMPLE  # no reliable estimate: every row is kept
-    known = (sub_counts > 0) | (layout is not None)
+    known = (sub_counts > 0) | (sizes > 0)
     if layout is not None:
         two = layout.indicator is not None and not tiny.any()
         if layout.n_outside:
