@@ -1,5 +1,6 @@
 """FairnessLayerClassifier: a scikit-learn meta-estimator with a parity projection on its output."""
 
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -19,6 +20,7 @@ from sklearn.utils.validation import (
 from ._decisions import apply_thresholds, parity_decisions
 from ._differentiable import check_differentiable
 from ._fine_tune import check_fine_tune_params, fine_tune
+from ._multiclass_decisions import affine_decisions, decision_shifts
 from ._sklearn_compat import (
     HasMethods,
     Interval,
@@ -27,11 +29,28 @@ from ._sklearn_compat import (
     _num_samples,
     _routing_enabled,
 )
-from ._validation import check_scores, encode_groups
-from .constraints import Criterion, ProjectionProblem, make_criterion
+from ._solvers._simplex import project_simplex_rows
+from ._validation import check_scores, encode_groups, encode_marginal
+from .constraints import (
+    CRITERIA,
+    SMALL_GROUP_SIZE,
+    Criterion,
+    DemographicParity,
+    ProjectionProblem,
+    build_problem,
+    make_criterion,
+    small_groups,
+)
+from .exceptions import InfeasibleProblemError, SmallGroupWarning
 from .online import ALGORITHMS as _STREAM_ALGORITHMS
 from .online import StreamState
 from .projection import group_shifts, solve_problem
+
+_MULTICLASS_ONLY_BINARY = (
+    "{what} supports binary demographic parity with intersectional groups only (criterion="
+    "'demographic_parity', groups='intersectional', two classes). Got criterion={criterion!r}, "
+    "groups={groups!r}, {n_classes} classes instead."
+)
 
 __all__ = ["FairnessLayerClassifier"]
 
@@ -84,7 +103,29 @@ class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
         Whether the base estimator also sees the sensitive column(s) named by
         ``sensitive_features`` (by default they are dropped before the base).
     criterion : str or Criterion, default="demographic_parity"
-        The parity criterion.
+        The parity criterion: ``"demographic_parity"`` (equal mean probability
+        per group; per class for multiclass), ``"equal_opportunity"`` (equal
+        mean probability among the positives), ``"equalized_odds"`` (among the
+        positives and among the negatives; per true class for multiclass),
+        ``"mean_residual"`` (each group's mean probability within
+        ``tolerance`` of its mean label), or a
+        :class:`~skfairlayer.constraints.Criterion` instance. Criteria
+        conditioned on the label use ``y`` at fit (``fit_gap_``) and, at
+        inference where labels do not exist, the base posteriors as plug-in
+        weights — exact in expectation when the base is calibrated within each
+        group (wrap it in :class:`~sklearn.calibration.CalibratedClassifierCV`
+        when unsure).
+    groups : {"intersectional", "marginal"}, default="intersectional"
+        With several sensitive attributes: ``"intersectional"`` makes every
+        combination of values a group (as fairlearn does); ``"marginal"``
+        applies the criterion to each attribute separately (as the paper
+        does), which constrains fewer, larger groups.
+    min_group_size : float or None, default=30
+        :meth:`fit` warns (:class:`~skfairlayer.exceptions.SmallGroupWarning`)
+        naming the groups with fewer (effective) training rows than this in
+        some statistic of the criterion — e.g. few positives for equal
+        opportunity — where parity is mostly noise. ``None`` disables the
+        check. The layer still works on such groups.
     inference : {"batch", "fitted"}, default="batch"
         ``"batch"``: each call to :meth:`predict_proba` / :meth:`predict`
         meets parity exactly on its batch; a batch with fewer than two groups
@@ -156,17 +197,36 @@ class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
     ----------
     estimator_ : estimator object
         The fitted base estimator.
-    classes_ : ndarray of shape (2,)
+    classes_ : ndarray of shape (n_classes,)
         Class labels.
-    groups_ : ndarray of shape (n_groups,)
-        Sensitive groups seen during fit (tuples for several attributes).
-    shifts_ : ndarray of shape (n_groups,)
-        Per-group shift subtracted from the base probability by the projection
-        of the training set; used for batches with fewer than two groups.
-    thresholds_ : ndarray of shape (n_groups,)
-        Per-group score thresholds of the parity decisions on the training set.
+    groups_ : ndarray of shape (n_groups,) or list of ndarray
+        Sensitive groups seen during fit (tuples for several attributes); with
+        ``groups="marginal"``, one array of values per attribute.
+    shifts_ : ndarray of shape (n_groups,) or None
+        Binary demographic parity (intersectional groups): per-group shift
+        subtracted from the base probability by the projection of the training
+        set; used for batches with fewer than two groups. ``None`` otherwise
+        (see ``family_shifts_``).
+    thresholds_ : ndarray of shape (n_groups,) or None
+        Binary demographic parity: per-group score thresholds of the parity
+        decisions on the training set. ``None`` otherwise (see
+        ``decision_shifts_``).
+    family_shifts_ : list of ndarray or None
+        Other criteria, multiclass or marginal groups: per family of the
+        criterion's plug-in (label-free) form, a coefficient per group; a row's
+        output for the family's class is shifted by the coefficient times the
+        row's plug-in weight (1 for demographic parity, its posterior of the
+        conditioning class for equal opportunity / equalized odds). Learned on
+        the training set and used with ``inference="fitted"`` and for batches
+        with fewer than two groups (custom affine rows are then not enforced).
+        ``None`` for binary demographic parity.
+    decision_shifts_ : list of ndarray or None
+        The same for :meth:`predict`, from the multipliers of the relaxed
+        decision problem on the training set: a row takes the class of
+        largest shifted probability.
     fit_gap_ : float
-        Parity gap of the projected training probabilities.
+        Largest gap of the projected training probabilities; for criteria
+        conditioned on the label, measured with the training labels.
     fine_tune_history_ : dict or None
         With ``fine_tune=True``, per epoch (``0`` is the plain fitted base)
         the projected training and validation log-loss and the validation
@@ -210,7 +270,9 @@ class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
         "tolerance": [Interval(Real, 0, None, closed="left")],
         "sensitive_features": [None, str, Integral, list, tuple, callable],
         "sensitive_as_feature": ["boolean"],
-        "criterion": [StrOptions({"demographic_parity"}), Criterion],
+        "criterion": [StrOptions(set(CRITERIA)), Criterion],
+        "groups": [StrOptions({"intersectional", "marginal"})],
+        "min_group_size": [None, Interval(Real, 0, None, closed="left")],
         "inference": [StrOptions({"batch", "fitted"})],
         "decision": [StrOptions({"parity", "threshold"})],
         "threshold": [Interval(Real, 0, 1, closed="both")],
@@ -239,6 +301,8 @@ class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
         sensitive_features=None,
         sensitive_as_feature=False,
         criterion="demographic_parity",
+        groups="intersectional",
+        min_group_size=SMALL_GROUP_SIZE,
         inference="batch",
         decision="parity",
         threshold=0.5,
@@ -255,6 +319,8 @@ class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
         self.sensitive_features = sensitive_features
         self.sensitive_as_feature = sensitive_as_feature
         self.criterion = criterion
+        self.groups = groups
+        self.min_group_size = min_group_size
         self.inference = inference
         self.decision = decision
         self.threshold = threshold
@@ -341,8 +407,132 @@ class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
         return sorted({c % n_columns for c in idx})
 
     def _positive_scores(self, base_X):
+        """Base scores: the positive-class probability (binary) or all class columns."""
         proba = check_scores(self.estimator_.predict_proba(base_X), name="base predict_proba")
-        return proba if proba.ndim == 1 else proba[:, -1]
+        if proba.ndim == 1 or len(self.classes_) == 2:
+            return proba if proba.ndim == 1 else proba[:, -1]
+        return proba
+
+    # ------------------------------------------------ criteria, groupings, fitted rules
+    def _classic(self):
+        """Binary demographic parity over intersectional groups: the exact per-group paths."""
+        return (
+            len(self.classes_) == 2
+            and self.groups == "intersectional"
+            and type(make_criterion(self.criterion)) is DemographicParity
+        )
+
+    def _encode(self, raw_groups, n, fit=False):
+        """Group codes: one array (intersectional) or a list of arrays (marginal)."""
+        if self.groups == "marginal":
+            codes, groups = encode_marginal(
+                raw_groups, groups=None if fit else self.groups_, n_samples=n
+            )
+        else:
+            codes, groups = encode_groups(
+                raw_groups, groups=None if fit else self.groups_, n_samples=n
+            )
+        if fit:
+            self.groups_ = groups
+        return codes
+
+    def _groupings(self, codes):
+        if self.groups == "marginal":
+            groupings = [(c, len(g)) for c, g in zip(codes, self.groups_, strict=True)]
+            names = [f"attribute {j}" for j in range(len(groupings))]
+            return groupings, (names if len(names) > 1 else None)
+        return [(codes, len(self.groups_))], None
+
+    def _layer_problem(self, scores, codes, labels=None, keep_trivial=False):
+        """The criterion's problem on a batch (global group codes; absent groups dropped)."""
+        groupings, names = self._groupings(codes)
+        return build_problem(
+            self.criterion, scores, groupings, float(self.tolerance), labels=labels,
+            names=names, keep_trivial=keep_trivial,
+        )
+
+    def _fitted_coefficients(self, problem_all, duals):
+        """Per family, a coefficient per grouping group: shift = coef[g] * raw row weight."""
+        coefs = []
+        solvable = iter(duals)
+        for fam in problem_all.families:
+            n_grouping = self._grouping_size(fam)
+            coef = np.zeros(n_grouping)
+            if fam.n_groups >= 2:
+                nu = next(solvable)
+                coef[fam.ids()] = nu / fam.totals
+            coefs.append(coef)
+        return coefs
+
+    def _grouping_size(self, fam):
+        if self.groups == "marginal":
+            return int(max(len(g) for g in self.groups_))
+        return len(self.groups_)
+
+    def _fitted_shift_matrix(self, scores, codes, coefs):
+        """Row shifts ``sum_f coef_f[g_i] * raw_{f,i}`` at each family's column."""
+        problem = self._layer_problem(scores, codes, keep_trivial=True)
+        if len(problem.families) != len(coefs):
+            raise ValueError(
+                f"The criterion {self.criterion!r} built {len(problem.families)} families on this "
+                f"batch but {len(coefs)} at fit; a Criterion must build the same families for "
+                "every batch with the same output shape."
+            )
+        n = scores.shape[0]
+        delta = np.zeros((n, 1 if scores.ndim == 1 else scores.shape[1]))
+        for fam, coef in zip(problem.families, coefs, strict=True):
+            inside = np.flatnonzero(fam.codes >= 0)
+            if inside.size == 0:
+                continue
+            g = fam.codes[inside]
+            raw = fam.weights[inside] * fam.totals[g]
+            delta[inside, fam.column] += coef[fam.ids()[g]] * raw
+        return delta[:, 0] if scores.ndim == 1 else delta
+
+    def _fitted_proba(self, scores, codes):
+        delta = self._fitted_shift_matrix(scores, codes, self.family_shifts_)
+        if scores.ndim == 1:
+            return np.clip(scores - delta, 0.0, 1.0)
+        return project_simplex_rows(scores - delta)
+
+    def _fitted_decisions(self, scores, codes):
+        delta = self._fitted_shift_matrix(scores, codes, self.decision_shifts_)
+        if scores.ndim == 1:
+            return ((2.0 * scores - 1.0) - delta > 0).astype(int)
+        return np.argmax(scores - delta, axis=1)
+
+    def _label_indices(self, y):
+        return np.searchsorted(self.classes_, y)
+
+    def _warn_small_groups(self, problem):
+        if self.min_group_size is None:
+            return
+        small = small_groups(problem.families, float(self.min_group_size))
+        if not small:
+            return
+        smallest = {}  # group label -> (effective size, statistic)
+        for name, gid, size in small:
+            if self.groups == "marginal":
+                j = int(name.split(":")[0].split()[-1]) if name.startswith("attribute") else 0
+                label = self.groups_[j][gid]
+            else:
+                label = self.groups_[gid]
+            label = label.item() if hasattr(label, "item") else label
+            if label not in smallest or size < smallest[label][0]:
+                smallest[label] = (size, name)
+        described = [
+            f"{label!r} ({size:.3g} rows in {name})"
+            for label, (size, name) in list(smallest.items())[:10]
+        ]
+        more = f" and {len(smallest) - 10} more" if len(smallest) > 10 else ""
+        warnings.warn(
+            f"Sensitive group(s) {', '.join(described)}{more} have fewer than "
+            f"{self.min_group_size:g} (effective) rows at fit: their statistics are mostly "
+            "noise, so parity on them says little about new data. Consider merging small "
+            "groups or groups='marginal'.",
+            SmallGroupWarning,
+            stacklevel=3,
+        )
 
     def _problem(self, scores, codes, n_groups):
         crit = make_criterion(self.criterion)
@@ -362,7 +552,7 @@ class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
         if n == 0:
             raise ValueError("X is empty: at least one sample is required.")
         scores = self._positive_scores(base_X)  # the base validates its input first
-        codes, _ = encode_groups(_resolve(raw_groups), groups=self.groups_, n_samples=n)
+        codes = self._encode(_resolve(raw_groups), n)
         return scores, codes
 
     # ------------------------------------------------------------------ fit
@@ -403,7 +593,7 @@ default=None
         validate_data(self, X, reset=True, skip_check_array=True)
         base_X, raw_groups = self._split(X, sensitive_features)
         n = _num_samples(base_X)
-        y = _check_binary_target(y, n)
+        y = _check_target(y, n)
 
         if _routing_enabled():
             routed = process_routing(self, "fit", sample_weight=sample_weight, **fit_params)
@@ -417,12 +607,19 @@ default=None
         else:
             self.estimator_ = clone(base).fit(base_X, y, **base_fit_params)
         self.classes_ = self.estimator_.classes_
-        if len(self.classes_) != 2:
+        if len(self.classes_) < 2:
             raise ValueError(
-                "The base estimator must be a binary classifier. "
+                "The base estimator must be a classifier of at least two classes. "
                 f"Got classes {self.classes_!r} instead."
             )
-        codes, self.groups_ = encode_groups(_resolve(raw_groups), n_samples=n)
+        codes = self._encode(_resolve(raw_groups), n, fit=True)
+        if self.fine_tune and not self._classic() and (
+            len(self.classes_) != 2 or self.groups != "intersectional"
+        ):
+            raise ValueError(
+                "fine_tune=True supports binary targets with intersectional groups. Got "
+                f"{len(self.classes_)} classes and groups={self.groups!r} instead."
+            )
         self.fine_tune_history_ = None
         if self.fine_tune:
             self.fine_tune_history_ = fine_tune(
@@ -440,19 +637,52 @@ default=None
                 verbose=self.verbose,
             )
         scores = self._positive_scores(base_X)
-        self._fit_layer(scores, codes)
-        self._start_stream(codes)
+        if self._classic():
+            self._fit_layer(scores, codes)
+            self._start_stream(codes)
+        else:
+            self._fit_general_layer(scores, codes, self._label_indices(y))
+            self.stream_ = None
         return self
+
+    def _fit_general_layer(self, scores, codes, labels):
+        """Fitted rules of any criterion: plug-in shifts of the projection and of the decisions.
+
+        The projection of the training set uses the labels (``fit_gap_`` is its
+        label-based gap); the fallback rules come from the plug-in (label-free)
+        problem, the form the criterion takes at inference.
+        """
+        self.shifts_ = None
+        self.thresholds_ = None
+        labelled = self._layer_problem(scores, codes, labels=labels)
+        self._warn_small_groups(labelled)
+        solution = solve_problem(labelled, solver=self.solver)
+        self.fit_gap_ = max((f.gap(solution.outputs) for f in labelled.families), default=0.0)
+        plugin_all = self._layer_problem(scores, codes, keep_trivial=True)
+        plugin = ProjectionProblem(
+            scores, tuple(f for f in plugin_all.families if f.n_groups >= 2),
+            simplex=scores.ndim == 2, rows=plugin_all.rows,
+        )
+        if plugin.families or plugin.rows is not None:
+            duals = solve_problem(plugin, solver=self.solver).duals
+            dec_duals = decision_shifts(plugin)
+        else:
+            duals = dec_duals = [np.zeros(0) for _ in plugin.families]
+        self.family_shifts_ = self._fitted_coefficients(plugin_all, duals)
+        self.decision_shifts_ = self._fitted_coefficients(plugin_all, dec_duals)
 
     def _fit_layer(self, scores, codes):
         """Learn the fallback shifts (projection) and thresholds (decisions) on the fit set."""
         k = len(self.groups_)
+        self.family_shifts_ = None
+        self.decision_shifts_ = None
+        problem = self._problem(scores, codes, k)
+        self._warn_small_groups(problem)
         if k < 2:
             self.shifts_ = np.zeros(k)
             self.thresholds_ = np.full(k, 0.5)
             self.fit_gap_ = 0.0
             return
-        problem = self._problem(scores, codes, k)
         solution = solve_problem(problem, solver=self.solver)
         self.shifts_ = group_shifts(problem, solution)[0]
         self.fit_gap_ = problem.families[0].gap(solution.outputs)
@@ -460,7 +690,14 @@ default=None
 
     # ------------------------------------------------------------------ predict
     def _batch_proba(self, scores, codes):
-        """Projected positive-class probabilities of a batch."""
+        """Projected positive-class probabilities (binary) or class probabilities of a batch."""
+        if not self._classic():
+            if self.inference == "fitted":
+                return self._fitted_proba(scores, codes)
+            problem = self._layer_problem(scores, codes)
+            if not problem.families and problem.rows is None:  # fewer than two groups
+                return self._fitted_proba(scores, codes)
+            return solve_problem(problem, solver=self.solver).outputs
         present = np.unique(codes)
         if self.inference == "fitted" or present.size < 2:
             return np.clip(scores - self.shifts_[codes], 0.0, 1.0)
@@ -480,14 +717,15 @@ default=None
 
         Returns
         -------
-        proba : ndarray of shape (n_samples, 2)
-            Projected probabilities of ``classes_``. With ``inference="batch"``
-            the positive-class column meets parity on this batch exactly (to
-            1e-9); a batch with fewer than two groups gets the training shifts.
+        proba : ndarray of shape (n_samples, n_classes)
+            Projected probabilities of ``classes_`` (rows on the simplex). With
+            ``inference="batch"`` the criterion holds on this batch exactly (to
+            1e-9; label-conditioned criteria in their plug-in form); a batch
+            with fewer than two groups gets the training shifts.
         """
         scores, codes = self._prepare(X, sensitive_features)
         p = self._batch_proba(scores, codes)
-        return np.column_stack([1.0 - p, p])
+        return p if p.ndim == 2 else np.column_stack([1.0 - p, p])
 
     def predict(self, X, *, sensitive_features=None):
         """Decisions whose group selection rates differ by at most ``tolerance``.
@@ -510,7 +748,27 @@ default=None
         """
         scores, codes = self._prepare(X, sensitive_features)
         if self.decision == "threshold":
-            labels = (self._batch_proba(scores, codes) >= self.threshold).astype(int)
+            p = self._batch_proba(scores, codes)
+            labels = np.argmax(p, axis=1) if p.ndim == 2 else (p >= self.threshold).astype(int)
+        elif not self._classic():
+            problem = None
+            if self.inference == "batch":
+                problem = self._layer_problem(scores, codes)
+            if problem is None or (not problem.families and problem.rows is None):
+                labels = self._fitted_decisions(scores, codes)
+            else:
+                try:
+                    labels = affine_decisions(problem).decisions
+                except InfeasibleProblemError as exc:
+                    # Rows such as a per-group mean residual can be out of reach of 0/1
+                    # decisions on a tiny batch; say so rather than fail or pretend.
+                    warnings.warn(
+                        f"{exc} Using the decision rule fitted on the training set for this "
+                        "batch instead; it does not meet the criterion on the batch.",
+                        UserWarning,
+                        stacklevel=2,
+                    )
+                    labels = self._fitted_decisions(scores, codes)
         else:
             present = np.unique(codes)
             if self.inference == "fitted" or present.size < 2:
@@ -567,6 +825,11 @@ default=None
         state = getattr(self, "stream_", None)
         if state is None:
             check_is_fitted(self)  # raises NotFittedError when not fitted
+            if not self._classic():
+                raise ValueError(_MULTICLASS_ONLY_BINARY.format(
+                    what="Streaming (partial_predict_proba, partial_predict, stream_report)",
+                    criterion=self.criterion, groups=self.groups, n_classes=len(self.classes_),
+                ))
             raise AttributeError(
                 "This FairnessLayerClassifier has no stream state (fitted by an older "
                 "version?); call fit again."
@@ -817,7 +1080,7 @@ default=None
         tags.input_tags.sparse = base_tags.input_tags.sparse and not reads_columns
         tags.input_tags.allow_nan = base_tags.input_tags.allow_nan
         tags.input_tags.string = reads_columns
-        tags.classifier_tags.multi_class = False
+        tags.classifier_tags.multi_class = True
         return tags
 
 
@@ -841,8 +1104,8 @@ def _check_2d(X):
         )
 
 
-def _check_binary_target(y, n_samples):
-    """A 1-D, finite, binary target of the right length."""
+def _check_target(y, n_samples):
+    """A 1-D, finite, binary or multiclass target of the right length."""
     y = column_or_1d(y, warn=True)
     if y.dtype.kind in "fc":
         assert_all_finite(y, input_name="y")
@@ -850,10 +1113,10 @@ def _check_binary_target(y, n_samples):
         raise ValueError(f"X has {n_samples} samples but y has {y.shape[0]}; they must match.")
     check_classification_targets(y)
     target_type = type_of_target(y, input_name="y")
-    if target_type != "binary":
+    if target_type not in ("binary", "multiclass"):
         raise ValueError(
-            "Only binary classification is supported. The type of the target is "
-            f"{target_type}; multiclass targets need a multiclass criterion."
+            "Only binary and multiclass classification are supported. The type of the target "
+            f"is {target_type}."
         )
     return y
 

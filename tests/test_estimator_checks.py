@@ -18,12 +18,15 @@ def first_feature_parity(X):
 
 
 # With tolerance=1 the layer never binds: this instance tests the API plumbing.
+# min_group_size=None: the checks' datasets have ~10 rows per group (SmallGroupWarning otherwise).
 _PLUMBING = FairnessLayerClassifier(
-    LogisticRegression(), tolerance=1.0, sensitive_features=first_feature_parity
+    LogisticRegression(), tolerance=1.0, sensitive_features=first_feature_parity,
+    min_group_size=None,
 )
 # A binding tolerance: the checks then also exercise the projection and parity decisions.
 _BINDING = FairnessLayerClassifier(
-    LogisticRegression(), tolerance=0.05, sensitive_features=first_feature_parity
+    LogisticRegression(), tolerance=0.05, sensitive_features=first_feature_parity,
+    min_group_size=None,
 )
 
 
