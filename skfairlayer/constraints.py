@@ -122,7 +122,9 @@ class GroupStatistics:
         )
 
     def gap(self, outputs):
-        """Largest difference between two group statistics of ``outputs``."""
+        """Largest difference between two group statistics of ``outputs`` (0 below two groups)."""
+        if self.n_groups < 2:
+            return 0.0
         m = self.means(outputs)
         return float(m.max() - m.min())
 
@@ -575,7 +577,16 @@ def _stack_rows(parts):
 
 
 def build_problem(
-    criterion, scores, groupings, tolerance, *, labels=None, lower=0.0, upper=1.0, names=None
+    criterion,
+    scores,
+    groupings,
+    tolerance,
+    *,
+    labels=None,
+    lower=0.0,
+    upper=1.0,
+    names=None,
+    keep_trivial=False,
 ):
     """Build the :class:`ProjectionProblem` of a criterion over one or more groupings.
 
@@ -596,6 +607,10 @@ def build_problem(
         Box bounds for binary outputs (ignored on the simplex).
     names : list of str or None, default=None
         A name per grouping, prefixed to family names in messages.
+    keep_trivial : bool, default=False
+        Keep families with fewer than two groups (always met, e.g. a batch
+        with one group). By default they are dropped; keep them to match
+        families by position across batches.
 
     Returns
     -------
@@ -616,6 +631,8 @@ def build_problem(
                 raise TypeError(
                     f"{crit!r}.families must return GroupStatistics. Got {fam!r} instead."
                 )
+            if fam.n_groups < 2 and not keep_trivial:
+                continue
             families.append(fam if not prefix else _renamed(fam, prefix + fam.name))
         r = crit.rows(codes, n_groups, scores, tolerance, labels=labels)
         if r is not None:
