@@ -52,8 +52,8 @@ _SAMPLE_ROWS = 2048
 #: Subsample rows a group needs for its own estimate; smaller groups are kept whole.
 _MIN_SAMPLE = 32
 #: Rows per block of a full-data pass on large data (temporaries stay in cache).
-_BLOCK = 1 << 16
-_BLOCKED_FROM = 1 << 21
+_BLOCK = 1 << 17
+_BLOCKED_FROM = 1 << 19
 #: Half-width of a bracket, in standard errors of the centre.
 _Z = 6.0
 #: Re-centred attempts per level before falling back.
