@@ -54,6 +54,8 @@ _MIN_SAMPLE = 32
 #: Rows per block of a full-data pass on large data (temporaries stay in cache).
 _BLOCK = 1 << 17
 _BLOCKED_FROM = 1 << 19
+#: Data size from which the two-group indicator is converted block by block, not stored.
+_CONVERT_FROM = 1 << 22
 #: Half-width of a bracket, in standard errors of the centre.
 _Z = 6.0
 #: Re-centred attempts per level before falling back.
@@ -898,9 +900,9 @@ def _solve_uniform(problem, layout, warm_start):
 
     # Full-data group sums of s: control variate of the subsample and part of the aggregates.
     if two:
-        f = layout.indicator if layout is not None else codes.astype(np.float64)
+        f = _Indicator(codes, layout.indicator if layout is not None else None)
         total = float(s.sum())
-        s1 = float(np.einsum("i,i->", f, s))  # not BLAS: its threads stall a busy machine
+        s1 = f.dot(s)
         sums = np.array([total - s1, s1])
     else:
         f = None
@@ -1006,6 +1008,33 @@ def _blocks(n):
     return [slice(a, min(a + _BLOCK, n)) for a in range(0, n, _BLOCK)]
 
 
+class _Indicator:
+    """Float indicator of group 1: the layout's, else converted from the codes block by block.
+
+    Converting per block (into a cache-resident scratch) avoids writing an
+    ``n``-float array on every call.
+    """
+
+    def __init__(self, codes, f=None):
+        if f is None and codes.shape[0] < _CONVERT_FROM:  # small enough: convert once
+            f = codes.astype(np.float64)
+        self.codes, self.f, self._scratch = codes, f, None
+
+    def block(self, sl):
+        if self.f is not None:
+            return self.f[sl]
+        m = sl.stop - sl.start
+        if self._scratch is None or self._scratch.size < m:
+            self._scratch = np.empty(m)
+        out = self._scratch[:m]
+        np.copyto(out, self.codes[sl])
+        return out
+
+    def dot(self, s):
+        """``sum_i f_i s_i`` (einsum, not BLAS: BLAS threads stall a busy machine)."""
+        return float(sum(np.einsum("i,i->", self.block(sl), s[sl]) for sl in _blocks(s.shape[0])))
+
+
 def _uniform_pass(s, codes, f, center, h, lb, ub, buf):
     """Indices of rows not free for every shift within ``h`` of ``center``."""
     n = s.shape[0]
@@ -1023,7 +1052,7 @@ def _uniform_pass(s, codes, f, center, h, lb, ub, buf):
         m = sl.stop - sl.start
         t, x1, x2 = tmp[:m], below[:m], above[:m]
         if f is not None:
-            np.multiply(f[sl], -d, out=t)
+            np.multiply(f.block(sl), -d, out=t)
             np.add(t, s[sl], out=t)
         else:
             np.take(center, codes[sl], out=t, mode="clip")
@@ -1080,7 +1109,7 @@ def _uniform_output(s, codes, f, shifts, out, idx, lb, ub):
     for sl in _blocks(s.shape[0]):
         o = out[sl]
         if f is not None:
-            np.multiply(f[sl], -(shifts[1] - shifts[0]), out=o)
+            np.multiply(f.block(sl), -(shifts[1] - shifts[0]), out=o)
             np.add(o, s[sl], out=o)
             np.subtract(o, shifts[0], out=o)
         else:
