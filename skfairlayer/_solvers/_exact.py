@@ -21,19 +21,26 @@ solves the scalar equation by bisection; it is the reference and the fallback.
    data finds the rows that are free for every multiplier in the bracket
    (most rows; aggregated into an affine term ``A_g - Q_g nu``) and extracts
    the others.
-3. *Reduce.* On the bracket, the reduced problem (extracted rows plus the
-   aggregates) has the same group means as the original. It is reduced the same
-   way, recursively, down to a few hundred rows solved from sorted tables.
+3. *Reduce.* On the bracket, the reduced problem (extracted rows that stay
+   uncertain, plus the aggregates) has the same group means as the original.
+   It is solved by a semismooth Newton on the multipliers, exact as soon as no
+   row changes state (top / free / bottom) in a step; larger reduced problems
+   are subsampled and bracketed again, and sorted tables are the fallback.
 4. *Certify.* A solution of the reduced problem whose multipliers lie inside
    every bracket satisfies the KKT conditions of the original problem, so it is
    *the* optimum (the objective is strictly convex). Otherwise the bracket is
-   re-centred and widened; after a few rounds :func:`solve_sorted` answers.
+   re-centred on the reduced problem's estimate and widened; after a few
+   rounds the general path, then :func:`solve_sorted`, answers.
 
-The outputs then cost one clip pass. With uniform weights (demographic
-parity) and scalar bounds the passes work on shifts ``nu_g / n_g``; with two
-groups they use a float indicator of group 1 instead of gathers and
-``bincount``. A :class:`GroupLayout` caches that indicator and the group sizes
-for callers that solve many problems over one fixed partition.
+The outputs then cost one pass: rows free on the bracket need no clip (the
+bracket is shrunk by a margin far above rounding), the extracted ones are
+clipped. With uniform weights (demographic parity) and scalar bounds the
+passes work on shifts ``c_g = nu_g / n_g``; with two groups they use a float
+indicator of group 1 (multiply-add, ``einsum``) instead of gathers and
+``bincount``, and on large data they run block by block so that temporaries
+stay in cache. A :class:`GroupLayout` caches the indicator and the group sizes
+for callers that solve many problems over one fixed partition. Per-group sums
+avoid BLAS: its worker threads stall the main thread on a busy machine.
 """
 
 import numpy as np
