@@ -20,7 +20,7 @@ from sklearn.utils.validation import (
 from ._decisions import apply_thresholds, parity_decisions
 from ._differentiable import check_differentiable
 from ._fine_tune import check_fine_tune_params, fine_tune
-from ._multiclass_decisions import affine_decisions, decision_shifts
+from ._multiclass_decisions import affine_decisions, class_offsets
 from ._sklearn_compat import (
     HasMethods,
     Interval,
@@ -220,10 +220,13 @@ class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
         the training set and used with ``inference="fitted"`` and for batches
         with fewer than two groups (custom affine rows are then not enforced).
         ``None`` for binary demographic parity.
-    decision_shifts_ : list of ndarray or None
-        The same for :meth:`predict`, from the multipliers of the relaxed
-        decision problem on the training set: a row takes the class of
-        largest shifted probability.
+    decision_shifts_ : list of ndarray of shape (n_groups, n_classes) or None
+        Other criteria, multiclass or marginal groups: per grouping (one, or
+        one per attribute with ``groups="marginal"``), an offset per group and
+        class; a row takes the class of largest offset probability (binary:
+        columns ``[1 - s, s]``). They reproduce the class counts per group of
+        the parity decisions of the training set, and decide with
+        ``inference="fitted"`` and for batches with fewer than two groups.
     fit_gap_ : float
         Largest gap of the projected training probabilities; for criteria
         conditioned on the label, measured with the training labels.
@@ -496,10 +499,11 @@ class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
         return project_simplex_rows(scores - delta)
 
     def _fitted_decisions(self, scores, codes):
-        delta = self._fitted_shift_matrix(scores, codes, self.decision_shifts_)
-        if scores.ndim == 1:
-            return ((2.0 * scores - 1.0) - delta > 0).astype(int)
-        return np.argmax(scores - delta, axis=1)
+        values = np.column_stack([1.0 - scores, scores]) if scores.ndim == 1 else scores.copy()
+        groupings, _ = self._groupings(codes)
+        for (c, _), offsets in zip(groupings, self.decision_shifts_, strict=True):
+            values -= offsets[c]
+        return np.argmax(values, axis=1)
 
     def _label_indices(self, y):
         return np.searchsorted(self.classes_, y)
@@ -663,13 +667,18 @@ default=None
             scores, tuple(f for f in plugin_all.families if f.n_groups >= 2),
             simplex=scores.ndim == 2, rows=plugin_all.rows,
         )
+        groupings, _ = self._groupings(codes)
         if plugin.families or plugin.rows is not None:
             duals = solve_problem(plugin, solver=self.solver).duals
-            dec_duals = decision_shifts(plugin)
+            try:
+                decisions = affine_decisions(plugin).decisions
+            except InfeasibleProblemError:  # e.g. per-group rows out of reach of 0/1 decisions
+                decisions = np.argmax(scores, axis=1) if scores.ndim == 2 else (scores > 0.5)
         else:
-            duals = dec_duals = [np.zeros(0) for _ in plugin.families]
+            duals = []
+            decisions = np.argmax(scores, axis=1) if scores.ndim == 2 else (scores > 0.5)
         self.family_shifts_ = self._fitted_coefficients(plugin_all, duals)
-        self.decision_shifts_ = self._fitted_coefficients(plugin_all, dec_duals)
+        self.decision_shifts_ = class_offsets(scores, groupings, np.asarray(decisions, dtype=int))
 
     def _fit_layer(self, scores, codes):
         """Learn the fallback shifts (projection) and thresholds (decisions) on the fit set."""

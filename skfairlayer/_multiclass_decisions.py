@@ -40,7 +40,13 @@ from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
 from .exceptions import InfeasibleProblemError
 
-__all__ = ["AffineDecisions", "affine_decisions", "decision_shifts", "shifted_argmax"]
+__all__ = [
+    "AffineDecisions",
+    "affine_decisions",
+    "class_offsets",
+    "decision_shifts",
+    "shifted_argmax",
+]
 
 #: Verification tolerance of a constraint on decisions (rates are exact ratios).
 DECISION_TOL = 1e-12
@@ -381,6 +387,63 @@ def decision_shifts(problem, *, time_limit=20.0):
     shifts : list of ndarray of shape (n_groups_f,)
     """
     return _relaxation(problem, time_limit)[4]
+
+
+def class_offsets(scores, groupings, decisions, *, time_limit=20.0):
+    """Per grouping, group and class, offsets that reproduce the class counts of ``decisions``.
+
+    The rule ``argmax_c S[i, c] - sum_a offsets[a][g_a(i), c]`` (binary: the
+    positive class iff ``s - o_1 > 1 - s - o_0``) is the best assignment of the
+    rows to classes with the counts of ``decisions`` in every group: the
+    multipliers of those counts in the assignment LP. It turns batch decisions
+    on a training set into a row-by-row rule for new rows. (Criteria
+    conditioned on the label have degenerate multipliers in their own plug-in
+    decision problem, because the expected accuracy of a group is a function
+    of its plug-in rates; the counts' multipliers are not.)
+
+    Parameters
+    ----------
+    scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+        Calibrated scores.
+    groupings : list of (codes, n_groups)
+        Groupings whose per-group class counts the rule should reproduce.
+    decisions : ndarray of shape (n_samples,)
+        Class index of each row (binary: 0/1).
+    time_limit : float, default=20.0
+        Seconds allowed to HiGHS.
+
+    Returns
+    -------
+    offsets : list of ndarray of shape (n_groups, n_classes)
+    """
+    values = _values(scores)
+    n, K = values.shape
+    rows = [sp.kron(sp.eye(n, format="csr"), np.ones((1, K)), format="csr")]
+    rhs = [np.ones(n)]
+    for codes, k in groupings:
+        rows.append(sp.csr_matrix(
+            (np.ones(n * K), (np.repeat(codes, K) * K + np.tile(np.arange(K), n),
+                              np.arange(n * K))),
+            shape=(k * K, n * K),
+        ))
+        counts = np.zeros((k, K))
+        np.add.at(counts, (codes, decisions), 1.0)
+        rhs.append(counts.ravel())
+    res = linprog(
+        -values.ravel(), A_eq=sp.vstack(rows, format="csr"), b_eq=np.concatenate(rhs),
+        bounds=(0.0, 1.0), method="highs-ds", options={"time_limit": time_limit},
+    )
+    out = []
+    start = n
+    for _, k in groupings:
+        if res.eqlin is None:
+            out.append(np.zeros((k, K)))
+            continue
+        # Minimisation of -value: the marginal of a count row is minus its price.
+        price = -np.asarray(res.eqlin.marginals)[start : start + k * K].reshape(k, K)
+        out.append(price - price.mean(axis=1, keepdims=True))
+        start += k * K
+    return out
 
 
 def _from_classes(dec, binary):
