@@ -274,11 +274,49 @@ class Criterion:
     requires_labels = False
 
     def families(self, codes, n_groups, scores, tolerance, labels=None):
-        """Return the tuple of :class:`GroupStatistics` for this batch (default: none)."""
+        """Return the parity families of this batch (default: none).
+
+        Parameters
+        ----------
+        codes : ndarray of shape (n_samples,), dtype=intp
+            Group of each row in ``[0, n_groups)``.
+        n_groups : int
+            Number of groups of the grouping.
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            Base scores of the batch.
+        tolerance : float
+            The criterion's tolerance.
+        labels : ndarray of shape (n_samples,) or None, default=None
+            Labels (0/1, or class indices); ``None`` for the plug-in form.
+
+        Returns
+        -------
+        families : tuple of GroupStatistics
+            Each asks its group statistics to agree within its tolerance.
+        """
         return ()
 
     def rows(self, codes, n_groups, scores, tolerance, labels=None):
-        """Return extra :class:`AffineRows` for this batch, or ``None`` (default)."""
+        """Return extra affine rows of this batch, or ``None`` (default).
+
+        Parameters
+        ----------
+        codes : ndarray of shape (n_samples,), dtype=intp
+            Group of each row in ``[0, n_groups)``.
+        n_groups : int
+            Number of groups of the grouping.
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            Base scores of the batch.
+        tolerance : float
+            The criterion's tolerance.
+        labels : ndarray of shape (n_samples,) or None, default=None
+            Labels (0/1, or class indices); ``None`` for the plug-in form.
+
+        Returns
+        -------
+        rows : AffineRows or None
+            Rows over the flattened outputs, or ``None`` for no extra rows.
+        """
         return None
 
     def __repr__(self):
@@ -405,9 +443,39 @@ class DemographicParity(Criterion):
 
     For binary outputs the family reads the positive-class probability; for
     multiclass outputs there is one family per class column. Needs no labels.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfairlayer.constraints import DemographicParity
+    >>> (fam,) = DemographicParity().families(np.array([0, 0, 1]), 2, np.zeros(3), 0.05)
+    >>> fam.means(np.array([0.2, 0.4, 0.9]))
+    array([0.3, 0.9])
+    >>> round(fam.gap(np.array([0.2, 0.4, 0.9])), 3)
+    0.6
     """
 
     def families(self, codes, n_groups, scores, tolerance, labels=None):
+        """Return one uniform-weight family (per class column for multiclass scores).
+
+        Parameters
+        ----------
+        codes : ndarray of shape (n_samples,), dtype=intp
+            Group of each row in ``[0, n_groups)``.
+        n_groups : int
+            Number of groups of the grouping.
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            Base scores of the batch.
+        tolerance : float
+            The criterion's tolerance.
+        labels : ndarray of shape (n_samples,) or None, default=None
+            Ignored: demographic parity does not depend on the labels.
+
+        Returns
+        -------
+        families : tuple of GroupStatistics
+            The group means of the outputs (of each class column).
+        """
         multi = scores.ndim == 2
         return tuple(
             group_family(
@@ -436,6 +504,17 @@ class EqualOpportunity(Criterion):
     positive_class : int or None, default=None
         Multiclass only: the single class whose recall must agree; ``None``
         means every class. Ignored for binary (1-D) scores.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfairlayer import project
+    >>> scores = np.array([0.9, 0.6, 0.2, 0.5, 0.4, 0.1])
+    >>> groups = np.array([0, 0, 0, 1, 1, 1])
+    >>> y = np.array([1, 1, 0, 1, 0, 0])
+    >>> p = project(scores, groups, tolerance=0.0, criterion="equal_opportunity", labels=y).proba
+    >>> float(p[:2].mean()), float(p[3])  # mean output among the positives of each group
+    (0.6666..., 0.6666...)
     """
 
     def __init__(self, positive_class=None):
@@ -481,6 +560,15 @@ class EqualizedOdds(Criterion):
     Without labels the base posteriors are plug-in weights (``s_i`` for
     ``Y = 1``, ``1 - s_i`` for ``Y = 0``; ``S[i, y]`` for multiclass); see
     :class:`EqualOpportunity` for the calibration assumption.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfairlayer.constraints import EqualizedOdds
+    >>> s = np.array([0.9, 0.5, 0.2, 0.6])
+    >>> tpr, fpr = EqualizedOdds().families(np.array([0, 0, 1, 1]), 2, s, 0.05)
+    >>> tpr.name, np.round(tpr.weights, 3)  # plug-in weights s_i / sum_g s
+    ('equalized odds (Y=1)', array([0.643, 0.357, 0.25 , 0.75 ]))
     """
 
     def families(self, codes, n_groups, scores, tolerance, labels=None):
@@ -517,6 +605,16 @@ class MeanResidual(Criterion):
     scores, so the base scores themselves meet the rows: the projection then
     only clips, and :meth:`~skfairlayer.FairnessLayerClassifier.predict`
     keeps each group's selection rate within ``tolerance`` of its mean score.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfairlayer import project
+    >>> scores = np.array([0.9, 0.8, 0.3, 0.2])
+    >>> y = np.array([1, 0, 0, 0])
+    >>> result = project(scores, [0, 0, 1, 1], tolerance=0.1, criterion="mean_residual", labels=y)
+    >>> np.round(result.proba, 3)  # group 0: mean 0.85 -> 0.6; group 1: 0.25 -> 0.1
+    array([0.65, 0.55, 0.15, 0.05])
     """
 
     def rows(self, codes, n_groups, scores, tolerance, labels=None):

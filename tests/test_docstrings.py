@@ -32,12 +32,6 @@ KNOWN = {
         "documents its attributes instead"
     ),
     "skfairlayer.ProjectionResult.active_set": "projection.py: atol not documented yet",
-    "skfairlayer.Criterion.families": (
-        "constraints.py: parameters and return value not documented on the method yet"
-    ),
-    "skfairlayer.Criterion.rows": "constraints.py: parameters not documented on the method yet",
-    "skfairlayer.DemographicParity": "constraints.py: no Examples section yet",
-    "skfairlayer.DemographicParity.families": "constraints.py: override without a docstring",
 }
 
 
