@@ -39,6 +39,7 @@ the default; *marginal* parity passes one grouping per attribute and gets one
 set of families per attribute.
 """
 
+import dataclasses
 from dataclasses import dataclass, field
 from numbers import Integral
 
@@ -97,6 +98,13 @@ class GroupStatistics:
         Sum of the raw (unnormalised) weights of each group: ``weights`` are
         the raw weights divided by ``totals[codes]`` (the group sizes for
         uniform weights). ``None`` when unknown.
+    plug_in_class : int or None, default=None
+        Set when the raw weights are the base posteriors of a class (the
+        label-free form of a label-conditioned criterion): raw weight
+        ``S[i, y]`` (binary scores: ``s_i`` for ``y = 1``, ``1 - s_i`` for
+        ``y = 0``). The weights then depend on the scores, which derivatives
+        with respect to the scores must take into account. ``None``: the
+        weights do not depend on the scores.
     """
 
     codes: np.ndarray
@@ -108,6 +116,7 @@ class GroupStatistics:
     uniform: bool = field(default=False, compare=False)
     group_ids: np.ndarray | None = field(default=None, compare=False)
     totals: np.ndarray | None = field(default=None, compare=False)
+    plug_in_class: int | None = field(default=None, compare=False)
 
     def means(self, outputs):
         """Group statistics ``m_g`` of ``outputs`` (1-D, or 2-D read at ``column``)."""
@@ -323,7 +332,9 @@ class Criterion:
         return f"{type(self).__name__}()"
 
 
-def group_family(codes, n_groups, raw_weights, tolerance, *, column=0, name="parity"):
+def group_family(
+    codes, n_groups, raw_weights, tolerance, *, column=0, name="parity", plug_in_class=None
+):
     """Build a :class:`GroupStatistics` from raw non-negative row weights.
 
     Each group's weights are divided by their sum, so the group statistic is
@@ -345,6 +356,8 @@ def group_family(codes, n_groups, raw_weights, tolerance, *, column=0, name="par
         Output column the statistics read.
     name : str, default="parity"
         Name used in messages.
+    plug_in_class : int or None, default=None
+        Class whose posteriors the raw weights are (see :class:`GroupStatistics`).
 
     Returns
     -------
@@ -383,6 +396,7 @@ def group_family(codes, n_groups, raw_weights, tolerance, *, column=0, name="par
         uniform=bool(uniform),
         group_ids=ids,
         totals=totals[present],
+        plug_in_class=plug_in_class,
     )
 
 
@@ -540,6 +554,7 @@ class EqualOpportunity(Criterion):
             out.append(group_family(
                 codes, n_groups, _class_weight(scores, labels, y), tolerance, column=col,
                 name="equal opportunity" + (f" (class {y})" if scores.ndim == 2 else ""),
+                plug_in_class=None if labels is not None else y,
             ))
         return tuple(out)
 
@@ -577,6 +592,7 @@ class EqualizedOdds(Criterion):
                 group_family(
                     codes, n_groups, _class_weight(scores, labels, y), tolerance,
                     name=f"equalized odds (Y={y})",
+                    plug_in_class=None if labels is not None else y,
                 )
                 for y in (1, 0)
             )
@@ -587,6 +603,7 @@ class EqualizedOdds(Criterion):
                 out.append(group_family(
                     codes, n_groups, raw, tolerance, column=c,
                     name=f"equalized odds (Y={y}, class {c})",
+                    plug_in_class=None if labels is not None else y,
                 ))
         return tuple(out)
 
@@ -754,10 +771,7 @@ def build_problem(
 
 
 def _renamed(fam, name):
-    return GroupStatistics(
-        fam.codes, fam.weights, fam.n_groups, fam.tolerance, fam.column, name, fam.uniform,
-        fam.group_ids, fam.totals,
-    )
+    return dataclasses.replace(fam, name=name)
 
 
 def small_groups(families, min_size=SMALL_GROUP_SIZE):
