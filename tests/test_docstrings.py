@@ -4,6 +4,7 @@ import dataclasses
 import doctest
 import importlib
 import inspect
+from pathlib import Path
 
 import pytest
 
@@ -140,3 +141,27 @@ def test_every_public_module_is_checked():
     names = {name for name, _, _ in OBJECTS}
     assert "skfairlayer.FairnessLayerClassifier.predict" in names
     assert "skfairlayer.plotting.ParityTradeoffDisplay.from_estimator" in names
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+_GENERATED = ("_build", "generated", "auto_examples", "gen_modules")
+
+
+def _pages_with_examples():
+    pages = []
+    for path in DOCS.rglob("*.rst"):
+        rel = path.relative_to(DOCS)
+        if rel.parts[0] not in _GENERATED and ">>>" in path.read_text(encoding="utf-8"):
+            pages.append(rel.as_posix())
+    return sorted(pages)
+
+
+@pytest.mark.parametrize("page", _pages_with_examples())
+def test_user_guide_examples_run(page):
+    """Check that the interactive examples (>>>) of a documentation page run as shown."""
+    result = doctest.testfile(
+        str(DOCS / page), module_relative=False, verbose=False,
+        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
+    )
+    assert result.attempted > 0
+    assert result.failed == 0, f"{page}: {result.failed} example(s) failed (see the output above)"
