@@ -26,6 +26,8 @@ piecewise-linear KKT system in one step, so the residual drops to rounding
 level. The caller verifies the answer and uses OSQP when this solver gives up.
 """
 
+import dataclasses
+
 import numpy as np
 import scipy.linalg
 from threadpoolctl import threadpool_limits
@@ -38,6 +40,7 @@ _MAX_UNKNOWNS = 4000  # dense Newton systems above this size go to OSQP
 _RESIDUAL_TOL = 1e-13  # on the band residual R / gamma (units of a group mean)
 _MAX_ITER = 200
 _POLISH_FROM = 1e-2  # try the exact active-pattern solve below this residual
+_SUBSAMPLE_ROWS = 20000  # larger problems start from the solution of a subsample
 
 
 def supports(problem):
@@ -336,6 +339,37 @@ def solve_simplex(problem, warm_start=None):
         return _solve(problem, warm_start)
 
 
+def _subsample_start(problem, pb):
+    """Multipliers of a stratified subsample, rescaled to the full groups (a warm start).
+
+    The shifts ``L_g = nu_g / n_g`` (not the multipliers) carry over between
+    sample sizes; a subsample of ``_SUBSAMPLE_ROWS`` rows pins them down to a
+    few digits, so the full problem starts next to its active pattern.
+    """
+    codes = problem.families[0].codes
+    rng = np.random.default_rng(0)
+    share = _SUBSAMPLE_ROWS / pb.n
+    keep = []
+    for g in range(pb.k):
+        rows = pb.order[pb.starts[g] : pb.starts[g + 1]]
+        m = min(rows.size, max(int(np.ceil(share * rows.size)), 200))
+        keep.append(rows if m >= rows.size else rng.choice(rows, m, replace=False))
+    keep = np.sort(np.concatenate(keep))
+    sub_codes = codes[keep]
+    sub_counts = np.bincount(sub_codes, minlength=pb.k).astype(np.float64)
+    fams = tuple(
+        dataclasses.replace(
+            f, codes=sub_codes, weights=1.0 / sub_counts[sub_codes], totals=None
+        )
+        for f in problem.families
+    )
+    sub = dataclasses.replace(problem, scores=problem.scores[keep], families=fams)
+    solution = _solve(sub, None)
+    if solution is None:
+        return None
+    return np.column_stack(solution.duals) / sub_counts[:, None] * pb.sizes[:, None]
+
+
 def _solve(problem, warm_start):
     pb = _Problem(problem)
     k, C = pb.k, pb.cols.size
@@ -343,6 +377,10 @@ def _solve(problem, warm_start):
     if warm_start is not None and len(warm_start.duals) == C:
         start = np.column_stack([np.asarray(d, dtype=np.float64) for d in warm_start.duals])
         if start.shape == (k, C) and np.all(np.isfinite(start)):
+            nu = start
+    elif pb.n > 3 * _SUBSAMPLE_ROWS:
+        start = _subsample_start(problem, pb)
+        if start is not None:
             nu = start
     it = pb.evaluate(nu)
     decrease = 0.5 * (1.0 - pb.gamma * pb.lip) / (2.0 * pb.gamma)
