@@ -108,6 +108,17 @@ def test_many_groups_and_warm_start(k):
     assert np.max(np.abs(again.outputs - first.outputs)) <= 1e-9
 
 
+def test_large_problem_starts_from_a_subsample():
+    """Check the subsample warm start on 80,000 rows: parity, agreement with OSQP."""
+    S, codes, k = _batch(11, n=80_000, K=3, k=4)
+    problem = build_problem("demographic_parity", S, [(codes, k)], 0.01)
+    a = solve_simplex(problem)
+    assert a is not None and a.iterations <= 3
+    assert problem.parity_violation(a.outputs) <= 1e-12
+    b = solve_problem(problem, solver="osqp")
+    assert np.max(np.abs(a.outputs - b.outputs)) <= 1e-6
+
+
 @pytest.mark.parametrize("criterion", ["equal_opportunity", "equalized_odds"])
 def test_label_criteria_on_the_simplex(criterion):
     """Check multiclass equal opportunity / equalized odds with labels and plug-in weights."""

@@ -271,8 +271,14 @@ class _Problem:
                 (state < 0) & (np.abs(gap) > tol)
             )
             if not (wrong_top.any() or wrong_bottom.any() or above.any() or below.any()):
-                if off_band.any():  # supports moved: solve again on the new ones
-                    continue
+                if off_band.any():
+                    # A group with every class at an edge of its band must have edges
+                    # summing to one; otherwise release its weakest class.
+                    stuck = np.flatnonzero(np.all(state != 0, axis=1) & off_band.any(axis=1))
+                    if stuck.size:
+                        state = state.copy()
+                        state[stuck, np.argmin(np.abs(nu[stuck]), axis=1)] = 0
+                    continue  # else the supports moved: solve again on the new ones
                 if np.all(np.abs(nu.sum(axis=0)) <= 1e-9 * max(1.0, np.abs(nu).max())):
                     return P, nu, t
                 return None
