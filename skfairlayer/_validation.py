@@ -53,7 +53,12 @@ def _factorize(column):
     if column.dtype.kind in "biu" and column.size:
         lo, hi = int(column.min()), int(column.max())
         if hi - lo < 1 << 16:
-            shifted = (column - lo).astype(np.intp, copy=False)
+            if lo == 0 and column.dtype == np.intp:
+                shifted = column
+            else:
+                shifted = (column - lo).astype(np.intp, copy=False)
+            if hi - lo <= 1:  # min and max are both present: no counting needed
+                return shifted, np.arange(lo, hi + 1).astype(column.dtype)
             present = np.flatnonzero(np.bincount(shifted, minlength=hi - lo + 1))
             if present.size == hi - lo + 1:
                 return shifted, present + lo

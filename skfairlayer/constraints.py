@@ -41,6 +41,7 @@ set of families per attribute.
 
 import dataclasses
 from dataclasses import dataclass, field
+from functools import cached_property
 from numbers import Integral
 
 import numpy as np
@@ -121,6 +122,13 @@ class GroupStatistics:
     def means(self, outputs):
         """Group statistics ``m_g`` of ``outputs`` (1-D, or 2-D read at ``column``)."""
         values = outputs if outputs.ndim == 1 else outputs[:, self.column]
+        if self.uniform and self.group_ids is None and self.totals is not None:
+            # Every row is in a group with weight 1 / n_g: sums divided by sizes.
+            if self.n_groups == 2:
+                total = float(np.sum(values))
+                second = float(np.einsum("i,i", values, self._indicator))
+                return np.array([total - second, second]) / self.totals
+            return np.bincount(self.codes, weights=values, minlength=self.n_groups) / self.totals
         inside = self.codes >= 0
         if inside.all():
             return np.bincount(self.codes, weights=self.weights * values, minlength=self.n_groups)
@@ -129,6 +137,11 @@ class GroupStatistics:
             weights=(self.weights * values)[inside],
             minlength=self.n_groups,
         )
+
+    @cached_property
+    def _indicator(self):
+        """``1.0`` on the rows of group 1 (two-group uniform families: sums by one dot)."""
+        return self.codes.astype(np.float64)  # codes are 0 or 1
 
     def gap(self, outputs):
         """Largest difference between two group statistics of ``outputs`` (0 below two groups)."""
@@ -211,6 +224,8 @@ class ProjectionProblem:
         """Largest violation of the bounds (or the simplex) by ``outputs``."""
         if self.simplex:
             return float(max(-outputs.min(), np.abs(outputs.sum(axis=1) - 1).max()))
+        if np.ndim(self.lower) == 0 and np.ndim(self.upper) == 0:
+            return float(max(self.lower - outputs.min(), outputs.max() - self.upper, 0.0))
         return float(max(np.max(self.lower - outputs), np.max(outputs - self.upper), 0.0))
 
     def parity_violation(self, outputs):
@@ -373,6 +388,8 @@ def group_family(
     """
     codes = np.asarray(codes, dtype=np.intp)
     uniform = np.ndim(raw_weights) == 0
+    if uniform and raw_weights > 0 and np.isfinite(raw_weights):
+        return _uniform_family(codes, n_groups, tolerance, column, name, plug_in_class)
     raw = np.broadcast_to(np.asarray(raw_weights, dtype=np.float64), codes.shape)
     if np.any(raw < 0) or not np.all(np.isfinite(raw)):
         raise ValueError(f"raw_weights of family {name!r} must be finite and >= 0.")
@@ -396,6 +413,36 @@ def group_family(
         uniform=bool(uniform),
         group_ids=ids,
         totals=totals[present],
+        plug_in_class=plug_in_class,
+    )
+
+
+def _uniform_family(codes, n_groups, tolerance, column, name, plug_in_class):
+    """:func:`group_family` for equal raw weights, in a few passes (no weighted bincount)."""
+    if n_groups == 2:
+        second = np.count_nonzero(codes)  # codes are 0 or 1
+        counts = np.array([codes.size - second, second], dtype=np.float64)
+    else:
+        counts = np.bincount(codes, minlength=n_groups).astype(np.float64)
+    present = np.flatnonzero(counts > 0)
+    if present.size == n_groups:
+        fam_codes, ids = codes, None
+    else:
+        lookup = np.full(n_groups, -1, dtype=np.intp)
+        lookup[present] = np.arange(present.size)
+        fam_codes, ids = lookup[codes], present
+    inverse = np.zeros(n_groups)
+    inverse[present] = 1.0 / counts[present]
+    return GroupStatistics(
+        codes=fam_codes,
+        weights=inverse.take(codes),
+        n_groups=int(present.size),
+        tolerance=float(tolerance),
+        column=int(column),
+        name=name,
+        uniform=True,
+        group_ids=ids,
+        totals=counts[present],
         plug_in_class=plug_in_class,
     )
 

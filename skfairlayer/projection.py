@@ -61,7 +61,10 @@ class ProjectionResult:
         self.iterations = solution.iterations
         self.groups = groups
         self.codes = codes
-        self.gap = max((fam.gap(proba) for fam in problem.families), default=0.0)
+        gaps = solution.info.get("gaps")
+        if gaps is None:
+            gaps = [fam.gap(proba) for fam in problem.families]
+        self.gap = max(gaps, default=0.0)
 
     @property
     def shifts(self):
@@ -192,7 +195,12 @@ def _verify(problem, solution):
         raise SolverError(
             f"The {solution.solver} solver returned outputs outside the bounds by {box:.3g}."
         )
-    viol = problem.parity_violation(out)
+    gaps = [fam.gap(out) for fam in problem.families]
+    solution.info["gaps"] = gaps
+    viol = max((g - fam.tolerance for g, fam in zip(gaps, problem.families, strict=True)),
+               default=0.0)
+    if problem.rows is not None:
+        viol = max(viol, problem.rows.violation(out))
     if viol > VERIFY_TOL:
         raise SolverError(
             f"The {solution.solver} solver returned outputs that violate the parity constraints "
@@ -221,7 +229,11 @@ def solve_problem(problem, *, solver="auto", warm_start=None):
         )
     solution = None
     if exact_ok and solver != "osqp":
-        solution = _exact.solve_exact(problem, warm_start=warm_start)
+        fam = problem.families[0]
+        layout = None
+        if fam.uniform and fam.group_ids is None and fam.totals is not None:
+            layout = _exact.GroupLayout.from_family(fam)
+        solution = _exact.solve_exact(problem, warm_start=warm_start, layout=layout)
     if solution is None and simplex_ok and solver != "osqp":
         solution = _simplex.solve_simplex(problem, warm_start=warm_start)
         if solution is not None:

@@ -153,8 +153,8 @@ def test_unverified_answer_raises(monkeypatch):
 
     real = _exact.solve_exact
 
-    def broken(problem, warm_start=None):
-        sol = real(problem, warm_start)
+    def broken(problem, warm_start=None, **kwargs):
+        sol = real(problem, warm_start, **kwargs)
         sol.outputs = problem.scores.copy()  # unprojected
         return sol
 
@@ -170,8 +170,8 @@ def test_out_of_bounds_answer_raises(monkeypatch):
 
     real = _exact.solve_exact
 
-    def broken(problem, warm_start=None):
-        sol = real(problem, warm_start)
+    def broken(problem, warm_start=None, **kwargs):
+        sol = real(problem, warm_start, **kwargs)
         sol.outputs = sol.outputs + 1e-13
         return sol
 

@@ -815,6 +815,19 @@ class GroupLayout:
         if self.n_groups == 2 and self.n_outside == 0:
             self.indicator = codes.astype(np.float64)
 
+    @classmethod
+    def from_family(cls, fam):
+        """The layout of a uniform family whose groups are all present, from its own arrays.
+
+        Reuses the family's sizes (``totals``) and cached group-1 indicator, so a
+        verification after the solve reads the same indicator.
+        """
+        layout = cls.__new__(cls)
+        layout.codes, layout.n_groups, layout.n_outside = fam.codes, int(fam.n_groups), 0
+        layout.counts = np.asarray(fam.totals, dtype=np.float64)
+        layout.indicator = fam._indicator if fam.n_groups == 2 else None
+        return layout
+
     def __repr__(self):
         return (
             f"GroupLayout(n_samples={self.codes.size}, n_groups={self.n_groups}, "
