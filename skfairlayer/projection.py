@@ -79,6 +79,11 @@ class ProjectionResult:
     def active_set(self, atol=1e-12):
         """Coordinates at a bound and parity rows at the edge of their band.
 
+        Parameters
+        ----------
+        atol : float, default=1e-12
+            Distance to a bound under which an output counts as held at it.
+
         Returns
         -------
         at_bound : ndarray of bool, same shape as ``proba``

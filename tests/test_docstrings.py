@@ -32,7 +32,6 @@ KNOWN = {
         "constructed by project() only: its __init__ arguments are internal, the class "
         "documents its attributes instead"
     ),
-    "skfairlayer.ProjectionResult.active_set": "projection.py: atol not documented yet",
 }
 
 
