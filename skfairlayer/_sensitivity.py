@@ -1,10 +1,13 @@
 """Closed-form sensitivities (Jacobian products) of the fairness projection.
 
-At its solution ``P*`` the projection ``S -> P*`` is locally the orthogonal
-projector ``J`` onto the directions that keep every active constraint active
-(``MATH.md`` §2): outputs at a bound stay put, and on the free outputs the
-component along the active parity rows is removed. ``J`` is symmetric, so the
-vector-Jacobian and Jacobian-vector products are the same map.
+At its solution ``P*`` the projection ``S -> P*`` is locally affine (``MATH.md``
+§2). When the constraints do not depend on the scores (demographic parity,
+criteria with labels, custom rows with constant bounds) its Jacobian is the
+orthogonal projector ``J`` onto the directions that keep every active
+constraint active: outputs at a bound stay put, and on the free outputs the
+component along the active parity rows is removed. ``J`` is then symmetric, so
+the vector-Jacobian and Jacobian-vector products are the same map
+(:meth:`Linearization.apply`).
 
 Parity rows and the auxiliary level
 -----------------------------------
@@ -18,16 +21,50 @@ group is active; when the gap is below ``tol`` no row is active, whatever
 level the solver reported.)
 
 For the family rows ``a_g`` (weights ``w_i`` on group ``g``) the projection of
-``v`` onto ``{x in range(Q) : a_g' x = mu_f, C x = 0}`` (``Q`` the projector
-onto outputs free of the bounds and, on the simplex, with zero row sums; ``C``
-the active extra affine rows) is
+``v`` onto ``{x in range(Q) : a_g' x = mu_f + r_g, C x = e}`` (``Q`` the
+projector onto outputs free of the bounds and, on the simplex, with zero row
+sums; ``C`` the active extra affine rows) is
 
     x = Q v - sum_{f,g} lambda_{f,g} Q a_{f,g} - sum_j eta_j Q c_j
 
-where ``(lambda, mu, eta)`` solve a small symmetric system of size
+where ``z = (lambda, mu, eta)`` solve a small symmetric system
+``K z = [a' Q v - r; 0; c' Q v - e]`` of size
 ``sum_f |active groups of f| + n_families + n_active_rows``; its Gram blocks
 ``a' Q a`` are group-pair sums computed with one ``bincount`` per pair of
 families, so a product costs ``O(n_samples * n_classes)`` time and memory.
+``J v`` is ``x`` with ``r = 0, e = 0``.
+
+Constraints that depend on the scores (plug-in criteria)
+--------------------------------------------------------
+Label-free equal opportunity / equalized odds weight each row by a base
+posterior: raw weight ``r_i = S[i, y]`` (binary: ``s_i`` or ``1 - s_i``),
+``w_i = r_i / T_g`` with ``T_g = sum_{j in g} r_j`` (families with
+``plug_in_class`` set). The plug-in mean residual bounds each group mean around
+the group mean of the scores (rows whose ``bounds_jacobian`` is set). The
+constraints then move with ``S``; differentiating the KKT system with the
+active set fixed,
+
+    P = S - sum lambda_{f,g} a_{f,g}(S) - sum eta_j c_j   (on the free outputs)
+    a_{f,g}(S)' P = t_f + kappa_{f,g},   c_j' P = b_j(S),   P_B = bounds,
+
+gives, for a tangent ``dS``,
+
+    dP = x(v, r, e)  with  v = dS - sum lambda_{f,g} da_{f,g},
+                           r_{f,g} = -da_{f,g}' P,   e_j = db_j,
+
+where ``da_{f,g, i} = (dr_i - w_i dT_g) / T_g`` on the rows of ``g`` (read in
+the family's column), so ``da_{f,g}' P = sum_{i in g} (P_i - m_g) dr_i / T_g``.
+The multipliers ``lambda`` of the solution are recovered from the residual
+``S - P*`` with the same small system (``Q (S - P*)`` lies in the span of the
+active rows). The map ``dS -> dP`` is no longer symmetric: with
+``z = K^+ G' g`` the solve of :meth:`apply` for a gradient ``g`` and
+``u = J g``, the VJP is
+
+    (I - D)' u + R' z_lambda + E' z_eta
+
+(``D dS = sum lambda da``, ``R dS = r``, ``E dS = e``), still a few passes
+over the outputs. :meth:`Linearization.jvp` and :meth:`Linearization.vjp`
+include these terms; :meth:`Linearization.apply` is the projector alone.
 
 Degenerate points
 -----------------
@@ -39,14 +76,22 @@ row (and every output at a bound); the small system is solved by least
 squares, which handles dependent rows. This projector is the Jacobian at
 nearby points that make every such row strongly active (move ``S`` into the
 interior of the normal cone at ``P*``), hence an element of the Clarke
-generalized Jacobian.
+generalized Jacobian. A plug-in family whose group has no posterior mass
+(every ``r_i = 0``, so the group is left out) stays left out: the derivative is
+the one-sided one in directions that keep it out.
+
+Constraints that depend on the scores in a way the problem does not declare
+(a custom criterion building weights or bounds from the scores without
+``plug_in_class`` / ``bounds_jacobian``) cannot be differentiated from the
+problem alone: :class:`Linearization` given a ``rebuild`` function detects
+this and raises ``NotImplementedError`` rather than return a wrong product.
 """
 
 import threading
 
 import numpy as np
 
-__all__ = ["Linearization", "projection_vjp", "projection_jvp"]
+__all__ = ["Linearization", "check_declared_dependence", "projection_vjp", "projection_jvp"]
 
 #: Outputs within this distance of a bound count as held at the bound.
 BOUND_ATOL = 1e-12
@@ -58,8 +103,8 @@ LEVEL_ATOL = 1e-9
 class Linearization:
     """The local linear structure of a projection at its solution.
 
-    Built once per solution in ``O(n_samples * n_classes)``; each call to
-    :meth:`apply` costs a few passes over the outputs.
+    Built once per solution in ``O(n_samples * n_classes)``; each product
+    costs a few passes over the outputs.
 
     Parameters
     ----------
@@ -71,6 +116,12 @@ class Linearization:
         Outputs this close to a bound (to zero on the simplex) are held fixed.
     level_atol : float, default=1e-9
         Group statistics this close to the top or bottom of the band are on it.
+    rebuild : callable or None, default=None
+        ``rebuild(scores) -> ProjectionProblem``: the problem the same
+        criterion builds from other scores. When given, the constraints are
+        checked to depend on the scores only as the problem declares
+        (``plug_in_class``, ``bounds_jacobian``); ``NotImplementedError``
+        otherwise.
 
     Attributes
     ----------
@@ -81,15 +132,23 @@ class Linearization:
         (all ``False`` when the family's gap is below its tolerance).
     active_rows : ndarray of int
         Indices of the extra affine rows that are at one of their limits.
+    depends_on_scores : bool
+        Whether an active constraint moves with the scores (plug-in weights or
+        bounds); the Jacobian is then not symmetric and :meth:`vjp`,
+        :meth:`jvp` differ from :meth:`apply`.
     """
 
-    def __init__(self, problem, outputs, *, bound_atol=BOUND_ATOL, level_atol=LEVEL_ATOL):
+    def __init__(
+        self, problem, outputs, *, bound_atol=BOUND_ATOL, level_atol=LEVEL_ATOL, rebuild=None
+    ):
         p = np.asarray(outputs, dtype=np.float64)
         if p.shape != problem.scores.shape:
             raise ValueError(
                 f"outputs must have the shape of the problem's scores {problem.scores.shape}. "
                 f"Got shape {p.shape} instead."
             )
+        if rebuild is not None:
+            check_declared_dependence(problem, rebuild)
         self.shape = p.shape
         self.simplex = bool(problem.simplex)
         self.families = tuple(problem.families)
@@ -111,7 +170,7 @@ class Linearization:
         # Active groups of each family, decided on P alone (see the module docstring); then,
         # per active family, u_i = w_i where row i is in the family and its output (in the
         # family's column) is free, else 0.
-        self.active, self._sums = [], {}
+        self.active, self._sums, means = [], {}, {}
         for f, fam in enumerate(self.families):
             sums = _GroupSums(fam)
             col = p if p.ndim == 1 else p[:, fam.column]
@@ -128,10 +187,12 @@ class Linearization:
             self.active.append(act)
             if act.any():
                 self._sums[f] = sums
+                means[f] = m
 
         # Extra affine rows at one of their limits, as dense Q-projected vectors.
         self.active_rows = np.zeros(0, dtype=np.intp)
         self._row_vectors = np.zeros((0, p.size))
+        self._bounds_jacobian = None
         if problem.rows is not None:
             rows = problem.rows
             r = rows.matrix @ p.ravel()
@@ -142,8 +203,19 @@ class Linearization:
             if self.active_rows.size:
                 dense = rows.matrix[self.active_rows].toarray()
                 self._row_vectors = np.stack([self._q(c.reshape(p.shape)).ravel() for c in dense])
+                jac = getattr(rows, "bounds_jacobian", None)
+                if jac is not None:
+                    jac = jac.tocsr()[self.active_rows]
+                    if jac.nnz:
+                        self._bounds_jacobian = jac
 
+        # Active families whose weights are base posteriors (plug-in criteria).
+        self._plug = [f for f in self._sums if self.families[f].plug_in_class is not None]
+        self.depends_on_scores = bool(self._plug) or self._bounds_jacobian is not None
+        self._plug_terms = []
         self._build_system()
+        if self._plug:
+            self._build_plug_in(problem.scores, p, means)
 
     # ------------------------------------------------------------------ operators
     def _q(self, v):
@@ -167,8 +239,9 @@ class Linearization:
         if dim == 0:
             self._solve = None
             return
-        if n_mu == 1 and n_eta == 0:
-            # One active family: a diagonal Gram c_g, solved in closed form (no pinv).
+        if n_mu == 1 and n_eta == 0 and not self.depends_on_scores:
+            # One active family: a diagonal Gram c_g, solved in closed form (no pinv). (With
+            # plug-in weights the multiplier of a clamped group matters: the dense solve below.)
             f, idx, _ = blocks[0]
             fam = self.families[f]
             weight = self._times_u(f, fam.weights, _scratch(self.shape[0]))  # u * w = u^2
@@ -218,6 +291,44 @@ class Linearization:
         pinv = np.linalg.pinv(Ks, rcond=1e-13, hermitian=True)
         self._solve = scale[:, None] * pinv * scale[None, :]
 
+    def _build_plug_in(self, scores, p, means):
+        """Per active plug-in family, the row coefficients of ``D`` and ``R`` (module docstring).
+
+        ``alpha_i = lambda_{g_i} / T_{g_i}`` (``D``) and
+        ``beta_i = (P_i - m_{g_i}) / T_{g_i}`` on active groups (``R``), with the
+        multipliers ``lambda`` of the solution recovered from ``S - P*``.
+        """
+        z = self._solve_rhs(self._rhs(self._q(np.asarray(scores, dtype=np.float64) - p)))
+        offsets = {f: (idx, off) for f, idx, off in self._blocks}
+        self._plug_terms = []
+        for f in self._plug:
+            fam = self.families[f]
+            if fam.totals is None:
+                raise NotImplementedError(
+                    f"Family {fam.name!r} has plug-in weights (plug_in_class="
+                    f"{fam.plug_in_class!r}) but no totals: its derivative with respect to the "
+                    "scores needs the raw weight sums. Build it with group_family."
+                )
+            y = int(fam.plug_in_class)
+            if p.ndim == 1:
+                src_col, sign = None, (1.0 if y == 1 else -1.0)
+            else:
+                src_col, sign = y, 1.0
+            idx, off = offsets[f]
+            sums = self._sums[f]
+            inv_total = 1.0 / np.asarray(fam.totals, dtype=np.float64)
+            lam = np.zeros(fam.n_groups)
+            lam[idx] = z[off : off + idx.size]
+            act = self.active[f].astype(np.float64)
+            inside = sums.inside
+            col = p if p.ndim == 1 else p[:, fam.column]
+            alpha = sums.expand(lam * inv_total)
+            beta = (col - sums.expand(means[f])) * sums.expand(act * inv_total)
+            if inside is not None:
+                alpha = np.where(inside, alpha, 0.0)
+                beta = np.where(inside, beta, 0.0)
+            self._plug_terms.append((f, idx, off, src_col, sign, alpha, beta))
+
     def _family_dot(self, f, x):
         """``a_{f,g}' x`` for every group ``g`` of family ``f``, for ``x`` zero off the free set."""
         col = x if x.ndim == 1 else x[:, self.families[f].column]
@@ -243,39 +354,21 @@ class Linearization:
         lam = np.where(pinned, 0.0, (r - mu) / np.where(pinned, 1.0, c))
         return np.append(lam, mu)
 
-    # ------------------------------------------------------------------ products
-    def apply(self, vector):
-        """``J @ vector`` (equal to ``J.T @ vector``: ``J`` is symmetric).
-
-        Parameters
-        ----------
-        vector : array-like of the outputs' shape
-            A gradient with respect to the outputs (VJP) or a tangent of the
-            scores (JVP).
-
-        Returns
-        -------
-        product : ndarray of the outputs' shape
-        """
-        v = np.asarray(vector, dtype=np.float64)
-        if v.shape != self.shape:
-            raise ValueError(
-                f"The vector must have the outputs' shape {self.shape}. "
-                f"Got shape {v.shape} instead."
-            )
-        if self._solve is None:
-            return self._q(v)
-        # a' Q v = sum of u * v on the box (u carries the free mask); Q v on the simplex.
-        qv = self._q(v) if self.simplex else v
+    def _rhs(self, qv):
+        """``G' Q v``: the family dots and row dots of a Q-projected vector."""
         rhs = np.zeros(self._dim)
         for f, idx, off in self._blocks:
             rhs[off : off + idx.size] = self._family_dot(f, qv)[idx]
         n_rows = self.active_rows.size
         if n_rows:
             rhs[self._dim - n_rows :] = self._row_vectors @ qv.ravel()
-        z = self._solve @ rhs if self._single is None else self._solve_single(rhs)
-        # J v = Q v - Q sum_{f,g} lambda_{f,g} a_{f,g} - sum_j eta_j Q c_j.
-        out = self._q(v) if not self.simplex else qv
+        return rhs
+
+    def _solve_rhs(self, rhs):
+        return self._solve @ rhs if self._single is None else self._solve_single(rhs)
+
+    def _assemble(self, out, z):
+        """``out - sum lambda Q a - sum eta Q c`` (``out`` is ``Q v``, modified in place)."""
         if out.ndim == 1 and not self.simplex:
             for f, idx, off in self._blocks:
                 lam = np.zeros(self.families[f].n_groups)
@@ -291,8 +384,123 @@ class Linearization:
                 term = self._sums[f].expand(lam, out=_scratch(self.shape[0]))
                 correction[:, fam.column] += self._times_u(f, term, term)
             out -= self._q(correction) if self.simplex else correction
+        n_rows = self.active_rows.size
         if n_rows:
             out -= (z[self._dim - n_rows :] @ self._row_vectors).reshape(self.shape)
+        return out
+
+    def _check(self, vector):
+        v = np.asarray(vector, dtype=np.float64)
+        if v.shape != self.shape:
+            raise ValueError(
+                f"The vector must have the outputs' shape {self.shape}. "
+                f"Got shape {v.shape} instead."
+            )
+        return v
+
+    def _project(self, v, extra=None):
+        """``x`` of the module docstring for ``v`` (``r = e = 0`` unless ``extra`` is given,
+        which is added to the right-hand side); returns ``(x, z)``."""
+        if self._solve is None:
+            return self._q(v), None
+        qv = self._q(v)
+        rhs = self._rhs(qv)
+        if extra is not None:
+            rhs += extra
+        z = self._solve_rhs(rhs)
+        return self._assemble(qv, z), z
+
+    # ------------------------------------------------------------------ products
+    def apply(self, vector):
+        """``J @ vector`` with the constraints held fixed (the orthogonal projector).
+
+        This is the Jacobian of the projection when no active constraint
+        depends on the scores (``depends_on_scores`` is ``False``); it is
+        symmetric, so it is then the VJP and the JVP. Use :meth:`vjp` and
+        :meth:`jvp` for the full derivative in every case.
+
+        Parameters
+        ----------
+        vector : array-like of the outputs' shape
+            A gradient with respect to the outputs (VJP) or a tangent of the
+            scores (JVP).
+
+        Returns
+        -------
+        product : ndarray of the outputs' shape
+        """
+        return self._project(self._check(vector))[0]
+
+    def jvp(self, tangent):
+        """Jacobian-vector product: first-order change of ``P*`` along ``tangent`` of the scores.
+
+        Parameters
+        ----------
+        tangent : array-like of the outputs' shape
+            Direction of change of the scores.
+
+        Returns
+        -------
+        product : ndarray of the outputs' shape
+        """
+        ds = self._check(tangent)
+        if not self.depends_on_scores or self._solve is None:
+            return self._project(ds)[0]
+        v = ds
+        extra = np.zeros(self._dim)
+        if self._plug:
+            v = ds.copy()
+            for f, idx, off, src, sign, alpha, beta in self._plug_terms:
+                fam, sums = self.families[f], self._sums[f]
+                dr = ds if src is None else ds[:, src]
+                if sign < 0:
+                    dr = -dr
+                d_total = sums(dr if sums.inside is None else sums.mask(dr))
+                # v -= sum_g lambda_g da_g = alpha * (dr - w dT_g), in the family's column.
+                term = alpha * (dr - fam.weights * sums.expand(d_total))
+                if v.ndim == 1:
+                    v -= term
+                else:
+                    v[:, fam.column] -= term
+                # r_g = -da_g' P = -sum_{i in g} beta_i dr_i; rhs = G'Qv - r.
+                extra[off : off + idx.size] += sums(beta * dr)[idx]
+        if self._bounds_jacobian is not None:
+            extra[self._dim - self.active_rows.size :] -= self._bounds_jacobian @ ds.ravel()
+        return self._project(v, extra)[0]
+
+    def vjp(self, grad):
+        """Vector-Jacobian product: the gradient ``grad`` of the outputs pulled back to the scores.
+
+        Parameters
+        ----------
+        grad : array-like of the outputs' shape
+            Gradient of a loss with respect to the projected outputs.
+
+        Returns
+        -------
+        product : ndarray of the outputs' shape
+        """
+        g = self._check(grad)
+        u, z = self._project(g)
+        if not self.depends_on_scores or z is None:
+            return u
+        out = u.copy()
+        for f, idx, off, src, sign, alpha, beta in self._plug_terms:
+            fam, sums = self.families[f], self._sums[f]
+            uc = u if u.ndim == 1 else u[:, fam.column]
+            wu = fam.weights * uc
+            au = sums(wu if sums.inside is None else sums.mask(wu))  # a_g' u
+            lam_z = np.zeros(fam.n_groups)
+            lam_z[idx] = z[off : off + idx.size]
+            # -D' u + R' z_lambda, both acting through dr = sign * dS[:, src].
+            back = alpha * (uc - sums.expand(au)) + beta * sums.expand(lam_z)
+            if out.ndim == 1:
+                out -= sign * back
+            else:
+                out[:, src] -= sign * back
+        if self._bounds_jacobian is not None:
+            eta = z[self._dim - self.active_rows.size :]
+            out += (self._bounds_jacobian.T @ eta).reshape(self.shape)  # + E' z_eta
         return out
 
 
@@ -357,9 +565,94 @@ def _group_present(fam):
 
 def projection_vjp(problem, outputs, grad):
     """Vector-Jacobian product ``J' grad`` of the projection at its solution ``outputs``."""
-    return Linearization(problem, outputs).apply(grad)
+    return Linearization(problem, outputs).vjp(grad)
 
 
 def projection_jvp(problem, outputs, tangent):
-    """Jacobian-vector product ``J tangent`` (the same map: ``J`` is symmetric)."""
-    return Linearization(problem, outputs).apply(tangent)
+    """Jacobian-vector product ``J tangent`` of the projection at its solution ``outputs``."""
+    return Linearization(problem, outputs).jvp(tangent)
+
+
+def _posterior_weight(scores, y):
+    """Raw plug-in weight ``S[:, y]`` (binary: ``s`` for ``y = 1``, ``1 - s`` for ``y = 0``)."""
+    if scores.ndim == 1:
+        return scores if y == 1 else 1.0 - scores
+    return scores[:, y]
+
+
+def check_declared_dependence(problem, rebuild, *, step=1e-4):
+    """Raise ``NotImplementedError`` if the constraints move with the scores undeclared.
+
+    Rebuilds the problem at scores moved by ``step`` towards the centre of the
+    bounds (a row-dependent amount; the simplex and ``[0, 1]`` are kept) and
+    checks that the group codes, the weights of families without
+    ``plug_in_class`` and the row matrix are unchanged, that plug-in weights
+    are the normalised posteriors, and that row bounds move only by their
+    ``bounds_jacobian``. Costs one problem build.
+
+    Parameters
+    ----------
+    problem : ProjectionProblem
+        The solved problem.
+    rebuild : callable
+        ``rebuild(scores) -> ProjectionProblem`` with the same criterion, groups
+        and labels.
+    step : float, default=1e-4
+        Size of the perturbation.
+    """
+    s = np.asarray(problem.scores, dtype=np.float64)
+    n = s.shape[0]
+    factor = step * (1.0 + 0.5 * np.sin(np.arange(n) * 1.7))
+    centre = 0.5 if s.ndim == 1 else 1.0 / s.shape[1]
+    moved = s + (factor if s.ndim == 1 else factor[:, None]) * (centre - s)
+
+    def fail(what):
+        raise NotImplementedError(
+            f"Cannot differentiate this projection: {what} with the scores, which the problem "
+            "does not declare. Sensitivities cover constraints that are constant in the scores, "
+            "families of posterior weights (GroupStatistics.plug_in_class, built with "
+            "group_family) and row bounds affine in the scores (AffineRows.bounds_jacobian)."
+        )
+
+    try:
+        other = rebuild(moved)
+    except (ValueError, TypeError) as exc:
+        raise NotImplementedError(
+            "Cannot differentiate this projection: rebuilding its constraints from slightly "
+            f"moved scores failed ({exc}), so their dependence on the scores is unknown."
+        ) from exc
+    if len(other.families) != len(problem.families):
+        fail("the number of parity families changes")
+    for fam, fam2 in zip(problem.families, other.families, strict=True):
+        if not np.array_equal(fam.codes, fam2.codes) or fam.column != fam2.column:
+            fail(f"the groups of family {fam.name!r} change")
+        if fam.plug_in_class is None:
+            if not np.allclose(fam.weights, fam2.weights, rtol=1e-12, atol=1e-15):
+                fail(f"the weights of family {fam.name!r} change")
+            continue
+        inside = fam.codes >= 0
+        raw = _posterior_weight(s, int(fam.plug_in_class))
+        totals = np.asarray(fam.totals if fam.totals is not None else [], dtype=np.float64)
+        if totals.size != fam.n_groups:
+            fail(f"family {fam.name!r} declares plug-in weights without totals; its weights change")
+        expected = np.where(inside, raw / totals[np.where(inside, fam.codes, 0)], 0.0)
+        if not np.allclose(fam.weights, expected, rtol=1e-9, atol=1e-15):
+            fail(
+                f"the weights of family {fam.name!r} are not the normalised posteriors of class "
+                f"{fam.plug_in_class!r} it declares, and change"
+            )
+    rows, rows2 = problem.rows, other.rows
+    if (rows is None) != (rows2 is None):
+        fail("the extra affine rows appear or disappear")
+    if rows is not None:
+        if rows.matrix.shape != rows2.matrix.shape or abs(rows.matrix - rows2.matrix).max() > 0:
+            fail(f"the matrix of {rows.name!r} changes")
+        jac = getattr(rows, "bounds_jacobian", None)
+        shift = np.zeros(rows.matrix.shape[0]) if jac is None else jac @ (moved - s).ravel()
+        for old, new in ((rows.lower, rows2.lower), (rows.upper, rows2.upper)):
+            old, new = np.asarray(old, dtype=np.float64), np.asarray(new, dtype=np.float64)
+            finite = np.isfinite(old)
+            if not np.array_equal(finite, np.isfinite(new)) or not np.allclose(
+                new[finite], old[finite] + shift[finite], rtol=1e-9, atol=1e-12
+            ):
+                fail(f"the bounds of {rows.name!r} change")

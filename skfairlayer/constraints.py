@@ -177,12 +177,18 @@ class AffineRows:
         Bounds of each row (``-inf`` / ``inf`` for one-sided rows).
     name : str, default="affine rows"
         Human-readable name used in messages.
+    bounds_jacobian : scipy sparse matrix of shape (n_rows, S.size) or None, default=None
+        Set when both bounds are affine in the base scores ``S`` (e.g. the
+        plug-in mean residual, whose bounds are group means of the scores):
+        ``d lower = d upper = bounds_jacobian @ dS.ravel()``. Derivatives with
+        respect to the scores include it; ``None``: the bounds are constants.
     """
 
     matrix: object
     lower: np.ndarray
     upper: np.ndarray
     name: str = "affine rows"
+    bounds_jacobian: object = field(default=None, compare=False)
 
     def violation(self, outputs):
         """Largest violation of the rows by ``outputs`` (0 when all hold)."""
@@ -700,8 +706,11 @@ class MeanResidual(Criterion):
             ))
         # Row order: class-major (all groups of class 0, then class 1, ...).
         target = np.concatenate(target)
+        matrix = sp.vstack(mats).tocsr()
         return AffineRows(
-            sp.vstack(mats).tocsr(), target - tolerance, target + tolerance, name="mean residual"
+            matrix, target - tolerance, target + tolerance, name="mean residual",
+            # Plug-in bounds are the group means of the scores: matrix @ S.ravel() +- tolerance.
+            bounds_jacobian=matrix if labels is None else None,
         )
 
 
@@ -730,11 +739,19 @@ def _stack_rows(parts):
         return None
     if len(parts) == 1:
         return parts[0]
+    jacobian = None
+    if any(r.bounds_jacobian is not None for r in parts):
+        jacobian = sp.vstack([
+            r.bounds_jacobian if r.bounds_jacobian is not None
+            else sp.csr_matrix(r.matrix.shape)  # same width: outputs and scores share a shape
+            for r in parts
+        ]).tocsr()
     return AffineRows(
         sp.vstack([r.matrix for r in parts]).tocsr(),
         np.concatenate([r.lower for r in parts]),
         np.concatenate([r.upper for r in parts]),
         name=" + ".join(dict.fromkeys(r.name for r in parts)),
+        bounds_jacobian=jacobian,
     )
 
 

@@ -16,7 +16,7 @@ from ._validation import (
     encode_groups,
     encode_marginal,
 )
-from .constraints import build_problem
+from .constraints import CRITERIA, build_problem, make_criterion
 from .exceptions import SolverError
 
 __all__ = ["project", "solve_problem", "group_shifts", "ProjectionResult", "VERIFY_TOL"]
@@ -109,18 +109,26 @@ class ProjectionResult:
     def _linearization(self):
         lin = self.__dict__.get("_linearization_cache")
         if lin is None:
-            lin = _sensitivity.Linearization(self.problem, self.proba)
+            # A custom criterion may build its constraints from the scores: check (one rebuild)
+            # that they depend on them only as declared, else vjp/jvp raise NotImplementedError.
+            rebuild = self.__dict__.get("_rebuild")
+            lin = _sensitivity.Linearization(self.problem, self.proba, rebuild=rebuild)
             self.__dict__["_linearization_cache"] = lin
         return lin
 
     def vjp(self, grad):
         """Vector-Jacobian product: back-propagate ``grad`` through the projection.
 
-        Locally the projection is the orthogonal projector ``J`` onto the
-        directions that keep every active constraint active: ``J`` zeroes the
-        outputs held at a bound and removes, on the free outputs, the component
-        that would move the active group statistics apart. ``J`` is symmetric,
-        so ``vjp`` and :meth:`jvp` compute the same map, in ``O(n_samples)``.
+        Locally the projection is affine. When the constraints do not depend
+        on the scores (demographic parity, criteria given labels) its Jacobian
+        is the orthogonal projector ``J`` onto the directions that keep every
+        active constraint active: ``J`` zeroes the outputs held at a bound and
+        removes, on the free outputs, the component that would move the active
+        group statistics apart; ``J`` is symmetric, so ``vjp`` and :meth:`jvp`
+        compute the same map. Label-free (plug-in) criteria weight rows by the
+        base posteriors or bound them around the scores' group means; the
+        derivative of those constraints is included and ``J`` is then not
+        symmetric. Either way a product costs ``O(n_samples * n_classes)``.
         At the measure-zero set of non-differentiable points (weakly active
         rows, a group entirely at a bound, dependent rows) it returns the
         projector onto the null space of every active row, an element of the
@@ -136,6 +144,13 @@ class ProjectionResult:
         grad_scores : ndarray of the shape of ``proba``
             Gradient of the loss with respect to the scores.
 
+        Raises
+        ------
+        NotImplementedError
+            If a custom criterion's constraints change with the scores in a
+            way they do not declare (see
+            :func:`~skfairlayer._sensitivity.check_declared_dependence`).
+
         Examples
         --------
         >>> import numpy as np
@@ -144,12 +159,13 @@ class ProjectionResult:
         >>> result.vjp(np.array([1.0, 0.0, 0.0, 0.0]))
         array([ 0.75, -0.25,  0.25,  0.25])
         """
-        return self._linearization().apply(grad)
+        return self._linearization().vjp(grad)
 
     def jvp(self, tangent):
         """Jacobian-vector product: the change of ``proba`` along a change ``tangent`` of the scores.
 
-        The Jacobian is symmetric, so this is the same map as :meth:`vjp`.
+        The same map as :meth:`vjp` when the Jacobian is symmetric (criteria
+        whose constraints do not depend on the scores); its transpose in general.
 
         Parameters
         ----------
@@ -161,6 +177,12 @@ class ProjectionResult:
         tangent_proba : ndarray of the shape of ``proba``
             First-order change of the projected outputs.
 
+        Raises
+        ------
+        NotImplementedError
+            If a custom criterion's constraints change with the scores in a
+            way they do not declare.
+
         Examples
         --------
         >>> import numpy as np
@@ -169,7 +191,7 @@ class ProjectionResult:
         >>> result.jvp(np.ones(4))  # a common shift passes through
         array([1., 1., 1., 1.])
         """
-        return self._linearization().apply(tangent)
+        return self._linearization().jvp(tangent)
 
     def __repr__(self):
         return (
@@ -359,4 +381,10 @@ def project(
         names=names,
     )
     solution = solve_problem(problem, solver=solver)
-    return ProjectionResult(solution.outputs, problem, solution, group_labels, codes)
+    result = ProjectionResult(solution.outputs, problem, solution, group_labels, codes)
+    if type(make_criterion(criterion)) not in CRITERIA.values():  # custom: checked by vjp/jvp
+        result.__dict__["_rebuild"] = lambda moved: build_problem(
+            criterion, moved, groupings, tolerance, labels=labels, lower=lower, upper=upper,
+            names=names,
+        )
+    return result

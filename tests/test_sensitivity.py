@@ -2,11 +2,19 @@
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from scipy.optimize import approx_fprime
 
 from skfairlayer import project
 from skfairlayer._sensitivity import Linearization, projection_jvp, projection_vjp
-from skfairlayer.constraints import DemographicParity, GroupStatistics, ProjectionProblem
+from skfairlayer.constraints import (
+    AffineRows,
+    Criterion,
+    DemographicParity,
+    GroupStatistics,
+    ProjectionProblem,
+    group_family,
+)
 from skfairlayer.projection import solve_problem
 
 
@@ -407,3 +415,164 @@ def test_public_multiclass_result_matches_finite_differences():
     )
     np.testing.assert_allclose(J, J_fd, rtol=1e-6, atol=1e-6)
     assert any(a.any() for a in res._linearization().active)
+
+
+# --------------------------------------------------------------------------- plug-in criteria
+def _central_jacobian(func, x, step=1e-6):
+    """Central differences of ``func`` (flat in, flat out) at ``x``."""
+    cols = [(func(x + step * e) - func(x - step * e)) / (2 * step) for e in np.eye(x.size)]
+    return np.stack(cols, axis=1)
+
+
+def _check_public_jacobian(scores, sensitive, **kwargs):
+    """Full JVP/VJP matrices of ``project(scores, sensitive, **kwargs)`` against differences."""
+    shape = scores.shape
+    res = project(scores, sensitive, **kwargs)
+    lin = res._linearization()
+    eye = np.eye(scores.size)
+    J = np.stack([res.jvp(e.reshape(shape)).ravel() for e in eye], axis=1)
+    J_vjp = np.stack([res.vjp(e.reshape(shape)).ravel() for e in eye], axis=0)
+    J_fd = _central_jacobian(
+        lambda x: project(x.reshape(shape), sensitive, **kwargs).proba.ravel(), scores.ravel()
+    )
+    np.testing.assert_allclose(J, J_fd, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(J_vjp, J, atol=1e-12)  # the VJP is the transposed JVP
+    return lin, J
+
+
+def _plug_in_batch(seed, n, n_classes=None, k=3):
+    rng = np.random.default_rng(seed)
+    g = np.r_[np.arange(k), rng.integers(0, k, n - k)]
+    if n_classes is None:
+        s = np.clip(rng.uniform(0.02, 0.98, n) + 0.25 * (g == 0) - 0.2 * (g == 2), 0.01, 0.99)
+        return rng, g, s
+    S = rng.dirichlet(np.ones(n_classes), size=n)
+    S[g == 0] = 0.6 * S[g == 0] + 0.4 * np.eye(n_classes)[0]
+    return rng, g, S
+
+
+@pytest.mark.parametrize("criterion", ["equal_opportunity", "equalized_odds"])
+@pytest.mark.parametrize("n_classes", [None, 3])
+def test_plug_in_criteria_match_finite_differences(criterion, n_classes):
+    """Check label-free EO/EOdds (weights = base posteriors) against central differences,
+    binary and multiclass: the derivative of the weights is included."""
+    rng, g, s = _plug_in_batch(0, 24, n_classes)
+    lin, J = _check_public_jacobian(s, g, tolerance=0.02, criterion=criterion)
+    assert lin.depends_on_scores and any(a.any() for a in lin.active)
+    assert not np.allclose(J, J.T, atol=1e-6)  # no longer a symmetric projector
+    # The fixed-constraint projector alone is measurably wrong here.
+    J_fixed = np.stack([lin.apply(e.reshape(s.shape)).ravel() for e in np.eye(s.size)], axis=1)
+    assert np.abs(J_fixed - J).max() > 1e-2
+
+
+def test_plug_in_marginal_groups_match_finite_differences():
+    """Check label-free equalized odds over two attributes (marginal: four families)."""
+    rng, g, s = _plug_in_batch(1, 26)
+    G = np.c_[g, np.r_[0, 1, rng.integers(0, 2, g.size - 2)]]
+    lin, _ = _check_public_jacobian(
+        s, G, tolerance=0.02, criterion="equalized_odds", groups="marginal"
+    )
+    assert len(lin.families) == 4 and sum(a.any() for a in lin.active) >= 2
+
+
+@pytest.mark.parametrize("n_classes", [None, 3])
+def test_plug_in_mean_residual_matches_finite_differences(n_classes):
+    """Check the label-free mean residual, whose row bounds are group means of the scores."""
+    rng, g, s = _plug_in_batch(2, 24, n_classes)
+    if n_classes is None:
+        s = rng.uniform(-0.4, 1.4, s.size)  # clipping moves group means onto the rows' limits
+    else:
+        noise = rng.normal(scale=0.25, size=s.shape)
+        s = s + noise - noise.mean(axis=1, keepdims=True)  # rows sum to 1, some entries < 0
+    lin, _ = _check_public_jacobian(s, g, tolerance=0.02, criterion="mean_residual")
+    assert lin.active_rows.size >= 1 and lin.depends_on_scores
+
+
+def test_plug_in_fully_clamped_active_group():
+    """Check a plug-in family whose active group is entirely at a bound: its statistic still
+    moves with the weights, which moves the other group (against differences)."""
+    rng = np.random.default_rng(0)
+    g = np.repeat([0, 1], 8)
+    s = np.r_[rng.uniform(0.6, 0.95, 8), rng.uniform(0.1, 0.4, 8)]
+    upper = np.where(g == 1, s + 0.01, 1.0)  # group 1 can barely rise
+    lin, _ = _check_public_jacobian(
+        s, g, tolerance=0.05, criterion="equal_opportunity", bounds=(0.0, upper)
+    )
+    assert not lin.free[g == 1].any() and lin.active[0].all()
+
+
+def test_labelled_criteria_keep_the_symmetric_projector():
+    """Check that with labels (constant constraints) vjp == jvp == the projector."""
+    rng, g, s = _plug_in_batch(3, 40)
+    y = np.r_[0, 1, 1, rng.integers(0, 2, s.size - 3)]
+    res = project(s, g, tolerance=0.01, criterion="equalized_odds", labels=y)
+    lin = res._linearization()
+    assert not lin.depends_on_scores
+    u = rng.normal(size=s.size)
+    np.testing.assert_array_equal(res.vjp(u), lin.apply(u))
+    np.testing.assert_array_equal(res.jvp(u), lin.apply(u))
+
+
+class _UndeclaredPosteriors(Criterion):
+    """Posterior weights without ``plug_in_class``: the problem hides their dependence."""
+
+    def families(self, codes, n_groups, scores, tolerance, labels=None):
+        return (group_family(codes, n_groups, scores, tolerance),)
+
+
+class _DeclaredPosteriors(Criterion):
+    def families(self, codes, n_groups, scores, tolerance, labels=None):
+        return (group_family(codes, n_groups, scores, tolerance, plug_in_class=1),)
+
+
+class _ScoreCap(Criterion):
+    """A cap on each group's mean at its mean score, undeclared."""
+
+    def rows(self, codes, n_groups, scores, tolerance, labels=None):
+        sizes = np.bincount(codes, minlength=n_groups)
+        matrix = sp.csr_matrix(
+            (1.0 / sizes[codes], (codes, np.arange(codes.size))), shape=(n_groups, codes.size)
+        )
+        return AffineRows(matrix, np.full(n_groups, -np.inf), matrix @ scores - 0.05)
+
+
+class _ConstantWeights(Criterion):
+    def families(self, codes, n_groups, scores, tolerance, labels=None):
+        return (group_family(codes, n_groups, 1.0 + (codes % 2) * np.arange(codes.size), 0.01),)
+
+
+@pytest.mark.parametrize("criterion", [_UndeclaredPosteriors(), _ScoreCap()])
+def test_undeclared_score_dependence_raises(criterion):
+    """Check that a custom criterion whose constraints move with the scores undeclared makes
+    vjp and jvp raise NotImplementedError instead of returning a wrong product."""
+    rng, g, s = _plug_in_batch(4, 30, k=2)
+    res = project(s, g, tolerance=0.01, criterion=criterion)
+    with pytest.raises(NotImplementedError, match="Cannot differentiate"):
+        res.vjp(np.ones(s.size))
+    with pytest.raises(NotImplementedError, match="Cannot differentiate"):
+        res.jvp(np.ones(s.size))
+
+
+@pytest.mark.parametrize("criterion", [_DeclaredPosteriors(), _ConstantWeights()])
+def test_declared_custom_criteria_are_differentiated(criterion):
+    """Check custom criteria with constant weights or declared posterior weights by differences."""
+    rng, g, s = _plug_in_batch(5, 24, k=2)
+    lin, _ = _check_public_jacobian(s, g, tolerance=0.01, criterion=criterion)
+    assert lin.active[0].any()
+
+
+def test_plug_in_products_are_linear_time():
+    """Check that a plug-in VJP and JVP on 200k rows stay well under a second."""
+    import time
+
+    rng = np.random.default_rng(0)
+    n = 200_000
+    g = rng.integers(0, 4, n)
+    s = np.clip(rng.beta(2, 5, n) + 0.15 * g, 0.001, 0.999)
+    res = project(s, g, tolerance=0.01, criterion="equal_opportunity")
+    v = rng.normal(size=n)
+    res.vjp(v)  # builds the linearization
+    assert res._linearization().depends_on_scores
+    start = time.perf_counter()
+    res.vjp(v), res.jvp(v)
+    assert time.perf_counter() - start < 0.5
