@@ -155,7 +155,10 @@ class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
         last step of a :class:`~sklearn.pipeline.Pipeline` (earlier steps stay
         fixed), or any model implementing the fine-tuning protocol (methods
         ``fine_tune_parameters``, ``fine_tune_forward``,
-        ``set_fine_tune_parameters``; see the user guide). ``estimator_``
+        ``set_fine_tune_parameters``; see the user guide). Every criterion,
+        binary or multiclass targets and either ``groups`` mode: each
+        minibatch is projected as the fit-time layer projects the training set
+        (label-based criteria with the training labels). ``estimator_``
         stays the same class, with updated weights. Off by default: on our
         benchmarks (Adult and synthetic data, logistic regression and MLP
         bases) it lowered the log-loss and raised the ROC AUC of the projected
@@ -165,7 +168,9 @@ class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
     fine_tune_params : dict, default=None
         Settings of the fine-tuning loop; keys and defaults:
         ``max_epochs=50``, ``learning_rate=3e-3`` (Adam), ``batch_size=1024``
-        (batches are stratified so that each carries every group),
+        (batches are stratified so that each carries every group of every
+        attribute, and every (group, label) cell for label-conditioned
+        criteria),
         ``validation_fraction=0.1`` (early stopping on the projected
         validation log-loss; the best parameters, possibly the starting ones,
         are kept), ``n_iter_no_change=5``, ``tol=1e-4``, ``margin=1e-6``
@@ -177,7 +182,8 @@ class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
         fine-tuning.
     verbose : int, default=0
         When positive, fine-tuning prints one line per epoch: training and
-        validation projected log-loss, and the parity gap of the base outputs.
+        validation projected log-loss, and the criterion's gap of the base
+        outputs.
     stream_algorithm : {"pooled", "paper"}, default="pooled"
         Algorithm of :meth:`partial_predict_proba` / :meth:`partial_predict`.
         ``"pooled"``: a primal-dual on the pooled constraints started from the
@@ -233,7 +239,8 @@ class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
     fine_tune_history_ : dict or None
         With ``fine_tune=True``, per epoch (``0`` is the plain fitted base)
         the projected training and validation log-loss and the validation
-        parity gap of the base outputs, and ``best_epoch``, the epoch whose
+        gap of the base outputs in the criterion (label-based), and
+        ``best_epoch``, the epoch whose
         weights ``estimator_`` holds. ``None`` otherwise.
     n_features_in_ : int
         Number of features seen during fit (including sensitive columns).
@@ -617,13 +624,6 @@ default=None
                 f"Got classes {self.classes_!r} instead."
             )
         codes = self._encode(_resolve(raw_groups), n, fit=True)
-        if self.fine_tune and not self._classic() and (
-            len(self.classes_) != 2 or self.groups != "intersectional"
-        ):
-            raise ValueError(
-                "fine_tune=True supports binary targets with intersectional groups. Got "
-                f"{len(self.classes_)} classes and groups={self.groups!r} instead."
-            )
         self.fine_tune_history_ = None
         if self.fine_tune:
             self.fine_tune_history_ = fine_tune(

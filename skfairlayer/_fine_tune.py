@@ -1,24 +1,34 @@
 """Fine-tuning a differentiable base through the fairness layer (the paper's F-Layer).
 
 Starting from the fitted base, minimise the log-loss of the *projected*
-probabilities by minibatch Adam. Each minibatch is projected by the exact
-verified solver (:func:`skfairlayer.projection.solve_problem`) with the same
-criterion and tolerance as at inference; the gradient flows back through the
-layer with its closed-form VJP (:mod:`skfairlayer._sensitivity`) and through
-the base with the chain rule ``dL/dtheta = (ds/dtheta)' J (dL/dp)``
-(:mod:`skfairlayer._differentiable`).
+probabilities by minibatch Adam. Each minibatch is projected by the verified
+solvers (:func:`skfairlayer.projection.solve_problem`) on the problem
+:func:`~skfairlayer.constraints.build_problem` builds for it — the same
+criterion, tolerance and groupings (intersectional, or one set of families
+per attribute for marginal parity) as the classifier's fit-time projection;
+label-conditioned criteria use the training labels (or, with
+``label_free=True``, their plug-in form, as at prediction). The gradient flows
+back through the layer with its closed-form VJP (:mod:`skfairlayer._sensitivity`,
+including the derivative of plug-in weights) and through the base with the
+chain rule ``dL/dtheta = (ds/dtheta)' J' (dL/dp)``
+(:mod:`skfairlayer._differentiable`). Binary and multiclass (simplex) outputs.
 
 Details that matter:
 
-* batches are stratified by group and label, so every batch carries every
-  group (the layer acts on the batch: a missing group is unconstrained);
+* batches are stratified so every batch carries every group of every
+  grouping, and every (group, label) cell for label-conditioned criteria (the
+  layer acts on the batch: a missing group is unconstrained); groups absent
+  from a batch and families with fewer than two groups are dropped exactly as
+  for the classifier;
 * during training the outputs are bounded in ``[margin, 1 - margin]``
-  (``margin=1e-6``) so the log-loss stays finite;
+  (``margin=1e-6``; on the simplex every class ``>= margin``) so the log-loss
+  stays finite;
 * a stratified validation fraction drives early stopping, and the best
   parameters seen — including the starting ones — are kept: fine-tuning never
   returns a base whose projected validation loss is worse than where it began.
 """
 
+import dataclasses
 import time
 from numbers import Integral, Real
 
@@ -27,7 +37,15 @@ from sklearn.utils import check_array, check_random_state
 
 from ._differentiable import make_adapter
 from ._sensitivity import Linearization
-from .constraints import ProjectionProblem, make_criterion
+from ._solvers._simplex import project_simplex_rows
+from .constraints import (
+    CRITERIA,
+    DemographicParity,
+    MeanResidual,
+    ProjectionProblem,
+    build_problem,
+    make_criterion,
+)
 from .projection import solve_problem
 
 __all__ = ["FINE_TUNE_DEFAULTS", "batch_loss", "check_fine_tune_params", "fine_tune"]
@@ -41,6 +59,7 @@ FINE_TUNE_DEFAULTS = {
     "n_iter_no_change": 5,
     "tol": 1e-4,
     "margin": 1e-6,
+    "label_free": False,
 }
 
 
@@ -76,10 +95,40 @@ def check_fine_tune_params(params):
     _check("tol", lambda v: _real(v) and v >= 0, "a float >= 0")
     _check("validation_fraction", lambda v: _real(v) and 0 <= v < 1, "a float in [0, 1)")
     _check("margin", lambda v: _real(v) and 0 < v < 0.1, "a float in (0, 0.1)")
+    if not isinstance(out["label_free"], (bool, np.bool_)):
+        raise ValueError(
+            f"fine_tune_params['label_free'] must be a bool. Got {out['label_free']!r} instead."
+        )
     return out
 
 
 # --------------------------------------------------------------------------- batches
+def _as_columns(codes):
+    """Group codes as an (n_samples, n_groupings) integer array (one column per grouping)."""
+    if isinstance(codes, (list, tuple)):
+        return np.column_stack([np.asarray(c, dtype=np.intp) for c in codes])
+    codes = np.asarray(codes)
+    return (codes[:, None] if codes.ndim == 1 else codes).astype(np.intp, copy=False)
+
+
+def _intersection(codes2d):
+    """One code per combination of the grouping columns (dense, from 0)."""
+    if codes2d.shape[1] == 1:
+        return np.unique(codes2d[:, 0], return_inverse=True)[1].ravel()
+    return np.unique(codes2d, axis=0, return_inverse=True)[1].ravel()
+
+
+def _strata(codes2d, y, label_cells):
+    """Per grouping, a dense stratum code per row: the group, or the (group, label) cell."""
+    views = []
+    for j in range(codes2d.shape[1]):
+        key = codes2d[:, j].astype(np.int64)
+        if label_cells:
+            key = key * (int(y.max()) + 1) + y
+        views.append(np.unique(key, return_inverse=True)[1].ravel())
+    return views
+
+
 def _stratified_order(codes, y, rng):
     """Rows grouped by sensitive group, sorted by label within it, shuffled within (group, label)."""
     perm = rng.permutation(codes.shape[0])
@@ -93,7 +142,13 @@ def _stratified_order(codes, y, rng):
 
 
 def _validation_split(codes, y, fraction, rng):
-    """Boolean mask of validation rows: systematic sampling along each group's label order."""
+    """Boolean mask of validation rows: systematic sampling along each group's label order.
+
+    ``codes`` of shape (n_samples,) or (n_samples, n_groupings); several
+    groupings are sampled along their intersections.
+    """
+    codes = _as_columns(codes)
+    codes = _intersection(codes)
     if fraction == 0:
         return np.zeros(codes.shape[0], dtype=bool)
     position, counts = _stratified_order(codes, y, rng)
@@ -104,40 +159,144 @@ def _validation_split(codes, y, fraction, rng):
     return val
 
 
-def _minibatches(codes, y, batch_size, rng):
-    """Split rows into batches that each carry every group (stratified by group and label)."""
-    position, counts = _stratified_order(codes, y, rng)
-    present = counts[counts > 0]
-    n_batches = int(max(1, min(round(codes.shape[0] / batch_size), present.min())))
-    offset = rng.randint(0, n_batches, size=counts.size)[codes]
-    batch_id = (position + offset) % n_batches
-    order = np.argsort(batch_id, kind="stable")
-    bounds = np.cumsum(np.bincount(batch_id, minlength=n_batches))[:-1]
+def _minibatches(codes, y, batch_size, rng, *, label_cells=False):
+    """Split rows into batches that each carry every group of every grouping.
+
+    ``codes`` is of shape (n_samples,) or (n_samples, n_groupings) (marginal
+    groups: one column per attribute). With ``label_cells`` every
+    (group, label) cell must be in every batch (label-conditioned criteria).
+    The number of batches is capped by the smallest required stratum. Rows
+    sorted by (first grouping's stratum, label, other groupings) are dealt
+    round-robin, which covers the first grouping; a repair pass then moves
+    rows into batches that miss a stratum of another grouping, never
+    uncovering one.
+    """
+    codes = _as_columns(codes)
+    n = codes.shape[0]
+    views = _strata(codes, y, label_cells)
+    smallest = min(int(np.bincount(v).min()) for v in views)
+    n_batches = int(max(1, min(round(n / batch_size), smallest)))
+    perm = rng.permutation(n)
+    keys = [views[0], y] + views[1:]
+    order = perm[np.lexsort([k[perm] for k in reversed(keys)])]
+    batch_of = np.empty(n, dtype=np.intp)
+    batch_of[order] = (np.arange(n) + rng.randint(n_batches)) % n_batches
+    if n_batches > 1 and len(views) > 1:
+        _cover(views, batch_of, n_batches)
+    order = np.argsort(batch_of, kind="stable")
+    bounds = np.cumsum(np.bincount(batch_of, minlength=n_batches))[:-1]
     return [b for b in np.split(order, bounds) if b.size]
 
 
+def _cover(views, batch_of, n_batches):
+    """Move rows (in place) so that every batch holds every stratum of every view, if possible.
+
+    A row moves from a batch holding its stratum at least twice, and only if
+    it is not the last row of any of its strata (in any view) there.
+    """
+    counts = [
+        np.bincount(v * n_batches + batch_of, minlength=(v.max() + 1) * n_batches).reshape(
+            -1, n_batches
+        )
+        for v in views
+    ]
+    members = [np.split(np.argsort(v, kind="stable"), np.cumsum(np.bincount(v))[:-1]) for v in views]
+    for j in range(1, len(views)):
+        for s, b in np.argwhere(counts[j] == 0):
+            rows = members[j][s]
+            for donor in np.argsort(-counts[j][s], kind="stable"):
+                if counts[j][s, donor] < 2:
+                    break
+                cand = rows[batch_of[rows] == donor]
+                ok = np.ones(cand.size, dtype=bool)
+                for i, v in enumerate(views):
+                    ok &= counts[i][v[cand], donor] >= 2
+                if ok.any():
+                    r = cand[np.argmax(ok)]
+                    for i, v in enumerate(views):
+                        counts[i][v[r], donor] -= 1
+                        counts[i][v[r], b] += 1
+                    batch_of[r] = b
+                    break
+
+
+def _needs_label_cells(criterion):
+    """Whether batches must hold every (group, label) cell: label-conditioned statistics."""
+    return not isinstance(criterion, (DemographicParity, MeanResidual))
+
+
 # --------------------------------------------------------------------------- layer
+def _shrunk(problem, margin):
+    """The problem for ``Q`` with ``P = margin + scale * Q`` (``P >= margin`` on the simplex).
+
+    Group statistics (weights summing to one per group) and rows read ``P``:
+    ``m(P) = margin + scale * m(Q)``, ``A P = margin * A 1 + scale * A Q``.
+    """
+    scale = 1.0 - problem.scores.shape[1] * margin
+    fams = tuple(dataclasses.replace(f, tolerance=f.tolerance / scale) for f in problem.families)
+    rows = problem.rows
+    if rows is not None:
+        offset = margin * np.asarray(rows.matrix.sum(axis=1)).ravel()
+        rows = dataclasses.replace(
+            rows, lower=(rows.lower - offset) / scale, upper=(rows.upper - offset) / scale
+        )
+    return ProjectionProblem(
+        (problem.scores - margin) / scale, fams, simplex=True, rows=rows
+    ), scale
+
+
 def _project(scores, codes, labels, criterion, tolerance, solver, margin):
-    """Projected outputs within ``[margin, 1 - margin]`` and their Jacobian operator."""
-    present = np.unique(codes)
-    local = np.searchsorted(present, codes)
-    k = present.size
-    if scores.ndim == 1:
-        if k < 2:
-            p = np.clip(scores, margin, 1.0 - margin)
-            free = (scores > margin) & (scores < 1.0 - margin)
-            return p, lambda g: g * free
-        fams = criterion.families(local, k, scores, tolerance, labels=labels)
-        problem = ProjectionProblem(scores, fams, lower=margin, upper=1.0 - margin)
-        p = solve_problem(problem, solver=solver).outputs
-        return p, Linearization(problem, p).apply
-    # Simplex shrunk to entries >= margin: P = margin + scale * Q, Q on the simplex.
-    scale = 1.0 - scores.shape[1] * margin
-    s = (scores - margin) / scale
-    fams = criterion.families(local, k, s, tolerance / scale, labels=labels) if k >= 2 else ()
-    problem = ProjectionProblem(s, fams, simplex=True)
-    q = solve_problem(problem, solver="osqp" if solver == "exact" else solver).outputs
-    return margin + scale * q, Linearization(problem, q).apply  # dP/dS = J_Q
+    """Projected outputs within the margin, the VJP through the layer, the problem and its scale.
+
+    ``codes`` of shape (n_samples, n_groupings): the batch problem is built by
+    :func:`~skfairlayer.constraints.build_problem` exactly as the classifier
+    builds it (groups absent from the batch and families with fewer than two
+    groups dropped), with ``labels`` (label-based criteria during training).
+    Binary outputs are bounded in ``[margin, 1 - margin]``; multiclass rows
+    are ``margin + scale * Q`` with ``Q`` on the simplex (``dP/dS = dQ/dS'``
+    for ``S' = (S - margin) / scale``; plug-in posterior weights are read
+    from ``S = margin + scale * S'``, so they move by ``scale`` per unit of
+    ``S'``).
+    """
+    groupings = [(codes[:, j], int(codes[:, j].max()) + 1) for j in range(codes.shape[1])]
+    names = [f"attribute {j}" for j in range(len(groupings))] if len(groupings) > 1 else None
+    binary = scores.ndim == 1
+
+    def build(S):
+        if binary:
+            return build_problem(
+                criterion, S, groupings, tolerance, labels=labels, lower=margin,
+                upper=1.0 - margin, names=names,
+            ), 1.0
+        return _shrunk(build_problem(criterion, S, groupings, tolerance, labels=labels,
+                                     names=names), margin)
+
+    problem, scale = build(scores)
+    if not problem.families and problem.rows is None:  # e.g. a batch with one group
+        out = (np.clip(problem.scores, margin, 1.0 - margin) if binary
+               else project_simplex_rows(problem.scores))
+    else:
+        out = solve_problem(problem, solver=solver).outputs
+    rebuild = None
+    if type(criterion) not in CRITERIA.values():  # custom: check its declared dependence
+        def rebuild(moved):
+            return build(moved if binary else margin + scale * moved)[0]
+    lin = Linearization(problem, out, rebuild=rebuild, weight_scale=scale)
+    p = out if binary else margin + scale * out
+    return p, lin.vjp, problem, scale
+
+
+def _criterion_gap(problem, scale):
+    """Largest gap of the problem's scores in its criterion (group statistics, or row residual)."""
+    s = problem.scores
+    gaps = [fam.gap(s) for fam in problem.families]
+    if problem.rows is not None:
+        rows = problem.rows
+        mid = 0.5 * (np.asarray(rows.lower) + np.asarray(rows.upper))
+        finite = np.isfinite(mid)
+        if finite.any():
+            gaps.append(float(np.max(np.abs(rows.matrix @ s.ravel() - mid)[finite])))
+    return scale * max(gaps, default=0.0)
 
 
 def _loss_and_grad(p, y, weight):
@@ -156,41 +315,33 @@ def _loss_and_grad(p, y, weight):
     return float(np.dot(weight, loss_i) / total), grad
 
 
-def _base_gap(scores, codes):
-    """Largest parity gap of the base outputs (over classes for multiclass)."""
-    present = np.unique(codes)
-    if present.size < 2:
-        return 0.0
-    local = np.searchsorted(present, codes)
-    s2 = scores[:, None] if scores.ndim == 1 else scores
-    counts = np.bincount(local, minlength=present.size)
-    means = np.stack(
-        [
-            np.bincount(local, weights=s2[:, j], minlength=present.size) / counts
-            for j in range(s2.shape[1])
-        ]
-    )
-    return float((means.max(axis=1) - means.min(axis=1)).max())
-
-
 def batch_loss(
-    adapter, X, params, codes, y, weight, *, criterion, tolerance, solver, margin, gradient=False
+    adapter, X, params, codes, y, weight, *, criterion, tolerance, solver, margin,
+    label_free=False, gradient=False,
 ):
     """Projected log-loss of one batch and, optionally, its gradient in the parameters.
 
-    Returns ``(loss, base_gap, grads)``; ``grads`` (``None`` unless
-    ``gradient``) is ``(ds/dtheta)' J (dL/dp)``: the loss gradient pulled back
-    through the layer (closed-form VJP) and then through the base.
+    ``codes`` is of shape (n_samples,) or (n_samples, n_groupings) (one column
+    per attribute for marginal groups); ``y`` holds class indices, which
+    label-based criteria use unless ``label_free`` (then the layer takes its
+    plug-in form, as at prediction). Returns ``(loss, base_gap, grads)``:
+    ``base_gap`` is the criterion's gap of the base outputs on the batch
+    (label-based; for rows, the largest distance to the rows' centre) and
+    ``grads`` (``None`` unless ``gradient``) is ``(ds/dtheta)' J' (dL/dp)``:
+    the loss gradient pulled back through the layer (closed-form VJP) and then
+    through the base.
     """
     proba, vjp = adapter.forward(X, params)
     binary = proba.shape[1] == 2
     s = proba[:, 1] if binary else proba
-    p, jac = _project(s, codes, y, criterion, tolerance, solver, margin)
+    p, jac_t, problem, scale = _project(
+        s, _as_columns(codes), None if label_free else y, criterion, tolerance, solver, margin
+    )
     loss, grad_p = _loss_and_grad(p, y, weight)
-    gap = _base_gap(s, codes)
+    gap = _criterion_gap(problem, scale)
     if not gradient:
         return loss, gap, None
-    grad_s = jac(grad_p)
+    grad_s = jac_t(grad_p)
     if binary:
         grad_proba = np.zeros_like(proba)
         grad_proba[:, 1] = grad_s
@@ -244,14 +395,19 @@ def fine_tune(
         What the estimator's ``predict_proba`` receives.
     y : array-like of shape (n_samples,)
         Labels, among ``classes``.
-    codes : ndarray of shape (n_samples,)
-        Group code of each row.
+    codes : ndarray of shape (n_samples,) or list of such arrays
+        Group code of each row: one array (intersectional groups) or one per
+        sensitive attribute (marginal parity, one set of families per
+        attribute), as the classifier encodes them.
     classes : ndarray of shape (n_classes,)
         The estimator's ``classes_``.
     tolerance : float
         Parity tolerance of the layer.
     criterion : str or Criterion, default="demographic_parity"
-        Parity criterion; label-based criteria receive the class indices.
+        Parity criterion. Labels are known during training, so label-based
+        criteria (equal opportunity, equalized odds, mean residual) use them on
+        each minibatch, as the classifier's fit-time projection does; batches
+        then carry every (group, label) cell.
     solver : {"auto", "exact", "osqp"}, default="auto"
         Projection solver.
     sample_weight : array-like of shape (n_samples,), default=None
@@ -267,7 +423,8 @@ def fine_tune(
     -------
     history : dict
         Per epoch (``0`` is the starting model) the training and validation
-        projected log-loss and the validation parity gap of the base outputs;
+        projected log-loss and the validation gap of the base outputs in the
+        criterion (label-based);
         ``best_epoch`` is the epoch whose parameters were kept.
     """
     settings = check_fine_tune_params(params)
@@ -277,7 +434,7 @@ def fine_tune(
     Xt = check_array(adapter.transform(X), accept_sparse="csr", dtype=np.float64)
     y = np.asarray(y)
     y_idx = np.searchsorted(classes, y)
-    codes = np.asarray(codes)
+    codes = _as_columns(codes)
     weight = adapter.sample_weight(y)
     if sample_weight is not None:
         weight = weight * np.asarray(sample_weight, dtype=np.float64)
@@ -287,12 +444,17 @@ def fine_tune(
     _check_forward(adapter, estimator, X, Xt, params_now)
 
     val = _validation_split(codes, y_idx, settings["validation_fraction"], rng)
-    if np.unique(codes[val]).size < 2:
+    if any(np.unique(c).size < 2 for c in codes[val].T):
         val[:] = False  # too small to validate parity: train on everything, no early stopping
     train = np.flatnonzero(~val)
     val_idx = np.flatnonzero(val)
 
-    layer = {"criterion": crit, "tolerance": tolerance, "solver": solver, "margin": margin}
+    label_free = bool(settings["label_free"])
+    layer = {
+        "criterion": crit, "tolerance": tolerance, "solver": solver, "margin": margin,
+        "label_free": label_free,
+    }
+    label_cells = _needs_label_cells(crit) and not label_free
 
     def evaluate(idx, params):
         return batch_loss(adapter, Xt[idx], params, codes[idx], y_idx[idx], weight[idx], **layer)
@@ -306,7 +468,10 @@ def fine_tune(
     start = time.perf_counter()
     for epoch in range(1, settings["max_epochs"] + 1):
         total, n_seen = 0.0, 0
-        for batch in _minibatches(codes[train], y_idx[train], settings["batch_size"], rng):
+        batches = _minibatches(
+            codes[train], y_idx[train], settings["batch_size"], rng, label_cells=label_cells
+        )
+        for batch in batches:
             idx = train[batch]
             loss, _, grads = batch_loss(
                 adapter,

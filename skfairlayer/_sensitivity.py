@@ -122,6 +122,11 @@ class Linearization:
         checked to depend on the scores only as the problem declares
         (``plug_in_class``, ``bounds_jacobian``); ``NotImplementedError``
         otherwise.
+    weight_scale : float, default=1.0
+        Plug-in posteriors are read from ``offset + weight_scale * scores``
+        (an affine image of the problem's scores, e.g. the shrunk simplex of
+        fine-tuning) rather than from the scores themselves: their derivative
+        with respect to the scores is scaled by it.
 
     Attributes
     ----------
@@ -139,7 +144,8 @@ class Linearization:
     """
 
     def __init__(
-        self, problem, outputs, *, bound_atol=BOUND_ATOL, level_atol=LEVEL_ATOL, rebuild=None
+        self, problem, outputs, *, bound_atol=BOUND_ATOL, level_atol=LEVEL_ATOL, rebuild=None,
+        weight_scale=1.0,
     ):
         p = np.asarray(outputs, dtype=np.float64)
         if p.shape != problem.scores.shape:
@@ -148,7 +154,8 @@ class Linearization:
                 f"Got shape {p.shape} instead."
             )
         if rebuild is not None:
-            check_declared_dependence(problem, rebuild)
+            check_declared_dependence(problem, rebuild, weight_scale=weight_scale)
+        self._weight_scale = float(weight_scale)
         self.shape = p.shape
         self.simplex = bool(problem.simplex)
         self.families = tuple(problem.families)
@@ -314,6 +321,7 @@ class Linearization:
                 src_col, sign = None, (1.0 if y == 1 else -1.0)
             else:
                 src_col, sign = y, 1.0
+            sign *= self._weight_scale  # dr = sign * dS[:, src]
             idx, off = offsets[f]
             sums = self._sums[f]
             inv_total = 1.0 / np.asarray(fam.totals, dtype=np.float64)
@@ -580,7 +588,7 @@ def _posterior_weight(scores, y):
     return scores[:, y]
 
 
-def check_declared_dependence(problem, rebuild, *, step=1e-4):
+def check_declared_dependence(problem, rebuild, *, step=1e-4, weight_scale=1.0):
     """Raise ``NotImplementedError`` if the constraints move with the scores undeclared.
 
     Rebuilds the problem at scores moved by ``step`` towards the centre of the
@@ -599,6 +607,10 @@ def check_declared_dependence(problem, rebuild, *, step=1e-4):
         and labels.
     step : float, default=1e-4
         Size of the perturbation.
+    weight_scale : float, default=1.0
+        Plug-in posteriors are read from an affine image of the scores with
+        this slope (see :class:`Linearization`); only their normalisation is
+        checked then.
     """
     s = np.asarray(problem.scores, dtype=np.float64)
     n = s.shape[0]
@@ -631,10 +643,16 @@ def check_declared_dependence(problem, rebuild, *, step=1e-4):
                 fail(f"the weights of family {fam.name!r} change")
             continue
         inside = fam.codes >= 0
-        raw = _posterior_weight(s, int(fam.plug_in_class))
         totals = np.asarray(fam.totals if fam.totals is not None else [], dtype=np.float64)
         if totals.size != fam.n_groups:
             fail(f"family {fam.name!r} declares plug-in weights without totals; its weights change")
+        if weight_scale != 1.0:
+            sums = np.bincount(fam.codes[inside], weights=fam.weights[inside],
+                               minlength=fam.n_groups)
+            if not np.allclose(sums, 1.0, rtol=1e-9):
+                fail(f"the weights of family {fam.name!r} are not normalised, and change")
+            continue
+        raw = _posterior_weight(s, int(fam.plug_in_class))
         expected = np.where(inside, raw / totals[np.where(inside, fam.codes, 0)], 0.0)
         if not np.allclose(fam.weights, expected, rtol=1e-9, atol=1e-15):
             fail(
