@@ -63,6 +63,85 @@ with ``N_(1) <= N_(2)`` the two smallest counts among the groups served so far:
 construction (to floating-point rounding, 1e-12), not asymptotically, and it is
 non-increasing while no new group appears.
 
+Other criteria, multiclass outputs, marginal groups (:class:`CriterionStreamState`)
+---------------------------------------------------------------------------------
+Outputs are rows ``p`` of the simplex (binary: ``(1 - p, p)``). A *block* is a
+grouping (the intersectional groups, or one attribute for marginal parity) with
+its statistics: for group ``g`` and constrained column ``c``, the weighted pooled
+mean ``m_gc = sum_i w_i p_ic / W_g`` with ``W_g = sum_i w_i`` over the served
+rows of ``g``. Demographic parity: ``w_i = 1``, every class column (binary: the
+positive one). Plug-in equal opportunity: ``w_i = S_iy``, the base posterior of
+the conditioning class ``y``, column ``y``. A row's weight is known when it
+arrives and is the same in every block.
+
+**Invariant.** Per group and block a slack ``b_g = b(W_g)``; a margin
+``delta = epsilon / 4``; one *centre* ``mu`` on the simplex, common to all
+blocks. For every block, pair of served groups and constrained column::
+
+    (I1)  |m_gc - m_hc| <= epsilon + b_g + b_h        (the certificate)
+    (I2)  |m_gc - mu_c| <= epsilon - delta + b_g      (feasibility of the next row)
+
+**Step** (a row of groups ``a_j``, one per block, weight ``w > 0``).
+
+1. The centre moves to ``mu'``, the projection of the midpoints of the group
+   means onto ``Delta ∩ {mu: (I2) holds for every served group}`` (not empty:
+   it contains ``mu``).
+2. The output is the Euclidean projection of the proposal (``s`` minus the
+   duals' shift, as in the binary algorithm, then onto the simplex; for
+   decisions the vertex of the proposed class) onto ``F``: the rows of the
+   simplex after which the groups ``a_j`` satisfy (I1) and (I2) with ``mu'``
+   and ``b' = b(W_{a_j} + w)``, in every block. ``F`` is a box intersected
+   with the simplex: one sort.
+
+``F`` is never empty, because ``p = mu'`` is in it. Per block and column pick
+a level ``t`` in ``[max_g (m_g - b_g) - epsilon, min_g (m_g + b_g)] ∩ [mu'_c -
+epsilon + delta, mu'_c - delta]`` (not empty by (I1), (I2) and ``delta <=
+epsilon / 2``): every group lies in ``[t - b_g, t + epsilon + b_g]`` and
+``mu'`` in ``[t + delta, t + epsilon - delta]``. Serving ``mu'`` moves the mean
+of ``a`` to ``(W m + w mu') / W'`` (``W' = W + w``), inside ``[t - b', t +
+epsilon + b']`` as soon as
+
+    ``W' (delta + b(W')) >= W (delta + b(W))``,
+
+a floor of the slack schedule (``b = max((c_b / sqrt(W) - epsilon)_+, floor)``).
+That interval implies (I1) with every other group and (I2) with ``mu'``, in
+every block at once. Without the common centre this fails: on the simplex
+(three small groups near its vertices leave a per-class box whose lower ends
+sum above one), and across blocks (two attributes can ask a row for
+disjoint intervals).
+
+**Decisions.** A fractional *virtual* stream runs the step above, with slacks
+``b_v = b - D c / W`` allowed down to ``-delta`` (the floor holds for ``b_v``
+too), and each decision rounds it: the class of largest deficit ``e_c + w
+p_c``, where ``e`` accumulates ``w (p - onehot(y))`` per *cell* (the row's
+combination of groups over the blocks). The deficits sum to ``w <= 1``, so the
+chosen one is at least ``w / K``: every ``e_c`` stays above ``-(K - 1) / K``,
+hence below ``D = (K - 1)^2 / K`` (``1 / 2`` for binary). A group's served
+weighted rate is within ``D cells_g / W_g`` of its virtual mean.
+
+**Certificate.** At every ``T``, every block's pooled gap is at most
+``epsilon + B_(1) + B_(2)``, the two largest of ``B_g = b_g`` (probabilities)
+or ``b_g + D cells_g / W_g`` (decisions) over its served groups: exactly
+``epsilon`` once every group has weight about ``(c_b / epsilon)^2`` (and ``D
+cells_g / delta`` for decisions).
+
+**Mean residual.** Its plug-in rows ``|mean_g(S_c) - mean_g(p_c)| <=
+epsilon`` are met by the base scores: probabilities pass through (residual 0).
+Decisions keep, per cell, ``e = sum (S - onehot(y)) >= -R(N)`` with ``R(N) =
+max(epsilon N / (K - 1), (K - 1) / K)``: the base decision ``argmax S`` when it
+keeps that, else the largest deficit (which always does). A group's residual is
+at most ``sum over its cells of max(epsilon N_cell, D) / N_g``.
+
+**What cannot stream.** Equalized odds, and equal opportunity over every class
+of a multiclass target, put each row in several statistics with different
+plug-in weights. Served rows never change, so a stream can make the pooled
+constraint unreachable: if group ``h`` is served first with separated scores
+(its rates for ``Y = 1`` and ``Y = 0`` far apart) and then only rows of group
+``a`` whose posteriors all equal ``1 / 2``, group ``a``'s two rates are equal
+whatever is served, and one of its gaps to ``h`` stays large forever. (The
+common-centre construction would hold, but only by forcing every group's rate
+for ``Y = 1`` near its rate for ``Y = 0``: a useless classifier.) These raise.
+
 Paper algorithm (``algorithm="paper"``, for reproduction)
 ---------------------------------------------------------
 Troxell, Montufar and Roemer (ICML 2026), per batch ``t`` of ``B_t`` rows:
@@ -86,10 +165,12 @@ from ._validation import check_scores, check_tolerance
 
 __all__ = [
     "ALGORITHMS",
+    "CriterionStreamState",
     "StreamReport",
     "StreamState",
     "decompose_shifts",
     "penalized_projection",
+    "project_box_simplex",
     "slack_schedule",
 ]
 
@@ -106,6 +187,8 @@ MARGIN_ROWS = 8.0
 SLACK_SCALE = 0.4
 #: Batch size from which the paper's algorithm projects each batch exactly.
 PAPER_B_TAU = 64
+#: ``delta / epsilon``: margin of the common centre of :class:`CriterionStreamState`.
+CENTER_MARGIN = 0.25
 _OUTPUTS = ("proba", "decisions")
 
 
@@ -241,6 +324,21 @@ class StreamReport:
         Rows served since the last reset.
     n_adjusted : int
         Rows whose output the safeguard changed (pooled algorithm; 0 for paper).
+    criterion : str, default="demographic_parity"
+        The criterion whose pooled statistics are reported. For
+        ``"mean_residual"``, ``gap`` is the largest absolute residual
+        ``|mean_g(base score) - mean_g(output)|`` instead of a difference
+        between groups.
+    weights : ndarray or None, default=None
+        Plug-in criteria: per group, the summed row weights ``W_g`` (base
+        posteriors of the conditioning class) the means are weighted by.
+        ``None`` when every row weighs one.
+
+    With several classes, ``means`` has one column per constrained class
+    column (squeezed when there is one) and ``gap`` is the largest over them.
+    With ``groups="marginal"``, ``groups``, ``counts``, ``means``, ``weights``,
+    ``duals`` and ``shifts`` are lists with one entry per attribute, and
+    ``gap`` and ``certificate`` are the largest over the attributes.
 
     Examples
     --------
@@ -266,6 +364,8 @@ class StreamReport:
     shifts: np.ndarray
     n_served: int
     n_adjusted: int
+    criterion: str = "demographic_parity"
+    weights: object = None
 
     @property
     def holds(self):
@@ -1006,7 +1106,9 @@ class StreamState:
 
 
 def _label_index(groups):
-    """``{label: code}`` for single-attribute labels (None for tuples or unhashable labels)."""
+    """``{label: code}`` for single-attribute labels (None for tuples, unhashable labels or blocks)."""
+    if not isinstance(groups, np.ndarray):  # one array per block (marginal groups)
+        return None
     labels = groups.tolist()
     if any(isinstance(v, tuple | list) for v in labels):  # several attributes
         return None
@@ -1015,3 +1117,927 @@ def _label_index(groups):
     except TypeError:
         return None
     return index if len(index) == len(labels) else None
+
+
+# ---------------------------------------------------------------------------
+# Other criteria, multiclass outputs and marginal groups (module docstring).
+# ---------------------------------------------------------------------------
+def project_box_simplex(v, lower, upper):
+    """Euclidean projection of ``v`` onto ``{p : sum(p) = 1, lower <= p <= upper}``.
+
+    The solution is ``clip(v - tau, lower, upper)``; ``tau`` is found by one
+    sweep over the sorted breakpoints ``v - upper`` and ``v - lower``. The
+    bounds are intersected with ``[0, 1]``; the set must not be empty (beyond
+    rounding, which is repaired: the result then meets the bounds up to
+    rounding).
+
+    Parameters
+    ----------
+    v : array-like of shape (n_classes,)
+        Point to project.
+    lower, upper : array-like of shape (n_classes,)
+        Box bounds.
+
+    Returns
+    -------
+    p : ndarray of shape (n_classes,)
+        ``p >= 0`` within the bounds, summing to one (to rounding).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfairlayer.online import project_box_simplex
+    >>> project_box_simplex([0.7, 0.2, 0.1], [0.0, 0.0, 0.2], [0.5, 1.0, 1.0])
+    array([0.5, 0.3, 0.2])
+    """
+    v = [float(x) for x in np.asarray(v, dtype=np.float64).ravel()]
+    lo = [float(x) for x in np.asarray(lower, dtype=np.float64).ravel()]
+    hi = [float(x) for x in np.asarray(upper, dtype=np.float64).ravel()]
+    return np.array(_box_simplex(v, lo, hi))
+
+
+def _box_simplex(v, lo, hi):
+    """:func:`project_box_simplex` on Python lists (the per-row path)."""
+    k = len(v)
+    lo = [x if x > 0.0 else 0.0 for x in lo]
+    hi = [x if x < 1.0 else 1.0 for x in hi]
+    for c in range(k):
+        if lo[c] > hi[c]:  # rounding-level inconsistency: meet in the middle
+            lo[c] = hi[c] = 0.5 * (lo[c] + hi[c])
+    s_lo, s_hi = math.fsum(lo), math.fsum(hi)
+    if s_lo >= 1.0:
+        return [x / s_lo for x in lo]
+    if s_hi <= 1.0:
+        return [x / s_hi for x in hi]
+    # f(tau) = sum clip(v - tau, lo, hi) falls from s_hi to s_lo; coordinate c is
+    # free (slope -1) between the breakpoints v_c - hi_c and v_c - lo_c.
+    events = sorted([(v[c] - hi[c], 1) for c in range(k)] + [(v[c] - lo[c], -1) for c in range(k)])
+    f, free, prev = s_hi, 0, events[0][0]
+    tau = events[-1][0]
+    for t, change in events:
+        f_t = f - free * (t - prev)
+        if f_t <= 1.0 and free:
+            tau = prev + (f - 1.0) / free
+            break
+        f, prev, free = f_t, t, free + change
+    p = [min(max(v[c] - tau, lo[c]), hi[c]) for c in range(k)]
+    r = 1.0 - math.fsum(p)
+    if r != 0.0:  # rounding: put the residual on the coordinate with most room
+        room = [hi[c] - p[c] for c in range(k)] if r > 0 else [p[c] - lo[c] for c in range(k)]
+        j = room.index(max(room))
+        p[j] = min(max(p[j] + r, lo[j]), hi[j])
+    return p
+
+
+def _next_slack(weight, slack, new_weight, tolerance, delta, rounding=0.0, lowest=0.0):
+    """``b(W')`` of a group: the target, and the floor ``W' (delta + b') >= W (delta + b)``.
+
+    ``rounding`` (decisions: ``D`` times the cells a group can span) is taken
+    off the target, so that the certificate's ``b + D cells / W`` follows the
+    target; ``lowest`` is ``0`` for probabilities and ``-delta`` for the virtual
+    stream of decisions.
+    """
+    target = max(SLACK_SCALE / math.sqrt(new_weight) - tolerance, 0.0) - rounding / new_weight
+    if weight > 0.0:
+        target = max(target, weight * (delta + slack) / new_weight - delta)
+    return max(target, lowest)
+
+
+def _top_two(values):
+    if values.size < 2:
+        return 0.0
+    part = np.partition(values, values.size - 2)
+    return float(part[-1] + part[-2])
+
+
+def _squeeze(items, single_block, single_column=False):
+    if single_column:
+        items = [x[..., 0] if x.ndim and x.shape[-1] == 1 else x for x in items]
+    return items[0] if single_block else items
+
+
+class PooledFamilies:
+    """Pooled primal-dual with a common centre: parity of weighted group means on the simplex.
+
+    Serves demographic parity (binary or multiclass outputs) and plug-in equal
+    opportunity (one conditioning class), over one block of groups
+    (intersectional) or several (marginal). See the module docstring for the
+    invariant, the step and the certificate. The per-row work is on Python
+    lists (small groups and classes: faster than numpy); the state pickles as
+    float64 arrays.
+
+    Parameters
+    ----------
+    tolerance : float
+        The parity tolerance ``epsilon``.
+    n_classes : int
+        Number of output columns ``K`` (2 for binary outputs).
+    binary : bool
+        Whether scores are 1-D positive-class probabilities (the shift then
+        moves the positive column down and the negative one up, ``p =
+        clip(s - nu)``).
+    columns : sequence of int
+        Constrained output columns (binary: ``(1,)``).
+    group_sizes : sequence of int
+        Number of groups of each block.
+    weight_class : int or None
+        Class whose base posterior weighs each row (plug-in equal
+        opportunity); ``None``: every row weighs one.
+    coefs : list of ndarray of shape (n_groups_j, n_columns)
+        Fitted plug-in shift coefficients (a row moves by ``w * coef``).
+    offsets : list of ndarray of shape (n_groups_j, n_classes)
+        Fitted decision offsets (a row takes ``argmax(S - sum_j offsets)``).
+    shares : list of ndarray of shape (n_groups_j,)
+        Fitted weighted group shares (pseudo-counts of the duals).
+    output : {"proba", "decisions"}, default="proba"
+        What the stream serves.
+    step : float, default=0.02
+        Dual step ``eta``.
+    """
+
+    algorithm = "pooled"
+    _STATE = ("weights", "sums", "slacks", "counts", "served", "cells", "cell_errors", "center")
+
+    def __init__(self, tolerance, *, n_classes, binary, columns, group_sizes, weight_class,
+                 coefs, offsets, shares, output="proba", step=DEFAULT_STEP["pooled"]):
+        self.tolerance = check_tolerance(tolerance)
+        self.delta = CENTER_MARGIN * self.tolerance
+        self.output = output
+        self.step = float(step)
+        self.n_classes = int(n_classes)
+        self.binary = bool(binary)
+        self.columns = [int(c) for c in columns]
+        self.group_sizes = [int(k) for k in group_sizes]
+        self.weight_class = None if weight_class is None else int(weight_class)
+        m, K = len(self.columns), self.n_classes
+        self.coefs = [np.asarray(c, dtype=np.float64).reshape(k, m).tolist()
+                      for c, k in zip(coefs, self.group_sizes, strict=True)]
+        self.offsets = [np.asarray(o, dtype=np.float64).reshape(k, K).tolist()
+                        for o, k in zip(offsets, self.group_sizes, strict=True)]
+        self.shares = [np.asarray(s, dtype=np.float64).reshape(k).tolist()
+                       for s, k in zip(shares, self.group_sizes, strict=True)]
+        # Rounding of decisions: deficit bound D per cell, and the most cells a group spans.
+        k_total = math.prod(self.group_sizes)
+        self.rounding = (K - 1) ** 2 / K
+        self.max_cells = max(k_total // k for k in self.group_sizes)
+        self.reset()
+
+    @property
+    def decisions(self):
+        return self.output == "decisions"
+
+    def reset(self):
+        """Forget everything served; keep the fitted starting point."""
+        m, K = len(self.columns), self.n_classes
+        self.weights = [[0.0] * k for k in self.group_sizes]
+        self.sums = [[[0.0] * m for _ in range(k)] for k in self.group_sizes]  # (virtual) sums
+        self.slacks = [[math.inf] * k for k in self.group_sizes]
+        self.counts = [[0] * k for k in self.group_sizes]
+        self.served = [[[0.0] * m for _ in range(k)] for k in self.group_sizes]  # decisions
+        self.cells = [[0] * k for k in self.group_sizes]
+        self.cell_index = {}
+        self.cell_errors = []
+        self.center = [1.0 / K] * K
+        self.n_served = 0
+        self.n_adjusted = 0
+
+    # -- per-row pieces --------------------------------------------------------
+    def _row_weights(self, scores):
+        if self.weight_class is None:
+            return [1.0] * scores.shape[0]
+        if self.binary:
+            w = scores if self.weight_class == 1 else 1.0 - scores
+        else:
+            w = scores[:, self.weight_class]
+        return np.clip(w, 0.0, 1.0).tolist()
+
+    @staticmethod
+    def _means(weights, sums):
+        return [[x / w for x in s] if w > 0.0 else None for w, s in zip(weights, sums, strict=True)]
+
+    def _dual_shift(self, j, a, weights, means, shift):
+        """Add the duals' shift coefficient of block ``j`` for a row of group ``a`` to ``shift``."""
+        m_a = means[a]
+        if m_a is None:
+            return
+        eps, eta = self.tolerance, self.step
+        shares = self.shares[j]
+        e_a = weights[a] + PRIOR_ROWS * shares[a]
+        for h, m_h in enumerate(means):
+            if h == a or m_h is None:
+                continue
+            e_h = weights[h] + PRIOR_ROWS * shares[h]
+            total = e_a + e_h
+            n = e_a * e_h / total
+            frac = e_h / total
+            margin = min(MARGIN_ROWS, n * eps)
+            for c, (x, y) in enumerate(zip(m_a, m_h, strict=True)):
+                up = eta * (n * (x - y - eps) + margin)
+                down = eta * (n * (y - x - eps) + margin)
+                shift[c] += ((up if up > 0.0 else 0.0) - (down if down > 0.0 else 0.0)) * frac
+
+    def _state(self):
+        """Working copy of the state (a batch is committed only when it succeeds)."""
+        st = {}
+        for name in ("weights", "slacks", "counts", "cells"):
+            st[name] = [list(x) for x in getattr(self, name)]
+        for name in ("sums", "served"):
+            st[name] = [[list(r) for r in x] for x in getattr(self, name)]
+        st["cell_errors"] = [list(r) for r in self.cell_errors]
+        st["cell_index"] = dict(self.cell_index)
+        st["center"] = list(self.center)
+        return st
+
+    def step_rows(self, scores, codes):
+        """Serve a batch row by row; return the outputs and the new state (not applied).
+
+        ``scores`` is of shape (n,) (binary) or (n, K); ``codes`` of shape (n,
+        n_blocks) (validated by the caller).
+        """
+        st = self._state()
+        weights = self._row_weights(scores)
+        out = []
+        adjusted = 0
+        for s, groups, w in zip(scores.tolist(), codes.tolist(), weights, strict=True):
+            row = [1.0 - s, s] if self.binary else s
+            value, changed = self._row(st, row, groups, w)
+            out.append(value)
+            adjusted += changed
+        return out, (st, adjusted)
+
+    def _row(self, st, row, groups, w):
+        eps, delta, cols = self.tolerance, self.delta, self.columns
+        K, m, decisions = self.n_classes, len(self.columns), self.decisions
+        blocks = []
+        shift = [0.0] * m
+        for j, a in enumerate(groups):
+            weights, sums = st["weights"][j], st["sums"][j]
+            means = self._means(weights, sums)
+            self._dual_shift(j, a, weights, means, shift)
+            blocks.append((a, weights, sums, st["slacks"][j], means))
+        # Proposal: s - w * shift (binary: p = clip(s - nu)), or the proposed class.
+        if decisions:
+            values = list(row)
+            for j, a in enumerate(groups):
+                for c, o in enumerate(self.offsets[j][a]):
+                    values[c] -= o
+            for c, x in zip(cols, shift, strict=True):
+                values[c] -= w * x
+            if self.binary:
+                proposed = 1 if values[1] >= values[0] else 0
+            else:
+                proposed = values.index(max(values))
+            v = [0.0] * K
+            v[proposed] = 1.0
+        else:
+            for j, a in enumerate(groups):
+                for c, x in enumerate(self.coefs[j][a]):
+                    shift[c] += x
+            v = list(row)
+            if self.binary:
+                v[1] -= w * shift[0]
+                v[0] += w * shift[0]
+            else:
+                for c, x in zip(cols, shift, strict=True):
+                    v[c] -= w * x
+        for j, a in enumerate(groups):
+            st["counts"][j][a] += 1
+        zeros, ones = [0.0] * K, [1.0] * K
+        if w <= 0.0:  # the row is in no statistic
+            if decisions:
+                return proposed, False
+            p = _box_simplex(v, zeros, ones)
+            return (p[1] if self.binary else p), False
+
+        # 1. The centre: midpoints of the group means, projected onto Delta ∩ (I2).
+        inf = math.inf
+        lo_mu, hi_mu = [-inf] * m, [inf] * m
+        low, high = [inf] * m, [-inf] * m
+        served_any = False
+        for _, _, _, slacks, means in blocks:
+            for m_g, b_g in zip(means, slacks, strict=True):
+                if m_g is None:
+                    continue
+                served_any = True
+                r = eps - delta + b_g
+                for c, x in enumerate(m_g):
+                    if x - r > lo_mu[c]:
+                        lo_mu[c] = x - r
+                    if x + r < hi_mu[c]:
+                        hi_mu[c] = x + r
+                    if x < low[c]:
+                        low[c] = x
+                    if x > high[c]:
+                        high[c] = x
+        if served_any:
+            target, lower, upper = list(st["center"]), list(zeros), list(ones)
+            for c, col in enumerate(cols):
+                target[col] = 0.5 * (low[c] + high[c])
+                lower[col] = max(lo_mu[c], 0.0)
+                upper[col] = min(hi_mu[c], 1.0)
+            if _consistent(lower, upper):
+                center = _box_simplex(target, lower, upper)
+            else:  # rounding-level: the current centre is in the set
+                center = st["center"]
+        else:
+            center = _box_simplex(v, zeros, ones)
+
+        # 2. The row's box: (I1) and (I2) after serving it, in every block.
+        lower, upper = list(zeros), list(ones)
+        lowest = -delta if decisions else 0.0
+        rounding = self.rounding * self.max_cells if decisions else 0.0
+        updates = []
+        for a, weights, sums, slacks, means in blocks:
+            w_a = weights[a]
+            w_new = w_a + w
+            b_new = _next_slack(w_a, slacks[a], w_new, eps, delta, rounding, lowest)
+            updates.append((b_new, w_new))
+            radius = eps - delta + b_new
+            lo = [center[col] - radius for col in cols]
+            hi = [center[col] + radius for col in cols]
+            for h, (m_h, b_h) in enumerate(zip(means, slacks, strict=True)):
+                if h == a or m_h is None:
+                    continue
+                for c, x in enumerate(m_h):
+                    if x - b_h - eps - b_new > lo[c]:
+                        lo[c] = x - b_h - eps - b_new
+                    if x + b_h + eps + b_new < hi[c]:
+                        hi[c] = x + b_h + eps + b_new
+            s_a = sums[a]
+            for c, col in enumerate(cols):
+                bound = (lo[c] * w_new - s_a[c]) / w
+                if bound > lower[col]:
+                    lower[col] = bound
+                bound = (hi[c] * w_new - s_a[c]) / w
+                if bound < upper[col]:
+                    upper[col] = bound
+        # Otherwise rounding-level (tiny weights): the reference row is feasible exactly.
+        p = _box_simplex(v, lower, upper) if _consistent(lower, upper) else list(center)
+
+        for (a, weights, sums, slacks, _), (b_new, w_new) in zip(blocks, updates, strict=True):
+            s_a = sums[a]
+            for c, col in enumerate(cols):
+                s_a[c] += w * p[col]
+            weights[a] = w_new
+            slacks[a] = b_new
+        st["center"] = center
+        if not decisions:
+            changed = False
+            if any(x > 0.0 for x in lower) or any(x < 1.0 for x in upper):
+                free = _box_simplex(v, zeros, ones)
+                changed = any(abs(x - y) > 1e-12 for x, y in zip(p, free, strict=True))
+            return (p[1] if self.binary else p), changed
+
+        # Decisions: round the virtual row by the largest deficit of the row's cell.
+        key = 0
+        for a, k in zip(groups, self.group_sizes, strict=True):
+            key = key * k + a
+        cell = st["cell_index"].get(key)
+        if cell is None:
+            cell = st["cell_index"][key] = len(st["cell_errors"])
+            st["cell_errors"].append([0.0] * K)
+            for j, a in enumerate(groups):
+                st["cells"][j][a] += 1
+        deficit = [e + w * x for e, x in zip(st["cell_errors"][cell], p, strict=True)]
+        best = max(deficit)
+        y = proposed if deficit[proposed] >= best else deficit.index(best)
+        deficit[y] -= w
+        st["cell_errors"][cell] = deficit
+        if y in cols:
+            c = cols.index(y)
+            for j, a in enumerate(groups):
+                st["served"][j][a][c] += w
+        return y, y != proposed
+
+    def commit(self, new_state, n_rows):
+        st, adjusted = new_state
+        for name in self._STATE:
+            setattr(self, name, st[name])
+        self.cell_index = st["cell_index"]
+        self.n_served += n_rows
+        self.n_adjusted += adjusted
+
+    # -- reporting -------------------------------------------------------------
+    def _arrays(self, name):
+        values = getattr(self, name)
+        dtype = np.int64 if name in ("counts", "cells") else np.float64
+        return [np.array(x, dtype=dtype) for x in values]
+
+    def certificate(self):
+        extra = 0.0
+        for j, weights in enumerate(self.weights):
+            bounds = []
+            for g, w in enumerate(weights):
+                if w > 0.0:
+                    b = self.slacks[j][g]
+                    if self.decisions:
+                        b += self.rounding * self.cells[j][g] / w
+                    bounds.append(b)
+            extra = max(extra, _top_two(np.array(bounds)))
+        return self.tolerance + extra
+
+    def means(self):
+        source = self.served if self.decisions else self.sums
+        out = []
+        for weights, sums in zip(self.weights, source, strict=True):
+            means = self._means(weights, sums)
+            out.append(np.array([x if x is not None else [np.nan] * len(self.columns)
+                                 for x in means]))
+        return out
+
+    def gap(self):
+        worst = 0.0
+        for means, weights in zip(self.means(), self.weights, strict=True):
+            served = means[np.array(weights) > 0.0]
+            if served.shape[0] > 1:
+                worst = max(worst, float((served.max(axis=0) - served.min(axis=0)).max()))
+        return worst
+
+    def duals(self):
+        eps, eta, m = self.tolerance, self.step, len(self.columns)
+        out = []
+        for j, (weights, sums) in enumerate(zip(self.weights, self.sums, strict=True)):
+            k = len(weights)
+            means = self._means(weights, sums)
+            e = [w + PRIOR_ROWS * s for w, s in zip(weights, self.shares[j], strict=True)]
+            u = np.zeros((m, k, k))
+            for g in range(k):
+                for h in range(k):
+                    if g != h and means[g] is not None and means[h] is not None:
+                        n = e[g] * e[h] / (e[g] + e[h])
+                        margin = min(MARGIN_ROWS, n * eps)
+                        for c in range(m):
+                            d = means[g][c] - means[h][c]
+                            u[c, g, h] = max(eta * (n * (d - eps) + margin), 0.0)
+            out.append(u)
+        return out
+
+    def shifts(self):
+        cols = self.columns
+        out = []
+        for j, (weights, sums) in enumerate(zip(self.weights, self.sums, strict=True)):
+            means = self._means(weights, sums)
+            rows = []
+            for a in range(len(weights)):
+                shift = [0.0] * len(cols)
+                self._dual_shift(j, a, weights, means, shift)
+                base = ([self.offsets[j][a][c] for c in cols] if self.decisions
+                        else self.coefs[j][a])
+                rows.append([x + y for x, y in zip(shift, base, strict=True)])
+            out.append(np.array(rows))
+        return out
+
+    def report(self, groups, criterion):
+        single = len(self.group_sizes) == 1
+        one = len(self.columns) == 1
+        duals = [u[0] if one else u for u in self.duals()]
+        return StreamReport(
+            output=self.output,
+            algorithm=self.algorithm,
+            groups=groups,
+            counts=_squeeze(self._arrays("counts"), single),
+            means=_squeeze(self.means(), single, one),
+            gap=self.gap(),
+            tolerance=self.tolerance,
+            certificate=self.certificate(),
+            duals=_squeeze(duals, single),
+            shifts=_squeeze(self.shifts(), single, one),
+            n_served=self.n_served,
+            n_adjusted=self.n_adjusted,
+            criterion=criterion,
+            weights=None if self.weight_class is None else _squeeze(
+                self._arrays("weights"), single),
+        )
+
+    def __getstate__(self):
+        # float64 / int64 arrays (exact; readable by skops), lists again on load.
+        state = self.__dict__.copy()
+        for name in ("weights", "sums", "slacks", "counts", "served", "cells", "coefs",
+                     "offsets", "shares"):
+            dtype = np.int64 if name in ("counts", "cells") else np.float64
+            state[name] = [np.array(x, dtype=dtype) for x in state[name]]
+        state["cell_errors"] = np.array(self.cell_errors, dtype=np.float64).reshape(
+            -1, self.n_classes)
+        state["center"] = np.array(self.center, dtype=np.float64)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        for name in ("weights", "sums", "slacks", "counts", "served", "cells", "coefs",
+                     "offsets", "shares"):
+            setattr(self, name, [np.asarray(x).tolist() for x in getattr(self, name)])
+        self.cell_errors = np.asarray(self.cell_errors).tolist()
+        self.center = np.asarray(self.center).tolist()
+
+
+def _consistent(lower, upper):
+    """Whether the box meets the simplex (up to nothing: exact comparison)."""
+    return all(x <= y for x, y in zip(lower, upper, strict=True)) and (
+        math.fsum(lower) <= 1.0 <= math.fsum(upper)
+    )
+
+
+class PooledResidual:
+    """Plug-in mean residual: probabilities pass through; decisions round the base scores.
+
+    Parameters
+    ----------
+    tolerance : float
+        The tolerance ``epsilon`` of ``|mean_g(S_c) - mean_g(output_c)|``.
+    n_classes : int
+        Number of classes ``K`` (2 for binary outputs).
+    binary : bool
+        Whether scores are 1-D positive-class probabilities.
+    group_sizes : sequence of int
+        Number of groups of each block.
+    output : {"proba", "decisions"}, default="proba"
+        What the stream serves.
+    """
+
+    algorithm = "pooled"
+
+    def __init__(self, tolerance, *, n_classes, binary, group_sizes, output="proba"):
+        self.tolerance = check_tolerance(tolerance)
+        self.n_classes = int(n_classes)
+        self.binary = bool(binary)
+        self.group_sizes = tuple(int(k) for k in group_sizes)
+        self.output = output
+        self.rounding = (self.n_classes - 1) ** 2 / self.n_classes
+        self.reset()
+
+    def reset(self):
+        """Forget everything served."""
+        K = self.n_classes
+        self.counts = [np.zeros(k, dtype=np.int64) for k in self.group_sizes]
+        self.score_sums = [np.zeros((k, K)) for k in self.group_sizes]
+        self.output_sums = [np.zeros((k, K)) for k in self.group_sizes]
+        self.cell_index = {}
+        self.cell_groups = np.zeros((0, len(self.group_sizes)), dtype=np.int64)
+        self.cell_counts = np.zeros(0, dtype=np.int64)
+        self.cell_errors = np.zeros((0, K))
+        self.n_served = 0
+        self.n_adjusted = 0
+
+    def step_rows(self, scores, codes):
+        """Serve a batch; return the outputs and the new state (not applied)."""
+        K = self.n_classes
+        counts = [c.copy() for c in self.counts]
+        score_sums = [s.copy() for s in self.score_sums]
+        output_sums = [s.copy() for s in self.output_sums]
+        index = dict(self.cell_index)
+        groups = list(self.cell_groups)
+        cell_counts = self.cell_counts.tolist()
+        errors = [row.copy() for row in self.cell_errors]
+        out, adjusted = [], 0
+        for i in range(scores.shape[0]):
+            s = scores[i]
+            row = np.array([1.0 - s, s]) if self.binary else np.asarray(s, dtype=np.float64)
+            codes_i = codes[i].tolist()
+            if self.output == "proba":
+                value = float(s) if self.binary else row
+                served = row
+            else:
+                key = 0
+                for a, k in zip(codes_i, self.group_sizes, strict=True):
+                    key = key * k + a
+                cell = index.get(key)
+                if cell is None:
+                    cell = index[key] = len(errors)
+                    errors.append(np.zeros(K))
+                    groups.append(np.array(codes_i, dtype=np.int64))
+                    cell_counts.append(0)
+                n_new = cell_counts[cell] + 1
+                reach = max(self.tolerance * n_new / (K - 1), (K - 1) / K)
+                preferred = int(s >= 0.5) if self.binary else int(np.argmax(row))
+                deficit = errors[cell] + row
+                if deficit[preferred] - 1.0 >= -reach:
+                    value = preferred
+                else:
+                    value = int(np.argmax(deficit))
+                    adjusted += 1
+                deficit[value] -= 1.0
+                errors[cell] = deficit
+                cell_counts[cell] = n_new
+                served = np.zeros(K)
+                served[value] = 1.0
+            for j, a in enumerate(codes_i):
+                counts[j][a] += 1
+                score_sums[j][a] += row
+                output_sums[j][a] += served
+            out.append(value)
+        new = (counts, score_sums, output_sums, index, groups, cell_counts, errors, adjusted)
+        return out, new
+
+    def commit(self, new_state, n_rows):
+        counts, score_sums, output_sums, index, groups, cell_counts, errors, adjusted = new_state
+        self.counts, self.score_sums, self.output_sums = counts, score_sums, output_sums
+        self.cell_index = index
+        self.cell_groups = np.array(groups, dtype=np.int64).reshape(-1, len(self.group_sizes))
+        self.cell_counts = np.array(cell_counts, dtype=np.int64)
+        self.cell_errors = np.array(errors).reshape(-1, self.n_classes)
+        self.n_served += n_rows
+        self.n_adjusted += adjusted
+
+    def _columns(self):
+        return [1] if self.binary else list(range(self.n_classes))
+
+    def means(self):
+        cols = self._columns()
+        out = []
+        for n, s in zip(self.counts, self.output_sums, strict=True):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                m = np.where((n > 0)[:, None], s / n[:, None], np.nan)[:, cols]
+            out.append(m[:, 0] if self.binary else m)
+        return out
+
+    def gap(self):
+        cols = self._columns()
+        worst = 0.0
+        for n, s, o in zip(self.counts, self.score_sums, self.output_sums, strict=True):
+            served = n > 0
+            if served.any():
+                residual = (s[served] - o[served])[:, cols] / n[served][:, None]
+                worst = max(worst, float(np.abs(residual).max()))
+        return worst
+
+    def certificate(self):
+        if self.output == "proba":
+            return self.tolerance  # the residual is exactly 0
+        worst = 0.0
+        per_cell = np.maximum(self.tolerance * self.cell_counts, self.rounding)
+        for j, n in enumerate(self.counts):
+            total = np.bincount(self.cell_groups[:, j], weights=per_cell, minlength=n.size)
+            served = n > 0
+            if served.any():
+                worst = max(worst, float((total[served] / n[served]).max()))
+        return max(worst, self.tolerance)
+
+    def report(self, groups, criterion):
+        single = len(self.group_sizes) == 1
+        return StreamReport(
+            output=self.output,
+            algorithm=self.algorithm,
+            groups=groups,
+            counts=_squeeze([c.copy() for c in self.counts], single),
+            means=_squeeze(self.means(), single),
+            gap=self.gap(),
+            tolerance=self.tolerance,
+            certificate=self.certificate(),
+            duals=_squeeze([np.zeros((0,)) for _ in self.group_sizes], single),
+            shifts=_squeeze([np.zeros(k) for k in self.group_sizes], single),
+            n_served=self.n_served,
+            n_adjusted=self.n_adjusted,
+            criterion=criterion,
+        )
+
+
+#: Streaming kinds of :class:`CriterionStreamState`.
+STREAM_KINDS = ("parity", "residual")
+
+
+class CriterionStreamState(StreamState):
+    """Streaming state for multiclass outputs, plug-in criteria and marginal groups.
+
+    The pooled algorithm with a common centre (module docstring): demographic
+    parity (binary or multiclass outputs) and plug-in equal opportunity (one
+    conditioning class) with ``kind="parity"``; plug-in mean residual with
+    ``kind="residual"``. One or several blocks of groups (marginal parity).
+    Thread-safe and picklable like :class:`StreamState`.
+
+    Parameters
+    ----------
+    kind : {"parity", "residual"}
+        Which engine.
+    tolerance : float
+        The tolerance ``epsilon``.
+    n_classes : int
+        Number of classes (2 for binary outputs).
+    binary : bool
+        Whether scores are 1-D positive-class probabilities.
+    group_sizes : sequence of int
+        Number of groups of each block (one block: intersectional groups).
+    columns : sequence of int, default=None
+        ``kind="parity"``: the constrained output columns (binary: ``(1,)``);
+        ``None`` means every column (binary: the positive one).
+    weight_class : int or None, default=None
+        ``kind="parity"``: class whose base posterior weighs each row
+        (plug-in equal opportunity); ``None``: demographic parity.
+    coefs : list of ndarray, default=None
+        Per block, fitted plug-in shift coefficients of shape (n_groups,
+        n_columns); ``None`` means zeros.
+    offsets : list of ndarray, default=None
+        Per block, fitted decision offsets of shape (n_groups, n_classes);
+        ``None`` means zeros.
+    shares : list of ndarray, default=None
+        Per block, fitted weighted group shares; ``None`` means uniform.
+    step : float or None, default=None
+        Dual step ``eta``; ``None`` means :data:`DEFAULT_STEP` ``["pooled"]``.
+    groups : ndarray or list of ndarray, default=None
+        Group labels (a list per block for marginal groups), for reports.
+    criterion : str, default="demographic_parity"
+        Name reported in :class:`StreamReport`.
+    config : tuple, default=None
+        Parameters the stream was started with (compared by the estimator).
+
+    Examples
+    --------
+    Multiclass demographic parity, one row at a time:
+
+    >>> import numpy as np
+    >>> from skfairlayer.online import CriterionStreamState
+    >>> state = CriterionStreamState("parity", 0.05, n_classes=3, binary=False,
+    ...                              group_sizes=[2])
+    >>> rng = np.random.default_rng(0)
+    >>> for _ in range(3000):
+    ...     g = int(rng.integers(2))
+    ...     _ = state.partial_proba(rng.dirichlet([1 + 2 * g, 2, 3 - 2 * g])[None], [g])
+    >>> report = state.report()
+    >>> report.means.shape, bool(report.gap <= report.certificate == 0.05)
+    ((2, 3), True)
+    """
+
+    def __init__(self, kind, tolerance, *, n_classes, binary, group_sizes, columns=None,
+                 weight_class=None, coefs=None, offsets=None, shares=None, step=None,
+                 groups=None, criterion="demographic_parity", config=None):
+        if kind not in STREAM_KINDS:
+            raise ValueError(f"kind must be one of {STREAM_KINDS}. Got {kind!r} instead.")
+        self.kind = kind
+        self.algorithm = "pooled"
+        self.tolerance = check_tolerance(tolerance)
+        self.step = DEFAULT_STEP["pooled"] if step is None else float(step)
+        if not (math.isfinite(self.step) and self.step > 0):
+            raise ValueError(f"step must be a positive number. Got {step!r} instead.")
+        self.n_classes = int(n_classes)
+        self.binary = bool(binary)
+        if self.n_classes < 2 or (self.binary and self.n_classes != 2):
+            raise ValueError(
+                "n_classes must be at least 2 (exactly 2 with binary=True). Got "
+                f"{n_classes!r} instead."
+            )
+        self.group_sizes = tuple(int(k) for k in group_sizes)
+        if not self.group_sizes or min(self.group_sizes) < 1:
+            raise ValueError(
+                f"group_sizes must list at least one positive size. Got {group_sizes!r} instead."
+            )
+        if columns is None:
+            columns = (1,) if self.binary else tuple(range(self.n_classes))
+        self.columns = tuple(int(c) for c in columns)
+        if not self.columns or not all(0 <= c < self.n_classes for c in self.columns):
+            raise ValueError(
+                f"columns must be class indices in [0, {self.n_classes}). Got {columns!r} instead."
+            )
+        self.weight_class = weight_class
+        m, K = len(self.columns), self.n_classes
+        self.coefs = [np.zeros((k, m)) for k in self.group_sizes] if coefs is None else coefs
+        self.offsets = [np.zeros((k, K)) for k in self.group_sizes] if offsets is None else offsets
+        self.shares = [np.full(k, 1.0 / k) for k in self.group_sizes] if shares is None else shares
+        self.criterion = criterion
+        self.threshold = 0.5
+        self.config = config if config is not None else ("pooled", self.tolerance, step, 0.5)
+        self._k = self.group_sizes[0] if len(self.group_sizes) == 1 else self.group_sizes
+        if groups is None:
+            groups = [np.arange(k) for k in self.group_sizes]
+            groups = groups[0] if len(groups) == 1 else groups
+        self.groups = groups
+        self._index = _label_index(self.groups)
+        self.streams = {out: self._engine(out) for out in _OUTPUTS}
+        self._lock = threading.Lock()
+
+    def _engine(self, output):
+        if self.kind == "residual":
+            return PooledResidual(self.tolerance, n_classes=self.n_classes, binary=self.binary,
+                                  group_sizes=self.group_sizes, output=output)
+        return PooledFamilies(
+            self.tolerance, n_classes=self.n_classes, binary=self.binary, columns=self.columns,
+            group_sizes=self.group_sizes, weight_class=self.weight_class, coefs=self.coefs,
+            offsets=self.offsets, shares=self.shares, output=output, step=self.step,
+        )
+
+    def restarted(self, config):
+        """A new, empty stream with the same layout and ``config = (algorithm, tolerance, step,
+        threshold)``.
+
+        Parameters
+        ----------
+        config : tuple
+            The new streaming parameters (``algorithm`` must be ``"pooled"``).
+
+        Returns
+        -------
+        state : CriterionStreamState
+        """
+        _, tolerance, step, _ = config
+        return CriterionStreamState(
+            self.kind, tolerance, n_classes=self.n_classes, binary=self.binary,
+            group_sizes=self.group_sizes, columns=self.columns, weight_class=self.weight_class,
+            coefs=self.coefs, offsets=self.offsets, shares=self.shares, step=step,
+            groups=self.groups, criterion=self.criterion, config=config,
+        )
+
+    def _check(self, scores, codes):
+        """Validated scores and codes of shape (n, n_blocks); raises before any state change."""
+        scores = np.asarray(scores, dtype=np.float64)
+        if self.binary and scores.ndim == 2 and scores.shape[1] == 1:
+            scores = scores[:, 0]
+        expected = 1 if self.binary else 2
+        if scores.ndim != expected or scores.shape[0] == 0 or (
+            not self.binary and scores.shape[1] != self.n_classes
+        ):
+            check_scores(scores, name="scores")  # raises the detailed error when it applies
+            shape = "(n_samples,)" if self.binary else f"(n_samples, {self.n_classes})"
+            raise ValueError(
+                f"scores must be of shape {shape}. Got an array of shape {scores.shape} instead."
+            )
+        check_scores(scores, name="scores")  # NaN or infinity
+        n, n_blocks = scores.shape[0], len(self.group_sizes)
+        if isinstance(codes, list | tuple) and n_blocks > 1:
+            columns = [np.asarray(c) for c in codes]
+            if len(columns) != n_blocks or any(c.shape != (n,) for c in columns):
+                raise ValueError(
+                    f"codes must hold {n_blocks} arrays of shape ({n},), one per block. Got "
+                    f"{[c.shape for c in columns]} instead."
+                )
+            codes = np.column_stack(columns)
+        codes = np.asarray(codes)
+        if codes.ndim == 1 and n_blocks == 1:
+            codes = codes[:, None]
+        if codes.shape != (n, n_blocks) or codes.dtype.kind not in "iu":
+            raise ValueError(
+                f"codes must be integer group codes of shape ({n},) per block ({n_blocks} "
+                f"block(s)). Got {codes.dtype} codes of shape {codes.shape} instead."
+            )
+        sizes = np.array(self.group_sizes)
+        if codes.min() < 0 or np.any(codes.max(axis=0) >= sizes):
+            raise ValueError(
+                f"codes must lie in [0, n_groups) of their block, n_groups={list(sizes)}. Got "
+                f"values in [{codes.min()}, {codes.max()}] instead."
+            )
+        return scores, codes.astype(np.intp, copy=False)
+
+    def _serve(self, output, scores, codes, project):
+        scores, codes = self._check(scores, codes)
+        stream = self.streams[output]
+        with self._lock:
+            out, new = stream.step_rows(scores, codes)
+            stream.commit(new, scores.shape[0])
+        if output == "decisions":
+            return np.array(out, dtype=np.int64)
+        return np.array(out, dtype=np.float64)
+
+    def partial_proba(self, scores, codes, project=None):
+        """Serve probabilities for a batch and update the probability stream.
+
+        Parameters
+        ----------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            Base probabilities (binary: of the positive class).
+        codes : array-like of shape (n_samples,), list of those, or (n_samples, n_blocks)
+            Group codes, one array per block.
+        project : None
+            Unused (the paper's algorithm is not available here).
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            Served probabilities (rows on the simplex).
+        """
+        return self._serve("proba", scores, codes, project)
+
+    def partial_decisions(self, scores, codes, project=None):
+        """Serve decisions for a batch and update the decision stream.
+
+        Parameters
+        ----------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            Base probabilities (binary: of the positive class).
+        codes : array-like of shape (n_samples,), list of those, or (n_samples, n_blocks)
+            Group codes, one array per block.
+        project : None
+            Unused.
+
+        Returns
+        -------
+        decisions : ndarray of shape (n_samples,)
+            Served class indices (binary: 0 or 1).
+        """
+        return self._serve("decisions", scores, codes, project)
+
+    def report(self, output="proba", groups=None):
+        """Live report of one stream (see :class:`StreamReport`).
+
+        Parameters
+        ----------
+        output : {"proba", "decisions"}, default="proba"
+            Which stream.
+        groups : array-like or list, default=None
+            Labels to report; ``None`` means the state's ``groups``.
+
+        Returns
+        -------
+        report : StreamReport
+        """
+        if output not in _OUTPUTS:
+            raise ValueError(f"output must be one of {_OUTPUTS}. Got {output!r} instead.")
+        groups = self.groups if groups is None else groups
+        with self._lock:
+            return self.streams[output].report(groups, self.criterion)
