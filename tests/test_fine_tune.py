@@ -14,7 +14,7 @@ from sklearn.preprocessing import StandardScaler
 from skfairlayer import FairnessLayerClassifier, project
 from skfairlayer._differentiable import make_adapter
 from skfairlayer._fine_tune import _minibatches, _validation_split, batch_loss
-from skfairlayer.constraints import make_criterion
+from skfairlayer.constraints import Criterion, group_family, make_criterion
 from skfairlayer.datasets import make_parity_classification
 
 
@@ -318,6 +318,7 @@ def test_user_model_with_the_protocol(data):
         (LogisticRegression(), {"learning_rate": -1.0}, ValueError, "learning_rate"),
         (LogisticRegression(), {"validation_fraction": 1.0}, ValueError, "validation_fraction"),
         (LogisticRegression(), {"batch_size": 1}, ValueError, "batch_size"),
+        (LogisticRegression(), {"label_free": "yes"}, ValueError, "label_free"),
     ],
 )
 def test_fine_tune_errors(base, params, err_type, match, data):
@@ -394,3 +395,212 @@ def test_multiclass_fine_tune_through_the_simplex_layer():
         params={"max_epochs": 3, "validation_fraction": 0.0},
     )
     assert est.coef_.shape == before.shape and not np.allclose(est.coef_, before)
+
+
+# --------------------------------------------------------------------------- beyond binary DP
+def _biased(n, n_classes, seed):
+    """Two sensitive attributes (2 and 3 values) that shift the features and the target."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.integers(0, 2, n), rng.integers(0, 3, n)
+    X = rng.normal(size=(n, 4))
+    X[:, 1] += 1.5 * a
+    X[:, 2] -= 0.5 * b
+    z = X[:, 0] + a + 0.3 * X[:, 1] + 0.7 * rng.normal(size=n)
+    y = (z > 0.5).astype(int) if n_classes == 2 else np.digitize(z, [0.0, 1.2])
+    return X, y, a, b
+
+
+def _projected_loss(model, X, y, sensitive, labels, **layer):
+    """Log-loss of the projected probabilities of ``model`` (labels: label-based criteria)."""
+    S = model.predict_proba(X)
+    s = S[:, 1] if S.shape[1] == 2 else S
+    p = project(s, sensitive, labels=labels, **layer).proba
+    P = np.column_stack([1 - p, p]) if p.ndim == 1 else p
+    return float(-np.mean(np.log(np.clip(P[np.arange(y.size), y], 1e-6, 1))))
+
+
+def _assert_layer_holds(clf, X, sensitive, layer):
+    """The fitted estimator's outputs meet the (plug-in) criterion on the batch exactly."""
+    S = clf.estimator_.predict_proba(X)
+    s = S[:, 1] if S.shape[1] == 2 else S
+    P = clf.predict_proba(X, sensitive_features=sensitive)
+    p = P[:, 1] if S.shape[1] == 2 else P
+    reference = project(s, sensitive, **layer)
+    assert reference.problem.parity_violation(p) <= 1e-9
+    assert P.min() >= 0.0 and np.allclose(P.sum(axis=1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(p, reference.proba, atol=1e-7)
+
+
+def _fit_tuned(base, X, y, sensitive, layer, label_free=False, **settings):
+    params = {"max_epochs": 20, "learning_rate": 1e-2, "validation_fraction": 0.0,
+              "batch_size": 100, "label_free": label_free, **settings}
+    return _quiet_fit(
+        FairnessLayerClassifier(
+            base, fine_tune=True, fine_tune_params=params, random_state=0, **layer
+        ),
+        X, y, sensitive_features=sensitive,
+    )
+
+
+_GAINS = [
+    ("multiclass DP, LR", LogisticRegression(), 3, "demographic_parity", "intersectional", False),
+    ("multiclass DP, MLP", _mlp(), 3, "demographic_parity", "intersectional", False),
+    (
+        "multiclass DP, SGD OvR",
+        SGDClassifier(loss="log_loss", random_state=0), 3, "demographic_parity",
+        "intersectional", False,
+    ),
+    ("marginal DP", LogisticRegression(), 2, "demographic_parity", "marginal", False),
+    ("multiclass marginal DP", LogisticRegression(), 3, "demographic_parity", "marginal", False),
+    ("mean residual", LogisticRegression(), 2, "mean_residual", "intersectional", False),
+    ("multiclass marginal mean residual", LogisticRegression(), 3, "mean_residual", "marginal",
+     False),
+    ("label-free EO", LogisticRegression(), 2, "equal_opportunity", "intersectional", True),
+    ("label-free multiclass EOdds", LogisticRegression(), 3, "equalized_odds", "intersectional",
+     True),
+    ("label-free marginal EOdds", LogisticRegression(), 2, "equalized_odds", "marginal", True),
+]
+
+
+@pytest.mark.parametrize(
+    "base, n_classes, criterion, groups, label_free", [c[1:] for c in _GAINS],
+    ids=[c[0] for c in _GAINS],
+)
+def test_fine_tune_beyond_binary_dp_lowers_projected_loss(
+    base, n_classes, criterion, groups, label_free
+):
+    """Check fine-tuning each newly supported combination: it lowers the projected training
+    log-loss of the post-hoc layer, keeps the base's class, and the fitted estimator's
+    outputs meet the criterion on the batch."""
+    X, y, a, b = _biased(400, n_classes, seed=2)
+    sensitive = a if groups == "intersectional" else np.c_[a, b]
+    layer = {"tolerance": 0.02, "criterion": criterion, "groups": groups}
+    clf = _fit_tuned(base, X, y, sensitive, layer, label_free=label_free)
+    assert type(clf.estimator_) is type(base)
+    labels = None if label_free else y  # the layer the loss was trained through
+    before = _projected_loss(_quiet_fit(clone(base), X, y), X, y, sensitive, labels, **layer)
+    after = _projected_loss(clf.estimator_, X, y, sensitive, labels, **layer)
+    assert after < before - 0.003
+    _assert_layer_holds(clf, X, sensitive, layer)
+
+
+_LABELLED = [
+    ("EO", 2, "equal_opportunity", "intersectional"),
+    ("EOdds", 2, "equalized_odds", "intersectional"),
+    ("multiclass EOdds", 3, "equalized_odds", "intersectional"),
+    ("marginal EO", 2, "equal_opportunity", "marginal"),
+]
+
+
+@pytest.mark.parametrize(
+    "n_classes, criterion, groups", [c[1:] for c in _LABELLED], ids=[c[0] for c in _LABELLED]
+)
+def test_fine_tune_label_based_criteria(n_classes, criterion, groups):
+    """Check fine-tuning through label-based EO/EOdds (training labels on each batch): it runs
+    with early stopping, the outputs meet the criterion, and the projected training loss is
+    not worse than post hoc (with labels the projection is nearly free: little to gain)."""
+    X, y, a, b = _biased(400, n_classes, seed=2)
+    sensitive = a if groups == "intersectional" else np.c_[a, b]
+    layer = {"tolerance": 0.02, "criterion": criterion, "groups": groups}
+    clf = _fit_tuned(
+        LogisticRegression(), X, y, sensitive, layer, validation_fraction=0.2,
+        n_iter_no_change=3,
+    )
+    h = clf.fine_tune_history_
+    assert h["val_loss"][h["best_epoch"]] == min(h["val_loss"])
+    plain = LogisticRegression().fit(X, y)
+    before = _projected_loss(plain, X, y, sensitive, y, **layer)
+    base_loss = -np.mean(np.log(plain.predict_proba(X)[np.arange(y.size), y]))
+    assert abs(before - base_loss) < 0.02  # the labelled projection barely costs anything
+    assert _projected_loss(clf.estimator_, X, y, sensitive, y, **layer) < before + 0.005
+    _assert_layer_holds(clf, X, sensitive, layer)
+
+
+def test_fine_tune_beyond_binary_dp_is_reproducible():
+    """Check that random_state makes multiclass marginal fine-tuning reproducible."""
+    X, y, a, b = _biased(600, 3, seed=0)
+
+    def fit(seed):
+        return (
+            FairnessLayerClassifier(
+                tolerance=0.02, criterion="equalized_odds", groups="marginal", fine_tune=True,
+                random_state=seed,
+                fine_tune_params={"max_epochs": 3, "batch_size": 60, "validation_fraction": 0.0},
+            )
+            .fit(X, y, sensitive_features=np.c_[a, b])
+            .estimator_.coef_
+        )
+
+    np.testing.assert_array_equal(fit(0), fit(0))
+    assert not np.array_equal(fit(0), fit(1))
+
+
+_CRITERIA = ["demographic_parity", "equal_opportunity", "equalized_odds", "mean_residual"]
+
+
+@pytest.mark.parametrize("criterion", _CRITERIA)
+@pytest.mark.parametrize("n_classes", [2, 3])
+@pytest.mark.parametrize("label_free", [False, True])
+def test_batch_loss_gradient_every_criterion(criterion, n_classes, label_free):
+    """Check the chain rule through the layer by central differences for every criterion,
+    binary and multiclass, marginal groups, label-based and plug-in (label-free) layers."""
+    X, y, a, b = _biased(120, n_classes, seed=1)
+    codes = np.c_[a, b]
+    est = LogisticRegression().fit(X, y)
+    adapter = make_adapter(est)
+    params = adapter.parameters()
+    layer = {
+        "criterion": make_criterion(criterion), "tolerance": 0.01, "solver": "auto",
+        "margin": 1e-6, "label_free": label_free,
+    }
+    w = np.ones(y.size)
+    _, _, grads = batch_loss(adapter, X, params, codes, y, w, **layer, gradient=True)
+    rng = np.random.default_rng(0)
+    d = [rng.normal(size=p.shape) for p in params]
+    h = 1e-6
+
+    def f(t):
+        moved = [p + t * q for p, q in zip(params, d, strict=True)]
+        return batch_loss(adapter, X, moved, codes, y, w, **layer)[0]
+
+    analytic = sum(np.sum(g * q) for g, q in zip(grads, d, strict=True))
+    assert np.isclose((f(h) - f(-h)) / (2 * h), analytic, rtol=1e-5, atol=1e-7)
+
+
+def test_minibatches_cover_marginal_groups_and_label_cells():
+    """Check batches carry every (group, label) cell of each attribute, and partition the rows."""
+    rng = np.random.default_rng(0)
+    n = 3000
+    a = rng.integers(0, 2, n)
+    b = rng.choice(5, size=n, p=[0.4, 0.3, 0.2, 0.08, 0.02])
+    y = (rng.uniform(size=n) < 0.2 + 0.3 * a).astype(int)
+    codes = np.c_[a, b]
+    batches = _minibatches(codes, y, 64, np.random.RandomState(0), label_cells=True)
+    smallest = min(
+        np.bincount(c * 2 + y).min() for c in (a, b) if np.bincount(c * 2 + y).min() > 0
+    )
+    assert len(batches) == min(round(n / 64), smallest)
+    for batch in batches:
+        for c in (a, b):
+            assert set(zip(c[batch], y[batch], strict=True)) == set(zip(c, y, strict=True))
+    np.testing.assert_array_equal(np.sort(np.concatenate(batches)), np.arange(n))
+
+
+class _UndeclaredScoreWeights(Criterion):
+    """Weights built from the scores without declaring it (not differentiable from the problem)."""
+
+    def families(self, codes, n_groups, scores, tolerance, labels=None):
+        s = scores if scores.ndim == 1 else scores[:, 0]
+        return (group_family(codes, n_groups, 0.5 + s, tolerance),)
+
+
+def test_fine_tune_refuses_undeclared_score_dependence(data):
+    """Check that a custom criterion whose weights move with the scores undeclared stops
+    fine-tuning with NotImplementedError (no silently wrong gradient)."""
+    X, y, groups = data
+    clf = FairnessLayerClassifier(
+        criterion=_UndeclaredScoreWeights(), fine_tune=True, random_state=0,
+        fine_tune_params={"max_epochs": 1},
+    )
+    with pytest.raises(NotImplementedError, match="Cannot differentiate"):
+        clf.fit(X, y, sensitive_features=groups)
