@@ -215,13 +215,15 @@ def test_estimator_multiclass_probabilities_and_decisions():
     assert np.array_equal(clf.predict(X[600:]), clf.classes_[np.argmax(P, axis=1)])
 
 
-def test_estimator_multiclass_rejects_streaming_and_fine_tuning():
-    """Check that multiclass streaming and fine-tuning raise errors naming what is supported."""
+def test_estimator_multiclass_rejects_streaming_and_fine_tunes():
+    """Check that multiclass streaming raises an error naming what is supported, and that
+    multiclass fine-tuning runs (tests/test_fine_tune.py checks it in depth)."""
     X, y, _ = _data(1, n=300)
     clf = FairnessLayerClassifier(LogisticRegression(), sensitive_features=3).fit(X, y)
     with pytest.raises(ValueError, match="binary"):
         clf.partial_predict(X[:3])
-    with pytest.raises(ValueError, match="binary"):
-        FairnessLayerClassifier(
-            LogisticRegression(), sensitive_features=3, fine_tune=True
-        ).fit(X, y)
+    tuned = FairnessLayerClassifier(
+        LogisticRegression(), sensitive_features=3, fine_tune=True, random_state=0,
+        fine_tune_params={"max_epochs": 2},
+    ).fit(X, y)
+    assert tuned.fine_tune_history_["epoch"][-1] >= 1
