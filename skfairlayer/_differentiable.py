@@ -24,7 +24,7 @@ estimator implementing the *fine-tuning protocol*:
     training loss over ``n_samples`` rows.
 
 ``X`` given to ``fine_tune_forward`` is what the model's ``predict_proba``
-receives. See ``docs/fine_tuning.rst`` for a worked example.
+receives. See ``docs/user_guide/fine_tuning.rst`` for a worked example.
 """
 
 import numpy as np
