@@ -175,7 +175,10 @@ class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
         validation log-loss; the best parameters, possibly the starting ones,
         are kept), ``n_iter_no_change=5``, ``tol=1e-4``, ``margin=1e-6``
         (outputs stay in ``[margin, 1 - margin]`` during training so the loss
-        stays finite).
+        stays finite), ``label_free=False`` (label-conditioned criteria:
+        project each minibatch with the training labels, as the fit-time
+        projection does; ``True`` uses their plug-in form, the layer applied
+        at prediction).
     random_state : int, RandomState instance or None, default=None
         Seed of the fine-tuning's validation split and batch shuffles (it is
         not passed to the base estimator). Pass an int for reproducible
