@@ -1106,9 +1106,14 @@ class StreamState:
 
 
 def _label_index(groups):
-    """``{label: code}`` for single-attribute labels (None for tuples, unhashable labels or blocks)."""
-    if not isinstance(groups, np.ndarray):  # one array per block (marginal groups)
-        return None
+    """``{label: code}`` for single-attribute labels (None for tuples or unhashable labels).
+
+    With one array of labels per block (marginal groups): a list of those, or
+    None when one block has no index.
+    """
+    if not isinstance(groups, np.ndarray):
+        indexes = [_label_index(np.asarray(g)) for g in groups]
+        return None if any(i is None for i in indexes) else indexes
     labels = groups.tolist()
     if any(isinstance(v, tuple | list) for v in labels):  # several attributes
         return None
@@ -1933,6 +1938,29 @@ class CriterionStreamState(StreamState):
             coefs=self.coefs, offsets=self.offsets, shares=self.shares, step=step,
             groups=self.groups, criterion=self.criterion, config=config,
         )
+
+    def codes_of(self, values):
+        """Group codes of a list of labels (one block) or of label rows (several blocks).
+
+        Parameters
+        ----------
+        values : list
+            One label per row, or with several blocks one list of labels (one
+            per block, in block order) per row.
+
+        Returns
+        -------
+        codes : list, ndarray of shape (n_samples, n_blocks) or None
+            The codes, or None when a label is unknown or missing.
+        """
+        index = self._index
+        if index is None or not isinstance(index, list):
+            return super().codes_of(values)
+        try:
+            codes = [[block[v] for block, v in zip(index, row, strict=True)] for row in values]
+        except (KeyError, TypeError, ValueError):
+            return None
+        return np.array(codes, dtype=np.intp).reshape(-1, len(index))
 
     def _check(self, scores, codes):
         """Validated scores and codes of shape (n, n_blocks); raises before any state change."""

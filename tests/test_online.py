@@ -352,3 +352,371 @@ def test_paper_large_batches_use_the_projection():
     served = state.partial_proba(scores, codes, project=lambda s, c: np.full(s.shape, 0.25))
     np.testing.assert_array_equal(served, 0.25)
     assert state.report().duals[0] == 0.0 and state.report().n_served == PAPER_B_TAU
+
+
+# ------------------------------------------------ other criteria, multiclass, marginal groups
+from skfairlayer.online import (  # noqa: E402
+    CENTER_MARGIN,
+    CriterionStreamState,
+    _next_slack,
+    project_box_simplex,
+)
+
+#: name -> (n_classes, binary, group_sizes, columns, weight_class)
+LAYOUTS = {
+    "multiclass DP": (3, False, [3], None, None),
+    "multiclass DP K=4": (4, False, [2], None, None),
+    "binary EO": (2, True, [3], None, 1),
+    "multiclass EO class 2": (3, False, [2], [2], 2),
+    "marginal binary DP": (2, True, [2, 3], None, None),
+    "marginal multiclass EO": (3, False, [2, 2], [0], 0),
+}
+
+
+def _criterion_stream(kind, K, binary, sizes, n, rng):
+    """Scores and codes of shape (n, n_blocks) of a random, sorted or drifting stream."""
+    if kind == "drift":
+        t = np.linspace(0, 1, n)
+        codes = np.column_stack([(rng.random(n) < 0.15 + 0.7 * t).astype(int) * rng.integers(
+            1, k, n) if k > 1 else np.zeros(n, int) for k in sizes])
+    else:
+        codes = np.column_stack([rng.integers(0, k, n) for k in sizes])
+    alpha = np.ones((n, K))
+    alpha[np.arange(n), codes.sum(axis=1) % K] += 2.0
+    if kind == "drift":
+        alpha[:, 0] += 3 * np.linspace(0, 1, n)
+    S = np.array([rng.dirichlet(a) for a in alpha])
+    if kind == "sorted":  # adversarial: one group of the first block first, sorted by score
+        order = np.lexsort((S[:, -1], codes[:, 0]))
+        S, codes = S[order], codes[order]
+    return (S[:, 1] if binary else S), codes
+
+
+def _weighted_gaps(values, codes, sizes, weights, columns):
+    """Largest pooled gap over blocks and columns after each row (weighted group means)."""
+    n = codes.shape[0]
+    values = values.reshape(n, -1)[:, columns]
+    W = [np.zeros(k) for k in sizes]
+    sums = [np.zeros((k, len(columns))) for k in sizes]
+    gaps = np.zeros(n)
+    for t in range(n):
+        for j, a in enumerate(codes[t]):
+            W[j][a] += weights[t]
+            sums[j][a] += weights[t] * values[t]
+            served = W[j] > 0
+            if served.sum() > 1:
+                m = sums[j][served] / W[j][served, None]
+                gaps[t] = max(gaps[t], (m.max(axis=0) - m.min(axis=0)).max())
+    return gaps
+
+
+def _criterion_certificates(codes, sizes, weights, tol, K, decisions):
+    """epsilon + max over blocks of the two largest B_g after each row, from the weights alone."""
+    delta = CENTER_MARGIN * tol
+    D = (K - 1) ** 2 / K
+    max_cells = max(int(np.prod(sizes)) // k for k in sizes)
+    W = [np.zeros(k) for k in sizes]
+    b = [np.full(k, np.inf) for k in sizes]
+    cells = [np.zeros(k) for k in sizes]
+    seen = set()
+    out = np.empty(codes.shape[0])
+    for t, (row, w) in enumerate(zip(codes, weights, strict=True)):
+        if w > 0 and decisions and tuple(row) not in seen:
+            seen.add(tuple(row))
+            for j, a in enumerate(row):
+                cells[j][a] += 1
+        for j, a in enumerate(row):
+            if w > 0:
+                b[j][a] = _next_slack(W[j][a], b[j][a], W[j][a] + w, tol, delta,
+                                      D * max_cells if decisions else 0.0,
+                                      -delta if decisions else 0.0)
+                W[j][a] += w
+        extra = 0.0
+        for j in range(len(sizes)):
+            served = W[j] > 0
+            bound = b[j][served] + (D * cells[j][served] / W[j][served] if decisions else 0)
+            if bound.size > 1:
+                extra = max(extra, np.sort(bound)[-2:].sum())
+        out[t] = tol + extra
+    return out
+
+
+def _criterion_state(name, tol, rng=None, **kw):
+    K, binary, sizes, columns, weight_class = LAYOUTS[name]
+    m = 1 if binary or columns is not None else K
+    rng = np.random.default_rng(0) if rng is None else rng
+    coefs = [rng.normal(0, 0.05, (k, m)) for k in sizes]
+    offsets = [rng.normal(0, 0.05, (k, K)) for k in sizes]
+    return CriterionStreamState("parity", tol, n_classes=K, binary=binary, group_sizes=sizes,
+                                columns=columns, weight_class=weight_class, coefs=coefs,
+                                offsets=offsets, **kw)
+
+
+def _serve_rows(state, scores, codes, batch, output):
+    serve = state.partial_proba if output == "proba" else state.partial_decisions
+    parts = [serve(scores[i : i + batch], codes[i : i + batch])
+             for i in range(0, len(codes), batch)]
+    return np.concatenate(parts)
+
+
+@pytest.mark.parametrize("kind", ["random", "sorted", "drift"])
+@pytest.mark.parametrize("name", list(LAYOUTS))
+@pytest.mark.parametrize("output", ["proba", "decisions"])
+def test_criterion_certificate_holds_at_every_row(kind, name, output):
+    """Check the pooled (weighted, per class, per block) gap against the certificate at every row."""
+    K, binary, sizes, columns, weight_class = LAYOUTS[name]
+    rng = np.random.default_rng(len(name) + len(kind))
+    tol, n = 0.05, 700 if weight_class is None else 1400
+    scores, codes = _criterion_stream(kind, K, binary, sizes, n, rng)
+    state = _criterion_state(name, tol, rng=rng)
+    served = _serve_rows(state, scores, codes, 1 if kind != "drift" else 5, output)
+    if weight_class is None:
+        weights = np.ones(n)
+    elif binary:
+        weights = scores if weight_class == 1 else 1 - scores
+    else:
+        weights = scores[:, weight_class]
+    cols = [1] if binary else (columns if columns is not None else list(range(K)))
+    if output == "proba":
+        full = np.column_stack([1 - served, served]) if binary else served
+        assert full.min() >= 0.0 and full.max() <= 1.0
+        assert np.abs(full.sum(axis=1) - 1).max() <= 4e-16
+    else:
+        assert set(np.unique(served)) <= set(range(K))
+        full = np.eye(K)[served]
+    gaps = _weighted_gaps(full, codes, sizes, weights, cols)
+    certs = _criterion_certificates(codes, sizes, weights, tol, K, output == "decisions")
+    assert np.all(gaps <= certs + 1e-12)
+    report = state.report(output)
+    assert report.certificate == pytest.approx(certs[-1], abs=1e-12)
+    assert report.gap == pytest.approx(gaps[-1], abs=1e-12)
+    assert report.holds
+    # The bound reaches the tolerance once every group has enough weight.
+    D, cells = (K - 1) ** 2 / K, max(int(np.prod(sizes)) // k for k in sizes)
+    need = max((SLACK_SCALE / tol) ** 2, D * cells / (CENTER_MARGIN * tol) if output != "proba" else 0)
+    weight = [np.bincount(codes[:, j], weights=weights, minlength=k) for j, k in enumerate(sizes)]
+    if min(w.min() for w in weight) >= 1.5 * need:
+        assert report.certificate == tol
+
+
+@pytest.mark.parametrize("name", ["multiclass DP", "binary EO", "marginal binary DP"])
+def test_criterion_certificate_reaches_the_tolerance(name):
+    """Check that the certificate (of probabilities) never grows and reaches the tolerance."""
+    K, binary, sizes, _, _ = LAYOUTS[name]
+    scores, codes = _criterion_stream("random", K, binary, sizes, 2500, np.random.default_rng(3))
+    for output in ("proba", "decisions"):
+        state = _criterion_state(name, 0.05)
+        certs = []
+        for i in range(0, 2500, 10):
+            _serve_rows(state, scores[i : i + 10], codes[i : i + 10], 10, output)
+            certs.append(state.report(output).certificate)
+        if output == "proba":  # decisions: the rounding term of a cell may still grow a little
+            assert np.all(np.diff(certs[5:]) <= 1e-15)
+        assert certs[-1] == 0.05
+
+
+@pytest.mark.parametrize("decisions", [False, True])
+@pytest.mark.parametrize("tol", [0.0, 0.01, 0.05])
+def test_weighted_slack_floor(tol, decisions):
+    """Check W' (delta + b') >= W (delta + b) for any row weight, and that b reaches 0 (tol > 0)."""
+    rng = np.random.default_rng(11)
+    delta = CENTER_MARGIN * tol
+    rounding, lowest = (0.5 * 3, -delta) if decisions else (0.0, 0.0)
+    W, b = 0.0, math.inf
+    for w in rng.random(40000) ** 3:  # many tiny weights
+        new = _next_slack(W, b, W + w, tol, delta, rounding, lowest)
+        if W > 0:
+            assert (W + w) * (delta + new) >= W * (delta + b) - 1e-12
+        assert new >= lowest
+        W, b = W + w, new
+    assert (b <= 0.0) if tol > 0 else (b < 0.01)
+
+
+def test_box_simplex_projection_is_exact():
+    """Check project_box_simplex against a 200-step bisection on the threshold."""
+    rng = np.random.default_rng(12)
+    for _ in range(500):
+        K = int(rng.integers(2, 9))
+        v = rng.normal(0.3, 0.6, K)
+        c = rng.dirichlet(np.ones(K))
+        lo = np.maximum(c - rng.random(K) * 0.3, 0) * (rng.random(K) < 0.7)
+        hi = np.where(rng.random(K) < 0.3, 1.0, np.minimum(c + rng.random(K) * 0.3, 1))
+        p = project_box_simplex(v, lo, hi)
+        assert np.all(p >= lo) and np.all(p <= hi) and abs(p.sum() - 1) <= 4e-16
+        a, b = -5.0, 5.0
+        for _ in range(200):
+            mid = 0.5 * (a + b)
+            a, b = (mid, b) if np.clip(v - mid, lo, hi).sum() > 1 else (a, mid)
+        np.testing.assert_allclose(p, np.clip(v - 0.5 * (a + b), lo, hi), atol=1e-14)
+
+
+def test_pairwise_bands_alone_can_miss_the_simplex():
+    """Check the example of the module docstring: without the centre, no simplex row fits."""
+    # Three groups near the vertices within the pairwise bound 2 beta, a fourth with slack 0.
+    beta, t, eps = 0.1, 0.2, 0.0
+    means = [(1 - t) / 3 + t * np.eye(3)[g] for g in range(3)]
+    lower = np.max([m - beta for m in means], axis=0) - eps  # band of the large group
+    assert lower.sum() > 1.0  # every row of its (I1) band is off the simplex
+    state = CriterionStreamState("parity", 0.0, n_classes=3, binary=False, group_sizes=[4])
+    rng = np.random.default_rng(13)
+    for _ in range(300):  # tiny groups near the vertices, then a large one: always feasible
+        g = int(rng.integers(4))
+        state.partial_proba(np.eye(3)[g % 3][None] * 0.9 + 0.1 / 3, [g])
+    assert state.report().holds
+
+
+def test_criterion_first_rows_use_the_fitted_coefficients():
+    """Check that the first row is s - w * coef (binary) or the simplex projection of S - coef."""
+    state = CriterionStreamState("parity", 0.05, n_classes=2, binary=True, group_sizes=[2],
+                                 weight_class=1, coefs=[np.array([[0.2], [-0.1]])])
+    assert state.partial_proba(np.array([0.6]), [0])[0] == pytest.approx(0.6 - 0.6 * 0.2)
+    coefs = [np.array([[0.3, 0.0, 0.0], [0.0, 0.0, 0.0]])]
+    state = CriterionStreamState("parity", 0.05, n_classes=3, binary=False, group_sizes=[2],
+                                 coefs=coefs)
+    np.testing.assert_allclose(state.partial_proba(np.array([[0.5, 0.3, 0.2]]), [0])[0],
+                               [0.3, 0.4, 0.3], atol=1e-15)
+    offsets = [np.array([[0.5, 0.0, 0.0], [0.0, 0.0, 0.0]])]
+    state = CriterionStreamState("parity", 0.05, n_classes=3, binary=False, group_sizes=[2],
+                                 offsets=offsets)
+    assert state.partial_decisions(np.array([[0.5, 0.3, 0.2]]), [0])[0] == 1
+
+
+def test_zero_weight_rows_are_in_no_statistic():
+    """Check that plug-in rows of weight 0 change no weighted mean, slack or certificate."""
+    state = CriterionStreamState("parity", 0.05, n_classes=2, binary=True, group_sizes=[2],
+                                 weight_class=1)
+    state.partial_proba(np.array([0.7, 0.3, 0.6]), [0, 1, 1])
+    before = state.report()
+    assert state.partial_proba(np.array([0.0, 0.0]), [0, 1]).tolist() == [0.0, 0.0]
+    after = state.report()
+    np.testing.assert_array_equal(after.means, before.means)
+    np.testing.assert_array_equal(after.weights, before.weights)
+    assert after.certificate == before.certificate
+    np.testing.assert_array_equal(after.counts, before.counts + 1)
+
+
+@pytest.mark.parametrize("output", ["proba", "decisions"])
+@pytest.mark.parametrize("binary", [True, False])
+@pytest.mark.parametrize("sizes", [[3], [2, 3]])
+def test_mean_residual_stream(output, binary, sizes):
+    """Check mean residual: probabilities are the base scores; decisions meet the residual bound."""
+    K = 2 if binary else 3
+    rng = np.random.default_rng(14)
+    tol, n = 0.03, 800
+    scores, codes = _criterion_stream("sorted", K, binary, sizes, n, rng)
+    state = CriterionStreamState("residual", tol, n_classes=K, binary=binary, group_sizes=sizes,
+                                 criterion="mean_residual")
+    served = _serve_rows(state, scores, codes, 3, output)
+    full_s = np.column_stack([1 - scores, scores]) if binary else scores
+    if output == "proba":
+        np.testing.assert_array_equal(served, scores)
+        assert state.report(output).gap == 0.0
+        return
+    full_y = np.eye(K)[served]
+    D = (K - 1) ** 2 / K
+    cols = [1] if binary else list(range(K))
+    cell_n = {}
+    for t in range(n):  # residual and its bound at every row
+        cell_n[tuple(codes[t])] = cell_n.get(tuple(codes[t]), 0) + 1
+        if t % 7:
+            continue
+        for j, k in enumerate(sizes):
+            for g in range(k):
+                rows = codes[: t + 1, j] == g
+                if not rows.any():
+                    continue
+                residual = (full_s[: t + 1][rows] - full_y[: t + 1][rows]).mean(axis=0)[cols]
+                bound = sum(max(tol * c, D) for key, c in cell_n.items() if key[j] == g)
+                assert np.abs(residual).max() <= bound / rows.sum() + 1e-12
+    report = state.report(output)
+    assert report.holds and report.criterion == "mean_residual"
+
+
+@pytest.mark.parametrize("kind", ["parity", "residual"])
+def test_criterion_pickle_mid_stream_continues_bit_identically(kind):
+    """Check that a pickled criterion stream (marginal, multiclass) continues exactly."""
+    rng = np.random.default_rng(15)
+    scores, codes = _criterion_stream("random", 3, False, [2, 3], 400, rng)
+    if kind == "parity":
+        state = CriterionStreamState("parity", 0.03, n_classes=3, binary=False,
+                                     group_sizes=[2, 3], weight_class=None)
+    else:
+        state = CriterionStreamState("residual", 0.03, n_classes=3, binary=False,
+                                     group_sizes=[2, 3])
+    for output in ("proba", "decisions"):
+        _serve_rows(state, scores[:200], codes[:200], 3, output)
+    copy = pickle.loads(pickle.dumps(state))
+    for output in ("proba", "decisions"):
+        a = _serve_rows(state, scores[200:], codes[200:], 3, output)
+        b = _serve_rows(copy, scores[200:], codes[200:], 3, output)
+        assert a.tobytes() == b.tobytes()
+        ra, rb = state.report(output), copy.report(output)
+        for j in range(2):
+            assert ra.means[j].tobytes() == rb.means[j].tobytes()
+        assert (ra.gap, ra.certificate, ra.n_served) == (rb.gap, rb.certificate, rb.n_served)
+
+
+def test_criterion_errors_leave_the_state_unchanged():
+    """Check that invalid batches raise before any change to a criterion stream."""
+    state = _criterion_state("marginal binary DP", 0.05)
+    state.partial_proba(np.array([0.4, 0.6]), [np.array([0, 1]), np.array([2, 0])])
+    bad = [
+        (np.array([0.5, np.nan]), [np.array([0, 1]), np.array([0, 1])], "NaN or infinity"),
+        (np.array([0.5]), [np.array([0]), np.array([3])], "codes must lie in"),
+        (np.array([0.5]), [np.array([0])], "one per block"),
+        (np.array([0.5]), np.array([[0.0, 1.0]]), "integer group codes"),
+        (np.ones((2, 2)), [np.array([0, 1]), np.array([0, 1])], "shape"),
+        (np.array([]), [np.array([], int), np.array([], int)], "empty"),
+    ]
+    for scores, codes, match in bad:
+        before = pickle.dumps(state)
+        for serve in (state.partial_proba, state.partial_decisions):
+            with pytest.raises(ValueError, match=match):
+                serve(scores, codes)
+        assert pickle.dumps(state) == before
+    multi = _criterion_state("multiclass DP", 0.05)
+    with pytest.raises(ValueError, match=r"shape \(n_samples, 3\)"):
+        multi.partial_proba(np.ones((2, 2)) / 2, [0, 1])
+
+
+def test_criterion_concurrent_updates_are_not_lost():
+    """Check that 8 threads serving a multiclass stream lose no row and keep the certificate."""
+    rng = np.random.default_rng(16)
+    scores, codes = _criterion_stream("random", 3, False, [3], 8 * 150, rng)
+    state = _criterion_state("multiclass DP", 0.03)
+    served = {}
+
+    def worker(w):
+        rows = range(w * 150, (w + 1) * 150)
+        served[w] = [(i, state.partial_decisions(scores[i : i + 1], codes[i : i + 1])[0])
+                     for i in rows]
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    report = state.report("decisions")
+    assert report.n_served == 1200
+    np.testing.assert_array_equal(report.counts, np.bincount(codes[:, 0], minlength=3))
+    chosen = np.zeros((3, 3))
+    for rows in served.values():
+        for i, y in rows:
+            chosen[codes[i, 0], y] += 1
+    np.testing.assert_allclose(report.means, chosen / report.counts[:, None])
+    assert report.holds
+
+
+def test_criterion_constructor_errors():
+    """Check the errors of CriterionStreamState's constructor."""
+    with pytest.raises(ValueError, match="kind must be one of"):
+        CriterionStreamState("odds", 0.1, n_classes=2, binary=True, group_sizes=[2])
+    with pytest.raises(ValueError, match="n_classes must be"):
+        CriterionStreamState("parity", 0.1, n_classes=3, binary=True, group_sizes=[2])
+    with pytest.raises(ValueError, match="group_sizes"):
+        CriterionStreamState("parity", 0.1, n_classes=2, binary=True, group_sizes=[])
+    with pytest.raises(ValueError, match="columns must be"):
+        CriterionStreamState("parity", 0.1, n_classes=3, binary=False, group_sizes=[2],
+                             columns=[3])
+    with pytest.raises(ValueError, match="step must be"):
+        CriterionStreamState("parity", 0.1, n_classes=2, binary=True, group_sizes=[2], step=-1)
