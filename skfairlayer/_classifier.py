@@ -36,6 +36,9 @@ from .constraints import (
     SMALL_GROUP_SIZE,
     Criterion,
     DemographicParity,
+    EqualizedOdds,
+    EqualOpportunity,
+    MeanResidual,
     ProjectionProblem,
     build_problem,
     make_criterion,
@@ -43,13 +46,14 @@ from .constraints import (
 )
 from .exceptions import InfeasibleProblemError, SmallGroupWarning
 from .online import ALGORITHMS as _STREAM_ALGORITHMS
-from .online import StreamState
+from .online import CriterionStreamState, StreamState
 from .projection import group_shifts, solve_problem
 
-_MULTICLASS_ONLY_BINARY = (
-    "{what} supports binary demographic parity with intersectional groups only (criterion="
-    "'demographic_parity', groups='intersectional', two classes). Got criterion={criterion!r}, "
-    "groups={groups!r}, {n_classes} classes instead."
+_STREAM_SUPPORTED = (
+    "Streaming (partial_predict_proba, partial_predict, stream_report) supports "
+    "criterion='demographic_parity' (binary or multiclass), 'equal_opportunity' (binary, or "
+    "multiclass with EqualOpportunity(positive_class=...)) and 'mean_residual', with "
+    "intersectional or marginal groups."
 )
 
 __all__ = ["FairnessLayerClassifier"]
@@ -79,7 +83,10 @@ class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
     (rows one at a time or in small batches): the *pooled* gap of everything
     they served since :meth:`fit` or :meth:`reset_stream` stays within a
     certificate that holds at every row and equals ``tolerance`` once each
-    group has a few hundred rows; :meth:`stream_report` reports it live.
+    group has a few hundred rows; :meth:`stream_report` reports it live. This
+    holds for demographic parity (binary or multiclass), equal opportunity
+    (binary, or one class of a multiclass target) and mean residual, with
+    intersectional or marginal groups; the other criteria raise.
 
     Parameters
     ----------
@@ -195,7 +202,8 @@ class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
         any batch size (see :mod:`skfairlayer.online`). ``"paper"``: the
         paper's online primal-dual (penalised per-batch projection, dual step
         ``eta_0 / sqrt(t)``, exact projection of batches of at least 64 rows),
-        for reproduction; it has no finite-time guarantee and with one row per
+        for reproduction (binary demographic parity with intersectional
+        groups only); it has no finite-time guarantee and with one row per
         batch it corrects nothing.
     stream_step : float, default=None
         Dual step of the streaming algorithm (``eta``, default 0.02, for
@@ -249,10 +257,14 @@ class FairnessLayerClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
         Number of features seen during fit (including sensitive columns).
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when ``X`` has string column names.
-    stream_ : skfairlayer.online.StreamState
+    stream_ : skfairlayer.online.StreamState or None
         State of the stream served by :meth:`partial_predict_proba` and
         :meth:`partial_predict`, started at the end of :meth:`fit` (fitted group
-        shares, shifts and thresholds). Read it through :meth:`stream_report`.
+        shares, shifts and thresholds; for other criteria, multiclass targets
+        and marginal groups a :class:`~skfairlayer.online.CriterionStreamState`
+        started from ``family_shifts_`` and ``decision_shifts_``). ``None`` for
+        criteria that cannot stream (equalized odds, equal opportunity over
+        every class, custom criteria). Read it through :meth:`stream_report`.
 
     See Also
     --------
@@ -649,7 +661,7 @@ default=None
             self._start_stream(codes)
         else:
             self._fit_general_layer(scores, codes, self._label_indices(y))
-            self.stream_ = None
+            self._start_stream(codes, scores)
         return self
 
     def _fit_general_layer(self, scores, codes, labels):
@@ -828,20 +840,94 @@ default=None
             step=step, threshold=threshold, groups=self.groups_,
         )
 
-    def _start_stream(self, codes):
-        """Start the stream from the fit: group shares, fitted shifts and thresholds."""
-        shares = np.bincount(codes, minlength=len(self.groups_)) / max(codes.size, 1)
-        self.stream_ = self._new_stream(shares)
+    def _start_stream(self, codes, scores=None):
+        """Start the stream from the fit: group shares and fitted shifts / thresholds.
+
+        Other criteria, multiclass targets and marginal groups start from the
+        fitted plug-in coefficients (``family_shifts_``) and decision offsets
+        (``decision_shifts_``); criteria without a streaming form get no stream
+        (the streaming methods then raise, saying why).
+        """
+        if self._classic():
+            shares = np.bincount(codes, minlength=len(self.groups_)) / max(codes.size, 1)
+            self.stream_ = self._new_stream(shares)
+        elif self._stream_unsupported() is not None:
+            self.stream_ = None
+        else:
+            self.stream_ = self._new_criterion_stream(scores, codes)
+
+    def _stream_unsupported(self):
+        """Why the criterion cannot stream with a certificate, or None when it can."""
+        crit = make_criterion(self.criterion)
+        kind = type(crit)
+        if kind in (DemographicParity, MeanResidual):
+            return None
+        if kind is EqualOpportunity and (
+            len(self.classes_) == 2 or crit.positive_class is not None
+        ):
+            return None
+        if kind in (EqualOpportunity, EqualizedOdds):
+            return (
+                "This criterion puts each row in several statistics with different plug-in "
+                "weights (its posteriors of several true classes), and served rows never change: "
+                "a stream can make the pooled constraint unreachable (a group whose rows all "
+                "carry equal posteriors can never separate its rates for two true classes), so "
+                "no bound that reaches the tolerance holds at every row. Use predict_proba / "
+                "predict on batches instead."
+            )
+        return (
+            "A custom Criterion has no streaming form: its families and rows are defined over a "
+            "whole batch."
+        )
+
+    def _new_criterion_stream(self, scores, codes):
+        """The stream of other criteria: layout, fitted coefficients, offsets and shares."""
+        crit = make_criterion(self.criterion)
+        binary = len(self.classes_) == 2
+        groupings, _ = self._groupings(codes)
+        _, tolerance, step, _ = self._stream_config()
+        common = {
+            "n_classes": len(self.classes_),
+            "binary": binary,
+            "group_sizes": [k for _, k in groupings],
+            "step": step,
+            "groups": self.groups_,
+            "criterion": self.criterion if isinstance(self.criterion, str) else repr(crit),
+            "config": self._stream_config(),
+        }
+        if isinstance(crit, MeanResidual):
+            return CriterionStreamState("residual", tolerance, **common)
+        problem = self._layer_problem(scores, codes, keep_trivial=True)
+        per = len(problem.families) // len(groupings)
+        first = problem.families[:per]
+        coefs, shares = [], []
+        for j, (_, k) in enumerate(groupings):
+            fams = range(j * per, (j + 1) * per)
+            coefs.append(np.column_stack([self.family_shifts_[f][:k] for f in fams]))
+            fam = problem.families[j * per]
+            share = np.zeros(k)
+            share[fam.ids()] = fam.totals / scores.shape[0]
+            shares.append(share)
+        return CriterionStreamState(
+            "parity", tolerance,
+            columns=[1] if binary else [f.column for f in first],
+            weight_class=first[0].plug_in_class,
+            coefs=coefs,
+            offsets=[np.asarray(o, dtype=np.float64) for o in self.decision_shifts_],
+            shares=shares,
+            **common,
+        )
 
     def _fitted_stream(self):
         state = getattr(self, "stream_", None)
         if state is None:
             check_is_fitted(self)  # raises NotFittedError when not fitted
-            if not self._classic():
-                raise ValueError(_MULTICLASS_ONLY_BINARY.format(
-                    what="Streaming (partial_predict_proba, partial_predict, stream_report)",
-                    criterion=self.criterion, groups=self.groups, n_classes=len(self.classes_),
-                ))
+            reason = None if self._classic() else self._stream_unsupported()
+            if reason is not None:
+                raise ValueError(
+                    f"{_STREAM_SUPPORTED} {reason} Got criterion={self.criterion!r}, "
+                    f"groups={self.groups!r}, {len(self.classes_)} classes instead."
+                )
             raise AttributeError(
                 "This FairnessLayerClassifier has no stream state (fitted by an older "
                 "version?); call fit again."
@@ -850,6 +936,13 @@ default=None
 
     def _stream(self):
         state = self._fitted_stream()
+        if self.stream_algorithm == "paper" and isinstance(state, CriterionStreamState):
+            raise ValueError(
+                "stream_algorithm='paper' reproduces the paper's online algorithm, defined for "
+                "binary demographic parity with intersectional groups; use "
+                f"stream_algorithm='pooled'. Got criterion={self.criterion!r}, "
+                f"groups={self.groups!r}, {len(self.classes_)} classes instead."
+            )
         if state.config != self._stream_config():
             raise ValueError(
                 "The streaming parameters (stream_algorithm, tolerance, stream_step, threshold) "
@@ -889,6 +982,8 @@ default=None
                 return None
             base_X = X
         else:
+            if isinstance(spec, list | tuple) and len(spec) > 1:
+                return self._stream_fast_blocks(X, sensitive_features, state, spec)
             if isinstance(spec, list | tuple) and len(spec) == 1:
                 spec = spec[0]
             if (
@@ -914,7 +1009,28 @@ default=None
         proba = np.asarray(self.estimator_.predict_proba(base_X))
         if proba.ndim != 2:
             return None
-        return proba[:, -1], codes  # the stream checks that the scores are finite
+        # The stream checks that the scores are finite.
+        return (proba[:, -1] if proba.shape[1] == 2 else proba), codes
+
+    def _stream_fast_blocks(self, X, sensitive_features, state, spec):
+        """Fast inputs for marginal groups read from several columns (None: the full path)."""
+        n_columns = X.shape[1]
+        if sensitive_features is not None or self.groups != "marginal" or not all(
+            isinstance(c, Integral) and not isinstance(c, bool) and -n_columns <= c < n_columns
+            for c in spec
+        ):
+            return None
+        idx = sorted({int(c) % n_columns for c in spec})  # attribute order of _split
+        if len(idx) != len(spec):
+            return None
+        codes = state.codes_of(X[:, idx].tolist())
+        if codes is None:
+            return None
+        base_X = X if self.sensitive_as_feature else np.delete(X, idx, axis=1)
+        proba = np.asarray(self.estimator_.predict_proba(base_X))
+        if proba.ndim != 2:
+            return None
+        return (proba[:, -1] if proba.shape[1] == 2 else proba), codes
 
     def _paper_projection(self, scores, codes):
         """Exact projection of one batch (the paper's algorithm, batches of >= b_tau rows)."""
@@ -934,6 +1050,15 @@ default=None
         size (one row is fine), order, group shares or drift. Groups unseen at
         fit raise :class:`~skfairlayer.exceptions.UnseenGroupError`.
 
+        Multiclass targets get rows on the simplex with pooled per-class means
+        within the certificate; equal opportunity pools means weighted by the
+        base posterior of the positive class (its plug-in form); marginal
+        groups keep every attribute within it at once; mean residual serves the
+        base probabilities (which meet its plug-in rows). Equalized odds, equal
+        opportunity over every class and custom criteria raise a
+        ``ValueError`` (no certificate can hold at every row; see
+        :mod:`skfairlayer.online`).
+
         This method (with :meth:`partial_predict` and :meth:`reset_stream`) is
         the only one that changes the estimator after :meth:`fit`: it updates
         ``stream_``. Concurrent calls from several threads are safe (the update
@@ -950,8 +1075,8 @@ default=None
 
         Returns
         -------
-        proba : ndarray of shape (n_samples, 2)
-            Served probabilities of ``classes_``.
+        proba : ndarray of shape (n_samples, n_classes)
+            Served probabilities of ``classes_`` (rows on the simplex).
 
         Examples
         --------
@@ -971,6 +1096,8 @@ default=None
         state = self._stream()
         scores, codes = self._stream_inputs(X, sensitive_features, state)
         p = state.partial_proba(scores, codes, project=self._paper_projection)
+        if p.ndim == 2:
+            return p
         out = np.empty((p.shape[0], 2))
         out[:, 1] = p
         out[:, 0] = 1.0 - p
@@ -987,6 +1114,15 @@ default=None
         row. With ``"paper"``, the paper's probabilities are thresholded at
         ``threshold`` (no guarantee on selection rates). The ``decision`` and
         ``inference`` parameters concern :meth:`predict` only.
+
+        Multiclass targets: pooled per-class selection rates; equal
+        opportunity: selection rates weighted by the base posterior of the
+        positive class (plug-in); marginal groups: every attribute at once.
+        These round a fractional stream (the class of largest accumulated
+        deficit), so their certificate adds ``(K - 1)^2 / K`` per group cell
+        divided by the group's (weighted) count, until the slack absorbs it.
+        Mean residual: each group's selection rates stay within the
+        certificate of its mean base probabilities.
 
         This method (with :meth:`partial_predict_proba` and
         :meth:`reset_stream`) is the only one that changes the estimator after
@@ -1041,6 +1177,8 @@ default=None
         state = self._fitted_stream()
         if state.config == self._stream_config():
             state.reset()
+        elif isinstance(state, CriterionStreamState):
+            self.stream_ = state.restarted(self._stream_config())
         else:
             self.stream_ = self._new_stream(state.shares)
         return self

@@ -215,13 +215,15 @@ def test_estimator_multiclass_probabilities_and_decisions():
     assert np.array_equal(clf.predict(X[600:]), clf.classes_[np.argmax(P, axis=1)])
 
 
-def test_estimator_multiclass_rejects_streaming_and_fine_tunes():
-    """Check that multiclass streaming raises an error naming what is supported, and that
-    multiclass fine-tuning runs (tests/test_fine_tune.py checks it in depth)."""
+def test_estimator_multiclass_streams_and_fine_tunes():
+    """Check that multiclass streaming serves simplex rows within its certificate
+    (tests/test_streaming.py checks it in depth), and that multiclass fine-tuning runs
+    (tests/test_fine_tune.py checks it in depth)."""
     X, y, _ = _data(1, n=300)
     clf = FairnessLayerClassifier(LogisticRegression(), sensitive_features=3).fit(X, y)
-    with pytest.raises(ValueError, match="binary"):
-        clf.partial_predict(X[:3])
+    P = clf.partial_predict_proba(X[:3])
+    assert P.min() >= 0 and np.abs(P.sum(axis=1) - 1).max() <= 1e-15
+    assert set(clf.partial_predict(X[:3])) <= set(clf.classes_) and clf.stream_report().holds
     tuned = FairnessLayerClassifier(
         LogisticRegression(), sensitive_features=3, fine_tune=True, random_state=0,
         fine_tune_params={"max_epochs": 2},

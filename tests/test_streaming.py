@@ -177,6 +177,9 @@ def _skops_roundtrip(clf):
         "skfairlayer.online.StreamState",
         "skfairlayer.online.PooledPrimalDual",
         "skfairlayer.online.PaperPrimalDual",
+        "skfairlayer.online.CriterionStreamState",
+        "skfairlayer.online.PooledFamilies",
+        "skfairlayer.online.PooledResidual",
     }
     return sio.loads(payload, trusted=trusted)
 
@@ -323,3 +326,243 @@ def test_unfitted_stream_methods_raise():
     ):
         with pytest.raises(NotFittedError):
             call()
+
+
+# ------------------------------------------------ multiclass, plug-in criteria, marginal groups
+from skfairlayer.constraints import Criterion, EqualOpportunity  # noqa: E402
+from skfairlayer.online import CriterionStreamState  # noqa: E402
+
+
+def _data_multi(n=2400, seed=0):
+    """Features, two sensitive columns (3 and 2 values, last), 3-class and binary targets."""
+    rng = np.random.default_rng(seed)
+    g, h = rng.integers(0, 3, n), rng.integers(0, 2, n)
+    x = rng.normal(size=(n, 2)) + 0.6 * g[:, None] + 0.4 * h[:, None]
+    y3 = np.digitize(x[:, 0] + rng.normal(size=n), [0.4, 1.4])
+    return np.c_[x, g, h], y3, (y3 > 0).astype(int), g, h
+
+
+@pytest.fixture(scope="module")
+def multi():
+    return _data_multi()
+
+
+CASES = {  # name -> (target, estimator parameters)
+    "multiclass DP": ("y3", {}),
+    "binary EO": ("y2", {"criterion": "equal_opportunity"}),
+    "multiclass EO class 2": ("y3", {"criterion": EqualOpportunity(positive_class=2)}),
+    "marginal binary DP": ("y2", {"groups": "marginal", "sensitive_features": [2, 3]}),
+    "marginal multiclass DP": ("y3", {"groups": "marginal", "sensitive_features": [2, 3]}),
+    "marginal binary EO": ("y2", {"groups": "marginal", "sensitive_features": [2, 3],
+                                  "criterion": "equal_opportunity"}),
+}
+
+
+_FITTED = {}
+
+
+def _fit_case(multi, name, **extra):
+    """A fitted estimator of the case, with a fresh stream (fits are cached: the decision
+    rule of marginal groups can take seconds to fit)."""
+    key = (name, tuple(sorted(extra.items())))
+    if key not in _FITTED:
+        X, y3, y2, _, _ = multi
+        target, params = CASES[name]
+        y = y3 if target == "y3" else y2
+        params = {"tolerance": 0.03, "sensitive_features": 2, **params, **extra}
+        _FITTED[key] = FairnessLayerClassifier(LogisticRegression(), **params).fit(X[:900], y[:900])
+    return deepcopy(_FITTED[key]).reset_stream()
+
+
+def _stats(values, weights, codes):
+    """Pooled weighted means of the served values (rows x columns) per group of each block."""
+    out = []
+    for c in codes:
+        k = c.max() + 1
+        W = np.bincount(c, weights=weights, minlength=k)
+        sums = np.stack([np.bincount(c, weights=weights * v, minlength=k) for v in values.T], 1)
+        served = W > 0
+        out.append(sums[served] / W[served, None])
+    return out
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_criterion_streams_meet_their_certificate(multi, name):
+    """Check partial_predict(_proba) of other criteria: rows on the simplex, gap <= certificate."""
+    X, _, _, g, h = multi
+    clf = _fit_case(multi, name)
+    crit = clf.criterion if not isinstance(clf.criterion, str) else None
+    marginal = clf.groups == "marginal"
+    codes = [g[1000:2200], h[1000:2200]] if marginal else [g[1000:2200]]
+    for output in ("proba", "decisions"):
+        served, holds = [], []
+        for i in range(1000, 2200, 2):
+            if output == "proba":
+                served.append(clf.partial_predict_proba(X[i : i + 2]))
+            else:
+                served.append(clf.partial_predict(X[i : i + 2]))
+            report = clf.stream_report(output)
+            holds.append(report.gap <= report.certificate + 1e-12)
+        assert all(holds)
+        served = np.concatenate(served)
+        K = len(clf.classes_)
+        if output == "proba":
+            assert served.shape == (1200, K) and served.min() >= 0
+            assert np.abs(served.sum(axis=1) - 1).max() <= 1e-15
+            values = served
+        else:
+            assert set(np.unique(served)) <= set(clf.classes_)
+            values = np.eye(K)[np.searchsorted(clf.classes_, served)]
+        # the report's pooled statistics are those of the served outputs
+        base = clf.estimator_.predict_proba(np.delete(X[1000:2200], [2, 3] if marginal else [2], 1))
+        weight_class = None
+        if clf.criterion == "equal_opportunity":
+            weight_class = 1
+        elif crit is not None:
+            weight_class = crit.positive_class
+        weights = np.ones(1200) if weight_class is None else base[:, weight_class]
+        columns = [1] if K == 2 else ([weight_class] if weight_class is not None else range(K))
+        stats = _stats(values[:, list(columns)], weights, codes)
+        gap = max(float((s.max(axis=0) - s.min(axis=0)).max()) for s in stats)
+        report = clf.stream_report(output)
+        assert report.gap == pytest.approx(gap, abs=1e-12)
+        assert report.n_served == 1200
+        if weight_class is not None:
+            total = report.weights if not marginal else report.weights[0]
+            np.testing.assert_allclose(total, np.bincount(g[1000:2200], weights=weights))
+
+
+def test_multiclass_stream_starts_from_the_fit(multi):
+    """Check that the first multiclass row is the fitted rule's output (fitted plug-in shifts)."""
+    X, *_ = multi
+    clf = _fit_case(multi, "multiclass DP", inference="fitted")
+    expected = clf.predict_proba(X[1000:1001])
+    np.testing.assert_allclose(clf.partial_predict_proba(X[1000:1001]), expected, atol=1e-14)
+    assert clf.partial_predict(X[1000:1001])[0] == clf.predict(X[1000:1001])[0]
+
+
+def test_mean_residual_stream_passes_scores_through(multi):
+    """Check that plug-in mean residual serves the base probabilities (residual exactly 0)."""
+    X, y3, *_ = multi
+    clf = FairnessLayerClassifier(tolerance=0.02, sensitive_features=2,
+                                  criterion="mean_residual").fit(X[:900], y3[:900])
+    served = np.vstack([clf.partial_predict_proba(X[i : i + 3]) for i in range(1000, 1600, 3)])
+    np.testing.assert_array_equal(served, clf.estimator_.predict_proba(X[1000:1600, [0, 1, 3]]))
+    labels = np.concatenate([clf.partial_predict(X[i : i + 3]) for i in range(1000, 1600, 3)])
+    report = clf.stream_report("decisions")
+    assert report.criterion == "mean_residual" and report.holds and labels.shape == (600,)
+    assert clf.stream_report().gap == 0.0
+
+
+class _Cap(Criterion):
+    """A custom criterion (no streaming form)."""
+
+
+@pytest.mark.parametrize(
+    "params, target, match",
+    [
+        ({"criterion": "equalized_odds"}, "y2", "several statistics"),
+        ({"criterion": "equal_opportunity"}, "y3", "several statistics"),
+        ({"criterion": _Cap()}, "y2", "custom Criterion"),
+        ({"stream_algorithm": "paper"}, "y3", "paper's online algorithm"),
+        ({"stream_algorithm": "paper", "groups": "marginal", "sensitive_features": [2, 3]},
+         "y2", "paper's online algorithm"),
+    ],
+)
+def test_unsupported_streams_raise(multi, params, target, match):
+    """Check that a criterion without a certified stream raises, naming what is supported."""
+    X, y3, y2, _, _ = multi
+    params = {"sensitive_features": 2, "min_group_size": None, **params}
+    clf = FairnessLayerClassifier(**params).fit(X[:700], y3[:700] if target == "y3" else y2[:700])
+    for call in (lambda: clf.partial_predict_proba(X[1000:1002]),
+                 lambda: clf.partial_predict(X[1000:1002])):
+        with pytest.raises(ValueError, match=match):
+            call()
+    if "stream_algorithm" not in params:
+        with pytest.raises(ValueError, match="supports criterion='demographic_parity'"):
+            clf.stream_report()
+
+
+@pytest.mark.parametrize("how", ["pickle", "joblib", "skops", "deepcopy"])
+@pytest.mark.parametrize("name", ["multiclass DP", "marginal binary EO"])
+def test_criterion_persistence_mid_stream_is_bit_identical(multi, tmp_path, how, name):
+    """Check that multiclass / marginal streams saved mid-stream continue exactly."""
+    X, *_ = multi
+    clf = _fit_case(multi, name)
+    for i in range(1000, 1200, 5):
+        clf.partial_predict_proba(X[i : i + 5])
+        clf.partial_predict(X[i : i + 5])
+    if how == "pickle":
+        copy = pickle.loads(pickle.dumps(clf))
+    elif how == "joblib":
+        copy = _joblib_roundtrip(clf, tmp_path)
+    elif how == "deepcopy":
+        copy = deepcopy(clf)
+    else:
+        copy = _skops_roundtrip(clf)
+    for i in range(1200, 1400, 5):
+        for method in ("partial_predict_proba", "partial_predict"):
+            assert getattr(clf, method)(X[i : i + 5]).tobytes() == getattr(copy, method)(
+                X[i : i + 5]).tobytes()
+    for output in ("proba", "decisions"):
+        a, b = clf.stream_report(output), copy.stream_report(output)
+        assert (a.gap, a.certificate, a.n_served) == (b.gap, b.certificate, b.n_served)
+
+
+def test_criterion_concurrent_partial_predict(multi):
+    """Check that 8 threads serving a multiclass stream lose no row and keep the certificate."""
+    X, _, _, g, _ = multi
+    clf = _fit_case(multi, "multiclass DP")
+    chunks = np.array_split(np.arange(1000, 2200), 8)
+    results = {}
+
+    def worker(w):
+        results[w] = [(i, clf.partial_predict(X[i : i + 1])[0]) for i in chunks[w]]
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    report = clf.stream_report("decisions")
+    assert report.n_served == 1200
+    np.testing.assert_array_equal(report.counts, np.bincount(g[1000:2200]))
+    chosen = np.zeros((3, 3))
+    for pairs in results.values():
+        for i, label in pairs:
+            chosen[g[i], np.searchsorted(clf.classes_, label)] += 1
+    np.testing.assert_allclose(report.means, chosen / report.counts[:, None])
+    assert report.holds
+
+
+def test_criterion_stream_errors_reset_and_fast_path(multi):
+    """Check errors leave a marginal stream unchanged, reset_stream, and fast vs full path."""
+    pd = pytest.importorskip("pandas")
+    X, y3, *_ = multi
+    clf = _fit_case(multi, "marginal multiclass DP")
+    frame = pd.DataFrame(X, columns=["a", "b", "g", "h"])
+    full = FairnessLayerClassifier(LogisticRegression(), tolerance=0.03, groups="marginal",
+                                   sensitive_features=["g", "h"]).fit(frame.iloc[:900], y3[:900])
+    for i in range(1000, 1150, 3):
+        np.testing.assert_allclose(clf.partial_predict_proba(X[i : i + 3]),
+                                   full.partial_predict_proba(frame.iloc[i : i + 3]), atol=1e-12)
+    unseen = X[1150:1152].copy()
+    unseen[0, 3] = 5
+    nan_group = X[1150:1152].copy()
+    nan_group[1, 2] = np.nan
+    before = pickle.dumps(clf.stream_)
+    for rows, err, match in [(unseen, UnseenGroupError, "not seen during fit"),
+                             (nan_group, ValueError, "NaN"), (X[1150:1150], ValueError, "empty"),
+                             (X[1150:1152, :3], ValueError, "features")]:
+        for method in (clf.partial_predict_proba, clf.partial_predict):
+            with pytest.raises(err, match=match):
+                method(rows)
+    assert pickle.dumps(clf.stream_) == before
+    first = clf.stream_report().n_served
+    clf.set_params(tolerance=0.05)
+    with pytest.raises(ValueError, match="reset_stream"):
+        clf.partial_predict(X[:2])
+    clf.reset_stream()
+    assert isinstance(clf.stream_, CriterionStreamState) and first == 150
+    report = clf.stream_report()
+    assert report.n_served == 0 and report.tolerance == 0.05 and len(report.groups) == 2
