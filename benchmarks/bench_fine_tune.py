@@ -20,6 +20,15 @@ Three parts (``--part``):
     value then depends on the clipping level). Also the paired difference
     (fine-tuned - post-hoc) per split, mean ± std.
 
+``criteria``
+    Beyond binary demographic parity, LR base, tolerance 0.01: UCI Adult with
+    equal opportunity and equalized odds (groups ``sex``; fine-tuned through
+    the label-based layer, and with ``label_free=True`` through the plug-in
+    layer used at prediction), Adult with marginal parity over ``sex`` and
+    ``race``, and a synthetic three-class problem with multiclass parity:
+    accuracy, ROC AUC and log-loss of the projected probabilities at
+    prediction, and the label-based gap of the decisions, on the test split.
+
 Datasets: UCI Adult (shipped; groups ``sex``, not seen by the model; one-hot /
 standardised features) and ``make_parity_classification`` (10,000 rows, 10
 features; ``linear``: balanced groups, linear signal; ``nonlinear``: 80/20
@@ -31,6 +40,7 @@ Usage::
     python benchmarks/bench_fine_tune.py                  # all parts, 5 splits
     python benchmarks/bench_fine_tune.py --part vjp
     python benchmarks/bench_fine_tune.py --part quality --splits 2 --datasets adult
+    python benchmarks/bench_fine_tune.py --part criteria --splits 3
 """
 
 import argparse
@@ -54,9 +64,13 @@ from skfairlayer import FairnessLayerClassifier
 from skfairlayer._fine_tune import fine_tune
 from skfairlayer._sensitivity import Linearization
 from skfairlayer._validation import encode_groups
-from skfairlayer.constraints import DemographicParity, ProjectionProblem
+from skfairlayer.constraints import build_problem
 from skfairlayer.datasets import load_adult, make_parity_classification
-from skfairlayer.metrics import demographic_parity_difference
+from skfairlayer.metrics import (
+    demographic_parity_difference,
+    equal_opportunity_difference,
+    equalized_odds_difference,
+)
 from skfairlayer.projection import solve_problem
 
 
@@ -73,27 +87,32 @@ def best_time(func, repeat=5):
 def part_vjp():
     print("## Forward projection vs VJP (best of 5, milliseconds)\n")
     print(
-        "| n | k | forward (exact solve + verify) | VJP incl. linearization | VJP product only "
-        "| VJP / forward |"
+        "| criterion | n | k | forward (solve + verify) | VJP incl. linearization "
+        "| VJP product only | VJP / forward |"
     )
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     rng = np.random.default_rng(0)
-    for n in (1_000, 10_000, 100_000, 1_000_000):
-        for k in (2, 5, 20):
-            codes = rng.integers(0, k, n)
-            s = np.clip(rng.beta(2, 5, n) + 0.3 * codes / k, 0, 1)
-            fams = DemographicParity().families(codes, k, s, 0.01)
-            problem = ProjectionProblem(s, fams)
-            p = solve_problem(problem).outputs
-            g = rng.normal(size=n)
-            t_fwd = best_time(lambda problem=problem: solve_problem(problem))
-            t_vjp = best_time(lambda problem=problem, p=p, g=g: Linearization(problem, p).apply(g))
-            lin = Linearization(problem, p)
-            t_apply = best_time(lambda lin=lin, g=g: lin.apply(g))
-            print(
-                f"| {n:,} | {k} | {1e3 * t_fwd:.3g} | {1e3 * t_vjp:.3g} | {1e3 * t_apply:.3g} "
-                f"| {t_vjp / t_fwd:.2f} |"
-            )
+    for criterion in ("demographic_parity", "equal_opportunity"):
+        for n in (1_000, 10_000, 100_000, 1_000_000):
+            for k in (2, 5, 20):
+                codes = rng.integers(0, k, n)
+                s = np.clip(rng.beta(2, 5, n) + 0.3 * codes / k, 0.001, 0.999)
+                # equal_opportunity without labels: plug-in weights s_i / sum_g s (the
+                # sensitivities include their derivative)
+                problem = build_problem(criterion, s, [(codes, k)], 0.01)
+                p = solve_problem(problem).outputs
+                g = rng.normal(size=n)
+                t_fwd = best_time(lambda problem=problem: solve_problem(problem))
+                t_vjp = best_time(
+                    lambda problem=problem, p=p, g=g: Linearization(problem, p).vjp(g)
+                )
+                lin = Linearization(problem, p)
+                t_apply = best_time(lambda lin=lin, g=g: lin.vjp(g))
+                label = criterion if criterion == "demographic_parity" else f"{criterion} (plug-in)"
+                print(
+                    f"| {label} | {n:,} | {k} | {1e3 * t_fwd:.3g} | {1e3 * t_vjp:.3g} "
+                    f"| {1e3 * t_apply:.3g} | {t_vjp / t_fwd:.2f} |"
+                )
     print()
 
 
@@ -267,9 +286,142 @@ def part_quality(datasets, bases, tolerances, n_splits):
             print()
 
 
+# --------------------------------------------------------------------------- criteria
+def _multiclass_data(n=10_000, seed=0):
+    """Three classes, two groups that shift the features and the target."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 2, n)
+    X = rng.normal(size=(n, 6))
+    X[:, 1] += 1.5 * a
+    z = X[:, 0] + a + 0.3 * X[:, 1] + 0.5 * X[:, 2] * X[:, 3] + 0.7 * rng.normal(size=n)
+    return X, np.digitize(z, [0.0, 1.2]), a
+
+
+CRITERIA_CASES = {
+    # name: (data, criterion, groups, label-based decision metric)
+    "adult-EO": ("adult", "equal_opportunity", "intersectional", "eo"),
+    "adult-EOdds": ("adult", "equalized_odds", "intersectional", "eodds"),
+    "adult-marginal-DP": ("adult-sex-race", "demographic_parity", "marginal", "dp"),
+    "multiclass-DP": ("multiclass", "demographic_parity", "intersectional", "dp"),
+}
+
+
+def _criteria_data(name):
+    if name == "multiclass":
+        X, y, a = _multiclass_data()
+        return X, y, a, StandardScaler
+    X, y = load_adult(return_X_y=True)
+    y = np.asarray(y)
+    if name == "adult-sex-race":
+        groups = np.c_[np.asarray(X["sex"]).astype(str), np.asarray(X["race"]).astype(str)]
+        return X.drop(columns=["sex", "race"]), y, groups, adult_prep
+    return X.drop(columns=["sex"]), y, np.asarray(X["sex"]).astype(str), adult_prep
+
+
+def _decision_gap(kind, y, pred, groups):
+    if kind == "eo":
+        return equal_opportunity_difference(y, pred, sensitive_features=groups)
+    if kind == "eodds":
+        return equalized_odds_difference(y, pred, sensitive_features=groups)
+    if groups.ndim == 2:  # marginal: the worst attribute
+        return max(
+            demographic_parity_difference(y, pred, sensitive_features=groups[:, j])
+            for j in range(groups.shape[1])
+        )
+    if len(np.unique(y)) > 2:  # multiclass: the worst class
+        return max(
+            demographic_parity_difference(y, (pred == c).astype(int), sensitive_features=groups)
+            for c in np.unique(y)
+        )
+    return demographic_parity_difference(y, pred, sensitive_features=groups)
+
+
+def _evaluate_criteria(clf, Z, y, groups, kind):
+    P = clf.predict_proba(Z, sensitive_features=groups)
+    pred = clf.predict(Z, sensitive_features=groups)
+    py = np.clip(P[np.arange(y.size), np.searchsorted(clf.classes_, y)], 1e-6, 1.0)
+    auc = (
+        roc_auc_score(y, P[:, 1]) if P.shape[1] == 2
+        else roc_auc_score(y, P, multi_class="ovr")
+    )
+    return {
+        "accuracy": accuracy_score(y, pred),
+        "auc": auc,
+        "log_loss": float(-np.mean(np.log(py))),
+        "gap": _decision_gap(kind, y, pred, groups),
+    }
+
+
+def part_criteria(cases, n_splits, tol=0.01):
+    """Post-hoc vs fine-tuned (label-based layer, and label_free) beyond binary DP."""
+    print(
+        f"## Fine-tuning beyond binary demographic parity (LR base, tolerance {tol:g}, "
+        f"{n_splits} splits, test split, mean ± std)\n"
+    )
+    print(
+        "Projected probabilities and decisions at prediction (label-free plug-in form for "
+        "EO/EOdds); the gap column is the label-based gap of the decisions (TPR for EO, max of "
+        "TPR/FPR for EOdds, selection rate for DP: worst attribute / class).\n"
+    )
+    print("| case | method | accuracy | ROC AUC | log-loss (proj.) | gap (decisions) "
+          "| fine-tune time (s) |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for case in cases:
+        data_name, criterion, groups_mode, kind = CRITERIA_CASES[case]
+        X, y, groups, prep_factory = _criteria_data(data_name)
+        methods = ["post-hoc", "fine-tuned"] + (
+            ["fine-tuned (label_free)"] if kind in ("eo", "eodds") else []
+        )
+        results = {m: [] for m in methods}
+        times = {m: [] for m in methods}
+        for split in range(n_splits):
+            strat = np.c_[y, groups] if groups.ndim == 1 else np.c_[y, groups[:, 0]]
+            X_tr, X_te, y_tr, y_te, g_tr, g_te = train_test_split(
+                X, y, groups, test_size=0.3, stratify=strat, random_state=split
+            )
+            prep = prep_factory()
+            Z_tr, Z_te = prep.fit_transform(X_tr), prep.transform(X_te)
+            base = LogisticRegression(solver="newton-cholesky").fit(Z_tr, y_tr)
+            layer = {"tolerance": tol, "criterion": criterion, "groups": groups_mode,
+                     "min_group_size": None}
+            for method in methods:
+                start = time.perf_counter()
+                if method == "post-hoc":
+                    model = base
+                else:
+                    model = copy.deepcopy(base)
+                    if groups_mode == "marginal":
+                        codes = [encode_groups(g_tr[:, j], n_samples=y_tr.size)[0]
+                                 for j in range(g_tr.shape[1])]
+                    else:
+                        codes = encode_groups(g_tr, n_samples=y_tr.size)[0]
+                    fine_tune(
+                        model, Z_tr, y_tr, codes, classes=base.classes_, tolerance=tol,
+                        criterion=criterion, random_state=split,
+                        params={"label_free": method.endswith("(label_free)")},
+                    )
+                times[method].append(time.perf_counter() - start)
+                clf = FairnessLayerClassifier(FrozenEstimator(model), **layer)
+                clf.fit(Z_tr, y_tr, sensitive_features=g_tr)
+                results[method].append(_evaluate_criteria(clf, Z_te, y_te, g_te, kind))
+        for method in methods:
+            cells = []
+            for key in ("accuracy", "auc", "log_loss", "gap"):
+                v = np.array([r[key] for r in results[method]])
+                cells.append(f"{v.mean():.4f} ± {v.std():.4f}")
+            t = f"{np.mean(times[method]):.2f}" if method != "post-hoc" else ""
+            print(f"| {case} | {method} | " + " | ".join(cells) + f" | {t} |")
+    print()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=["vjp", "speed", "quality", "all"], default="all")
+    parser.add_argument(
+        "--part", choices=["vjp", "speed", "quality", "criteria", "all"], default="all"
+    )
+    parser.add_argument(
+        "--cases", nargs="+", default=list(CRITERIA_CASES), choices=list(CRITERIA_CASES)
+    )
     parser.add_argument("--splits", type=int, default=5)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--bases", nargs="+", default=list(BASES), choices=list(BASES))
@@ -293,6 +445,8 @@ def run(args):
         part_speed()
     if args.part in ("quality", "all"):
         part_quality(args.datasets, args.bases, args.tolerances, args.splits)
+    if args.part in ("criteria", "all"):
+        part_criteria(args.cases, args.splits)
 
 
 if __name__ == "__main__":

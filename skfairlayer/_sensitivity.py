@@ -181,8 +181,11 @@ class Linearization:
         for f, fam in enumerate(self.families):
             sums = _GroupSums(fam)
             col = p if p.ndim == 1 else p[:, fam.column]
-            wp = np.multiply(fam.weights, col, out=_scratch(self.shape[0]))
-            m = sums(wp if sums.inside is None else sums.mask(wp))
+            if fam.uniform and sums.inside is None and fam.totals is not None:
+                m = sums(col) / fam.totals  # weights 1 / n_g: group sums over sizes
+            else:
+                wp = np.multiply(fam.weights, col, out=_scratch(self.shape[0]))
+                m = sums(wp if sums.inside is None else sums.mask(wp))
             present = np.ones(fam.n_groups, dtype=bool)
             if np.any(m == 0.0):  # an empty group has a zero mean: check presence only then
                 present = _group_present(fam)
@@ -527,7 +530,10 @@ class _GroupSums:
         self.codes = fam.codes if self.inside is None else np.where(inside, fam.codes, 0)
         self.indicator = None
         if self.k == 2 and self.inside is None:
-            self.indicator = self.codes.astype(np.float64)
+            # The family's shared 0/1 indicator (cached on it by the solver and verification).
+            self.indicator = fam._indicator if fam.group_ids is None else None
+            if self.indicator is None:
+                self.indicator = self.codes.astype(np.float64)
 
     def mask(self, x):
         """``x`` with rows outside the family set to zero."""
