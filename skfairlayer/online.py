@@ -103,7 +103,8 @@ epsilon + b']`` as soon as
 
     ``W' (delta + b(W')) >= W (delta + b(W))``,
 
-a floor of the slack schedule (``b = max((c_b / sqrt(W) - epsilon)_+, floor)``).
+a floor of the slack schedule (``b = max((c_b / sqrt(n_eff) - epsilon)_+,
+floor)``, ``n_eff = W^2 / sum w^2``: the row count for unit weights).
 That interval implies (I1) with every other group and (I2) with ``mu'``, in
 every block at once. Without the common centre this fails: on the simplex
 (three small groups near its vertices leave a per-class box whose lower ends
@@ -1194,15 +1195,20 @@ def _box_simplex(v, lo, hi):
     return p
 
 
-def _next_slack(weight, slack, new_weight, tolerance, delta, rounding=0.0, lowest=0.0):
+def _next_slack(weight, slack, new_weight, tolerance, delta, rounding=0.0, lowest=0.0,
+                effective=None):
     """``b(W')`` of a group: the target, and the floor ``W' (delta + b') >= W (delta + b)``.
 
-    ``rounding`` (decisions: ``D`` times the cells a group can span) is taken
-    off the target, so that the certificate's ``b + D cells / W`` follows the
-    target; ``lowest`` is ``0`` for probabilities and ``-delta`` for the virtual
-    stream of decisions.
+    The target is ``(c_b / sqrt(n_eff) - epsilon)_+``, a few standard errors of
+    a weighted mean of effective size ``n_eff = W'^2 / sum w^2`` (``effective``;
+    ``W'`` when ``None``, as for unit weights). ``rounding`` (decisions: ``D``
+    times the cells a group can span) is taken off the target, so that the
+    certificate's ``b + D cells / W`` follows the target; ``lowest`` is ``0``
+    for probabilities and ``-delta`` for the virtual stream of decisions. Only
+    the floor matters for the guarantee; the target may be anything.
     """
-    target = max(SLACK_SCALE / math.sqrt(new_weight) - tolerance, 0.0) - rounding / new_weight
+    n_eff = new_weight if effective is None else effective
+    target = max(SLACK_SCALE / math.sqrt(n_eff) - tolerance, 0.0) - rounding / new_weight
     if weight > 0.0:
         target = max(target, weight * (delta + slack) / new_weight - delta)
     return max(target, lowest)
@@ -1261,7 +1267,8 @@ class PooledFamilies:
     """
 
     algorithm = "pooled"
-    _STATE = ("weights", "sums", "slacks", "counts", "served", "cells", "cell_errors", "center")
+    _STATE = ("weights", "squares", "sums", "slacks", "counts", "served", "cells", "cell_errors",
+              "center")
 
     def __init__(self, tolerance, *, n_classes, binary, columns, group_sizes, weight_class,
                  coefs, offsets, shares, output="proba", step=DEFAULT_STEP["pooled"]):
@@ -1295,6 +1302,7 @@ class PooledFamilies:
         """Forget everything served; keep the fitted starting point."""
         m, K = len(self.columns), self.n_classes
         self.weights = [[0.0] * k for k in self.group_sizes]
+        self.squares = [[0.0] * k for k in self.group_sizes]  # sum of squared row weights
         self.sums = [[[0.0] * m for _ in range(k)] for k in self.group_sizes]  # (virtual) sums
         self.slacks = [[math.inf] * k for k in self.group_sizes]
         self.counts = [[0] * k for k in self.group_sizes]
@@ -1320,14 +1328,19 @@ class PooledFamilies:
     def _means(weights, sums):
         return [[x / w for x in s] if w > 0.0 else None for w, s in zip(weights, sums, strict=True)]
 
-    def _dual_shift(self, j, a, weights, means, shift):
-        """Add the duals' shift coefficient of block ``j`` for a row of group ``a`` to ``shift``."""
+    def _dual_shift(self, j, a, weights, squares, means, shift):
+        """Add the duals' shift coefficient of block ``j`` for a row of group ``a`` to ``shift``.
+
+        The margin ``H`` is in rows: scaled by ``sum w^2 / W`` (1 for unit
+        weights) so that weighted means aim ``H / n_eff`` inside the band.
+        """
         m_a = means[a]
         if m_a is None:
             return
         eps, eta = self.tolerance, self.step
         shares = self.shares[j]
         e_a = weights[a] + PRIOR_ROWS * shares[a]
+        rho_a = squares[a] / weights[a]
         for h, m_h in enumerate(means):
             if h == a or m_h is None:
                 continue
@@ -1335,7 +1348,7 @@ class PooledFamilies:
             total = e_a + e_h
             n = e_a * e_h / total
             frac = e_h / total
-            margin = min(MARGIN_ROWS, n * eps)
+            margin = min(MARGIN_ROWS * 0.5 * (rho_a + squares[h] / weights[h]), n * eps)
             for c, (x, y) in enumerate(zip(m_a, m_h, strict=True)):
                 up = eta * (n * (x - y - eps) + margin)
                 down = eta * (n * (y - x - eps) + margin)
@@ -1344,7 +1357,7 @@ class PooledFamilies:
     def _state(self):
         """Working copy of the state (a batch is committed only when it succeeds)."""
         st = {}
-        for name in ("weights", "slacks", "counts", "cells"):
+        for name in ("weights", "squares", "slacks", "counts", "cells"):
             st[name] = [list(x) for x in getattr(self, name)]
         for name in ("sums", "served"):
             st[name] = [[list(r) for r in x] for x in getattr(self, name)]
@@ -1376,10 +1389,10 @@ class PooledFamilies:
         blocks = []
         shift = [0.0] * m
         for j, a in enumerate(groups):
-            weights, sums = st["weights"][j], st["sums"][j]
+            weights, sums, squares = st["weights"][j], st["sums"][j], st["squares"][j]
             means = self._means(weights, sums)
-            self._dual_shift(j, a, weights, means, shift)
-            blocks.append((a, weights, sums, st["slacks"][j], means))
+            self._dual_shift(j, a, weights, squares, means, shift)
+            blocks.append((a, weights, sums, st["slacks"][j], means, squares))
         # Proposal: s - w * shift (binary: p = clip(s - nu)), or the proposed class.
         if decisions:
             values = list(row)
@@ -1419,7 +1432,7 @@ class PooledFamilies:
         lo_mu, hi_mu = [-inf] * m, [inf] * m
         low, high = [inf] * m, [-inf] * m
         served_any = False
-        for _, _, _, slacks, means in blocks:
+        for _, _, _, slacks, means, _ in blocks:
             for m_g, b_g in zip(means, slacks, strict=True):
                 if m_g is None:
                     continue
@@ -1452,10 +1465,11 @@ class PooledFamilies:
         lowest = -delta if decisions else 0.0
         rounding = self.rounding * self.max_cells if decisions else 0.0
         updates = []
-        for a, weights, sums, slacks, means in blocks:
+        for a, weights, sums, slacks, means, squares in blocks:
             w_a = weights[a]
             w_new = w_a + w
-            b_new = _next_slack(w_a, slacks[a], w_new, eps, delta, rounding, lowest)
+            n_eff = w_new * w_new / (squares[a] + w * w)
+            b_new = _next_slack(w_a, slacks[a], w_new, eps, delta, rounding, lowest, n_eff)
             updates.append((b_new, w_new))
             radius = eps - delta + b_new
             lo = [center[col] - radius for col in cols]
@@ -1479,11 +1493,14 @@ class PooledFamilies:
         # Otherwise rounding-level (tiny weights): the reference row is feasible exactly.
         p = _box_simplex(v, lower, upper) if _consistent(lower, upper) else list(center)
 
-        for (a, weights, sums, slacks, _), (b_new, w_new) in zip(blocks, updates, strict=True):
+        for (a, weights, sums, slacks, _, squares), (b_new, w_new) in zip(
+            blocks, updates, strict=True
+        ):
             s_a = sums[a]
             for c, col in enumerate(cols):
                 s_a[c] += w * p[col]
             weights[a] = w_new
+            squares[a] += w * w
             slacks[a] = b_new
         st["center"] = center
         if not decisions:
@@ -1562,7 +1579,7 @@ class PooledFamilies:
         eps, eta, m = self.tolerance, self.step, len(self.columns)
         out = []
         for j, (weights, sums) in enumerate(zip(self.weights, self.sums, strict=True)):
-            k = len(weights)
+            k, squares = len(weights), self.squares[j]
             means = self._means(weights, sums)
             e = [w + PRIOR_ROWS * s for w, s in zip(weights, self.shares[j], strict=True)]
             u = np.zeros((m, k, k))
@@ -1570,7 +1587,8 @@ class PooledFamilies:
                 for h in range(k):
                     if g != h and means[g] is not None and means[h] is not None:
                         n = e[g] * e[h] / (e[g] + e[h])
-                        margin = min(MARGIN_ROWS, n * eps)
+                        rho = 0.5 * (squares[g] / weights[g] + squares[h] / weights[h])
+                        margin = min(MARGIN_ROWS * rho, n * eps)
                         for c in range(m):
                             d = means[g][c] - means[h][c]
                             u[c, g, h] = max(eta * (n * (d - eps) + margin), 0.0)
@@ -1585,7 +1603,7 @@ class PooledFamilies:
             rows = []
             for a in range(len(weights)):
                 shift = [0.0] * len(cols)
-                self._dual_shift(j, a, weights, means, shift)
+                self._dual_shift(j, a, weights, self.squares[j], means, shift)
                 base = ([self.offsets[j][a][c] for c in cols] if self.decisions
                         else self.coefs[j][a])
                 rows.append([x + y for x, y in zip(shift, base, strict=True)])
@@ -1617,8 +1635,8 @@ class PooledFamilies:
     def __getstate__(self):
         # float64 / int64 arrays (exact; readable by skops), lists again on load.
         state = self.__dict__.copy()
-        for name in ("weights", "sums", "slacks", "counts", "served", "cells", "coefs",
-                     "offsets", "shares"):
+        for name in ("weights", "squares", "sums", "slacks", "counts", "served", "cells",
+                     "coefs", "offsets", "shares"):
             dtype = np.int64 if name in ("counts", "cells") else np.float64
             state[name] = [np.array(x, dtype=dtype) for x in state[name]]
         state["cell_errors"] = np.array(self.cell_errors, dtype=np.float64).reshape(
@@ -1628,8 +1646,8 @@ class PooledFamilies:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        for name in ("weights", "sums", "slacks", "counts", "served", "cells", "coefs",
-                     "offsets", "shares"):
+        for name in ("weights", "squares", "sums", "slacks", "counts", "served", "cells",
+                     "coefs", "offsets", "shares"):
             setattr(self, name, [np.asarray(x).tolist() for x in getattr(self, name)])
         self.cell_errors = np.asarray(self.cell_errors).tolist()
         self.center = np.asarray(self.center).tolist()

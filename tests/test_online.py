@@ -416,6 +416,7 @@ def _criterion_certificates(codes, sizes, weights, tol, K, decisions):
     D = (K - 1) ** 2 / K
     max_cells = max(int(np.prod(sizes)) // k for k in sizes)
     W = [np.zeros(k) for k in sizes]
+    squares = [np.zeros(k) for k in sizes]
     b = [np.full(k, np.inf) for k in sizes]
     cells = [np.zeros(k) for k in sizes]
     seen = set()
@@ -427,10 +428,12 @@ def _criterion_certificates(codes, sizes, weights, tol, K, decisions):
                 cells[j][a] += 1
         for j, a in enumerate(row):
             if w > 0:
+                n_eff = (W[j][a] + w) ** 2 / (squares[j][a] + w * w)  # W^2 / sum w^2
                 b[j][a] = _next_slack(W[j][a], b[j][a], W[j][a] + w, tol, delta,
                                       D * max_cells if decisions else 0.0,
-                                      -delta if decisions else 0.0)
+                                      -delta if decisions else 0.0, n_eff)
                 W[j][a] += w
+                squares[j][a] += w * w
         extra = 0.0
         for j in range(len(sizes)):
             served = W[j] > 0
