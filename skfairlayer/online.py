@@ -1288,6 +1288,7 @@ class PooledFamilies:
                         for o, k in zip(offsets, self.group_sizes, strict=True)]
         self.shares = [np.asarray(s, dtype=np.float64).reshape(k).tolist()
                        for s, k in zip(shares, self.group_sizes, strict=True)]
+        self._start_duals()
         # Rounding of decisions: deficit bound D per cell, and the most cells a group spans.
         k_total = math.prod(self.group_sizes)
         self.rounding = (K - 1) ** 2 / K
@@ -1297,6 +1298,43 @@ class PooledFamilies:
     @property
     def decisions(self):
         return self.output == "decisions"
+
+    def _start_duals(self):
+        """The fitted starting point as pairwise prior duals plus a per-column offset.
+
+        As in the binary algorithm (:func:`decompose_shifts`): the fitted shifts
+        are reproduced at the start, follow drifting group counts without
+        moving the overall level, and wear off as the stream's duals take over.
+        Probabilities start from the plug-in coefficients; decisions of
+        unit-weight criteria from the decision offsets (binary: ``off_1 -
+        off_0``), those of weighted criteria keep their fitted offsets fixed.
+        """
+        K, cols = self.n_classes, self.columns
+        offsets = [np.asarray(o) for o in self.offsets]
+        self.fixed = [np.zeros((k, K)) for k in self.group_sizes]
+        if not self.decisions:
+            base = [np.asarray(c) for c in self.coefs]
+        elif self.weight_class is not None:
+            base = [np.zeros((k, len(cols))) for k in self.group_sizes]
+            self.fixed = offsets
+        elif self.binary:
+            base = [(o[:, 1] - o[:, 0])[:, None] for o in offsets]
+        else:
+            base = [o[:, cols] for o in offsets]
+            for fixed, o in zip(self.fixed, offsets, strict=True):
+                free = [c for c in range(K) if c not in cols]
+                fixed[:, free] = o[:, free]
+        self.fixed = [f.tolist() for f in self.fixed]
+        self.prior, self.prior_offset = [], []
+        for b, shares in zip(base, self.shares, strict=True):
+            shares = np.asarray(shares)
+            total = shares.sum()
+            if total > 0:
+                parts = [decompose_shifts(b[:, c], shares / total) for c in range(len(cols))]
+            else:
+                parts = [(np.zeros((b.shape[0],) * 2), 0.0) for _ in cols]
+            self.prior.append([d.tolist() for d, _ in parts])
+            self.prior_offset.append([float(o) for _, o in parts])
 
     def reset(self):
         """Forget everything served; keep the fitted starting point."""
@@ -1331,27 +1369,35 @@ class PooledFamilies:
     def _dual_shift(self, j, a, weights, squares, means, shift):
         """Add the duals' shift coefficient of block ``j`` for a row of group ``a`` to ``shift``.
 
-        The margin ``H`` is in rows: scaled by ``sum w^2 / W`` (1 for unit
-        weights) so that weighted means aim ``H / n_eff`` inside the band.
+        ``u_ah = max(0, prior_ah + eta (n_ah (m_a - m_h - epsilon) + H))`` for
+        served pairs (the prior alone otherwise); the margin ``H`` is in rows,
+        scaled by ``sum w^2 / W`` (1 for unit weights) so that weighted means
+        aim ``H / n_eff`` inside the band.
         """
-        m_a = means[a]
-        if m_a is None:
-            return
         eps, eta = self.tolerance, self.step
-        shares = self.shares[j]
+        shares, prior = self.shares[j], self.prior[j]
+        m_a = means[a]
         e_a = weights[a] + PRIOR_ROWS * shares[a]
-        rho_a = squares[a] / weights[a]
+        rho_a = squares[a] / weights[a] if m_a is not None else 0.0
+        for c, x in enumerate(self.prior_offset[j]):
+            shift[c] += x
         for h, m_h in enumerate(means):
-            if h == a or m_h is None:
+            if h == a:
                 continue
             e_h = weights[h] + PRIOR_ROWS * shares[h]
             total = e_a + e_h
-            n = e_a * e_h / total
+            if total <= 0.0:
+                continue
             frac = e_h / total
+            if m_a is None or m_h is None:
+                for c in range(len(shift)):
+                    shift[c] += (prior[c][a][h] - prior[c][h][a]) * frac
+                continue
+            n = e_a * e_h / total
             margin = min(MARGIN_ROWS * 0.5 * (rho_a + squares[h] / weights[h]), n * eps)
             for c, (x, y) in enumerate(zip(m_a, m_h, strict=True)):
-                up = eta * (n * (x - y - eps) + margin)
-                down = eta * (n * (y - x - eps) + margin)
+                up = prior[c][a][h] + eta * (n * (x - y - eps) + margin)
+                down = prior[c][h][a] + eta * (n * (y - x - eps) + margin)
                 shift[c] += ((up if up > 0.0 else 0.0) - (down if down > 0.0 else 0.0)) * frac
 
     def _state(self):
@@ -1397,7 +1443,7 @@ class PooledFamilies:
         if decisions:
             values = list(row)
             for j, a in enumerate(groups):
-                for c, o in enumerate(self.offsets[j][a]):
+                for c, o in enumerate(self.fixed[j][a]):
                     values[c] -= o
             for c, x in zip(cols, shift, strict=True):
                 values[c] -= w * x
@@ -1408,9 +1454,6 @@ class PooledFamilies:
             v = [0.0] * K
             v[proposed] = 1.0
         else:
-            for j, a in enumerate(groups):
-                for c, x in enumerate(self.coefs[j][a]):
-                    shift[c] += x
             v = list(row)
             if self.binary:
                 v[1] -= w * shift[0]
@@ -1582,7 +1625,7 @@ class PooledFamilies:
             k, squares = len(weights), self.squares[j]
             means = self._means(weights, sums)
             e = [w + PRIOR_ROWS * s for w, s in zip(weights, self.shares[j], strict=True)]
-            u = np.zeros((m, k, k))
+            u = np.array(self.prior[j], dtype=np.float64).reshape(m, k, k)
             for g in range(k):
                 for h in range(k):
                     if g != h and means[g] is not None and means[h] is not None:
@@ -1591,7 +1634,7 @@ class PooledFamilies:
                         margin = min(MARGIN_ROWS * rho, n * eps)
                         for c in range(m):
                             d = means[g][c] - means[h][c]
-                            u[c, g, h] = max(eta * (n * (d - eps) + margin), 0.0)
+                            u[c, g, h] = max(u[c, g, h] + eta * (n * (d - eps) + margin), 0.0)
             out.append(u)
         return out
 
@@ -1604,9 +1647,9 @@ class PooledFamilies:
             for a in range(len(weights)):
                 shift = [0.0] * len(cols)
                 self._dual_shift(j, a, weights, self.squares[j], means, shift)
-                base = ([self.offsets[j][a][c] for c in cols] if self.decisions
-                        else self.coefs[j][a])
-                rows.append([x + y for x, y in zip(shift, base, strict=True)])
+                if self.decisions:
+                    shift = [x + self.fixed[j][a][c] for x, c in zip(shift, cols, strict=True)]
+                rows.append(shift)
             out.append(np.array(rows))
         return out
 
@@ -1636,7 +1679,7 @@ class PooledFamilies:
         # float64 / int64 arrays (exact; readable by skops), lists again on load.
         state = self.__dict__.copy()
         for name in ("weights", "squares", "sums", "slacks", "counts", "served", "cells",
-                     "coefs", "offsets", "shares"):
+                     "coefs", "offsets", "shares", "fixed", "prior", "prior_offset"):
             dtype = np.int64 if name in ("counts", "cells") else np.float64
             state[name] = [np.array(x, dtype=dtype) for x in state[name]]
         state["cell_errors"] = np.array(self.cell_errors, dtype=np.float64).reshape(
@@ -1647,7 +1690,7 @@ class PooledFamilies:
     def __setstate__(self, state):
         self.__dict__.update(state)
         for name in ("weights", "squares", "sums", "slacks", "counts", "served", "cells",
-                     "coefs", "offsets", "shares"):
+                     "coefs", "offsets", "shares", "fixed", "prior", "prior_offset"):
             setattr(self, name, [np.asarray(x).tolist() for x in getattr(self, name)])
         self.cell_errors = np.asarray(self.cell_errors).tolist()
         self.center = np.asarray(self.center).tolist()
