@@ -1548,7 +1548,9 @@ class PooledFamilies:
         st["center"] = center
         if not decisions:
             changed = False
-            if any(x > 0.0 for x in lower) or any(x < 1.0 for x in upper):
+            if any((x == lo and lo > 0.0) or (x == hi and hi < 1.0)
+                   for x, lo, hi in zip(p, lower, upper, strict=True)):
+                # A safeguard bound is active: compare with the unconstrained projection.
                 free = _box_simplex(v, zeros, ones)
                 changed = any(abs(x - y) > 1e-12 for x, y in zip(p, free, strict=True))
             return (p[1] if self.binary else p), changed
@@ -2025,6 +2027,18 @@ class CriterionStreamState(StreamState):
 
     def _check(self, scores, codes):
         """Validated scores and codes of shape (n, n_blocks); raises before any state change."""
+        if (  # fast path: a float64 batch from the estimator and list codes of one block
+            type(scores) is np.ndarray
+            and scores.dtype == np.float64
+            and type(codes) is list
+            and len(self.group_sizes) == 1
+            and 0 < len(codes) == scores.shape[0]
+            and scores.ndim == (1 if self.binary else 2)
+            and (self.binary or scores.shape[1] == self.n_classes)
+            and all(type(c) is int and 0 <= c < self._k for c in codes)
+            and all(map(math.isfinite, scores.ravel().tolist()))
+        ):
+            return scores, np.array(codes, dtype=np.intp)[:, None]
         scores = np.asarray(scores, dtype=np.float64)
         if self.binary and scores.ndim == 2 and scores.shape[1] == 1:
             scores = scores[:, 0]
