@@ -86,12 +86,14 @@ blocks. For every block, pair of served groups and constrained column::
 1. The centre moves to ``mu'``, the projection of the midpoints of the group
    means onto ``Delta ∩ {mu: (I2) holds for every served group}`` (not empty:
    it contains ``mu``).
-2. The output is the Euclidean projection of the proposal (``s`` minus the
-   duals' shift, as in the binary algorithm, then onto the simplex; for
-   decisions the vertex of the proposed class) onto ``F``: the rows of the
-   simplex after which the groups ``a_j`` satisfy (I1) and (I2) with ``mu'``
-   and ``b' = b(W_{a_j} + w)``, in every block. ``F`` is a box intersected
-   with the simplex: one sort.
+2. The output is the Euclidean projection of the proposal onto ``F``. The
+   proposal is ``s - w nu`` (binary: ``p = clip(s - w nu)``) with ``nu`` the
+   Lagrangian shift of pairwise duals per block and column, updated and
+   started from the fitted plug-in coefficients as in the binary algorithm;
+   for decisions, the vertex of ``argmax(S - offsets - w nu)``. ``F`` is the
+   set of rows of the simplex after which the groups ``a_j`` satisfy (I1) and
+   (I2) with ``mu'`` and ``b' = b(W_{a_j} + w)``, in every block: a box
+   intersected with the simplex (one sort).
 
 ``F`` is never empty, because ``p = mu'`` is in it. Per block and column pick
 a level ``t`` in ``[max_g (m_g - b_g) - epsilon, min_g (m_g + b_g)] ∩ [mu'_c -
@@ -111,14 +113,16 @@ every block at once. Without the common centre this fails: on the simplex
 sum above one), and across blocks (two attributes can ask a row for
 disjoint intervals).
 
-**Decisions.** A fractional *virtual* stream runs the step above, with slacks
-``b_v = b - D c / W`` allowed down to ``-delta`` (the floor holds for ``b_v``
-too), and each decision rounds it: the class of largest deficit ``e_c + w
+**Decisions.** A fractional *virtual* stream runs the step above, with
+slacks ``b_v`` whose target is lowered by ``D c_max / W`` (``c_max``: the most
+cells a group can span) and allowed down to ``-delta`` (the proof above holds
+for ``b >= -delta``), and each decision rounds it: the class of largest deficit ``e_c + w
 p_c``, where ``e`` accumulates ``w (p - onehot(y))`` per *cell* (the row's
 combination of groups over the blocks). The deficits sum to ``w <= 1``, so the
 chosen one is at least ``w / K``: every ``e_c`` stays above ``-(K - 1) / K``,
 hence below ``D = (K - 1)^2 / K`` (``1 / 2`` for binary). A group's served
-weighted rate is within ``D cells_g / W_g`` of its virtual mean.
+weighted rate is within ``D cells_g / W_g`` of its virtual mean, so the
+certificate below holds with ``b_g = b_v + D cells_g / W_g``.
 
 **Certificate.** At every ``T``, every block's pooled gap is at most
 ``epsilon + B_(1) + B_(2)``, the two largest of ``B_g = b_g`` (probabilities)
