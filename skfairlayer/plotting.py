@@ -1001,7 +1001,11 @@ class StreamingGapDisplay:
             serve(X_batch, **batch_kwargs)
             report = estimator.stream_report(output)
             n_seen.append(report.n_served)
-            served_groups = np.count_nonzero(np.asarray(report.counts) > 0)
+            # counts: one array, or one per attribute with marginal groups.
+            per_attribute = report.counts if isinstance(report.counts, list | tuple) else [
+                report.counts
+            ]
+            served_groups = max(np.count_nonzero(np.asarray(c) > 0) for c in per_attribute)
             gaps.append(report.gap if served_groups >= 2 else np.nan)
             certificate.append(report.certificate)
         raw = None

@@ -349,3 +349,20 @@ def test_package_does_not_import_plotting():
         "assert 'matplotlib' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_streaming_display_with_marginal_groups(tmp_path):
+    """Check that the streaming display follows a stream over marginal groups (counts per attribute)."""
+    rng = np.random.default_rng(0)
+    n = 400
+    a, b = rng.integers(0, 2, n), rng.integers(0, 3, n)
+    X = np.c_[rng.normal(size=n) + a, rng.normal(size=n) - 0.3 * b, a, b]
+    y = (X[:, 0] + X[:, 1] + rng.normal(size=n) > 0.5).astype(int)
+    clf = FairnessLayerClassifier(LogisticRegression(), tolerance=0.05, sensitive_features=[2, 3],
+                                  groups="marginal", min_group_size=None).fit(X, y)
+    disp = StreamingGapDisplay.from_estimator(clf, X[:120], batch_size=4)
+    assert disp.n_seen[-1] == 120
+    finite = np.isfinite(disp.gaps)
+    assert finite.any()
+    assert np.all(disp.gaps[finite] <= disp.certificate[finite] + 1e-12)
+    disp.figure_.savefig(tmp_path / "stream.png")
