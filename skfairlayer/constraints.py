@@ -122,7 +122,7 @@ class GroupStatistics:
     def means(self, outputs):
         """Group statistics ``m_g`` of ``outputs`` (1-D, or 2-D read at ``column``)."""
         values = outputs if outputs.ndim == 1 else outputs[:, self.column]
-        if self.uniform and self.group_ids is None and self.totals is not None:
+        if self.dense_uniform:
             # Every row is in a group with weight 1 / n_g: sums divided by sizes.
             if self.n_groups == 2:
                 total = float(np.sum(values))
@@ -136,6 +136,16 @@ class GroupStatistics:
             self.codes[inside],
             weights=(self.weights * values)[inside],
             minlength=self.n_groups,
+        )
+
+    @cached_property
+    def dense_uniform(self):
+        """Whether every row is in a group and weighs ``1 / n_g`` (``totals`` are the sizes)."""
+        return bool(
+            self.uniform
+            and self.group_ids is None
+            and self.totals is not None
+            and self.totals.sum() == self.codes.size
         )
 
     @cached_property

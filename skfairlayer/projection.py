@@ -258,7 +258,7 @@ def solve_problem(problem, *, solver="auto", warm_start=None):
     if exact_ok and solver != "osqp":
         fam = problem.families[0]
         layout = None
-        if fam.uniform and fam.group_ids is None and fam.totals is not None:
+        if fam.dense_uniform:
             layout = _exact.GroupLayout.from_family(fam)
         solution = _exact.solve_exact(problem, warm_start=warm_start, layout=layout)
     if solution is None and simplex_ok and solver != "osqp":

@@ -193,3 +193,15 @@ def test_exact_solver_rejects_unsupported_problem():
     problem = ProjectionProblem(s, fams)
     with pytest.raises(ValueError, match="osqp"):
         solve_problem(problem, solver="exact")
+
+
+def test_hand_built_family_with_outside_rows_is_verified_correctly():
+    """Check that a uniform family whose rows are not all in a group is measured by its weights."""
+    from skfairlayer.constraints import GroupStatistics
+
+    codes = np.array([0, 0, 1, 1, -1, -1])
+    weights = np.array([0.5, 0.5, 0.5, 0.5, 0.0, 0.0])
+    fam = GroupStatistics(codes, weights, 2, 0.1, uniform=True, totals=np.array([2.0, 2.0]))
+    outputs = np.array([1.0, 1.0, 0.0, 0.0, 1.0, 1.0])
+    assert not fam.dense_uniform
+    np.testing.assert_allclose(fam.means(outputs), [1.0, 0.0])
