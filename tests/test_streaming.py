@@ -184,6 +184,17 @@ def _skops_roundtrip(clf):
     return sio.loads(payload, trusted=trusted)
 
 
+def _roundtrip(clf, how, tmp_path):
+    """A copy of ``clf`` made by pickle, joblib, deepcopy or skops."""
+    if how == "pickle":
+        return pickle.loads(pickle.dumps(clf))
+    if how == "joblib":
+        return _joblib_roundtrip(clf, tmp_path)
+    if how == "deepcopy":
+        return deepcopy(clf)
+    return _skops_roundtrip(clf)
+
+
 def _joblib_roundtrip(clf, tmp_path):
     path = tmp_path / "clf.joblib"
     joblib.dump(clf, path)
@@ -199,14 +210,7 @@ def test_persistence_mid_stream_is_bit_identical(data, tmp_path, how, algorithm)
     for i in range(800, 1100, 5):
         clf.partial_predict_proba(X[i : i + 5])
         clf.partial_predict(X[i : i + 5])
-    if how == "pickle":
-        copy = pickle.loads(pickle.dumps(clf))
-    elif how == "joblib":
-        copy = _joblib_roundtrip(clf, tmp_path)
-    elif how == "deepcopy":
-        copy = deepcopy(clf)
-    else:
-        copy = _skops_roundtrip(clf)
+    copy = _roundtrip(clf, how, tmp_path)
     assert _snapshot(copy) == _snapshot(clf)
     for i in range(1100, 1400, 5):
         for method in ("partial_predict_proba", "partial_predict"):
@@ -492,14 +496,7 @@ def test_criterion_persistence_mid_stream_is_bit_identical(multi, tmp_path, how,
     for i in range(1000, 1200, 5):
         clf.partial_predict_proba(X[i : i + 5])
         clf.partial_predict(X[i : i + 5])
-    if how == "pickle":
-        copy = pickle.loads(pickle.dumps(clf))
-    elif how == "joblib":
-        copy = _joblib_roundtrip(clf, tmp_path)
-    elif how == "deepcopy":
-        copy = deepcopy(clf)
-    else:
-        copy = _skops_roundtrip(clf)
+    copy = _roundtrip(clf, how, tmp_path)
     for i in range(1200, 1400, 5):
         for method in ("partial_predict_proba", "partial_predict"):
             assert getattr(clf, method)(X[i : i + 5]).tobytes() == getattr(copy, method)(
