@@ -47,6 +47,9 @@ from numbers import Integral
 import numpy as np
 import scipy.sparse as sp
 
+from . import _compiled
+from ._compiled import kernels, small_codes
+
 __all__ = [
     "GroupStatistics",
     "AffineRows",
@@ -124,6 +127,11 @@ class GroupStatistics:
         values = outputs if outputs.ndim == 1 else outputs[:, self.column]
         if self.dense_uniform:
             # Every row is in a group with weight 1 / n_g: sums divided by sizes.
+            small = self._small_codes if _compiled.active() else None
+            if small is not None and values.dtype == np.float64 and values.flags.c_contiguous:
+                sums = np.empty(self.n_groups)
+                kernels.group_sums(values, small, sums)
+                return sums / self.totals
             if self.n_groups == 2:
                 total = float(np.sum(values))
                 second = float(np.einsum("i,i", values, self._indicator))
@@ -147,6 +155,11 @@ class GroupStatistics:
             and self.totals is not None
             and self.totals.sum() == self.codes.size
         )
+
+    @cached_property
+    def _small_codes(self):
+        """The codes as ``uint8`` for the compiled passes, or None (see ``_compiled``)."""
+        return small_codes(self.codes, self.n_groups)
 
     @cached_property
     def _indicator(self):

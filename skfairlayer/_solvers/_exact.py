@@ -45,6 +45,8 @@ avoid BLAS: its worker threads stall the main thread on a busy machine.
 
 import numpy as np
 
+from .. import _compiled
+from .._compiled import kernels, small_codes
 from ..exceptions import InfeasibleProblemError
 from . import Solution
 
@@ -779,6 +781,9 @@ class GroupLayout:
     indicator : ndarray of shape (n_samples,), dtype=float64 or None
         ``1.0`` on the rows of group 1, ``0.0`` elsewhere; only for two groups
         without outside rows.
+    small_codes : ndarray of shape (n_samples,), dtype=uint8 or None
+        The codes for the compiled passes (``skfairlayer._compiled``); None
+        when they are not available or do not apply.
 
     Examples
     --------
@@ -814,6 +819,7 @@ class GroupLayout:
         self.indicator = None
         if self.n_groups == 2 and self.n_outside == 0:
             self.indicator = codes.astype(np.float64)
+        self.small_codes = small_codes(codes, self.n_groups) if self.n_outside == 0 else None
 
     @classmethod
     def from_family(cls, fam):
@@ -826,6 +832,7 @@ class GroupLayout:
         layout.codes, layout.n_groups, layout.n_outside = fam.codes, int(fam.n_groups), 0
         layout.counts = np.asarray(fam.totals, dtype=np.float64)
         layout.indicator = fam._indicator if fam.n_groups == 2 else None
+        layout.small_codes = fam._small_codes
         return layout
 
     def __repr__(self):
@@ -918,8 +925,17 @@ def _solve_uniform(problem, layout, warm_start):
         if not two and (sizes[known].sum() != n if np.all(known) else codes.min() < 0):
             return None  # rows outside the family: general path
 
+    # The compiled passes (uint8 codes), when built and applicable.
+    small = None
+    if _compiled.active() and s.dtype == np.float64 and s.flags.c_contiguous:
+        small = layout.small_codes if layout is not None else fam._small_codes
     # Full-data group sums of s: control variate of the subsample and part of the aggregates.
-    if two:
+    if small is not None:
+        two, f = False, None
+        sums = np.empty(k)
+        kernels.group_sums(s, small, sums)
+        sizes = np.where(known, sizes, 0.0)
+    elif two:
         f = _Indicator(codes, layout.indicator if layout is not None else None)
         total = float(s.sum())
         s1 = f.dot(s)
@@ -950,9 +966,15 @@ def _solve_uniform(problem, layout, warm_start):
     h = min(max(h, 1e-9 * (1.0 + abs(lb) + abs(ub))), 2.0 * (ub - lb) + 1.0)
 
     out = np.empty(n)
+    buf = _compiled.scratch(n) if small is not None else None
     for rounds in range(1, _ROUNDS + 1):  # noqa: B007
-        idx = _uniform_pass(s, codes, f, center, h, lb, ub, out)
-        red = _uniform_reduced(s, codes, idx, sizes, sums, center, h, lb, ub, eps, tiny, known)
+        if small is not None:
+            red = _compiled_reduced(s, codes, small, buf, sizes, sums, center, h, lb, ub, eps,
+                                    known)
+        else:
+            idx = _uniform_pass(s, codes, f, center, h, lb, ub, out)
+            red = _uniform_reduced(s, codes, idx, sizes, sums, center, h, lb, ub, eps, tiny,
+                                   known)
         if red is None:
             return None
         model, lo, hi, sizes_now = red
@@ -977,9 +999,13 @@ def _solve_uniform(problem, layout, warm_start):
 
     nu = res.nu
     shifts = np.where(sizes > 0, nu / np.maximum(sizes, 1), 0.0)
-    _uniform_output(s, codes, f, shifts, out, idx, lb, ub)
-    info = {"path": "uniform-2" if two else "uniform", "shifts": shifts, "spread": h,
-            "rounds": rounds}
+    if small is not None:
+        kernels.shift_clip(s, small, shifts, lb, ub, out)
+        path = "uniform-compiled"
+    else:
+        _uniform_output(s, codes, f, shifts, out, idx, lb, ub)
+        path = "uniform-2" if two else "uniform"
+    info = {"path": path, "shifts": shifts, "spread": h, "rounds": rounds}
     return Solution(out, [nu], np.array([res.t]), solver="exact", iterations=rounds, info=info)
 
 
@@ -1117,6 +1143,39 @@ def _uniform_reduced(s, codes, idx, sizes, sums, center, h, lb, ub, eps, tiny, k
     A = np.where(sizes > 0, (rest + np.bincount(g_x, weights=val, minlength=k)) / n_g, 0.0)
     Q = (sizes - cnt_x + np.bincount(g_x, weights=free, minlength=k)) / (n_g * n_g)
     su, gu = s_x[unc], g_x[unc]
+    nr = n_g[gu]
+    model = _Model((su - ub) * nr, (su - lb) * nr, 1.0 / (nr * nr), gu, A, Q, sizes > 0, eps)
+    lo = np.where(finite, (center - hh) * n_g, -np.inf)
+    hi = np.where(finite, (center + hh) * n_g, np.inf)
+    return model, lo, hi, sizes
+
+
+def _compiled_reduced(s, codes, small, buf, sizes, sums, center, h, lb, ub, eps, known):
+    """:func:`_uniform_reduced` by the compiled passes: one pass flags the rows not free
+    on the bracket, a second (over those rows only) sorts them into top, bottom and uncertain.
+    """
+    k = sizes.size
+    finite = np.isfinite(center)
+    c = np.where(finite, center, 0.0)
+    margin = 1e-12 * (1.0 + abs(lb) + abs(ub) + h + float(np.abs(c).max(initial=0)))
+    hh = h - margin if h > 2 * margin else 0.5 * h
+    # Groups kept whole (no finite centre): every row is flagged and stays uncertain.
+    lo = np.where(finite, c + (lb + hh), np.inf)
+    hi = np.where(finite, c + (ub - hh), -np.inf)
+    top = np.where(finite, c + (ub + hh), np.inf)
+    bot = np.where(finite, c + (lb - hh), -np.inf)
+    m = kernels.outside(s, small, lo, hi, buf)
+    sx, nx, ntop, nbot = np.empty(k), np.empty(k), np.empty(k), np.empty(k)
+    m = kernels.classify(s, small, buf[:m], bot, top, sx, nx, ntop, nbot)
+    sizes = np.where(known, sizes, nx)  # groups kept whole: every row was flagged
+    if np.any(nx > sizes):
+        return None
+    n_g = np.maximum(sizes, 1)
+    # n_g A_g = sum of s over free rows + ub (top and uncertain rows) + lb (bottom rows).
+    A = np.where(sizes > 0, (sums - sx + ub * (nx - nbot) + lb * nbot) / n_g, 0.0)
+    Q = (sizes - nx) / (n_g * n_g)
+    unc = buf[:m]
+    su, gu = s[unc], codes[unc]
     nr = n_g[gu]
     model = _Model((su - ub) * nr, (su - lb) * nr, 1.0 / (nr * nr), gu, A, Q, sizes > 0, eps)
     lo = np.where(finite, (center - hh) * n_g, -np.inf)

@@ -1,0 +1,532 @@
+/*
+ * Compiled full-data passes of the exact parity solver and of its Jacobian products.
+ *
+ * Optional: _compiled.py falls back to numpy when this module is not built. Each function is
+ * one pass over the rows where numpy needs several passes, gathers or temporaries. Arrays
+ * arrive through the buffer protocol (no numpy headers are needed to build): float64 ('d'),
+ * uint8 group codes ('B') and intp ('n' / 'l' / 'q'), C-contiguous, checked here; codes must
+ * be below the number of groups (checked). Loops release the GIL.
+ *
+ * On x86-64 CPUs with AVX-512 and up to 16 groups, the loops read the per-group table with
+ * one register permute per 8 rows and compact flagged rows with a compress; elsewhere,
+ * portable loops (per-group sums with eight interleaved accumulator sets, so that consecutive
+ * rows of one group do not form one dependency chain). Both give the same outputs bit for
+ * bit; sums may differ in the order of additions.
+ *
+ *   group_sums(s, codes, sums)                    sums[g] = sum of s over group g
+ *   outside(s, codes, lo, hi, idx) -> m           idx[:m] = rows with s < lo[g] or s > hi[g]
+ *   classify(s, codes, idx, bot, top, sx, nx, ntop, nbot) -> m
+ *       over the rows idx: per group, sum of s and count (sx, nx), rows at or above top
+ *       (ntop) and at or below bot (nbot); the other rows are moved to idx[:m]
+ *   shift_clip(s, codes, shifts, lb, ub, out)     out[i] = clip(s[i] - shifts[g], lb, ub)
+ *   free_sums(v, p, codes, lo, hi, out)           per group over rows with lo < p < hi: sum of
+ *       v (out[:k]) and count (out[k:])
+ *   free_shift(v, p, codes, lo, hi, shifts, out)  out[i] = v[i] - shifts[g] where
+ *       lo < p[i] < hi, else 0
+ *   set_simd(on) -> previous, simd()              switch the AVX-512 loops (tests compare both)
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define LANES 8
+
+typedef Py_ssize_t idx_t;
+
+/* ------------------------------------------------------------------ loops (no Python API) */
+
+/* Portable loops. Tables hold one value per group (shifts, thresholds). */
+
+static void sums_scalar(const double *restrict s, const uint8_t *restrict g, idx_t n, idx_t k,
+                        double *restrict acc /* LANES * k, zeroed */, double *restrict out) {
+    idx_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) acc[j * k + g[i + j]] += s[i + j];
+    for (; i < n; i++) acc[g[i]] += s[i];
+    for (idx_t c = 0; c < k; c++) {
+        double t = 0.0;
+        for (int j = 0; j < LANES; j++) t += acc[j * k + c];
+        out[c] = t;
+    }
+}
+
+static idx_t outside_scalar(const double *restrict s, const uint8_t *restrict g, idx_t i0,
+                            idx_t n, const double *restrict lo, const double *restrict hi,
+                            idx_t *restrict idx, idx_t m) {
+    for (idx_t i = i0; i < n; i++) {
+        double u = s[i];
+        idx_t c = g[i];
+        idx[m] = i;
+        m += (u < lo[c]) | (u > hi[c]);
+    }
+    return m;
+}
+
+static void shift_clip_scalar(const double *restrict s, const uint8_t *restrict g, idx_t i0,
+                              idx_t n, const double *restrict sh, double lb, double ub,
+                              double *restrict out) {
+    for (idx_t i = i0; i < n; i++) {
+        double x = s[i] - sh[g[i]];
+        x = x < lb ? lb : x;
+        out[i] = x > ub ? ub : x;
+    }
+}
+
+static void free_sums_scalar(const double *restrict v, const double *restrict p,
+                             const uint8_t *restrict g, idx_t n, idx_t k, double lo, double hi,
+                             double *restrict acc /* 2 * LANES * k, zeroed */,
+                             double *restrict out /* 2 * k: sums, counts */) {
+    double *cnt = acc + LANES * k;
+    for (idx_t i = 0; i < n; i++) {
+        double x = p[i], f = (double)((x > lo) & (x < hi));
+        idx_t a = (i & (LANES - 1)) * k + g[i];
+        acc[a] += f * v[i];
+        cnt[a] += f;
+    }
+    for (idx_t c = 0; c < k; c++) {
+        double t = 0.0, m = 0.0;
+        for (int j = 0; j < LANES; j++) {
+            t += acc[j * k + c];
+            m += cnt[j * k + c];
+        }
+        out[c] = t;
+        out[k + c] = m;
+    }
+}
+
+static void free_shift_scalar(const double *restrict v, const double *restrict p,
+                              const uint8_t *restrict g, idx_t i0, idx_t n, double lo, double hi,
+                              const double *restrict sh, double *restrict out) {
+    for (idx_t i = i0; i < n; i++) {
+        double x = p[i];
+        out[i] = ((x > lo) & (x < hi)) ? v[i] - sh[g[i]] : 0.0;
+    }
+}
+
+/* AVX-512 loops for up to 16 groups: the per-group table sits in two registers and is read
+ * with one permute per 8 rows; flagged rows are compacted with a compress. Results equal the
+ * portable loops' bit for bit, except the order of additions in sums. */
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define HAVE_AVX512_PATH 1
+#include <immintrin.h>
+#define AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,popcnt")))
+
+typedef struct {
+    __m512d a, b;
+} table16;
+
+AVX512 static inline table16 load_table(const double *t, idx_t k) {
+    double buf[16] = {0};
+    for (idx_t c = 0; c < k; c++) buf[c] = t[c];
+    table16 r = {_mm512_loadu_pd(buf), _mm512_loadu_pd(buf + 8)};
+    return r;
+}
+
+AVX512 static inline __m512i codes8(const uint8_t *g) {
+    return _mm512_cvtepu8_epi64(_mm_loadl_epi64((const __m128i *)g));
+}
+
+AVX512 static inline __m512d lookup(table16 t, __m512i c) {
+    return _mm512_permutex2var_pd(t.a, c, t.b);
+}
+
+AVX512 static void sums_two_avx512(const double *restrict s, const uint8_t *restrict g, idx_t n,
+                                   double *restrict out) {
+    __m512d a0 = _mm512_setzero_pd(), a1 = a0, b0 = a0, b1 = a0;
+    idx_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512d x0 = _mm512_loadu_pd(s + i), x1 = _mm512_loadu_pd(s + i + 8);
+        __m128i c = _mm_loadu_si128((const __m128i *)(g + i));
+        __mmask16 m = _mm_test_epi8_mask(c, c);
+        a0 = _mm512_add_pd(a0, x0);
+        a1 = _mm512_add_pd(a1, x1);
+        b0 = _mm512_mask_add_pd(b0, (__mmask8)m, b0, x0);
+        b1 = _mm512_mask_add_pd(b1, (__mmask8)(m >> 8), b1, x1);
+    }
+    double A = _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
+    double B = _mm512_reduce_add_pd(_mm512_add_pd(b0, b1));
+    for (; i < n; i++) {
+        A += s[i];
+        B += g[i] ? s[i] : 0.0;
+    }
+    out[0] = A - B;
+    out[1] = B;
+}
+
+AVX512 static idx_t outside_avx512(const double *restrict s, const uint8_t *restrict g, idx_t n,
+                                   idx_t k, const double *lo, const double *hi,
+                                   idx_t *restrict idx) {
+    table16 tl = load_table(lo, k), th = load_table(hi, k);
+    __m512i iota = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0), eight = _mm512_set1_epi64(8);
+    idx_t i = 0, m = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m512i c = codes8(g + i);
+        __m512d x = _mm512_loadu_pd(s + i);
+        __mmask8 f = _mm512_cmp_pd_mask(x, lookup(tl, c), _CMP_LT_OQ) |
+                     _mm512_cmp_pd_mask(x, lookup(th, c), _CMP_GT_OQ);
+        /* Stored unconditionally (no branch to mispredict); m + 8 <= i + 8 <= n. */
+        _mm512_storeu_si512((void *)(idx + m), _mm512_maskz_compress_epi64(f, iota));
+        m += _mm_popcnt_u32(f);
+        iota = _mm512_add_epi64(iota, eight);
+    }
+    return outside_scalar(s, g, i, n, lo, hi, idx, m);
+}
+
+AVX512 static void shift_clip_avx512(const double *restrict s, const uint8_t *restrict g, idx_t n,
+                                     idx_t k, const double *sh, double lb, double ub,
+                                     double *restrict out) {
+    table16 t = load_table(sh, k);
+    __m512d l = _mm512_set1_pd(lb), u = _mm512_set1_pd(ub);
+    idx_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m512d x = _mm512_sub_pd(_mm512_loadu_pd(s + i), lookup(t, codes8(g + i)));
+        _mm512_storeu_pd(out + i, _mm512_min_pd(_mm512_max_pd(x, l), u));
+    }
+    shift_clip_scalar(s, g, i, n, sh, lb, ub, out);
+}
+
+AVX512 static void free_sums_two_avx512(const double *restrict v, const double *restrict p,
+                                        const uint8_t *restrict g, idx_t n, double lo, double hi,
+                                        double *restrict out) {
+    __m512d a = _mm512_setzero_pd(), b = a, l = _mm512_set1_pd(lo), h = _mm512_set1_pd(hi);
+    idx_t ca = 0, cb = 0, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m512d x = _mm512_loadu_pd(p + i), y = _mm512_loadu_pd(v + i);
+        __m128i c = _mm_loadl_epi64((const __m128i *)(g + i));
+        __mmask8 one = (__mmask8)_mm_test_epi8_mask(c, c);
+        __mmask8 f = _mm512_cmp_pd_mask(x, l, _CMP_GT_OQ) & _mm512_cmp_pd_mask(x, h, _CMP_LT_OQ);
+        a = _mm512_mask_add_pd(a, f & ~one, a, y);
+        b = _mm512_mask_add_pd(b, f & one, b, y);
+        ca += _mm_popcnt_u32(f & ~one);
+        cb += _mm_popcnt_u32(f & one);
+    }
+    double A = _mm512_reduce_add_pd(a), B = _mm512_reduce_add_pd(b);
+    for (; i < n; i++) {
+        if (p[i] > lo && p[i] < hi) {
+            if (g[i]) {
+                B += v[i];
+                cb++;
+            } else {
+                A += v[i];
+                ca++;
+            }
+        }
+    }
+    out[0] = A;
+    out[1] = B;
+    out[2] = (double)ca;
+    out[3] = (double)cb;
+}
+
+AVX512 static void free_shift_avx512(const double *restrict v, const double *restrict p,
+                                     const uint8_t *restrict g, idx_t n, idx_t k, double lo,
+                                     double hi, const double *sh, double *restrict out) {
+    table16 t = load_table(sh, k);
+    __m512d l = _mm512_set1_pd(lo), h = _mm512_set1_pd(hi);
+    idx_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m512d x = _mm512_loadu_pd(p + i);
+        __mmask8 f = _mm512_cmp_pd_mask(x, l, _CMP_GT_OQ) & _mm512_cmp_pd_mask(x, h, _CMP_LT_OQ);
+        __m512d y = _mm512_maskz_sub_pd(f, _mm512_loadu_pd(v + i), lookup(t, codes8(g + i)));
+        _mm512_storeu_pd(out + i, y);
+    }
+    free_shift_scalar(v, p, g, i, n, lo, hi, sh, out);
+}
+
+static int avx512_ok(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+}
+#else
+#define HAVE_AVX512_PATH 0
+static int avx512_ok(void) { return 0; }
+#endif
+
+/* Set at import (and by set_simd for tests): whether the AVX-512 loops run. */
+static int use_simd = 0;
+#define SIMD(k) (HAVE_AVX512_PATH && use_simd && (k) <= 16)
+
+static int codes_below(const uint8_t *restrict g, idx_t n, idx_t k) {
+    uint8_t top = 0;
+    for (idx_t i = 0; i < n; i++) top = g[i] > top ? g[i] : top;
+    return n == 0 || (idx_t)top < k;
+}
+
+/* ------------------------------------------------------------------ buffers */
+
+static int fmt_char(const Py_buffer *v) {
+    const char *f = v->format ? v->format : "B";
+    while (*f == '@' || *f == '=' || *f == '<' || *f == '>' || *f == '!') f++;
+    return (f[0] && !f[1]) ? f[0] : 0;
+}
+
+/* Borrow a C-contiguous 1-D buffer: kind 'd' float64, 'B' uint8, 'n' intp. */
+static int get(PyObject *obj, Py_buffer *v, char kind, int writable, const char *name) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, v, flags) < 0) return -1;
+    int c = fmt_char(v), ok;
+    if (kind == 'd')
+        ok = c == 'd' && v->itemsize == 8;
+    else if (kind == 'B')
+        ok = c == 'B' && v->itemsize == 1;
+    else
+        ok = (c == 'n' || c == 'l' || c == 'q') && v->itemsize == (Py_ssize_t)sizeof(idx_t);
+    ok = ok && v->ndim <= 1;
+    if (!ok) {
+        PyBuffer_Release(v);
+        v->obj = NULL;
+        PyErr_Format(PyExc_TypeError, "%s must be a contiguous 1-D array of %s.", name,
+                     kind == 'd' ? "float64" : kind == 'B' ? "uint8" : "intp");
+        return -1;
+    }
+    return 0;
+}
+
+static idx_t count(const Py_buffer *v) { return v->len / v->itemsize; }
+
+static void release(Py_buffer *v, int n) {
+    for (int i = 0; i < n; i++)
+        if (v[i].obj) PyBuffer_Release(&v[i]);
+}
+
+/* Parse `spec` (kinds, upper case = writable) into buffers v[0..]; 0 on success. */
+static int get_all(PyObject *const *o, Py_buffer *v, const char *spec, const char *const *names) {
+    int n = (int)strlen(spec);
+    memset(v, 0, (size_t)n * sizeof(Py_buffer));
+    for (int j = 0; j < n; j++) {
+        char c = spec[j];
+        int w = c == 'D' || c == 'N';
+        char kind = c == 'D' ? 'd' : c == 'N' ? 'n' : c;
+        if (get(o[j], &v[j], kind, w, names[j])) {
+            release(v, n);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *fail(Py_buffer *v, int n, PyObject *exc, const char *msg) {
+    release(v, n);
+    PyErr_SetString(exc, msg);
+    return NULL;
+}
+
+#define CODES_MSG "codes must be smaller than the number of groups."
+#define SHAPE_MSG "inconsistent array lengths."
+
+/* ------------------------------------------------------------------ functions */
+
+static PyObject *py_group_sums(PyObject *self, PyObject *args) {
+    PyObject *o[3];
+    Py_buffer v[3];
+    static const char *names[] = {"s", "codes", "sums"};
+    if (!PyArg_ParseTuple(args, "OOO", &o[0], &o[1], &o[2])) return NULL;
+    if (get_all(o, v, "dBD", names)) return NULL;
+    idx_t n = count(&v[0]), k = count(&v[2]);
+    if (count(&v[1]) != n || k < 1) return fail(v, 3, PyExc_ValueError, SHAPE_MSG);
+    double *acc = PyMem_Calloc((size_t)(LANES * k), sizeof(double));
+    if (!acc) {
+        release(v, 3);
+        return PyErr_NoMemory();
+    }
+    int ok;
+    Py_BEGIN_ALLOW_THREADS
+    ok = codes_below(v[1].buf, n, k);
+#if HAVE_AVX512_PATH
+    if (ok && k == 2 && SIMD(k)) sums_two_avx512(v[0].buf, v[1].buf, n, v[2].buf);
+    else
+#endif
+    if (ok) sums_scalar(v[0].buf, v[1].buf, n, k, acc, v[2].buf);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(acc);
+    if (!ok) return fail(v, 3, PyExc_ValueError, CODES_MSG);
+    release(v, 3);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_outside(PyObject *self, PyObject *args) {
+    PyObject *o[5];
+    Py_buffer v[5];
+    static const char *names[] = {"s", "codes", "lo", "hi", "idx"};
+    if (!PyArg_ParseTuple(args, "OOOOO", &o[0], &o[1], &o[2], &o[3], &o[4])) return NULL;
+    if (get_all(o, v, "dBddN", names)) return NULL;
+    idx_t n = count(&v[0]), k = count(&v[2]), m = 0;
+    if (count(&v[1]) != n || count(&v[4]) < n || count(&v[3]) != k || k < 1)
+        return fail(v, 5, PyExc_ValueError, SHAPE_MSG);
+    int ok;
+    Py_BEGIN_ALLOW_THREADS
+    ok = codes_below(v[1].buf, n, k);
+#if HAVE_AVX512_PATH
+    if (ok && SIMD(k)) m = outside_avx512(v[0].buf, v[1].buf, n, k, v[2].buf, v[3].buf, v[4].buf);
+    else
+#endif
+    if (ok) m = outside_scalar(v[0].buf, v[1].buf, 0, n, v[2].buf, v[3].buf, v[4].buf, 0);
+    Py_END_ALLOW_THREADS
+    if (!ok) return fail(v, 5, PyExc_ValueError, CODES_MSG);
+    release(v, 5);
+    return PyLong_FromSsize_t(m);
+}
+
+static PyObject *py_classify(PyObject *self, PyObject *args) {
+    PyObject *o[9];
+    Py_buffer v[9];
+    static const char *names[] = {"s", "codes", "idx", "bot", "top", "sx", "nx", "ntop", "nbot"};
+    if (!PyArg_ParseTuple(args, "OOOOOOOOO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
+                          &o[7], &o[8]))
+        return NULL;
+    if (get_all(o, v, "dBNddDDDD", names)) return NULL;
+    idx_t n = count(&v[0]), m = count(&v[2]), k = count(&v[3]);
+    int shapes = count(&v[1]) == n && k >= 1;
+    for (int j = 4; j < 9; j++) shapes = shapes && count(&v[j]) == k;
+    if (!shapes) return fail(v, 9, PyExc_ValueError, SHAPE_MSG);
+    const double *s = v[0].buf, *bot = v[3].buf, *top = v[4].buf;
+    const uint8_t *g = v[1].buf;
+    idx_t *idx = v[2].buf;
+    double *sx = v[5].buf, *nx = v[6].buf, *nt = v[7].buf, *nb = v[8].buf;
+    idx_t kept = 0;
+    int ok = 1;
+    Py_BEGIN_ALLOW_THREADS
+    for (idx_t c = 0; c < k; c++) sx[c] = nx[c] = nt[c] = nb[c] = 0.0;
+    for (idx_t j = 0; j < m; j++) {
+        idx_t i = idx[j];
+        if (i < 0 || i >= n || g[i] >= k) {
+            ok = 0;
+            break;
+        }
+        idx_t c = g[i];
+        double u = s[i];
+        sx[c] += u;
+        nx[c] += 1.0;
+        if (u >= top[c])
+            nt[c] += 1.0;
+        else if (u <= bot[c])
+            nb[c] += 1.0;
+        else
+            idx[kept++] = i;
+    }
+    Py_END_ALLOW_THREADS
+    release(v, 9);
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError, "idx must hold row indices of rows with valid codes.");
+        return NULL;
+    }
+    return PyLong_FromSsize_t(kept);
+}
+
+static PyObject *py_shift_clip(PyObject *self, PyObject *args) {
+    PyObject *o[4];
+    double lb, ub;
+    Py_buffer v[4];
+    static const char *names[] = {"s", "codes", "shifts", "out"};
+    if (!PyArg_ParseTuple(args, "OOOddO", &o[0], &o[1], &o[2], &lb, &ub, &o[3])) return NULL;
+    if (get_all(o, v, "dBdD", names)) return NULL;
+    idx_t n = count(&v[0]), k = count(&v[2]);
+    if (count(&v[1]) != n || count(&v[3]) != n || k < 1)
+        return fail(v, 4, PyExc_ValueError, SHAPE_MSG);
+    int ok;
+    Py_BEGIN_ALLOW_THREADS
+    ok = codes_below(v[1].buf, n, k);
+#if HAVE_AVX512_PATH
+    if (ok && SIMD(k)) shift_clip_avx512(v[0].buf, v[1].buf, n, k, v[2].buf, lb, ub, v[3].buf);
+    else
+#endif
+    if (ok) shift_clip_scalar(v[0].buf, v[1].buf, 0, n, v[2].buf, lb, ub, v[3].buf);
+    Py_END_ALLOW_THREADS
+    if (!ok) return fail(v, 4, PyExc_ValueError, CODES_MSG);
+    release(v, 4);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_free_sums(PyObject *self, PyObject *args) {
+    PyObject *o[4];
+    double lo, hi;
+    Py_buffer v[4];
+    static const char *names[] = {"v", "p", "codes", "out"};
+    if (!PyArg_ParseTuple(args, "OOOddO", &o[0], &o[1], &o[2], &lo, &hi, &o[3])) return NULL;
+    if (get_all(o, v, "ddBD", names)) return NULL;
+    idx_t n = count(&v[0]), k = count(&v[3]) / 2;
+    if (count(&v[1]) != n || count(&v[2]) != n || k < 1 || count(&v[3]) != 2 * k)
+        return fail(v, 4, PyExc_ValueError, SHAPE_MSG);
+    double *acc = PyMem_Calloc((size_t)(2 * LANES * k), sizeof(double));
+    if (!acc) {
+        release(v, 4);
+        return PyErr_NoMemory();
+    }
+    int ok;
+    Py_BEGIN_ALLOW_THREADS
+    ok = codes_below(v[2].buf, n, k);
+#if HAVE_AVX512_PATH
+    if (ok && k == 2 && SIMD(k))  /* sums then counts, as for many groups */
+        free_sums_two_avx512(v[0].buf, v[1].buf, v[2].buf, n, lo, hi, v[3].buf);
+    else
+#endif
+    if (ok) free_sums_scalar(v[0].buf, v[1].buf, v[2].buf, n, k, lo, hi, acc, v[3].buf);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(acc);
+    if (!ok) return fail(v, 4, PyExc_ValueError, CODES_MSG);
+    release(v, 4);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_free_shift(PyObject *self, PyObject *args) {
+    PyObject *o[5];
+    double lo, hi;
+    Py_buffer v[5];
+    static const char *names[] = {"v", "p", "codes", "shifts", "out"};
+    if (!PyArg_ParseTuple(args, "OOOddOO", &o[0], &o[1], &o[2], &lo, &hi, &o[3], &o[4]))
+        return NULL;
+    if (get_all(o, v, "ddBdD", names)) return NULL;
+    idx_t n = count(&v[0]), k = count(&v[3]);
+    if (count(&v[1]) != n || count(&v[2]) != n || count(&v[4]) != n || k < 1)
+        return fail(v, 5, PyExc_ValueError, SHAPE_MSG);
+    int ok;
+    Py_BEGIN_ALLOW_THREADS
+    ok = codes_below(v[2].buf, n, k);
+#if HAVE_AVX512_PATH
+    if (ok && SIMD(k))
+        free_shift_avx512(v[0].buf, v[1].buf, v[2].buf, n, k, lo, hi, v[3].buf, v[4].buf);
+    else
+#endif
+    if (ok) free_shift_scalar(v[0].buf, v[1].buf, v[2].buf, 0, n, lo, hi, v[3].buf, v[4].buf);
+    Py_END_ALLOW_THREADS
+    if (!ok) return fail(v, 5, PyExc_ValueError, CODES_MSG);
+    release(v, 5);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_set_simd(PyObject *self, PyObject *args) {
+    int on;
+    if (!PyArg_ParseTuple(args, "p", &on)) return NULL;
+    int before = use_simd;
+    use_simd = on && avx512_ok();
+    return PyBool_FromLong(before);
+}
+
+static PyObject *py_simd(PyObject *self, PyObject *args) { return PyBool_FromLong(use_simd); }
+
+static PyMethodDef methods[] = {
+    {"set_simd", py_set_simd, METH_VARARGS,
+     "set_simd(on) -> previous: use the AVX-512 loops when the CPU has them (tests)."},
+    {"simd", py_simd, METH_NOARGS, "simd() -> whether the AVX-512 loops run."},
+    {"group_sums", py_group_sums, METH_VARARGS, "group_sums(s, codes, sums)"},
+    {"outside", py_outside, METH_VARARGS, "outside(s, codes, lo, hi, idx) -> m"},
+    {"classify", py_classify, METH_VARARGS,
+     "classify(s, codes, idx, bot, top, sx, nx, ntop, nbot) -> m"},
+    {"shift_clip", py_shift_clip, METH_VARARGS, "shift_clip(s, codes, shifts, lb, ub, out)"},
+    {"free_sums", py_free_sums, METH_VARARGS, "free_sums(v, p, codes, lo, hi, out)"},
+    {"free_shift", py_free_shift, METH_VARARGS, "free_shift(v, p, codes, lo, hi, shifts, out)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_kernels",
+    "Compiled full-data passes of the exact parity solver (see _kernels.c).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__kernels(void) {
+    use_simd = avx512_ok();
+    return PyModule_Create(&module);
+}
