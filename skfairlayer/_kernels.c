@@ -28,6 +28,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define LANES 8
@@ -248,6 +250,124 @@ static int avx512_ok(void) { return 0; }
 /* Set at import (and by set_simd for tests): whether the AVX-512 loops run. */
 static int use_simd = 0;
 #define SIMD(k) (HAVE_AVX512_PATH && use_simd && (k) <= 16)
+
+/* ------------------------------------------------------------------ Newton on a model */
+
+static int cmp_double(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+/* _band_linear of _exact.py: the KKT point of the band problem for means a_g - b_g nu over
+ * the q groups listed; writes nu (q values) and returns t. cand is scratch of 2q doubles. */
+static double band_linear(const double *a, const double *b, idx_t q, double eps, double *nu,
+                          double *cand) {
+    for (idx_t j = 0; j < q; j++) {
+        cand[j] = a[j] - eps;
+        cand[q + j] = a[j];
+    }
+    qsort(cand, (size_t)(2 * q), sizeof(double), cmp_double);
+#define PHI(t, out)                                                       \
+    do {                                                                  \
+        double acc_ = 0.0;                                                \
+        for (idx_t j_ = 0; j_ < q; j_++) {                                \
+            double up_ = a[j_] - eps - (t), lo_ = a[j_] - (t);            \
+            acc_ += ((up_ > 0.0 ? up_ : 0.0) + (lo_ < 0.0 ? lo_ : 0.0)) / b[j_]; \
+        }                                                                 \
+        (out) = acc_;                                                     \
+    } while (0)
+    double t, first, last;
+    PHI(cand[0], first);
+    PHI(cand[2 * q - 1], last);
+    if (first <= 0.0 || last > 0.0) {
+        double num = 0.0, den = 0.0;
+        for (idx_t j = 0; j < q; j++) {
+            num += (first <= 0.0 ? a[j] - eps : a[j]) / b[j];
+            den += 1.0 / b[j];
+        }
+        t = num / den;
+    } else {
+        idx_t lo = 0, hi = 2 * q - 1;  /* phi(cand[lo]) > 0 >= phi(cand[hi]); phi non-increasing */
+        double ylo = first, yhi = last;
+        while (hi - lo > 1) {
+            idx_t mid = (lo + hi) / 2;
+            double y;
+            PHI(cand[mid], y);
+            if (y <= 0.0) {
+                hi = mid;
+                yhi = y;
+            } else {
+                lo = mid;
+                ylo = y;
+            }
+        }
+        double t0 = cand[lo], t1 = cand[hi];
+        if (ylo == yhi) {
+            t = t1;
+        } else {
+            t = t0 + ylo * (t1 - t0) / (ylo - yhi);
+            t = t < t0 ? t0 : (t > t1 ? t1 : t);
+        }
+    }
+#undef PHI
+    for (idx_t j = 0; j < q; j++) {
+        double up = a[j] - eps - t, lo = a[j] - t;
+        nu[j] = ((up > 0.0 ? up : 0.0) + (lo < 0.0 ? lo : 0.0)) / b[j];
+    }
+    return t;
+}
+
+/* _newton of _exact.py. Returns 1 (converged inside [lo, hi]), 2 (converged outside), 0 (no
+ * convergence within max_iter, or a flat linearisation). */
+static int newton(const double *e, const double *l, const double *c, const idx_t *g, idx_t m,
+                  idx_t k, const double *A, const double *Q, const uint8_t *present, double eps,
+                  const double *lo, const double *hi, double *nu, int max_iter, double *t_out,
+                  uint8_t *state, double *work /* 7 k */, idx_t *groups /* k */) {
+    double *sc = work, *sb = work + k, *aa = work + 2 * k, *bb = work + 3 * k, *step = work + 4 * k,
+           *cand = work + 5 * k;
+    idx_t q = 0;
+    for (idx_t j = 0; j < k; j++) {
+        if (present[j]) groups[q++] = j;
+        else nu[j] = 0.0;
+    }
+    if (q == 0) return 0;
+    double t = 0.0;
+    for (int it = 0; it < max_iter; it++) {
+        for (idx_t j = 0; j < k; j++) sc[j] = sb[j] = 0.0;
+        int changed = 0;
+        for (idx_t i = 0; i < m; i++) {
+            double d = e[i] - nu[g[i]], width = e[i] - l[i];
+            int top = d >= 0.0, bottom = d <= width, free = !(top | bottom);
+            uint8_t s = (uint8_t)(top | (free << 1));
+            changed |= s != state[i];
+            state[i] = s;
+            sc[g[i]] += c[i] * (free ? d : (bottom ? width : 0.0));
+            sb[g[i]] += free ? c[i] : 0.0;
+        }
+        if (it > 0 && !changed) {
+            int ok = 1;
+            for (idx_t j = 0; j < q; j++) {
+                double v = nu[groups[j]];
+                ok = ok && v >= lo[groups[j]] && v <= hi[groups[j]];
+            }
+            *t_out = t;
+            return ok ? 1 : 2;
+        }
+        for (idx_t j = 0; j < q; j++) {
+            idx_t gj = groups[j];
+            double v = nu[gj], b = Q[gj] + sb[gj];
+            if (!(b > 0.0)) return 0;
+            aa[j] = (A[gj] - Q[gj] * v + sc[gj]) + b * v;
+            bb[j] = b;
+        }
+        t = band_linear(aa, bb, q, eps, step, cand);
+        for (idx_t j = 0; j < q; j++) {
+            if (!isfinite(step[j])) return 0;
+            nu[groups[j]] = step[j];
+        }
+    }
+    return 0;
+}
 
 static int codes_below(const uint8_t *restrict g, idx_t n, idx_t k) {
     uint8_t top = 0;
@@ -497,6 +617,48 @@ static PyObject *py_free_shift(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *py_newton(PyObject *self, PyObject *args) {
+    PyObject *o[11];
+    double eps;
+    int max_iter;
+    Py_buffer v[11];
+    static const char *names[] = {"e", "l", "c", "g", "A", "Q", "present", "lo", "hi", "nu",
+                                  "unused"};
+    if (!PyArg_ParseTuple(args, "OOOOOOOdOOOi", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
+                          &eps, &o[7], &o[8], &o[9], &max_iter))
+        return NULL;
+    if (get_all(o, v, "dddnddBddD", names)) return NULL;
+    idx_t m = count(&v[0]), k = count(&v[4]);
+    int shapes = count(&v[1]) == m && count(&v[2]) == m && count(&v[3]) == m && k >= 1;
+    for (int j = 5; j < 10; j++) shapes = shapes && count(&v[j]) == k;
+    if (!shapes) return fail(v, 10, PyExc_ValueError, SHAPE_MSG);
+    const idx_t *g = v[3].buf;
+    for (idx_t i = 0; i < m; i++)
+        if (g[i] < 0 || g[i] >= k) return fail(v, 10, PyExc_ValueError, CODES_MSG);
+    uint8_t *state = PyMem_Malloc((size_t)(m > 0 ? m : 1));
+    double *work = PyMem_Malloc((size_t)(7 * k) * sizeof(double));
+    idx_t *groups = PyMem_Malloc((size_t)k * sizeof(idx_t));
+    if (!state || !work || !groups) {
+        PyMem_Free(state);
+        PyMem_Free(work);
+        PyMem_Free(groups);
+        release(v, 10);
+        return PyErr_NoMemory();
+    }
+    memset(state, 0xff, (size_t)(m > 0 ? m : 1));
+    double t = 0.0;
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = newton(v[0].buf, v[1].buf, v[2].buf, g, m, k, v[4].buf, v[5].buf, v[6].buf, eps,
+                    v[7].buf, v[8].buf, v[9].buf, max_iter, &t, state, work, groups);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(state);
+    PyMem_Free(work);
+    PyMem_Free(groups);
+    release(v, 10);
+    return Py_BuildValue("id", status, t);
+}
+
 static PyObject *py_set_simd(PyObject *self, PyObject *args) {
     int on;
     if (!PyArg_ParseTuple(args, "p", &on)) return NULL;
@@ -508,6 +670,8 @@ static PyObject *py_set_simd(PyObject *self, PyObject *args) {
 static PyObject *py_simd(PyObject *self, PyObject *args) { return PyBool_FromLong(use_simd); }
 
 static PyMethodDef methods[] = {
+    {"newton", py_newton, METH_VARARGS,
+     "newton(e, l, c, g, A, Q, present, eps, lo, hi, nu, max_iter) -> (status, t)"},
     {"set_simd", py_set_simd, METH_VARARGS,
      "set_simd(on) -> previous: use the AVX-512 loops when the CPU has them (tests)."},
     {"simd", py_simd, METH_NOARGS, "simd() -> whether the AVX-512 loops run."},

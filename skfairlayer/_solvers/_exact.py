@@ -600,6 +600,15 @@ def _newton(model, lo, hi, start, max_iter=12):
     that does not happen within ``max_iter`` steps (or a linearisation is flat).
     """
     k = model.A.size
+    if _compiled.active():  # the same iteration, compiled
+        nu = np.zeros(k) if start is None else np.where(model.present, start, 0.0)
+        arrays = [np.ascontiguousarray(x, dtype=dtype) for x, dtype in (
+            (model.e, np.float64), (model.l, np.float64), (model.c, np.float64),
+            (model.g, np.intp), (model.A, np.float64), (model.Q, np.float64),
+            (model.present, np.uint8))]
+        lo, hi = (np.ascontiguousarray(x, dtype=np.float64) for x in (lo, hi))
+        status, t = kernels.newton(*arrays, float(model.eps), lo, hi, nu, max_iter)
+        return None if status == 0 else _Result(status == 1, t, nu, nu)
     groups = np.flatnonzero(model.present)
     if groups.size == 0:
         return None
