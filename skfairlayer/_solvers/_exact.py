@@ -32,15 +32,22 @@ solves the scalar equation by bisection; it is the reference and the fallback.
    re-centred on the reduced problem's estimate and widened; after a few
    rounds the general path, then :func:`solve_sorted`, answers.
 
-The outputs then cost one pass: rows free on the bracket need no clip (the
-bracket is shrunk by a margin far above rounding), the extracted ones are
-clipped. With uniform weights (demographic parity) and scalar bounds the
-passes work on shifts ``c_g = nu_g / n_g``; with two groups they use a float
-indicator of group 1 (multiply-add, ``einsum``) instead of gathers and
-``bincount``, and on large data they run block by block so that temporaries
-stay in cache. A :class:`GroupLayout` caches the indicator and the group sizes
-for callers that solve many problems over one fixed partition. Per-group sums
-avoid BLAS: its worker threads stall the main thread on a busy machine.
+The outputs then cost one pass. With uniform weights (demographic parity) and
+scalar bounds the passes work on shifts ``c_g = nu_g / n_g``, and when the
+compiled passes are built (``skfairlayer._compiled``; up to 255 groups, every
+row in a group) the whole solve is three passes over the data: the group sums
+(:func:`_compiled.kernels.group_sums`), one pass that flags the rows not free on
+the bracket and compacts their indices (``outside``; ``classify`` then sorts
+those few), and the output pass ``clip(s - c_g)``; the Newton iterations on
+the subsample and on the reduced problem run compiled too. Otherwise numpy
+passes do the same work: rows free on the bracket need no clip (the bracket is
+shrunk by a margin far above rounding), the extracted ones are clipped; with
+two groups they use a float indicator of group 1 (multiply-add, ``einsum``)
+instead of gathers and ``bincount``, and on large data they run block by block
+so that temporaries stay in cache. A :class:`GroupLayout` caches the group
+sizes and the codes or indicator the passes read, for callers that solve many
+problems over one fixed partition. Per-group sums avoid BLAS: its worker
+threads stall the main thread on a busy machine.
 """
 
 import numpy as np
@@ -840,8 +847,10 @@ class GroupLayout:
         layout = cls.__new__(cls)
         layout.codes, layout.n_groups, layout.n_outside = fam.codes, int(fam.n_groups), 0
         layout.counts = np.asarray(fam.totals, dtype=np.float64)
-        layout.indicator = fam._indicator if fam.n_groups == 2 else None
         layout.small_codes = fam._small_codes
+        # The numpy passes' indicator only when the compiled ones cannot run.
+        two = fam.n_groups == 2 and layout.small_codes is None
+        layout.indicator = fam._indicator if two else None
         return layout
 
     def __repr__(self):
