@@ -882,15 +882,20 @@ def _sample_sizes(codes, weights, stride, k):
 def _group_sizes(fam, layout, n):
     """Group sizes, rows per group in the strided subsample, and the stride.
 
-    Sizes come from the layout, else from the family's ``totals`` when the
-    sampled weights confirm them (``w = 1 / totals``), else from ``1 / w`` of
-    the sampled rows (groups the subsample misses are then unknown: 0).
+    Sizes come from the layout, else from the family's ``totals`` when every
+    row is in a group (``dense_uniform``) or the sampled weights confirm them
+    (``w = 1 / totals``), else from ``1 / w`` of the sampled rows (groups the
+    subsample misses are then unknown: 0).
     """
     codes, weights, k = fam.codes, fam.weights, fam.n_groups
     totals = getattr(fam, "totals", None)
     stride = max(1, n // _SAMPLE_ROWS)
 
+    dense = layout is None and fam.dense_uniform  # sizes are the totals (every row in a group)
+
     def draw(stride):
+        if dense:
+            return np.asarray(totals, dtype=np.float64), np.bincount(codes[::stride], minlength=k)
         if layout is None:
             sizes, counts = _sample_sizes(codes, weights, stride, k)
             if sizes is not None and totals is not None and np.shape(totals) == (k,):
