@@ -24,7 +24,13 @@ sorted
     The reference ``solve_sorted`` (per-group tables and bisection).
 peak / input
     ``tracemalloc`` peak during ``solve_exact`` (without layout, so the
-    indicator it builds is counted) over the bytes of the score array.
+    indicator or codes it builds are counted, and with the per-thread scratch
+    buffer released first, so that is counted too) over the bytes of the score
+    array.
+path
+    ``info["path"]`` of the solve: ``uniform-compiled`` when the compiled
+    passes (``skfairlayer/_kernels.c``) ran; run with ``SKFAIRLAYER_PURE_NUMPY=1``
+    for the numpy passes.
 
 The timings of one row are taken round-robin over the methods, ``repeats``
 rounds of ``BURST`` back-to-back calls each (so data stay cache-resident for
@@ -43,7 +49,7 @@ import tracemalloc
 
 import numpy as np
 
-from skfairlayer import project
+from skfairlayer import _compiled, project
 from skfairlayer._solvers._exact import GroupLayout, solve_exact, solve_sorted
 from skfairlayer.constraints import GroupStatistics, ProjectionProblem
 
@@ -113,6 +119,7 @@ def bench(n, k, repeats, sorted_repeats):
         gap = np.abs(solve_exact(problem).outputs - reference.outputs).max()
         if gap > 1e-9:
             raise AssertionError(f"exact and sorted solvers differ by {gap:.3g} at n={n}, k={k}")
+    _compiled._SCRATCH.__dict__.clear()  # count the solver's scratch buffer too
     best["memory"] = peak_memory(lambda: solve_exact(problem)) / scores.nbytes
     best["path"] = solve_exact(problem).info["path"]
     return best

@@ -91,13 +91,22 @@ def small_codes(codes, n_groups):
 _SCRATCH = threading.local()
 
 
+#: Largest scratch buffer (items) a thread keeps between calls.
+SCRATCH_KEEP = 1 << 21
+
+
 def scratch(n, dtype=np.intp):
     """A per-thread buffer of ``n`` items of ``dtype``, reused across calls.
 
     A fresh multi-megabyte temporary costs page faults that can exceed the
-    pass that fills it. The buffer is valid until the next call from the same
-    thread; callers use it within one function call and never return it.
+    pass that fills it. Buffers up to :data:`SCRATCH_KEEP` items are kept
+    (16 MB of intp); a larger request gets a fresh ``np.empty`` (whose pages
+    cost only where they are written). The buffer is valid until the next call
+    from the same thread; callers use it within one function call and never
+    return it.
     """
+    if n > SCRATCH_KEEP:
+        return np.empty(n, dtype=dtype)
     key = np.dtype(dtype).str
     buf = getattr(_SCRATCH, key, None)
     if buf is None or buf.shape[0] < n:

@@ -187,3 +187,12 @@ def test_small_codes():
     assert _compiled.small_codes(codes, 3).dtype == np.uint8
     assert _compiled.small_codes(np.array([0, -1]), 2) is None  # a row outside the groups
     assert _compiled.small_codes(np.zeros(3, dtype=np.intp), 256) is None  # too many groups
+
+
+def test_scratch_is_reused_up_to_its_cap():
+    """Check that scratch buffers are reused per thread up to SCRATCH_KEEP items, fresh beyond."""
+    a = _compiled.scratch(100)
+    b = _compiled.scratch(50)
+    assert np.shares_memory(a, b) and a.shape == (100,) and b.shape == (50,)
+    big = _compiled.SCRATCH_KEEP + 1
+    assert not np.shares_memory(_compiled.scratch(big, np.uint8), _compiled.scratch(big, np.uint8))
