@@ -23,6 +23,9 @@
  *       v (out[:k]) and count (out[k:])
  *   free_shift(v, p, codes, lo, hi, shifts, out)  out[i] = v[i] - shifts[g] where
  *       lo < p[i] < hi, else 0
+ *   newton(e, l, c, g, A, Q, present, eps, lo, hi, nu, max_iter) -> (status, t)
+ *       the semismooth Newton iteration of _exact._newton on a reduced model (nu in/out)
+ *   spread_stats(e, l, c, g, nu, out)             per-group sums for _exact._spread
  *   set_simd(on) -> previous, simd()              switch the AVX-512 loops (tests compare both)
  */
 #define PY_SSIZE_T_CLEAN
@@ -659,6 +662,46 @@ static PyObject *py_newton(PyObject *self, PyObject *args) {
     return Py_BuildValue("id", status, t);
 }
 
+/* Per-group statistics of a subsample at multipliers nu, for _spread of _exact.py: out[0:k]
+ * slope sum c [free], out[k:2k] sum z, out[2k:3k] sum z^2, out[3k:4k] sum (l - e), with
+ * d = e - nu_g and z = c (clip(d, -(l - e), 0) - d). */
+static PyObject *py_spread_stats(PyObject *self, PyObject *args) {
+    PyObject *o[6];
+    Py_buffer v[6];
+    static const char *names[] = {"e", "l", "c", "g", "nu", "out"};
+    if (!PyArg_ParseTuple(args, "OOOOOO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5])) return NULL;
+    if (get_all(o, v, "dddndD", names)) return NULL;
+    idx_t m = count(&v[0]), k = count(&v[4]);
+    if (count(&v[1]) != m || count(&v[2]) != m || count(&v[3]) != m || count(&v[5]) != 4 * k)
+        return fail(v, 6, PyExc_ValueError, SHAPE_MSG);
+    const double *e = v[0].buf, *l = v[1].buf, *c = v[2].buf, *nu = v[4].buf;
+    const idx_t *g = v[3].buf;
+    double *out = v[5].buf;
+    int ok = 1;
+    Py_BEGIN_ALLOW_THREADS
+    for (idx_t j = 0; j < 4 * k; j++) out[j] = 0.0;
+    for (idx_t i = 0; i < m; i++) {
+        idx_t q = g[i];
+        if (q < 0 || q >= k) {
+            ok = 0;
+            break;
+        }
+        double d = e[i] - nu[q], w = l[i] - e[i];
+        double clipped = d < -w ? -w : (d > 0.0 ? 0.0 : d), z = c[i] * (clipped - d);
+        out[q] += (d < 0.0 && d > -w) ? c[i] : 0.0;
+        out[k + q] += z;
+        out[2 * k + q] += z * z;
+        out[3 * k + q] += w;
+    }
+    Py_END_ALLOW_THREADS
+    release(v, 6);
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError, CODES_MSG);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_set_simd(PyObject *self, PyObject *args) {
     int on;
     if (!PyArg_ParseTuple(args, "p", &on)) return NULL;
@@ -672,6 +715,7 @@ static PyObject *py_simd(PyObject *self, PyObject *args) { return PyBool_FromLon
 static PyMethodDef methods[] = {
     {"newton", py_newton, METH_VARARGS,
      "newton(e, l, c, g, A, Q, present, eps, lo, hi, nu, max_iter) -> (status, t)"},
+    {"spread_stats", py_spread_stats, METH_VARARGS, "spread_stats(e, l, c, g, nu, out)"},
     {"set_simd", py_set_simd, METH_VARARGS,
      "set_simd(on) -> previous: use the AVX-512 loops when the CPU has them (tests)."},
     {"simd", py_simd, METH_NOARGS, "simd() -> whether the AVX-512 loops run."},

@@ -196,3 +196,24 @@ def test_scratch_is_reused_up_to_its_cap():
     assert np.shares_memory(a, b) and a.shape == (100,) and b.shape == (50,)
     big = _compiled.SCRATCH_KEEP + 1
     assert not np.shares_memory(_compiled.scratch(big, np.uint8), _compiled.scratch(big, np.uint8))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_spread_matches_numpy(seed):
+    """Check that the compiled spread statistics give the numpy bracket half-widths."""
+    rng = np.random.default_rng(seed)
+    k = int(rng.choice([1, 2, 5, 20]))
+    m = int(rng.integers(1, 3000))
+    g = rng.integers(0, k, m).astype(np.intp)
+    sub_counts = np.bincount(g, minlength=k)
+    full = sub_counts * rng.integers(1, 100, k)
+    nr = np.maximum(full, 1)[g].astype(np.float64)
+    s = rng.uniform(-0.3, 1.3, m)
+    model = _exact._Model((s - 1.0) * nr, s * nr, 1.0 / (nr * nr), g, rng.uniform(0, 1, k),
+                          rng.uniform(0, 1e-3, k), sub_counts > 0, 0.01)
+    nu = rng.normal(0, 0.05, k) * np.maximum(full, 1)
+    results = []
+    for simd in (None, False):
+        with _compiled.numpy_passes(simd=simd):
+            results.append(_exact._spread(model, nu, full, sub_counts))
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-6)
