@@ -206,7 +206,9 @@ def check_scores(scores, *, name="proba"):
         )
     if arr.shape[0] == 0:
         raise ValueError(f"{name} is empty: at least one sample is required.")
-    if not np.isfinite(arr).all():
+    # A finite sum means every entry is finite (NaN and inf propagate); only an overflowing
+    # sum of huge values needs the elementwise check.
+    if not np.isfinite(arr.sum()) and not np.isfinite(arr).all():
         raise ValueError(
             f"{name} contains NaN or infinity. The base model must output finite "
             "probabilities; check its input for missing or extreme values."

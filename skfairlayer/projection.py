@@ -214,9 +214,16 @@ def group_shifts(problem, solution):
 def _verify(problem, solution):
     """Raise unless the outputs meet the bounds exactly and the rows within VERIFY_TOL."""
     out = solution.outputs
-    if not np.isfinite(out).all():
+    scalar = not problem.simplex and np.ndim(problem.lower) == 0 and np.ndim(problem.upper) == 0
+    if scalar:  # min and max give the bounds' violation, and are NaN or inf if any output is
+        lo, hi = float(out.min()), float(out.max())
+        finite = np.isfinite(lo) and np.isfinite(hi)
+        box = max(float(problem.lower) - lo, hi - float(problem.upper), 0.0) if finite else 0.0
+    else:
+        finite = bool(np.isfinite(out).all())
+        box = problem.box_violation(out) if finite else 0.0
+    if not finite:
         raise SolverError(f"The {solution.solver} solver returned non-finite outputs.")
-    box = problem.box_violation(out)
     box_tol = 1e-12 if problem.simplex else 0.0
     if box > box_tol:
         raise SolverError(

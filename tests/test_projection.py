@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from skfairlayer import InfeasibleProblemError, ProjectionResult, SolverError, project
-from skfairlayer.constraints import DemographicParity, ProjectionProblem
+from skfairlayer.constraints import DemographicParity, ProjectionProblem, build_problem
 from skfairlayer.projection import VERIFY_TOL, solve_problem
 
 
@@ -205,3 +205,39 @@ def test_hand_built_family_with_outside_rows_is_verified_correctly():
     outputs = np.array([1.0, 1.0, 0.0, 0.0, 1.0, 1.0])
     assert not fam.dense_uniform
     np.testing.assert_allclose(fam.means(outputs), [1.0, 0.0])
+
+
+def _verification_problem(simplex=False):
+    rng = np.random.default_rng(0)
+    codes = np.repeat([0, 1], 50)
+    scores = rng.dirichlet(np.ones(3), 100) if simplex else rng.random(100)
+    problem = build_problem("demographic_parity", scores, [(codes, 2)], 0.01)
+    return problem, solve_problem(problem)
+
+
+@pytest.mark.parametrize("simplex", [False, True])
+@pytest.mark.parametrize(
+    "corrupt, match",
+    [
+        (lambda p: p.__setitem__(3, np.nan), "non-finite"),
+        (lambda p: p.__setitem__(5, np.inf), "non-finite"),
+        (lambda p: p.__setitem__(7, -1e-9), "outside the bounds"),
+        (lambda p: p.__setitem__(slice(0, 50), 0.0), "violate the parity"),
+    ],
+)
+def test_verification_rejects_a_corrupted_answer(simplex, corrupt, match):
+    """Check that verification raises SolverError on NaN/inf, bound and parity violations."""
+    from skfairlayer.projection import _verify
+
+    problem, solution = _verification_problem(simplex)
+    _verify(problem, solution)  # the genuine answer passes
+    out = solution.outputs
+    view = out.reshape(-1) if simplex else out
+    if simplex and match == "outside the bounds":
+        view[7] = -1e-6  # the simplex allows 1e-12 of rounding
+    elif simplex and match == "violate the parity":
+        out[:50] = [0.0, 0.0, 1.0]  # still on the simplex, far from parity on column 0
+    else:
+        corrupt(view)
+    with pytest.raises(SolverError, match=match):
+        _verify(problem, solution)
