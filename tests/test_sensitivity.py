@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 from scipy.optimize import approx_fprime
 
-from skfairlayer import project
+from skfairlayer import _compiled, project
 from skfairlayer._sensitivity import Linearization, projection_jvp, projection_vjp
 from skfairlayer.constraints import (
     AffineRows,
@@ -576,3 +576,257 @@ def test_plug_in_products_are_linear_time():
     start = time.perf_counter()
     res.vjp(v), res.jvp(v)
     assert time.perf_counter() - start < 0.5
+
+
+# --------------------------------------------------------------------------- compiled fast path
+_KERNELS = pytest.mark.skipif(_compiled.kernels is None, reason="compiled kernels not built")
+
+
+def _fast_instance(seed, n, k, tol, clamped):
+    """A solved DP problem with every group present; ``clamped`` spreads the scores beyond
+    [0, 1] (many held outputs), else few are held."""
+    rng = np.random.default_rng(seed)
+    codes = np.concatenate([np.arange(k), rng.integers(0, k, n - k)])
+    offsets = rng.normal(scale=0.15, size=k)
+    if clamped:
+        s = rng.uniform(-0.3, 1.3, n) + offsets[codes]
+    else:
+        s = np.clip(rng.beta(2, 5, n) + 0.3 * codes / k, 0.001, 0.999)
+        s[rng.choice(n, n // 40, replace=False)] = rng.choice([-0.5, 1.5], n // 40)
+    problem = _dp_problem(s, codes, k, tol)
+    return rng, problem, solve_problem(problem).outputs
+
+
+def _expected_mode(lin):
+    """The products the fast path should have chosen (see ``_DenseUniformPasses``)."""
+    fast = lin._fast
+    if not lin.active[0].any():
+        return "none"
+    low, high = fast.index_groups
+    held = int((~lin.free).sum())
+    return "index" if low <= fast.k <= high and held <= fast.index_share * fast.n else "mask"
+
+
+def _products(lin, vectors):
+    return [method(v) for v in vectors for method in (lin.apply, lin.vjp, lin.jvp)]
+
+
+def _assert_same_products(got, ref):
+    for a, b in zip(got, ref, strict=True):
+        scale = max(np.abs(b[np.isfinite(b)]).max(initial=0.0), 1.0)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * scale, equal_nan=True)
+
+
+def _compare_with_numpy_passes(problem, p, vectors, **kwargs):
+    """Products of the fast path (default, portable and AVX-512 loops) against the numpy
+    passes; returns the default linearization."""
+    with _compiled.numpy_passes(simd=None):
+        ref_lin = Linearization(problem, p, **kwargs)
+        assert ref_lin._fast is None
+        ref = _products(ref_lin, vectors)
+    lin = Linearization(problem, p, **kwargs)
+    assert lin._fast is not None  # the compiled path is taken, not silently skipped
+    assert lin._free is None  # the mask is lazy
+    _assert_same_products(_products(lin, vectors), ref)
+    for simd in (False, True):
+        with _compiled.numpy_passes(simd=simd):
+            other = Linearization(problem, p, **kwargs)
+            assert other._fast is not None and other._fast.mode == lin._fast.mode
+            _assert_same_products(_products(other, vectors), ref)
+    np.testing.assert_array_equal(lin.free, ref_lin.free)
+    np.testing.assert_array_equal(lin.active[0], ref_lin.active[0])
+    assert lin._fast.mode == _expected_mode(lin)
+    return lin
+
+
+@_KERNELS
+@pytest.mark.parametrize("k", [2, 3, 10, 20])
+@pytest.mark.parametrize("tol", [0.0, 1e-4, 0.01, 0.2])
+@pytest.mark.parametrize("clamped", [False, True])
+def test_fast_path_matches_numpy_passes(k, tol, clamped):
+    """Check that the compiled products (portable and vector loops) equal the numpy passes'."""
+    rng, problem, p = _fast_instance(k * 7 + int(tol * 1e4), 3000, k, tol, clamped)
+    vectors = [rng.normal(size=p.size), rng.normal(size=p.size) + 3.0]
+    _compare_with_numpy_passes(problem, p, vectors)
+
+
+@_KERNELS
+@pytest.mark.parametrize("mode", ["index", "mask"])
+@pytest.mark.parametrize("k", [2, 3, 10, 20])
+def test_both_product_modes_match_numpy_passes(monkeypatch, mode, k):
+    """Check the 'index' and 'mask' products, forced, on the same problems."""
+    from skfairlayer._sensitivity import _DenseUniformPasses
+
+    if mode == "index":
+        monkeypatch.setattr(_DenseUniformPasses, "index_groups", (1, 255))
+        monkeypatch.setattr(_DenseUniformPasses, "index_share", 1.0)
+    else:
+        monkeypatch.setattr(_DenseUniformPasses, "index_share", -1.0)
+    for clamped in (False, True):
+        rng, problem, p = _fast_instance(k, 2000, k, 0.01, clamped)
+        lin = _compare_with_numpy_passes(problem, p, [rng.normal(size=p.size)])
+        assert lin._fast.mode == mode
+
+
+@_KERNELS
+def test_fast_path_modes_are_all_exercised():
+    """Check that the instances above reach the 'none', 'mask' and 'index' products."""
+    seen = set()
+    for k, tol, clamped in [(2, 0.01, False), (5, 0.01, False), (5, 0.01, True), (3, 0.9, True)]:
+        _, problem, p = _fast_instance(k, 3000, k, tol, clamped)
+        seen.add(Linearization(problem, p)._fast.mode)
+    assert seen == {"none", "mask", "index"}
+
+
+@_KERNELS
+@pytest.mark.parametrize("k", [2, 5])
+def test_fast_path_at_the_bound_tolerance(k):
+    """Check outputs exactly at lower + bound_atol (held) and one ulp inside (free)."""
+    rng, problem, p = _fast_instance(3, 400, k, 0.01, False)
+    p = p.copy()
+    lo, hi = 0.0 + 1e-12, 1.0 - 1e-12
+    p[:5] = lo
+    p[5:10] = np.nextafter(lo, 1.0)
+    p[10:15] = hi
+    p[15:20] = np.nextafter(hi, 0.0)
+    p[20:25] = 0.0
+    lin = _compare_with_numpy_passes(problem, p, [rng.normal(size=p.size)])
+    assert not lin.free[:5].any() and lin.free[5:10].all()
+    assert not lin.free[10:15].any() and lin.free[15:20].all() and not lin.free[20:25].any()
+
+
+@_KERNELS
+@pytest.mark.parametrize("k", [2, 3])
+def test_fast_path_band_edge_within_level_atol(k):
+    """Check group means within level_atol of the band's edges (active) and just beyond."""
+    rng = np.random.default_rng(k)
+    n, tol = 600, 0.05
+    codes = np.r_[np.arange(k), rng.integers(0, k, n - k)]
+    base = rng.uniform(0.3, 0.7, n)
+    for delta, active in [(0.5e-9, True), (-0.5e-9, True), (5e-9, False)]:
+        p = base.copy()
+        targets = np.linspace(0.4, 0.4 + tol - delta, k)  # gap tol - delta
+        for g in range(k):
+            rows = codes == g
+            p[rows] += targets[g] - p[rows].mean()
+        problem = _dp_problem(p, codes, k, tol)
+        lin = _compare_with_numpy_passes(problem, p, [rng.normal(size=n)])
+        assert lin.active[0][[0, k - 1]].all() == active
+
+
+@_KERNELS
+@pytest.mark.parametrize("mode", ["index", "mask"])
+def test_fast_path_fully_clamped_group(monkeypatch, mode):
+    """Check an active group entirely at a bound (pinned: mu = 0) against the numpy passes."""
+    from skfairlayer._sensitivity import _DenseUniformPasses
+
+    monkeypatch.setattr(_DenseUniformPasses, "index_groups", (1, 255))
+    monkeypatch.setattr(_DenseUniformPasses, "index_share", 1.0 if mode == "index" else -1.0)
+    rng = np.random.default_rng(0)
+    codes = np.repeat([0, 1, 2], [30, 40, 50])
+    s = np.r_[rng.uniform(2.6, 2.8, 30), rng.uniform(0.4, 0.6, 40), rng.uniform(0.5, 0.7, 50)]
+    problem = _dp_problem(s, codes, 3, 0.1)
+    p = solve_problem(problem).outputs
+    lin = _compare_with_numpy_passes(problem, p, [rng.normal(size=s.size)])
+    assert lin._fast.mode == mode and not lin.free[codes == 0].any() and lin.active[0][0]
+    np.testing.assert_array_equal(lin.apply(rng.normal(size=s.size))[codes == 0], 0.0)
+
+
+@_KERNELS
+def test_fast_path_large_held_entries_and_nan():
+    """Check that huge gradients at held outputs (index products fall back to masked sums) and
+    a nan at a free output give the numpy passes' products."""
+    rng, problem, p = _fast_instance(1, 2000, 5, 0.01, False)
+    lin = Linearization(problem, p)
+    assert lin._fast.mode == "index" and lin._fast.held.size > 0
+    big = rng.normal(size=p.size)
+    big[lin._fast.held] = 1e18
+    bad = rng.normal(size=p.size)
+    bad[np.flatnonzero(lin.free)[0]] = np.nan
+    _compare_with_numpy_passes(problem, p, [big])
+    # A nan spreads over the free outputs of the active groups as with the numpy passes
+    # (which also put nan * 0 on the held outputs; the compiled products leave them at 0).
+    with _compiled.numpy_passes(simd=None):
+        ref = Linearization(problem, p).apply(bad)
+    for simd in (False, True):
+        with _compiled.numpy_passes(simd=simd):
+            got = Linearization(problem, p).apply(bad)
+        np.testing.assert_allclose(got[lin.free], ref[lin.free], rtol=0, atol=1e-12,
+                                   equal_nan=True)
+        np.testing.assert_array_equal(got[~lin.free], 0.0)
+    calls = []
+
+    class Spy:
+        def __getattr__(self, name):
+            calls.append(name)
+            return getattr(kernels, name)
+
+    kernels = _compiled.kernels
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_compiled, "kernels", Spy())
+        lin.apply(rng.normal(size=p.size))
+        assert "free_sums" not in calls  # index products
+        for v in (big, bad):
+            calls.clear()
+            lin.apply(v)
+            assert "free_sums" in calls  # the masked sums instead
+    assert np.isnan(lin.apply(bad)[lin.free & lin.active[0][problem.families[0].codes]]).all()
+
+
+@_KERNELS
+@pytest.mark.parametrize("mode", ["index", "mask"])
+@pytest.mark.parametrize("k", [2, 3, 10])
+def test_fast_path_matches_finite_differences(monkeypatch, mode, k):
+    """Check the compiled products against approx_fprime at non-degenerate points."""
+    from skfairlayer._sensitivity import _DenseUniformPasses
+
+    monkeypatch.setattr(_DenseUniformPasses, "index_groups", (1, 255))
+    monkeypatch.setattr(_DenseUniformPasses, "index_share", 1.0 if mode == "index" else -1.0)
+    n, tol, checked = 40, 0.01, 0
+    for seed in range(20):
+        rng, s, codes = _instance(300 + 10 * k + seed, n, k)
+        problem = _dp_problem(s, codes, k, tol)
+        p = solve_problem(problem).outputs
+        lin = Linearization(problem, p)
+        assert lin._fast is not None
+        if not _margin_ok(problem, p, lin) or not lin.active[0].any():
+            continue
+        assert lin._fast.mode == mode
+        J = _jacobian(lin, n)
+        J_fd = _fd_jacobian(lambda x, c=codes: solve_problem(_dp_problem(x, c, k, tol)).outputs, s)
+        np.testing.assert_allclose(J, J_fd, rtol=1e-6, atol=1e-6)
+        _assert_projector(J)
+        checked += 1
+        if checked == 2:
+            break
+    assert checked >= 1
+
+
+@_KERNELS
+def test_fast_path_linearization_copies_and_pickles(monkeypatch):
+    """Check that a fast-path linearization pickles, and that its copy gives the same products,
+    also where the kernels are missing (numpy fallback)."""
+    import pickle
+
+    rng, problem, p = _fast_instance(2, 1000, 4, 0.01, False)
+    lin = Linearization(problem, p)
+    v = rng.normal(size=p.size)
+    expected = lin.vjp(v)
+    copy = pickle.loads(pickle.dumps(lin))
+    np.testing.assert_array_equal(copy.vjp(v), expected)
+    monkeypatch.setattr(_compiled, "kernels", None)
+    np.testing.assert_allclose(copy.vjp(v), expected, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(copy.free, lin.free)
+
+
+def test_fast_path_is_skipped_outside_its_case():
+    """Check that weighted families, array bounds, extra rows and plug-in families use the
+    numpy passes (their products are checked by the tests above)."""
+    rng, s, codes = _instance(0, 50, 2)
+    weighted = _weighted_problem(s, codes, 2, 0.02, rng.uniform(0.5, 2.0, s.size))
+    array_bounds = _dp_problem(s, codes, 2, 0.02, lower=np.zeros(s.size))
+    for problem in (weighted, array_bounds):
+        lin = Linearization(problem, solve_problem(problem).outputs)
+        assert lin._fast is None
+    res = project(np.clip(s, 0.01, 0.99), codes, tolerance=0.02, criterion="equal_opportunity")
+    assert res._linearization()._fast is None
