@@ -84,10 +84,11 @@ static void free_sums_scalar(const double *restrict v, const double *restrict p,
                              double *restrict out /* 2 * k: sums, counts */) {
     double *cnt = acc + LANES * k;
     for (idx_t i = 0; i < n; i++) {
-        double x = p[i], f = (double)((x > lo) & (x < hi));
+        double x = p[i];
+        int f = (x > lo) & (x < hi);
         idx_t a = (i & (LANES - 1)) * k + g[i];
-        acc[a] += f * v[i];
-        cnt[a] += f;
+        acc[a] += f ? v[i] : 0.0;  /* a select, not f * v: held rows never contribute (inf, NaN) */
+        cnt[a] += (double)f;
     }
     for (idx_t c = 0; c < k; c++) {
         double t = 0.0, m = 0.0;
