@@ -284,17 +284,21 @@ class Linearization:
         if dim == 0:
             self._solve = None
             return
-        if n_mu == 1 and n_eta == 0 and not self.depends_on_scores:
-            # One active family: a diagonal Gram c_g, solved in closed form (no pinv). (With
-            # plug-in weights the multiplier of a clamped group matters: the dense solve below.)
+        if n_mu == 1 and n_eta == 0:
+            # One active family: a diagonal Gram c_g, solved in closed form (no pinv). With
+            # plug-in weights the least-squares multiplier of a group without free outputs
+            # (c_g = 0) matters: the dense solve below then; otherwise the system is regular
+            # and both give the same answer.
             f, idx, _ = blocks[0]
             fam = self.families[f]
             weight = self._times_u(f, fam.weights, _scratch(self.shape[0]))  # u * w = u^2
             if self.simplex:
                 weight *= 1.0 - self._inv_free
-            self._single = self._sums[f](weight)[idx]
-            self._solve = True
-            return
+            gram = self._sums[f](weight)[idx]
+            if not self.depends_on_scores or np.all(gram > 0.0):
+                self._single = gram
+                self._solve = True
+                return
         K = np.zeros((dim, dim))
         # Gram blocks a_{f,g}' Q a_{f',g'}: disjoint supports within a family make each a
         # group-pair sum (diagonal within a family); the simplex adds the row-centring term.
