@@ -36,6 +36,8 @@
 #include <string.h>
 
 #define LANES 8
+/* Rows from which output passes use non-temporal stores. */
+#define STREAM_FROM ((idx_t)1 << 18)
 
 typedef Py_ssize_t idx_t;
 
@@ -186,9 +188,21 @@ AVX512 static void shift_clip_avx512(const double *restrict s, const uint8_t *re
     table16 t = load_table(sh, k);
     __m512d l = _mm512_set1_pd(lb), u = _mm512_set1_pd(ub);
     idx_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m512d x = _mm512_sub_pd(_mm512_loadu_pd(s + i), lookup(t, codes8(g + i)));
-        _mm512_storeu_pd(out + i, _mm512_min_pd(_mm512_max_pd(x, l), u));
+    if (n >= STREAM_FROM && ((uintptr_t)out & 7) == 0) {
+        /* Large outputs: non-temporal stores from the first 64-byte boundary (no read for
+         * ownership of lines about to be overwritten). */
+        idx_t head = (idx_t)(((64 - ((uintptr_t)out & 63)) & 63) / 8);
+        shift_clip_scalar(s, g, 0, head, sh, lb, ub, out);
+        for (i = head; i + 8 <= n; i += 8) {
+            __m512d x = _mm512_sub_pd(_mm512_loadu_pd(s + i), lookup(t, codes8(g + i)));
+            _mm512_stream_pd(out + i, _mm512_min_pd(_mm512_max_pd(x, l), u));
+        }
+        _mm_sfence();
+    } else {
+        for (; i + 8 <= n; i += 8) {
+            __m512d x = _mm512_sub_pd(_mm512_loadu_pd(s + i), lookup(t, codes8(g + i)));
+            _mm512_storeu_pd(out + i, _mm512_min_pd(_mm512_max_pd(x, l), u));
+        }
     }
     shift_clip_scalar(s, g, i, n, sh, lb, ub, out);
 }
@@ -232,12 +246,21 @@ AVX512 static void free_shift_avx512(const double *restrict v, const double *res
     table16 t = load_table(sh, k);
     __m512d l = _mm512_set1_pd(lo), h = _mm512_set1_pd(hi);
     idx_t i = 0;
+    int stream = n >= STREAM_FROM && ((uintptr_t)out & 7) == 0;
+    if (stream) {  /* as in shift_clip_avx512 */
+        i = (idx_t)(((64 - ((uintptr_t)out & 63)) & 63) / 8);
+        free_shift_scalar(v, p, g, 0, i, lo, hi, sh, out);
+    }
     for (; i + 8 <= n; i += 8) {
         __m512d x = _mm512_loadu_pd(p + i);
         __mmask8 f = _mm512_cmp_pd_mask(x, l, _CMP_GT_OQ) & _mm512_cmp_pd_mask(x, h, _CMP_LT_OQ);
         __m512d y = _mm512_maskz_sub_pd(f, _mm512_loadu_pd(v + i), lookup(t, codes8(g + i)));
-        _mm512_storeu_pd(out + i, y);
+        if (stream)
+            _mm512_stream_pd(out + i, y);
+        else
+            _mm512_storeu_pd(out + i, y);
     }
+    if (stream) _mm_sfence();
     free_shift_scalar(v, p, g, i, n, lo, hi, sh, out);
 }
 

@@ -91,6 +91,27 @@ def test_shift_clip(simd, n, k):
     np.testing.assert_array_equal(out, np.clip(s - shifts[codes], 0.0, 1.0))
 
 
+@pytest.mark.parametrize("offset", [0, 1, 3])
+@pytest.mark.parametrize("k", [2, 10])
+def test_output_passes_on_large_unaligned_outputs(simd, offset, k):
+    """Check the output passes above the streaming-store size, at every 8-byte alignment of
+    the output (a head before the first 64-byte boundary, a tail after the last block)."""
+    n = (1 << 18) + 13
+    s, codes, small, rng = _data(n, k)
+    shifts = rng.normal(0.0, 0.2, k)
+    buf = np.full(n + 8, np.nan)
+    out = buf[offset : offset + n]
+    kernels.shift_clip(s, small, shifts, 0.0, 1.0, out)
+    np.testing.assert_array_equal(out, np.clip(s - shifts[codes], 0.0, 1.0))
+    assert np.isnan(buf[:offset]).all() and np.isnan(buf[offset + n :]).all()  # nothing outside
+    p = np.clip(s, 0.0, 1.0)
+    buf[:] = np.nan
+    kernels.free_shift(s, p, small, 0.0, 1.0, shifts, out)
+    free = (p > 0.0) & (p < 1.0)
+    np.testing.assert_array_equal(out, np.where(free, s - shifts[codes], 0.0))
+    assert np.isnan(buf[:offset]).all() and np.isnan(buf[offset + n :]).all()
+
+
 @pytest.mark.parametrize("k", GROUPS)
 @pytest.mark.parametrize("n", SIZES)
 def test_free_sums_and_shift(simd, n, k):
