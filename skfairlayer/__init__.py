@@ -6,6 +6,7 @@ a group-parity criterion within a tolerance (Troxell, Montúfar and Roemer,
 """
 
 from ._classifier import FairnessLayerClassifier
+from ._show_versions import show_versions
 from .constraints import Criterion, DemographicParity
 from .exceptions import InfeasibleProblemError, SmallGroupWarning, SolverError, UnseenGroupError
 from .projection import ProjectionResult, project
@@ -22,5 +23,6 @@ __all__ = [
     "SolverError",
     "UnseenGroupError",
     "project",
+    "show_versions",
     "__version__",
 ]

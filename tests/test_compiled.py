@@ -245,3 +245,14 @@ def test_spread_matches_numpy(seed):
         with _compiled.numpy_passes(simd=simd):
             results.append(_exact._spread(model, nu, full, sub_counts))
     np.testing.assert_allclose(results[1], results[0], rtol=1e-6)
+
+
+def test_show_versions_names_the_passes(capsys):
+    """Check that show_versions prints the dependencies and which passes the solver runs."""
+    from skfairlayer import show_versions
+
+    show_versions()
+    out = capsys.readouterr().out
+    assert "numpy:" in out and "scikit-learn:" in out and "osqp:" in out
+    expected = "numpy (compiled passes not built" if kernels is None else "compiled, "
+    assert expected in out
