@@ -566,9 +566,11 @@ def _active_groups(means, present, tolerance, level_atol):
 def _single_family_multipliers(c, r):
     """``(lambda, mu)`` solving ``c_g lambda_g + mu = r_g``, ``sum_g lambda_g = 0``."""
     pinned = c <= 0.0  # a group without free outputs: its mean is fixed, so mu = 0
-    mu = 0.0 if pinned.any() else float(np.sum(r / c) / np.sum(1.0 / c))
-    lam = np.where(pinned, 0.0, (r - mu) / np.where(pinned, 1.0, c))
-    return lam, mu
+    if not pinned.any():
+        inv = 1.0 / c
+        mu = float(r @ inv / inv.sum())
+        return (r - mu) * inv, mu
+    return np.where(pinned, 0.0, r / np.where(pinned, 1.0, c)), 0.0
 
 
 def _dense_uniform_family(problem, p):
