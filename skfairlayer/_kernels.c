@@ -19,6 +19,7 @@
  *       over the rows idx: per group, sum of s and count (sx, nx), rows at or above top
  *       (ntop) and at or below bot (nbot); the other rows are moved to idx[:m]
  *   shift_clip(s, codes, shifts, lb, ub, out)     out[i] = clip(s[i] - shifts[g], lb, ub)
+ *   lookup(codes, table, out)                     out[i] = table[g]
  *   free_sums(v, p, codes, lo, hi, out)           per group over rows with lo < p < hi: sum of
  *       v (out[:k]) and count (out[k:])
  *   free_shift(v, p, codes, lo, hi, shifts, out)  out[i] = v[i] - shifts[g] where
@@ -110,6 +111,11 @@ static void free_shift_scalar(const double *restrict v, const double *restrict p
         double x = p[i];
         out[i] = ((x > lo) & (x < hi)) ? v[i] - sh[g[i]] : 0.0;
     }
+}
+
+static void lookup_scalar(const uint8_t *restrict g, idx_t i0, idx_t n, const double *restrict tab,
+                          double *restrict out) {
+    for (idx_t i = i0; i < n; i++) out[i] = tab[g[i]];
 }
 
 /* AVX-512 loops for up to 16 groups: the per-group table sits in two registers and is read
@@ -205,6 +211,14 @@ AVX512 static void shift_clip_avx512(const double *restrict s, const uint8_t *re
         }
     }
     shift_clip_scalar(s, g, i, n, sh, lb, ub, out);
+}
+
+AVX512 static void lookup_avx512(const uint8_t *restrict g, idx_t n, idx_t k, const double *tab,
+                                 double *restrict out) {
+    table16 t = load_table(tab, k);
+    idx_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm512_storeu_pd(out + i, lookup(t, codes8(g + i)));
+    lookup_scalar(g, i, n, tab, out);
 }
 
 AVX512 static void free_sums_two_avx512(const double *restrict v, const double *restrict p,
@@ -587,6 +601,28 @@ static PyObject *py_shift_clip(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *py_lookup(PyObject *self, PyObject *args) {
+    PyObject *o[3];
+    Py_buffer v[3];
+    static const char *names[] = {"codes", "table", "out"};
+    if (!PyArg_ParseTuple(args, "OOO", &o[0], &o[1], &o[2])) return NULL;
+    if (get_all(o, v, "BdD", names)) return NULL;
+    idx_t n = count(&v[0]), k = count(&v[1]);
+    if (count(&v[2]) != n || k < 1) return fail(v, 3, PyExc_ValueError, SHAPE_MSG);
+    int ok;
+    Py_BEGIN_ALLOW_THREADS
+    ok = codes_below(v[0].buf, n, k);
+#if HAVE_AVX512_PATH
+    if (ok && SIMD(k)) lookup_avx512(v[0].buf, n, k, v[1].buf, v[2].buf);
+    else
+#endif
+    if (ok) lookup_scalar(v[0].buf, 0, n, v[1].buf, v[2].buf);
+    Py_END_ALLOW_THREADS
+    if (!ok) return fail(v, 3, PyExc_ValueError, CODES_MSG);
+    release(v, 3);
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_free_sums(PyObject *self, PyObject *args) {
     PyObject *o[4];
     double lo, hi;
@@ -748,6 +784,7 @@ static PyMethodDef methods[] = {
     {"classify", py_classify, METH_VARARGS,
      "classify(s, codes, idx, bot, top, sx, nx, ntop, nbot) -> m"},
     {"shift_clip", py_shift_clip, METH_VARARGS, "shift_clip(s, codes, shifts, lb, ub, out)"},
+    {"lookup", py_lookup, METH_VARARGS, "lookup(codes, table, out): out = table[codes]"},
     {"free_sums", py_free_sums, METH_VARARGS, "free_sums(v, p, codes, lo, hi, out)"},
     {"free_shift", py_free_shift, METH_VARARGS, "free_shift(v, p, codes, lo, hi, shifts, out)"},
     {NULL, NULL, 0, NULL},

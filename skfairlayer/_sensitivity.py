@@ -718,9 +718,10 @@ class _DenseUniformPasses:
 class _GroupSums:
     """Per-group sums ``sum_{i in g} x_i`` of one family, and the inverse gather.
 
-    ``bincount`` in general; with two groups covering every row, a float
-    indicator and dot products (``einsum``: BLAS thread start-up costs more than
-    the product on mid-sized batches), several times faster.
+    With the compiled passes (``skfairlayer._compiled``), one pass each over
+    ``uint8`` codes. Otherwise ``bincount``, and with two groups covering every
+    row a float indicator and dot products (``einsum``: BLAS thread start-up
+    costs more than the product on mid-sized batches), several times faster.
     """
 
     def __init__(self, fam):
@@ -728,7 +729,12 @@ class _GroupSums:
         inside = fam.codes >= 0
         self.inside = None if inside.all() else inside
         self.codes = fam.codes if self.inside is None else np.where(inside, fam.codes, 0)
-        self.indicator = None
+        self.indicator = self.small = None
+        if _compiled.active():
+            self.small = fam._small_codes if self.inside is None else _compiled.small_codes(
+                self.codes, self.k)
+            if self.small is not None:
+                return
         if self.k == 2 and self.inside is None:
             # The family's shared 0/1 indicator (cached on it by the solver and verification).
             self.indicator = fam._indicator if fam.group_ids is None else None
@@ -740,6 +746,10 @@ class _GroupSums:
         return np.where(self.inside, x, 0.0)
 
     def __call__(self, x):
+        if self.small is not None and x.dtype == np.float64 and x.flags.c_contiguous:
+            sums = np.empty(self.k)
+            _compiled.kernels.group_sums(x, self.small, sums)
+            return sums
         if self.indicator is not None:
             one = float(np.einsum("i,i->", self.indicator, x))  # no BLAS threads: cheap
             return np.array([float(x.sum()) - one, one])
@@ -747,6 +757,10 @@ class _GroupSums:
 
     def expand(self, values, out=None):
         """``values[g_i]`` for every row (rows outside the family get ``values[0]``)."""
+        if self.small is not None:
+            out = np.empty(self.codes.shape[0]) if out is None else out
+            _compiled.kernels.lookup(self.small, np.ascontiguousarray(values, np.float64), out)
+            return out
         if self.indicator is not None:
             out = np.multiply(self.indicator, values[1] - values[0], out=out)
             out += values[0]

@@ -114,6 +114,17 @@ def test_output_passes_on_large_unaligned_outputs(simd, offset, k):
 
 @pytest.mark.parametrize("k", GROUPS)
 @pytest.mark.parametrize("n", SIZES)
+def test_lookup(simd, n, k):
+    """Check that lookup is table[codes] bit for bit."""
+    _, codes, small, rng = _data(n, k)
+    table = rng.normal(size=k)
+    out = np.full(n, np.nan)
+    kernels.lookup(small, table, out)
+    np.testing.assert_array_equal(out, table[codes])
+
+
+@pytest.mark.parametrize("k", GROUPS)
+@pytest.mark.parametrize("n", SIZES)
 def test_free_sums_and_shift(simd, n, k):
     """Check the per-group sums and counts over free rows, and the centring of free rows."""
     s, codes, small, rng = _data(n, k)

@@ -13,6 +13,7 @@ from skfairlayer.constraints import (
     DemographicParity,
     GroupStatistics,
     ProjectionProblem,
+    build_problem,
     group_family,
 )
 from skfairlayer.projection import solve_problem
@@ -830,3 +831,26 @@ def test_fast_path_is_skipped_outside_its_case():
         assert lin._fast is None
     res = project(np.clip(s, 0.01, 0.99), codes, tolerance=0.02, criterion="equal_opportunity")
     assert res._linearization()._fast is None
+
+
+@_KERNELS
+@pytest.mark.parametrize("criterion", ["equal_opportunity", "equalized_odds"])
+@pytest.mark.parametrize("k", [2, 5, 20])
+def test_general_path_group_sums_match_numpy_passes(criterion, k):
+    """Check that the general linearization (plug-in weights, several families) gives the same
+    products with its group sums and gathers on the compiled passes as on numpy."""
+    rng = np.random.default_rng(k)
+    n = 3000
+    g = np.r_[np.arange(k), rng.integers(0, k, n - k)]
+    s = np.clip(rng.beta(2, 5, n) + 0.3 * g / k, 0.001, 0.999)
+    problem = build_problem(criterion, s, [(g, k)], 0.01)
+    p = solve_problem(problem).outputs
+    vectors = [rng.normal(size=n) for _ in range(2)]
+    with _compiled.numpy_passes(simd=None):
+        ref = _products(Linearization(problem, p), vectors)
+    for simd in (False, True):
+        with _compiled.numpy_passes(simd=simd):
+            lin = Linearization(problem, p)
+            assert lin._fast is None and any(
+                sums.small is not None for sums in lin._sums.values())
+            _assert_same_products(_products(lin, vectors), ref)
