@@ -398,8 +398,10 @@ class Linearization:
 
     def _solve_single(self, r):
         """``c_g lambda_g + mu = r_g``, ``sum_g lambda_g = 0`` for one family (diagonal Gram)."""
-        lam, mu = _single_family_multipliers(self._single, r[: self._single.size])
-        return np.append(lam, mu)
+        k = self._single.size
+        out = np.empty(k + 1)
+        out[:k], out[k] = _single_family_multipliers(self._single, r[:k])
+        return out
 
     def _rhs(self, qv):
         """``G' Q v``: the family dots and row dots of a Q-projected vector."""
@@ -556,8 +558,9 @@ class Linearization:
 def _active_groups(means, present, tolerance, level_atol):
     """Groups on an edge of the band: all ``False`` when the gap is below the tolerance."""
     act = np.zeros(means.size, dtype=bool)
-    if present.sum() >= 2:
-        hi, lo = means[present].max(), means[present].min()
+    if np.count_nonzero(present) >= 2:
+        on = means if present.all() else means[present]
+        hi, lo = on.max(), on.min()
         if hi - lo >= tolerance - level_atol:
             act = present & ((means >= hi - level_atol) | (means <= lo + level_atol))
     return act
@@ -581,10 +584,10 @@ def _dense_uniform_family(problem, p):
     """
     if p.ndim != 1 or problem.simplex or problem.rows is not None or len(problem.families) != 1:
         return None
-    if np.ndim(problem.lower) != 0 or np.ndim(problem.upper) != 0:
-        return None
     fam = problem.families[0]
     if not _compiled.active() or fam.plug_in_class is not None or not fam.dense_uniform:
+        return None
+    if np.ndim(problem.lower) != 0 or np.ndim(problem.upper) != 0:
         return None
     if not np.all(fam.totals > 0):
         return None
