@@ -55,7 +55,7 @@ def numpy_passes(simd=None):
             kernels.set_simd(was_simd)
 
 
-def small_codes(codes, n_groups):
+def small_codes(codes, n_groups, *, checked=False):
     """``codes`` as ``uint8`` for the kernels, or None when they cannot take them.
 
     None when the kernels are not available, there are more than
@@ -67,6 +67,9 @@ def small_codes(codes, n_groups):
         Group of each row, in ``[0, n_groups)`` (``-1`` outside the groups).
     n_groups : int
         Number of groups.
+    checked : bool, default=False
+        Whether the caller knows every code is in ``[0, n_groups)`` (skips the
+        check for rows outside the groups).
 
     Returns
     -------
@@ -83,7 +86,7 @@ def small_codes(codes, n_groups):
     """
     if not active() or not 1 <= n_groups <= MAX_GROUPS or codes.size == 0:
         return None
-    if codes.min() < 0:
+    if not checked and codes.min() < 0:
         return None
     return np.ascontiguousarray(codes, dtype=np.uint8)
 

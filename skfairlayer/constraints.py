@@ -462,9 +462,17 @@ def _uniform_family(codes, n_groups, tolerance, column, name, plug_in_class):
         fam_codes, ids = lookup[codes], present
     inverse = np.zeros(n_groups)
     inverse[present] = 1.0 / counts[present]
-    return GroupStatistics(
+    # The kernels' uint8 codes, made once here (the codes are known to be in range), also
+    # give the weights by one table lookup.
+    small = small_codes(codes, n_groups, checked=True) if ids is None else None
+    if small is not None:
+        weights = np.empty(codes.shape[0])
+        kernels.lookup(small, inverse, weights)
+    else:
+        weights = inverse.take(codes)
+    fam = GroupStatistics(
         codes=fam_codes,
-        weights=inverse.take(codes),
+        weights=weights,
         n_groups=int(present.size),
         tolerance=float(tolerance),
         column=int(column),
@@ -474,6 +482,9 @@ def _uniform_family(codes, n_groups, tolerance, column, name, plug_in_class):
         totals=counts[present],
         plug_in_class=plug_in_class,
     )
+    if small is not None:
+        fam.__dict__["_small_codes"] = small  # the cached property's value
+    return fam
 
 
 def check_labels(labels, scores):

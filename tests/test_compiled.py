@@ -267,3 +267,22 @@ def test_show_versions_names_the_passes(capsys):
     assert "numpy:" in out and "scikit-learn:" in out and "osqp:" in out
     expected = "numpy (compiled passes not built" if kernels is None else "compiled, "
     assert expected in out
+
+
+@pytest.mark.parametrize("k", [2, 7])
+def test_uniform_family_weights_and_codes_on_both_passes(k):
+    """Check that a uniform family's weights (1 / n_g) and cached uint8 codes are the same
+    whether the compiled passes build them or numpy does."""
+    from skfairlayer.constraints import build_problem
+
+    rng = np.random.default_rng(k)
+    codes = np.r_[np.arange(k), rng.integers(0, k, 5000)]
+    scores = rng.random(codes.size)
+    with _compiled.numpy_passes(simd=None):
+        ref = build_problem("demographic_parity", scores, [(codes, k)], 0.01).families[0]
+    fam = build_problem("demographic_parity", scores, [(codes, k)], 0.01).families[0]
+    np.testing.assert_array_equal(fam.weights, ref.weights)
+    np.testing.assert_array_equal(fam.weights, 1.0 / np.bincount(codes)[codes])
+    if kernels is not None:
+        assert "_small_codes" in fam.__dict__  # made with the weights, not on first use
+        np.testing.assert_array_equal(fam._small_codes, codes)
