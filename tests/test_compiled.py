@@ -286,3 +286,32 @@ def test_uniform_family_weights_and_codes_on_both_passes(k):
     if kernels is not None:
         assert "_small_codes" in fam.__dict__  # made with the weights, not on first use
         np.testing.assert_array_equal(fam._small_codes, codes)
+
+
+@needs_kernels
+def test_estimator_and_column_scores_take_the_compiled_passes(monkeypatch):
+    """Check that scores given as a column of a 2-D array (proba[:, 1], as the estimator
+    projects them) still run the compiled passes, not the numpy fallback."""
+    from sklearn.linear_model import LogisticRegression
+
+    from skfairlayer import FairnessLayerClassifier, project
+
+    rng = np.random.default_rng(0)
+    n = 20000
+    X = rng.normal(size=(n, 3))
+    g = rng.integers(0, 2, n)
+    y = (X[:, 0] + 0.5 * g + rng.normal(size=n) > 0).astype(int)
+    clf = FairnessLayerClassifier(LogisticRegression(), tolerance=0.01).fit(
+        X, y, sensitive_features=g)
+    paths = []
+    solve = _exact.solve_exact
+
+    def spy(problem, *args, **kwargs):
+        solution = solve(problem, *args, **kwargs)
+        paths.append(solution.info["path"])
+        return solution
+
+    monkeypatch.setattr(_exact, "solve_exact", spy)
+    clf.predict_proba(X, sensitive_features=g)
+    project(clf.estimator_.predict_proba(X)[:, 1], g)
+    assert paths == ["uniform-compiled", "uniform-compiled"]

@@ -961,8 +961,10 @@ def _solve_uniform(problem, layout, warm_start):
 
     # The compiled passes (uint8 codes), when built and applicable.
     small = None
-    if _compiled.active() and s.dtype == np.float64 and s.flags.c_contiguous:
+    if _compiled.active() and s.dtype == np.float64:
         small = layout.small_codes if layout is not None else fam._small_codes
+        if small is not None and not s.flags.c_contiguous:  # e.g. proba[:, 1]: one copy
+            s = np.ascontiguousarray(s)
     # Full-data group sums of s: control variate of the subsample and part of the aggregates.
     if small is not None:
         two, f = False, None
