@@ -315,3 +315,24 @@ def test_estimator_and_column_scores_take_the_compiled_passes(monkeypatch):
     clf.predict_proba(X, sensitive_features=g)
     project(clf.estimator_.predict_proba(X)[:, 1], g)
     assert paths == ["uniform-compiled", "uniform-compiled"]
+
+
+def test_concurrent_solves_match_serial():
+    """Check that exact solves running in several threads at once (the passes release the GIL
+    and each thread has its own scratch buffer) give the serial answers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from skfairlayer import project
+
+    rng = np.random.default_rng(7)
+    batches = []
+    for j in range(8):
+        n = 60000 + 1000 * j
+        codes = rng.integers(0, 2 + j % 3, n)
+        scores = 1.0 / (1.0 + np.exp(-(rng.normal(0, 1.5, n) + 0.4 * codes)))
+        batches.append((scores, codes))
+    serial = [project(s, c, tolerance=0.01).proba for s, c in batches]
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(lambda b: project(b[0], b[1], tolerance=0.01).proba, batches * 3))
+    for j, out in enumerate(threaded):
+        np.testing.assert_array_equal(out, serial[j % len(batches)])
