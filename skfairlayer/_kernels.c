@@ -125,7 +125,8 @@ static void lookup_scalar(const uint8_t *restrict g, idx_t i0, idx_t n, const do
  * they are compiled for AVX2 too and the CPU picks. Bit for bit the generic loops' results,
  * except the order of additions in sums. */
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
+    && !defined(SKFAIRLAYER_NO_CLONES)
 #define CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define CLONES
