@@ -22,7 +22,9 @@ except ImportError:  # built without a C compiler: numpy passes only
 if os.environ.get("SKFAIRLAYER_PURE_NUMPY", "") not in ("", "0"):
     kernels = None
 
-__all__ = ["MAX_GROUPS", "active", "kernels", "numpy_passes", "scratch", "small_codes"]
+__all__ = [
+    "MAX_GROUPS", "active", "group_sums", "kernels", "numpy_passes", "scratch", "small_codes",
+]
 
 #: Largest number of groups the kernels take (codes are stored as uint8).
 MAX_GROUPS = 255
@@ -89,6 +91,32 @@ def small_codes(codes, n_groups, *, checked=False):
     if not checked and codes.min() < 0:
         return None
     return np.ascontiguousarray(codes, dtype=np.uint8)
+
+
+def group_sums(values, small, n_groups):
+    """Per-group sums of ``values`` by the kernels, or None when they cannot take them.
+
+    None when ``small`` is None (see :func:`small_codes`) or ``values`` is not a
+    contiguous float64 array; callers then sum with numpy.
+
+    Parameters
+    ----------
+    values : ndarray of shape (n_samples,)
+        Values to sum.
+    small : ndarray of shape (n_samples,), dtype=uint8, or None
+        Group codes from :func:`small_codes`.
+    n_groups : int
+        Number of groups.
+
+    Returns
+    -------
+    sums : ndarray of shape (n_groups,) or None
+    """
+    if small is None or values.dtype != np.float64 or not values.flags.c_contiguous:
+        return None
+    sums = np.empty(n_groups)
+    kernels.group_sums(values, small, sums)
+    return sums
 
 
 _SCRATCH = threading.local()

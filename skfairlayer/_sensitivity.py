@@ -241,8 +241,8 @@ class Linearization:
         fast = _DenseUniformPasses(
             fam, p, float(problem.lower) + bound_atol, float(problem.upper) - bound_atol
         )
-        act = _active_groups(fast.means(), np.ones(fam.n_groups, dtype=bool), fam.tolerance,
-                             level_atol)
+        act = _active_groups(fam.means(fast.p), np.ones(fam.n_groups, dtype=bool),
+                             fam.tolerance, level_atol)
         fast.set_active(act)
         self._fast = fast
         self._free = None  # computed on first access (the products do not need it)
@@ -644,12 +644,6 @@ class _DenseUniformPasses:
         self.mode, self.idx = "none", None
         self.held, self.held_codes, self.counts = None, None, None
 
-    def means(self):
-        """Group means of the outputs (sums over sizes, as ``GroupStatistics.means``)."""
-        sums = np.empty(self.k)
-        _compiled.kernels.group_sums(self.p, self.codes, sums)
-        return sums / self.totals
-
     def free(self):
         """The bound mask (``Linearization.free``)."""
         return (self.p > self.lo) & (self.p < self.hi)
@@ -749,9 +743,8 @@ class _GroupSums:
         return np.where(self.inside, x, 0.0)
 
     def __call__(self, x):
-        if self.small is not None and x.dtype == np.float64 and x.flags.c_contiguous:
-            sums = np.empty(self.k)
-            _compiled.kernels.group_sums(x, self.small, sums)
+        sums = _compiled.group_sums(x, self.small, self.k)
+        if sums is not None:
             return sums
         if self.indicator is not None:
             one = float(np.einsum("i,i->", self.indicator, x))  # no BLAS threads: cheap

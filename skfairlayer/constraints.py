@@ -128,9 +128,8 @@ class GroupStatistics:
         if self.dense_uniform:
             # Every row is in a group with weight 1 / n_g: sums divided by sizes.
             small = self._small_codes if _compiled.active() else None
-            if small is not None and values.dtype == np.float64 and values.flags.c_contiguous:
-                sums = np.empty(self.n_groups)
-                kernels.group_sums(values, small, sums)
+            sums = _compiled.group_sums(values, small, self.n_groups)
+            if sums is not None:
                 return sums / self.totals
             if self.n_groups == 2:
                 total = float(np.sum(values))

@@ -968,8 +968,7 @@ def _solve_uniform(problem, layout, warm_start):
     # Full-data group sums of s: control variate of the subsample and part of the aggregates.
     if small is not None:
         two, f = False, None
-        sums = np.empty(k)
-        kernels.group_sums(s, small, sums)
+        sums = _compiled.group_sums(s, small, k)
         sizes = np.where(known, sizes, 0.0)
     elif two:
         f = _Indicator(codes, layout.indicator if layout is not None else None)
@@ -1165,8 +1164,7 @@ def _uniform_reduced(s, codes, idx, sizes, sums, center, h, lb, ub, eps, tiny, k
         return None
     n_g = np.maximum(sizes, 1)
     finite = np.isfinite(center)
-    margin = 1e-12 * (1.0 + abs(lb) + abs(ub) + h + float(np.abs(center[finite]).max(initial=0)))
-    hh = h - margin if h > 2 * margin else 0.5 * h
+    hh = _shrunk(center, h, lb, ub)
     u = s_x - center[g_x]
     sure = finite[g_x]
     top = sure & (u >= ub + hh)
@@ -1178,9 +1176,24 @@ def _uniform_reduced(s, codes, idx, sizes, sums, center, h, lb, ub, eps, tiny, k
     rest = sums - np.bincount(g_x, weights=s_x, minlength=k)
     A = np.where(sizes > 0, (rest + np.bincount(g_x, weights=val, minlength=k)) / n_g, 0.0)
     Q = (sizes - cnt_x + np.bincount(g_x, weights=free, minlength=k)) / (n_g * n_g)
-    su, gu = s_x[unc], g_x[unc]
+    return _bracket_model(s_x[unc], g_x[unc], sizes, A, Q, center, hh, lb, ub, eps)
+
+
+def _shrunk(center, h, lb, ub):
+    """The bracket half-width ``h`` less a margin far above rounding: a row classified on the
+    shrunk bracket is in that state for every shift within ``h`` of the centre."""
+    finite = np.isfinite(center)
+    margin = 1e-12 * (1.0 + abs(lb) + abs(ub) + h + float(np.abs(center[finite]).max(initial=0)))
+    return h - margin if h > 2 * margin else 0.5 * h
+
+
+def _bracket_model(su, gu, sizes, A, Q, center, hh, lb, ub, eps):
+    """The reduced model (uncertain rows ``su`` of groups ``gu`` over the aggregates ``A``,
+    ``Q``) in multiplier space, its bracket ``[lo, hi]`` and the group sizes."""
+    n_g = np.maximum(sizes, 1)
     nr = n_g[gu]
     model = _Model((su - ub) * nr, (su - lb) * nr, 1.0 / (nr * nr), gu, A, Q, sizes > 0, eps)
+    finite = np.isfinite(center)
     lo = np.where(finite, (center - hh) * n_g, -np.inf)
     hi = np.where(finite, (center + hh) * n_g, np.inf)
     return model, lo, hi, sizes
@@ -1193,8 +1206,7 @@ def _compiled_reduced(s, codes, small, buf, sizes, sums, center, h, lb, ub, eps,
     k = sizes.size
     finite = np.isfinite(center)
     c = np.where(finite, center, 0.0)
-    margin = 1e-12 * (1.0 + abs(lb) + abs(ub) + h + float(np.abs(c).max(initial=0)))
-    hh = h - margin if h > 2 * margin else 0.5 * h
+    hh = _shrunk(center, h, lb, ub)
     # Groups kept whole (no finite centre): every row is flagged and stays uncertain.
     lo = np.where(finite, c + (lb + hh), np.inf)
     hi = np.where(finite, c + (ub - hh), -np.inf)
@@ -1211,12 +1223,7 @@ def _compiled_reduced(s, codes, small, buf, sizes, sums, center, h, lb, ub, eps,
     A = np.where(sizes > 0, (sums - sx + ub * (nx - nbot) + lb * nbot) / n_g, 0.0)
     Q = (sizes - nx) / (n_g * n_g)
     unc = buf[:m]
-    su, gu = s[unc], codes[unc]
-    nr = n_g[gu]
-    model = _Model((su - ub) * nr, (su - lb) * nr, 1.0 / (nr * nr), gu, A, Q, sizes > 0, eps)
-    lo = np.where(finite, (center - hh) * n_g, -np.inf)
-    hi = np.where(finite, (center + hh) * n_g, np.inf)
-    return model, lo, hi, sizes
+    return _bracket_model(s[unc], codes[unc], sizes, A, Q, center, hh, lb, ub, eps)
 
 
 def _uniform_output(s, codes, f, shifts, out, idx, lb, ub):
