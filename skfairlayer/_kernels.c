@@ -292,28 +292,33 @@ AVX512 static idx_t outside_avx512(const double *restrict s, const uint8_t *rest
     return outside_scalar(s, g, i, n, lo, hi, idx, m);
 }
 
+/* Output passes over large arrays use non-temporal stores (no read for ownership of lines
+ * about to be overwritten) from the first 64-byte boundary of the output: the number of rows
+ * before it, or -1 (regular stores) when the output is small or not 8-byte aligned. */
+static idx_t stream_head(const double *out, idx_t n) {
+    if (n < STREAM_FROM || ((uintptr_t)out & 7) != 0) return -1;
+    return (idx_t)(((64 - ((uintptr_t)out & 63)) & 63) / 8);
+}
+
+AVX512 static inline void store8(double *out, __m512d y, int stream) {
+    if (stream)
+        _mm512_stream_pd(out, y);
+    else
+        _mm512_storeu_pd(out, y);
+}
+
 AVX512 static void shift_clip_avx512(const double *restrict s, const uint8_t *restrict g, idx_t n,
                                      idx_t k, const double *sh, double lb, double ub,
                                      double *restrict out) {
     table16 t = load_table(sh, k);
     __m512d l = _mm512_set1_pd(lb), u = _mm512_set1_pd(ub);
-    idx_t i = 0;
-    if (n >= STREAM_FROM && ((uintptr_t)out & 7) == 0) {
-        /* Large outputs: non-temporal stores from the first 64-byte boundary (no read for
-         * ownership of lines about to be overwritten). */
-        idx_t head = (idx_t)(((64 - ((uintptr_t)out & 63)) & 63) / 8);
-        shift_clip_scalar(s, g, 0, head, sh, lb, ub, out);
-        for (i = head; i + 8 <= n; i += 8) {
-            __m512d x = _mm512_sub_pd(_mm512_loadu_pd(s + i), lookup(t, codes8(g + i)));
-            _mm512_stream_pd(out + i, _mm512_min_pd(_mm512_max_pd(x, l), u));
-        }
-        _mm_sfence();
-    } else {
-        for (; i + 8 <= n; i += 8) {
-            __m512d x = _mm512_sub_pd(_mm512_loadu_pd(s + i), lookup(t, codes8(g + i)));
-            _mm512_storeu_pd(out + i, _mm512_min_pd(_mm512_max_pd(x, l), u));
-        }
+    idx_t head = stream_head(out, n), i = head > 0 ? head : 0;
+    shift_clip_scalar(s, g, 0, i, sh, lb, ub, out);
+    for (; i + 8 <= n; i += 8) {
+        __m512d x = _mm512_sub_pd(_mm512_loadu_pd(s + i), lookup(t, codes8(g + i)));
+        store8(out + i, _mm512_min_pd(_mm512_max_pd(x, l), u), head >= 0);
     }
+    if (head >= 0) _mm_sfence();
     shift_clip_scalar(s, g, i, n, sh, lb, ub, out);
 }
 
@@ -363,22 +368,15 @@ AVX512 static void free_shift_avx512(const double *restrict v, const double *res
                                      double hi, const double *sh, double *restrict out) {
     table16 t = load_table(sh, k);
     __m512d l = _mm512_set1_pd(lo), h = _mm512_set1_pd(hi);
-    idx_t i = 0;
-    int stream = n >= STREAM_FROM && ((uintptr_t)out & 7) == 0;
-    if (stream) {  /* as in shift_clip_avx512 */
-        i = (idx_t)(((64 - ((uintptr_t)out & 63)) & 63) / 8);
-        free_shift_scalar(v, p, g, 0, i, lo, hi, sh, out);
-    }
+    idx_t head = stream_head(out, n), i = head > 0 ? head : 0;
+    free_shift_scalar(v, p, g, 0, i, lo, hi, sh, out);
     for (; i + 8 <= n; i += 8) {
         __m512d x = _mm512_loadu_pd(p + i);
         __mmask8 f = _mm512_cmp_pd_mask(x, l, _CMP_GT_OQ) & _mm512_cmp_pd_mask(x, h, _CMP_LT_OQ);
         __m512d y = _mm512_maskz_sub_pd(f, _mm512_loadu_pd(v + i), lookup(t, codes8(g + i)));
-        if (stream)
-            _mm512_stream_pd(out + i, y);
-        else
-            _mm512_storeu_pd(out + i, y);
+        store8(out + i, y, head >= 0);
     }
-    if (stream) _mm_sfence();
+    if (head >= 0) _mm_sfence();
     free_shift_scalar(v, p, g, i, n, lo, hi, sh, out);
 }
 
