@@ -1,6 +1,7 @@
 """Shared pytest configuration: opt-in slow property sweeps, headless plotting."""
 
 import os
+import threading
 
 import pytest
 
@@ -21,3 +22,25 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+def _serve_rows_in_threads(serve, chunks):
+    """Call ``serve(i)`` for every row index of every chunk, one thread per chunk, all at
+    once; return the ``(i, serve(i))`` pairs."""
+    results = {}
+
+    def worker(w):
+        results[w] = [(i, serve(i)) for i in chunks[w]]
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(len(chunks))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return [pair for w in sorted(results) for pair in results[w]]
+
+
+@pytest.fixture
+def serve_rows_in_threads():
+    """The concurrency harness of the streaming tests (see ``_serve_rows_in_threads``)."""
+    return _serve_rows_in_threads

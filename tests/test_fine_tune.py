@@ -352,6 +352,21 @@ def _simplex_solver_available():
     return True
 
 
+def _check_batch_gradient(adapter, X, params, codes, y, layer, rng, h):
+    """Assert that batch_loss's parameter gradient matches central differences of the loss
+    along a random direction."""
+    w = np.ones(y.size)
+    _, _, grads = batch_loss(adapter, X, params, codes, y, w, **layer, gradient=True)
+    d = [rng.normal(size=p.shape) for p in params]
+
+    def f(t):
+        moved = [p + t * q for p, q in zip(params, d, strict=True)]
+        return batch_loss(adapter, X, moved, codes, y, w, **layer)[0]
+
+    analytic = sum(np.sum(a * b) for a, b in zip(grads, d, strict=True))
+    assert np.isclose((f(h) - f(-h)) / (2 * h), analytic, rtol=1e-5, atol=1e-7)
+
+
 def test_multiclass_fine_tune_through_the_simplex_layer():
     """Check multinomial fine-tuning: chain-rule gradient by differences, weights updated."""
     if not _simplex_solver_available():
@@ -372,17 +387,7 @@ def test_multiclass_fine_tune_through_the_simplex_layer():
         "solver": "auto",
         "margin": 1e-6,
     }
-    w = np.ones(n)
-    _, _, grads = batch_loss(adapter, X, params, g, y, w, **layer, gradient=True)
-    d = [rng.normal(size=p.shape) for p in params]
-    h = 1e-5
-
-    def f(t):
-        moved = [p + t * q for p, q in zip(params, d, strict=True)]
-        return batch_loss(adapter, X, moved, g, y, w, **layer)[0]
-
-    analytic = sum(np.sum(a * b) for a, b in zip(grads, d, strict=True))
-    assert np.isclose((f(h) - f(-h)) / (2 * h), analytic, rtol=1e-5, atol=1e-7)
+    _check_batch_gradient(adapter, X, params, g, y, layer, rng, h=1e-5)
     before = est.coef_.copy()
     fine_tune(
         est,
@@ -553,18 +558,7 @@ def test_batch_loss_gradient_every_criterion(criterion, n_classes, label_free):
         "criterion": make_criterion(criterion), "tolerance": 0.01, "solver": "auto",
         "margin": 1e-6, "label_free": label_free,
     }
-    w = np.ones(y.size)
-    _, _, grads = batch_loss(adapter, X, params, codes, y, w, **layer, gradient=True)
-    rng = np.random.default_rng(0)
-    d = [rng.normal(size=p.shape) for p in params]
-    h = 1e-6
-
-    def f(t):
-        moved = [p + t * q for p, q in zip(params, d, strict=True)]
-        return batch_loss(adapter, X, moved, codes, y, w, **layer)[0]
-
-    analytic = sum(np.sum(g * q) for g, q in zip(grads, d, strict=True))
-    assert np.isclose((f(h) - f(-h)) / (2 * h), analytic, rtol=1e-5, atol=1e-7)
+    _check_batch_gradient(adapter, X, params, codes, y, layer, np.random.default_rng(0), h=1e-6)
 
 
 def test_minibatches_cover_marginal_groups_and_label_cells():

@@ -2,7 +2,6 @@
 
 import math
 import pickle
-import threading
 
 import numpy as np
 import pytest
@@ -218,29 +217,21 @@ def test_pickle_mid_stream_continues_bit_identically(algorithm):
         assert (ra.gap, ra.certificate, ra.n_served) == (rb.gap, rb.certificate, rb.n_served)
 
 
-def test_concurrent_updates_are_not_lost():
+def test_concurrent_updates_are_not_lost(serve_rows_in_threads):
     """Check that 8 threads serving concurrently lose no row and keep the certificate."""
     rng = np.random.default_rng(6)
     scores, codes = _stream("random", 3, 8 * 400, rng)
     state = _state(3, 0.02)
-    served = {}
-
-    def worker(w):
-        rows = range(w * 400, (w + 1) * 400)
-        served[w] = [(i, state.partial_decisions(scores[i : i + 1], codes[i : i + 1])[0]) for i in rows]
-
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    served = serve_rows_in_threads(
+        lambda i: state.partial_decisions(scores[i : i + 1], codes[i : i + 1])[0],
+        np.array_split(np.arange(3200), 8),
+    )
     report = state.report("decisions")
     assert report.n_served == 3200
     np.testing.assert_array_equal(report.counts, np.bincount(codes, minlength=3))
     ones = np.zeros(3)
-    for rows in served.values():
-        for i, y in rows:
-            ones[codes[i]] += y
+    for i, y in served:
+        ones[codes[i]] += y
     np.testing.assert_allclose(report.means, ones / report.counts)
     assert report.holds
 
@@ -682,30 +673,21 @@ def test_criterion_errors_leave_the_state_unchanged():
         multi.partial_proba(np.ones((2, 2)) / 2, [0, 1])
 
 
-def test_criterion_concurrent_updates_are_not_lost():
+def test_criterion_concurrent_updates_are_not_lost(serve_rows_in_threads):
     """Check that 8 threads serving a multiclass stream lose no row and keep the certificate."""
     rng = np.random.default_rng(16)
     scores, codes = _criterion_stream("random", 3, False, [3], 8 * 150, rng)
     state = _criterion_state("multiclass DP", 0.03)
-    served = {}
-
-    def worker(w):
-        rows = range(w * 150, (w + 1) * 150)
-        served[w] = [(i, state.partial_decisions(scores[i : i + 1], codes[i : i + 1])[0])
-                     for i in rows]
-
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    served = serve_rows_in_threads(
+        lambda i: state.partial_decisions(scores[i : i + 1], codes[i : i + 1])[0],
+        np.array_split(np.arange(1200), 8),
+    )
     report = state.report("decisions")
     assert report.n_served == 1200
     np.testing.assert_array_equal(report.counts, np.bincount(codes[:, 0], minlength=3))
     chosen = np.zeros((3, 3))
-    for rows in served.values():
-        for i, y in rows:
-            chosen[codes[i, 0], y] += 1
+    for i, y in served:
+        chosen[codes[i, 0], y] += 1
     np.testing.assert_allclose(report.means, chosen / report.counts[:, None])
     assert report.holds
 

@@ -1,7 +1,6 @@
 """Streaming through FairnessLayerClassifier: partial_predict(_proba), reset_stream, stream_report."""
 
 import pickle
-import threading
 from copy import deepcopy
 
 import joblib
@@ -220,29 +219,19 @@ def test_persistence_mid_stream_is_bit_identical(data, tmp_path, how, algorithm)
     assert _snapshot(copy) == _snapshot(clf)
 
 
-def test_concurrent_partial_predict(data):
+def test_concurrent_partial_predict(data, serve_rows_in_threads):
     """Check that 8 threads calling partial_predict lose no row and keep the certificate."""
     X, y, group = data
     clf = _fit(X, y)
     rows = np.arange(800, 2400)
-    chunks = np.array_split(rows, 8)
-    results = {}
-
-    def worker(w):
-        results[w] = [(i, clf.partial_predict(X[i : i + 1])[0]) for i in chunks[w]]
-
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    served = serve_rows_in_threads(lambda i: clf.partial_predict(X[i : i + 1])[0],
+                                   np.array_split(rows, 8))
     report = clf.stream_report("decisions")
     assert report.n_served == rows.size
     np.testing.assert_array_equal(report.counts, np.bincount(group[rows]))
     positives = np.zeros(2)
-    for pairs in results.values():
-        for i, label in pairs:
-            positives[group[i]] += label == clf.classes_[1]
+    for i, label in served:
+        positives[group[i]] += label == clf.classes_[1]
     np.testing.assert_allclose(report.means, positives / report.counts)
     assert report.gap <= report.certificate + 1e-12
 
@@ -506,28 +495,18 @@ def test_criterion_persistence_mid_stream_is_bit_identical(multi, tmp_path, how,
         assert (a.gap, a.certificate, a.n_served) == (b.gap, b.certificate, b.n_served)
 
 
-def test_criterion_concurrent_partial_predict(multi):
+def test_criterion_concurrent_partial_predict(multi, serve_rows_in_threads):
     """Check that 8 threads serving a multiclass stream lose no row and keep the certificate."""
     X, _, _, g, _ = multi
     clf = _fit_case(multi, "multiclass DP")
-    chunks = np.array_split(np.arange(1000, 2200), 8)
-    results = {}
-
-    def worker(w):
-        results[w] = [(i, clf.partial_predict(X[i : i + 1])[0]) for i in chunks[w]]
-
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    served = serve_rows_in_threads(lambda i: clf.partial_predict(X[i : i + 1])[0],
+                                   np.array_split(np.arange(1000, 2200), 8))
     report = clf.stream_report("decisions")
     assert report.n_served == 1200
     np.testing.assert_array_equal(report.counts, np.bincount(g[1000:2200]))
     chosen = np.zeros((3, 3))
-    for pairs in results.values():
-        for i, label in pairs:
-            chosen[g[i], np.searchsorted(clf.classes_, label)] += 1
+    for i, label in served:
+        chosen[g[i], np.searchsorted(clf.classes_, label)] += 1
     np.testing.assert_allclose(report.means, chosen / report.counts[:, None])
     assert report.holds
 
