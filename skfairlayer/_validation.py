@@ -199,8 +199,6 @@ def check_scores(scores, *, name="proba"):
     arr = np.asarray(scores, dtype=np.float64)
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
-    if arr.ndim == 1:  # a column of a 2-D array (proba[:, 1]): contiguous for the fast passes
-        arr = np.ascontiguousarray(arr)
     if arr.ndim not in (1, 2):
         raise ValueError(
             f"{name} must be of shape (n_samples,) or (n_samples, n_classes). "
