@@ -6,6 +6,7 @@ a group-parity criterion within a tolerance (Troxell, Montúfar and Roemer,
 """
 
 from ._classifier import FairnessLayerClassifier
+from ._fine_tune import FineTuning
 from ._show_versions import show_versions
 from .constraints import Criterion, DemographicParity
 from .exceptions import InfeasibleProblemError, SmallGroupWarning, SolverError, UnseenGroupError
@@ -17,6 +18,7 @@ __all__ = [
     "Criterion",
     "DemographicParity",
     "FairnessLayerClassifier",
+    "FineTuning",
     "InfeasibleProblemError",
     "ProjectionResult",
     "SmallGroupWarning",

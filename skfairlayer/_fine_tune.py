@@ -29,10 +29,12 @@ Details that matter:
 """
 
 import dataclasses
+import sys
 import time
 from numbers import Integral, Real
 
 import numpy as np
+from sklearn.base import BaseEstimator
 from sklearn.utils import check_array, check_random_state
 
 from ._differentiable import make_adapter
@@ -48,7 +50,7 @@ from .constraints import (
 )
 from .projection import solve_problem
 
-__all__ = ["FINE_TUNE_DEFAULTS", "batch_loss", "check_fine_tune_params", "fine_tune"]
+__all__ = ["FINE_TUNE_DEFAULTS", "FineTuning", "batch_loss", "check_fine_tune_params", "fine_tune"]
 
 #: Default settings of the fine-tuning loop (the keys ``fine_tune_params`` accepts).
 FINE_TUNE_DEFAULTS = {
@@ -61,6 +63,72 @@ FINE_TUNE_DEFAULTS = {
     "margin": 1e-6,
     "label_free": False,
 }
+
+
+class FineTuning(BaseEstimator):
+    """Settings of fine-tuning a base *through* the layer (the paper's F-Layer).
+
+    Pass an instance as ``fine_tune=`` to a fairness-layer estimator
+    (``fine_tune=True`` means ``FineTuning()``). Its parameters are nested
+    parameters of the estimator, so a search can tune them, e.g.
+    ``{"fine_tune__learning_rate": [1e-3, 3e-3]}``.
+
+    Parameters
+    ----------
+    max_epochs : int, default=50
+        Largest number of passes over the training set.
+    learning_rate : float, default=3e-3
+        Adam's step size.
+    batch_size : int, default=1024
+        Minibatch size; batches are stratified so that each carries every group
+        of every attribute (and every (group, label) cell for
+        label-conditioned criteria).
+    validation_fraction : float, default=0.1
+        Share of the training set held out for early stopping on the projected
+        validation loss; the best parameters, possibly the starting ones, are kept.
+    n_iter_no_change : int, default=5
+        Epochs without improvement of at least ``tol`` before stopping.
+    tol : float, default=1e-4
+        Smallest improvement of the validation loss that counts.
+    margin : float, default=1e-6
+        Outputs stay in ``[margin, 1 - margin]`` during training so the
+        log-loss stays finite.
+    label_free : bool, default=False
+        Label-conditioned criteria: project each minibatch with the training
+        labels (``False``, as the fit-time projection does) or with their
+        plug-in form (``True``, as the layer at prediction).
+
+    Examples
+    --------
+    >>> from skfairlayer import FairnessLayerClassifier, FineTuning
+    >>> clf = FairnessLayerClassifier(fine_tune=FineTuning(max_epochs=5))
+    >>> clf.set_params(fine_tune__learning_rate=1e-3).fine_tune.learning_rate
+    0.001
+    """
+
+    def __init__(
+        self,
+        max_epochs=50,
+        learning_rate=3e-3,
+        batch_size=1024,
+        validation_fraction=0.1,
+        n_iter_no_change=5,
+        tol=1e-4,
+        margin=1e-6,
+        label_free=False,
+    ):
+        self.max_epochs = max_epochs
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.margin = margin
+        self.label_free = label_free
+
+    def settings(self):
+        """The validated settings as a dict (keys of :data:`FINE_TUNE_DEFAULTS`)."""
+        return check_fine_tune_params(self.get_params())
 
 
 def check_fine_tune_params(params):
@@ -520,8 +588,14 @@ def fine_tune(
         best_params, best_epoch = params_now, history["epoch"][-1]
     adapter.write(best_params)
     history["best_epoch"] = best_epoch
+    history["improved"] = best_epoch != 0
     if verbose:
-        print(f"Fine-tuning kept the parameters of epoch {best_epoch}.")
+        kept = (
+            "the starting parameters (epoch 0): no epoch lowered the projected validation loss"
+            if best_epoch == 0
+            else f"the parameters of epoch {best_epoch}"
+        )
+        print(f"Fine-tuning kept {kept}.", file=sys.stderr)
     return history
 
 
@@ -547,5 +621,6 @@ def _record(history, epoch, train_loss, val_loss, gap, verbose, settings, elapse
     if verbose:
         print(
             f"Epoch {epoch}/{settings['max_epochs']}: train loss {train_loss:.5f}, "
-            f"val loss {val_loss:.5f}, base parity gap {gap:.4f} ({elapsed:.2f} s)"
+            f"val loss {val_loss:.5f}, base parity gap {gap:.4f} ({elapsed:.2f} s)",
+            file=sys.stderr,
         )

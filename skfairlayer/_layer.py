@@ -1,0 +1,251 @@
+"""The fitted layer: one object for every criterion, grouping and number of classes.
+
+A :class:`FittedLayer` projects batches (exactly, verified) and decides them
+(selection-rate parity, exact on the batch); it also holds the rules learned
+on the fit set — per family, a shift coefficient per group, and per grouping a
+decision offset per group and class — that serve batches with fewer than two
+groups, ``inference="fitted"`` and the start of a stream. Special cases (two
+groups, one uniform family) are chosen by the shape of the problem inside
+:func:`solve_problem` and :func:`decide`, never by the caller. See the user
+guide's pages on the layer, decisions and inference.
+"""
+
+import warnings
+
+import numpy as np
+
+from ._decisions import parity_decisions
+from ._multiclass_decisions import affine_decisions, class_offsets
+from ._solvers._simplex import project_simplex_rows
+from .constraints import ProjectionProblem, build_problem
+from .exceptions import InfeasibleProblemError
+from .projection import solve_problem
+
+__all__ = ["FittedLayer", "decide"]
+
+
+def decide(problem):
+    """Decisions of maximal expected accuracy meeting the problem's rows on the batch.
+
+    One uniform family over binary outputs (demographic parity, any number of
+    groups) is solved by exact counts per group; every other shape by the
+    affine decision LP with an integer repair.
+
+    Parameters
+    ----------
+    problem : ProjectionProblem
+        The (plug-in) problem of a batch, with at least one family or row.
+
+    Returns
+    -------
+    decisions : ndarray of shape (n_samples,)
+        Class index of each row (binary: 0/1).
+    """
+    if _one_uniform_binary_family(problem):
+        fam = problem.families[0]
+        return parity_decisions(problem.scores, fam.codes, fam.n_groups, fam.tolerance).decisions
+    return np.asarray(affine_decisions(problem).decisions, dtype=np.intp)
+
+
+def _one_uniform_binary_family(problem):
+    if problem.simplex or problem.rows is not None or len(problem.families) != 1:
+        return False
+    fam = problem.families[0]
+    return bool(fam.uniform and fam.plug_in_class is None and fam.group_ids is None)
+
+
+class FittedLayer:
+    """The fairness layer fitted on a training set.
+
+    Build it with :meth:`fit`. Batches are projected or decided with the
+    criterion on the batch; rules learned at fit serve the rest.
+
+    Attributes
+    ----------
+    criterion : str or Criterion
+        The criterion.
+    tolerance : float
+        The criterion's tolerance.
+    solver : str
+        Projection solver.
+    coefficients : list of ndarray
+        Per family of the plug-in problem (in the order the criterion builds
+        them, over all groupings), a shift coefficient per group: a row's output
+        in the family's column moves by the coefficient times its raw weight.
+    decision_offsets : list of ndarray of shape (n_groups, n_classes)
+        Per grouping, offsets such that ``argmax_c S[i, c] - sum offsets[g(i), c]``
+        (binary: columns ``[1 - s, s]``) reproduces the fit set's decisions.
+    fit_gap : float
+        Largest gap of the projected fit-set outputs (label-conditioned
+        criteria: measured with the labels).
+    n_classes : int
+        Number of classes of the outputs (2 for binary scores).
+    """
+
+    def __init__(self, criterion, tolerance, *, solver="auto"):
+        self.criterion = criterion
+        self.tolerance = float(tolerance)
+        self.solver = solver
+
+    # ------------------------------------------------------------------ problems
+    def problem(self, scores, groupings, labels=None, *, keep_trivial=False):
+        """The criterion's problem on a batch (groups absent from it are dropped)."""
+        names = [g.name for g in groupings]
+        return build_problem(
+            self.criterion, scores, [(g.codes, g.n_groups) for g in groupings], self.tolerance,
+            labels=labels, names=names if any(names) else None, keep_trivial=keep_trivial,
+        )
+
+    def fit(self, scores, groupings, labels=None):
+        """Learn the fitted rules from (preferably out-of-sample) base scores.
+
+        Parameters
+        ----------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            Base scores of the fit set.
+        groupings : list of Grouping
+            The fit set's groupings.
+        labels : ndarray of shape (n_samples,) or None, default=None
+            Class indices; label-conditioned criteria measure ``fit_gap`` with them.
+
+        Returns
+        -------
+        self : FittedLayer
+        """
+        self.n_classes = 2 if scores.ndim == 1 else scores.shape[1]
+        self.group_sizes = [g.n_groups for g in groupings]
+        labelled = self.problem(scores, groupings, labels)
+        self.fit_problem = labelled
+        if labelled.families or labelled.rows is not None:
+            outputs = solve_problem(labelled, solver=self.solver).outputs
+            self.fit_gap = max((f.gap(outputs) for f in labelled.families), default=0.0)
+        else:
+            self.fit_gap = 0.0
+        plugin_all = self.problem(scores, groupings, keep_trivial=True)
+        plugin = ProjectionProblem(
+            scores, tuple(f for f in plugin_all.families if f.n_groups >= 2),
+            simplex=scores.ndim == 2, rows=plugin_all.rows,
+        )
+        duals, decisions = [], None
+        if plugin.families or plugin.rows is not None:
+            duals = solve_problem(plugin, solver=self.solver).duals
+            try:
+                decisions = decide(plugin)
+            except InfeasibleProblemError:  # e.g. rows out of reach of 0/1 decisions
+                decisions = None
+        if decisions is None:
+            decisions = np.argmax(scores, axis=1) if scores.ndim == 2 else (scores > 0.5)
+        self.coefficients = _coefficients(plugin_all, duals, self.group_sizes)
+        self.n_families = len(plugin_all.families)
+        self.decision_offsets = class_offsets(
+            scores, [(g.codes, g.n_groups) for g in groupings], np.asarray(decisions, dtype=int)
+        )
+        self.shares = [
+            np.bincount(g.codes, minlength=g.n_groups) / max(g.codes.size, 1) for g in groupings
+        ]
+        return self
+
+    # ------------------------------------------------------------------ outputs
+    def outputs(self, scores, groupings, *, inference="batch"):
+        """Projected outputs of a batch: exact on the batch, or by the fitted rule.
+
+        ``inference="batch"`` solves the criterion on the batch (verified); a
+        batch where no family has two groups falls back to the fitted rule, as
+        does ``inference="fitted"``.
+        """
+        if inference == "batch":
+            problem = self.problem(scores, groupings)
+            if problem.families or problem.rows is not None:
+                return solve_problem(problem, solver=self.solver).outputs
+        return self.fitted_outputs(scores, groupings)
+
+    def fitted_outputs(self, scores, groupings):
+        """Outputs by the fitted shifts: within the bounds; parity holds on the fit set."""
+        delta = self._shift_matrix(scores, groupings)
+        if scores.ndim == 1:
+            return np.clip(scores - delta, 0.0, 1.0)
+        return project_simplex_rows(scores - delta)
+
+    def _shift_matrix(self, scores, groupings):
+        """Row shifts ``sum_f coef_f[g_i] * raw_{f,i}`` at each family's column."""
+        problem = self.problem(scores, groupings, keep_trivial=True)
+        if len(problem.families) != self.n_families:
+            raise ValueError(
+                f"The criterion {self.criterion!r} built {len(problem.families)} families on "
+                f"this batch but {self.n_families} at fit; a Criterion must build the same "
+                "families for every batch with the same output shape."
+            )
+        n = scores.shape[0]
+        delta = np.zeros((n, 1 if scores.ndim == 1 else scores.shape[1]))
+        for fam, coef in zip(problem.families, self.coefficients, strict=True):
+            if fam.group_ids is None and fam.uniform:  # raw weight 1 on every row
+                delta[:, fam.column] += coef.take(fam.codes)
+                continue
+            inside = np.flatnonzero(fam.codes >= 0)
+            if inside.size == 0:
+                continue
+            g = fam.codes[inside]
+            raw = fam.weights[inside] * fam.totals[g]
+            delta[inside, fam.column] += coef[fam.ids()[g]] * raw
+        return delta[:, 0] if scores.ndim == 1 else delta
+
+    # ------------------------------------------------------------------ decisions
+    def decisions(self, scores, groupings, *, inference="batch"):
+        """Class index of each row: parity decisions on the batch, or the fitted rule."""
+        if inference == "batch":
+            problem = self.problem(scores, groupings)
+            if problem.families or problem.rows is not None:
+                try:
+                    return decide(problem)
+                except InfeasibleProblemError as exc:
+                    # Rows such as a per-group mean residual can be out of reach of 0/1
+                    # decisions on a tiny batch; say so rather than fail or pretend.
+                    warnings.warn(
+                        f"{exc} Using the decision rule fitted on the training set for this "
+                        "batch instead; it does not meet the criterion on the batch.",
+                        UserWarning,
+                        stacklevel=3,
+                    )
+        return self.fitted_decisions(scores, groupings)
+
+    def fitted_decisions(self, scores, groupings):
+        """Decisions by the fitted per-group offsets."""
+        values = np.column_stack([1.0 - scores, scores]) if scores.ndim == 1 else scores.copy()
+        for g, offsets in zip(groupings, self.decision_offsets, strict=True):
+            values -= offsets[g.codes]
+        return np.argmax(values, axis=1)
+
+    # ------------------------------------------------------------------ views
+    @property
+    def shifts(self):
+        """Binary demographic parity, one grouping: the fitted shift of each group (else None)."""
+        if self.n_classes != 2 or len(self.group_sizes) != 1 or self.n_families != 1:
+            return None
+        return self.coefficients[0]
+
+    @property
+    def thresholds(self):
+        """Binary outputs, one grouping: the score threshold of each group's fitted decisions."""
+        if self.n_classes != 2 or len(self.group_sizes) != 1:
+            return None
+        o = self.decision_offsets[0]
+        return (1.0 + o[:, 1] - o[:, 0]) / 2.0
+
+    def __repr__(self):
+        return (
+            f"FittedLayer(criterion={self.criterion!r}, tolerance={self.tolerance!r}, "
+            f"groups={self.group_sizes!r}, fit_gap={getattr(self, 'fit_gap', None)!r})"
+        )
+
+
+def _coefficients(problem_all, duals, group_sizes):
+    """Per family, a coefficient per grouping group: shift = coef[g] * raw row weight."""
+    k = max(group_sizes)
+    coefs = []
+    solvable = iter(duals)
+    for fam in problem_all.families:
+        coef = np.zeros(k)
+        if fam.n_groups >= 2:
+            coef[fam.ids()] = next(solvable) / fam.totals
+        coefs.append(coef)
+    return coefs
