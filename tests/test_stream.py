@@ -741,3 +741,231 @@ def test_criterion_constructor_errors():
         _layout("parity", 0.1, n_classes=2, sizes=[2, 2], coefs=[np.zeros((2, 1))])
     with pytest.raises(ValueError, match=r"offsets must hold finite arrays of shape \(2, 3\)"):
         _layout("parity", 0.1, n_classes=3, sizes=[2], offsets=[np.zeros((2, 2))])
+
+
+# ------------------------------------------------------------- dispatch by the shape of the problem
+def _start(labels, n_classes=2, **kw):
+    return StreamStart(tolerance=0.04, labels=labels, n_classes=n_classes, **kw)
+
+
+@pytest.mark.parametrize(
+    ("kw", "engine"),
+    [
+        ({}, PooledPrimalDual),
+        ({"algorithm": "paper"}, PaperPrimalDual),
+        ({"weight_class": 1}, PooledFamilies),
+        ({"n_classes": 3}, PooledFamilies),
+        ({"kind": "residual"}, PooledResidual),
+        ({"kind": "residual", "n_classes": 3}, PooledResidual),
+        ({"two": True}, PooledFamilies),
+        ({"two": True, "kind": "residual"}, PooledResidual),
+    ],
+)
+def test_engine_follows_the_shape_of_the_problem(kw, engine):
+    """Check the dispatch of start_stream: one engine per shape, the same for both outputs."""
+    labels = (np.arange(3), np.arange(2)) if kw.pop("two", False) else (np.arange(3),)
+    stream = start_stream(_start(labels, **kw))
+    assert isinstance(stream, Stream)
+    for output in ("proba", "decisions"):
+        assert type(stream.engine(output)) is engine
+        assert stream.engine(output).output == output
+
+
+@pytest.mark.parametrize(
+    "kw", [{"n_classes": 3}, {"weight_class": 1}, {"kind": "residual"}, {"two": True}]
+)
+def test_paper_algorithm_needs_binary_parity_of_one_grouping(kw):
+    """Check that the paper's algorithm raises, saying why, outside its one setting."""
+    labels = (np.arange(3), np.arange(2)) if kw.pop("two", False) else (np.arange(3),)
+    with pytest.raises(ValueError, match="algorithm='paper' reproduces the paper"):
+        start_stream(_start(labels, algorithm="paper", **kw))
+
+
+#: name -> StreamStart keywords besides labels (binary DP, multiclass DP, EO, residual).
+PROBLEMS = {
+    "binary DP": {},
+    "multiclass DP": {"n_classes": 3},
+    "binary EO": {"weight_class": 1},
+    "multiclass residual": {"n_classes": 3, "kind": "residual"},
+}
+
+
+@pytest.mark.parametrize("name", list(PROBLEMS))
+def test_one_problem_described_two_ways_streams_identically(name):
+    """Check that marginal groups of one attribute and the same groups as intersectional
+    combinations (1-tuples) give the same engine and bit-identical outputs and reports."""
+    kw = PROBLEMS[name]
+    K = kw.get("n_classes", 2)
+    rng = np.random.default_rng(20)
+    m = 1 if K == 2 else K
+    fitted = {
+        "coefs": (rng.normal(0, 0.05, (3, m)),),
+        "offsets": (rng.normal(0, 0.05, (3, K)),),
+        "shares": (np.array([0.5, 0.3, 0.2]),),
+    }
+    marginal = np.array(["a", "b", "c"])
+    intersectional = np.empty(3, dtype=object)
+    intersectional[:] = [("a",), ("b",), ("c",)]
+    one = start_stream(_start((marginal,), **kw, **fitted))
+    two = start_stream(_start((intersectional,), **kw, **fitted))
+    scores, codes = _criterion_stream("random", K, K == 2, [3], 400, rng)
+    codes = codes[:, 0]
+    for output in ("proba", "decisions"):
+        assert type(one.engine(output)) is type(two.engine(output))
+        for i in range(0, 400, 1 if output == "proba" else 3):
+            a = one.serve(output, scores[i : i + 3], codes[i : i + 3])
+            b = two.serve(output, scores[i : i + 3], codes[i : i + 3])
+            assert a.tobytes() == b.tobytes()
+        ra, rb = one.report(output), two.report(output)
+        assert ra.means.tobytes() == rb.means.tobytes()
+        assert (ra.gap, ra.certificate, ra.n_served) == (rb.gap, rb.certificate, rb.n_served)
+    assert one.codes_of(["c", "a"]) == [2, 0] and two.codes_of([("c",)]) is None
+
+
+def test_binary_decisions_from_offsets():
+    """Check that binary decisions start at argmax(values - offsets) with values [1 - s, s],
+    exact ties going to class 1 (the s >= threshold rule)."""
+    offsets = (np.array([[0.125, 0.375], [0.25, -0.25]]),)
+    rows = [(0.55, 0, 0), (0.7, 0, 1), (0.4, 1, 1), (0.2, 1, 0)]
+    for sizes in ([2], [2, 1]):  # the safeguard engine, and the common-centre engine
+        labels = tuple(np.arange(k) for k in sizes)
+        full = offsets if len(sizes) == 1 else offsets + (np.zeros((1, 2)),)
+        ties = [(0.625, 0, 1), (0.25, 1, 1)] if len(sizes) == 1 else []  # exact in floats
+        for s, g, expected in rows + ties:
+            values = np.array([1 - s, s]) - offsets[0][g]
+            assert expected == int(values[1] >= values[0])
+            stream = start_stream(StreamStart(tolerance=0.5, labels=labels, offsets=full))
+            codes = [g] if len(sizes) == 1 else np.array([[g, 0]])
+            assert stream.serve("decisions", np.array([s]), codes)[0] == expected
+
+
+# ------------------------------------------------------------- the Stream wrapper
+def test_codes_of_one_and_several_groupings():
+    """Check the label index: a list for one grouping, an (n, n_groupings) array for several."""
+    one = start_stream(_start((np.array(["F", "M"]),)))
+    assert one.codes_of(["M", "F", "M"]) == [1, 0, 1]
+    assert one.codes_of(["X"]) is None and one.codes_of([["F"]]) is None
+    two = start_stream(_start((np.array(["F", "M"]), np.array([10, 20, 30]))))
+    np.testing.assert_array_equal(two.codes_of([["M", 30], ["F", 10]]), [[1, 2], [0, 0]])
+    assert two.codes_of([["M", 40]]) is None and two.codes_of([["M"]]) is None
+    assert pickle.loads(pickle.dumps(two)).codes_of([["F", 20]]).tolist() == [[0, 1]]
+    tuples = np.empty(2, dtype=object)
+    tuples[:] = [("F", 1), ("M", 1)]
+    assert start_stream(_start((tuples,))).codes_of([("F", 1)]) is None
+
+
+def test_codes_conventions_agree():
+    """Check that the forms of the codes of several groupings serve identically."""
+    rng = np.random.default_rng(21)
+    scores = rng.random(30)
+    codes = np.column_stack([rng.integers(0, 2, 30), rng.integers(0, 3, 30)])
+    forms = [codes, [codes[:, 0], codes[:, 1]], (codes[:, 0].tolist(), codes[:, 1].tolist())]
+    served = []
+    for form in forms:
+        stream = start_stream(_start((np.arange(2), np.arange(3))))
+        served.append(stream.serve("proba", scores, form).tobytes())
+    assert served[0] == served[1] == served[2]
+    one = [start_stream(_start((np.arange(3),))) for _ in range(3)]
+    forms = [codes[:, 1], codes[:, 1].tolist(), codes[:, 1:]]
+    out = {s.serve("decisions", scores, f).tobytes() for s, f in zip(one, forms, strict=True)}
+    assert len(out) == 1
+
+
+def test_invalid_output_raises_before_any_change():
+    """Check that an unknown output kind raises and serves nothing."""
+    stream = _state(2)
+    with pytest.raises(ValueError, match="output must be one of"):
+        stream.serve("labels", np.array([0.5]), [0])
+    with pytest.raises(ValueError, match="output must be one of"):
+        stream.engine("labels")
+    assert stream.report().n_served == stream.report("decisions").n_served == 0
+
+
+def test_config_restarted_and_reset():
+    """Check config, restarted (same fit, new parameters, empty) and reset."""
+    stream = _binary(0.05, [0.1, -0.1], [0.6, 0.4], [0.5, 0.5], labels=np.array(["a", "b"]))
+    assert stream.config == ("pooled", 0.05, None, 0.5)
+    stream.serve("proba", np.array([0.6, 0.3]), [0, 1])
+    new = stream.restarted(("paper", 0.1, 0.3, 0.6))
+    assert new.config == ("paper", 0.1, 0.3, 0.6) and new.algorithm == "paper"
+    assert isinstance(new.engine("decisions"), PaperPrimalDual)
+    assert new.engine("decisions").threshold == 0.6 and new.engine("proba").eta == 0.3
+    assert new.report().n_served == 0 and stream.report().n_served == 2
+    assert new.report().groups.tolist() == ["a", "b"]
+    back = new.restarted(stream.config)
+    np.testing.assert_allclose(back.report().shifts, [0.1, -0.1], atol=1e-12)
+    stream.reset()
+    assert stream.report().n_served == 0 and stream.report().counts.tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+@pytest.mark.parametrize("name", ["binary DP", "multiclass DP", "binary EO", "multiclass residual"])
+def test_round_trips_keep_the_lock_and_continue_identically(how, name):
+    """Check that pickled / deep-copied streams get a fresh lock and continue bit-identically."""
+    K = PROBLEMS[name].get("n_classes", 2)
+    stream = start_stream(_start((np.array(["F", "M", "X"]),), **PROBLEMS[name]))
+    scores, codes = _criterion_stream("random", K, K == 2, [3], 200, np.random.default_rng(22))
+    codes = codes[:, 0]
+    _serve(stream, scores[:100], codes[:100], batch=1)
+    clone = pickle.loads(pickle.dumps(stream)) if how == "pickle" else copy.deepcopy(stream)
+    assert clone._lock is not stream._lock and not clone._lock.locked()
+    for i in range(100, 200):
+        a = stream.serve("proba", scores[i : i + 1], stream.codes_of([["F", "M", "X"][codes[i]]]))
+        b = clone.serve("proba", scores[i : i + 1], clone.codes_of([["F", "M", "X"][codes[i]]]))
+        assert a.tobytes() == b.tobytes()
+    assert stream.report().means.tobytes() == clone.report().means.tobytes()
+
+
+def test_criterion_name_of_the_start_is_reported():
+    """Check that the start's criterion name replaces the engine's in reports."""
+    stream = start_stream(_start((np.arange(2),), weight_class=1, criterion="EqualOpportunity()"))
+    assert stream.report().criterion == "EqualOpportunity()"
+    assert start_stream(_start((np.arange(2),), weight_class=1)).report().criterion == (
+        "equal_opportunity")
+
+
+# ------------------------------------------------------------- the report's display
+def test_report_text_is_a_small_table():
+    """Check the report's text: one row per group, then gap, certificate, holds and counts."""
+    stream = _binary(0.1, [0.0, 0.0], [0.5, 0.5], [0.5, 0.5], labels=np.array(["F", "M"]))
+    served = stream.serve("proba", np.array([0.9, 0.2, 0.7]), [0, 1, 0])
+    report = stream.report()
+    text = str(report)
+    assert text == repr(report)
+    lines = text.splitlines()
+    assert lines[0] == "StreamReport(output='proba', algorithm='pooled', criterion='demographic_parity')"
+    assert lines[1].split() == ["group", "count", "mean"]
+    assert lines[2].split() == ["F", "2", f"{served[[0, 2]].mean():.4f}"]
+    assert lines[3].split() == ["M", "1", f"{served[1]:.4f}"]
+    assert f"gap                {report.gap:.6g}" in text
+    assert f"certificate        {report.certificate:.6g}" in text
+    assert "holds              True" in text and "served / adjusted  3 / 0" in text
+    assert "array(" not in text and len(lines) == 9
+    empty = str(stream.report("decisions"))
+    assert empty.splitlines()[2].split() == ["F", "0", "-"]
+
+
+def test_report_text_of_several_groupings_and_columns():
+    """Check the table of marginal groups (one table per grouping) and multiclass means."""
+    stream = _layout("parity", 0.1, n_classes=3, sizes=[2, 3], weight_class=None)
+    S = np.array([[0.2, 0.5, 0.3], [0.6, 0.2, 0.2]])
+    stream.serve("proba", S, np.array([[0, 2], [1, 0]]))
+    lines = str(stream.report()).splitlines()
+    assert lines[1].split() == ["group", "count", "mean[0]", "mean[1]", "mean[2]"]
+    assert len(lines) == 1 + 3 + 4 + 5 and lines[4].split()[0] == "group"
+    eo = _layout("parity", 0.1, n_classes=2, sizes=[2], weight_class=1)
+    eo.serve("proba", np.array([0.8, 0.4]), [0, 1])
+    text = str(eo.report())
+    assert "weight" in text.splitlines()[1] and "0.8" in text.splitlines()[2]
+
+
+def test_report_html_is_an_escaped_table():
+    """Check the notebook display: HTML tables with the groups and the summary, labels escaped."""
+    stream = _binary(0.1, [0.0, 0.0], [0.5, 0.5], [0.5, 0.5],
+                     labels=np.array(["<b>", "M&F"], dtype=object))
+    stream.serve("decisions", np.array([0.9, 0.2]), [0, 1])
+    page = stream.report("decisions")._repr_html_()
+    assert page.count("<table>") == 2 and page.count("</table>") == 2
+    assert "&lt;b&gt;" in page and "M&amp;F" in page and "<b>" not in page
+    assert "<th>certificate</th>" in page and "<th>holds</th><td>True</td>" in page
+    assert isinstance(stream.report(), StreamReport)
