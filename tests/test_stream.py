@@ -1,4 +1,4 @@
-"""Tests of skfairlayer._stream at its boundary: Stream, start_stream, and the engines through them."""
+"""Tests of skfairlayer._stream at its boundary: Stream, start_stream, the engines through them."""
 
 import copy
 import math
@@ -933,7 +933,8 @@ def test_report_text_is_a_small_table():
     text = str(report)
     assert text == repr(report)
     lines = text.splitlines()
-    assert lines[0] == "StreamReport(output='proba', algorithm='pooled', criterion='demographic_parity')"
+    assert lines[0] == (
+        "StreamReport(output='proba', algorithm='pooled', criterion='demographic_parity')")
     assert lines[1].split() == ["group", "count", "mean"]
     assert lines[2].split() == ["F", "2", f"{served[[0, 2]].mean():.4f}"]
     assert lines[3].split() == ["M", "1", f"{served[1]:.4f}"]

@@ -1,4 +1,4 @@
-"""The paper's online primal-dual inference (Troxell, Montufar and Roemer, ICML 2026), for reproduction.
+"""The paper's online primal-dual inference (Troxell, Montufar, Roemer, ICML 2026): reproduction.
 
 Batches of at least ``b_tau`` rows get the exact projection
 (:func:`skfairlayer.projection.project`); smaller ones a penalised projection
