@@ -916,6 +916,29 @@ def test_round_trips_keep_the_lock_and_continue_identically(how, name):
     assert stream.report().means.tobytes() == clone.report().means.tobytes()
 
 
+def test_skops_round_trip_needs_only_the_stream_types():
+    """Check that skops persists every engine, trusting only the stream's own classes."""
+    sio = pytest.importorskip("skops.io")
+    for kw in PROBLEMS.values():
+        K = kw.get("n_classes", 2)
+        stream = start_stream(_start((np.array(["a", "b"]),), **kw))
+        scores = np.array([0.3, 0.8]) if K == 2 else np.array([[0.2, 0.3, 0.5], [0.6, 0.2, 0.2]])
+        for output in ("proba", "decisions"):
+            stream.serve(output, scores, [0, 1])
+        payload = sio.dumps(stream)
+        trusted = sio.get_untrusted_types(data=payload)
+        engine = type(stream.engine("proba"))
+        assert set(trusted) == {
+            "skfairlayer._stream._stream.Stream",
+            "skfairlayer._stream._stream.StreamStart",
+            f"{engine.__module__}.{engine.__name__}",
+        }
+        back = sio.loads(payload, trusted=trusted)
+        for output in ("proba", "decisions"):
+            a, b = stream.serve(output, scores, [1, 0]), back.serve(output, scores, [1, 0])
+            assert a.tobytes() == b.tobytes()
+
+
 def test_criterion_name_of_the_start_is_reported():
     """Check that the start's criterion name replaces the engine's in reports."""
     stream = start_stream(_start((np.arange(2),), weight_class=1, criterion="EqualOpportunity()"))
