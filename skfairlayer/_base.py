@@ -22,13 +22,7 @@ from ._fine_tune import FineTuning, fine_tune
 from ._groups import GroupEncoder, SensitiveColumns, format_labels, resolve
 from ._layer import FittedLayer
 from ._sklearn_compat import Interval, StrOptions, _num_samples, _routing_enabled
-from ._stream_start import (
-    STREAM_ALGORITHMS,
-    restart_stream,
-    serve,
-    start_stream,
-    stream_unsupported,
-)
+from ._stream_start import STREAM_ALGORITHMS, layer_stream, stream_unsupported
 from .constraints import CRITERIA, Criterion, small_groups
 from .exceptions import SmallGroupWarning
 
@@ -149,9 +143,10 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
         self.fit_gap_ = self.layer_.fit_gap
         self._fast_index = self._encoder.index()
         self.stream_ = None
-        if stream_unsupported(self.criterion, self.layer_.n_classes) is None:
-            self.stream_ = start_stream(self.layer_, scores, groupings, self.groups_,
-                                        self._stream_config())
+        if self._stream_unsupported() is None:
+            self.stream_ = layer_stream(
+                self.layer_, scores, groupings, self.groups_, self._stream_config()
+            )
         return self
 
     def _set_fitted_base(self):
@@ -252,10 +247,9 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
         check_is_fitted(self)
         state = getattr(self, "stream_", None)
         if state is None:
-            reason = stream_unsupported(self.criterion, self.layer_.n_classes)
             raise ValueError(
-                f"Streaming is not available for criterion {self.criterion!r}: {reason} "
-                "Use batch prediction instead."
+                f"Streaming is not available for criterion {self.criterion!r} here: "
+                f"{self._stream_unsupported()}"
             )
         if state.config != self._stream_config():
             raise ValueError(
@@ -264,6 +258,12 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
                 f"with them. Got {self._stream_config()!r} instead of {state.config!r}."
             )
         return state
+
+    def _stream_unsupported(self):
+        return stream_unsupported(
+            self.criterion, self.layer_.n_classes, len(self.layer_.group_sizes),
+            self.stream_algorithm,
+        )
 
     def _stream_inputs(self, X, sensitive_features):
         """Base scores and group codes of a batch; a fast path for small numpy batches."""
@@ -320,7 +320,7 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
     def _serve(self, output, X, sensitive_features):
         state = self._stream()
         scores, codes = self._stream_inputs(X, sensitive_features)
-        return serve(state, output, scores, codes)
+        return state.serve(output, scores, codes)
 
     def reset_stream(self):
         """Start a new stream: forget every row served by the ``partial_*`` methods.
@@ -336,10 +336,9 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
             The estimator, with an empty stream.
         """
         check_is_fitted(self)
-        state = self.stream_
-        if state is None:
+        if self.stream_ is None:
             self._stream()  # raises, saying why
-        self.stream_ = restart_stream(state, self._stream_config())
+        self.stream_ = self.stream_.restarted(self._stream_config())
         return self
 
     def stream_report(self, output="proba"):
