@@ -22,8 +22,13 @@ from ._fine_tune import FineTuning, fine_tune
 from ._groups import GroupEncoder, SensitiveColumns, format_labels, resolve
 from ._layer import FittedLayer
 from ._sklearn_compat import Interval, StrOptions, _num_samples, _routing_enabled
-from ._stream_start import STREAM_ALGORITHMS, layer_stream, stream_unsupported
-from .constraints import CRITERIA, Criterion, small_groups
+from ._stream_start import (
+    STREAM_ALGORITHMS,
+    STREAM_SUPPORTED,
+    layer_stream,
+    stream_unsupported,
+)
+from .constraints import CRITERIA, Criterion
 from .exceptions import SmallGroupWarning
 
 __all__ = ["FairnessLayerBase"]
@@ -50,12 +55,6 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
         "stream_algorithm": [StrOptions(set(STREAM_ALGORITHMS))],
         "stream_step": [None, Interval(Real, 0, None, closed="neither")],
     }
-
-    # sensitive_features is routed to this estimator by default.
-    __metadata_request__fit = {"sensitive_features": True}
-    __metadata_request__predict = {"sensitive_features": True}
-    __metadata_request__score = {"sensitive_features": True}
-    __metadata_request__partial_predict = {"sensitive_features": True}
 
     # ------------------------------------------------------------ front-end hooks
     def _default_base(self):
@@ -139,7 +138,7 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
         labels = self._layer_labels(y)
         self.layer_ = FittedLayer(self.criterion, float(self.tolerance), solver=self.solver)
         self.layer_.fit(scores, groupings, labels)
-        self._warn_small_groups(self.layer_.fit_problem)
+        self._warn_small_groups(self.layer_.small_groups(self.min_group_size))
         self.fit_gap_ = self.layer_.fit_gap
         self._fast_index = self._encoder.index()
         self.stream_ = None
@@ -206,10 +205,7 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
             scores[test] = part
         return scores
 
-    def _warn_small_groups(self, problem):
-        if self.min_group_size is None:
-            return
-        small = small_groups(problem.families, float(self.min_group_size))
+    def _warn_small_groups(self, small):
         if not small:
             return
         smallest = {}  # group label -> (effective size, statistic)
@@ -242,15 +238,20 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
         return (self.stream_algorithm, float(self.tolerance), step,
                 float(getattr(self, "threshold", 0.5)))
 
-    def _stream(self):
-        """The fitted stream, checked against the current parameters."""
+    def _fitted_stream(self):
+        """The fitted stream (raises, saying why, when the problem cannot stream)."""
         check_is_fitted(self)
         state = getattr(self, "stream_", None)
         if state is None:
             raise ValueError(
                 f"Streaming is not available for criterion {self.criterion!r} here: "
-                f"{self._stream_unsupported()}"
+                f"{self._stream_unsupported()} {STREAM_SUPPORTED}"
             )
+        return state
+
+    def _stream(self):
+        """The fitted stream, checked against the current parameters."""
+        state = self._fitted_stream()
         if state.config != self._stream_config():
             raise ValueError(
                 "The streaming parameters (stream_algorithm, tolerance, stream_step, threshold) "
@@ -335,10 +336,7 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
         self : object
             The estimator, with an empty stream.
         """
-        check_is_fitted(self)
-        if self.stream_ is None:
-            self._stream()  # raises, saying why
-        self.stream_ = self.stream_.restarted(self._stream_config())
+        self.stream_ = self._fitted_stream().restarted(self._stream_config())
         return self
 
     def stream_report(self, output="proba"):
@@ -358,7 +356,7 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
             the paper's algorithm), the ``duals``, and ``n_served`` /
             ``n_adjusted`` rows.
         """
-        return self._stream().report(output)
+        return self._fitted_stream().report(output)
 
     # ------------------------------------------------------------ sklearn plumbing
     def get_metadata_routing(self):

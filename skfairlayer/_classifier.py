@@ -231,7 +231,12 @@ class FairnessLayerClassifier(ClassifierMixin, FairnessLayerBase):
         "threshold": [Interval(Real, 0, 1, closed="both")],
     }
 
+    # sensitive_features is routed to this estimator by default.
+    __metadata_request__fit = {"sensitive_features": True}
+    __metadata_request__predict = {"sensitive_features": True}
     __metadata_request__predict_proba = {"sensitive_features": True}
+    __metadata_request__score = {"sensitive_features": True}
+    __metadata_request__partial_predict = {"sensitive_features": True}
     __metadata_request__partial_predict_proba = {"sensitive_features": True}
 
     def __init__(
@@ -359,11 +364,10 @@ default=None
 
     def _warn_trivial_decisions(self):
         """Warn when the tolerance admits only all-or-nothing parity decisions."""
-        problem = self.layer_.fit_problem
-        sizes = [f.totals for f in problem.families if f.uniform and f.totals is not None]
-        if self.decision != "parity" or not sizes or len(self.classes_) != 2:
+        rows = self.layer_.smallest_uniform_group
+        if self.decision != "parity" or rows is None or len(self.classes_) != 2:
             return
-        smallest = min(1.0 / float(np.min(s)) for s in sizes)
+        smallest = 1.0 / rows
         if float(self.tolerance) < smallest and self.layer_.thresholds is not None and (
             np.all(self.layer_.thresholds >= 1.0) or np.all(self.layer_.thresholds <= 0.0)
         ):
@@ -563,7 +567,8 @@ default=None
         >>> bool(report.gap <= report.certificate == 0.02)
         True
         """
-        return self.classes_[self._serve("decisions", X, sensitive_features)]
+        labels = self._serve("decisions", X, sensitive_features)
+        return self.classes_[labels]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -115,7 +115,9 @@ class FittedLayer:
         self.n_classes = 2 if scores.ndim == 1 else scores.shape[1]
         self.group_sizes = [g.n_groups for g in groupings]
         labelled = self.problem(scores, groupings, labels)
-        self.fit_problem = labelled
+        self._effective_sizes = [
+            (f.name, f.ids(), f.effective_sizes(), f.uniform) for f in labelled.families
+        ]
         if labelled.families or labelled.rows is not None:
             outputs = solve_problem(labelled, solver=self.solver).outputs
             self.fit_gap = max((f.gap(outputs) for f in labelled.families), default=0.0)
@@ -144,6 +146,22 @@ class FittedLayer:
             np.bincount(g.codes, minlength=g.n_groups) / max(g.codes.size, 1) for g in groupings
         ]
         return self
+
+    def small_groups(self, min_size):
+        """``(family name, group code, effective size)`` of the fit set's groups below ``min_size``."""
+        if min_size is None:
+            return []
+        return [
+            (name, int(ids[j]), float(sizes[j]))
+            for name, ids, sizes, _ in self._effective_sizes
+            for j in np.flatnonzero(sizes < min_size)
+        ]
+
+    @property
+    def smallest_uniform_group(self):
+        """Rows of the smallest group of a uniform (demographic-parity) family at fit, or None."""
+        sizes = [s.min() for _, _, s, uniform in self._effective_sizes if uniform and s.size]
+        return float(min(sizes)) if sizes else None
 
     # ------------------------------------------------------------------ outputs
     def outputs(self, scores, groupings, *, inference="batch"):

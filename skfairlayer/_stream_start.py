@@ -12,7 +12,14 @@ from .constraints import (
     make_criterion,
 )
 
-__all__ = ["STREAM_ALGORITHMS", "layer_stream", "stream_unsupported"]
+__all__ = ["STREAM_ALGORITHMS", "STREAM_SUPPORTED", "layer_stream", "stream_unsupported"]
+
+STREAM_SUPPORTED = (
+    "Streaming (partial_predict_proba, partial_predict, stream_report) supports "
+    "criterion='demographic_parity' (binary or multiclass), 'equal_opportunity' (binary, or "
+    "multiclass with EqualOpportunity(positive_class=...)) and 'mean_residual', with "
+    "intersectional or marginal groups."
+)
 
 
 def stream_unsupported(criterion, n_classes, n_groupings=1, algorithm="pooled"):
@@ -23,8 +30,9 @@ def stream_unsupported(criterion, n_classes, n_groupings=1, algorithm="pooled"):
         kind is DemographicParity and n_classes == 2 and n_groupings == 1
     ):
         return (
-            "stream_algorithm='paper' reproduces the paper's algorithm for binary demographic "
-            "parity over one grouping; use stream_algorithm='pooled' for this problem."
+            "stream_algorithm='paper' runs the paper's online algorithm, which is defined for "
+            "binary demographic parity over one grouping; use stream_algorithm='pooled' for this "
+            "problem."
         )
     if kind in (DemographicParity, MeanResidual):
         return None

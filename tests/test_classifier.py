@@ -68,7 +68,9 @@ def test_rounding_breaks_parity_but_predict_does_not():
 def test_parity_decisions_beat_thresholding_in_expected_accuracy_at_equal_parity():
     """Check that parity decisions are at least as accurate (expected) as any parity-feasible rule."""
     X, y, group = _data(n=1500, seed=4)
-    clf = FairnessLayerClassifier(LogisticRegression(), tolerance=TOL, sensitive_features=3)
+    clf = FairnessLayerClassifier(
+        LogisticRegression(), tolerance=TOL, sensitive_features=3, sensitive_as_feature=False
+    )
     clf.fit(X, y)
     s = clf.estimator_.predict_proba(X[:, :3])[:, 1]
     yhat = clf.predict(X)
@@ -92,13 +94,15 @@ def test_parity_decisions_beat_thresholding_in_expected_accuracy_at_equal_parity
 def test_single_group_batch_uses_fitted_shifts():
     """Check that a one-row batch gets the training shifts and thresholds."""
     X, y, _ = _data(seed=1)
-    clf = FairnessLayerClassifier(LogisticRegression(), tolerance=TOL, sensitive_features=3)
+    clf = FairnessLayerClassifier(
+        LogisticRegression(), tolerance=TOL, sensitive_features=3, sensitive_as_feature=False
+    )
     clf.fit(X, y)
     row = X[:1]
     g = clf.groups_.tolist().index(row[0, 3])
     s = clf.estimator_.predict_proba(row[:, :3])[0, 1]
-    assert clf.predict_proba(row)[0, 1] == pytest.approx(np.clip(s - clf.shifts_[g], 0, 1))
-    assert clf.predict(row)[0] == int(s >= clf.thresholds_[g])
+    assert clf.predict_proba(row)[0, 1] == pytest.approx(np.clip(s - clf.layer_.shifts[g], 0, 1))
+    assert clf.predict(row)[0] == int(s > clf.layer_.thresholds[g])
 
 
 def test_fitted_inference_meets_parity_on_training_set():
@@ -115,7 +119,9 @@ def test_keyword_sensitive_features_and_strings():
     """Check that groups passed as a keyword, as strings, give the same as a column of X."""
     X, y, group = _data(seed=5)
     names = np.array(["female", "male"])[group]
-    a = FairnessLayerClassifier(LogisticRegression(), tolerance=TOL, sensitive_features=3)
+    a = FairnessLayerClassifier(
+        LogisticRegression(), tolerance=TOL, sensitive_features=3, sensitive_as_feature=False
+    )
     b = FairnessLayerClassifier(LogisticRegression(), tolerance=TOL)
     a.fit(X, y)
     b.fit(X[:, :3], y, sensitive_features=names)
@@ -176,7 +182,9 @@ def test_frozen_estimator_is_used_as_is():
     X, y, _ = _data(seed=9)
     base = LogisticRegression().fit(X[:, :3], y)
     coef = base.coef_.copy()
-    clf = FairnessLayerClassifier(FrozenEstimator(base), sensitive_features=3)
+    clf = FairnessLayerClassifier(
+        FrozenEstimator(base), sensitive_features=3, sensitive_as_feature=False
+    )
     clf.fit(X[:100], 1 - y[:100])
     np.testing.assert_array_equal(clf.estimator_.estimator.coef_, coef)
 
@@ -232,7 +240,7 @@ def test_metadata_routing_passes_sample_weight_to_base():
     """Check that sample_weight reaches the base estimator with and without routing."""
     X, y, group = _data(n=400, seed=13)
     w = np.where(y == 1, 5.0, 1.0)
-    ref = LogisticRegression().fit(X[:, :3], y, sample_weight=w)
+    ref = LogisticRegression().fit(X, y, sample_weight=w)
     clf = FairnessLayerClassifier(LogisticRegression(), sensitive_features=3)
     clf.fit(X, y, sample_weight=w)
     np.testing.assert_allclose(clf.estimator_.coef_, ref.coef_)
@@ -301,15 +309,15 @@ class _NoProba(LinearSVC):
         (lambda c, X, y: clone(c).set_params(tolerance=-0.1).fit(X, y), ValueError, "tolerance"),
         (lambda c, X, y: clone(c).set_params(tolerance="a").fit(X, y), ValueError, "tolerance"),
         (lambda c, X, y: clone(c).set_params(tolerance=np.nan).fit(X, y), ValueError, "tolerance"),
-        (lambda c, X, y: clone(c).set_params(estimator=LinearSVC()).fit(X, y), ValueError,
-         "predict_proba"),
+        (lambda c, X, y: clone(c).set_params(estimator=LinearSVC()).fit(X, y), TypeError,
+         "predict_proba.*CalibratedClassifierCV"),
         (lambda c, X, y: clone(c).set_params(stream_algorithm="paper").fit(
             X, np.arange(len(y)) % 3).partial_predict(X), ValueError, "binary demographic parity"),
         (lambda c, X, y: clone(c).fit(X, y[:-1]), ValueError, "samples"),
         (lambda c, X, y: clone(c).set_params(sensitive_features=9).fit(X, y), ValueError,
          "out of range"),
         (lambda c, X, y: clone(c).set_params(sensitive_features="sex").fit(X, y), ValueError,
-         "indices"),
+         "without column names.*set_output"),
         (lambda c, X, y: clone(c).set_params(sensitive_features=None).fit(X, y), ValueError,
          "sensitive features"),
         (lambda c, X, y: clone(c).set_params(sensitive_features=None).fit(

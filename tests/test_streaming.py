@@ -11,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 
 from skfairlayer import FairnessLayerClassifier
 from skfairlayer.exceptions import UnseenGroupError
-from skfairlayer.online import PAPER_B_TAU
+from skfairlayer._stream import PAPER_B_TAU
 
 
 def _data(n=2400, k=2, seed=0):
@@ -29,7 +29,7 @@ def data():
 
 
 def _fit(X, y, **params):
-    params = {"tolerance": 0.03, "sensitive_features": 2, **params}
+    params = {"tolerance": 0.03, "sensitive_features": 2, "sensitive_as_feature": False, **params}
     return FairnessLayerClassifier(LogisticRegression(), **params).fit(X[:800], y[:800])
 
 
@@ -92,7 +92,7 @@ def test_first_rows_are_corrected_by_the_fit(data):
     X, y, group = data
     clf = _fit(X, y)
     base = clf.estimator_.predict_proba(X[800:801, :2])[0, 1]
-    expected = np.clip(base - clf.shifts_[group[800]], 0, 1)
+    expected = np.clip(base - clf.layer_.shifts[group[800]], 0, 1)
     assert clf.partial_predict_proba(X[800:801])[0, 1] == pytest.approx(expected, abs=1e-12)
 
 
@@ -124,7 +124,7 @@ def test_changed_stream_parameters_need_a_reset(data):
     assert clf.stream_report().algorithm == "paper"
     clf.partial_predict_proba(X[810:811])
     with pytest.raises(ValueError, match="stream_step"):
-        FairnessLayerClassifier(stream_step=-1.0, sensitive_features=2).fit(X[:800], y[:800])
+        FairnessLayerClassifier(stream_step=-1.0, sensitive_features=2, sensitive_as_feature=False).fit(X[:800], y[:800])
 
 
 class _NaNForLargeX(LogisticRegression):
@@ -139,7 +139,7 @@ class _NaNForLargeX(LogisticRegression):
 def test_errors_leave_the_stream_unchanged(data):
     """Check that NaN scores, empty or malformed batches and unseen groups raise and change nothing."""
     X, y, _ = data
-    clf = FairnessLayerClassifier(_NaNForLargeX(), tolerance=0.03, sensitive_features=2)
+    clf = FairnessLayerClassifier(_NaNForLargeX(), tolerance=0.03, sensitive_features=2, sensitive_as_feature=False)
     clf.fit(X[:800], y[:800])
     ref = clone(clf).fit(X[:800], y[:800])
     nan_row = X[800:803].copy()
@@ -173,12 +173,19 @@ def _skops_roundtrip(clf):
     trusted = sio.get_untrusted_types(data=payload)
     assert set(trusted) <= {
         "skfairlayer._classifier.FairnessLayerClassifier",
-        "skfairlayer.online.StreamState",
-        "skfairlayer.online.PooledPrimalDual",
-        "skfairlayer.online.PaperPrimalDual",
-        "skfairlayer.online.CriterionStreamState",
-        "skfairlayer.online.PooledFamilies",
-        "skfairlayer.online.PooledResidual",
+        "skfairlayer._layer.FittedLayer",
+        "skfairlayer._groups.GroupEncoder",
+        "skfairlayer._groups._ColumnLookup",
+        "skfairlayer._groups.Grouping",
+        "skfairlayer._stream._stream.Stream",
+        "skfairlayer._stream._stream.StreamStart",
+        "skfairlayer._stream._pooled.PooledPrimalDual",
+        "skfairlayer._stream._paper.PaperPrimalDual",
+        "skfairlayer._stream._families.PooledFamilies",
+        "skfairlayer._stream._residual.PooledResidual",
+        "skfairlayer.constraints.ProjectionProblem",
+        "skfairlayer.constraints.GroupStatistics",
+        "skfairlayer.constraints.AffineRows",
     }
     return sio.loads(payload, trusted=trusted)
 
@@ -242,7 +249,7 @@ def test_fast_path_matches_the_full_path(data):
     X, y, group = data
     frame = pd.DataFrame(X, columns=["a", "b", "g"])
     fast = _fit(X, y)
-    full = FairnessLayerClassifier(LogisticRegression(), tolerance=0.03, sensitive_features="g")
+    full = FairnessLayerClassifier(LogisticRegression(), tolerance=0.03, sensitive_features="g", sensitive_as_feature=False)
     full.fit(frame.iloc[:800], y[:800])
     for i in range(800, 1100, 3):
         np.testing.assert_allclose(
@@ -267,7 +274,7 @@ def test_string_groups_several_attributes_and_three_groups():
                           "h": group % 2})
     labels = np.where(y == 1, "yes", "no")
     for spec in ("g", ["g", "h"]):
-        clf = FairnessLayerClassifier(tolerance=0.05, sensitive_features=spec)
+        clf = FairnessLayerClassifier(tolerance=0.05, sensitive_features=spec, sensitive_as_feature=False)
         clf.fit(frame.iloc[:600], labels[:600])
         out = np.concatenate([clf.partial_predict(frame.iloc[i : i + 2]) for i in range(600, 1800, 2)])
         assert set(out) <= {"no", "yes"}
@@ -310,7 +317,7 @@ def test_unfitted_stream_methods_raise():
     """Check that the streaming methods need a fitted estimator."""
     from sklearn.exceptions import NotFittedError
 
-    clf = FairnessLayerClassifier(sensitive_features=2)
+    clf = FairnessLayerClassifier(sensitive_features=2, sensitive_as_feature=False)
     for call in (
         lambda: clf.partial_predict_proba(np.zeros((1, 3))),
         lambda: clf.partial_predict(np.zeros((1, 3))),
@@ -323,7 +330,7 @@ def test_unfitted_stream_methods_raise():
 
 # ------------------------------------------------ multiclass, plug-in criteria, marginal groups
 from skfairlayer.constraints import Criterion, EqualOpportunity  # noqa: E402
-from skfairlayer.online import CriterionStreamState  # noqa: E402
+from skfairlayer._stream import PooledFamilies, Stream  # noqa: E402
 
 
 def _data_multi(n=2400, seed=0):
@@ -362,7 +369,8 @@ def _fit_case(multi, name, **extra):
         X, y3, y2, _, _ = multi
         target, params = CASES[name]
         y = y3 if target == "y3" else y2
-        params = {"tolerance": 0.03, "sensitive_features": 2, **params, **extra}
+        params = {"tolerance": 0.03, "sensitive_features": 2, "sensitive_as_feature": False,
+                  **params, **extra}
         _FITTED[key] = FairnessLayerClassifier(LogisticRegression(), **params).fit(X[:900], y[:900])
     return deepcopy(_FITTED[key]).reset_stream()
 
@@ -438,7 +446,7 @@ def test_mean_residual_stream_passes_scores_through(multi):
     """Check that plug-in mean residual serves the base probabilities (residual exactly 0)."""
     X, y3, *_ = multi
     clf = FairnessLayerClassifier(tolerance=0.02, sensitive_features=2,
-                                  criterion="mean_residual").fit(X[:900], y3[:900])
+                                  criterion="mean_residual", sensitive_as_feature=False).fit(X[:900], y3[:900])
     served = np.vstack([clf.partial_predict_proba(X[i : i + 3]) for i in range(1000, 1600, 3)])
     np.testing.assert_array_equal(served, clf.estimator_.predict_proba(X[1000:1600, [0, 1, 3]]))
     labels = np.concatenate([clf.partial_predict(X[i : i + 3]) for i in range(1000, 1600, 3)])
@@ -518,7 +526,7 @@ def test_criterion_stream_errors_reset_and_fast_path(multi):
     clf = _fit_case(multi, "marginal multiclass DP")
     frame = pd.DataFrame(X, columns=["a", "b", "g", "h"])
     full = FairnessLayerClassifier(LogisticRegression(), tolerance=0.03, groups="marginal",
-                                   sensitive_features=["g", "h"]).fit(frame.iloc[:900], y3[:900])
+                                   sensitive_features=["g", "h"], sensitive_as_feature=False).fit(frame.iloc[:900], y3[:900])
     for i in range(1000, 1150, 3):
         np.testing.assert_allclose(clf.partial_predict_proba(X[i : i + 3]),
                                    full.partial_predict_proba(frame.iloc[i : i + 3]), atol=1e-12)
@@ -539,6 +547,7 @@ def test_criterion_stream_errors_reset_and_fast_path(multi):
     with pytest.raises(ValueError, match="reset_stream"):
         clf.partial_predict(X[:2])
     clf.reset_stream()
-    assert isinstance(clf.stream_, CriterionStreamState) and first == 150
+    assert isinstance(clf.stream_, Stream) and first == 150
+    assert isinstance(clf.stream_.engine("proba"), PooledFamilies)
     report = clf.stream_report()
     assert report.n_served == 0 and report.tolerance == 0.05 and len(report.groups) == 2
