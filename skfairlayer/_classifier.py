@@ -381,7 +381,10 @@ default=None
             )
 
     def _proba(self, scores, groupings):
-        return self.layer_.outputs(scores, groupings, inference=self.inference)
+        return self.layer_.outputs(
+            scores, groupings, inference=self.inference, tolerance=self.tolerance,
+            solver=self.solver,
+        )
 
     def predict_proba(self, X, *, sensitive_features=None):
         """Projected class probabilities: group means within ``tolerance``.
@@ -429,7 +432,9 @@ default=None
             p = self._proba(scores, groupings)
             labels = np.argmax(p, axis=1) if p.ndim == 2 else (p >= self.threshold).astype(int)
         else:
-            labels = self.layer_.decisions(scores, groupings, inference=self.inference)
+            labels = self.layer_.decisions(
+                scores, groupings, inference=self.inference, tolerance=self.tolerance
+            )
         return self.classes_[labels]
 
     def score(self, X, y, sample_weight=None, *, sensitive_features=None):

@@ -88,11 +88,16 @@ class FittedLayer:
         self.solver = solver
 
     # ------------------------------------------------------------------ problems
-    def problem(self, scores, groupings, labels=None, *, keep_trivial=False):
-        """The criterion's problem on a batch (groups absent from it are dropped)."""
+    def problem(self, scores, groupings, labels=None, *, keep_trivial=False, tolerance=None):
+        """The criterion's problem on a batch (groups absent from it are dropped).
+
+        ``tolerance`` overrides the fitted one (batch inference reads the
+        estimator's current tolerance).
+        """
         names = [g.name for g in groupings]
+        tolerance = self.tolerance if tolerance is None else float(tolerance)
         return build_problem(
-            self.criterion, scores, [(g.codes, g.n_groups) for g in groupings], self.tolerance,
+            self.criterion, scores, [(g.codes, g.n_groups) for g in groupings], tolerance,
             labels=labels, names=names if any(names) else None, keep_trivial=keep_trivial,
         )
 
@@ -164,7 +169,7 @@ class FittedLayer:
         return float(min(sizes)) if sizes else None
 
     # ------------------------------------------------------------------ outputs
-    def outputs(self, scores, groupings, *, inference="batch"):
+    def outputs(self, scores, groupings, *, inference="batch", tolerance=None, solver=None):
         """Projected outputs of a batch: exact on the batch, or by the fitted rule.
 
         ``inference="batch"`` solves the criterion on the batch (verified); a
@@ -172,9 +177,9 @@ class FittedLayer:
         does ``inference="fitted"``.
         """
         if inference == "batch":
-            problem = self.problem(scores, groupings)
+            problem = self.problem(scores, groupings, tolerance=tolerance)
             if problem.families or problem.rows is not None:
-                return solve_problem(problem, solver=self.solver).outputs
+                return solve_problem(problem, solver=solver or self.solver).outputs
         return self.fitted_outputs(scores, groupings)
 
     def fitted_outputs(self, scores, groupings):
@@ -208,10 +213,10 @@ class FittedLayer:
         return delta[:, 0] if scores.ndim == 1 else delta
 
     # ------------------------------------------------------------------ decisions
-    def decisions(self, scores, groupings, *, inference="batch"):
+    def decisions(self, scores, groupings, *, inference="batch", tolerance=None):
         """Class index of each row: parity decisions on the batch, or the fitted rule."""
         if inference == "batch":
-            problem = self.problem(scores, groupings)
+            problem = self.problem(scores, groupings, tolerance=tolerance)
             if problem.families or problem.rows is not None:
                 try:
                     return decide(problem)

@@ -304,7 +304,7 @@ def test_estimator_methods_meet_criterion(criterion, groups):
     clf = FairnessLayerClassifier(
         LogisticRegression(), tolerance=0.03, sensitive_features=[2, 3], criterion=criterion,
         groups=groups,
-    ).fit(X[:800], y[:800])
+    sensitive_as_feature=False).fit(X[:800], y[:800])
     assert clf.fit_gap_ <= 0.03 + VERIFY_TOL
     Xt = X[800:]
     proba = clf.predict_proba(Xt)
@@ -329,12 +329,13 @@ def test_estimator_uses_labels_at_fit():
     """Check that fit_gap_ of equalized odds is the label-based gap on the training set."""
     X, y, sex, race = _estimator_data(1)
     clf = FairnessLayerClassifier(
-        LogisticRegression(), tolerance=0.02, sensitive_features=[2], criterion="equalized_odds"
+        LogisticRegression(), tolerance=0.02, sensitive_features=[2], criterion="equalized_odds",
+        sensitive_as_feature=False, cv=None,
     ).fit(X, y)
     base = clf.estimator_.predict_proba(X[:, [0, 1, 3]])[:, 1]
     labelled = project(base, sex, tolerance=0.02, criterion="equalized_odds", labels=y)
     assert clf.fit_gap_ == pytest.approx(max(f.gap(labelled.proba) for f in labelled.problem.families))
-    assert clf.shifts_ is None and len(clf.family_shifts_) == 2
+    assert clf.layer_.shifts is None and len(clf.layer_.coefficients) == 2
 
 
 def test_estimator_custom_criterion():
@@ -342,7 +343,7 @@ def test_estimator_custom_criterion():
     X, y, _, _ = _estimator_data(2)
     clf = FairnessLayerClassifier(
         LogisticRegression(), sensitive_features=[2], criterion=_MeanCap(), min_group_size=None
-    ).fit(X, y)
+    , sensitive_as_feature=False).fit(X, y)
     proba = clf.predict_proba(X)[:, 1]
     for g in (0, 1):
         assert proba[X[:, 2] == g].mean() <= 0.5 + VERIFY_TOL
@@ -354,11 +355,11 @@ def test_unsupported_combinations_raise_clearly():
     X, y, _, _ = _estimator_data(3)
     clf = FairnessLayerClassifier(
         LogisticRegression(), sensitive_features=[2], criterion="equalized_odds"
-    ).fit(X, y)
+    , sensitive_as_feature=False).fit(X, y)
     with pytest.raises(ValueError, match="supports criterion='demographic_parity'"):
         clf.partial_predict_proba(X[:5])
     with pytest.raises(ValueError, match="criterion"):
-        FairnessLayerClassifier(criterion="calibration", sensitive_features=[2]).fit(X, y)
+        FairnessLayerClassifier(criterion="calibration", sensitive_features=[2], sensitive_as_feature=False).fit(X, y)
 
 
 # --------------------------------------------------------------------------- small groups
@@ -366,7 +367,7 @@ def test_small_groups_warn_and_still_work():
     """Check that tiny groups raise a SmallGroupWarning naming them, and the layer still works."""
     X, y, sex, _ = _estimator_data(4, n=600)
     X[:3, 2] = 7  # a group of three rows
-    clf = FairnessLayerClassifier(LogisticRegression(), tolerance=0.02, sensitive_features=[2])
+    clf = FairnessLayerClassifier(LogisticRegression(), tolerance=0.02, sensitive_features=[2], sensitive_as_feature=False)
     with pytest.warns(SmallGroupWarning, match="7"):
         clf.fit(X, y)
     proba = clf.predict_proba(X)[:, 1]

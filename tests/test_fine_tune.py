@@ -11,7 +11,7 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from skfairlayer import FairnessLayerClassifier, project
+from skfairlayer import FineTuning, FairnessLayerClassifier, project
 from skfairlayer._differentiable import make_adapter
 from skfairlayer._fine_tune import _minibatches, _validation_split, batch_loss
 from skfairlayer.constraints import Criterion, group_family, make_criterion
@@ -171,8 +171,8 @@ def test_fine_tune_each_supported_base(base, data):
     params = {"max_epochs": 5, "learning_rate": 1e-2, "validation_fraction": 0.0}
     clf = _quiet_fit(
         FairnessLayerClassifier(
-            base, tolerance=0.02, fine_tune=True, fine_tune_params=params, random_state=0
-        ),
+            base, tolerance=0.02, fine_tune=FineTuning(**params), random_state=0
+        , cv=None),
         X,
         y,
         sensitive_features=groups,
@@ -197,15 +197,14 @@ def test_fine_tune_lowers_projected_training_loss(data):
     posthoc = FairnessLayerClassifier(tolerance=tol).fit(X, y, sensitive_features=groups)
     tuned = FairnessLayerClassifier(
         tolerance=tol,
-        fine_tune=True,
         random_state=0,
-        fine_tune_params={
+        fine_tune=FineTuning(**{
             "max_epochs": 30,
             "learning_rate": 2e-2,
             "validation_fraction": 0.0,
             "batch_size": 200,
-        },
-    ).fit(X, y, sensitive_features=groups)
+        }),
+    cv=None).fit(X, y, sensitive_features=groups)
     before = _projected_log_loss(posthoc.estimator_, X, y, groups, tol)
     after = _projected_log_loss(tuned.estimator_, X, y, groups, tol)
     assert after < before - 0.01
@@ -219,10 +218,9 @@ def test_fine_tune_is_reproducible(data):
         return (
             FairnessLayerClassifier(
                 tolerance=0.02,
-                fine_tune=True,
                 random_state=seed,
-                fine_tune_params={"max_epochs": 4, "batch_size": 100, "learning_rate": 1e-2},
-            )
+                fine_tune=FineTuning(**{"max_epochs": 4, "batch_size": 100, "learning_rate": 1e-2}),
+            cv=None)
             .fit(X, y, sensitive_features=groups)
             .estimator_.coef_
         )
@@ -236,10 +234,9 @@ def test_early_stopping_keeps_best_parameters(data):
     X, y, groups = data
     clf = FairnessLayerClassifier(
         tolerance=0.02,
-        fine_tune=True,
         random_state=0,
-        fine_tune_params={"max_epochs": 40, "learning_rate": 0.5, "n_iter_no_change": 2},
-    ).fit(X, y, sensitive_features=groups)
+        fine_tune=FineTuning(**{"max_epochs": 40, "learning_rate": 0.5, "n_iter_no_change": 2}),
+    cv=None).fit(X, y, sensitive_features=groups)
     h = clf.fine_tune_history_
     best = h["best_epoch"]
     assert h["val_loss"][best] == min(h["val_loss"])
@@ -250,13 +247,15 @@ def test_early_stopping_keeps_best_parameters(data):
 
 
 def test_verbose_prints_progress(data, capsys):
-    """Check that verbose prints epoch, loss and parity gap lines."""
+    """Check that verbose reports epoch, loss and parity gap lines (on stderr, never stdout)."""
     X, y, groups = data
     FairnessLayerClassifier(
-        fine_tune=True, verbose=1, random_state=0, fine_tune_params={"max_epochs": 2}
-    ).fit(X, y, sensitive_features=groups)
-    out = capsys.readouterr().out
+        verbose=1, random_state=0, fine_tune=FineTuning(**{"max_epochs": 2})
+    , cv=None).fit(X, y, sensitive_features=groups)
+    captured = capsys.readouterr()
+    out = captured.err
     assert "Epoch 1/2" in out and "val loss" in out and "parity gap" in out
+    assert captured.out == ""
 
 
 class _NumpyLogistic(ClassifierMixin, BaseEstimator):
@@ -295,10 +294,9 @@ def test_user_model_with_the_protocol(data):
     clf = FairnessLayerClassifier(
         base,
         tolerance=0.02,
-        fine_tune=True,
         random_state=0,
-        fine_tune_params={"max_epochs": 5, "learning_rate": 1e-2, "validation_fraction": 0.0},
-    ).fit(X, y, sensitive_features=groups)
+        fine_tune=FineTuning(**{"max_epochs": 5, "learning_rate": 1e-2, "validation_fraction": 0.0}),
+    cv=None).fit(X, y, sensitive_features=groups)
     assert isinstance(clf.estimator_, _NumpyLogistic)
     assert not np.allclose(clf.estimator_.w_, _NumpyLogistic().fit(X, y).w_)
 
@@ -314,7 +312,7 @@ def test_user_model_with_the_protocol(data):
             ValueError,
             "FrozenEstimator",
         ),
-        (LogisticRegression(), {"epochs": 3}, ValueError, "unknown key"),
+        (LogisticRegression(), {"epochs": 3}, TypeError, "epochs"),
         (LogisticRegression(), {"learning_rate": -1.0}, ValueError, "learning_rate"),
         (LogisticRegression(), {"validation_fraction": 1.0}, ValueError, "validation_fraction"),
         (LogisticRegression(), {"batch_size": 1}, ValueError, "batch_size"),
@@ -324,10 +322,13 @@ def test_user_model_with_the_protocol(data):
 def test_fine_tune_errors(base, params, err_type, match, data):
     """Check the errors raised, before fitting, for unsupported bases and bad settings."""
     X, y, groups = data
-    clf = FairnessLayerClassifier(base, fine_tune=True, fine_tune_params=params)
+    clf = None
     with pytest.raises(err_type, match=match):
+        clf = FairnessLayerClassifier(
+            base, fine_tune=True if params is None else FineTuning(**params)
+        , cv=None)
         clf.fit(X, y, sensitive_features=groups)
-    assert not hasattr(clf, "estimator_")
+    assert clf is None or not hasattr(clf, "estimator_")
 
 
 def test_fine_tune_off_has_no_history(data):
@@ -441,8 +442,8 @@ def _fit_tuned(base, X, y, sensitive, layer, label_free=False, **settings):
               "batch_size": 100, "label_free": label_free, **settings}
     return _quiet_fit(
         FairnessLayerClassifier(
-            base, fine_tune=True, fine_tune_params=params, random_state=0, **layer
-        ),
+            base, fine_tune=FineTuning(**params), random_state=0, **layer
+        , cv=None),
         X, y, sensitive_features=sensitive,
     )
 
@@ -528,10 +529,9 @@ def test_fine_tune_beyond_binary_dp_is_reproducible():
     def fit(seed):
         return (
             FairnessLayerClassifier(
-                tolerance=0.02, criterion="equalized_odds", groups="marginal", fine_tune=True,
-                random_state=seed,
-                fine_tune_params={"max_epochs": 3, "batch_size": 60, "validation_fraction": 0.0},
-            )
+                tolerance=0.02, criterion="equalized_odds", groups="marginal", random_state=seed,
+                fine_tune=FineTuning(**{"max_epochs": 3, "batch_size": 60, "validation_fraction": 0.0}),
+            cv=None)
             .fit(X, y, sensitive_features=np.c_[a, b])
             .estimator_.coef_
         )
@@ -593,8 +593,8 @@ def test_fine_tune_refuses_undeclared_score_dependence(data):
     fine-tuning with NotImplementedError (no silently wrong gradient)."""
     X, y, groups = data
     clf = FairnessLayerClassifier(
-        criterion=_UndeclaredScoreWeights(), fine_tune=True, random_state=0,
-        fine_tune_params={"max_epochs": 1},
-    )
+        criterion=_UndeclaredScoreWeights(), random_state=0,
+        fine_tune=FineTuning(**{"max_epochs": 1}),
+    cv=None)
     with pytest.raises(NotImplementedError, match="Cannot differentiate"):
         clf.fit(X, y, sensitive_features=groups)

@@ -499,7 +499,7 @@ def test_scorers_with_fairness_layer_classifier(frame_data):
 
     X, y = frame_data
     search = GridSearchCV(
-        FairnessLayerClassifier(sensitive_features="group"),
+        FairnessLayerClassifier(sensitive_features="group", sensitive_as_feature=False),
         {"tolerance": [0.02, 0.6]},
         scoring={
             "acc_fair": make_constrained_scorer("group", tolerance=0.02),

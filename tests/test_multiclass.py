@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from skfairlayer import FairnessLayerClassifier, project
+from skfairlayer import FineTuning, FairnessLayerClassifier, project
 from skfairlayer._multiclass_decisions import affine_decisions, violation
 from skfairlayer._solvers._simplex import project_simplex_rows, solve_simplex, supports
 from skfairlayer.constraints import build_problem
@@ -190,7 +190,7 @@ def _data(seed=0, n=900):
 def test_estimator_multiclass_probabilities_and_decisions():
     """Check predict_proba on the simplex with per-class parity, and parity decisions."""
     X, y, group = _data()
-    clf = FairnessLayerClassifier(LogisticRegression(), tolerance=0.02, sensitive_features=3)
+    clf = FairnessLayerClassifier(LogisticRegression(), tolerance=0.02, sensitive_features=3, sensitive_as_feature=False)
     clf.fit(X[:600], y[:600])
     assert list(clf.classes_) == ["cat", "dog", "eel"]
     P = clf.predict_proba(X[600:])
@@ -220,12 +220,12 @@ def test_estimator_multiclass_streams_and_fine_tunes():
     (tests/test_streaming.py checks it in depth), and that multiclass fine-tuning runs
     (tests/test_fine_tune.py checks it in depth)."""
     X, y, _ = _data(1, n=300)
-    clf = FairnessLayerClassifier(LogisticRegression(), sensitive_features=3).fit(X, y)
+    clf = FairnessLayerClassifier(LogisticRegression(), sensitive_features=3, sensitive_as_feature=False).fit(X, y)
     P = clf.partial_predict_proba(X[:3])
     assert P.min() >= 0 and np.abs(P.sum(axis=1) - 1).max() <= 1e-15
     assert set(clf.partial_predict(X[:3])) <= set(clf.classes_) and clf.stream_report().holds
     tuned = FairnessLayerClassifier(
-        LogisticRegression(), sensitive_features=3, fine_tune=True, random_state=0,
-        fine_tune_params={"max_epochs": 2},
-    ).fit(X, y)
+        LogisticRegression(), sensitive_features=3, random_state=0,
+        fine_tune=FineTuning(**{"max_epochs": 2}),
+    sensitive_as_feature=False, cv=None).fit(X, y)
     assert tuned.fine_tune_history_["epoch"][-1] >= 1

@@ -41,7 +41,7 @@ def fitted(data):
     X, y, _ = data
     return FairnessLayerClassifier(
         LogisticRegression(), tolerance=0.02, sensitive_features=-1
-    ).fit(X, y)
+    , sensitive_as_feature=False).fit(X, y)
 
 
 def _save(fig, tmp_path, name):
@@ -114,7 +114,8 @@ def test_tradeoff_refit_on(data, tmp_path):
     """Check that refit_on refits a clone per tolerance for fitted-shift inference."""
     X, y, groups = data
     clf = FairnessLayerClassifier(
-        LogisticRegression(), sensitive_features=-1, inference="fitted"
+        LogisticRegression(), sensitive_features=-1, inference="fitted",
+        sensitive_as_feature=False, cv=None,
     ).fit(X, y)
     with pytest.raises(ValueError, match="refit_on"):
         ParityTradeoffDisplay.from_estimator(clf, X, y, tolerances=[0.1])
@@ -267,7 +268,7 @@ def test_streaming_from_estimator(data, output, batch_size, tmp_path):
     X, y, groups = data
     clf = FairnessLayerClassifier(
         LogisticRegression(), tolerance=0.05, sensitive_features=-1
-    ).fit(X[:200], y[:200])
+    , sensitive_as_feature=False).fit(X[:200], y[:200])
     disp = StreamingGapDisplay.from_estimator(
         clf, X[200:], batch_size=batch_size, output=output, name="served"
     )
@@ -359,7 +360,7 @@ def test_streaming_display_with_marginal_groups(tmp_path):
     X = np.c_[rng.normal(size=n) + a, rng.normal(size=n) - 0.3 * b, a, b]
     y = (X[:, 0] + X[:, 1] + rng.normal(size=n) > 0.5).astype(int)
     clf = FairnessLayerClassifier(LogisticRegression(), tolerance=0.05, sensitive_features=[2, 3],
-                                  groups="marginal", min_group_size=None).fit(X, y)
+                                  groups="marginal", min_group_size=None, sensitive_as_feature=False).fit(X, y)
     disp = StreamingGapDisplay.from_estimator(clf, X[:120], batch_size=4)
     assert disp.n_seen[-1] == 120
     finite = np.isfinite(disp.gaps)
