@@ -34,27 +34,29 @@ problem linearised at the current free set, a tiny QP (:func:`_local_statuses`).
 
 Order of attempts, each ending with the Newton finish:
 
-1. the multipliers of ``warm_start``, or else the ones cached for the structure;
+1. the multipliers of ``warm_start``, if given;
 2. above ``subsample_above`` outputs without extra rows: OSQP on a stratified
    subsample of rows (reweighted), its multipliers mapped back;
 3. above ``subsample_above`` outputs: zero multipliers;
-4. OSQP on the whole problem (cached, updated, warm-started);
-5. OSQP to a tight tolerance with polishing; a certificate of primal
-   infeasibility here raises :class:`~skfairlayer.exceptions.InfeasibleProblemError`.
+4. OSQP on the whole problem (warm-started from the multipliers above, if any);
+5. OSQP to a tight tolerance; a certificate of primal infeasibility here raises
+   :class:`~skfairlayer.exceptions.InfeasibleProblemError`.
 
 If all fail, :class:`~skfairlayer.exceptions.SolverError` is raised: nothing
 unverified is returned.
 
-Building the row matrices and setting up OSQP are the expensive parts; both are
-cached per problem *structure* (shapes, group codes, weights, columns, extra-row
-matrix) in a small module-level LRU (OSQP objects cannot be pickled, so never on
-an estimator), with the last multipliers. A re-solve with new scores,
-tolerances or bounds usually ends at step 1.
+Building the row matrices and setting up OSQP are the expensive parts. Nothing
+is kept between calls unless the caller passes an :class:`OSQPBackend`: it owns
+the structure of the last problem it saw and its OSQP solver (updated, not set
+up again, when the next problem has the same structure). A backend is dropped
+on pickling (an OSQP object cannot be pickled) and rebuilt on first use.
 """
 
 import hashlib
+import os
+import sys
 import threading
-from collections import OrderedDict
+from contextlib import contextmanager
 
 import numpy as np
 import scipy.linalg
@@ -64,24 +66,14 @@ import scipy.sparse as sp
 from ..exceptions import InfeasibleProblemError, SolverError
 from . import Solution
 
-__all__ = ["solve_osqp", "clear_cache"]
+__all__ = ["OSQPBackend", "solve_osqp"]
 
 #: Row violation accepted by the Newton finish (the verification allows 1e-9).
 _PRIM_TOL = 1e-10
 #: Margin (in score units) of the active-set rule, against flips from round-off.
 _MARGIN = 1e-13
-#: Number of problem structures kept in the cache.
-_CACHE_SIZE = 4
-_CACHE = OrderedDict()
-_CACHE_LOCK = threading.Lock()
 
 _OSQP_INFTY = 1e30
-
-
-def clear_cache():
-    """Forget every cached problem structure (and its OSQP solver)."""
-    with _CACHE_LOCK:
-        _CACHE.clear()
 
 
 # --------------------------------------------------------------------------- structure
@@ -205,9 +197,6 @@ class _Structure:
             minlength=d,
         )
         self.norm2 = np.where(norm2 > 0, norm2, 1.0)
-        self.osqp = None  # OSQP solver, set up on first use
-        self.lock = threading.Lock()  # one OSQP object: one solve at a time
-        self.last = None  # (y, t) of the last verified solution
 
     # -- projection on the bounds / simplex and its Jacobian
 
@@ -250,20 +239,117 @@ class _Structure:
         return m[np.ix_(active, active)]
 
 
-def _get_structure(problem):
-    """The cached structure of ``problem`` (built and cached if new), and whether it was cached."""
-    key = _structure_key(problem)
-    with _CACHE_LOCK:
-        st = _CACHE.get(key)
-        if st is not None:
-            _CACHE.move_to_end(key)
-            return st, True
-    st = _Structure(problem)
-    with _CACHE_LOCK:
-        _CACHE[key] = st
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    return st, False
+class OSQPBackend:
+    """Solver state of :func:`solve_osqp`, owned by the caller and passed in.
+
+    Holds the structure of the last problem solved with it (row matrices,
+    everything that does not depend on scores, bounds or tolerances) and its
+    OSQP solver, so that a re-solve of a problem with the same structure
+    updates the vectors instead of setting OSQP up again. It keeps no
+    multipliers: warm starts are explicit (``warm_start`` of
+    :func:`solve_osqp`). Solves sharing one backend run one at a time.
+
+    The state is dropped on pickling and copying (an OSQP object cannot be
+    pickled) and rebuilt on first use.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfairlayer.constraints import DemographicParity, ProjectionProblem
+    >>> from skfairlayer._solvers._osqp import OSQPBackend, solve_osqp
+    >>> codes = np.array([0, 0, 0, 1, 1, 1])
+    >>> backend = OSQPBackend()
+    >>> for scores in (np.array([0.9, 0.8, 0.7, 0.2, 0.3, 0.4]), np.linspace(0, 1, 6)):
+    ...     families = DemographicParity().families(codes, 2, scores, 0.1)
+    ...     sol = solve_osqp(ProjectionProblem(scores, families), backend=backend)
+    >>> sol.info["reused_structure"]
+    True
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._key = None
+        self._structure = None
+        self._solver = None
+
+    def __getstate__(self):
+        return {}
+
+    def __setstate__(self, state):
+        self.__init__()
+
+    def __deepcopy__(self, memo):
+        return type(self)()
+
+    def structure(self, problem):
+        """The structure of ``problem`` (reused if it is the backend's) and whether reused."""
+        key = _structure_key(problem)
+        with self._lock:
+            if self._key == key:
+                return self._structure, True
+        st = _Structure(problem)
+        with self._lock:
+            self._key, self._structure, self._solver = key, st, None
+        return st, False
+
+    def solve(self, st, q, lo, hi, settings, warm=None):
+        """Set up (or update) OSQP for ``st``, warm start at ``warm = (x, y)``, solve.
+
+        Without ``warm`` the iterates start at zero, so the answer does not
+        depend on earlier solves.
+        """
+        import osqp
+
+        with self._lock:
+            solver = self._solver if self._structure is st else None
+            if solver is None:
+                p, a = _osqp_matrices(st)
+                solver = osqp.OSQP()
+                solver.setup(p, q, a, lo, hi, verbose=False, rho=1.0, warm_starting=True,
+                             **settings)
+                if self._structure is st:
+                    self._solver = solver
+            else:
+                solver.update(q=q, l=lo, u=hi)
+                solver.update_settings(verbose=False, **settings)
+            if warm is None:
+                n_var, n_con = q.size, lo.size
+                warm = (np.zeros(n_var), np.zeros(n_con))
+            solver.warm_start(x=warm[0], y=warm[1])
+            with _quiet_stdout(settings.get("polishing", False)):
+                res = solver.solve(raise_error=False)
+            return int(res.info.status_val), np.array(res.x), np.array(res.y), int(res.info.iter)
+
+
+@contextmanager
+def _quiet_stdout(active=True):
+    """Silence writes to the stdout file descriptor while active.
+
+    OSQP's C code prints "Polishing not needed ..." to stdout even with
+    ``verbose=False``; solves with polishing run inside this guard. (It
+    redirects the process's descriptor, so it is used only around those.)
+    """
+    if not active:
+        yield
+        return
+    try:
+        fd = sys.stdout.fileno() if sys.stdout is not None else 1
+    except (AttributeError, OSError, ValueError):
+        fd = 1
+    try:
+        saved = os.dup(fd)
+    except OSError:  # no usable descriptor: nothing to silence
+        yield
+        return
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
 
 
 # --------------------------------------------------------------------------- per-call data
@@ -491,7 +577,8 @@ def _local_statuses(st, data, x, u, free, aux):
         ptri, q, a, lo_c, hi_c, verbose=False, eps_abs=1e-11, eps_rel=1e-11,
         polishing=True, max_iter=100_000,
     )
-    res = solver.solve(raise_error=False)
+    with _quiet_stdout():
+        res = solver.solve(raise_error=False)
     if res.info.status_val not in (1, 2):
         return None
     yhat = tmat @ res.x
@@ -639,6 +726,8 @@ def _osqp_matrices(st):
 
 
 def _osqp_vectors(st, data):
+    if not hasattr(st, "osqp_blocks"):
+        st.osqp_blocks = _definition_rows(st)[1:]
     g, ne, nb = st.n_fam_rows, st.n_extra, st.osqp_blocks[1].size
     q = np.concatenate([-data.s, np.zeros(g + st.n_fam + ne + nb)])
     if st.simplex:
@@ -688,34 +777,17 @@ def _osqp_warm_point(st, data, y, t):
 
 
 def _osqp_solve(
-    st, data, *, eps, y0=None, t0=None, polishing=False, max_iter=20000, eps_prim_inf=1e-6
+    st, data, backend, *, eps, y0=None, t0=None, polishing=False, max_iter=20000,
+    eps_prim_inf=1e-6,
 ):
-    """Run OSQP on the cached structure; return (status_val, y, t, iterations)."""
-    import osqp
-
+    """Run OSQP (through ``backend``) on ``st``; return (status_val, y, t, iterations)."""
     settings = {
         "eps_abs": eps, "eps_rel": eps, "max_iter": max_iter, "polishing": polishing,
         "polish_refine_iter": 10, "eps_prim_inf": eps_prim_inf,
     }
-    with st.lock:
-        if st.osqp is None:
-            p, a = _osqp_matrices(st)
-            q, lo, hi = _osqp_vectors(st, data)
-            solver = osqp.OSQP()
-            solver.setup(p, q, a, lo, hi, verbose=False, rho=1.0, warm_starting=True,
-                         **settings)
-            st.osqp = solver
-        else:
-            solver = st.osqp
-            q, lo, hi = _osqp_vectors(st, data)
-            solver.update(q=q, l=lo, u=hi)
-            solver.update_settings(**settings)
-        if y0 is not None:
-            xv, yv = _osqp_warm_point(st, data, y0, t0)
-            solver.warm_start(x=xv, y=yv)
-        res = solver.solve(raise_error=False)
-        status = int(res.info.status_val)
-        ry, rx = np.array(res.y), np.array(res.x)
+    q, lo, hi = _osqp_vectors(st, data)
+    warm = None if y0 is None else _osqp_warm_point(st, data, y0, t0)
+    status, rx, ry, iters = backend.solve(st, q, lo, hi, settings, warm)
     g, ne, nx = st.n_fam_rows, st.n_extra, st.size
     off = nx + (st.n if st.simplex else 0)
     y = np.concatenate([
@@ -723,7 +795,7 @@ def _osqp_solve(
         -ry[off + 2 * g: off + 2 * g + ne] / _extra_scale(st)[0],
     ])
     t = rx[nx + g: nx + g + st.n_fam]
-    return status, y, t, int(res.info.iter)
+    return status, y, t, iters
 
 
 _INFEASIBLE = (3, 4)  # OSQP_PRIMAL_INFEASIBLE(_INACCURATE)
@@ -804,7 +876,8 @@ def _from_solution(st, solution):
 
 
 def solve_osqp(
-    problem, warm_start=None, *, eps=1e-5, subsample_above=50_000, newton_iter=50
+    problem, warm_start=None, *, backend=None, eps=1e-5, subsample_above=50_000,
+    newton_iter=50,
 ):
     """Solve any :class:`~skfairlayer.constraints.ProjectionProblem` exactly.
 
@@ -822,8 +895,11 @@ def solve_osqp(
         parity families and optional extra affine rows.
     warm_start : Solution or None, default=None
         A previous solution (of a problem with the same family sizes); its
-        multipliers start the Newton finish. Without it, the multipliers cached
-        for the same problem structure are used, if any.
+        multipliers start the Newton finish and warm-start OSQP.
+    backend : OSQPBackend or None, default=None
+        Solver state owned by the caller: reused (updated, not set up again)
+        when ``problem`` has the structure of its previous problem. ``None``
+        uses a fresh one, dropped on return.
     eps : float, default=1e-5
         Absolute and relative tolerance of the first OSQP run.
     subsample_above : int, default=50_000
@@ -864,12 +940,18 @@ def solve_osqp(
     >>> np.round(sol.duals[0], 6)
     array([ 0.6, -0.6])
     """
-    st, cached = _get_structure(problem)
+    if backend is None:
+        backend = OSQPBackend()
+    elif not isinstance(backend, OSQPBackend):
+        raise TypeError(
+            f"backend must be an OSQPBackend or None. Got {type(backend).__name__} instead."
+        )
+    st, reused = backend.structure(problem)
     data = _Data(problem, st)
     _check_family_ranges(problem, st, data)
     failures = []
     info = {
-        "cached_structure": cached, "osqp_iter": 0, "newton_iter": 0, "path": [],
+        "reused_structure": reused, "osqp_iter": 0, "newton_iter": 0, "path": [],
         "retries": failures,
     }
 
@@ -889,17 +971,18 @@ def solve_osqp(
     start = None
     if warm_start is not None:
         start = _from_solution(st, warm_start)
-    elif st.last is not None:
-        start = st.last
     if start is not None:
         res = finish(*start, "warm", min(newton_iter, 15))
 
     if res is None and problem.rows is None and st.size > subsample_above:
         sub, back = _subsample(problem, per_group=max(200, 20_000 // max(st.n_fam_rows, 1)))
         if sub is not None and sub.scores.shape[0] < 0.5 * st.n:
-            sub_st, _ = _get_structure(sub)
+            sub_backend = OSQPBackend()
+            sub_st, _ = sub_backend.structure(sub)
             try:
-                status, y, t, iters = _osqp_solve(sub_st, _Data(sub, sub_st), eps=eps)
+                status, y, t, iters = _osqp_solve(
+                    sub_st, _Data(sub, sub_st), sub_backend, eps=eps
+                )
             except InfeasibleProblemError:  # e.g. a sampled group's bounds: no conclusion
                 status, iters = _INFEASIBLE[0], 0
             info["osqp_iter"] += iters
@@ -917,7 +1000,7 @@ def solve_osqp(
 
     if res is None:
         y0, t0 = start if start is not None else (None, None)
-        status, y, t, iters = _osqp_solve(st, data, eps=eps, y0=y0, t0=t0)
+        status, y, t, iters = _osqp_solve(st, data, backend, eps=eps, y0=y0, t0=t0)
         info["osqp_iter"] += iters
         if status in _INFEASIBLE:
             failures.append("osqp: reported primal infeasibility")
@@ -927,7 +1010,7 @@ def solve_osqp(
             # Tight re-solve: confirms a certificate of infeasibility (a loose run
             # can report one on badly scaled rows) or gives a better start.
             status, y, t, iters = _osqp_solve(
-                st, data, eps=1e-9, y0=None if status in _INFEASIBLE else y, t0=t,
+                st, data, backend, eps=1e-9, y0=None if status in _INFEASIBLE else y, t0=t,
                 polishing=True, max_iter=100_000, eps_prim_inf=1e-9,
             )
             info["osqp_iter"] += iters
@@ -945,7 +1028,6 @@ def solve_osqp(
             + "; ".join(failures)
             + ". This is a numerically hard or degenerate instance; please report it."
         )
-    st.last = (res.y.copy(), res.t.copy())
     g = st.n_fam_rows
     duals = [res.y[sl].copy() for sl in st.fam_slices]
     return Solution(
