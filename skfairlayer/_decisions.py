@@ -106,20 +106,21 @@ class ParityDecisions:
 def _ratio_le(num, den, tolerance):
     """Exactly ``num / den <= tolerance`` (int64 arrays, ``den > 0``; float tolerance).
 
-    Float division decides the clear cases; near ties are settled with
-    :class:`fractions.Fraction` (the tolerance is a dyadic rational exactly).
+    Float division decides the clear cases; near ties are settled in Python
+    integers as ``num * b <= a * den`` with ``tolerance = a / b`` exactly (a
+    float is a dyadic rational).
     """
-    num, den = np.asarray(num, dtype=np.int64), np.asarray(den, dtype=np.int64)
+    num, den = np.broadcast_arrays(np.asarray(num, np.int64), np.asarray(den, np.int64))
+    if tolerance == 0:
+        return num <= 0
     q = num / den
     out = q <= tolerance
-    near = np.abs(q - tolerance) <= _NEAR * max(abs(tolerance), 1e-300) + 1e-300
+    near = np.abs(q - tolerance) <= _NEAR * abs(tolerance)
     if np.any(near):
-        tol = Fraction(tolerance)
-        flat_out = out.reshape(-1)
-        for j in np.flatnonzero(near.reshape(-1)):
-            a = int(np.broadcast_to(num, near.shape).reshape(-1)[j])
-            b = int(np.broadcast_to(den, near.shape).reshape(-1)[j])
-            flat_out[j] = Fraction(a, b) <= tol
+        a, b = tolerance.as_integer_ratio()
+        lhs = num[near].astype(object) * b
+        rhs = den[near].astype(object) * a
+        out[near] = (lhs <= rhs).astype(bool)
     return out
 
 
@@ -202,10 +203,7 @@ def _candidate_levels(sizes, tolerance, lo, hi):
         c = np.arange(max(int(np.floor(lo * n_g)) - 1, 0), min(int(np.ceil(hi * n_g)) + 1, n_g) + 1)
         nums.append(c.astype(np.int64))
         dens.append(np.full(c.size, n_g, dtype=np.int64))
-    num, den = np.concatenate(nums), np.concatenate(dens)
-    g = np.gcd(num, den)
-    pairs = np.unique(np.stack([num // g, den // g], axis=1), axis=0)
-    return pairs[:, 0], pairs[:, 1]
+    return np.concatenate(nums), np.concatenate(dens)  # duplicates are harmless
 
 
 def _count_ranges(num, den, n_h, tolerance):
@@ -219,12 +217,13 @@ def _count_ranges(num, den, n_h, tolerance):
     c_hi = np.clip(guess, -1, n_h).astype(np.int64) + 1
     c_hi = np.minimum(c_hi, n_h)
     # (c_hi / n_h - t) <= tol  <=>  (c_hi den - num n_h) / (den n_h) <= tol; the
-    # float guess is off by at most one, so at most two steps down are needed.
-    for _ in range(3):
-        ok = _ratio_le(c_hi * den - num * n_h, den * n_h, tolerance)
-        c_hi = np.where(ok | (c_hi < c_lo), c_hi, c_hi - 1)
-    ok = _ratio_le(c_hi * den - num * n_h, den * n_h, tolerance)
-    return c_lo, np.where(ok, c_hi, c_lo - 1)
+    # float guess is off by at most one, so a few steps down settle it.
+    for _ in range(4):
+        ok = _ratio_le(c_hi * den - num * n_h, den * n_h, tolerance) | (c_hi < c_lo)
+        if ok.all():
+            break
+        c_hi = np.where(ok, c_hi, c_hi - 1)
+    return c_lo, c_hi
 
 
 def parity_decisions(scores, codes, n_groups, tolerance):
