@@ -1,4 +1,4 @@
-"""Tests of the exact parity decisions (MATH.md §3)."""
+"""Tests of the exact parity decisions (user guide: decisions)."""
 
 import itertools
 from fractions import Fraction
