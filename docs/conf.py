@@ -1,7 +1,9 @@
 """Sphinx configuration of the skfairlayer documentation.
 
-Builds offline: no intersphinx inventory is downloaded unless the environment
-variable ``SKFAIRLAYER_DOCS_INTERSPHINX=1`` is set. The gallery
+Builds offline, and the pages work offline: no intersphinx inventory is
+downloaded unless the environment variable ``SKFAIRLAYER_DOCS_INTERSPHINX=1`` is
+set, and MathJax is served from the site itself (``sphinx-mathjax-offline``
+copies it into ``_static/mathjax``) rather than from a CDN. The gallery
 (``examples/plot_*.py``) is executed at build time by sphinx-gallery; pass
 ``-D plot_gallery=0`` to skip running it.
 """
@@ -24,10 +26,19 @@ release = skfairlayer.__version__
 version = ".".join(release.split(".")[:2])
 
 # -- Extensions ----------------------------------------------------------------
+#: Bundles MathJax into the site (``mathjax_path`` = ``_static/mathjax/tex-chtml.js``).
+MATHJAX_OFFLINE = "sphinx-mathjax-offline"
+if find_spec(MATHJAX_OFFLINE) is None:
+    raise RuntimeError(
+        "The documentation renders its math with a local copy of MathJax, from the "
+        "sphinx-mathjax-offline package, which is not installed. Install the docs extra: "
+        'pip install "skfairlayer[docs]".'
+    )
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
+    MATHJAX_OFFLINE,
     "sphinx.ext.viewcode",
     "numpydoc",
 ]
