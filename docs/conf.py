@@ -9,6 +9,7 @@ copies it into ``_static/mathjax``) rather than from a CDN. The gallery
 """
 
 import os
+import re
 import sys
 from importlib.util import find_spec
 
@@ -102,4 +103,50 @@ if HAVE_GALLERY:
         "within_subsection_order": "FileNameSortKey",
         "image_scrapers": ("matplotlib",),
         "min_reported_time": 1,
+        # its execution-time pages load jQuery and DataTables from CDNs: the site must
+        # work offline
+        "write_computation_times": False,
     }
+
+
+# -- viewcode back-links -------------------------------------------------------
+# sphinx.ext.viewcode keeps one "documented as" module per source module, so the
+# [docs] links of skfairlayer.constraints point to "skfairlayer.<name>" for every
+# class of it once one (Criterion) is documented under the package. Record where
+# each object is really documented and fix the links on the source pages.
+_BACKLINK = re.compile(
+    r'(<div class="viewcode-block" id="([^"]+)">\s*<a class="viewcode-back" href="[^"#]*#)[^"]+"'
+)
+
+
+def _record_documented_modules(app, doctree):
+    from sphinx import addnodes
+
+    where = app.env.__dict__.setdefault("skfairlayer_documented_in", {})
+    for desc in doctree.findall(addnodes.desc):
+        if desc.get("domain") != "py":
+            continue
+        for sig in desc:
+            if isinstance(sig, addnodes.desc_signature) and sig.get("module"):
+                where.setdefault(sig.get("fullname"), set()).add(sig.get("module"))
+
+
+def _fix_backlinks(app, pagename, templatename, context, doctree):
+    if not pagename.startswith("_modules/") or "body" not in context:
+        return
+    where = getattr(app.env, "skfairlayer_documented_in", {})
+
+    def fix(match):
+        modules = where.get(match.group(2), ())
+        if len(modules) != 1:
+            return match.group(0)
+        (module,) = modules
+        return f'{match.group(1)}{module}.{match.group(2)}"'
+
+
+    context["body"] = _BACKLINK.sub(fix, context["body"])
+
+
+def setup(app):
+    app.connect("doctree-read", _record_documented_modules)
+    app.connect("html-page-context", _fix_backlinks)

@@ -1023,6 +1023,8 @@ def solve_osqp(
                 )
             res = finish(y, t, "osqp-tight")
     if res is None:
+        res = _structured_finish(problem, st, data, finish, failures)
+    if res is None:
         raise SolverError(
             "The OSQP solver could not produce a verified projection: "
             + "; ".join(failures)
@@ -1039,6 +1041,43 @@ def solve_osqp(
         row_duals=res.y[g:].copy() if st.n_extra else None,
         info=info,
     )
+
+
+def _structured_finish(problem, st, data, finish, failures):
+    """Last resort where the problem has a specialised solver's structure.
+
+    One family over binary outputs (:mod:`._exact`) or one uniform family per
+    class column on the simplex (:mod:`._simplex`): their exact multipliers
+    start the Newton finish; if it still fails, their outputs are taken as
+    they are, after the same checks. On tiny boxes (widths ~1e-9) and tiny
+    tolerances OSQP's multipliers can be too rough for the active-set finish
+    to converge from. ``None`` elsewhere, or if nothing passes the checks.
+    """
+    from . import _exact, _simplex
+
+    if _exact.supports(problem):
+        sol = _exact.solve_exact(problem)  # raises InfeasibleProblemError if infeasible
+    elif _simplex.supports(problem):
+        sol = _simplex.solve_simplex(problem)
+    else:
+        return None
+    if sol is None:
+        failures.append("structured: no solution")
+        return None
+    y = np.concatenate([np.asarray(d, dtype=np.float64).ravel() for d in sol.duals])
+    t = np.asarray(sol.levels, dtype=np.float64).ravel()
+    if y.size != st.C.shape[0] or t.size != st.n_fam:
+        failures.append("structured: multipliers of another shape")
+        return None
+    res = finish(y, t, "structured")
+    if res is not None:
+        return res
+    x = np.asarray(sol.outputs, dtype=np.float64).ravel()
+    why = _verify(problem, st, data, x)
+    if why is not None:
+        failures.append(f"structured outputs: {why}")
+        return None
+    return _Result(True, x, y, t, 0)
 
 
 def _verify(problem, st, data, x):
