@@ -15,7 +15,7 @@ from skfairlayer.constraints import (
     GroupStatistics,
     ProjectionProblem,
 )
-from skfairlayer.exceptions import InfeasibleProblemError
+from skfairlayer.exceptions import InfeasibleProblemError, SolverError
 from skfairlayer.projection import VERIFY_TOL, solve_problem
 
 # --------------------------------------------------------------------------- helpers
@@ -563,3 +563,95 @@ def test_quiet_stdout_silences_osqp_polishing_message(capfd):
     with _osqp._quiet_stdout(False):
         solver.solve(raise_error=False)  # unguarded: OSQP prints (the reason for the guard)
     assert "Polishing" in capfd.readouterr().out
+
+
+# --------------------------------------------------------------------------- feasible sweep
+
+
+def _sweep_instance(seed):
+    """A random binary problem with tiny boxes, tiny tolerances or per-row bounds."""
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(2, 6))
+    big = rng.random() < 0.05
+    n = int(rng.integers(5000, 30000)) if big else int(rng.integers(k, 300))
+    codes = rng.integers(0, k, n)
+    codes[:k] = np.arange(k)
+    scores = rng.random(n)
+    if rng.random() < 0.3:
+        scores = np.round(scores, 1)
+    tol = float(rng.choice([0.0, 1e-15, 1e-12, 1e-9, 1e-6, 1e-3, 0.05]))
+    kind = int(rng.integers(0, 4))
+    if kind == 0:
+        lower, upper = 0.0, 1.0
+    elif kind == 1:  # tiny boxes around a common value
+        width = float(rng.choice([0.0, 1e-12, 1e-9, 1e-6]))
+        c = rng.uniform(0, 1 - 1e-5)
+        lower = c + width * rng.uniform(0, 0.5, n)
+        upper = np.maximum(lower, c + width * rng.uniform(0.5, 1, n))
+    elif kind == 2:  # per-row bounds, some rows pinned to tiny boxes
+        lower, upper = rng.uniform(0, 0.4, n), rng.uniform(0.6, 1, n)
+        tiny = rng.random(n) < 0.3
+        upper = np.where(tiny, lower + float(rng.choice([0.0, 1e-9])), upper)
+    else:  # scattered tiny boxes
+        lower = rng.uniform(0.45, 0.55, n)
+        upper = lower + float(rng.choice([1e-9, 1e-6]))
+    families = DemographicParity().families(codes, k, scores, tol)
+    return ProjectionProblem(scores, families, lower=lower, upper=upper)
+
+
+def _check_sweep(seeds):
+    """OSQP path: verified and exact on every feasible instance, InfeasibleProblemError on
+    exactly the infeasible ones (the exact solver decides feasibility)."""
+    feasible = 0
+    for seed in seeds:
+        problem = _sweep_instance(seed)
+        try:
+            ref = solve_sorted(problem)
+        except InfeasibleProblemError:
+            with pytest.raises(InfeasibleProblemError):
+                solve_problem(problem, solver="osqp")
+            continue
+        sol = solve_problem(problem, solver="osqp")  # verified by the dispatcher too
+        _assert_verified(problem, sol)
+        np.testing.assert_allclose(sol.outputs, ref.outputs, atol=1e-9, err_msg=f"seed {seed}")
+        feasible += 1
+    return feasible
+
+
+# Seeds on which the OSQP path used to raise SolverError (tiny boxes / tolerances).
+_HARD_SEEDS = [211, 439, 476, 1145, 1343, 1369, 1478]
+
+
+@pytest.mark.parametrize("seed", _HARD_SEEDS)
+def test_hard_feasible_instances_are_solved(seed):
+    """Check the instances where the active-set finish from OSQP stalled are solved exactly."""
+    assert _check_sweep([seed]) == 1
+
+
+def test_feasible_sweep_fast_subset():
+    """Check 300 random instances of the sweep (tiny boxes, tolerances, per-row bounds)."""
+    assert _check_sweep(range(300)) >= 200
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chunk", range(10))
+def test_feasible_sweep(chunk):
+    """Check the full sweep of 3,000 instances (about a minute in all)."""
+    _check_sweep(range(chunk * 300, (chunk + 1) * 300))
+
+
+def test_structured_finish_is_verified(monkeypatch):
+    """Check the last resort never returns outputs that fail the checks."""
+    problem = _sweep_instance(476)
+
+    def stall(st, data, y, t, max_iter):
+        x = st.project(data.s, data.lb, data.ub)[0]
+        return _osqp._Result(False, x, y, t, 0, "forced failure")
+
+    monkeypatch.setattr(_osqp, "_newton", stall)
+    sol = solve_osqp(problem)  # the exact outputs pass the checks as they are
+    assert sol.info["path"][-1] == "structured"
+    _assert_verified(problem, sol)
+    monkeypatch.setattr(_osqp, "_verify", lambda *args: "forced rejection")
+    with pytest.raises(SolverError, match="structured outputs: forced rejection"):
+        solve_osqp(problem)
