@@ -42,7 +42,8 @@ try:
     from fairlearn.postprocessing import ThresholdOptimizer
 except ImportError as exc:  # no silent skip: this page is the comparison
     raise ImportError(
-        'This example compares with fairlearn, which is not installed: pip install "skfairlayer[demo]".'
+        "This example compares with fairlearn, which is not installed: "
+        'pip install "skfairlayer[demo]".'
     ) from exc
 
 X, y = load_adult(return_X_y=True)

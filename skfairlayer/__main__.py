@@ -6,19 +6,6 @@ projected probabilities, the parity decisions and fairlearn's ThresholdOptimizer
 on a 30% test split. Needs the ``demo`` extra (pandas, fairlearn).
 """
 
-#: The command-line help (plain text: argparse prints it as is).
-DESCRIPTION = """\
-Demo: a fairness layer on UCI Adult (sensitive feature: sex).
-
-Fits a logistic regression, wraps it in FairnessLayerClassifier and prints
-accuracy, ROC AUC, parity gaps and timings of the base model, the projected
-probabilities, the parity decisions and fairlearn's ThresholdOptimizer, on a
-30% test split. Needs pandas and fairlearn: pip install "skfairlayer[demo]".
-"""
-
-#: Packages the demo needs beyond the core dependencies (the ``demo`` extra).
-DEMO_PACKAGES = ("pandas", "fairlearn")
-
 import argparse
 import importlib
 import sys
@@ -36,6 +23,19 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from . import FairnessLayerClassifier
 from .datasets import load_adult
 from .metrics import demographic_parity_difference
+
+#: The command-line help (plain text: argparse prints it as is).
+DESCRIPTION = """\
+Demo: a fairness layer on UCI Adult (sensitive feature: sex).
+
+Fits a logistic regression, wraps it in FairnessLayerClassifier and prints
+accuracy, ROC AUC, parity gaps and timings of the base model, the projected
+probabilities, the parity decisions and fairlearn's ThresholdOptimizer, on a
+30% test split. Needs pandas and fairlearn: pip install "skfairlayer[demo]".
+"""
+
+#: Packages the demo needs beyond the core dependencies (the ``demo`` extra).
+DEMO_PACKAGES = ("pandas", "fairlearn")
 
 NUMERIC = ["age", "education-num", "capital-gain", "capital-loss", "hours-per-week"]
 CATEGORICAL = ["workclass", "education", "marital-status", "occupation", "relationship",
