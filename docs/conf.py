@@ -1,12 +1,15 @@
 """Sphinx configuration of the skfairlayer documentation.
 
-Builds offline: no intersphinx inventory is downloaded unless the environment
-variable ``SKFAIRLAYER_DOCS_INTERSPHINX=1`` is set. The gallery
+Builds offline, and the pages work offline: no intersphinx inventory is
+downloaded unless the environment variable ``SKFAIRLAYER_DOCS_INTERSPHINX=1`` is
+set, and MathJax is served from the site itself (``sphinx-mathjax-offline``
+copies it into ``_static/mathjax``) rather than from a CDN. The gallery
 (``examples/plot_*.py``) is executed at build time by sphinx-gallery; pass
 ``-D plot_gallery=0`` to skip running it.
 """
 
 import os
+import re
 import sys
 from importlib.util import find_spec
 
@@ -24,10 +27,19 @@ release = skfairlayer.__version__
 version = ".".join(release.split(".")[:2])
 
 # -- Extensions ----------------------------------------------------------------
+#: Bundles MathJax into the site (``mathjax_path`` = ``_static/mathjax/tex-chtml.js``).
+MATHJAX_OFFLINE = "sphinx-mathjax-offline"
+if find_spec(MATHJAX_OFFLINE) is None:
+    raise RuntimeError(
+        "The documentation renders its math with a local copy of MathJax, from the "
+        "sphinx-mathjax-offline package, which is not installed. Install the docs extra: "
+        'pip install "skfairlayer[docs]".'
+    )
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
+    MATHJAX_OFFLINE,
     "sphinx.ext.viewcode",
     "numpydoc",
 ]
@@ -91,4 +103,50 @@ if HAVE_GALLERY:
         "within_subsection_order": "FileNameSortKey",
         "image_scrapers": ("matplotlib",),
         "min_reported_time": 1,
+        # its execution-time pages load jQuery and DataTables from CDNs: the site must
+        # work offline
+        "write_computation_times": False,
     }
+
+
+# -- viewcode back-links -------------------------------------------------------
+# sphinx.ext.viewcode keeps one "documented as" module per source module, so the
+# [docs] links of skfairlayer.constraints point to "skfairlayer.<name>" for every
+# class of it once one (Criterion) is documented under the package. Record where
+# each object is really documented and fix the links on the source pages.
+_BACKLINK = re.compile(
+    r'(<div class="viewcode-block" id="([^"]+)">\s*<a class="viewcode-back" href="[^"#]*#)[^"]+"'
+)
+
+
+def _record_documented_modules(app, doctree):
+    from sphinx import addnodes
+
+    where = app.env.__dict__.setdefault("skfairlayer_documented_in", {})
+    for desc in doctree.findall(addnodes.desc):
+        if desc.get("domain") != "py":
+            continue
+        for sig in desc:
+            if isinstance(sig, addnodes.desc_signature) and sig.get("module"):
+                where.setdefault(sig.get("fullname"), set()).add(sig.get("module"))
+
+
+def _fix_backlinks(app, pagename, templatename, context, doctree):
+    if not pagename.startswith("_modules/") or "body" not in context:
+        return
+    where = getattr(app.env, "skfairlayer_documented_in", {})
+
+    def fix(match):
+        modules = where.get(match.group(2), ())
+        if len(modules) != 1:
+            return match.group(0)
+        (module,) = modules
+        return f'{match.group(1)}{module}.{match.group(2)}"'
+
+
+    context["body"] = _BACKLINK.sub(fix, context["body"])
+
+
+def setup(app):
+    app.connect("doctree-read", _record_documented_modules)
+    app.connect("html-page-context", _fix_backlinks)

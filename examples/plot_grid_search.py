@@ -116,7 +116,7 @@ for C in param_grid["estimator__logisticregression__C"]:
         name=f"C={C:g}",
     ).plot(ax=ax)
 ax.axvline(0.02, color="k", linestyle=":", label="constraint")
-ax.set_title("GridSearchCV: accuracy vs parity gap (3-fold means)")
+_ = ax.set_title("GridSearchCV: accuracy vs parity gap (3-fold means)")
 
 # %%
 # The refitted best model on held-out data

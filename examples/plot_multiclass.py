@@ -70,7 +70,7 @@ for ax, P, title in ((axes[0], proba, "base model"), (axes[1], fair, "after the 
     ax.set_title(f"{title} (largest gap {largest_gap(P, g_test):.3f})")
     ax.set_xticks(range(3), [f"class {k}" for k in range(3)])
 axes[0].set_ylabel("mean predicted probability")
-axes[1].legend()
+_ = axes[1].legend()
 
 # %%
 # What it costs

@@ -75,7 +75,9 @@ StreamingGapDisplay.from_estimator(
     name="skfairlayer (pooled), batches of 1",
 )
 ax.set_ylim(0, 0.3)
-ax.set_title("pooled gap of the served probabilities")
+ax.get_legend().remove()  # one legend below the axes, clear of the curves
+fig.legend(loc="outside lower center", ncols=2, fontsize="small")
+_ = ax.set_title("pooled gap of the served probabilities")
 
 # %%
 # Drift in the group shares
@@ -90,6 +92,7 @@ arrival = np.where(X_stream[:, -1] == 1, rng.beta(1.5, 1, n_stream), rng.beta(1,
 order = np.argsort(arrival)
 disp = StreamingGapDisplay.from_estimator(clf, X_stream[order], batch_size=1, log_x=True)
 disp.ax_.set_title("group shares drifting from group 0 to group 1")
+disp.ax_.set_ylim(0, 0.8)  # room above the curves for the legend
 report = clf.stream_report()
 print(f"pooled gap {report.gap:.4f} (tolerance 0.02), certificate {report.certificate:.4f}")
 

@@ -1,25 +1,36 @@
-"""Decisions that meet selection-rate parity (MATH.md §3).
+"""Decisions that meet selection-rate parity exactly (user guide: decisions).
 
 Rounding projected probabilities does not keep parity. Instead solve, on the
 batch, ``max sum_i yhat_i (2 s_i - 1)`` (expected accuracy under calibrated
 scores ``s``) over integer decisions whose group selection rates differ by at
 most ``tolerance``. Within a group the best ``c_g`` selections are its ``c_g``
-highest scores, so the problem is over the counts ``c_g`` alone; with a level
-``t`` the rates lie in ``[t, t + tolerance]`` and each group takes the count
-closest to its unconstrained one inside ``[ceil(t n_g), floor((t + tol) n_g)]``
-(its objective is concave in ``c_g``). The objective is piecewise constant in
-``t`` with breakpoints ``c / n_g`` and ``c / n_g - tol``; evaluating every piece
-gives the exact integer optimum — no fractional row, no rounding slack.
+highest scores, so the problem is over the counts ``c_g`` alone. Some optimum
+has its lowest rate ``t = c / n_g`` at a breakpoint; given ``t``, each group
+takes the count closest to its unconstrained one inside
+``[ceil(t n_g), max {c : c / n_g - t <= tolerance}]`` (its objective is
+concave in ``c_g``). Every comparison of rates with the tolerance is made in
+exact rational arithmetic (integer counts, the float tolerance as the dyadic
+rational it is), so the selected rates differ by at most ``tolerance``
+literally, not up to round-off.
 """
 
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["ParityDecisions", "parity_decisions", "apply_thresholds"]
+__all__ = [
+    "ParityDecisions",
+    "parity_decisions",
+    "apply_thresholds",
+    "smallest_nontrivial_tolerance",
+]
 
-_RATE_SLACK = 1e-12  # float slack on rate comparisons (rates are ratios of integers)
 _CHUNK = 1 << 16
+#: Relative distance below which a float comparison of a ratio with the
+#: tolerance is re-done exactly (float ratios of int64 counts err by ~1e-16).
+_NEAR = 1e-12
 
 
 @dataclass
@@ -37,12 +48,15 @@ class ParityDecisions:
     thresholds : ndarray of shape (n_groups,)
         A score threshold per group reproducing the selection on this batch
         (midway between the last selected and the first rejected score).
+    tolerance : float or None, default=None
+        The tolerance the decisions were computed for.
     """
 
     decisions: np.ndarray
     counts: np.ndarray
     sizes: np.ndarray
     thresholds: np.ndarray
+    tolerance: float | None = None
 
     @property
     def rates(self):
@@ -50,23 +64,166 @@ class ParityDecisions:
         return self.counts / self.sizes
 
     @property
+    def exact_gap(self):
+        """Largest difference of two groups' selection rates, as an exact fraction."""
+        rates = [Fraction(int(c), int(m)) for c, m in zip(self.counts, self.sizes, strict=True)]
+        return max(rates) - min(rates)
+
+    @property
     def gap(self):
-        """Largest difference of two groups' selection rates."""
-        r = self.rates
-        return float(r.max() - r.min())
+        """Largest difference of two groups' selection rates (the exact one, rounded).
+
+        At most ``tolerance``: the exact gap is, and rounding to the nearest
+        float keeps that order.
+        """
+        return float(self.exact_gap)
+
+    @property
+    def trivial(self):
+        """Whether nobody or everybody is selected."""
+        return bool(np.all(self.counts == 0) or np.all(self.counts == self.sizes))
+
+    @property
+    def smallest_nontrivial_tolerance(self):
+        """Smallest tolerance admitting decisions other than nobody / everybody selected.
+
+        See :func:`smallest_nontrivial_tolerance`. When :attr:`trivial` is true
+        and :attr:`tolerance` is below this value, the trivial answer is forced by
+        the group sizes, not chosen by the scores.
+        """
+        return smallest_nontrivial_tolerance(self.sizes)
+
+    @property
+    def forced_trivial(self):
+        """Whether the decisions are trivial because the tolerance admits nothing else."""
+        return (
+            self.trivial
+            and self.tolerance is not None
+            and self.tolerance < self.smallest_nontrivial_tolerance
+        )
+
+
+def _ratio_le(num, den, tolerance):
+    """Exactly ``num / den <= tolerance`` (int64 arrays, ``den > 0``; float tolerance).
+
+    Float division decides the clear cases; near ties are settled in Python
+    integers as ``num * b <= a * den`` with ``tolerance = a / b`` exactly (a
+    float is a dyadic rational).
+    """
+    num, den = np.broadcast_arrays(np.asarray(num, np.int64), np.asarray(den, np.int64))
+    if tolerance == 0:
+        return num <= 0
+    q = num / den
+    out = q <= tolerance
+    near = np.abs(q - tolerance) <= _NEAR * abs(tolerance)
+    if np.any(near):
+        a, b = tolerance.as_integer_ratio()
+        lhs = num[near].astype(object) * b
+        rhs = den[near].astype(object) * a
+        out[near] = (lhs <= rhs).astype(bool)
+    return out
+
+
+def smallest_nontrivial_tolerance(group_sizes):
+    """Smallest tolerance at which integer selection rates can differ from all-0 / all-1.
+
+    With groups of sizes ``n_g``, selection rates ``c_g / n_g`` that are all
+    equal exist only at 0 and 1 when the sizes are coprime, so ``tolerance=0``
+    forces selecting nobody (or everybody). This is the smallest spread
+    ``max_g c_g / n_g - min_g c_g / n_g`` over count vectors other than those
+    two, computed exactly and rounded up to a float (so that it is itself an
+    admissible tolerance); at most ``1 / max_g n_g``.
+
+    Parameters
+    ----------
+    group_sizes : array-like of int
+        Number of rows of each group (positive).
+
+    Returns
+    -------
+    tolerance : float
+        ``0.0`` with one group or equal-rate non-trivial counts (e.g. sizes 2 and 4).
+
+    Examples
+    --------
+    >>> smallest_nontrivial_tolerance([2, 4])
+    0.0
+    >>> smallest_nontrivial_tolerance([2, 3])  # 1/2 - 1/3
+    0.16666666666666669
+    """
+    sizes = np.asarray(group_sizes, dtype=np.int64).ravel()
+    if sizes.size == 0 or np.any(sizes <= 0):
+        raise ValueError(f"group_sizes must be positive integers. Got {group_sizes!r} instead.")
+    if sizes.size == 1:
+        return 0.0
+    # zeros everywhere but one row of the largest group selected: spread 1 / max n
+    best = Fraction(1, int(sizes.max()))
+    # Lowest rate t = c / n_g strictly inside (0, 1): every group takes its
+    # smallest count at or above t; the spread is the largest rate minus t.
+    for n_g in np.unique(sizes):
+        c = np.arange(1, n_g, dtype=np.int64)
+        if c.size == 0:
+            continue
+        # spread of group h: (ceil(c n_h / n_g) n_g - c n_h) / (n_g n_h), an exact
+        # integer ratio; its float value errs by ~1e-16 relative
+        worst = np.zeros(c.size)
+        for n_h in np.unique(sizes):
+            num = -((-c * n_h) // n_g) * n_g - c * n_h
+            worst = np.maximum(worst, num / float(n_g * n_h))
+        j = int(np.argmin(worst))
+        # the exact value, among the float near-ties of the minimum
+        near = np.flatnonzero(worst <= worst[j] * (1 + _NEAR) + 1e-300)
+        for i in near:
+            best = min(best, _exact_spread(int(c[i]), int(n_g), sizes))
+    return _round_up(best)
+
+
+def _exact_spread(c, n_g, sizes):
+    t = Fraction(c, n_g)
+    return max(Fraction(-((-c * int(n_h)) // n_g), int(n_h)) for n_h in sizes) - t
+
+
+def _round_up(value):
+    """The smallest float ``>= value`` (a Fraction)."""
+    f = float(value)
+    if Fraction(f) < value:
+        f = math.nextafter(f, math.inf)
+    return f
 
 
 def _candidate_levels(sizes, tolerance, lo, hi):
-    """Every breakpoint c/n_g and c/n_g - tol within [lo, hi], plus midpoints between them."""
-    points = [np.array([0.0, lo, hi])]
-    for n_g in sizes:
-        c = np.arange(int(np.floor(lo * n_g)), int(np.ceil((hi + tolerance) * n_g)) + 1)
-        points.append(c / n_g)
-        points.append(c / n_g - tolerance)
-    pts = np.unique(np.concatenate(points))
-    pts = pts[(pts >= lo - 1e-15) & (pts <= hi + 1e-15)]
-    mids = 0.5 * (pts[1:] + pts[:-1])
-    return np.concatenate([pts, mids])
+    """Candidate lowest rates ``t = c / n_g`` in ``[lo, hi]``, as (numerator, denominator).
+
+    Some optimum has its lowest rate at one of them (given the counts, moving
+    the level up to the lowest rate keeps them feasible). ``lo`` and ``hi``
+    only prune, with a margin, so float bounds are safe.
+    """
+    nums, dens = [np.zeros(1, np.int64)], [np.ones(1, np.int64)]
+    for n_g in np.unique(sizes):
+        c = np.arange(max(int(np.floor(lo * n_g)) - 1, 0), min(int(np.ceil(hi * n_g)) + 1, n_g) + 1)
+        nums.append(c.astype(np.int64))
+        dens.append(np.full(c.size, n_g, dtype=np.int64))
+    return np.concatenate(nums), np.concatenate(dens)  # duplicates are harmless
+
+
+def _count_ranges(num, den, n_h, tolerance):
+    """Per level ``t = num / den``: smallest and largest count of a group of size ``n_h``.
+
+    ``c_lo = ceil(t n_h)`` and ``c_hi = max {c <= n_h : c / n_h - t <= tolerance}``,
+    both exact (integer arithmetic, exact near-tie comparisons).
+    """
+    c_lo = -((-num * n_h) // den)
+    guess = np.floor((num / den + tolerance) * n_h)
+    c_hi = np.clip(guess, -1, n_h).astype(np.int64) + 1
+    c_hi = np.minimum(c_hi, n_h)
+    # (c_hi / n_h - t) <= tol  <=>  (c_hi den - num n_h) / (den n_h) <= tol; the
+    # float guess is off by at most one, so a few steps down settle it.
+    for _ in range(4):
+        ok = _ratio_le(c_hi * den - num * n_h, den * n_h, tolerance) | (c_hi < c_lo)
+        if ok.all():
+            break
+        c_hi = np.where(ok, c_hi, c_hi - 1)
+    return c_lo, c_hi
 
 
 def parity_decisions(scores, codes, n_groups, tolerance):
@@ -81,12 +238,18 @@ def parity_decisions(scores, codes, n_groups, tolerance):
     n_groups : int
         Number of groups.
     tolerance : float
-        Largest allowed difference of selection rates.
+        Largest allowed difference of selection rates (compared exactly).
 
     Returns
     -------
     ParityDecisions
+        Its ``exact_gap`` is at most ``tolerance``; ``forced_trivial`` tells
+        when the tolerance is below :func:`smallest_nontrivial_tolerance` and
+        nobody (or everybody) is selected for that reason.
     """
+    tolerance = float(tolerance)
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be a non-negative number. Got {tolerance!r} instead.")
     n = scores.shape[0]
     # Rows sorted by group, then by decreasing score (stable: ties by position).
     order = np.lexsort((np.arange(n), -scores, codes))
@@ -96,7 +259,10 @@ def parity_decisions(scores, codes, n_groups, tolerance):
     starts = np.concatenate([[0], np.cumsum(sizes)])
     gain = 2.0 * scores[order] - 1.0
     # prefix[g][c] = sum of the c largest gains of group g (concave in c).
-    prefix = [np.concatenate([[0.0], np.cumsum(gain[starts[g] : starts[g + 1]])]) for g in range(n_groups)]
+    prefix = [
+        np.concatenate([[0.0], np.cumsum(gain[starts[g] : starts[g + 1]])])
+        for g in range(n_groups)
+    ]
     free = np.array([np.count_nonzero(scores[codes == g] > 0.5) for g in range(n_groups)])
 
     rates0 = free / sizes
@@ -108,25 +274,22 @@ def parity_decisions(scores, codes, n_groups, tolerance):
         lo, hi = min(lo, hi), max(lo, hi)
     else:  # some levels admit no count in a small group: search them all
         lo, hi = 0.0, 1.0
-    levels = _candidate_levels(sizes, tolerance, lo, hi)
-    # Always include the trivially feasible all-zero / all-one solutions.
-    levels = np.concatenate([levels, [0.0, max(0.0, 1.0 - tolerance)]])
+    level_num, level_den = _candidate_levels(sizes, tolerance, lo, hi)
 
     best_val, best_counts = -np.inf, None
-    for start in range(0, levels.size, _CHUNK):
-        t = levels[start : start + _CHUNK]
-        total = np.zeros(t.size)
-        feasible = np.ones(t.size, dtype=bool)
-        chosen = np.empty((n_groups, t.size), dtype=np.intp)
+    for start in range(0, level_num.size, _CHUNK):
+        num = level_num[start : start + _CHUNK]
+        den = level_den[start : start + _CHUNK]
+        total = np.zeros(num.size)
+        feasible = np.ones(num.size, dtype=bool)
+        chosen = np.empty((n_groups, num.size), dtype=np.intp)
         for g in range(n_groups):
-            n_g = sizes[g]
-            c_lo = np.ceil(t * n_g - _RATE_SLACK * n_g).astype(np.intp)
-            c_hi = np.floor((t + tolerance) * n_g + _RATE_SLACK * n_g).astype(np.intp)
-            c_lo, c_hi = np.maximum(c_lo, 0), np.minimum(c_hi, n_g)
+            c_lo, c_hi = _count_ranges(num, den, int(sizes[g]), tolerance)
+            c_lo, c_hi = np.maximum(c_lo, 0), np.minimum(c_hi, sizes[g])
             feasible &= c_lo <= c_hi
             c = np.clip(free[g], c_lo, np.maximum(c_lo, c_hi))
             chosen[g] = c
-            total += prefix[g][c]
+            total += prefix[g][np.clip(c, 0, sizes[g])]
         total[~feasible] = -np.inf
         j = int(np.argmax(total))
         if total[j] > best_val:
@@ -140,7 +303,7 @@ def parity_decisions(scores, codes, n_groups, tolerance):
         decisions[order[a : a + c]] = 1
         group_scores = sorted_scores[a : starts[g + 1]]
         thresholds[g] = _threshold_between(group_scores, c)
-    return ParityDecisions(decisions, best_counts, sizes, thresholds)
+    return ParityDecisions(decisions, best_counts, sizes, thresholds, tolerance)
 
 
 def _threshold_between(desc_scores, c):

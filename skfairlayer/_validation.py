@@ -4,7 +4,7 @@ from numbers import Real
 
 import numpy as np
 
-from .exceptions import UnseenGroupError
+from .exceptions import UnseenGroupError, format_labels
 
 __all__ = ["encode_groups", "encode_marginal", "check_scores", "check_tolerance", "check_groups_mode"]
 
@@ -180,8 +180,8 @@ def _recode(codes, labels, groups):
             mapping[j] = idx
     if unseen:
         raise UnseenGroupError(
-            f"Sensitive group(s) {unseen!r} were not seen during fit (known groups: "
-            f"{list(groups)!r}). Refit with data that contains them, or map them to a known group."
+            f"Sensitive group(s) {format_labels(unseen)} were not seen during fit (known groups: "
+            f"{format_labels(groups)}). Refit with data that contains them, or map them to a known group."
         )
     return mapping[codes]
 

@@ -24,3 +24,35 @@ class UnseenGroupError(ValueError):
 
 class SmallGroupWarning(UserWarning):
     """A sensitive group is so small that its parity statistics are mostly noise."""
+
+
+def _plain(label):
+    """``label`` as a plain Python value (NumPy scalars unwrapped, tuples recursively)."""
+    if isinstance(label, tuple):
+        return tuple(_plain(v) for v in label)
+    item = getattr(label, "item", None)
+    if item is not None and getattr(label, "ndim", None) == 0:
+        return item()
+    return label
+
+
+def format_labels(labels):
+    """Group labels for an error message: plain Python values, not NumPy reprs.
+
+    Parameters
+    ----------
+    labels : iterable
+        Labels (NumPy scalars, Python values or tuples of them).
+
+    Returns
+    -------
+    text : str
+        The list of labels as Python would print plain values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> format_labels([np.str_("b"), (np.int64(1), np.str_("x")), 2.5])
+    "['b', (1, 'x'), 2.5]"
+    """
+    return repr([_plain(label) for label in labels])

@@ -1,4 +1,5 @@
-"""Shared pytest configuration: opt-in slow property sweeps, headless plotting."""
+"""Shared pytest configuration: opt-in slow property sweeps (deselected by default), headless
+plotting."""
 
 import os
 import threading
@@ -6,6 +7,8 @@ import threading
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+pytest_plugins = ("pytester",)  # tests/test_conftest.py runs pytest on a scratch project
 
 
 def pytest_addoption(parser):
@@ -16,12 +19,13 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
+    """Deselect (not skip) the tests marked ``slow`` unless ``--run-slow`` is given."""
     if config.getoption("--run-slow"):
         return
-    skip = pytest.mark.skip(reason="long sweep: run with --run-slow")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+    slow = [item for item in items if "slow" in item.keywords]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if "slow" not in item.keywords]
 
 
 def _serve_rows_in_threads(serve, chunks):

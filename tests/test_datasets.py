@@ -136,9 +136,9 @@ def test_adult_offline(no_network):
 
 
 def test_adult_without_pandas(monkeypatch):
-    """Check the ImportError naming `pip install pandas`, and that arrays still load."""
+    """Check the ImportError naming the extra to install, and that arrays still load."""
     monkeypatch.setitem(sys.modules, "pandas", None)
-    with pytest.raises(ImportError, match="pip install pandas"):
+    with pytest.raises(ImportError, match=r'pip install "skfairlayer\[pandas\]"'):
         load_adult()
     X, y = load_adult(as_frame=False, return_X_y=True)
     assert X.shape == (N_ROWS, 14)

@@ -1,18 +1,24 @@
-"""Tests of the exact parity decisions (MATH.md §3)."""
+"""Tests of the exact parity decisions (user guide: decisions)."""
 
 import itertools
+from fractions import Fraction
 
 import numpy as np
 import pytest
 
-from skfairlayer._decisions import apply_thresholds, parity_decisions
+from skfairlayer._decisions import (
+    apply_thresholds,
+    parity_decisions,
+    smallest_nontrivial_tolerance,
+)
 
 
 def _brute_force(scores, codes, sizes, tol):
+    """Best objective over every count vector whose rates differ by <= tol, exactly."""
     best = -np.inf
     for counts in itertools.product(*[range(m + 1) for m in sizes]):
-        rates = np.array(counts) / sizes
-        if rates.max() - rates.min() <= tol + 1e-12:
+        rates = [Fraction(int(c), int(m)) for c, m in zip(counts, sizes, strict=True)]
+        if max(rates) - min(rates) <= Fraction(tol):
             val = sum(
                 np.sort(2 * scores[codes == g] - 1)[::-1][:c].sum() for g, c in enumerate(counts)
             )
@@ -69,3 +75,101 @@ def test_large_batch_is_fast_and_exact():
     assert res.gap == 0.0
     res = parity_decisions(scores, codes, 3, 0.01)
     assert res.gap <= 0.01
+
+
+# --------------------------------------------------------------------------- exact rates
+
+
+@pytest.mark.parametrize(
+    ("tol", "group_scores"),
+    [
+        (0.4999999999999, ([0.9, 0.1], [0.1, 0.1])),  # rates 1/2 and 0: gap just above tol
+        (0.999999999999999, ([0.9], [0.1])),  # rates 1 and 0
+        (0.3, ([0.9] * 3 + [0.1] * 7, [0.1] * 10)),  # float 0.3 is below 3/10
+    ],
+)
+def test_tolerance_just_below_a_rational_gap_is_met_exactly(tol, group_scores):
+    """Check decisions never exceed a tolerance sitting just below a rational rate gap."""
+    scores = np.concatenate([np.asarray(s) for s in group_scores])
+    codes = np.repeat(np.arange(len(group_scores)), [len(s) for s in group_scores])
+    res = parity_decisions(scores, codes, len(group_scores), tol)
+    assert res.exact_gap <= Fraction(tol)
+    assert res.gap <= tol
+    sizes = np.bincount(codes)
+    assert np.sum(res.decisions * (2 * scores - 1)) == pytest.approx(
+        _brute_force(scores, codes, sizes, tol), abs=1e-9
+    )
+
+
+def _tolerance_below_a_gap(rng, sizes):
+    """A float tolerance just below (or at) a rational gap of selection rates."""
+    a, b = rng.integers(0, sizes[0] + 1), rng.integers(0, sizes[1] + 1)
+    gap = abs(Fraction(int(a), int(sizes[0])) - Fraction(int(b), int(sizes[1])))
+    return max(float(gap) - float(rng.choice([0.0, 1e-16, 1e-15, 1e-13])), 0.0)
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_near_rational_tolerances_are_exact(seed):
+    """Check exact parity and optimality with tolerances a hair below rational gaps."""
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(2, 4))
+    n = int(rng.integers(k, 10))
+    codes = np.concatenate([np.arange(k), rng.integers(0, k, n - k)])
+    sizes = np.bincount(codes, minlength=k)
+    tol = _tolerance_below_a_gap(rng, sizes)
+    scores = rng.random(n)
+    res = parity_decisions(scores, codes, k, tol)
+    assert res.exact_gap <= Fraction(tol)
+    assert res.gap <= tol
+    assert np.sum(res.decisions * (2 * scores - 1)) == pytest.approx(
+        _brute_force(scores, codes, sizes, tol), abs=1e-9
+    )
+
+
+# --------------------------------------------------------------------------- trivial answers
+
+
+def _brute_smallest(sizes):
+    best = None
+    for counts in itertools.product(*[range(m + 1) for m in sizes]):
+        if all(c == 0 for c in counts) or all(c == m for c, m in zip(counts, sizes, strict=True)):
+            continue
+        rates = [Fraction(c, m) for c, m in zip(counts, sizes, strict=True)]
+        spread = max(rates) - min(rates)
+        best = spread if best is None else min(best, spread)
+    return best
+
+
+@pytest.mark.parametrize(
+    "sizes", [(2, 3), (2, 4), (3, 5, 7), (1, 1), (4, 6), (5,), (7, 11), (2, 2, 9), (6, 10, 15)]
+)
+def test_smallest_nontrivial_tolerance_matches_enumeration(sizes):
+    """Check the smallest tolerance admitting a non-trivial selection against enumeration."""
+    value = smallest_nontrivial_tolerance(sizes)
+    exact = Fraction(0) if len(sizes) == 1 else _brute_smallest(sizes)
+    assert Fraction(value) >= exact
+    assert value == float(exact) or Fraction(np.nextafter(value, 0)) < exact
+
+
+def test_zero_tolerance_with_coprime_sizes_is_reported_as_forced():
+    """Check tolerance 0 with coprime group sizes flags its nobody-selected answer."""
+    rng = np.random.default_rng(0)
+    codes = np.repeat(np.arange(3), [97, 101, 103])
+    scores = rng.random(codes.size)
+    res = parity_decisions(scores, codes, 3, 0.0)
+    assert res.trivial and res.forced_trivial
+    tol = res.smallest_nontrivial_tolerance
+    assert 0 < tol <= 1 / 103 + 1e-15
+    res = parity_decisions(scores, codes, 3, tol)
+    assert not res.trivial and not res.forced_trivial
+    assert res.gap <= tol
+    # sizes with a common divisor: tolerance 0 admits equal non-zero rates
+    codes = np.repeat(np.arange(2), [50, 100])
+    res = parity_decisions(rng.random(150), codes, 2, 0.0)
+    assert res.smallest_nontrivial_tolerance == 0.0 and not res.forced_trivial
+
+
+def test_smallest_nontrivial_tolerance_rejects_empty_groups():
+    """Check non-positive group sizes raise a ValueError naming them."""
+    with pytest.raises(ValueError, match="group_sizes must be positive"):
+        smallest_nontrivial_tolerance([3, 0])

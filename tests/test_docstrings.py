@@ -164,3 +164,18 @@ def test_user_guide_examples_run(page):
     )
     assert result.attempted > 0
     assert result.failed == 0, f"{page}: {result.failed} example(s) failed (see the output above)"
+
+
+# Modules that still cite MATH.md (not in the repository), pending a rewrite by their owner.
+_CITES_MATH_PENDING = {"online.py", "_sensitivity.py"}
+
+
+def test_no_source_cites_a_missing_math_file():
+    """Check no module points readers to MATH.md, which the repository does not ship."""
+    root = Path(skfairlayer.__file__).parent
+    assert not (root.parent / "MATH.md").exists()  # if it lands, this test can go
+    citing = sorted(
+        str(path.relative_to(root)) for path in root.rglob("*.py")
+        if "MATH.md" in path.read_text(encoding="utf-8")
+    )
+    assert set(citing) <= _CITES_MATH_PENDING, citing

@@ -8,14 +8,14 @@ import scipy.sparse as sp
 
 from skfairlayer._solvers import Solution, _osqp
 from skfairlayer._solvers._exact import solve_sorted
-from skfairlayer._solvers._osqp import clear_cache, solve_osqp
+from skfairlayer._solvers._osqp import OSQPBackend, solve_osqp
 from skfairlayer.constraints import (
     AffineRows,
     DemographicParity,
     GroupStatistics,
     ProjectionProblem,
 )
-from skfairlayer.exceptions import InfeasibleProblemError
+from skfairlayer.exceptions import InfeasibleProblemError, SolverError
 from skfairlayer.projection import VERIFY_TOL, solve_problem
 
 # --------------------------------------------------------------------------- helpers
@@ -146,7 +146,6 @@ def _objective(problem, out):
 def test_binary_matches_exact_solver(seed):
     """Check outputs, multipliers and level agree with the exact sorted solver."""
     problem = _binary_problem(seed)
-    clear_cache()
     sol = solve_osqp(problem)
     ref = solve_sorted(problem)
     _assert_verified(problem, sol)
@@ -385,49 +384,84 @@ def _rescored(problem, seed):
     return ProjectionProblem(scores, problem.families, lower=problem.lower, upper=problem.upper)
 
 
-def test_cached_resolve_matches_fresh_solve():
-    """Check a re-solve on the cached structure equals a solve from scratch."""
-    clear_cache()
+def test_backend_resolve_matches_fresh_solve():
+    """Check a re-solve on a caller-owned backend equals a solve from scratch."""
+    backend = OSQPBackend()
+    first = _binary_problem(5, n=400, tolerance=0.01)
+    assert not solve_osqp(first, backend=backend).info["reused_structure"]
+    second = _rescored(first, 1)
+    reused = solve_osqp(second, backend=backend)
+    assert reused.info["reused_structure"]
+    fresh = solve_osqp(second)
+    assert not fresh.info["reused_structure"]
+    np.testing.assert_allclose(reused.outputs, fresh.outputs, atol=1e-12)
+    np.testing.assert_allclose(reused.duals[0], fresh.duals[0], rtol=1e-9, atol=1e-9)
+
+
+def test_backend_osqp_object_is_updated_not_rebuilt(monkeypatch):
+    """Check a backend reuses its OSQP solver (update + warm start) for the same structure."""
+    backend = OSQPBackend()
+    first = _binary_problem(6, n=300, tolerance=0.0)
+    solve_osqp(first, backend=backend)
+    solver = backend._solver
+    assert solver is not None
+    sol = solve_osqp(_rescored(first, 2), backend=backend)
+    assert sol.info["path"] == ["osqp"]
+    assert backend._solver is solver
+    _assert_verified(_rescored(first, 2), sol)
+    # Another structure replaces it.
+    solve_osqp(_binary_problem(7, n=100), backend=backend)
+    assert backend._solver is not solver
+
+
+def test_no_state_is_kept_between_calls():
+    """Check a solve without a backend or warm start never starts from an earlier call."""
     first = _binary_problem(5, n=400, tolerance=0.01)
     solve_osqp(first)
-    second = _rescored(first, 1)
-    cached = solve_osqp(second)
-    assert cached.info["cached_structure"]
-    assert cached.info["path"][0] == "warm"
-    clear_cache()
-    fresh = solve_osqp(second)
-    assert not fresh.info["cached_structure"]
-    np.testing.assert_allclose(cached.outputs, fresh.outputs, atol=1e-12)
-    np.testing.assert_allclose(cached.duals[0], fresh.duals[0], rtol=1e-9, atol=1e-9)
+    again = solve_osqp(_rescored(first, 1))
+    assert not again.info["reused_structure"]
+    assert "warm" not in again.info["path"]
+    assert not hasattr(_osqp, "clear_cache") and not hasattr(_osqp, "_CACHE")
 
 
-def test_cached_osqp_object_is_updated_not_rebuilt(monkeypatch):
-    """Check a cached structure reuses its OSQP solver (update + warm start) when needed."""
-    clear_cache()
-    first = _binary_problem(6, n=300, tolerance=0.0)
-    solve_osqp(first)
-    (structure,) = _osqp._CACHE.values()
-    solver = structure.osqp
-    assert solver is not None
-    # Make the Newton finish from the cached multipliers fail once, forcing OSQP.
-    newton, calls = _osqp._newton, []
+def test_backend_results_do_not_depend_on_history():
+    """Check the same problem gives the same answer through a used and a fresh backend."""
+    problem = _multiclass_problem(2, n=70, tolerance=0.01)
+    used = OSQPBackend()
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        scores = rng.dirichlet(np.ones(3), 70)
+        solve_osqp(ProjectionProblem(scores, problem.families, simplex=True), backend=used)
+    a = solve_osqp(problem, backend=used)
+    b = solve_osqp(problem, backend=OSQPBackend())
+    np.testing.assert_allclose(a.outputs, b.outputs, atol=1e-12)
 
-    def fail_first(st, data, y, t, max_iter):
-        calls.append(1)
-        return newton(st, data, y, t, 0 if len(calls) == 1 else max_iter)
 
-    monkeypatch.setattr(_osqp, "_newton", fail_first)
-    sol = solve_osqp(_rescored(first, 2))
-    assert sol.info["path"] == ["warm", "osqp"]
-    assert structure.osqp is solver
-    _assert_verified(_rescored(first, 2), sol)
+def test_backend_is_dropped_on_pickle_and_copy():
+    """Check a used backend pickles and copies to an empty one that still solves."""
+    import copy
+    import pickle
+
+    backend = OSQPBackend()
+    problem = _binary_problem(6, n=300, tolerance=0.0)
+    ref = solve_osqp(problem, backend=backend)
+    for clone in (pickle.loads(pickle.dumps(backend)), copy.deepcopy(backend)):
+        assert clone._solver is None and clone._structure is None
+        sol = solve_osqp(problem, backend=clone)
+        assert not sol.info["reused_structure"]
+        np.testing.assert_allclose(sol.outputs, ref.outputs, atol=1e-12)
+
+
+def test_backend_of_wrong_type_raises():
+    """Check a backend that is not an OSQPBackend raises a clear TypeError."""
+    with pytest.raises(TypeError, match="backend must be an OSQPBackend"):
+        solve_osqp(_binary_problem(0, n=50), backend="osqp")
 
 
 def test_warm_start_solution_is_used():
     """Check a previous Solution passed as warm_start starts the Newton finish."""
     problem = _multiclass_problem(1, n=80)
     sol = solve_osqp(problem)
-    clear_cache()
     again = solve_osqp(problem, warm_start=sol)
     assert again.info["path"] == ["warm"]
     assert again.info["osqp_iter"] == 0
@@ -439,7 +473,6 @@ def test_bad_warm_start_still_gives_the_projection():
     problem = _binary_problem(2, n=200, tolerance=0.0)
     ref = solve_sorted(problem)
     bad = Solution(problem.scores, [np.full(ref.duals[0].size, 1e3)], np.array([7.0]), "x")
-    clear_cache()
     np.testing.assert_allclose(solve_osqp(problem, warm_start=bad).outputs, ref.outputs,
                                atol=1e-9)
 
@@ -454,14 +487,6 @@ def test_warm_start_of_wrong_shape_raises():
         solve_osqp(problem, warm_start={"duals": 0})
 
 
-def test_cache_is_bounded():
-    """Check the structure cache keeps at most a few entries."""
-    clear_cache()
-    for seed in range(6):
-        solve_osqp(_binary_problem(seed, n=50 + seed))
-    assert len(_osqp._CACHE) <= _osqp._CACHE_SIZE
-
-
 def test_subsample_start_on_larger_problem():
     """Check the subsample start (large n) gives the exact projection."""
     rng = np.random.default_rng(0)
@@ -469,9 +494,164 @@ def test_subsample_start_on_larger_problem():
     codes = rng.integers(0, k, n)
     scores = np.clip(rng.beta(2, 5, n) + 0.05 * codes, 0, 1)
     problem = ProjectionProblem(scores, DemographicParity().families(codes, k, scores, 0.01))
-    clear_cache()
     sol = solve_osqp(problem, subsample_above=10_000)
     assert sol.info["path"] == ["subsample-osqp"]
     ref = solve_sorted(problem)
     np.testing.assert_allclose(sol.outputs, ref.outputs, atol=1e-9)
     np.testing.assert_allclose(sol.duals[0], ref.duals[0], rtol=1e-6, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- quiet
+
+
+def _fail_first_finish(monkeypatch):
+    """Make the first Newton finish fail, so the tight (polished) OSQP run is reached."""
+    newton, calls = _osqp._newton, []
+
+    def fail_first(st, data, y, t, max_iter):
+        calls.append(1)
+        return newton(st, data, y, t, 0 if len(calls) == 1 else max_iter)
+
+    monkeypatch.setattr(_osqp, "_newton", fail_first)
+
+
+def test_polished_solve_prints_nothing(capfd, monkeypatch):
+    """Check OSQP's polishing message ("Polishing not needed") never reaches stdout."""
+    rng = np.random.default_rng(0)
+    n = 60
+    codes = _codes(rng, n, 2)
+    scores = rng.uniform(0.4, 0.6, n)  # wide tolerance: no active row, nothing to polish
+    problem = ProjectionProblem(scores, DemographicParity().families(codes, 2, scores, 0.5))
+    _fail_first_finish(monkeypatch)
+    sol = solve_osqp(problem)
+    assert sol.info["path"] == ["osqp", "osqp-tight"]
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+@pytest.mark.parametrize("criterion", ["equalized_odds", "equal_opportunity"])
+def test_general_criterion_solve_prints_nothing(capfd, criterion):
+    """Check a general-criterion projection (the OSQP path) writes nothing to stdout/stderr."""
+    from skfairlayer.projection import project
+
+    rng = np.random.default_rng(1)
+    n = 300
+    groups = rng.integers(0, 3, n)
+    labels = rng.integers(0, 2, n)
+    proba = np.clip(rng.beta(2, 4, n) + 0.2 * groups * labels, 0, 1)
+    for tol in (0.0, 0.01, 0.9):
+        out = project(proba, groups, tolerance=tol, criterion=criterion, labels=labels,
+                      solver="osqp")
+        assert out.proba.shape == proba.shape
+    captured = capfd.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+def test_quiet_stdout_silences_osqp_polishing_message(capfd):
+    """Check the guard around polished solves silences OSQP's C-level print."""
+    osqp = pytest.importorskip("osqp")
+
+    solver = osqp.OSQP()
+    eye = sp.csc_matrix(np.eye(2))
+    solver.setup(eye, -np.ones(2), eye, np.zeros(2), np.full(2, 10.0), verbose=False,
+                 polishing=True)
+    with _osqp._quiet_stdout():
+        res = solver.solve(raise_error=False)
+    assert res.info.status_val == 1
+    captured = capfd.readouterr()
+    assert captured.out == "" and captured.err == ""
+    with _osqp._quiet_stdout(False):
+        solver.solve(raise_error=False)  # unguarded: OSQP prints (the reason for the guard)
+    assert "Polishing" in capfd.readouterr().out
+
+
+# --------------------------------------------------------------------------- feasible sweep
+
+
+def _sweep_instance(seed):
+    """A random binary problem with tiny boxes, tiny tolerances or per-row bounds."""
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(2, 6))
+    big = rng.random() < 0.05
+    n = int(rng.integers(5000, 30000)) if big else int(rng.integers(k, 300))
+    codes = rng.integers(0, k, n)
+    codes[:k] = np.arange(k)
+    scores = rng.random(n)
+    if rng.random() < 0.3:
+        scores = np.round(scores, 1)
+    tol = float(rng.choice([0.0, 1e-15, 1e-12, 1e-9, 1e-6, 1e-3, 0.05]))
+    kind = int(rng.integers(0, 4))
+    if kind == 0:
+        lower, upper = 0.0, 1.0
+    elif kind == 1:  # tiny boxes around a common value
+        width = float(rng.choice([0.0, 1e-12, 1e-9, 1e-6]))
+        c = rng.uniform(0, 1 - 1e-5)
+        lower = c + width * rng.uniform(0, 0.5, n)
+        upper = np.maximum(lower, c + width * rng.uniform(0.5, 1, n))
+    elif kind == 2:  # per-row bounds, some rows pinned to tiny boxes
+        lower, upper = rng.uniform(0, 0.4, n), rng.uniform(0.6, 1, n)
+        tiny = rng.random(n) < 0.3
+        upper = np.where(tiny, lower + float(rng.choice([0.0, 1e-9])), upper)
+    else:  # scattered tiny boxes
+        lower = rng.uniform(0.45, 0.55, n)
+        upper = lower + float(rng.choice([1e-9, 1e-6]))
+    families = DemographicParity().families(codes, k, scores, tol)
+    return ProjectionProblem(scores, families, lower=lower, upper=upper)
+
+
+def _check_sweep(seeds):
+    """OSQP path: verified and exact on every feasible instance, InfeasibleProblemError on
+    exactly the infeasible ones (the exact solver decides feasibility)."""
+    feasible = 0
+    for seed in seeds:
+        problem = _sweep_instance(seed)
+        try:
+            ref = solve_sorted(problem)
+        except InfeasibleProblemError:
+            with pytest.raises(InfeasibleProblemError):
+                solve_problem(problem, solver="osqp")
+            continue
+        sol = solve_problem(problem, solver="osqp")  # verified by the dispatcher too
+        _assert_verified(problem, sol)
+        np.testing.assert_allclose(sol.outputs, ref.outputs, atol=1e-9, err_msg=f"seed {seed}")
+        feasible += 1
+    return feasible
+
+
+# Seeds on which the OSQP path used to raise SolverError (tiny boxes / tolerances).
+_HARD_SEEDS = [211, 439, 476, 1145, 1343, 1369, 1478]
+
+
+@pytest.mark.parametrize("seed", _HARD_SEEDS)
+def test_hard_feasible_instances_are_solved(seed):
+    """Check the instances where the active-set finish from OSQP stalled are solved exactly."""
+    assert _check_sweep([seed]) == 1
+
+
+def test_feasible_sweep_fast_subset():
+    """Check 300 random instances of the sweep (tiny boxes, tolerances, per-row bounds)."""
+    assert _check_sweep(range(300)) >= 200
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chunk", range(10))
+def test_feasible_sweep(chunk):
+    """Check the full sweep of 3,000 instances (about a minute in all)."""
+    _check_sweep(range(chunk * 300, (chunk + 1) * 300))
+
+
+def test_structured_finish_is_verified(monkeypatch):
+    """Check the last resort never returns outputs that fail the checks."""
+    problem = _sweep_instance(476)
+
+    def stall(st, data, y, t, max_iter):
+        x = st.project(data.s, data.lb, data.ub)[0]
+        return _osqp._Result(False, x, y, t, 0, "forced failure")
+
+    monkeypatch.setattr(_osqp, "_newton", stall)
+    sol = solve_osqp(problem)  # the exact outputs pass the checks as they are
+    assert sol.info["path"][-1] == "structured"
+    _assert_verified(problem, sol)
+    monkeypatch.setattr(_osqp, "_verify", lambda *args: "forced rejection")
+    with pytest.raises(SolverError, match="structured outputs: forced rejection"):
+        solve_osqp(problem)

@@ -34,27 +34,25 @@ problem linearised at the current free set, a tiny QP (:func:`_local_statuses`).
 
 Order of attempts, each ending with the Newton finish:
 
-1. the multipliers of ``warm_start``, or else the ones cached for the structure;
+1. the multipliers of ``warm_start``, if given;
 2. above ``subsample_above`` outputs without extra rows: OSQP on a stratified
    subsample of rows (reweighted), its multipliers mapped back;
 3. above ``subsample_above`` outputs: zero multipliers;
-4. OSQP on the whole problem (cached, updated, warm-started);
-5. OSQP to a tight tolerance with polishing; a certificate of primal
-   infeasibility here raises :class:`~skfairlayer.exceptions.InfeasibleProblemError`.
+4. OSQP on the whole problem (warm-started from the multipliers above, if any);
+5. OSQP to a tight tolerance; a certificate of primal infeasibility here raises
+   :class:`~skfairlayer.exceptions.InfeasibleProblemError`.
 
 If all fail, :class:`~skfairlayer.exceptions.SolverError` is raised: nothing
 unverified is returned.
 
-Building the row matrices and setting up OSQP are the expensive parts; both are
-cached per problem *structure* (shapes, group codes, weights, columns, extra-row
-matrix) in a small module-level LRU (OSQP objects cannot be pickled, so never on
-an estimator), with the last multipliers. A re-solve with new scores,
-tolerances or bounds usually ends at step 1.
+Building the row matrices and setting up OSQP are the expensive parts. Nothing
+is kept between calls unless the caller passes an :class:`OSQPBackend`: it owns
+the structure of the last problem it saw and its OSQP solver (updated, not set
+up again, when the next problem has the same structure). A backend is dropped
+on pickling (an OSQP object cannot be pickled) and rebuilt on first use.
 """
 
 import hashlib
-import threading
-from collections import OrderedDict
 
 import numpy as np
 import scipy.linalg
@@ -63,25 +61,14 @@ import scipy.sparse as sp
 
 from ..exceptions import InfeasibleProblemError, SolverError
 from . import Solution
+from ._osqp_backend import _INFEASIBLE, _OSQP_INFTY, OSQPBackend, _osqp_solve, _quiet_stdout
 
-__all__ = ["solve_osqp", "clear_cache"]
+__all__ = ["OSQPBackend", "solve_osqp"]
 
 #: Row violation accepted by the Newton finish (the verification allows 1e-9).
 _PRIM_TOL = 1e-10
 #: Margin (in score units) of the active-set rule, against flips from round-off.
 _MARGIN = 1e-13
-#: Number of problem structures kept in the cache.
-_CACHE_SIZE = 4
-_CACHE = OrderedDict()
-_CACHE_LOCK = threading.Lock()
-
-_OSQP_INFTY = 1e30
-
-
-def clear_cache():
-    """Forget every cached problem structure (and its OSQP solver)."""
-    with _CACHE_LOCK:
-        _CACHE.clear()
 
 
 # --------------------------------------------------------------------------- structure
@@ -205,9 +192,6 @@ class _Structure:
             minlength=d,
         )
         self.norm2 = np.where(norm2 > 0, norm2, 1.0)
-        self.osqp = None  # OSQP solver, set up on first use
-        self.lock = threading.Lock()  # one OSQP object: one solve at a time
-        self.last = None  # (y, t) of the last verified solution
 
     # -- projection on the bounds / simplex and its Jacobian
 
@@ -248,22 +232,6 @@ class _Structure:
             wt.data *= np.repeat(1.0 / np.sqrt(np.maximum(aux[0], 1)), np.diff(wt.indptr))
             m -= (wt.T @ wt).toarray()
         return m[np.ix_(active, active)]
-
-
-def _get_structure(problem):
-    """The cached structure of ``problem`` (built and cached if new), and whether it was cached."""
-    key = _structure_key(problem)
-    with _CACHE_LOCK:
-        st = _CACHE.get(key)
-        if st is not None:
-            _CACHE.move_to_end(key)
-            return st, True
-    st = _Structure(problem)
-    with _CACHE_LOCK:
-        _CACHE[key] = st
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    return st, False
 
 
 # --------------------------------------------------------------------------- per-call data
@@ -491,7 +459,8 @@ def _local_statuses(st, data, x, u, free, aux):
         ptri, q, a, lo_c, hi_c, verbose=False, eps_abs=1e-11, eps_rel=1e-11,
         polishing=True, max_iter=100_000,
     )
-    res = solver.solve(raise_error=False)
+    with _quiet_stdout():
+        res = solver.solve(raise_error=False)
     if res.info.status_val not in (1, 2):
         return None
     yhat = tmat @ res.x
@@ -547,186 +516,6 @@ def _newton(st, data, y, t, max_iter):
         f"no convergence in {max_iter} active-set iterations "
         f"(row violation {viol:.3g}, complementarity {comp:.3g})",
     )
-
-
-# --------------------------------------------------------------------------- OSQP
-
-
-#: Entries per partial sum in the OSQP formulation (keeps every row short).
-_BLOCK = 64
-
-
-def _extra_scale(st):
-    """Largest absolute coefficient and number of entries of each extra row (>= 1)."""
-    if st.n_extra == 0:
-        return np.ones(0), np.ones(0)
-    extra = abs(st.C[st.n_fam_rows:])
-    big = extra.max(axis=1).toarray().ravel()
-    return np.where(big > 0, big, 1.0), np.maximum(np.diff(extra.indptr), 1).astype(np.float64)
-
-
-def _definition_rows(st):
-    """Rows defining the aux values, scaled to coefficients ~1, and their blocks.
-
-    Returns the scaled matrix ``D`` (family rows divided by ``wbar``, extra rows
-    by ``max|A_j|``), the block of each of its entries and the row of each block.
-    """
-    big, _ = _extra_scale(st)
-    scale = np.concatenate([1.0 / st.wbar, 1.0 / big])
-    d = sp.csr_matrix(sp.diags(scale) @ st.C)
-    counts = np.diff(d.indptr)
-    n_blocks = np.maximum(-(-counts // _BLOCK), 1)  # at least one block per row
-    first = np.concatenate([[0], np.cumsum(n_blocks)])
-    row_of_entry = np.repeat(np.arange(d.shape[0]), counts)
-    rank = np.arange(d.nnz) - d.indptr[row_of_entry]
-    block_of_entry = first[row_of_entry] + rank // _BLOCK
-    block_row = np.repeat(np.arange(d.shape[0]), n_blocks)
-    return d, block_of_entry, block_row
-
-
-def _osqp_matrices(st):
-    """``P`` and ``A`` of the sparse formulation; variables ``[x, z, t, v, b]``.
-
-    ``z`` are the family sums (``z_g = m_g / wbar_g``), ``t`` the levels, ``v``
-    the extra rows' values as means, ``v_j = A_j x / (max|A_j| nnz_j)``, and
-    ``b`` partial sums of at most ``_BLOCK`` entries each:
-
-    * ``b_k - sum_{i in block k} D_i x_i = 0`` (``D`` the scaled rows),
-    * ``z_g - sum_{k in g} b_k = 0`` and ``nnz_j v_j - sum_{k in j} b_k = 0``,
-    * bands ``0 <= z_g - t / wbar_g <= tol / wbar_g`` and bounds on ``v``.
-
-    Why: with the family aux as *means* (``n_g m_g - sum x = 0``) ADMM needed
-    ~1500 iterations at n = 1e5, with sums ~50; an extra mean row needed ~3000
-    iterations at n = 1e4 unscaled or as a sum, ~50 as written. The partial
-    sums keep every row short: long rows made the KKT factorization fill in
-    quadratically (multiclass, n = 2e4: 2.5 s setup, 0.2 s with blocks).
-    """
-    n_x, g, nf, ne = st.size, st.n_fam_rows, st.n_fam, st.n_extra
-    d, block_of_entry, block_row = _definition_rows(st)
-    nb = block_row.size
-    nv = n_x + g + nf + ne + nb
-    p = sp.csc_matrix(
-        (np.ones(n_x), np.arange(n_x), np.r_[np.arange(n_x + 1), np.full(nv - n_x, n_x)]),
-        shape=(nv, nv),
-    )
-    widths = {"x": n_x, "z": g, "t": nf, "v": ne, "b": nb}
-
-    def row_block(nrows, **parts):
-        """Horizontal block over the variable groups; missing groups are zero."""
-        mats = [parts.get(name, sp.csr_matrix((nrows, w))) for name, w in widths.items()]
-        return sp.hstack(mats, format="csr")
-
-    blocks = [sp.eye(n_x, nv, format="csr")]
-    if st.simplex:
-        ind = sp.csr_matrix(
-            (np.ones(n_x), np.arange(n_x), np.arange(0, n_x + 1, st.k)), shape=(st.n, n_x)
-        )
-        blocks.append(row_block(st.n, x=ind))
-    # top rows: (z or nnz v) - sum of the row's blocks = 0
-    sum_blocks = sp.csr_matrix((-np.ones(nb), (block_row, np.arange(nb))), shape=(g + ne, nb))
-    if g:
-        lev = sp.csr_matrix((-1.0 / st.wbar, (np.arange(g), st.row_fam[:g])), shape=(g, nf))
-        blocks.append(row_block(g, z=sp.eye(g, format="csr"), b=sum_blocks[:g]))
-        blocks.append(row_block(g, z=sp.eye(g, format="csr"), t=lev))
-    if ne:
-        _, count = _extra_scale(st)
-        blocks.append(row_block(ne, v=sp.diags(count, format="csr"), b=sum_blocks[g:]))
-        blocks.append(row_block(ne, v=sp.eye(ne, format="csr")))
-    block_x = sp.csr_matrix((-d.data, (block_of_entry, d.indices)), shape=(nb, n_x))
-    blocks.append(row_block(nb, x=block_x, b=sp.eye(nb, format="csr")))
-    st.osqp_blocks = (block_of_entry, block_row)
-    return p, sp.vstack(blocks, format="csc")
-
-
-def _osqp_vectors(st, data):
-    g, ne, nb = st.n_fam_rows, st.n_extra, st.osqp_blocks[1].size
-    q = np.concatenate([-data.s, np.zeros(g + st.n_fam + ne + nb)])
-    if st.simplex:
-        lb, ub = np.zeros(st.size), np.ones(st.size)
-    else:
-        lb = np.broadcast_to(data.lb, (st.size,))
-        ub = np.broadcast_to(data.ub, (st.size,))
-    lo, hi = [lb], [ub]
-    if st.simplex:
-        lo.append(np.ones(st.n))
-        hi.append(np.ones(st.n))
-    if g:
-        lo += [np.zeros(g), np.zeros(g)]
-        hi += [np.zeros(g), data.row_hi[:g] / st.wbar]
-    if ne:
-        big, count = _extra_scale(st)
-        lo += [np.zeros(ne), data.row_lo[g:] / (big * count)]
-        hi += [np.zeros(ne), data.row_hi[g:] / (big * count)]
-    lo.append(np.zeros(nb))
-    hi.append(np.zeros(nb))
-    lo = np.clip(np.concatenate(lo), -_OSQP_INFTY, _OSQP_INFTY)
-    hi = np.clip(np.concatenate(hi), -_OSQP_INFTY, _OSQP_INFTY)
-    return q, lo, hi
-
-
-def _osqp_warm_point(st, data, y, t):
-    """OSQP primal-dual point matching multipliers ``(y, t)`` of our formulation."""
-    g = st.n_fam_rows
-    z = data.s - st.CT @ y
-    x, _, aux = st.project(z, data.lb, data.ub)
-    big, count = _extra_scale(st)
-    d, block_of_entry, block_row = _definition_rows(st)
-    partial = np.bincount(
-        block_of_entry, weights=d.data * x[d.indices], minlength=block_row.size
-    )
-    values = st.C @ x
-    xv = np.concatenate([x, values[:g] / st.wbar, t, values[g:] / (big * count), partial])
-    if st.simplex:
-        theta = aux[1]
-        parts = [z - np.repeat(theta, st.k) - x, theta]
-    else:
-        parts = [z - x]
-    # multipliers of the top rows (the blocks share their row's)
-    top = np.concatenate([-y[:g] * st.wbar, -y[g:] * big])
-    parts += [top[:g], -top[:g], top[g:], -top[g:] * count, top[block_row]]
-    return xv, np.concatenate(parts)
-
-
-def _osqp_solve(
-    st, data, *, eps, y0=None, t0=None, polishing=False, max_iter=20000, eps_prim_inf=1e-6
-):
-    """Run OSQP on the cached structure; return (status_val, y, t, iterations)."""
-    import osqp
-
-    settings = {
-        "eps_abs": eps, "eps_rel": eps, "max_iter": max_iter, "polishing": polishing,
-        "polish_refine_iter": 10, "eps_prim_inf": eps_prim_inf,
-    }
-    with st.lock:
-        if st.osqp is None:
-            p, a = _osqp_matrices(st)
-            q, lo, hi = _osqp_vectors(st, data)
-            solver = osqp.OSQP()
-            solver.setup(p, q, a, lo, hi, verbose=False, rho=1.0, warm_starting=True,
-                         **settings)
-            st.osqp = solver
-        else:
-            solver = st.osqp
-            q, lo, hi = _osqp_vectors(st, data)
-            solver.update(q=q, l=lo, u=hi)
-            solver.update_settings(**settings)
-        if y0 is not None:
-            xv, yv = _osqp_warm_point(st, data, y0, t0)
-            solver.warm_start(x=xv, y=yv)
-        res = solver.solve(raise_error=False)
-        status = int(res.info.status_val)
-        ry, rx = np.array(res.y), np.array(res.x)
-    g, ne, nx = st.n_fam_rows, st.n_extra, st.size
-    off = nx + (st.n if st.simplex else 0)
-    y = np.concatenate([
-        -ry[off: off + g] / st.wbar,
-        -ry[off + 2 * g: off + 2 * g + ne] / _extra_scale(st)[0],
-    ])
-    t = rx[nx + g: nx + g + st.n_fam]
-    return status, y, t, int(res.info.iter)
-
-
-_INFEASIBLE = (3, 4)  # OSQP_PRIMAL_INFEASIBLE(_INACCURATE)
 
 
 # --------------------------------------------------------------------------- subsample
@@ -804,7 +593,8 @@ def _from_solution(st, solution):
 
 
 def solve_osqp(
-    problem, warm_start=None, *, eps=1e-5, subsample_above=50_000, newton_iter=50
+    problem, warm_start=None, *, backend=None, eps=1e-5, subsample_above=50_000,
+    newton_iter=50,
 ):
     """Solve any :class:`~skfairlayer.constraints.ProjectionProblem` exactly.
 
@@ -822,8 +612,11 @@ def solve_osqp(
         parity families and optional extra affine rows.
     warm_start : Solution or None, default=None
         A previous solution (of a problem with the same family sizes); its
-        multipliers start the Newton finish. Without it, the multipliers cached
-        for the same problem structure are used, if any.
+        multipliers start the Newton finish and warm-start OSQP.
+    backend : OSQPBackend or None, default=None
+        Solver state owned by the caller: reused (updated, not set up again)
+        when ``problem`` has the structure of its previous problem. ``None``
+        uses a fresh one, dropped on return.
     eps : float, default=1e-5
         Absolute and relative tolerance of the first OSQP run.
     subsample_above : int, default=50_000
@@ -864,12 +657,18 @@ def solve_osqp(
     >>> np.round(sol.duals[0], 6)
     array([ 0.6, -0.6])
     """
-    st, cached = _get_structure(problem)
+    if backend is None:
+        backend = OSQPBackend()
+    elif not isinstance(backend, OSQPBackend):
+        raise TypeError(
+            f"backend must be an OSQPBackend or None. Got {type(backend).__name__} instead."
+        )
+    st, reused = backend.structure(_structure_key(problem), lambda: _Structure(problem))
     data = _Data(problem, st)
     _check_family_ranges(problem, st, data)
     failures = []
     info = {
-        "cached_structure": cached, "osqp_iter": 0, "newton_iter": 0, "path": [],
+        "reused_structure": reused, "osqp_iter": 0, "newton_iter": 0, "path": [],
         "retries": failures,
     }
 
@@ -889,17 +688,18 @@ def solve_osqp(
     start = None
     if warm_start is not None:
         start = _from_solution(st, warm_start)
-    elif st.last is not None:
-        start = st.last
     if start is not None:
         res = finish(*start, "warm", min(newton_iter, 15))
 
     if res is None and problem.rows is None and st.size > subsample_above:
         sub, back = _subsample(problem, per_group=max(200, 20_000 // max(st.n_fam_rows, 1)))
         if sub is not None and sub.scores.shape[0] < 0.5 * st.n:
-            sub_st, _ = _get_structure(sub)
+            sub_backend = OSQPBackend()
+            sub_st, _ = sub_backend.structure("subsample", lambda: _Structure(sub))
             try:
-                status, y, t, iters = _osqp_solve(sub_st, _Data(sub, sub_st), eps=eps)
+                status, y, t, iters = _osqp_solve(
+                    sub_st, _Data(sub, sub_st), sub_backend, eps=eps
+                )
             except InfeasibleProblemError:  # e.g. a sampled group's bounds: no conclusion
                 status, iters = _INFEASIBLE[0], 0
             info["osqp_iter"] += iters
@@ -917,7 +717,7 @@ def solve_osqp(
 
     if res is None:
         y0, t0 = start if start is not None else (None, None)
-        status, y, t, iters = _osqp_solve(st, data, eps=eps, y0=y0, t0=t0)
+        status, y, t, iters = _osqp_solve(st, data, backend, eps=eps, y0=y0, t0=t0)
         info["osqp_iter"] += iters
         if status in _INFEASIBLE:
             failures.append("osqp: reported primal infeasibility")
@@ -927,7 +727,7 @@ def solve_osqp(
             # Tight re-solve: confirms a certificate of infeasibility (a loose run
             # can report one on badly scaled rows) or gives a better start.
             status, y, t, iters = _osqp_solve(
-                st, data, eps=1e-9, y0=None if status in _INFEASIBLE else y, t0=t,
+                st, data, backend, eps=1e-9, y0=None if status in _INFEASIBLE else y, t0=t,
                 polishing=True, max_iter=100_000, eps_prim_inf=1e-9,
             )
             info["osqp_iter"] += iters
@@ -940,12 +740,13 @@ def solve_osqp(
                 )
             res = finish(y, t, "osqp-tight")
     if res is None:
+        res = _structured_finish(problem, st, data, finish, failures)
+    if res is None:
         raise SolverError(
             "The OSQP solver could not produce a verified projection: "
             + "; ".join(failures)
             + ". This is a numerically hard or degenerate instance; please report it."
         )
-    st.last = (res.y.copy(), res.t.copy())
     g = st.n_fam_rows
     duals = [res.y[sl].copy() for sl in st.fam_slices]
     return Solution(
@@ -957,6 +758,43 @@ def solve_osqp(
         row_duals=res.y[g:].copy() if st.n_extra else None,
         info=info,
     )
+
+
+def _structured_finish(problem, st, data, finish, failures):
+    """Last resort where the problem has a specialised solver's structure.
+
+    One family over binary outputs (:mod:`._exact`) or one uniform family per
+    class column on the simplex (:mod:`._simplex`): their exact multipliers
+    start the Newton finish; if it still fails, their outputs are taken as
+    they are, after the same checks. On tiny boxes (widths ~1e-9) and tiny
+    tolerances OSQP's multipliers can be too rough for the active-set finish
+    to converge from. ``None`` elsewhere, or if nothing passes the checks.
+    """
+    from . import _exact, _simplex
+
+    if _exact.supports(problem):
+        sol = _exact.solve_exact(problem)  # raises InfeasibleProblemError if infeasible
+    elif _simplex.supports(problem):
+        sol = _simplex.solve_simplex(problem)
+    else:
+        return None
+    if sol is None:
+        failures.append("structured: no solution")
+        return None
+    y = np.concatenate([np.asarray(d, dtype=np.float64).ravel() for d in sol.duals])
+    t = np.asarray(sol.levels, dtype=np.float64).ravel()
+    if y.size != st.C.shape[0] or t.size != st.n_fam:
+        failures.append("structured: multipliers of another shape")
+        return None
+    res = finish(y, t, "structured")
+    if res is not None:
+        return res
+    x = np.asarray(sol.outputs, dtype=np.float64).ravel()
+    why = _verify(problem, st, data, x)
+    if why is not None:
+        failures.append(f"structured outputs: {why}")
+        return None
+    return _Result(True, x, y, t, 0)
 
 
 def _verify(problem, st, data, x):

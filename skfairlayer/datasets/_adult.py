@@ -177,11 +177,11 @@ def load_adult(*, as_frame=True, return_X_y=False, sensitive_features=("sex", "r
     if as_frame:
         try:
             import pandas as pd
-        except ImportError as exc:  # pragma: no cover - exercised without pandas
+        except ImportError as exc:
             raise ImportError(
-                "load_adult(as_frame=True) requires pandas. You can install it with "
-                "`pip install pandas` (or `pip install skfairlayer[pandas]`), or pass "
-                "as_frame=False to get numpy arrays."
+                "load_adult(as_frame=True) requires pandas, an optional dependency: "
+                'pip install "skfairlayer[pandas]" (or "skfairlayer[demo]" for the demo and '
+                "the examples), or pass as_frame=False to get numpy arrays."
             ) from exc
 
     header, columns = _read_columns()
