@@ -19,7 +19,7 @@ from sklearn.utils.metadata_routing import MetadataRouter, MethodMapping, proces
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._fine_tune import FineTuning, fine_tune
-from ._groups import GroupEncoder, SensitiveColumns, format_labels, resolve
+from ._groups import GroupEncoder, SensitiveColumns, resolve
 from ._layer import FittedLayer
 from ._sklearn_compat import Interval, StrOptions, _num_samples, _routing_enabled
 from ._stream_start import (
@@ -29,7 +29,7 @@ from ._stream_start import (
     stream_unsupported,
 )
 from .constraints import CRITERIA, Criterion
-from .exceptions import SmallGroupWarning
+from .exceptions import SmallGroupWarning, format_labels
 
 __all__ = ["FairnessLayerBase"]
 

@@ -153,7 +153,7 @@ class FairnessLayerClassifier(ClassifierMixin, FairnessLayerBase):
             ``"pooled"``: a primal-dual on the pooled constraints started from the
             fitted shifts and thresholds, with an exact safeguard, so that the
             pooled gap of everything served meets a certificate at every row, at
-            any batch size (see :mod:`skfairlayer.online`). ``"paper"``: the
+            any batch size (see the user guide on streaming). ``"paper"``: the
             paper's online primal-dual (penalised per-batch projection, dual step
             ``eta_0 / sqrt(t)``, exact projection of batches of at least 64 rows),
             for reproduction (binary demographic parity with intersectional
@@ -480,7 +480,7 @@ default=None
         base probabilities (which meet its plug-in rows). Equalized odds, equal
         opportunity over every class and custom criteria raise a
         ``ValueError`` (no certificate can hold at every row; see
-        :mod:`skfairlayer.online`).
+        the user guide on streaming).
 
         This method (with :meth:`partial_predict` and :meth:`reset_stream`) is
         the only one that changes the estimator after :meth:`fit`: it updates

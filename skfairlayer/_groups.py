@@ -15,9 +15,9 @@ from numbers import Integral
 import numpy as np
 import scipy.sparse as sp
 
-from .exceptions import UnseenGroupError
+from .exceptions import UnseenGroupError, format_labels
 
-__all__ = ["GroupEncoder", "Grouping", "SensitiveColumns", "format_labels"]
+__all__ = ["GroupEncoder", "Grouping", "SensitiveColumns", "encode", "resolve"]
 
 _LOOKUP_RANGE = 1 << 16  # integer labels spanning at most this many values use a table
 
@@ -29,17 +29,6 @@ class Grouping:
     codes: np.ndarray
     n_groups: int
     name: str | None = None
-
-
-def format_labels(labels):
-    """Plain Python values of group labels (no ``np.str_('a')`` reprs in messages)."""
-    out = []
-    for label in labels:
-        if isinstance(label, tuple):
-            out.append(tuple(v.item() if isinstance(v, np.generic) else v for v in label))
-        else:
-            out.append(label.item() if isinstance(label, np.generic) else label)
-    return out
 
 
 class SensitiveColumns:
@@ -415,3 +404,10 @@ class GroupEncoder:
             return None
         labels = self.labels_[0] if self.mode == "marginal" else self.labels_
         return dict(self._lookups[0].index) if len(self._lookups[0].index) == len(labels) else None
+
+
+def encode(sensitive_features, mode="intersectional", n_samples=None):
+    """Groupings and labels of one batch on its own (no fitted labels): ``(groupings, labels)``."""
+    encoder = GroupEncoder(mode)
+    groupings = encoder.fit_transform(sensitive_features, n_samples)
+    return groupings, encoder.labels_

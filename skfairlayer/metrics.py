@@ -18,7 +18,7 @@ from sklearn import get_config
 from sklearn.metrics import accuracy_score
 from sklearn.utils.metadata_routing import MetadataRequest
 
-from ._validation import encode_groups
+from ._groups import encode
 
 __all__ = [
     "demographic_parity_difference",
@@ -141,7 +141,8 @@ def _prepare(y_true, y_pred, sensitive_features, sample_weight, *, pos_label, y_
             )
     else:
         positive = _check_y_true(y_true, n, pos_label)
-    codes, groups = encode_groups(sensitive_features, n_samples=n)
+    (grouping,), groups = encode(sensitive_features, n_samples=n)
+    codes = grouping.codes
     weight = _check_sample_weight(sample_weight, n)
     return y_pred, positive, codes, groups, weight
 

@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from ._validation import encode_groups
+from ._groups import encode
 
 __all__ = [
     "GroupScoreDisplay",
@@ -52,8 +52,8 @@ def _check_ax(ax, what):
 
 # ---------------------------------------------------------------- group helpers
 def _codes(sensitive_features, n_samples):
-    codes, labels = encode_groups(sensitive_features, n_samples=n_samples)
-    return codes, labels
+    (grouping,), labels = encode(sensitive_features, n_samples=n_samples)
+    return grouping.codes, labels
 
 
 def _group_means(values, codes, n_groups):

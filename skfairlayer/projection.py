@@ -8,14 +8,9 @@ the answer and returns a :class:`ProjectionResult`. No estimator code here.
 import numpy as np
 
 from . import _sensitivity
+from ._groups import encode
 from ._solvers import _exact, _simplex
-from ._validation import (
-    check_groups_mode,
-    check_scores,
-    check_tolerance,
-    encode_groups,
-    encode_marginal,
-)
+from ._validation import check_groups_mode, check_scores, check_tolerance
 from .constraints import CRITERIA, build_problem, make_criterion
 from .exceptions import SolverError
 
@@ -375,14 +370,12 @@ def project(
     check_groups_mode(groups)
     n = scores.shape[0]
     lower, upper = (np.asarray(b, dtype=np.float64) for b in bounds)
-    if groups == "marginal":
-        codes_list, labels_list = encode_marginal(sensitive_features, n_samples=n)
-        groupings = [(c, len(lab)) for c, lab in zip(codes_list, labels_list, strict=True)]
-        names = [f"attribute {j}" for j in range(len(groupings))] if len(groupings) > 1 else None
-        codes, group_labels = np.column_stack(codes_list), labels_list
-    else:
-        codes, group_labels = encode_groups(sensitive_features, n_samples=n)
-        groupings, names = [(codes, len(group_labels))], None
+    encoded, group_labels = encode(sensitive_features, groups, n_samples=n)
+    groupings = [(g.codes, g.n_groups) for g in encoded]
+    names = [g.name for g in encoded] if len(encoded) > 1 else None
+    codes = encoded[0].codes if groups == "intersectional" else np.column_stack(
+        [g.codes for g in encoded]
+    )
     problem = build_problem(
         criterion, scores, groupings, tolerance, labels=labels, lower=lower, upper=upper,
         names=names,
