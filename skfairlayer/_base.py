@@ -29,7 +29,7 @@ from ._stream_start import (
     stream_unsupported,
 )
 from .constraints import CRITERIA, Criterion
-from .exceptions import SmallGroupWarning, format_labels
+from .exceptions import SmallGroupWarning, _plain
 
 __all__ = ["FairnessLayerBase"]
 
@@ -215,7 +215,7 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
                 label = self.groups_[j][gid]
             else:
                 label = self.groups_[gid]
-            label = format_labels([label])[0]
+            label = _plain(label)
             if label not in smallest or size < smallest[label][0]:
                 smallest[label] = (size, name)
         described = [

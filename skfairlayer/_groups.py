@@ -391,11 +391,11 @@ class GroupEncoder:
         )
 
     def _unseen(self, unseen, known):
-        known = format_labels(known)
+        more = " ..." if len(known) > 20 else ""
         raise UnseenGroupError(
-            f"Sensitive group(s) {format_labels(unseen)[:10]!r} were not seen during fit (known "
-            f"groups: {known[:20]!r}{' ...' if len(known) > 20 else ''}). Refit with data that "
-            "contains them, or map them to a known group."
+            f"Sensitive group(s) {format_labels(unseen[:10])} were not seen during fit (known "
+            f"groups: {format_labels(known[:20])}{more}). Refit with data that contains them, or "
+            "map them to a known group."
         )
 
     def index(self):
