@@ -227,6 +227,7 @@ class FairnessLayerClassifier(ClassifierMixin, FairnessLayerBase):
     _parameter_constraints = {
         **FairnessLayerBase._parameter_constraints,
         "estimator": [None, HasMethods(["fit"])],
+        "tolerance": [Interval(Real, 0, 1, closed="both")],
         "decision": [StrOptions({"parity", "threshold"})],
         "threshold": [Interval(Real, 0, 1, closed="both")],
     }

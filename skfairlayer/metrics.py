@@ -18,7 +18,7 @@ from sklearn import get_config
 from sklearn.metrics import accuracy_score
 from sklearn.utils.metadata_routing import MetadataRequest
 
-from ._groups import encode
+from ._groups import SensitiveColumns, encode, resolve
 
 __all__ = [
     "demographic_parity_difference",
@@ -582,50 +582,9 @@ class _GroupScorer:
 
     # -- groups -----------------------------------------------------------------------
     def _groups(self, X):
-        if callable(self._columns):
-            return self._columns(X)
-        cols = self._columns
-        single = len(cols) == 1
-        if hasattr(X, "iloc") and hasattr(X, "columns"):
-            if isinstance(cols[0], str):
-                missing = [c for c in cols if c not in X.columns]
-                if missing:
-                    raise ValueError(
-                        f"sensitive_features column(s) {missing!r} not found in X, whose "
-                        f"columns are {list(X.columns)!r}. Got {self._sensitive_features!r} "
-                        "instead."
-                    )
-                return X[cols[0]] if single else X[cols]
-            self._check_indices(cols, X.shape[1])
-            return X.iloc[:, cols[0]] if single else X.iloc[:, cols]
-        if isinstance(cols[0], str):
-            raise ValueError(
-                "sensitive_features are column names, so X must be a pandas DataFrame with "
-                f"these columns; X is a {type(X).__name__}. Use column indices for arrays. "
-                f"Got {self._sensitive_features!r} instead."
-            )
-        if hasattr(X, "tocsc"):  # scipy sparse
-            X = X.tocsc()
-            self._check_indices(cols, X.shape[1])
-            part = X[:, cols].toarray()
-        else:
-            arr = np.asarray(X)
-            if arr.ndim != 2:
-                raise ValueError(
-                    f"X must be 2-D to read sensitive_features={self._sensitive_features!r} "
-                    f"from its columns. Got an array of shape {arr.shape} instead."
-                )
-            self._check_indices(cols, arr.shape[1])
-            part = arr[:, cols]
-        return part[:, 0] if single else part
-
-    def _check_indices(self, cols, n_columns):
-        bad = [c for c in cols if not -n_columns <= c < n_columns]
-        if bad:
-            raise ValueError(
-                f"sensitive_features index(es) {bad!r} out of range for X with {n_columns} "
-                f"columns. Got {self._sensitive_features!r} instead."
-            )
+        spec = self._sensitive_features
+        columns = SensitiveColumns(spec, owner="This scorer")
+        return resolve(columns.split(X)[1])
 
     # -- outputs ----------------------------------------------------------------------
     def _positive_label(self, estimator):

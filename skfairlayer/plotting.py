@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from ._groups import encode
+from ._groups import SensitiveColumns, encode, resolve
 
 __all__ = [
     "GroupScoreDisplay",
@@ -87,14 +87,7 @@ def _layer_params(estimator):
 
 def _columns_of(X, spec):
     """The columns ``spec`` (names or positions, or a callable) of ``X``."""
-    if callable(spec):
-        return spec(X)
-    cols = list(spec) if isinstance(spec, (list, tuple)) else [spec]
-    if hasattr(X, "iloc"):
-        out = X[cols] if all(isinstance(c, str) for c in cols) else X.iloc[:, cols]
-        return out.iloc[:, 0] if len(cols) == 1 else out
-    arr = np.asarray(X)
-    return arr[:, cols[0]] if len(cols) == 1 else arr[:, cols]
+    return resolve(SensitiveColumns(spec, owner="This display").split(X)[1])
 
 
 def _groups_and_kwargs(estimator, X, sensitive_features):
@@ -953,8 +946,9 @@ class StreamingGapDisplay:
         output : {"proba", "decisions"}, default="proba"
             Which stream to serve and plot.
         reset : bool, default=True
-            Whether to call ``reset_stream()`` first, so the plot starts at an
-            empty stream.
+            Whether the served copy starts at an empty stream (``reset_stream()``)
+            or continues the estimator's stream. The display serves a deep copy
+            of ``estimator``: the estimator itself never changes.
         show_raw : bool, default=True
             Whether to also draw the running gap of the base model's outputs
             (probabilities, or decisions at ``threshold``); needs ``reset=True``.
@@ -987,6 +981,7 @@ class StreamingGapDisplay:
         serve = (
             estimator.partial_predict_proba if output == "proba" else estimator.partial_predict
         )
+        estimator = copy.deepcopy(estimator)  # serve a copy: the display never changes its input
         if reset:
             estimator.reset_stream()
         n = X.shape[0]

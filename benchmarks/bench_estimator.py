@@ -1,0 +1,98 @@
+"""End to end, as a user waits: the layer's predict_proba / predict against its base's.
+
+LogisticRegression base, 20 features plus an integer group column in ``X`` (kept as a
+feature, the default), fitted on 20,000 rows. Ratios are to the base's own call on the same
+rows, measured in the same run (best of ``--repeat``):
+
+* batch: ``predict_proba`` and ``predict`` (parity decisions) at ``--rows`` rows;
+* one row: ``partial_predict_proba`` of one row against the base's one-row
+  ``predict_proba``, for every streaming criterion.
+
+Usage: ``python benchmarks/bench_estimator.py [--rows 1000000] [--repeat 7]``.
+"""
+
+import argparse
+import time
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from skfairlayer import EqualOpportunity, FairnessLayerClassifier
+
+
+def _best(func, repeat):
+    best = np.inf
+    for _ in range(repeat):
+        start = time.perf_counter()
+        func()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _data(n, seed=0, n_groups=2, n_classes=2):
+    rng = np.random.default_rng(seed)
+    group = rng.integers(0, n_groups, n)
+    X = rng.normal(size=(n, 20)) + 0.3 * group[:, None]
+    z = X[:, 0] + 0.5 * X[:, 1] + rng.normal(size=n)
+    y = np.digitize(z, np.quantile(z, np.linspace(0, 1, n_classes + 1)[1:-1]))
+    return np.column_stack([X, group.astype(float)]), y
+
+
+def batch(rows, repeat):
+    X, y = _data(20_000)
+    Xb, _ = _data(rows, seed=1)
+    clf = FairnessLayerClassifier(LogisticRegression(), tolerance=0.01, sensitive_features=20)
+    clf.fit(X, y)
+    base = clf.estimator_
+    t_base = _best(lambda: base.predict_proba(Xb), repeat)
+    t_proba = _best(lambda: clf.predict_proba(Xb), repeat)
+    t_pred = _best(lambda: clf.predict(Xb), max(2, repeat // 2))
+    print(f"batch of {rows:,} rows: base predict_proba {t_base * 1e3:.1f} ms")
+    print(f"  layer predict_proba {t_proba * 1e3:.1f} ms ({t_proba / t_base:.2f}x)")
+    print(f"  layer predict       {t_pred * 1e3:.1f} ms ({t_pred / t_base:.2f}x)")
+
+
+_STREAMING = {
+    "demographic parity (binary)": ({}, 2),
+    "demographic parity (3 classes)": ({}, 3),
+    "equal opportunity (binary)": ({"criterion": "equal_opportunity"}, 2),
+    "equal opportunity (class 1 of 3)": ({"criterion": EqualOpportunity(positive_class=1)}, 3),
+    "mean residual (binary)": ({"criterion": "mean_residual"}, 2),
+}
+
+
+def one_row(repeat):
+    print("one row: partial_predict_proba against the base's one-row predict_proba")
+    for name, (params, n_classes) in _STREAMING.items():
+        X, y = _data(5_000, n_classes=n_classes)
+        clf = FairnessLayerClassifier(
+            LogisticRegression(), tolerance=0.02, sensitive_features=20, **params
+        ).fit(X, y)
+        rows = [X[i : i + 1] for i in range(200)]
+        base = clf.estimator_
+
+        def serve_base():
+            for r in rows:
+                base.predict_proba(r)
+
+        def serve_layer():
+            for r in rows:
+                clf.partial_predict_proba(r)
+
+        t_base = _best(serve_base, repeat) / len(rows)
+        t_layer = _best(serve_layer, repeat) / len(rows)
+        print(f"  {name}: base {t_base * 1e6:.0f} us, layer {t_layer * 1e6:.0f} us "
+              f"({t_layer / t_base:.2f}x)")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args(argv)
+    batch(args.rows, args.repeat)
+    one_row(args.repeat)
+
+
+if __name__ == "__main__":
+    main()
