@@ -5,31 +5,20 @@ import doctest
 import numpy as np
 import pytest
 
-from skfairlayer import _compiled, project
+from skfairlayer import project
 from skfairlayer._solvers import Solution, _exact
 from skfairlayer._solvers._exact import GroupLayout, solve_exact, solve_sorted
 from skfairlayer.constraints import GroupStatistics, ProjectionProblem
 from skfairlayer.exceptions import InfeasibleProblemError
 
 TOLERANCES = [0.0, 1e-4, 0.01, 0.2]
-#: Full-data passes every test runs on: numpy, and the compiled kernels (portable loops, and
-#: the AVX-512 loops where the CPU has them).
-PASSES = ["numpy"] + (["compiled", "compiled-simd"] if _compiled.kernels is not None else [])
 
 
-@pytest.fixture(params=PASSES, autouse=True)
-def passes(request):
-    """Run the test on one implementation of the full-data passes."""
-    simd = {"numpy": None, "compiled": False, "compiled-simd": True}[request.param]
-    with _compiled.numpy_passes(simd=simd):
-        yield request.param
-
-
-def _uniform_path(k, passes):
-    """The ``info["path"]`` of a uniform-weight solve on ``passes``."""
-    if passes != "numpy":
-        return "uniform-compiled"
+def _uniform_path(k):
+    """The ``info["path"]`` of a uniform-weight solve."""
     return "uniform-2" if k == 2 else "uniform"
+
+
 KINDS = ["uniform", "beta", "binary", "ties", "shifted", "wide", "logistic"]
 
 
@@ -142,22 +131,22 @@ def test_matches_sorted_on_random_small_problems(seed):
 @pytest.mark.parametrize("k", [2, 3, 10])
 @pytest.mark.parametrize("order", [None, "sorted", "grouped"])
 @pytest.mark.parametrize("kind", ["logistic", "binary", "ties", "shifted"])
-def test_fast_paths_match_sorted(k, order, kind, passes):
+def test_fast_paths_match_sorted(k, order, kind):
     """Check that the uniform-weight passes (two groups and many) match the sorted reference."""
     rng = np.random.default_rng(1000 * k + 7 * len(kind) + (order == "sorted"))
     tol = float(rng.choice(TOLERANCES))
     problem = _problem(rng, 20000, k, tol, kind, order=order)
     sol = _solve_and_check(problem)
-    assert sol.info["path"] == _uniform_path(k, passes)
+    assert sol.info["path"] == _uniform_path(k)
 
 
 @pytest.mark.parametrize("tol", TOLERANCES)
-def test_groups_of_one_row_are_kept_whole(tol, passes):
+def test_groups_of_one_row_are_kept_whole(tol):
     """Check that groups too small to sample (one row, five rows) are solved exactly."""
     rng = np.random.default_rng(3)
     problem = _problem(rng, 20000, 4, tol, "logistic", tiny=(1, 5))
     sol = _solve_and_check(problem)
-    assert sol.info["path"] == _uniform_path(4, passes)
+    assert sol.info["path"] == _uniform_path(4)
 
 
 @pytest.mark.parametrize("k", [2, 5])

@@ -33,27 +33,19 @@ solves the scalar equation by bisection; it is the reference and the fallback.
    rounds the general path, then :func:`solve_sorted`, answers.
 
 The outputs then cost one pass. With uniform weights (demographic parity) and
-scalar bounds the passes work on shifts ``c_g = nu_g / n_g``, and when the
-compiled passes are built (``skfairlayer._compiled``; up to 255 groups, every
-row in a group) the whole solve is three passes over the data: the group sums
-(:func:`_compiled.kernels.group_sums`), one pass that flags the rows not free on
-the bracket and compacts their indices (``outside``; ``classify`` then sorts
-those few), and the output pass ``clip(s - c_g)``; the Newton iterations on
-the subsample and on the reduced problem run compiled too. Otherwise numpy
-passes do the same work: rows free on the bracket need no clip (the bracket is
-shrunk by a margin far above rounding), the extracted ones are clipped; with
-two groups they use a float indicator of group 1 (multiply-add, ``einsum``)
-instead of gathers and ``bincount``, and on large data they run block by block
-so that temporaries stay in cache. A :class:`GroupLayout` caches the group
-sizes and the codes or indicator the passes read, for callers that solve many
-problems over one fixed partition. Per-group sums avoid BLAS: its worker
-threads stall the main thread on a busy machine.
+scalar bounds the passes work on shifts ``c_g = nu_g / n_g``, and the whole solve
+reads the data three times: the group sums of the scores (two groups: the total
+and one dot product with a float indicator of group 1; else ``bincount``), one
+pass that lists the rows not surely free on the bracket (comparisons of the
+scores with two thresholds shared by every group, no group codes read), and the
+output pass ``s - c_g`` (the listed rows are then clipped). On large data the
+passes run block by block so that temporaries stay in cache. A
+:class:`GroupLayout` caches the group sizes and the indicator, for callers that
+solve many problems over one fixed partition.
 """
 
 import numpy as np
 
-from .. import _compiled
-from .._compiled import kernels, small_codes
 from ..exceptions import InfeasibleProblemError
 from . import Solution
 
@@ -607,15 +599,6 @@ def _newton(model, lo, hi, start, max_iter=12):
     that does not happen within ``max_iter`` steps (or a linearisation is flat).
     """
     k = model.A.size
-    if _compiled.active():  # the same iteration, compiled
-        nu = np.zeros(k) if start is None else np.where(model.present, start, 0.0)
-        arrays = [np.ascontiguousarray(x, dtype=dtype) for x, dtype in (
-            (model.e, np.float64), (model.l, np.float64), (model.c, np.float64),
-            (model.g, np.intp), (model.A, np.float64), (model.Q, np.float64),
-            (model.present, np.uint8))]
-        lo, hi = (np.ascontiguousarray(x, dtype=np.float64) for x in (lo, hi))
-        status, t = kernels.newton(*arrays, float(model.eps), lo, hi, nu, max_iter)
-        return None if status == 0 else _Result(status == 1, t, nu, nu)
     groups = np.flatnonzero(model.present)
     if groups.size == 0:
         return None
@@ -701,26 +684,16 @@ def _spread(sub, nu, full_counts, sub_counts):
     k = sub.A.size
     g, c = sub.g, sub.c
     m = np.maximum(sub_counts, 1)
-    if _compiled.active():  # the same sums in one compiled pass (variance by E z^2 - (E z)^2)
-        stats = np.empty(4 * k)
-        kernels.spread_stats(*(np.ascontiguousarray(x) for x in (sub.e, sub.l, c)),
-                             np.ascontiguousarray(g, dtype=np.intp), np.asarray(nu, np.float64),
-                             stats)
-        slope = sub.Q + stats[:k]
-        mean = stats[k : 2 * k] / m
-        var = np.maximum(stats[2 * k : 3 * k] / m - mean * mean, 0.0)
-        width_sum = stats[3 * k :]
-    else:
-        d = sub.e - nu[g]
-        width = sub.l - sub.e
-        # Deviation of a row from the all-free control variate: non-zero on clamped rows only.
-        z = c * (np.minimum(np.maximum(d, -width), 0.0) - d)
-        free = (d < 0) & (d > -width)
-        slope = sub.Q + np.bincount(g, weights=c * free, minlength=k)
-        mean = np.bincount(g, weights=z, minlength=k) / m
-        z -= mean[g]
-        var = np.bincount(g, weights=z * z, minlength=k) / m
-        width_sum = np.bincount(g, weights=width, minlength=k)
+    d = sub.e - nu[g]
+    width = sub.l - sub.e
+    # Deviation of a row from the all-free control variate: non-zero on clamped rows only.
+    z = c * (np.minimum(np.maximum(d, -width), 0.0) - d)
+    free = (d < 0) & (d > -width)
+    slope = sub.Q + np.bincount(g, weights=c * free, minlength=k)
+    mean = np.bincount(g, weights=z, minlength=k) / m
+    z -= mean[g]
+    var = np.bincount(g, weights=z * z, minlength=k) / m
+    width_sum = np.bincount(g, weights=width, minlength=k)
     fpc = np.maximum(1.0 - sub_counts / np.maximum(full_counts, 1), 0.0)
     se = np.sqrt(sub_counts * var * fpc)
     # Resolution of the subsample when it saw no clamped row.
@@ -808,9 +781,6 @@ class GroupLayout:
     indicator : ndarray of shape (n_samples,), dtype=float64 or None
         ``1.0`` on the rows of group 1, ``0.0`` elsewhere; only for two groups
         without outside rows.
-    small_codes : ndarray of shape (n_samples,), dtype=uint8 or None
-        The codes for the compiled passes (``skfairlayer._compiled``); None
-        when they are not available or do not apply.
 
     Examples
     --------
@@ -846,7 +816,6 @@ class GroupLayout:
         self.indicator = None
         if self.n_groups == 2 and self.n_outside == 0:
             self.indicator = codes.astype(np.float64)
-        self.small_codes = small_codes(codes, self.n_groups) if self.n_outside == 0 else None
 
     @classmethod
     def from_family(cls, fam):
@@ -858,10 +827,7 @@ class GroupLayout:
         layout = cls.__new__(cls)
         layout.codes, layout.n_groups, layout.n_outside = fam.codes, int(fam.n_groups), 0
         layout.counts = np.asarray(fam.totals, dtype=np.float64)
-        layout.small_codes = fam._small_codes
-        # The numpy passes' indicator only when the compiled ones cannot run.
-        two = fam.n_groups == 2 and layout.small_codes is None
-        layout.indicator = fam._indicator if two else None
+        layout.indicator = fam._indicator if fam.n_groups == 2 else None
         return layout
 
     def __repr__(self):
@@ -959,18 +925,8 @@ def _solve_uniform(problem, layout, warm_start):
         if not two and (sizes[known].sum() != n if np.all(known) else codes.min() < 0):
             return None  # rows outside the family: general path
 
-    # The compiled passes (uint8 codes), when built and applicable.
-    small = None
-    if _compiled.active() and s.dtype == np.float64:
-        small = layout.small_codes if layout is not None else fam._small_codes
-        if small is not None and not s.flags.c_contiguous:  # e.g. proba[:, 1]: one copy
-            s = np.ascontiguousarray(s)
     # Full-data group sums of s: control variate of the subsample and part of the aggregates.
-    if small is not None:
-        two, f = False, None
-        sums = _compiled.group_sums(s, small, k)
-        sizes = np.where(known, sizes, 0.0)
-    elif two:
+    if two:
         f = _Indicator(codes, layout.indicator if layout is not None else None)
         total = float(s.sum())
         s1 = f.dot(s)
@@ -1000,16 +956,9 @@ def _solve_uniform(problem, layout, warm_start):
     center = np.where(tiny, np.inf, center)
     h = min(max(h, 1e-9 * (1.0 + abs(lb) + abs(ub))), 2.0 * (ub - lb) + 1.0)
 
-    out = np.empty(n)
-    buf = _compiled.scratch(n) if small is not None else None
     for rounds in range(1, _ROUNDS + 1):  # noqa: B007
-        if small is not None:
-            red = _compiled_reduced(s, codes, small, buf, sizes, sums, center, h, lb, ub, eps,
-                                    known)
-        else:
-            idx = _uniform_pass(s, codes, f, center, h, lb, ub, out)
-            red = _uniform_reduced(s, codes, idx, sizes, sums, center, h, lb, ub, eps, tiny,
-                                   known)
+        idx = _uniform_pass(s, codes, f, center, h, lb, ub)
+        red = _uniform_reduced(s, codes, idx, sizes, sums, center, h, lb, ub, eps, tiny, known)
         if red is None:
             return None
         model, lo, hi, sizes_now = red
@@ -1034,12 +983,9 @@ def _solve_uniform(problem, layout, warm_start):
 
     nu = res.nu
     shifts = np.where(sizes > 0, nu / np.maximum(sizes, 1), 0.0)
-    if small is not None:
-        kernels.shift_clip(s, small, shifts, lb, ub, out)
-        path = "uniform-compiled"
-    else:
-        _uniform_output(s, codes, f, shifts, out, idx, lb, ub)
-        path = "uniform-2" if two else "uniform"
+    out = np.empty(n)
+    _uniform_output(s, codes, f, shifts, out, idx, lb, ub)
+    path = "uniform-2" if two else "uniform"
     info = {"path": path, "shifts": shifts, "spread": h, "rounds": rounds}
     return Solution(out, [nu], np.array([res.t]), solver="exact", iterations=rounds, info=info)
 
@@ -1116,34 +1062,47 @@ class _Indicator:
         return float(sum(np.einsum("i,i->", self.block(sl), s[sl]) for sl in _blocks(s.shape[0])))
 
 
-def _uniform_pass(s, codes, f, center, h, lb, ub, buf):
-    """Indices of rows not free for every shift within ``h`` of ``center``."""
-    n = s.shape[0]
-    if f is not None:
-        c0, d = center[0], center[1] - center[0]
-        low, high = lb + c0 + h, ub + c0 - h  # on s - c_g + c0
-    else:
-        low, high = lb + h, ub - h  # on s - c_g (-inf for groups kept whole)
-    blocks = _blocks(n)
+def _uniform_pass(s, codes, f, center, h, lb, ub, shared=True):
+    """Indices of rows not free for every shift within ``h`` of ``center`` (and maybe a few
+    free ones: the caller sorts the listed rows again).
+
+    When every group has an estimate, a row whose score lies within
+    ``[lb + max(c) + h, ub + min(c) - h]`` is free for every group's bracket:
+    two comparisons of the scores with shared thresholds, no group codes read.
+    Otherwise (a group kept whole, brackets too far apart, or the shared
+    thresholds list more than an eighth of the rows) each row is compared with
+    its own group's bracket.
+    """
+    finite = np.isfinite(center)
+    low, high = lb + float(center.max()) + h, ub + float(center.min()) - h
+    shared = shared and bool(finite.all()) and low < high
+    blocks = _blocks(s.shape[0])
     size = blocks[0].stop
-    tmp = buf if len(blocks) == 1 else np.empty(size)
     below, above = np.empty(size, dtype=bool), np.empty(size, dtype=bool)
+    tmp = None if shared else np.empty(size)
     parts = []
     for sl in blocks:
         m = sl.stop - sl.start
-        t, x1, x2 = tmp[:m], below[:m], above[:m]
-        if f is not None:
-            np.multiply(f.block(sl), -d, out=t)
-            np.add(t, s[sl], out=t)
-        else:
-            np.take(center, codes[sl], out=t, mode="clip")
-            np.subtract(s[sl], t, out=t)
+        t, x1, x2 = s[sl], below[:m], above[:m]
+        if not shared:
+            t = tmp[:m]
+            if f is not None:
+                np.multiply(f.block(sl), -(center[1] - center[0]), out=t)
+                np.add(t, s[sl], out=t)
+                np.subtract(t, center[0], out=t)
+            else:
+                np.take(center, codes[sl], out=t, mode="clip")
+                np.subtract(s[sl], t, out=t)
+            low, high = lb + h, ub - h  # on s - c_g (-inf for groups kept whole)
         np.less(t, low, out=x1)
         np.greater(t, high, out=x2)
         np.logical_or(x1, x2, out=x1)
         idx = np.flatnonzero(x1)
         parts.append(idx + sl.start if sl.start else idx)
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    idx = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    if shared and idx.size > s.shape[0] // 8:
+        return _uniform_pass(s, codes, f, center, h, lb, ub, shared=False)
+    return idx
 
 
 def _uniform_reduced(s, codes, idx, sizes, sums, center, h, lb, ub, eps, tiny, known):
@@ -1197,33 +1156,6 @@ def _bracket_model(su, gu, sizes, A, Q, center, hh, lb, ub, eps):
     lo = np.where(finite, (center - hh) * n_g, -np.inf)
     hi = np.where(finite, (center + hh) * n_g, np.inf)
     return model, lo, hi, sizes
-
-
-def _compiled_reduced(s, codes, small, buf, sizes, sums, center, h, lb, ub, eps, known):
-    """:func:`_uniform_reduced` by the compiled passes: one pass flags the rows not free
-    on the bracket, a second (over those rows only) sorts them into top, bottom and uncertain.
-    """
-    k = sizes.size
-    finite = np.isfinite(center)
-    c = np.where(finite, center, 0.0)
-    hh = _shrunk(center, h, lb, ub)
-    # Groups kept whole (no finite centre): every row is flagged and stays uncertain.
-    lo = np.where(finite, c + (lb + hh), np.inf)
-    hi = np.where(finite, c + (ub - hh), -np.inf)
-    top = np.where(finite, c + (ub + hh), np.inf)
-    bot = np.where(finite, c + (lb - hh), -np.inf)
-    m = kernels.outside(s, small, lo, hi, buf)
-    sx, nx, ntop, nbot = np.empty(k), np.empty(k), np.empty(k), np.empty(k)
-    m = kernels.classify(s, small, buf[:m], bot, top, sx, nx, ntop, nbot)
-    sizes = np.where(known, sizes, nx)  # groups kept whole: every row was flagged
-    if np.any(nx > sizes):
-        return None
-    n_g = np.maximum(sizes, 1)
-    # n_g A_g = sum of s over free rows + ub (top and uncertain rows) + lb (bottom rows).
-    A = np.where(sizes > 0, (sums - sx + ub * (nx - nbot) + lb * nbot) / n_g, 0.0)
-    Q = (sizes - nx) / (n_g * n_g)
-    unc = buf[:m]
-    return _bracket_model(s[unc], codes[unc], sizes, A, Q, center, hh, lb, ub, eps)
 
 
 def _uniform_output(s, codes, f, shifts, out, idx, lb, ub):
