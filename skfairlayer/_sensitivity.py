@@ -619,8 +619,8 @@ class _DenseUniformPasses:
     def _free_sums(self, v):
         """``sum_{free i in g} v_i`` per group."""
         if self.masked_indicator is not None:
-            one = float(np.dot(v, self.masked_indicator))
-            return np.array([float(np.dot(v, self.mask)) - one, one])
+            one = float(np.einsum("i,i->", v, self.masked_indicator))
+            return np.array([float(np.einsum("i,i->", v, self.mask)) - one, one])
         return np.bincount(self.codes, weights=v * self.mask, minlength=self.k)
 
     def set_active(self, act):
@@ -676,7 +676,7 @@ class _GroupSums:
 
     def __call__(self, x):
         if self.indicator is not None:
-            one = float(np.dot(self.indicator, x))
+            one = float(np.einsum("i,i->", self.indicator, x))
             return np.array([float(x.sum()) - one, one])
         return np.bincount(self.codes, weights=x, minlength=self.k)
 

@@ -296,7 +296,6 @@ def test_blocked_passes(monkeypatch, k):
     """Check that the block-by-block passes used on large data give the same answer."""
     monkeypatch.setattr(_exact, "_BLOCKED_FROM", 5000)
     monkeypatch.setattr(_exact, "_BLOCK", 777)
-    monkeypatch.setattr(_exact, "_CONVERT_FROM", 5000)
     rng = np.random.default_rng(12)
     _solve_and_check(_problem(rng, 20000, k, 0.01, "logistic", order="sorted"))
 

@@ -60,10 +60,8 @@ _SAMPLE_ROWS = 2048
 #: Subsample rows a group needs for its own estimate; smaller groups are kept whole.
 _MIN_SAMPLE = 32
 #: Rows per block of a full-data pass on large data (temporaries stay in cache).
-_BLOCK = 1 << 17
-_BLOCKED_FROM = 1 << 19
-#: Data size from which the two-group indicator is converted block by block, not stored.
-_CONVERT_FROM = 1 << 22
+_BLOCK = 1 << 16
+_BLOCKED_FROM = 1 << 17
 #: Half-width of a bracket, in standard errors of the centre.
 _Z = 6.0
 #: Re-centred attempts per level before falling back.
@@ -781,6 +779,9 @@ class GroupLayout:
     indicator : ndarray of shape (n_samples,), dtype=float64 or None
         ``1.0`` on the rows of group 1, ``0.0`` elsewhere; only for two groups
         without outside rows.
+    small_codes : ndarray of shape (n_samples,), dtype=uint8 or None
+        The codes as ``uint8`` (at most 255 groups, no outside rows), which
+        the passes read in preference to ``codes`` and ``indicator``.
 
     Examples
     --------
@@ -813,21 +814,23 @@ class GroupLayout:
         self.n_outside = int(np.count_nonzero(outside))
         inside = codes if self.n_outside == 0 else codes[~outside]
         self.counts = np.bincount(inside, minlength=self.n_groups).astype(np.float64)
-        self.indicator = None
+        self.indicator = self.small_codes = None
         if self.n_groups == 2 and self.n_outside == 0:
             self.indicator = codes.astype(np.float64)
+        if self.n_groups <= 255 and self.n_outside == 0:
+            self.small_codes = codes.astype(np.uint8)
 
     @classmethod
     def from_family(cls, fam):
         """The layout of a uniform family whose groups are all present, from its own arrays.
 
-        Reuses the family's sizes (``totals``) and cached group-1 indicator, so a
-        verification after the solve reads the same indicator.
+        Reuses the family's sizes (``totals``) and its cached ``uint8`` codes.
         """
         layout = cls.__new__(cls)
         layout.codes, layout.n_groups, layout.n_outside = fam.codes, int(fam.n_groups), 0
         layout.counts = np.asarray(fam.totals, dtype=np.float64)
-        layout.indicator = fam._indicator if fam.n_groups == 2 else None
+        layout.small_codes = fam._small_codes
+        layout.indicator = None  # the passes convert the small codes block by block
         return layout
 
     def __repr__(self):
@@ -917,7 +920,8 @@ def _solve_uniform(problem, layout, warm_start):
     tiny = sub_counts < _MIN_SAMPLE  # no reliable estimate: every row is kept
     known = (sub_counts > 0) | (sizes > 0)
     if layout is not None:
-        two = layout.indicator is not None and not tiny.any()
+        two = k == 2 and (layout.indicator is not None or layout.small_codes is not None) \
+            and not tiny.any()
         if layout.n_outside:
             return None
     else:
@@ -925,12 +929,12 @@ def _solve_uniform(problem, layout, warm_start):
         if not two and (sizes[known].sum() != n if np.all(known) else codes.min() < 0):
             return None  # rows outside the family: general path
 
+    small = layout.small_codes if layout is not None else fam._small_codes
     # Full-data group sums of s: control variate of the subsample and part of the aggregates.
     if two:
-        f = _Indicator(codes, layout.indicator if layout is not None else None)
-        total = float(s.sum())
-        s1 = f.dot(s)
-        sums = np.array([total - s1, s1])
+        f = _Indicator(small if small is not None else codes,
+                       layout.indicator if layout is not None and small is None else None)
+        sums = f.sums(s)
     else:
         f = None
         sums = np.bincount(codes, weights=s, minlength=k)
@@ -957,7 +961,7 @@ def _solve_uniform(problem, layout, warm_start):
     h = min(max(h, 1e-9 * (1.0 + abs(lb) + abs(ub))), 2.0 * (ub - lb) + 1.0)
 
     for rounds in range(1, _ROUNDS + 1):  # noqa: B007
-        idx = _uniform_pass(s, codes, f, center, h, lb, ub)
+        idx = _uniform_pass(s, codes, small, f, center, h, lb, ub)
         red = _uniform_reduced(s, codes, idx, sizes, sums, center, h, lb, ub, eps, tiny, known)
         if red is None:
             return None
@@ -983,10 +987,12 @@ def _solve_uniform(problem, layout, warm_start):
 
     nu = res.nu
     shifts = np.where(sizes > 0, nu / np.maximum(sizes, 1), 0.0)
-    out = np.empty(n)
-    _uniform_output(s, codes, f, shifts, out, idx, lb, ub)
+    totals = fam.totals if fam.dense_uniform else None  # then the family's means are sums / totals
+    out, read = _uniform_output(s, codes, small, f, shifts, idx, lb, ub, totals)
     path = "uniform-2" if two else "uniform"
     info = {"path": path, "shifts": shifts, "spread": h, "rounds": rounds}
+    if read is not None:
+        info["verification"] = read
     return Solution(out, [nu], np.array([res.t]), solver="exact", iterations=rounds, info=info)
 
 
@@ -1036,73 +1042,95 @@ def _blocks(n):
 
 
 class _Indicator:
-    """Float indicator of group 1: the layout's, else converted from the codes block by block.
+    """Indicator of group 1 for the two-group passes, block by block.
 
-    Converting per block (into a cache-resident scratch) avoids writing an
-    ``n``-float array on every call.
+    A float indicator when the layout has one, else the group codes (``uint8``
+    from the family when it has them: an eighth of the memory traffic of
+    ``intp``) converted per block into a cache-resident buffer: no ``n``-float
+    array is written, whose fresh pages would cost more than the conversions.
     """
 
     def __init__(self, codes, f=None):
-        if f is None and codes.shape[0] < _CONVERT_FROM:  # small enough: convert once
-            f = codes.astype(np.float64)
-        self.codes, self.f, self._scratch = codes, f, None
+        self.codes, self.f, self._buf = codes, f, None
 
     def block(self, sl):
+        """The indicator on the rows ``sl``, as floats."""
         if self.f is not None:
             return self.f[sl]
         m = sl.stop - sl.start
-        if self._scratch is None or self._scratch.size < m:
-            self._scratch = np.empty(m)
-        out = self._scratch[:m]
+        if self._buf is None or self._buf.size < m:
+            self._buf = np.empty(m)
+        out = self._buf[:m]
         np.copyto(out, self.codes[sl])
         return out
 
-    def dot(self, s):
-        """``sum_i f_i s_i`` (einsum, not BLAS: BLAS threads stall a busy machine)."""
-        return float(sum(np.einsum("i,i->", self.block(sl), s[sl]) for sl in _blocks(s.shape[0])))
+    def scaled(self, sl, factor, out):
+        """``factor * f`` on the rows ``sl``, into ``out`` (converted in the multiply)."""
+        return np.multiply(self.f[sl] if self.f is not None else self.codes[sl], factor, out=out)
+
+    def sums(self, s):
+        """``[sum_{i in 0} s_i, sum_{i in 1} s_i]``: the total and ``f . s``, block by block
+        (``einsum``, not BLAS, whose threads stall on a busy machine)."""
+        total = one = 0.0
+        for sl in _blocks(s.shape[0]):
+            x = s[sl]
+            total += float(x.sum())
+            one += float(np.einsum("i,i->", self.block(sl), x))
+        return np.array([total - one, one])
 
 
-def _uniform_pass(s, codes, f, center, h, lb, ub, shared=True):
-    """Indices of rows not free for every shift within ``h`` of ``center`` (and maybe a few
-    free ones: the caller sorts the listed rows again).
+def _uniform_pass(s, codes, small, f, center, h, lb, ub):
+    """Indices of the rows not free for every shift within ``h`` of ``center``.
 
-    When every group has an estimate, a row whose score lies within
-    ``[lb + max(c) + h, ub + min(c) - h]`` is free for every group's bracket:
-    two comparisons of the scores with shared thresholds, no group codes read.
-    Otherwise (a group kept whole, brackets too far apart, or the shared
-    thresholds list more than an eighth of the rows) each row is compared with
-    its own group's bracket.
+    Two groups: ``s - (c_1 - c_0) f`` against the bracket of group 0, block by
+    block. More groups: the scores against thresholds shared by every group
+    (``[lb + max(c) + h, ub + min(c) - h]``: no group codes read), then the
+    listed rows against their own group's bracket; when a group has no
+    estimate (kept whole) or the shared thresholds would list more than an
+    eighth of the rows, every row against its own group's bracket.
     """
-    finite = np.isfinite(center)
+    n = s.shape[0]
     low, high = lb + float(center.max()) + h, ub + float(center.min()) - h
-    shared = shared and bool(finite.all()) and low < high
+    if f is not None:  # s - (c_1 - c_0) f against group 0's bracket
+        shift, d, low, high = None, center[1] - center[0], lb + center[0] + h, ub + center[0] - h
+    elif np.isfinite(center).all() and low < high:
+        idx = _flag(s, None, low, high)
+        if idx.size <= n // 8:
+            u = s[idx] - center.take(codes[idx], mode="clip")
+            return idx[(u < lb + h) | (u > ub - h)]
+        shift, d, low, high = center, None, lb + h, ub - h
+    else:  # on s - c_g (-inf for groups kept whole)
+        shift, d, low, high = center, None, lb + h, ub - h
+
+    def moved(sl, t):
+        if f is not None:
+            f.scaled(sl, -d, t)
+            np.add(t, s[sl], out=t)
+        else:
+            np.take(shift, (codes if small is None else small)[sl], out=t, mode="clip")
+            np.subtract(s[sl], t, out=t)
+        return t
+
+    return _flag(s, moved, low, high)
+
+
+def _flag(s, moved, low, high):
+    """Indices of the rows whose value (``s``, or ``moved(slice, buffer)``) lies outside
+    ``[low, high]``, block by block."""
     blocks = _blocks(s.shape[0])
     size = blocks[0].stop
+    tmp = np.empty(size) if moved is not None else None
     below, above = np.empty(size, dtype=bool), np.empty(size, dtype=bool)
-    tmp = None if shared else np.empty(size)
     parts = []
     for sl in blocks:
         m = sl.stop - sl.start
-        t, x1, x2 = s[sl], below[:m], above[:m]
-        if not shared:
-            t = tmp[:m]
-            if f is not None:
-                np.multiply(f.block(sl), -(center[1] - center[0]), out=t)
-                np.add(t, s[sl], out=t)
-                np.subtract(t, center[0], out=t)
-            else:
-                np.take(center, codes[sl], out=t, mode="clip")
-                np.subtract(s[sl], t, out=t)
-            low, high = lb + h, ub - h  # on s - c_g (-inf for groups kept whole)
-        np.less(t, low, out=x1)
-        np.greater(t, high, out=x2)
-        np.logical_or(x1, x2, out=x1)
-        idx = np.flatnonzero(x1)
+        t = s[sl] if moved is None else moved(sl, tmp[:m])
+        np.less(t, low, out=below[:m])
+        np.greater(t, high, out=above[:m])
+        np.logical_or(below[:m], above[:m], out=below[:m])
+        idx = np.flatnonzero(below[:m])
         parts.append(idx + sl.start if sl.start else idx)
-    idx = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    if shared and idx.size > s.shape[0] // 8:
-        return _uniform_pass(s, codes, f, center, h, lb, ub, shared=False)
-    return idx
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _uniform_reduced(s, codes, idx, sizes, sums, center, h, lb, ub, eps, tiny, known):
@@ -1158,19 +1186,45 @@ def _bracket_model(su, gu, sizes, A, Q, center, hh, lb, ub, eps):
     return model, lo, hi, sizes
 
 
-def _uniform_output(s, codes, f, shifts, out, idx, lb, ub):
-    """``clip(s - shift_g, lb, ub)``: rows free on the bracket need no clip, the others are clipped."""
-    for sl in _blocks(s.shape[0]):
-        o = out[sl]
+def _uniform_output(s, codes, small, f, shifts, idx, lb, ub, totals=None):
+    """``clip(s - shift_g, lb, ub)`` and what the verification reads off it.
+
+    Rows free on the bracket need no clip; the listed rows ``idx`` (sorted)
+    are clipped. While each block is in cache, its minimum, maximum and group
+    sums are taken: with ``totals`` (the group sizes of a family whose rows
+    are all in a group), the verification's ``range`` and ``gaps`` of the
+    outputs, without another pass over them (None without ``totals``).
+    """
+    n, k = s.shape[0], shifts.size
+    out = np.empty(n)
+    sums, lo, hi = np.zeros(k), np.inf, -np.inf
+    cuts = np.searchsorted(idx, [sl.start for sl in _blocks(n)] + [n])
+    for j, sl in enumerate(_blocks(n)):
+        o, x = out[sl], s[sl]
         if f is not None:
-            np.multiply(f.block(sl), -(shifts[1] - shifts[0]), out=o)
-            np.add(o, s[sl], out=o)
+            f.scaled(sl, -(shifts[1] - shifts[0]), o)
+            np.add(o, x, out=o)
             np.subtract(o, shifts[0], out=o)
         else:
-            np.take(shifts, codes[sl], out=o, mode="clip")
-            np.subtract(s[sl], o, out=o)
-    if idx.size:
-        out[idx] = np.clip(out[idx], lb, ub)
+            np.take(shifts, (codes if small is None else small)[sl], out=o, mode="clip")
+            np.subtract(x, o, out=o)
+        rows = idx[cuts[j] : cuts[j + 1]]
+        if rows.size:
+            rows = rows - sl.start if sl.start else rows
+            o[rows] = np.clip(o[rows], lb, ub)
+        if totals is None:
+            continue
+        lo, hi = np.minimum(lo, o.min()), np.maximum(hi, o.max())  # NaN propagates
+        if f is not None:
+            one = float(np.einsum("i,i->", f.block(sl), o))
+            sums += (float(o.sum()) - one, one)
+        else:
+            sums += np.bincount(codes[sl], weights=o, minlength=k)
+    if totals is None:
+        return out, None
+    means = sums / totals
+    gap = float(means.max() - means.min()) if k > 1 else 0.0
+    return out, {"range": (float(lo), float(hi)), "gaps": [gap]}
 
 
 def _solve_general(problem, warm_start):
