@@ -12,8 +12,8 @@ exact (layout)
     ``solve_exact`` on a pre-built problem with a prepared ``GroupLayout``
     (groups encoded once, as a caller with a fixed partition would).
 exact
-    ``solve_exact`` on a pre-built problem without a layout (what ``project``
-    calls: group sizes and the two-group indicator derived on each call).
+    ``solve_exact`` on a pre-built problem without a layout (group sizes read
+    off the weights on each call).
 warm
     ``solve_exact`` with a layout and ``warm_start`` = the solution of another
     batch from the same distribution (streaming / fine-tuning).
@@ -23,14 +23,10 @@ project()
 sorted
     The reference ``solve_sorted`` (per-group tables and bisection).
 peak / input
-    ``tracemalloc`` peak during ``solve_exact`` (without layout, so the
-    indicator or codes it builds are counted, and with the per-thread scratch
-    buffer released first, so that is counted too) over the bytes of the score
-    array.
+    ``tracemalloc`` peak during ``solve_exact`` (without layout, so the codes
+    it builds are counted) over the bytes of the score array.
 path
-    ``info["path"]`` of the solve: ``uniform-compiled`` when the compiled
-    passes (``skfairlayer/_kernels.c``) ran; run with ``SKFAIRLAYER_PURE_NUMPY=1``
-    for the numpy passes.
+    ``info["path"]`` of the solve: ``uniform-2`` (two groups) or ``uniform``.
 
 The timings of one row are taken round-robin over the methods, ``repeats``
 rounds of ``BURST`` back-to-back calls each (so data stay cache-resident for

@@ -394,3 +394,17 @@ def test_matches_sorted_long_sweep(seed):
         tiny=[(), (), (1,), (1, 3)][int(rng.integers(4))],
     )
     _solve_and_check(problem)
+
+
+def test_runs_without_compiled_code():
+    """Check that the exact solver runs on the package's Python modules alone: every loaded
+    ``skfairlayer`` module is a ``.py`` file, none of them the former compiled passes."""
+    import sys
+
+    rng = np.random.default_rng(0)
+    result = project(rng.random(60000), rng.integers(0, 2, 60000), tolerance=0.01)
+    assert result.solver == "exact" and result.gap <= 0.01 + 1e-9
+    loaded = {name: getattr(mod, "__file__", None) for name, mod in list(sys.modules.items())
+              if name == "skfairlayer" or name.startswith("skfairlayer.")}
+    assert all(path is None or path.endswith(".py") for path in loaded.values()), loaded
+    assert not {"skfairlayer._compiled", "skfairlayer._kernels"} & loaded.keys()
