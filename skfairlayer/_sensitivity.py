@@ -609,7 +609,9 @@ class _DenseUniformPasses:
         self.mask = ((p > lo) & (p < hi)).astype(np.float64)
         self.totals = np.asarray(fam.totals, dtype=np.float64)
         self.inv_totals = 1.0 / self.totals
-        self.masked_indicator = fam._indicator * self.mask if self.k == 2 else None
+        self.masked_indicator = None
+        if self.k == 2:  # M f, from the family's uint8 codes (0 or 1)
+            self.masked_indicator = np.multiply(self.mask, fam._small_codes)
         self.idx, self.counts = None, None
 
     def free(self):
@@ -625,9 +627,14 @@ class _DenseUniformPasses:
 
     def set_active(self, act):
         """Fix the active groups (and count the free outputs of each group)."""
-        if act.any():
-            self.idx = np.flatnonzero(act)
-            self.counts = self._free_sums(np.ones(self.n))
+        if not act.any():
+            return
+        self.idx = np.flatnonzero(act)
+        if self.masked_indicator is not None:
+            one = float(self.masked_indicator.sum())
+            self.counts = np.array([float(self.mask.sum()) - one, one])
+        else:
+            self.counts = np.bincount(self.codes, weights=self.mask, minlength=self.k)
 
     def project(self, v):
         """``J v`` for a vector of the outputs' shape (a new array)."""
