@@ -33,15 +33,19 @@ solves the scalar equation by bisection; it is the reference and the fallback.
    rounds the general path, then :func:`solve_sorted`, answers.
 
 The outputs then cost one pass. With uniform weights (demographic parity) and
-scalar bounds the passes work on shifts ``c_g = nu_g / n_g``, and the whole solve
-reads the data three times: the group sums of the scores (two groups: the total
-and one dot product with a float indicator of group 1; else ``bincount``), one
-pass that lists the rows not surely free on the bracket (comparisons of the
-scores with two thresholds shared by every group, no group codes read), and the
-output pass ``s - c_g`` (the listed rows are then clipped). On large data the
-passes run block by block so that temporaries stay in cache. A
-:class:`GroupLayout` caches the group sizes and the indicator, for callers that
-solve many problems over one fixed partition.
+scalar bounds the passes work on shifts ``c_g = nu_g / n_g`` and the whole solve
+reads the data three times, block by block so that temporaries stay in cache:
+the group sums of the scores (two groups: the total and one dot product with
+the indicator of group 1; more: ``bincount``), the bracket pass that lists the
+rows not free for every shift of the bracket, and the output pass
+``s - c_g`` (the listed rows then clipped), which also takes the minimum,
+maximum and group sums of each block it writes for the verification. The
+passes read the group codes as ``uint8`` when the family caches them (an
+eighth of the traffic of ``intp``; two groups convert them to floats block by
+block rather than writing a float indicator on every call). Dot products use
+``einsum``, not BLAS, whose threads stall on a busy machine. A
+:class:`GroupLayout` caches the group sizes and codes, for callers that solve
+many problems over one fixed partition.
 """
 
 import numpy as np
@@ -1082,53 +1086,35 @@ class _Indicator:
 def _uniform_pass(s, codes, small, f, center, h, lb, ub):
     """Indices of the rows not free for every shift within ``h`` of ``center``.
 
-    Two groups: ``s - (c_1 - c_0) f`` against the bracket of group 0, block by
-    block. More groups: the scores against thresholds shared by every group
-    (``[lb + max(c) + h, ub + min(c) - h]``: no group codes read), then the
-    listed rows against their own group's bracket; when a group has no
-    estimate (kept whole) or the shared thresholds would list more than an
-    eighth of the rows, every row against its own group's bracket.
+    Two groups: ``s - (c_1 - c_0) f`` against the bracket of group 0; more
+    groups: ``s - c_g`` (gathered by the ``uint8`` codes when there are) against
+    ``[lb + h, ub - h]`` (a group kept whole has ``c_g = inf``: all its rows are
+    listed). Block by block, in cache. (Thresholds shared by every group, on
+    the scores alone, skip the gather but list several times more rows, and
+    listing costs more than the gather.)
     """
-    n = s.shape[0]
-    low, high = lb + float(center.max()) + h, ub + float(center.min()) - h
-    if f is not None:  # s - (c_1 - c_0) f against group 0's bracket
-        shift, d, low, high = None, center[1] - center[0], lb + center[0] + h, ub + center[0] - h
-    elif np.isfinite(center).all() and low < high:
-        idx = _flag(s, None, low, high)
-        if idx.size <= n // 8:
-            u = s[idx] - center.take(codes[idx], mode="clip")
-            return idx[(u < lb + h) | (u > ub - h)]
-        shift, d, low, high = center, None, lb + h, ub - h
-    else:  # on s - c_g (-inf for groups kept whole)
-        shift, d, low, high = center, None, lb + h, ub - h
-
-    def moved(sl, t):
+    if f is not None:
+        d, low, high = center[1] - center[0], lb + center[0] + h, ub + center[0] - h
+    else:
+        low, high = lb + h, ub - h
+        source = codes if small is None else small
+    blocks = _blocks(s.shape[0])
+    size = blocks[0].stop
+    buf, below, above = np.empty(size), np.empty(size, dtype=bool), np.empty(size, dtype=bool)
+    parts = []
+    for sl in blocks:
+        m = sl.stop - sl.start
+        t, x1, x2 = buf[:m], below[:m], above[:m]
         if f is not None:
             f.scaled(sl, -d, t)
             np.add(t, s[sl], out=t)
         else:
-            np.take(shift, (codes if small is None else small)[sl], out=t, mode="clip")
+            np.take(center, source[sl], out=t, mode="clip")
             np.subtract(s[sl], t, out=t)
-        return t
-
-    return _flag(s, moved, low, high)
-
-
-def _flag(s, moved, low, high):
-    """Indices of the rows whose value (``s``, or ``moved(slice, buffer)``) lies outside
-    ``[low, high]``, block by block."""
-    blocks = _blocks(s.shape[0])
-    size = blocks[0].stop
-    tmp = np.empty(size) if moved is not None else None
-    below, above = np.empty(size, dtype=bool), np.empty(size, dtype=bool)
-    parts = []
-    for sl in blocks:
-        m = sl.stop - sl.start
-        t = s[sl] if moved is None else moved(sl, tmp[:m])
-        np.less(t, low, out=below[:m])
-        np.greater(t, high, out=above[:m])
-        np.logical_or(below[:m], above[:m], out=below[:m])
-        idx = np.flatnonzero(below[:m])
+        np.less(t, low, out=x1)
+        np.greater(t, high, out=x2)
+        np.logical_or(x1, x2, out=x1)
+        idx = np.flatnonzero(x1)
         parts.append(idx + sl.start if sl.start else idx)
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
