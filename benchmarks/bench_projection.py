@@ -20,6 +20,10 @@ warm
 project()
     The public ``skfairlayer.project(proba, groups)``, end to end: validation,
     group encoding, problem construction, solve, verification, result.
+vjp
+    ``ProjectionResult.vjp`` of a fresh result of ``project`` (the
+    linearization at the solution built, then one product), and ``vjp
+    product`` the product alone on a built one.
 sorted
     The reference ``solve_sorted`` (per-group tables and bisection).
 peak / input
@@ -46,6 +50,7 @@ import tracemalloc
 import numpy as np
 
 from skfairlayer import project
+from skfairlayer._sensitivity import Linearization
 from skfairlayer._solvers._exact import GroupLayout, solve_exact, solve_sorted
 from skfairlayer.constraints import GroupStatistics, ProjectionProblem
 
@@ -88,12 +93,17 @@ def bench(n, k, repeats, sorted_repeats):
     problem = make_problem(scores, codes, k)
     layout = GroupLayout(codes, k)
     previous = solve_exact(make_problem(*make_data(n, k, seed=1), k))  # another batch
+    result = project(scores, codes, tolerance=TOLERANCE)
+    grad = np.random.default_rng(2).normal(size=n)
+    built = Linearization(result.problem, result.proba)
     methods = {
         "floor": lambda: np.clip(scores, 0.0, 1.0),
         "layout": lambda: solve_exact(problem, layout=layout),
         "exact": lambda: solve_exact(problem),
         "warm": lambda: solve_exact(problem, warm_start=previous, layout=layout),
         "project": lambda: project(scores, codes, tolerance=TOLERANCE),
+        "vjp": lambda: Linearization(result.problem, result.proba).vjp(grad),
+        "vjp product": lambda: built.vjp(grad),
     }
     times = {name: [] for name in methods}
     for fn in methods.values():  # warm-up
@@ -145,7 +155,8 @@ def main(argv=None):
         cases = [(1_000_000, 2, 21, 2), (10_000_000, 2, 7, 1), (1_000_000, 10, 21, 2)]
     print(f"Machine: {machine()}\n")
     header = ("| n | groups | floor ms | exact (layout) ms | ratio | exact ms | ratio | warm ms | ratio "
-              "| project() ms | ratio | sorted ms | ratio | peak / input | path |")
+              "| project() ms | ratio | vjp ms | ratio | vjp product ms | ratio | sorted ms | ratio "
+              "| peak / input | path |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for n, k, repeats, sorted_repeats in cases:
@@ -156,7 +167,8 @@ def main(argv=None):
             return f"{r[name]:.2f} | {r[name] / f:.1f}x" if name in r else "- | -"
 
         print(f"| {n:.0e} | {k} | {f:.3f} | {cell('layout')} | {cell('exact')} | {cell('warm')} "
-              f"| {cell('project')} | {cell('sorted')} | {r['memory']:.2f} | {r['path']} |")
+              f"| {cell('project')} | {cell('vjp')} | {cell('vjp product')} | {cell('sorted')} "
+              f"| {r['memory']:.2f} | {r['path']} |")
         sys.stdout.flush()
     print(f"\nAfter the run: {machine()}")
 
