@@ -596,65 +596,75 @@ class _DenseUniformPasses:
     ``Linearization._solve_single`` with ``c_g = n_gF / n_g**2`` (``n_gF`` free
     outputs in ``g``) and ``r_g = (1 / n_g) * sum_{free i in g} v_i``.
 
-    Building stores the mask ``M`` as floats (one pass over ``P``); with two
-    groups also ``M`` times the indicator ``f`` of group 1, so that a
-    product's free sums are two dot products and ``M (v - shift_0 - (shift_1 -
-    shift_0) M f)`` (``M^2 = M``) four passes without temporaries; with more
-    groups a product costs one ``bincount`` and one gather.
+    Building keeps ``M`` as booleans and counts the free outputs per group (no
+    ``n``-float array: fresh pages cost more than a pass). A product makes
+    two passes, block by block, over its output: ``M v`` and its group sums
+    (two groups: the total and a dot product with the ``uint8`` codes of the
+    family converted per block; more: ``bincount``), then the shifts of the
+    active groups, masked, subtracted.
     """
 
     def __init__(self, fam, p, lo, hi):
         self.codes = fam.codes
+        self.small = fam.codes if fam._small_codes is None else fam._small_codes  # > 255 groups
         self.k, self.n = fam.n_groups, p.shape[0]
-        self.mask = ((p > lo) & (p < hi)).astype(np.float64)
+        self.mask = (p > lo) & (p < hi)
         self.totals = np.asarray(fam.totals, dtype=np.float64)
         self.inv_totals = 1.0 / self.totals
-        self.masked_indicator = None
-        if self.k == 2:  # M f, from the family's uint8 codes (0 or 1)
-            self.masked_indicator = np.multiply(self.mask, fam._small_codes)
         self.idx, self.counts = None, None
 
     def free(self):
         """The bound mask (``Linearization.free``)."""
-        return self.mask > 0.0
+        return self.mask
 
-    def _free_sums(self, v):
-        """``sum_{free i in g} v_i`` per group."""
-        if self.masked_indicator is not None:
-            one = float(np.einsum("i,i->", v, self.masked_indicator))
-            return np.array([float(np.einsum("i,i->", v, self.mask)) - one, one])
-        return np.bincount(self.codes, weights=v * self.mask, minlength=self.k)
+    def _blocks(self):
+        step = min(self.n, 1 << 16)
+        return [slice(a, min(a + step, self.n)) for a in range(0, self.n, step)]
 
     def set_active(self, act):
         """Fix the active groups (and count the free outputs of each group)."""
         if not act.any():
             return
         self.idx = np.flatnonzero(act)
-        if self.masked_indicator is not None:
-            one = float(self.masked_indicator.sum())
-            self.counts = np.array([float(self.mask.sum()) - one, one])
-        else:
-            self.counts = np.bincount(self.codes, weights=self.mask, minlength=self.k)
+        if self.k == 2:
+            one = np.count_nonzero(self.mask & self.small.view(bool))
+            self.counts = np.array([np.count_nonzero(self.mask) - one, one], dtype=np.float64)
+            return
+        self.counts = np.zeros(self.k)
+        for sl in self._blocks():
+            self.counts += np.bincount(self.codes[sl][self.mask[sl]], minlength=self.k)
 
     def project(self, v):
         """``J v`` for a vector of the outputs' shape (a new array)."""
         v = np.asarray(v, dtype=np.float64)
+        out = np.empty(self.n)
+        blocks = self._blocks()
         if self.idx is None:
-            return v * self.mask
+            return np.multiply(v, self.mask, out=out)
+        buf = np.empty(blocks[0].stop)
+        sums = np.zeros(self.k)
+        for sl in blocks:  # M v and its group sums
+            o, f = out[sl], buf[: sl.stop - sl.start]
+            np.multiply(v[sl], self.mask[sl], out=o)
+            if self.k == 2:
+                np.copyto(f, self.small[sl])
+                one = float(np.einsum("i,i->", f, o))
+                sums += (float(o.sum()) - one, one)
+            else:
+                sums += np.bincount(self.codes[sl], weights=o, minlength=self.k)
         idx, inv = self.idx, self.inv_totals[self.idx]
-        sums = self._free_sums(v)
         lam, _ = _single_family_multipliers(self.counts[idx] * inv * inv, sums[idx] * inv)
         shifts = np.zeros(self.k)
         shifts[idx] = lam * inv
-        out = np.empty(self.n)
-        if self.masked_indicator is not None:  # (v - shift_0 - (shift_1 - shift_0) f) M
-            np.multiply(self.masked_indicator, shifts[0] - shifts[1], out=out)
-            out += v
-            out -= shifts[0]
-        else:
-            np.take(-shifts, self.codes, out=out, mode="clip")
-            out += v
-        out *= self.mask
+        for sl in blocks:  # minus M shift_g
+            o, f = out[sl], buf[: sl.stop - sl.start]
+            if self.k == 2:
+                np.multiply(self.small[sl], shifts[1] - shifts[0], out=f)
+                f += shifts[0]
+            else:
+                np.take(shifts, self.small[sl], out=f, mode="clip")
+            f *= self.mask[sl]
+            o -= f
         return out
 
 
