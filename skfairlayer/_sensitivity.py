@@ -618,7 +618,7 @@ class _DenseUniformPasses:
         return self.mask
 
     def _blocks(self):
-        step = min(self.n, 1 << 16)
+        step = max(1, min(self.n, 1 << 16))
         return [slice(a, min(a + step, self.n)) for a in range(0, self.n, step)]
 
     def set_active(self, act):

@@ -148,7 +148,7 @@ class GroupStatistics:
             return np.bincount(self.codes, weights=values, minlength=self.n_groups)
         codes = self._small_codes
         n = codes.shape[0]
-        step = min(n, _BLOCK)
+        step = max(1, min(n, _BLOCK))
         buf = np.empty(step)
         total = second = 0.0
         for start in range(0, n, step):
