@@ -605,8 +605,7 @@ class _DenseUniformPasses:
     """
 
     def __init__(self, fam, p, lo, hi):
-        self.codes = fam.codes
-        self.small = fam.codes if fam._small_codes is None else fam._small_codes  # > 255 groups
+        self.codes, self.small = fam.codes, fam._small_codes  # uint8 for two groups
         self.k, self.n = fam.n_groups, p.shape[0]
         self.mask = (p > lo) & (p < hi)
         self.totals = np.asarray(fam.totals, dtype=np.float64)
@@ -662,7 +661,7 @@ class _DenseUniformPasses:
                 np.multiply(self.small[sl], shifts[1] - shifts[0], out=f)
                 f += shifts[0]
             else:
-                np.take(shifts, self.small[sl], out=f, mode="clip")
+                np.take(shifts, self.codes[sl], out=f, mode="clip")
             f *= self.mask[sl]
             o -= f
         return out

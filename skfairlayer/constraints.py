@@ -161,9 +161,10 @@ class GroupStatistics:
 
     @cached_property
     def _small_codes(self):
-        """The codes as ``uint8`` (families of at most 255 groups with every row in one; else
-        None): an eighth of the memory traffic of ``intp`` codes in the solver's passes."""
-        if self.n_groups > 255 or not self.dense_uniform:
+        """The codes as ``uint8`` for a two-group family with every row in a group (else
+        None): the two-group passes convert them to floats block by block, reading an eighth
+        of the bytes of ``intp`` codes and writing no ``n``-float indicator."""
+        if self.n_groups != 2 or not self.dense_uniform:
             return None
         return self.codes.astype(np.uint8)
 

@@ -39,10 +39,10 @@ the group sums of the scores (two groups: the total and one dot product with
 the indicator of group 1; more: ``bincount``), the bracket pass that lists the
 rows not free for every shift of the bracket, and the output pass
 ``s - c_g`` (the listed rows then clipped), which also takes the minimum,
-maximum and group sums of each block it writes for the verification. The
-passes read the group codes as ``uint8`` when the family caches them (an
-eighth of the traffic of ``intp``; two groups convert them to floats block by
-block rather than writing a float indicator on every call). Dot products use
+maximum and group sums of each block it writes for the verification. Two
+groups read the codes as ``uint8`` (cached on the family) and convert them to
+floats block by block rather than writing a float indicator on every call;
+more groups gather by the ``intp`` codes (faster than by ``uint8``). Dot products use
 ``einsum``, not BLAS, whose threads stall on a busy machine. A
 :class:`GroupLayout` caches the group sizes and codes, for callers that solve
 many problems over one fixed partition.
@@ -784,8 +784,8 @@ class GroupLayout:
         ``1.0`` on the rows of group 1, ``0.0`` elsewhere; only for two groups
         without outside rows.
     small_codes : ndarray of shape (n_samples,), dtype=uint8 or None
-        The codes as ``uint8`` (at most 255 groups, no outside rows), which
-        the passes read in preference to ``codes`` and ``indicator``.
+        The codes as ``uint8`` (two groups, no outside rows), which the
+        two-group passes read in preference to ``indicator``.
 
     Examples
     --------
@@ -821,7 +821,7 @@ class GroupLayout:
         self.indicator = self.small_codes = None
         if self.n_groups == 2 and self.n_outside == 0:
             self.indicator = codes.astype(np.float64)
-        if self.n_groups <= 255 and self.n_outside == 0:
+        if self.n_groups == 2 and self.n_outside == 0:
             self.small_codes = codes.astype(np.uint8)
 
     @classmethod
@@ -965,7 +965,7 @@ def _solve_uniform(problem, layout, warm_start):
     h = min(max(h, 1e-9 * (1.0 + abs(lb) + abs(ub))), 2.0 * (ub - lb) + 1.0)
 
     for rounds in range(1, _ROUNDS + 1):  # noqa: B007
-        idx = _uniform_pass(s, codes, small, f, center, h, lb, ub)
+        idx = _uniform_pass(s, codes, f, center, h, lb, ub)
         red = _uniform_reduced(s, codes, idx, sizes, sums, center, h, lb, ub, eps, tiny, known)
         if red is None:
             return None
@@ -992,7 +992,7 @@ def _solve_uniform(problem, layout, warm_start):
     nu = res.nu
     shifts = np.where(sizes > 0, nu / np.maximum(sizes, 1), 0.0)
     totals = fam.totals if fam.dense_uniform else None  # then the family's means are sums / totals
-    out, read = _uniform_output(s, codes, small, f, shifts, idx, lb, ub, totals)
+    out, read = _uniform_output(s, codes, f, shifts, idx, lb, ub, totals)
     path = "uniform-2" if two else "uniform"
     info = {"path": path, "shifts": shifts, "spread": h, "rounds": rounds}
     if read is not None:
@@ -1083,13 +1083,12 @@ class _Indicator:
         return np.array([total - one, one])
 
 
-def _uniform_pass(s, codes, small, f, center, h, lb, ub):
+def _uniform_pass(s, codes, f, center, h, lb, ub):
     """Indices of the rows not free for every shift within ``h`` of ``center``.
 
     Two groups: ``s - (c_1 - c_0) f`` against the bracket of group 0; more
-    groups: ``s - c_g`` (gathered by the ``uint8`` codes when there are) against
-    ``[lb + h, ub - h]`` (a group kept whole has ``c_g = inf``: all its rows are
-    listed). Block by block, in cache. (Thresholds shared by every group, on
+    groups: ``s - c_g`` (a gather) against ``[lb + h, ub - h]`` (a group kept
+    whole has ``c_g = inf``: all its rows are listed). Block by block, in cache. (Thresholds shared by every group, on
     the scores alone, skip the gather but list several times more rows, and
     listing costs more than the gather.)
     """
@@ -1097,7 +1096,6 @@ def _uniform_pass(s, codes, small, f, center, h, lb, ub):
         d, low, high = center[1] - center[0], lb + center[0] + h, ub + center[0] - h
     else:
         low, high = lb + h, ub - h
-        source = codes if small is None else small
     blocks = _blocks(s.shape[0])
     size = blocks[0].stop
     buf, below, above = np.empty(size), np.empty(size, dtype=bool), np.empty(size, dtype=bool)
@@ -1109,7 +1107,7 @@ def _uniform_pass(s, codes, small, f, center, h, lb, ub):
             f.scaled(sl, -d, t)
             np.add(t, s[sl], out=t)
         else:
-            np.take(center, source[sl], out=t, mode="clip")
+            np.take(center, codes[sl], out=t, mode="clip")
             np.subtract(s[sl], t, out=t)
         np.less(t, low, out=x1)
         np.greater(t, high, out=x2)
@@ -1172,14 +1170,15 @@ def _bracket_model(su, gu, sizes, A, Q, center, hh, lb, ub, eps):
     return model, lo, hi, sizes
 
 
-def _uniform_output(s, codes, small, f, shifts, idx, lb, ub, totals=None):
+def _uniform_output(s, codes, f, shifts, idx, lb, ub, totals=None):
     """``clip(s - shift_g, lb, ub)`` and what the verification reads off it.
 
     Rows free on the bracket need no clip; the listed rows ``idx`` (sorted)
     are clipped. While each block is in cache, its minimum, maximum and group
     sums are taken: with ``totals`` (the group sizes of a family whose rows
     are all in a group), the verification's ``range`` and ``gaps`` of the
-    outputs, without another pass over them (None without ``totals``).
+    outputs, without another pass over them for two groups (more groups: one
+    ``bincount`` of the output after the pass); None without ``totals``.
     """
     n, k = s.shape[0], shifts.size
     out = np.empty(n)
@@ -1192,7 +1191,7 @@ def _uniform_output(s, codes, small, f, shifts, idx, lb, ub, totals=None):
             np.add(o, x, out=o)
             np.subtract(o, shifts[0], out=o)
         else:
-            np.take(shifts, (codes if small is None else small)[sl], out=o, mode="clip")
+            np.take(shifts, codes[sl], out=o, mode="clip")
             np.subtract(x, o, out=o)
         rows = idx[cuts[j] : cuts[j + 1]]
         if rows.size:
@@ -1204,10 +1203,10 @@ def _uniform_output(s, codes, small, f, shifts, idx, lb, ub, totals=None):
         if f is not None:
             one = float(np.einsum("i,i->", f.block(sl), o))
             sums += (float(o.sum()) - one, one)
-        else:
-            sums += np.bincount(codes[sl], weights=o, minlength=k)
     if totals is None:
         return out, None
+    if f is None:  # one bincount over the whole output: faster than one per block
+        sums = np.bincount(codes, weights=out, minlength=k)
     means = sums / totals
     gap = float(means.max() - means.min()) if k > 1 else 0.0
     return out, {"range": (float(lo), float(hi)), "gaps": [gap]}
