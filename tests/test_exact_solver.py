@@ -408,3 +408,76 @@ def test_runs_without_compiled_code():
               if name == "skfairlayer" or name.startswith("skfairlayer.")}
     assert all(path is None or path.endswith(".py") for path in loaded.values()), loaded
     assert not {"skfairlayer._compiled", "skfairlayer._kernels"} & loaded.keys()
+
+
+def test_show_versions_names_the_dependencies(capsys):
+    """Check that show_versions prints the dependency versions."""
+    from skfairlayer import show_versions
+
+    show_versions()
+    out = capsys.readouterr().out
+    assert "numpy:" in out and "scikit-learn:" in out and "osqp:" in out
+
+
+@pytest.mark.parametrize("k", [2, 7])
+def test_uniform_family_weights_and_codes(k):
+    """Check that a uniform family's weights are 1 / n_g and its cached uint8 codes (two
+    groups) equal the codes."""
+    from skfairlayer.constraints import build_problem
+
+    rng = np.random.default_rng(k)
+    codes = np.r_[np.arange(k), rng.integers(0, k, 5000)]
+    fam = build_problem("demographic_parity", rng.random(codes.size), [(codes, k)], 0.01).families[0]
+    np.testing.assert_array_equal(fam.weights, 1.0 / np.bincount(codes)[codes])
+    if k == 2:
+        assert fam._small_codes.dtype == np.uint8
+        np.testing.assert_array_equal(fam._small_codes, codes)
+    else:
+        assert fam._small_codes is None
+
+
+def test_estimator_and_column_scores_take_the_uniform_passes(monkeypatch):
+    """Check that scores given as a column of a 2-D array (proba[:, 1], as the estimator
+    projects them) run the uniform-weight passes."""
+    from sklearn.linear_model import LogisticRegression
+
+    from skfairlayer import FairnessLayerClassifier
+
+    rng = np.random.default_rng(0)
+    n = 20000
+    X = rng.normal(size=(n, 3))
+    g = rng.integers(0, 2, n)
+    y = (X[:, 0] + 0.5 * g + rng.normal(size=n) > 0).astype(int)
+    clf = FairnessLayerClassifier(LogisticRegression(), tolerance=0.01).fit(
+        X, y, sensitive_features=g)
+    paths = []
+    solve = _exact.solve_exact
+
+    def spy(problem, *args, **kwargs):
+        solution = solve(problem, *args, **kwargs)
+        paths.append(solution.info["path"])
+        return solution
+
+    monkeypatch.setattr(_exact, "solve_exact", spy)
+    clf.predict_proba(X, sensitive_features=g)
+    project(clf.estimator_.predict_proba(X)[:, 1], g)
+    assert paths == ["uniform-2", "uniform-2"]
+
+
+def test_concurrent_solves_match_serial():
+    """Check that exact solves running in several threads at once (no state shared between
+    calls) give the serial answers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(7)
+    batches = []
+    for j in range(8):
+        n = 60000 + 1000 * j
+        codes = rng.integers(0, 2 + j % 3, n)
+        scores = 1.0 / (1.0 + np.exp(-(rng.normal(0, 1.5, n) + 0.4 * codes)))
+        batches.append((scores, codes))
+    serial = [project(s, c, tolerance=0.01).proba for s, c in batches]
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(lambda b: project(b[0], b[1], tolerance=0.01).proba, batches * 3))
+    for j, out in enumerate(threaded):
+        np.testing.assert_array_equal(out, serial[j % len(batches)])

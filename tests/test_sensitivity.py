@@ -13,7 +13,6 @@ from skfairlayer.constraints import (
     DemographicParity,
     GroupStatistics,
     ProjectionProblem,
-    build_problem,
     group_family,
 )
 from skfairlayer.projection import solve_problem
