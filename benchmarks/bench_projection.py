@@ -12,25 +12,29 @@ exact (layout)
     ``solve_exact`` on a pre-built problem with a prepared ``GroupLayout``
     (groups encoded once, as a caller with a fixed partition would).
 exact
-    ``solve_exact`` on a pre-built problem without a layout (what ``project``
-    calls: group sizes and the two-group indicator derived on each call).
+    ``solve_exact`` on a pre-built problem without a layout (group sizes read
+    off the weights on each call).
 warm
     ``solve_exact`` with a layout and ``warm_start`` = the solution of another
     batch from the same distribution (streaming / fine-tuning).
 project()
     The public ``skfairlayer.project(proba, groups)``, end to end: validation,
     group encoding, problem construction, solve, verification, result.
+vjp
+    ``ProjectionResult.vjp`` of a fresh result of ``project`` (the
+    linearization at the solution built, then one product), and ``vjp
+    product`` the product alone on a built one.
 sorted
     The reference ``solve_sorted`` (per-group tables and bisection).
 peak / input
-    ``tracemalloc`` peak during ``solve_exact`` (without layout, so the
-    indicator or codes it builds are counted, and with the per-thread scratch
-    buffer released first, so that is counted too) over the bytes of the score
-    array.
+    ``tracemalloc`` peak during ``solve_exact`` (without layout, so the codes
+    it builds are counted) over the bytes of the score array.
 path
-    ``info["path"]`` of the solve: ``uniform-compiled`` when the compiled
-    passes (``skfairlayer/_kernels.c``) ran; run with ``SKFAIRLAYER_PURE_NUMPY=1``
-    for the numpy passes.
+    ``info["path"]`` of the solve: ``uniform-2`` (two groups) or ``uniform``.
+
+``--clock cpu`` times by ``time.process_time`` (CPU time of the process, page
+faults included) instead of the wall clock: on a busy shared machine the wall
+clock also measures the other tenants. (The solver starts no threads.)
 
 The timings of one row are taken round-robin over the methods, ``repeats``
 rounds of ``BURST`` back-to-back calls each (so data stay cache-resident for
@@ -49,7 +53,8 @@ import tracemalloc
 
 import numpy as np
 
-from skfairlayer import _compiled, project
+from skfairlayer import project
+from skfairlayer._sensitivity import Linearization
 from skfairlayer._solvers._exact import GroupLayout, solve_exact, solve_sorted
 from skfairlayer.constraints import GroupStatistics, ProjectionProblem
 
@@ -86,18 +91,23 @@ def peak_memory(fn):
     return peak - base
 
 
-def bench(n, k, repeats, sorted_repeats):
+def bench(n, k, repeats, sorted_repeats, clock=time.perf_counter):
     """One table row: minimum time of each method, in milliseconds, and the memory ratio."""
     scores, codes = make_data(n, k)
     problem = make_problem(scores, codes, k)
     layout = GroupLayout(codes, k)
     previous = solve_exact(make_problem(*make_data(n, k, seed=1), k))  # another batch
+    result = project(scores, codes, tolerance=TOLERANCE)
+    grad = np.random.default_rng(2).normal(size=n)
+    built = Linearization(result.problem, result.proba)
     methods = {
         "floor": lambda: np.clip(scores, 0.0, 1.0),
         "layout": lambda: solve_exact(problem, layout=layout),
         "exact": lambda: solve_exact(problem),
         "warm": lambda: solve_exact(problem, warm_start=previous, layout=layout),
         "project": lambda: project(scores, codes, tolerance=TOLERANCE),
+        "vjp": lambda: Linearization(result.problem, result.proba).vjp(grad),
+        "vjp product": lambda: built.vjp(grad),
     }
     times = {name: [] for name in methods}
     for fn in methods.values():  # warm-up
@@ -105,21 +115,20 @@ def bench(n, k, repeats, sorted_repeats):
     for _ in range(repeats):
         for name, fn in methods.items():
             for _ in range(BURST):  # back to back: the data stay cache-resident, as for the floor
-                t0 = time.perf_counter()
+                t0 = clock()
                 fn()
-                times[name].append(time.perf_counter() - t0)
+                times[name].append(clock() - t0)
     best = {name: 1e3 * min(ts) for name, ts in times.items()}
     if sorted_repeats:
         ts = []
         for _ in range(sorted_repeats):
-            t0 = time.perf_counter()
+            t0 = clock()
             reference = solve_sorted(problem)
-            ts.append(time.perf_counter() - t0)
+            ts.append(clock() - t0)
         best["sorted"] = 1e3 * min(ts)
         gap = np.abs(solve_exact(problem).outputs - reference.outputs).max()
         if gap > 1e-9:
             raise AssertionError(f"exact and sorted solvers differ by {gap:.3g} at n={n}, k={k}")
-    _compiled._SCRATCH.__dict__.clear()  # count the solver's scratch buffer too
     best["memory"] = peak_memory(lambda: solve_exact(problem)) / scores.nbytes
     best["path"] = solve_exact(problem).info["path"]
     return best
@@ -143,25 +152,30 @@ def machine():
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes only (seconds)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall clock (default) or CPU time of the process")
     args = parser.parse_args(argv)
     if args.quick:
         cases = [(100_000, 2, 15, 2), (1_000_000, 2, 7, 1), (100_000, 10, 15, 2)]
     else:
         cases = [(1_000_000, 2, 21, 2), (10_000_000, 2, 7, 1), (1_000_000, 10, 21, 2)]
-    print(f"Machine: {machine()}\n")
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    print(f"Machine: {machine()}; clock: {args.clock}\n")
     header = ("| n | groups | floor ms | exact (layout) ms | ratio | exact ms | ratio | warm ms | ratio "
-              "| project() ms | ratio | sorted ms | ratio | peak / input | path |")
+              "| project() ms | ratio | vjp ms | ratio | vjp product ms | ratio | sorted ms | ratio "
+              "| peak / input | path |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for n, k, repeats, sorted_repeats in cases:
-        r = bench(n, k, repeats, sorted_repeats)
+        r = bench(n, k, repeats, sorted_repeats, clock)
         f = r["floor"]
 
         def cell(name, r=r, f=f):
             return f"{r[name]:.2f} | {r[name] / f:.1f}x" if name in r else "- | -"
 
         print(f"| {n:.0e} | {k} | {f:.3f} | {cell('layout')} | {cell('exact')} | {cell('warm')} "
-              f"| {cell('project')} | {cell('sorted')} | {r['memory']:.2f} | {r['path']} |")
+              f"| {cell('project')} | {cell('vjp')} | {cell('vjp product')} | {cell('sorted')} "
+              f"| {r['memory']:.2f} | {r['path']} |")
         sys.stdout.flush()
     print(f"\nAfter the run: {machine()}")
 

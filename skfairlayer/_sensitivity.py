@@ -87,11 +87,7 @@ problem alone: :class:`Linearization` given a ``rebuild`` function detects
 this and raises ``NotImplementedError`` rather than return a wrong product.
 """
 
-import threading
-
 import numpy as np
-
-from . import _compiled
 
 __all__ = ["Linearization", "check_declared_dependence", "projection_vjp", "projection_jvp"]
 
@@ -108,17 +104,15 @@ class Linearization:
     Built once per solution in ``O(n_samples * n_classes)``; each product
     costs a few passes over the outputs. Binary outputs with scalar bounds
     under one family of uniform weights covering every row (demographic
-    parity) take compiled passes when the kernels are built
-    (``skfairlayer._compiled``): one pass to build, about two per product.
+    parity) take a shortcut (:class:`_DenseUniformPasses`): two passes to
+    build, about three per product.
 
     Parameters
     ----------
     problem : ProjectionProblem
         The problem that was solved.
     outputs : ndarray of shape (n_samples,) or (n_samples, n_classes)
-        Its verified solution ``P*``. The compiled passes read it again in
-        each product: do not modify it in place while the linearization is
-        in use.
+        Its verified solution ``P*``.
     bound_atol : float, default=1e-12
         Outputs this close to a bound (to zero on the simplex) are held fixed.
     level_atol : float, default=1e-9
@@ -139,7 +133,7 @@ class Linearization:
     ----------
     free : ndarray of bool, same shape as ``outputs``
         Outputs not held at a bound (``lower + bound_atol < P < upper -
-        bound_atol``; with the compiled passes, computed on first access).
+        bound_atol``).
     active : list of ndarray of bool of shape (n_groups,)
         Per family, the groups whose statistic is on an edge of the band
         (all ``False`` when the family's gap is below its tolerance).
@@ -197,7 +191,7 @@ class Linearization:
             if fam.uniform and sums.inside is None and fam.totals is not None:
                 m = sums(col) / fam.totals  # weights 1 / n_g: group sums over sizes
             else:
-                wp = np.multiply(fam.weights, col, out=_scratch(self.shape[0]))
+                wp = np.multiply(fam.weights, col, out=np.empty(self.shape[0]))
                 m = sums(wp if sums.inside is None else sums.mask(wp))
             present = np.ones(fam.n_groups, dtype=bool)
             if np.any(m == 0.0):  # an empty group has a zero mean: check presence only then
@@ -237,15 +231,15 @@ class Linearization:
             self._build_plug_in(problem.scores, p, means)
 
     def _init_fast(self, fam, p, problem, bound_atol, level_atol):
-        """The state of the compiled fast path (:class:`_DenseUniformPasses`): one pass."""
+        """The state of the fast path (:class:`_DenseUniformPasses`): two passes."""
         fast = _DenseUniformPasses(
             fam, p, float(problem.lower) + bound_atol, float(problem.upper) - bound_atol
         )
-        act = _active_groups(fam.means(fast.p), np.ones(fam.n_groups, dtype=bool),
+        act = _active_groups(fam.means(p), np.ones(fam.n_groups, dtype=bool),
                              fam.tolerance, level_atol)
         fast.set_active(act)
         self._fast = fast
-        self._free = None  # computed on first access (the products do not need it)
+        self._free = None  # computed on first access (the products use the float mask)
         self.active = [act]
         self.active_rows = np.zeros(0, dtype=np.intp)
         self._row_vectors = np.zeros((0, p.size))
@@ -291,7 +285,7 @@ class Linearization:
             # and both give the same answer.
             f, idx, _ = blocks[0]
             fam = self.families[f]
-            weight = self._times_u(f, fam.weights, _scratch(self.shape[0]))  # u * w = u^2
+            weight = self._times_u(f, fam.weights, np.empty(self.shape[0]))  # u * w = u^2
             if self.simplex:
                 weight *= 1.0 - self._inv_free
             gram = self._sums[f](weight)[idx]
@@ -307,7 +301,7 @@ class Linearization:
             u = self._times_u(f, 1.0, np.empty(self.shape[0]))
             for f2, idx2, off2 in blocks[bi:]:
                 fam2, codes2 = self.families[f2], self._sums[f2].codes
-                weight = self._times_u(f2, u, _scratch(self.shape[0]))
+                weight = self._times_u(f2, u, np.empty(self.shape[0]))
                 if self.simplex:
                     same = 1.0 if fam.column == fam2.column else 0.0
                     weight *= same - self._inv_free
@@ -382,7 +376,7 @@ class Linearization:
     def _family_dot(self, f, x):
         """``a_{f,g}' x`` for every group ``g`` of family ``f``, for ``x`` zero off the free set."""
         col = x if x.ndim == 1 else x[:, self.families[f].column]
-        return self._sums[f](self._times_u(f, col, _scratch(self.shape[0])))
+        return self._sums[f](self._times_u(f, col, np.empty(self.shape[0])))
 
     def _times_u(self, f, x, out):
         """``x * u`` into ``out``, with ``u_i = w_i`` where row ``i`` is in family ``f`` and its
@@ -422,7 +416,7 @@ class Linearization:
             for f, idx, off in self._blocks:
                 lam = np.zeros(self.families[f].n_groups)
                 lam[idx] = z[off : off + idx.size]
-                term = self._sums[f].expand(lam, out=_scratch(self.shape[0]))
+                term = self._sums[f].expand(lam, out=np.empty(self.shape[0]))
                 out -= self._times_u(f, term, term)  # u = w * free: already Q-projected
         else:
             correction = np.zeros(self.shape)
@@ -430,7 +424,7 @@ class Linearization:
                 fam = self.families[f]
                 lam = np.zeros(fam.n_groups)
                 lam[idx] = z[off : off + idx.size]
-                term = self._sums[f].expand(lam, out=_scratch(self.shape[0]))
+                term = self._sums[f].expand(lam, out=np.empty(self.shape[0]))
                 correction[:, fam.column] += self._times_u(f, term, term)
             out -= self._q(correction) if self.simplex else correction
         n_rows = self.active_rows.size
@@ -577,148 +571,107 @@ def _single_family_multipliers(c, r):
 
 
 def _dense_uniform_family(problem, p):
-    """The family of the compiled fast path (:class:`_DenseUniformPasses`), or None.
+    """The family of the fast path (:class:`_DenseUniformPasses`), or None.
 
     Binary outputs with scalar bounds, no extra rows, and one family of score-free
-    weights ``1 / n_g`` covering every row, with codes the kernels take.
+    weights ``1 / n_g`` covering every row.
     """
     if p.ndim != 1 or problem.simplex or problem.rows is not None or len(problem.families) != 1:
         return None
     fam = problem.families[0]
-    if not _compiled.active() or fam.plug_in_class is not None or not fam.dense_uniform:
+    if fam.plug_in_class is not None or not fam.dense_uniform:
         return None
     if np.ndim(problem.lower) != 0 or np.ndim(problem.upper) != 0:
         return None
-    if not np.all(fam.totals > 0):
-        return None
-    # Checked last: the cached codes are None when first read with the kernels switched off.
-    return fam if fam._small_codes is not None else None
+    return fam if np.all(fam.totals > 0) else None
 
 
 class _DenseUniformPasses:
-    """Jacobian products for one dense uniform family of binary outputs, by compiled passes.
+    """Jacobian products for one dense uniform family of binary outputs.
 
     With every row in a group of weight ``1 / n_g``, scalar bounds and no other
     constraint, ``J v = M (v - shift_{g_i})``: ``M`` keeps the free outputs
     (``lo < P_i < hi``) and ``shift_g = lambda_g / n_g`` on the active groups
     (zero elsewhere), the multipliers of the diagonal system of
     ``Linearization._solve_single`` with ``c_g = n_gF / n_g**2`` (``n_gF`` free
-    outputs in ``g``) and ``r_g = (1 / n_g) * sum_{free i in g} v_i``. Building
-    costs one pass over ``P`` (its group sums, for the active groups), two in
-    ``"index"`` mode. Products (``mode``):
+    outputs in ``g``) and ``r_g = (1 / n_g) * sum_{free i in g} v_i``.
 
-    ``"mask"``
-        ``free_sums`` (free sums and counts: one pass over ``v``, ``P`` and the
-        codes), then ``free_shift``.
-    ``"index"``
-        From 3 to 16 groups with at most ``index_share`` of the outputs held
-        (the kernels' ``free_sums`` has a vector loop for two groups only; its
-        portable loop costs about three ``group_sums``): the held rows are
-        listed once (``outside``); a product takes the group sums of ``v``
-        less those over the held rows (``group_sums``, a gather), shifts ``v``
-        (``shift_clip`` without clipping) and zeroes the held rows. Where the
-        subtraction could lose digits (the held entries of an active group
-        weigh more than ``2**10`` times its free sum, e.g. huge gradients at
-        clamped outputs) or a sum is not finite, that product runs as
-        ``"mask"``. (Above 16 groups ``outside`` runs a portable loop too and
-        both modes cost about the same: measured 0.77 of a forward solve at
-        ``n = 10**6``, 20 groups.)
-    ``"none"``
-        No active group: ``free_shift`` by zero, the bound mask alone.
-
-    Results agree with the numpy passes of :class:`Linearization` to rounding.
+    Building keeps ``M`` as booleans and counts the free outputs per group (no
+    ``n``-float array: fresh pages cost more than a pass). A product makes
+    two passes, block by block, over its output: ``M v`` and its group sums
+    (two groups: the total and a dot product with the ``uint8`` codes of the
+    family converted per block; more: ``bincount``), then the shifts of the
+    active groups, masked, subtracted.
     """
 
-    #: Largest share of held outputs for the "index" products.
-    index_share = 0.125
-    #: Smallest and largest group counts with "index" products.
-    index_groups = (3, 16)
-
     def __init__(self, fam, p, lo, hi):
-        self.p = np.ascontiguousarray(p, dtype=np.float64)
-        self.codes = fam._small_codes
-        self.k, self.n = fam.n_groups, self.p.size
-        self.lo, self.hi = lo, hi
+        self.codes, self.small = fam.codes, fam._small_codes  # uint8 for two groups
+        self.k, self.n = fam.n_groups, p.shape[0]
+        self.mask = (p > lo) & (p < hi)
         self.totals = np.asarray(fam.totals, dtype=np.float64)
         self.inv_totals = 1.0 / self.totals
-        self.mode, self.idx = "none", None
-        self.held, self.held_codes, self.counts = None, None, None
+        self.idx, self.counts = None, None
 
     def free(self):
         """The bound mask (``Linearization.free``)."""
-        return (self.p > self.lo) & (self.p < self.hi)
+        return self.mask
+
+    def _blocks(self):
+        step = max(1, min(self.n, 1 << 16))
+        return [slice(a, min(a + step, self.n)) for a in range(0, self.n, step)]
 
     def set_active(self, act):
-        """Fix the active groups and choose how products sum over the free outputs."""
+        """Fix the active groups (and count the free outputs of each group)."""
         if not act.any():
             return
-        self.idx, self.mode = np.flatnonzero(act), "mask"
-        low, high = self.index_groups
-        if not low <= self.k <= high:
+        self.idx = np.flatnonzero(act)
+        if self.k == 2:
+            one = np.count_nonzero(self.mask & self.small.view(bool))
+            self.counts = np.array([np.count_nonzero(self.mask) - one, one], dtype=np.float64)
             return
-        # Held: P_i <= lo or P_i >= hi, i.e. outside [next(lo), prev(hi)].
-        bottom = np.full(self.k, np.nextafter(self.lo, np.inf))
-        top = np.full(self.k, np.nextafter(self.hi, -np.inf))
-        rows = _compiled.scratch(self.n, np.intp)
-        m = _compiled.kernels.outside(self.p, self.codes, bottom, top, rows)
-        if m <= self.index_share * self.n:
-            self.held = rows[:m].copy()
-            self.held_codes = self.codes[self.held].astype(np.intp)
-            self.counts = self.totals - np.bincount(self.held_codes, minlength=self.k)
-            self.mode = "index"
-
-    def _shifts(self, sums, counts):
-        """Per-group shifts ``lambda_g / n_g`` from the free sums and free counts."""
-        idx, inv = self.idx, self.inv_totals[self.idx]
-        lam, _ = _single_family_multipliers(counts[idx] * inv * inv, sums[idx] * inv)
-        shifts = np.zeros(self.k)
-        shifts[idx] = lam * inv
-        return shifts
+        self.counts = np.zeros(self.k)
+        for sl in self._blocks():
+            self.counts += np.bincount(self.codes[sl][self.mask[sl]], minlength=self.k)
 
     def project(self, v):
-        """``J v`` for a float64 vector of the outputs' shape (a new array)."""
-        kern, k = _compiled.kernels, self.k  # not stored: the state pickles
-        v = np.ascontiguousarray(v, dtype=np.float64)
-        if kern is None:  # unpickled where the kernels are not built: the same map in numpy
-            free = self.free()
-            shifts = np.zeros(k)
-            if self.mode != "none":
-                sums = np.bincount(self.codes, weights=np.where(free, v, 0.0), minlength=k)
-                counts = np.bincount(self.codes, weights=free.astype(np.float64), minlength=k)
-                shifts = self._shifts(sums, counts)
-            return np.where(free, v - shifts[self.codes], 0.0)
+        """``J v`` for a vector of the outputs' shape (a new array)."""
+        v = np.asarray(v, dtype=np.float64)
         out = np.empty(self.n)
-        if self.mode == "index":
-            sums = np.empty(k)
-            kern.group_sums(v, self.codes, sums)
-            held = v[self.held]
-            sums -= np.bincount(self.held_codes, weights=held, minlength=k)
-            # The subtraction costs at most ~10 bits of an active group's free sum (relative
-            # to itself) beyond its own rounding when the held entries weigh at most 2**10
-            # times as much; else (e.g. huge gradients at clamped outputs) the masked sums.
-            weight = np.bincount(self.held_codes, weights=np.abs(held), minlength=k)
-            idx = self.idx
-            if np.all(np.isfinite(sums)) and np.all(weight[idx] <= 1024.0 * np.abs(sums[idx])):
-                kern.shift_clip(v, self.codes, self._shifts(sums, self.counts), -np.inf,
-                                np.inf, out)
-                out[self.held] = 0.0
-                return out
-        shifts = np.zeros(k)
-        if self.mode != "none":
-            both = np.empty(2 * k)
-            kern.free_sums(v, self.p, self.codes, self.lo, self.hi, both)
-            shifts = self._shifts(both[:k], both[k:])
-        kern.free_shift(v, self.p, self.codes, self.lo, self.hi, shifts, out)
+        blocks = self._blocks()
+        if self.idx is None:
+            return np.multiply(v, self.mask, out=out)
+        buf = np.empty(blocks[0].stop)
+        sums = np.zeros(self.k)
+        for sl in blocks:  # M v and its group sums
+            o, f = out[sl], buf[: sl.stop - sl.start]
+            np.multiply(v[sl], self.mask[sl], out=o)
+            if self.k == 2:
+                np.copyto(f, self.small[sl])
+                one = float(np.einsum("i,i->", f, o))
+                sums += (float(o.sum()) - one, one)
+            else:
+                sums += np.bincount(self.codes[sl], weights=o, minlength=self.k)
+        idx, inv = self.idx, self.inv_totals[self.idx]
+        lam, _ = _single_family_multipliers(self.counts[idx] * inv * inv, sums[idx] * inv)
+        shifts = np.zeros(self.k)
+        shifts[idx] = lam * inv
+        for sl in blocks:  # minus M shift_g
+            o, f = out[sl], buf[: sl.stop - sl.start]
+            if self.k == 2:
+                np.multiply(self.small[sl], shifts[1] - shifts[0], out=f)
+                f += shifts[0]
+            else:
+                np.take(shifts, self.codes[sl], out=f, mode="clip")
+            f *= self.mask[sl]
+            o -= f
         return out
 
 
 class _GroupSums:
     """Per-group sums ``sum_{i in g} x_i`` of one family, and the inverse gather.
 
-    With the compiled passes (``skfairlayer._compiled``), one pass each over
-    ``uint8`` codes. Otherwise ``bincount``, and with two groups covering every
-    row a float indicator and dot products (``einsum``: BLAS thread start-up
-    costs more than the product on mid-sized batches), several times faster.
+    ``bincount`` and ``take``; with two groups covering every row, a float
+    indicator and dot products, several times faster.
     """
 
     def __init__(self, fam):
@@ -726,12 +679,7 @@ class _GroupSums:
         inside = fam.codes >= 0
         self.inside = None if inside.all() else inside
         self.codes = fam.codes if self.inside is None else np.where(inside, fam.codes, 0)
-        self.indicator = self.small = None
-        if _compiled.active():
-            self.small = fam._small_codes if self.inside is None else _compiled.small_codes(
-                self.codes, self.k)
-            if self.small is not None:
-                return
+        self.indicator = None
         if self.k == 2 and self.inside is None:
             # The family's shared 0/1 indicator (cached on it by the solver and verification).
             self.indicator = fam._indicator if fam.group_ids is None else None
@@ -743,40 +691,18 @@ class _GroupSums:
         return np.where(self.inside, x, 0.0)
 
     def __call__(self, x):
-        sums = _compiled.group_sums(x, self.small, self.k)
-        if sums is not None:
-            return sums
         if self.indicator is not None:
-            one = float(np.einsum("i,i->", self.indicator, x))  # no BLAS threads: cheap
+            one = float(np.einsum("i,i->", self.indicator, x))
             return np.array([float(x.sum()) - one, one])
         return np.bincount(self.codes, weights=x, minlength=self.k)
 
     def expand(self, values, out=None):
         """``values[g_i]`` for every row (rows outside the family get ``values[0]``)."""
-        if self.small is not None:
-            out = np.empty(self.codes.shape[0]) if out is None else out
-            _compiled.kernels.lookup(self.small, np.ascontiguousarray(values, np.float64), out)
-            return out
         if self.indicator is not None:
             out = np.multiply(self.indicator, values[1] - values[0], out=out)
             out += values[0]
             return out
-        return np.take(values, self.codes, out=out)
-
-
-_SCRATCH = threading.local()
-
-
-def _scratch(n):
-    """A per-thread scratch row buffer of length ``n``, reused across calls.
-
-    Fresh large temporaries cost page faults that can exceed the arithmetic of
-    a pass; callers use the buffer only within one method call.
-    """
-    buf = getattr(_SCRATCH, "buf", None)
-    if buf is None or buf.shape[0] < n:
-        buf = _SCRATCH.buf = np.empty(max(n, 1024))
-    return buf[:n]
+        return np.take(values, self.codes, out=out, mode="clip")
 
 
 def _group_present(fam):

@@ -1,10 +1,8 @@
-"""``show_versions``: the system, the dependencies and the solver's compiled passes."""
+"""``show_versions``: the system and the dependencies."""
 
 import platform
 import sys
 from importlib import metadata
-
-from . import _compiled
 
 __all__ = ["show_versions"]
 
@@ -24,21 +22,13 @@ def _versions():
             deps[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             deps[name] = None
-    kernels = _compiled.kernels
-    if kernels is None:
-        passes = "numpy (compiled passes not built, or SKFAIRLAYER_PURE_NUMPY is set)"
-    else:
-        passes = "compiled, AVX-512 loops" if kernels.simd() else "compiled, portable loops"
-    return {"System": system, "Dependencies": deps, "Exact solver": {"passes": passes}}
+    return {"System": system, "Dependencies": deps}
 
 
 def show_versions():
-    """Print the system, the dependency versions and which passes the exact solver runs.
+    """Print the system and the dependency versions.
 
-    Useful in bug reports. "compiled" means the C extension
-    ``skfairlayer._kernels`` was built at install time (it needs a C compiler)
-    and is in use; "numpy" means the solver runs its numpy passes (same
-    answers, slower on large batches).
+    Useful in bug reports.
 
     Examples
     --------
@@ -46,8 +36,8 @@ def show_versions():
     >>> show_versions()  # doctest: +ELLIPSIS
     <BLANKLINE>
     skfairlayer: ...
-    Exact solver:
-        passes: ...
+    Dependencies:
+    ...
     """
     from . import __version__
 

@@ -5,31 +5,20 @@ import doctest
 import numpy as np
 import pytest
 
-from skfairlayer import _compiled, project
+from skfairlayer import project
 from skfairlayer._solvers import Solution, _exact
 from skfairlayer._solvers._exact import GroupLayout, solve_exact, solve_sorted
 from skfairlayer.constraints import GroupStatistics, ProjectionProblem
 from skfairlayer.exceptions import InfeasibleProblemError
 
 TOLERANCES = [0.0, 1e-4, 0.01, 0.2]
-#: Full-data passes every test runs on: numpy, and the compiled kernels (portable loops, and
-#: the AVX-512 loops where the CPU has them).
-PASSES = ["numpy"] + (["compiled", "compiled-simd"] if _compiled.kernels is not None else [])
 
 
-@pytest.fixture(params=PASSES, autouse=True)
-def passes(request):
-    """Run the test on one implementation of the full-data passes."""
-    simd = {"numpy": None, "compiled": False, "compiled-simd": True}[request.param]
-    with _compiled.numpy_passes(simd=simd):
-        yield request.param
-
-
-def _uniform_path(k, passes):
-    """The ``info["path"]`` of a uniform-weight solve on ``passes``."""
-    if passes != "numpy":
-        return "uniform-compiled"
+def _uniform_path(k):
+    """The ``info["path"]`` of a uniform-weight solve."""
     return "uniform-2" if k == 2 else "uniform"
+
+
 KINDS = ["uniform", "beta", "binary", "ties", "shifted", "wide", "logistic"]
 
 
@@ -142,22 +131,22 @@ def test_matches_sorted_on_random_small_problems(seed):
 @pytest.mark.parametrize("k", [2, 3, 10])
 @pytest.mark.parametrize("order", [None, "sorted", "grouped"])
 @pytest.mark.parametrize("kind", ["logistic", "binary", "ties", "shifted"])
-def test_fast_paths_match_sorted(k, order, kind, passes):
+def test_fast_paths_match_sorted(k, order, kind):
     """Check that the uniform-weight passes (two groups and many) match the sorted reference."""
     rng = np.random.default_rng(1000 * k + 7 * len(kind) + (order == "sorted"))
     tol = float(rng.choice(TOLERANCES))
     problem = _problem(rng, 20000, k, tol, kind, order=order)
     sol = _solve_and_check(problem)
-    assert sol.info["path"] == _uniform_path(k, passes)
+    assert sol.info["path"] == _uniform_path(k)
 
 
 @pytest.mark.parametrize("tol", TOLERANCES)
-def test_groups_of_one_row_are_kept_whole(tol, passes):
+def test_groups_of_one_row_are_kept_whole(tol):
     """Check that groups too small to sample (one row, five rows) are solved exactly."""
     rng = np.random.default_rng(3)
     problem = _problem(rng, 20000, 4, tol, "logistic", tiny=(1, 5))
     sol = _solve_and_check(problem)
-    assert sol.info["path"] == _uniform_path(4, passes)
+    assert sol.info["path"] == _uniform_path(4)
 
 
 @pytest.mark.parametrize("k", [2, 5])
@@ -307,7 +296,6 @@ def test_blocked_passes(monkeypatch, k):
     """Check that the block-by-block passes used on large data give the same answer."""
     monkeypatch.setattr(_exact, "_BLOCKED_FROM", 5000)
     monkeypatch.setattr(_exact, "_BLOCK", 777)
-    monkeypatch.setattr(_exact, "_CONVERT_FROM", 5000)
     rng = np.random.default_rng(12)
     _solve_and_check(_problem(rng, 20000, k, 0.01, "logistic", order="sorted"))
 
@@ -406,3 +394,90 @@ def test_matches_sorted_long_sweep(seed):
         tiny=[(), (), (1,), (1, 3)][int(rng.integers(4))],
     )
     _solve_and_check(problem)
+
+
+def test_runs_without_compiled_code():
+    """Check that the exact solver runs on the package's Python modules alone: every loaded
+    ``skfairlayer`` module is a ``.py`` file, none of them the former compiled passes."""
+    import sys
+
+    rng = np.random.default_rng(0)
+    result = project(rng.random(60000), rng.integers(0, 2, 60000), tolerance=0.01)
+    assert result.solver == "exact" and result.gap <= 0.01 + 1e-9
+    loaded = {name: getattr(mod, "__file__", None) for name, mod in list(sys.modules.items())
+              if name == "skfairlayer" or name.startswith("skfairlayer.")}
+    assert all(path is None or path.endswith(".py") for path in loaded.values()), loaded
+    assert not {"skfairlayer._compiled", "skfairlayer._kernels"} & loaded.keys()
+
+
+def test_show_versions_names_the_dependencies(capsys):
+    """Check that show_versions prints the dependency versions."""
+    from skfairlayer import show_versions
+
+    show_versions()
+    out = capsys.readouterr().out
+    assert "numpy:" in out and "scikit-learn:" in out and "osqp:" in out
+
+
+@pytest.mark.parametrize("k", [2, 7])
+def test_uniform_family_weights_and_codes(k):
+    """Check that a uniform family's weights are 1 / n_g and its cached uint8 codes (two
+    groups) equal the codes."""
+    from skfairlayer.constraints import build_problem
+
+    rng = np.random.default_rng(k)
+    codes = np.r_[np.arange(k), rng.integers(0, k, 5000)]
+    fam = build_problem("demographic_parity", rng.random(codes.size), [(codes, k)], 0.01).families[0]
+    np.testing.assert_array_equal(fam.weights, 1.0 / np.bincount(codes)[codes])
+    if k == 2:
+        assert fam._small_codes.dtype == np.uint8
+        np.testing.assert_array_equal(fam._small_codes, codes)
+    else:
+        assert fam._small_codes is None
+
+
+def test_estimator_and_column_scores_take_the_uniform_passes(monkeypatch):
+    """Check that scores given as a column of a 2-D array (proba[:, 1], as the estimator
+    projects them) run the uniform-weight passes."""
+    from sklearn.linear_model import LogisticRegression
+
+    from skfairlayer import FairnessLayerClassifier
+
+    rng = np.random.default_rng(0)
+    n = 20000
+    X = rng.normal(size=(n, 3))
+    g = rng.integers(0, 2, n)
+    y = (X[:, 0] + 0.5 * g + rng.normal(size=n) > 0).astype(int)
+    clf = FairnessLayerClassifier(LogisticRegression(), tolerance=0.01).fit(
+        X, y, sensitive_features=g)
+    paths = []
+    solve = _exact.solve_exact
+
+    def spy(problem, *args, **kwargs):
+        solution = solve(problem, *args, **kwargs)
+        paths.append(solution.info["path"])
+        return solution
+
+    monkeypatch.setattr(_exact, "solve_exact", spy)
+    clf.predict_proba(X, sensitive_features=g)
+    project(clf.estimator_.predict_proba(X)[:, 1], g)
+    assert paths == ["uniform-2", "uniform-2"]
+
+
+def test_concurrent_solves_match_serial():
+    """Check that exact solves running in several threads at once (no state shared between
+    calls) give the serial answers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(7)
+    batches = []
+    for j in range(8):
+        n = 60000 + 1000 * j
+        codes = rng.integers(0, 2 + j % 3, n)
+        scores = 1.0 / (1.0 + np.exp(-(rng.normal(0, 1.5, n) + 0.4 * codes)))
+        batches.append((scores, codes))
+    serial = [project(s, c, tolerance=0.01).proba for s, c in batches]
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(lambda b: project(b[0], b[1], tolerance=0.01).proba, batches * 3))
+    for j, out in enumerate(threaded):
+        np.testing.assert_array_equal(out, serial[j % len(batches)])

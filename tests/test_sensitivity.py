@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 from scipy.optimize import approx_fprime
 
-from skfairlayer import _compiled, project
+from skfairlayer import _sensitivity, project
 from skfairlayer._sensitivity import Linearization, projection_jvp, projection_vjp
 from skfairlayer.constraints import (
     AffineRows,
@@ -13,7 +13,6 @@ from skfairlayer.constraints import (
     DemographicParity,
     GroupStatistics,
     ProjectionProblem,
-    build_problem,
     group_family,
 )
 from skfairlayer.projection import solve_problem
@@ -579,8 +578,7 @@ def test_plug_in_products_are_linear_time():
     assert time.perf_counter() - start < 0.5
 
 
-# --------------------------------------------------------------------------- compiled fast path
-_KERNELS = pytest.mark.skipif(_compiled.kernels is None, reason="compiled kernels not built")
+# --------------------------------------------------------------------------- dense uniform fast path
 
 
 def _fast_instance(seed, n, k, tol, clamped):
@@ -598,16 +596,6 @@ def _fast_instance(seed, n, k, tol, clamped):
     return rng, problem, solve_problem(problem).outputs
 
 
-def _expected_mode(lin):
-    """The products the fast path should have chosen (see ``_DenseUniformPasses``)."""
-    fast = lin._fast
-    if not lin.active[0].any():
-        return "none"
-    low, high = fast.index_groups
-    held = int((~lin.free).sum())
-    return "index" if low <= fast.k <= high and held <= fast.index_share * fast.n else "mask"
-
-
 def _products(lin, vectors):
     return [method(v) for v in vectors for method in (lin.apply, lin.vjp, lin.jvp)]
 
@@ -618,68 +606,38 @@ def _assert_same_products(got, ref):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * scale, equal_nan=True)
 
 
-def _compare_with_numpy_passes(problem, p, vectors, **kwargs):
-    """Products of the fast path (default, portable and AVX-512 loops) against the numpy
-    passes; returns the default linearization."""
-    with _compiled.numpy_passes(simd=None):
-        ref_lin = Linearization(problem, p, **kwargs)
-        assert ref_lin._fast is None
-        ref = _products(ref_lin, vectors)
-    lin = Linearization(problem, p, **kwargs)
-    assert lin._fast is not None  # the compiled path is taken, not silently skipped
-    assert lin._free is None  # the mask is lazy
-    _assert_same_products(_products(lin, vectors), ref)
-    for simd in (False, True):
-        with _compiled.numpy_passes(simd=simd):
-            other = Linearization(problem, p, **kwargs)
-            assert other._fast is not None and other._fast.mode == lin._fast.mode
-            _assert_same_products(_products(other, vectors), ref)
-    np.testing.assert_array_equal(lin.free, ref_lin.free)
-    np.testing.assert_array_equal(lin.active[0], ref_lin.active[0])
-    assert lin._fast.mode == _expected_mode(lin)
+def _general_linearization(problem, p, **kwargs):
+    """The linearization by the general passes (the fast path switched off)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_sensitivity, "_dense_uniform_family", lambda problem, p: None)
+        lin = Linearization(problem, p, **kwargs)
+    assert lin._fast is None
     return lin
 
 
-@_KERNELS
+def _compare_with_general_path(problem, p, vectors, **kwargs):
+    """Products of the fast path against the general passes; returns the fast linearization."""
+    ref_lin = _general_linearization(problem, p, **kwargs)
+    ref = _products(ref_lin, vectors)
+    lin = Linearization(problem, p, **kwargs)
+    assert lin._fast is not None  # the fast path is taken, not silently skipped
+    assert lin._free is None  # the bool mask is lazy
+    _assert_same_products(_products(lin, vectors), ref)
+    np.testing.assert_array_equal(lin.free, ref_lin.free)
+    np.testing.assert_array_equal(lin.active[0], ref_lin.active[0])
+    return lin
+
+
 @pytest.mark.parametrize("k", [2, 3, 10, 20])
 @pytest.mark.parametrize("tol", [0.0, 1e-4, 0.01, 0.2])
 @pytest.mark.parametrize("clamped", [False, True])
-def test_fast_path_matches_numpy_passes(k, tol, clamped):
-    """Check that the compiled products (portable and vector loops) equal the numpy passes'."""
+def test_fast_path_matches_general_path(k, tol, clamped):
+    """Check that the fast path's products equal the general passes'."""
     rng, problem, p = _fast_instance(k * 7 + int(tol * 1e4), 3000, k, tol, clamped)
     vectors = [rng.normal(size=p.size), rng.normal(size=p.size) + 3.0]
-    _compare_with_numpy_passes(problem, p, vectors)
+    _compare_with_general_path(problem, p, vectors)
 
 
-@_KERNELS
-@pytest.mark.parametrize("mode", ["index", "mask"])
-@pytest.mark.parametrize("k", [2, 3, 10, 20])
-def test_both_product_modes_match_numpy_passes(monkeypatch, mode, k):
-    """Check the 'index' and 'mask' products, forced, on the same problems."""
-    from skfairlayer._sensitivity import _DenseUniformPasses
-
-    if mode == "index":
-        monkeypatch.setattr(_DenseUniformPasses, "index_groups", (1, 255))
-        monkeypatch.setattr(_DenseUniformPasses, "index_share", 1.0)
-    else:
-        monkeypatch.setattr(_DenseUniformPasses, "index_share", -1.0)
-    for clamped in (False, True):
-        rng, problem, p = _fast_instance(k, 2000, k, 0.01, clamped)
-        lin = _compare_with_numpy_passes(problem, p, [rng.normal(size=p.size)])
-        assert lin._fast.mode == mode
-
-
-@_KERNELS
-def test_fast_path_modes_are_all_exercised():
-    """Check that the instances above reach the 'none', 'mask' and 'index' products."""
-    seen = set()
-    for k, tol, clamped in [(2, 0.01, False), (5, 0.01, False), (5, 0.01, True), (3, 0.9, True)]:
-        _, problem, p = _fast_instance(k, 3000, k, tol, clamped)
-        seen.add(Linearization(problem, p)._fast.mode)
-    assert seen == {"none", "mask", "index"}
-
-
-@_KERNELS
 @pytest.mark.parametrize("k", [2, 5])
 def test_fast_path_at_the_bound_tolerance(k):
     """Check outputs exactly at lower + bound_atol (held) and one ulp inside (free)."""
@@ -691,12 +649,11 @@ def test_fast_path_at_the_bound_tolerance(k):
     p[10:15] = hi
     p[15:20] = np.nextafter(hi, 0.0)
     p[20:25] = 0.0
-    lin = _compare_with_numpy_passes(problem, p, [rng.normal(size=p.size)])
+    lin = _compare_with_general_path(problem, p, [rng.normal(size=p.size)])
     assert not lin.free[:5].any() and lin.free[5:10].all()
     assert not lin.free[10:15].any() and lin.free[15:20].all() and not lin.free[20:25].any()
 
 
-@_KERNELS
 @pytest.mark.parametrize("k", [2, 3])
 def test_fast_path_band_edge_within_level_atol(k):
     """Check group means within level_atol of the band's edges (active) and just beyond."""
@@ -711,78 +668,44 @@ def test_fast_path_band_edge_within_level_atol(k):
             rows = codes == g
             p[rows] += targets[g] - p[rows].mean()
         problem = _dp_problem(p, codes, k, tol)
-        lin = _compare_with_numpy_passes(problem, p, [rng.normal(size=n)])
+        lin = _compare_with_general_path(problem, p, [rng.normal(size=n)])
         assert lin.active[0][[0, k - 1]].all() == active
 
 
-@_KERNELS
-@pytest.mark.parametrize("mode", ["index", "mask"])
-def test_fast_path_fully_clamped_group(monkeypatch, mode):
-    """Check an active group entirely at a bound (pinned: mu = 0) against the numpy passes."""
-    from skfairlayer._sensitivity import _DenseUniformPasses
-
-    monkeypatch.setattr(_DenseUniformPasses, "index_groups", (1, 255))
-    monkeypatch.setattr(_DenseUniformPasses, "index_share", 1.0 if mode == "index" else -1.0)
+def test_fast_path_fully_clamped_group():
+    """Check an active group entirely at a bound (pinned: mu = 0) against the general passes."""
     rng = np.random.default_rng(0)
     codes = np.repeat([0, 1, 2], [30, 40, 50])
     s = np.r_[rng.uniform(2.6, 2.8, 30), rng.uniform(0.4, 0.6, 40), rng.uniform(0.5, 0.7, 50)]
     problem = _dp_problem(s, codes, 3, 0.1)
     p = solve_problem(problem).outputs
-    lin = _compare_with_numpy_passes(problem, p, [rng.normal(size=s.size)])
-    assert lin._fast.mode == mode and not lin.free[codes == 0].any() and lin.active[0][0]
+    lin = _compare_with_general_path(problem, p, [rng.normal(size=s.size)])
+    assert not lin.free[codes == 0].any() and lin.active[0][0]
     np.testing.assert_array_equal(lin.apply(rng.normal(size=s.size))[codes == 0], 0.0)
 
 
-@_KERNELS
 def test_fast_path_large_held_entries_and_nan():
-    """Check that huge gradients at held outputs (index products fall back to masked sums) and
-    a nan at a free output give the numpy passes' products."""
+    """Check that huge gradients at held outputs and a nan at a free output give the general
+    passes' products."""
     rng, problem, p = _fast_instance(1, 2000, 5, 0.01, False)
     lin = Linearization(problem, p)
-    assert lin._fast.mode == "index" and lin._fast.held.size > 0
+    held = np.flatnonzero(~lin.free)
+    assert held.size > 0
     big = rng.normal(size=p.size)
-    big[lin._fast.held] = 1e18
+    big[held] = 1e18
     bad = rng.normal(size=p.size)
     bad[np.flatnonzero(lin.free)[0]] = np.nan
-    _compare_with_numpy_passes(problem, p, [big])
-    # A nan spreads over the free outputs of the active groups as with the numpy passes
-    # (which also put nan * 0 on the held outputs; the compiled products leave them at 0).
-    with _compiled.numpy_passes(simd=None):
-        ref = Linearization(problem, p).apply(bad)
-    for simd in (False, True):
-        with _compiled.numpy_passes(simd=simd):
-            got = Linearization(problem, p).apply(bad)
-        np.testing.assert_allclose(got[lin.free], ref[lin.free], rtol=0, atol=1e-12,
-                                   equal_nan=True)
-        np.testing.assert_array_equal(got[~lin.free], 0.0)
-    calls = []
-
-    class Spy:
-        def __getattr__(self, name):
-            calls.append(name)
-            return getattr(kernels, name)
-
-    kernels = _compiled.kernels
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_compiled, "kernels", Spy())
-        lin.apply(rng.normal(size=p.size))
-        assert "free_sums" not in calls  # index products
-        for v in (big, bad):
-            calls.clear()
-            lin.apply(v)
-            assert "free_sums" in calls  # the masked sums instead
+    _compare_with_general_path(problem, p, [big])
+    # A nan spreads over the free outputs of the active groups as with the general passes.
+    ref = _general_linearization(problem, p).apply(bad)
+    got = lin.apply(bad)
+    np.testing.assert_allclose(got[lin.free], ref[lin.free], rtol=0, atol=1e-12, equal_nan=True)
     assert np.isnan(lin.apply(bad)[lin.free & lin.active[0][problem.families[0].codes]]).all()
 
 
-@_KERNELS
-@pytest.mark.parametrize("mode", ["index", "mask"])
 @pytest.mark.parametrize("k", [2, 3, 10])
-def test_fast_path_matches_finite_differences(monkeypatch, mode, k):
-    """Check the compiled products against approx_fprime at non-degenerate points."""
-    from skfairlayer._sensitivity import _DenseUniformPasses
-
-    monkeypatch.setattr(_DenseUniformPasses, "index_groups", (1, 255))
-    monkeypatch.setattr(_DenseUniformPasses, "index_share", 1.0 if mode == "index" else -1.0)
+def test_fast_path_matches_finite_differences(k):
+    """Check the fast path's products against approx_fprime at non-degenerate points."""
     n, tol, checked = 40, 0.01, 0
     for seed in range(20):
         rng, s, codes = _instance(300 + 10 * k + seed, n, k)
@@ -792,7 +715,6 @@ def test_fast_path_matches_finite_differences(monkeypatch, mode, k):
         assert lin._fast is not None
         if not _margin_ok(problem, p, lin) or not lin.active[0].any():
             continue
-        assert lin._fast.mode == mode
         J = _jacobian(lin, n)
         J_fd = _fd_jacobian(lambda x, c=codes: solve_problem(_dp_problem(x, c, k, tol)).outputs, s)
         np.testing.assert_allclose(J, J_fd, rtol=1e-6, atol=1e-6)
@@ -803,10 +725,8 @@ def test_fast_path_matches_finite_differences(monkeypatch, mode, k):
     assert checked >= 1
 
 
-@_KERNELS
-def test_fast_path_linearization_copies_and_pickles(monkeypatch):
-    """Check that a fast-path linearization pickles, and that its copy gives the same products,
-    also where the kernels are missing (numpy fallback)."""
+def test_fast_path_linearization_copies_and_pickles():
+    """Check that a fast-path linearization pickles, and that its copy gives the same products."""
     import pickle
 
     rng, problem, p = _fast_instance(2, 1000, 4, 0.01, False)
@@ -815,8 +735,6 @@ def test_fast_path_linearization_copies_and_pickles(monkeypatch):
     expected = lin.vjp(v)
     copy = pickle.loads(pickle.dumps(lin))
     np.testing.assert_array_equal(copy.vjp(v), expected)
-    monkeypatch.setattr(_compiled, "kernels", None)
-    np.testing.assert_allclose(copy.vjp(v), expected, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(copy.free, lin.free)
 
 
@@ -831,26 +749,3 @@ def test_fast_path_is_skipped_outside_its_case():
         assert lin._fast is None
     res = project(np.clip(s, 0.01, 0.99), codes, tolerance=0.02, criterion="equal_opportunity")
     assert res._linearization()._fast is None
-
-
-@_KERNELS
-@pytest.mark.parametrize("criterion", ["equal_opportunity", "equalized_odds"])
-@pytest.mark.parametrize("k", [2, 5, 20])
-def test_general_path_group_sums_match_numpy_passes(criterion, k):
-    """Check that the general linearization (plug-in weights, several families) gives the same
-    products with its group sums and gathers on the compiled passes as on numpy."""
-    rng = np.random.default_rng(k)
-    n = 3000
-    g = np.r_[np.arange(k), rng.integers(0, k, n - k)]
-    s = np.clip(rng.beta(2, 5, n) + 0.3 * g / k, 0.001, 0.999)
-    problem = build_problem(criterion, s, [(g, k)], 0.01)
-    p = solve_problem(problem).outputs
-    vectors = [rng.normal(size=n) for _ in range(2)]
-    with _compiled.numpy_passes(simd=None):
-        ref = _products(Linearization(problem, p), vectors)
-    for simd in (False, True):
-        with _compiled.numpy_passes(simd=simd):
-            lin = Linearization(problem, p)
-            assert lin._fast is None and any(
-                sums.small is not None for sums in lin._sums.values())
-            _assert_same_products(_products(lin, vectors), ref)

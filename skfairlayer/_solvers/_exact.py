@@ -33,27 +33,23 @@ solves the scalar equation by bisection; it is the reference and the fallback.
    rounds the general path, then :func:`solve_sorted`, answers.
 
 The outputs then cost one pass. With uniform weights (demographic parity) and
-scalar bounds the passes work on shifts ``c_g = nu_g / n_g``, and when the
-compiled passes are built (``skfairlayer._compiled``; up to 255 groups, every
-row in a group) the whole solve is three passes over the data: the group sums
-(:func:`_compiled.kernels.group_sums`), one pass that flags the rows not free on
-the bracket and compacts their indices (``outside``; ``classify`` then sorts
-those few), and the output pass ``clip(s - c_g)``; the Newton iterations on
-the subsample and on the reduced problem run compiled too. Otherwise numpy
-passes do the same work: rows free on the bracket need no clip (the bracket is
-shrunk by a margin far above rounding), the extracted ones are clipped; with
-two groups they use a float indicator of group 1 (multiply-add, ``einsum``)
-instead of gathers and ``bincount``, and on large data they run block by block
-so that temporaries stay in cache. A :class:`GroupLayout` caches the group
-sizes and the codes or indicator the passes read, for callers that solve many
-problems over one fixed partition. Per-group sums avoid BLAS: its worker
-threads stall the main thread on a busy machine.
+scalar bounds the passes work on shifts ``c_g = nu_g / n_g`` and the whole solve
+reads the data three times, block by block so that temporaries stay in cache:
+the group sums of the scores (two groups: the total and one dot product with
+the indicator of group 1; more: ``bincount``), the bracket pass that lists the
+rows not free for every shift of the bracket, and the output pass
+``s - c_g`` (the listed rows then clipped), which also takes the minimum,
+maximum and group sums of each block it writes for the verification. Two
+groups read the codes as ``uint8`` (cached on the family) and convert them to
+floats block by block rather than writing a float indicator on every call;
+more groups gather by the ``intp`` codes (faster than by ``uint8``). Dot products use
+``einsum``, not BLAS, whose threads stall on a busy machine. A
+:class:`GroupLayout` caches the group sizes and codes, for callers that solve
+many problems over one fixed partition.
 """
 
 import numpy as np
 
-from .. import _compiled
-from .._compiled import kernels, small_codes
 from ..exceptions import InfeasibleProblemError
 from . import Solution
 
@@ -68,10 +64,8 @@ _SAMPLE_ROWS = 2048
 #: Subsample rows a group needs for its own estimate; smaller groups are kept whole.
 _MIN_SAMPLE = 32
 #: Rows per block of a full-data pass on large data (temporaries stay in cache).
-_BLOCK = 1 << 17
-_BLOCKED_FROM = 1 << 19
-#: Data size from which the two-group indicator is converted block by block, not stored.
-_CONVERT_FROM = 1 << 22
+_BLOCK = 1 << 16
+_BLOCKED_FROM = 1 << 17
 #: Half-width of a bracket, in standard errors of the centre.
 _Z = 6.0
 #: Re-centred attempts per level before falling back.
@@ -607,15 +601,6 @@ def _newton(model, lo, hi, start, max_iter=12):
     that does not happen within ``max_iter`` steps (or a linearisation is flat).
     """
     k = model.A.size
-    if _compiled.active():  # the same iteration, compiled
-        nu = np.zeros(k) if start is None else np.where(model.present, start, 0.0)
-        arrays = [np.ascontiguousarray(x, dtype=dtype) for x, dtype in (
-            (model.e, np.float64), (model.l, np.float64), (model.c, np.float64),
-            (model.g, np.intp), (model.A, np.float64), (model.Q, np.float64),
-            (model.present, np.uint8))]
-        lo, hi = (np.ascontiguousarray(x, dtype=np.float64) for x in (lo, hi))
-        status, t = kernels.newton(*arrays, float(model.eps), lo, hi, nu, max_iter)
-        return None if status == 0 else _Result(status == 1, t, nu, nu)
     groups = np.flatnonzero(model.present)
     if groups.size == 0:
         return None
@@ -701,26 +686,16 @@ def _spread(sub, nu, full_counts, sub_counts):
     k = sub.A.size
     g, c = sub.g, sub.c
     m = np.maximum(sub_counts, 1)
-    if _compiled.active():  # the same sums in one compiled pass (variance by E z^2 - (E z)^2)
-        stats = np.empty(4 * k)
-        kernels.spread_stats(*(np.ascontiguousarray(x) for x in (sub.e, sub.l, c)),
-                             np.ascontiguousarray(g, dtype=np.intp), np.asarray(nu, np.float64),
-                             stats)
-        slope = sub.Q + stats[:k]
-        mean = stats[k : 2 * k] / m
-        var = np.maximum(stats[2 * k : 3 * k] / m - mean * mean, 0.0)
-        width_sum = stats[3 * k :]
-    else:
-        d = sub.e - nu[g]
-        width = sub.l - sub.e
-        # Deviation of a row from the all-free control variate: non-zero on clamped rows only.
-        z = c * (np.minimum(np.maximum(d, -width), 0.0) - d)
-        free = (d < 0) & (d > -width)
-        slope = sub.Q + np.bincount(g, weights=c * free, minlength=k)
-        mean = np.bincount(g, weights=z, minlength=k) / m
-        z -= mean[g]
-        var = np.bincount(g, weights=z * z, minlength=k) / m
-        width_sum = np.bincount(g, weights=width, minlength=k)
+    d = sub.e - nu[g]
+    width = sub.l - sub.e
+    # Deviation of a row from the all-free control variate: non-zero on clamped rows only.
+    z = c * (np.minimum(np.maximum(d, -width), 0.0) - d)
+    free = (d < 0) & (d > -width)
+    slope = sub.Q + np.bincount(g, weights=c * free, minlength=k)
+    mean = np.bincount(g, weights=z, minlength=k) / m
+    z -= mean[g]
+    var = np.bincount(g, weights=z * z, minlength=k) / m
+    width_sum = np.bincount(g, weights=width, minlength=k)
     fpc = np.maximum(1.0 - sub_counts / np.maximum(full_counts, 1), 0.0)
     se = np.sqrt(sub_counts * var * fpc)
     # Resolution of the subsample when it saw no clamped row.
@@ -809,8 +784,8 @@ class GroupLayout:
         ``1.0`` on the rows of group 1, ``0.0`` elsewhere; only for two groups
         without outside rows.
     small_codes : ndarray of shape (n_samples,), dtype=uint8 or None
-        The codes for the compiled passes (``skfairlayer._compiled``); None
-        when they are not available or do not apply.
+        The codes as ``uint8`` (two groups, no outside rows), which the
+        two-group passes read in preference to ``indicator``.
 
     Examples
     --------
@@ -843,25 +818,23 @@ class GroupLayout:
         self.n_outside = int(np.count_nonzero(outside))
         inside = codes if self.n_outside == 0 else codes[~outside]
         self.counts = np.bincount(inside, minlength=self.n_groups).astype(np.float64)
-        self.indicator = None
+        self.indicator = self.small_codes = None
         if self.n_groups == 2 and self.n_outside == 0:
             self.indicator = codes.astype(np.float64)
-        self.small_codes = small_codes(codes, self.n_groups) if self.n_outside == 0 else None
+        if self.n_groups == 2 and self.n_outside == 0:
+            self.small_codes = codes.astype(np.uint8)
 
     @classmethod
     def from_family(cls, fam):
         """The layout of a uniform family whose groups are all present, from its own arrays.
 
-        Reuses the family's sizes (``totals``) and cached group-1 indicator, so a
-        verification after the solve reads the same indicator.
+        Reuses the family's sizes (``totals``) and its cached ``uint8`` codes.
         """
         layout = cls.__new__(cls)
         layout.codes, layout.n_groups, layout.n_outside = fam.codes, int(fam.n_groups), 0
         layout.counts = np.asarray(fam.totals, dtype=np.float64)
         layout.small_codes = fam._small_codes
-        # The numpy passes' indicator only when the compiled ones cannot run.
-        two = fam.n_groups == 2 and layout.small_codes is None
-        layout.indicator = fam._indicator if two else None
+        layout.indicator = None  # the passes convert the small codes block by block
         return layout
 
     def __repr__(self):
@@ -951,7 +924,8 @@ def _solve_uniform(problem, layout, warm_start):
     tiny = sub_counts < _MIN_SAMPLE  # no reliable estimate: every row is kept
     known = (sub_counts > 0) | (sizes > 0)
     if layout is not None:
-        two = layout.indicator is not None and not tiny.any()
+        two = k == 2 and (layout.indicator is not None or layout.small_codes is not None) \
+            and not tiny.any()
         if layout.n_outside:
             return None
     else:
@@ -959,22 +933,12 @@ def _solve_uniform(problem, layout, warm_start):
         if not two and (sizes[known].sum() != n if np.all(known) else codes.min() < 0):
             return None  # rows outside the family: general path
 
-    # The compiled passes (uint8 codes), when built and applicable.
-    small = None
-    if _compiled.active() and s.dtype == np.float64:
-        small = layout.small_codes if layout is not None else fam._small_codes
-        if small is not None and not s.flags.c_contiguous:  # e.g. proba[:, 1]: one copy
-            s = np.ascontiguousarray(s)
+    small = layout.small_codes if layout is not None else fam._small_codes
     # Full-data group sums of s: control variate of the subsample and part of the aggregates.
-    if small is not None:
-        two, f = False, None
-        sums = _compiled.group_sums(s, small, k)
-        sizes = np.where(known, sizes, 0.0)
-    elif two:
-        f = _Indicator(codes, layout.indicator if layout is not None else None)
-        total = float(s.sum())
-        s1 = f.dot(s)
-        sums = np.array([total - s1, s1])
+    if two:
+        f = _Indicator(small if small is not None else codes,
+                       layout.indicator if layout is not None and small is None else None)
+        sums = f.sums(s)
     else:
         f = None
         sums = np.bincount(codes, weights=s, minlength=k)
@@ -1000,16 +964,9 @@ def _solve_uniform(problem, layout, warm_start):
     center = np.where(tiny, np.inf, center)
     h = min(max(h, 1e-9 * (1.0 + abs(lb) + abs(ub))), 2.0 * (ub - lb) + 1.0)
 
-    out = np.empty(n)
-    buf = _compiled.scratch(n) if small is not None else None
     for rounds in range(1, _ROUNDS + 1):  # noqa: B007
-        if small is not None:
-            red = _compiled_reduced(s, codes, small, buf, sizes, sums, center, h, lb, ub, eps,
-                                    known)
-        else:
-            idx = _uniform_pass(s, codes, f, center, h, lb, ub, out)
-            red = _uniform_reduced(s, codes, idx, sizes, sums, center, h, lb, ub, eps, tiny,
-                                   known)
+        idx = _uniform_pass(s, codes, f, center, h, lb, ub)
+        red = _uniform_reduced(s, codes, idx, sizes, sums, center, h, lb, ub, eps, tiny, known)
         if red is None:
             return None
         model, lo, hi, sizes_now = red
@@ -1034,13 +991,12 @@ def _solve_uniform(problem, layout, warm_start):
 
     nu = res.nu
     shifts = np.where(sizes > 0, nu / np.maximum(sizes, 1), 0.0)
-    if small is not None:
-        kernels.shift_clip(s, small, shifts, lb, ub, out)
-        path = "uniform-compiled"
-    else:
-        _uniform_output(s, codes, f, shifts, out, idx, lb, ub)
-        path = "uniform-2" if two else "uniform"
+    totals = fam.totals if fam.dense_uniform else None  # then the family's means are sums / totals
+    out, read = _uniform_output(s, codes, f, shifts, idx, lb, ub, totals)
+    path = "uniform-2" if two else "uniform"
     info = {"path": path, "shifts": shifts, "spread": h, "rounds": rounds}
+    if read is not None:
+        info["verification"] = read
     return Solution(out, [nu], np.array([res.t]), solver="exact", iterations=rounds, info=info)
 
 
@@ -1090,50 +1046,65 @@ def _blocks(n):
 
 
 class _Indicator:
-    """Float indicator of group 1: the layout's, else converted from the codes block by block.
+    """Indicator of group 1 for the two-group passes, block by block.
 
-    Converting per block (into a cache-resident scratch) avoids writing an
-    ``n``-float array on every call.
+    A float indicator when the layout has one, else the group codes (``uint8``
+    from the family when it has them: an eighth of the memory traffic of
+    ``intp``) converted per block into a cache-resident buffer: no ``n``-float
+    array is written, whose fresh pages would cost more than the conversions.
     """
 
     def __init__(self, codes, f=None):
-        if f is None and codes.shape[0] < _CONVERT_FROM:  # small enough: convert once
-            f = codes.astype(np.float64)
-        self.codes, self.f, self._scratch = codes, f, None
+        self.codes, self.f, self._buf = codes, f, None
 
     def block(self, sl):
+        """The indicator on the rows ``sl``, as floats."""
         if self.f is not None:
             return self.f[sl]
         m = sl.stop - sl.start
-        if self._scratch is None or self._scratch.size < m:
-            self._scratch = np.empty(m)
-        out = self._scratch[:m]
+        if self._buf is None or self._buf.size < m:
+            self._buf = np.empty(m)
+        out = self._buf[:m]
         np.copyto(out, self.codes[sl])
         return out
 
-    def dot(self, s):
-        """``sum_i f_i s_i`` (einsum, not BLAS: BLAS threads stall a busy machine)."""
-        return float(sum(np.einsum("i,i->", self.block(sl), s[sl]) for sl in _blocks(s.shape[0])))
+    def scaled(self, sl, factor, out):
+        """``factor * f`` on the rows ``sl``, into ``out`` (converted in the multiply)."""
+        return np.multiply(self.f[sl] if self.f is not None else self.codes[sl], factor, out=out)
+
+    def sums(self, s):
+        """``[sum_{i in 0} s_i, sum_{i in 1} s_i]``: the total and ``f . s``, block by block
+        (``einsum``, not BLAS, whose threads stall on a busy machine)."""
+        total = one = 0.0
+        for sl in _blocks(s.shape[0]):
+            x = s[sl]
+            total += float(x.sum())
+            one += float(np.einsum("i,i->", self.block(sl), x))
+        return np.array([total - one, one])
 
 
-def _uniform_pass(s, codes, f, center, h, lb, ub, buf):
-    """Indices of rows not free for every shift within ``h`` of ``center``."""
-    n = s.shape[0]
+def _uniform_pass(s, codes, f, center, h, lb, ub):
+    """Indices of the rows not free for every shift within ``h`` of ``center``.
+
+    Two groups: ``s - (c_1 - c_0) f`` against the bracket of group 0; more
+    groups: ``s - c_g`` (a gather) against ``[lb + h, ub - h]`` (a group kept
+    whole has ``c_g = inf``: all its rows are listed). Block by block, in cache. (Thresholds shared by every group, on
+    the scores alone, skip the gather but list several times more rows, and
+    listing costs more than the gather.)
+    """
     if f is not None:
-        c0, d = center[0], center[1] - center[0]
-        low, high = lb + c0 + h, ub + c0 - h  # on s - c_g + c0
+        d, low, high = center[1] - center[0], lb + center[0] + h, ub + center[0] - h
     else:
-        low, high = lb + h, ub - h  # on s - c_g (-inf for groups kept whole)
-    blocks = _blocks(n)
+        low, high = lb + h, ub - h
+    blocks = _blocks(s.shape[0])
     size = blocks[0].stop
-    tmp = buf if len(blocks) == 1 else np.empty(size)
-    below, above = np.empty(size, dtype=bool), np.empty(size, dtype=bool)
+    buf, below, above = np.empty(size), np.empty(size, dtype=bool), np.empty(size, dtype=bool)
     parts = []
     for sl in blocks:
         m = sl.stop - sl.start
-        t, x1, x2 = tmp[:m], below[:m], above[:m]
+        t, x1, x2 = buf[:m], below[:m], above[:m]
         if f is not None:
-            np.multiply(f.block(sl), -d, out=t)
+            f.scaled(sl, -d, t)
             np.add(t, s[sl], out=t)
         else:
             np.take(center, codes[sl], out=t, mode="clip")
@@ -1199,46 +1170,46 @@ def _bracket_model(su, gu, sizes, A, Q, center, hh, lb, ub, eps):
     return model, lo, hi, sizes
 
 
-def _compiled_reduced(s, codes, small, buf, sizes, sums, center, h, lb, ub, eps, known):
-    """:func:`_uniform_reduced` by the compiled passes: one pass flags the rows not free
-    on the bracket, a second (over those rows only) sorts them into top, bottom and uncertain.
+def _uniform_output(s, codes, f, shifts, idx, lb, ub, totals=None):
+    """``clip(s - shift_g, lb, ub)`` and what the verification reads off it.
+
+    Rows free on the bracket need no clip; the listed rows ``idx`` (sorted)
+    are clipped. While each block is in cache, its minimum, maximum and group
+    sums are taken: with ``totals`` (the group sizes of a family whose rows
+    are all in a group), the verification's ``range`` and ``gaps`` of the
+    outputs, without another pass over them for two groups (more groups: one
+    ``bincount`` of the output after the pass); None without ``totals``.
     """
-    k = sizes.size
-    finite = np.isfinite(center)
-    c = np.where(finite, center, 0.0)
-    hh = _shrunk(center, h, lb, ub)
-    # Groups kept whole (no finite centre): every row is flagged and stays uncertain.
-    lo = np.where(finite, c + (lb + hh), np.inf)
-    hi = np.where(finite, c + (ub - hh), -np.inf)
-    top = np.where(finite, c + (ub + hh), np.inf)
-    bot = np.where(finite, c + (lb - hh), -np.inf)
-    m = kernels.outside(s, small, lo, hi, buf)
-    sx, nx, ntop, nbot = np.empty(k), np.empty(k), np.empty(k), np.empty(k)
-    m = kernels.classify(s, small, buf[:m], bot, top, sx, nx, ntop, nbot)
-    sizes = np.where(known, sizes, nx)  # groups kept whole: every row was flagged
-    if np.any(nx > sizes):
-        return None
-    n_g = np.maximum(sizes, 1)
-    # n_g A_g = sum of s over free rows + ub (top and uncertain rows) + lb (bottom rows).
-    A = np.where(sizes > 0, (sums - sx + ub * (nx - nbot) + lb * nbot) / n_g, 0.0)
-    Q = (sizes - nx) / (n_g * n_g)
-    unc = buf[:m]
-    return _bracket_model(s[unc], codes[unc], sizes, A, Q, center, hh, lb, ub, eps)
-
-
-def _uniform_output(s, codes, f, shifts, out, idx, lb, ub):
-    """``clip(s - shift_g, lb, ub)``: rows free on the bracket need no clip, the others are clipped."""
-    for sl in _blocks(s.shape[0]):
-        o = out[sl]
+    n, k = s.shape[0], shifts.size
+    out = np.empty(n)
+    sums, lo, hi = np.zeros(k), np.inf, -np.inf
+    cuts = np.searchsorted(idx, [sl.start for sl in _blocks(n)] + [n])
+    for j, sl in enumerate(_blocks(n)):
+        o, x = out[sl], s[sl]
         if f is not None:
-            np.multiply(f.block(sl), -(shifts[1] - shifts[0]), out=o)
-            np.add(o, s[sl], out=o)
+            f.scaled(sl, -(shifts[1] - shifts[0]), o)
+            np.add(o, x, out=o)
             np.subtract(o, shifts[0], out=o)
         else:
             np.take(shifts, codes[sl], out=o, mode="clip")
-            np.subtract(s[sl], o, out=o)
-    if idx.size:
-        out[idx] = np.clip(out[idx], lb, ub)
+            np.subtract(x, o, out=o)
+        rows = idx[cuts[j] : cuts[j + 1]]
+        if rows.size:
+            rows = rows - sl.start if sl.start else rows
+            o[rows] = np.clip(o[rows], lb, ub)
+        if totals is None:
+            continue
+        lo, hi = np.minimum(lo, o.min()), np.maximum(hi, o.max())  # NaN propagates
+        if f is not None:
+            one = float(np.einsum("i,i->", f.block(sl), o))
+            sums += (float(o.sum()) - one, one)
+    if totals is None:
+        return out, None
+    if f is None:  # one bincount over the whole output: faster than one per block
+        sums = np.bincount(codes, weights=out, minlength=k)
+    means = sums / totals
+    gap = float(means.max() - means.min()) if k > 1 else 0.0
+    return out, {"range": (float(lo), float(hi)), "gaps": [gap]}
 
 
 def _solve_general(problem, warm_start):
