@@ -14,14 +14,20 @@ import numpy as np
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import check_cv
-from sklearn.utils import _safe_indexing
+from sklearn.utils import _safe_indexing, indexable
 from sklearn.utils.metadata_routing import MetadataRouter, MethodMapping, process_routing
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._fine_tune import FineTuning, fine_tune
 from ._groups import GroupEncoder, SensitiveColumns, resolve
 from ._layer import FittedLayer
-from ._sklearn_compat import Interval, StrOptions, _num_samples, _routing_enabled
+from ._sklearn_compat import (
+    Interval,
+    StrOptions,
+    _check_method_params,
+    _num_samples,
+    _routing_enabled,
+)
 from ._stream_start import (
     STREAM_ALGORITHMS,
     STREAM_SUPPORTED,
@@ -182,13 +188,11 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
             if cv < 2:  # a class with a single row: no out-of-fold scores possible
                 return self._scores(self.estimator_, base_X)
         splitter = check_cv(cv, y, classifier=hasattr(self, "classes_"))
+        (base_X,) = indexable(base_X)
         scores = None
         tuning = self._fine_tuning()
         for train, test in splitter.split(base_X, y):
-            fold_params = {
-                k: _safe_indexing(v, train) if _num_samples_or_none(v) == len(y) else v
-                for k, v in params.items()
-            }
+            fold_params = _check_method_params(base_X, params, train)
             est = clone(base).fit(_safe_indexing(base_X, train), y[train], **fold_params)
             if tuning is not None:
                 fold_codes = (
@@ -430,13 +434,6 @@ def _column_hint(exc, columns):
             "drop them from its input."
         )
     return None
-
-
-def _num_samples_or_none(value):
-    try:
-        return _num_samples(value)
-    except TypeError:
-        return None
 
 
 def _check_fine_tunable(base, tuning):

@@ -144,9 +144,14 @@ class FittedLayer:
             decisions = np.argmax(scores, axis=1) if scores.ndim == 2 else (scores > 0.5)
         self.coefficients = _coefficients(plugin_all, duals, self.group_sizes)
         self.n_families = len(plugin_all.families)
-        self.decision_offsets = class_offsets(
-            scores, [(g.codes, g.n_groups) for g in groupings], np.asarray(decisions, dtype=int)
-        )
+        decisions = np.asarray(decisions, dtype=int)
+        values = np.column_stack([1.0 - scores, scores]) if scores.ndim == 1 else scores
+        if np.array_equal(decisions, np.argmax(values, axis=1)):  # the criterion does not bind
+            self.decision_offsets = [np.zeros((g.n_groups, values.shape[1])) for g in groupings]
+        else:
+            self.decision_offsets = class_offsets(
+                scores, [(g.codes, g.n_groups) for g in groupings], decisions
+            )
         self.shares = [
             np.bincount(g.codes, minlength=g.n_groups) / max(g.codes.size, 1) for g in groupings
         ]

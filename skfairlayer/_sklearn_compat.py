@@ -3,4 +3,4 @@
 from sklearn.base import _fit_context  # noqa: F401
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions  # noqa: F401
 from sklearn.utils.metadata_routing import _routing_enabled  # noqa: F401
-from sklearn.utils.validation import _num_samples  # noqa: F401
+from sklearn.utils.validation import _check_method_params, _num_samples  # noqa: F401

@@ -37,7 +37,11 @@ def _expected_failed_checks(estimator):
     # tolerance, predict returns the parity decisions, which by design differ from
     # thresholding the projected probabilities (that would break selection-rate parity).
     reason = "predict returns parity decisions, not argmax(predict_proba), by design"
-    return {"check_classifiers_train": reason}
+    # The check compares predict on the whole fit set (exact parity decisions of that batch)
+    # with predict row by row (one-row batches take the rules fitted on out-of-fold scores,
+    # cv=5); with a binding tolerance the two rules differ on some rows, by design.
+    subset = "one-row batches use the cross-fitted rules, the whole batch its exact decisions"
+    return {"check_classifiers_train": reason, "check_methods_subset_invariance": subset}
 
 
 @parametrize_with_checks([_PLUMBING, _BINDING], expected_failed_checks=_expected_failed_checks)
