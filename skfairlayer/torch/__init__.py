@@ -1,0 +1,25 @@
+"""PyTorch front end of the fairness layer (optional: ``pip install skfairlayer[torch]``).
+
+The same exact projection as :func:`skfairlayer.project`, on tensors and on their
+device, with a closed-form backward pass (double backward, forward mode,
+``torch.func.vmap``, ``torch.compile``); a streaming module for serving row by
+row; a group-stratified batch sampler. See ``docs/user_guide/torch.rst``.
+"""
+
+try:
+    import torch  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised only without torch
+    raise ImportError(
+        "skfairlayer.torch requires PyTorch. You can install it with "
+        "`pip install skfairlayer[torch]` (or `pip install torch`)."
+    ) from exc
+
+from ._function import CRITERIA, VERIFY_TOL, FairnessLayer, fairness_layer, output_tolerance
+
+__all__ = [
+    "CRITERIA",
+    "VERIFY_TOL",
+    "FairnessLayer",
+    "fairness_layer",
+    "output_tolerance",
+]
