@@ -61,6 +61,7 @@ class _Project(torch.autograd.Function):
         p, top, bottom, _ = output
         ctx.mark_non_differentiable(top, bottom, output[3])
         ctx.save_for_backward(p, cell, bands, lb, ub, top, bottom)
+        ctx.save_for_forward(p, cell, bands, lb, ub, top, bottom)
         ctx.dims = (n_families, n_groups, bands is None)
 
     @staticmethod
@@ -69,9 +70,7 @@ class _Project(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, tangent, *_):
-        p = ctx.saved_tensors[0]
-        zeros = torch.zeros(ctx.saved_tensors[5].shape, dtype=torch.bool, device=p.device)
-        return _apply_jacobian(ctx, tangent), zeros, zeros, None
+        return _apply_jacobian(ctx, tangent), None, None, None
 
     @staticmethod
     def vmap(info, in_dims, s, cell, bands, lb, ub, eps, n_families, n_groups, check):
