@@ -47,9 +47,16 @@ class _Project(torch.autograd.Function):
         batch, n = s.shape[:-1], s.shape[-1]
         lay = _layout(cell, bands, batch, n, n_families, n_groups)
         s2 = s.reshape(-1, n)
-        p, st = _solve.solve(s2, _flat(lb, batch, n), _flat(ub, batch, n), lay, eps)
+        lb2, ub2 = _flat(lb, batch, n), _flat(ub, batch, n)
         if check is not None and not torch.compiler.is_compiling():
-            _check(p, s2, st, lay, eps, check)
+            # Eager with verification: the fast path, certified by the same synchronisation
+            # as the verification; the bracketed path if Newton has not settled.
+            p, st = _solve.solve(s2, lb2, ub2, lay, eps, fast=True)
+            if not _check(p, s2, st, lay, eps, check, final=False):
+                p, st = _solve.solve(s2, lb2, ub2, lay, eps)
+                _check(p, s2, st, lay, eps, check)
+        else:
+            p, st = _solve.solve(s2, lb2, ub2, lay, eps)
         c = n_families * n_groups
         level = st["level"] if st["level"] is not None else p.new_zeros(p.shape[0], n_families)
         return (p.reshape(s.shape), st["top"].reshape(*batch, c),
@@ -119,8 +126,12 @@ def _apply_jacobian(ctx, g):
     return out.reshape(g.shape)
 
 
-def _check(p, s, st, lay, eps, strict):
-    """Verify the float64 answer (one host synchronisation); raise if it fails."""
+def _check(p, s, st, lay, eps, strict, final=True):
+    """Verify the float64 answer (one host synchronisation); raise if it fails.
+
+    With ``final=False`` (the fast path) return False instead of raising when Newton
+    has not settled or the answer fails, so that the bracketed path can answer.
+    """
     viol = _solve.violation(p, st, lay, eps).amax()
     box = torch.maximum(st["lb"] - p, p - st["ub"]).amax()
     finite = torch.isfinite(p).all()
@@ -130,8 +141,13 @@ def _check(p, s, st, lay, eps, strict):
     z = s - lay.per_row(st["shift"])
     nfree = lay.sums(((z > st["lb"]) & (z < st["ub"])).to(p.dtype))
     clamped = (active & (nfree == 0)).any()
-    flags = torch.stack([viol, box, finite.to(p.dtype), missing.to(p.dtype), clamped.to(p.dtype)])
-    viol, box, finite, missing, clamped = flags.tolist()  # the one synchronisation
+    moved = st["moved"] if st["moved"] is not None else p.new_zeros(())
+    scale = 1e-12 * (1.0 + s.abs().amax())
+    flags = torch.stack([viol, box, finite.to(p.dtype), missing.to(p.dtype), clamped.to(p.dtype),
+                         (moved > scale).to(p.dtype)])
+    viol, box, finite, missing, clamped, unsettled = flags.tolist()  # the one synchronisation
+    if not final and (unsettled or not finite or viol > VERIFY_TOL or box > 0):
+        return False
     if strict and missing:
         raise ValueError(
             "A group has no row in this batch (or, with labels, no row of a label the "
@@ -156,6 +172,7 @@ def _check(p, s, st, lay, eps, strict):
             f"The torch fairness layer's answer violates parity by {viol:.3g} "
             f"(> {VERIFY_TOL:g}) or the bounds by {box:.3g}. This is a bug; please report it."
         )
+    return True
 
 
 def _infeasible(st, lay, eps):

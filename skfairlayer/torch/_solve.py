@@ -24,11 +24,13 @@ import torch
 
 __all__ = ["Layout", "solve", "jacobian_apply", "violation"]
 
-#: Points per bracketing round and number of rounds: the bracket shrinks by 257**4.
-_POINTS = 256
-_ROUNDS = 4
+#: Points per bracketing round and number of rounds: the bracket shrinks by 1025**3.
+_POINTS = 1024
+_ROUNDS = 3
 #: Semismooth Newton steps after bracketing (each exact once the active pieces are known).
 _POLISH = 3
+#: Newton steps of the fast path (from the solution that ignores the bounds).
+_FAST_STEPS = 5
 #: Slope of the shift beyond a cell's reachable means (keeps F strictly monotone there).
 _STEEP = 1e12
 
@@ -91,8 +93,12 @@ class _Tables:
         x = torch.cat([(s - ub).reshape(-1), (s - lb).reshape(-1)])
         inv_n = 1.0 / n_safe[q2]
         d = torch.cat([-inv_n[: lay.q.numel()], inv_n[lay.q.numel():]])
-        order = torch.sort(x, stable=True).indices
-        order = order[torch.sort(q2[order], stable=True).indices]
+        # One sort on (cell, x): x offset by the cell index times the span of x. Rounding
+        # may swap breakpoints closer than ~1e-12; the tables only need to be close (the
+        # Newton polish is exact).
+        xmin = x.amin()
+        span = x.amax() - xmin + 1.0
+        order = torch.sort(q2.to(x.dtype) * span + (x - xmin)).indices
         x, q2, d = x[order], q2[order], d[order]
         per = torch.cat([2 * counts, counts.new_zeros(1)])
         start = (torch.cumsum(per, 0) - per).long()
@@ -132,8 +138,14 @@ def _segment_cumsum(v, seg, start):
     return cs - before[seg]
 
 
-def solve(s, lb, ub, lay, eps):
+def solve(s, lb, ub, lay, eps, fast=False):
     """Project the batch ``s`` (B, n) float64 onto its cells' bands.
+
+    ``fast=False`` brackets each family's level on the breakpoint tables (exact, fixed
+    cost, one sort). ``fast=True`` starts Newton from the solution that ignores the
+    bounds and takes ``_FAST_STEPS`` steps without sorting; ``state["moved"]`` is then
+    the size of the last step, zero (to rounding) exactly when Newton has reached the
+    optimum, which the caller checks before trusting the answer.
 
     Returns
     -------
@@ -146,26 +158,58 @@ def solve(s, lb, ub, lay, eps):
     n_safe = counts.clamp_min(1.0)
     m0 = lay.sums(s.clamp(lb, ub)) / n_safe
     low, high = lay.sums(lb) / n_safe, lay.sums(ub) / n_safe
-    tab = _Tables(s, lb, ub, lay, counts, low, high)
-    qs = torch.arange(lay.Q, device=s.device)
+    tab = None if fast else _Tables(s, lb, ub, lay, counts, low, high)
     if lay.fixed_bands is None:
-        t = _bracket_level(tab, lay, m0, counts, present, qs, eps)
+        t = (_unclipped_level(lay, m0, counts, present, eps) if fast
+             else _bracket_level(tab, lay, m0, counts, present, eps))
         band_lo = _cells_of(t, lay)
+        band_hi = band_lo + eps
     else:
         t = None
         band_lo = lay.fixed_bands[..., 0].reshape(-1)
-    band_hi = band_lo + eps if lay.fixed_bands is None else lay.fixed_bands[..., 1].reshape(-1)
+        band_hi = lay.fixed_bands[..., 1].reshape(-1)
     top, bottom = present & (m0 > band_hi), present & (m0 < band_lo)
     target = torch.where(top, band_hi, torch.where(bottom, band_lo, m0))
-    c = torch.where(top | bottom, tab.shift(qs, target), torch.zeros_like(m0))
-    for _ in range(_POLISH):
+    if fast:
+        c = m0 - target
+        steps = _FAST_STEPS
+    else:
+        qs = torch.arange(lay.Q, device=s.device)
+        c = torch.where(top | bottom, tab.shift(qs, target), torch.zeros_like(m0))
+        steps = _POLISH
+    moved = None
+    for _ in range(steps):
+        c_old, t_old = c, t
         c, t, top, bottom = _newton(s, lb, ub, lay, c, t, m0, counts, eps, top, bottom)
+    if fast:
+        moved = (c - c_old).abs().amax()
+        if t is not None:
+            moved = torch.maximum(moved, (t - t_old).abs().amax())
     p = (s - lay.per_row(c)).clamp(lb, ub)
     state = {
         "lb": lb, "ub": ub, "counts": counts, "top": top, "bottom": bottom,
-        "low": low, "high": high, "level": t, "shift": c,
+        "low": low, "high": high, "level": t, "shift": c, "moved": moved,
     }
     return p, state
+
+
+def _unclipped_level(lay, m0, counts, present, eps):
+    """Each family's level when no bound binds: the root of a k-point piecewise-linear map."""
+    fm = m0.reshape(lay.B * lay.F, lay.G)
+    fp = present.reshape(lay.B * lay.F, lay.G)
+    cnt = counts.reshape(lay.B * lay.F, lay.G, 1)
+    anchor = torch.where(fp, fm, -torch.inf).amax(1, keepdim=True)
+    anchor = torch.where(torch.isfinite(anchor), anchor, 0.0)
+    fm = torch.where(fp, fm, anchor)
+    cand = torch.sort(torch.cat([fm, fm - eps], 1)).values  # (BF, 2G)
+    t = cand.unsqueeze(1)
+    move = fm.unsqueeze(2) - torch.minimum(torch.maximum(fm.unsqueeze(2), t), t + eps)
+    f = (cnt * move).sum(1)  # (BF, 2G), non-increasing along the sorted candidates
+    k = (f >= 0).sum(1, keepdim=True).clamp(1, cand.shape[1] - 1)
+    ta, tb = cand.gather(1, k - 1), cand.gather(1, k)
+    fa, fb = f.gather(1, k - 1), f.gather(1, k)
+    den = fa - fb
+    return torch.where(den > 0, ta + fa * (tb - ta) / torch.where(den > 0, den, 1.0), ta)
 
 
 def _cells_of(t, lay):
@@ -173,7 +217,7 @@ def _cells_of(t, lay):
     return t.expand(lay.B * lay.F, lay.G).reshape(-1)
 
 
-def _bracket_level(tab, lay, m0, counts, present, qs, eps):
+def _bracket_level(tab, lay, m0, counts, present, eps):
     """Fixed ``B``-ary rounds on each family's level ``t``; returns the bracket's midpoint."""
     big = torch.finfo(m0.dtype).max
     fam_m0 = m0.reshape(lay.B * lay.F, lay.G)
@@ -182,6 +226,7 @@ def _bracket_level(tab, lay, m0, counts, present, qs, eps):
     hi = torch.where(fam_present, fam_m0, -big).amax(1, keepdim=True)
     lo = torch.minimum(lo, hi)  # families with no present group: any level
     steps = torch.arange(_POINTS + 2, device=m0.device, dtype=m0.dtype) / (_POINTS + 1)
+    qs = torch.arange(lay.Q, device=m0.device)
     qg = qs.reshape(lay.B * lay.F, lay.G, 1).expand(-1, -1, _POINTS)
     cnt = counts.reshape(lay.B * lay.F, lay.G, 1)
     for _ in range(_ROUNDS):
