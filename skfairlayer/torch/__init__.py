@@ -15,11 +15,24 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
     ) from exc
 
 from ._function import CRITERIA, VERIFY_TOL, FairnessLayer, fairness_layer, output_tolerance
+from ._sampler import GroupStratifiedBatchSampler
+from ._stream import StreamingFairnessLayer
 
 __all__ = [
     "CRITERIA",
     "VERIFY_TOL",
     "FairnessLayer",
+    "GroupStratifiedBatchSampler",
+    "SkorchFineTuning",
+    "StreamingFairnessLayer",
     "fairness_layer",
     "output_tolerance",
 ]
+
+
+def __getattr__(name):
+    if name == "SkorchFineTuning":  # imports scikit-learn estimators only when asked for
+        from ._skorch import SkorchFineTuning
+
+        return SkorchFineTuning
+    raise AttributeError(f"module 'skfairlayer.torch' has no attribute {name!r}")

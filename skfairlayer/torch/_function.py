@@ -337,7 +337,7 @@ class FairnessLayer(torch.nn.Module):
     >>> layer = FairnessLayer(n_groups=2, tolerance=0.0)
     >>> s = torch.tensor([0.9, 0.7, 0.2, 0.4], dtype=torch.float64)
     >>> layer(s, torch.tensor([0, 0, 1, 1]))
-    tensor([0.5500, 0.3500, 0.5500, 0.7500], dtype=torch.float64)
+    tensor([0.6500, 0.4500, 0.4500, 0.6500], dtype=torch.float64)
     """
 
     def __init__(self, n_groups, tolerance=0.01, criterion="demographic_parity",
