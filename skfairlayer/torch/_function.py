@@ -39,8 +39,11 @@ def _flat(x, batch_shape, n):
     return x.expand(*batch_shape, *x.shape[-1:] if x.dim() else (n,)).reshape(-1, n)
 
 
-class _Project(torch.autograd.Function):
-    """``p = argmin ||p - s||^2`` over the cells' parity bands and the bounds."""
+class _ProjectBase(torch.autograd.Function):
+    """``p = argmin ||p - s||^2`` over the cells' parity bands and the bounds.
+
+    No custom ``jvp``: the class ``torch.compile`` traces (Dynamo does not trace one).
+    """
 
     @staticmethod
     def forward(s, cell, bands, lb, ub, eps, n_families, n_groups, check):
@@ -76,10 +79,6 @@ class _Project(torch.autograd.Function):
         return _apply_jacobian(ctx, grad), None, None, None, None, None, None, None, None
 
     @staticmethod
-    def jvp(ctx, tangent, *_):
-        return _apply_jacobian(ctx, tangent), None, None, None
-
-    @staticmethod
     def vmap(info, in_dims, s, cell, bands, lb, ub, eps, n_families, n_groups, check):
         size = info.batch_size
 
@@ -102,6 +101,14 @@ class _Project(torch.autograd.Function):
             ub = ub.reshape(ub.shape + (1,) * (s.dim() - ub.dim()))
         out = _Project.apply(s, cell, bands, lb, ub, eps, n_families, n_groups, check)
         return out, (0, 0, 0, 0)
+
+
+class _Project(_ProjectBase):
+    """:class:`_ProjectBase` with forward mode (eager)."""
+
+    @staticmethod
+    def jvp(ctx, tangent, *_):
+        return _apply_jacobian(ctx, tangent), None, None, None
 
 
 def _layout(cell, bands, batch, n, n_families, n_groups):
@@ -132,6 +139,7 @@ def _check(p, s, st, lay, eps, strict, final=True):
     With ``final=False`` (the fast path) return False instead of raising when Newton
     has not settled or the answer fails, so that the bracketed path can answer.
     """
+    invalid = (lay.cell < -1).any()
     viol = _solve.violation(p, st, lay, eps).amax()
     box = torch.maximum(st["lb"] - p, p - st["ub"]).amax()
     finite = torch.isfinite(p).all()
@@ -144,8 +152,13 @@ def _check(p, s, st, lay, eps, strict, final=True):
     moved = st["moved"] if st["moved"] is not None else p.new_zeros(())
     scale = 1e-12 * (1.0 + s.abs().amax())
     flags = torch.stack([viol, box, finite.to(p.dtype), missing.to(p.dtype), clamped.to(p.dtype),
-                         (moved > scale).to(p.dtype)])
-    viol, box, finite, missing, clamped, unsettled = flags.tolist()  # the one synchronisation
+                         (moved > scale).to(p.dtype), invalid.to(p.dtype)])
+    viol, box, finite, missing, clamped, unsettled, invalid = flags.tolist()  # one synchronisation
+    if invalid:
+        raise ValueError(
+            "groups must be integer codes in [0, n_groups) and labels 0/1 for this criterion. "
+            "Got a code or label out of range instead."
+        )
     if not final and (unsettled or not finite or viol > VERIFY_TOL or box > 0):
         return False
     if strict and missing:
@@ -186,8 +199,10 @@ def _infeasible(st, lay, eps):
     return bool((fl - fh > eps + 1e-12).any())
 
 
-def _cells(groups, labels, criterion, n_groups, tolerance, n_samples_shape):
-    """Cell of each row, number of families and fixed bands for a criterion."""
+def _cells(groups, labels, criterion, n_groups, tolerance):
+    """Cell of each row (``-2`` marks an invalid group code or label), families, fixed bands."""
+    bad = torch.full_like(groups, -2)
+    groups = torch.where((groups >= 0) & (groups < n_groups), groups, bad)
     if criterion == "demographic_parity":
         return groups, 1, None
     if labels is None:
@@ -195,17 +210,22 @@ def _cells(groups, labels, criterion, n_groups, tolerance, n_samples_shape):
             f"criterion {criterion!r} needs labels in skfairlayer.torch (the label-free "
             "plug-in form is only in skfairlayer.project); pass labels=y."
         )
-    if criterion == "equal_opportunity":
-        return torch.where(labels == 1, groups, torch.full_like(groups, -1)), 1, None
-    if criterion == "equalized_odds":
-        return torch.where(labels == 1, groups, groups + n_groups), 2, None
+    if criterion in ("equal_opportunity", "equalized_odds"):
+        binary = (labels == 0) | (labels == 1)
+        if criterion == "equal_opportunity":  # the negatives are in no cell
+            others, n_families = torch.full_like(groups, -1), 1
+        else:  # family 0: Y = 1, family 1: Y = 0 (the order of skfairlayer.project)
+            others, n_families = groups + n_groups, 2
+        cell = torch.where(labels == 1, groups, torch.where(groups >= 0, others, bad))
+        return torch.where(binary, cell, bad), n_families, None
     # mean residual: each group's mean within tolerance of its label mean
     y = labels.to(torch.float64)
     batch = torch.broadcast_shapes(groups.shape, y.shape)
     g2 = groups.expand(batch).reshape(-1, batch[-1])
     lay = _solve.Layout(g2, 1, n_groups)
-    n = lay.sums(torch.ones_like(y.expand(batch).reshape(-1, batch[-1]))).clamp_min(1.0)
-    ybar = lay.sums(y.expand(batch).reshape(-1, batch[-1])) / n
+    y2 = y.expand(batch).reshape(-1, batch[-1])
+    n = lay.sums(torch.ones_like(y2)).clamp_min(1.0)
+    ybar = lay.sums(y2) / n
     bands = torch.stack([ybar - tolerance, ybar + tolerance], -1)
     return groups, 1, bands.reshape(*batch[:-1], n_groups, 2)
 
@@ -224,6 +244,14 @@ def _check_args(scores, groups, tolerance, criterion, n_groups):
         raise ValueError(f"tolerance must be a finite float >= 0. Got {tolerance!r} instead.")
     if not isinstance(n_groups, int) or n_groups < 1:
         raise ValueError(f"n_groups must be a positive int. Got {n_groups!r} instead.")
+    if groups.dim() == 0 or groups.shape[-1] != scores.shape[-1]:
+        raise ValueError(
+            "groups must hold one code per row, along the last dimension of scores "
+            f"({scores.shape[-1]} rows). Got groups of shape {tuple(groups.shape)} instead. "
+            "Multiclass outputs (rows on the simplex) and marginal parity over several "
+            "attributes are not supported by skfairlayer.torch; use skfairlayer.project, "
+            "or encode several attributes intersectionally (one code per combination)."
+        )
 
 
 def fairness_layer(
@@ -291,11 +319,12 @@ def fairness_layer(
     groups = groups.to(device=scores.device, dtype=torch.int64)
     if labels is not None:
         labels = torch.as_tensor(labels, device=scores.device)
-    cell, n_families, bands = _cells(groups, labels, criterion, n_groups, tolerance, scores.shape)
+    cell, n_families, bands = _cells(groups, labels, criterion, n_groups, tolerance)
     lb, ub = (_bound(b, default, scores) for b, default in zip(bounds, (-math.inf, math.inf)))
     s = scores.to(torch.float64)
     check = bool(strict) if verify else None
-    p = _Project.apply(s, cell, bands, lb, ub, tolerance, n_families, n_groups, check)[0]
+    func = _ProjectBase if torch.compiler.is_compiling() else _Project
+    p = func.apply(s, cell, bands, lb, ub, tolerance, n_families, n_groups, check)[0]
     if scores.dtype == torch.float64:
         return p
     out = p.to(scores.dtype)

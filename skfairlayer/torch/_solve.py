@@ -51,6 +51,7 @@ class Layout:
 
     def __init__(self, cell, n_families, n_groups, fixed_bands=None):
         self.B, self.n = cell.shape
+        self.cell = cell
         self.F, self.G = n_families, n_groups
         self.C = n_families * n_groups
         self.Q = self.B * self.C
