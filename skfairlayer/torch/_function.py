@@ -58,6 +58,9 @@ class _ProjectBase(torch.autograd.Function):
             if not _check(p, s2, st, lay, eps, check, final=False):
                 p, st = _solve.solve(s2, lb2, ub2, lay, eps)
                 _check(p, s2, st, lay, eps, check)
+        elif torch.compiler.is_compiling():
+            p, top, bottom, level = _solve.solve_guarded(s2, lb2, ub2, lay, eps)
+            st = {"top": top, "bottom": bottom, "level": level}
         else:
             p, st = _solve.solve(s2, lb2, ub2, lay, eps)
         c = n_families * n_groups
@@ -143,12 +146,12 @@ def _check(p, s, st, lay, eps, strict, final=True):
     viol = _solve.violation(p, st, lay, eps).amax()
     box = torch.maximum(st["lb"] - p, p - st["ub"]).amax()
     finite = torch.isfinite(p).all()
-    counts = st["counts"].reshape(lay.B * lay.F, lay.G)
-    missing = (counts == 0).any()
-    active = st["top"] | st["bottom"]
-    z = s - lay.per_row(st["shift"])
-    nfree = lay.sums(((z > st["lb"]) & (z < st["ub"])).to(p.dtype))
-    clamped = (active & (nfree == 0)).any()
+    missing = clamped = torch.zeros((), dtype=torch.bool, device=p.device)
+    if strict:  # a missing group, or an active one with every output at a bound
+        missing = (st["counts"] == 0).any()
+        z = s - lay.per_row(st["shift"])
+        nfree = lay.sums(((z > st["lb"]) & (z < st["ub"])).to(p.dtype))
+        clamped = ((st["top"] | st["bottom"]) & (nfree == 0)).any()
     moved = st["moved"] if st["moved"] is not None else p.new_zeros(())
     scale = 1e-12 * (1.0 + s.abs().amax())
     flags = torch.stack([viol, box, finite.to(p.dtype), missing.to(p.dtype), clamped.to(p.dtype),

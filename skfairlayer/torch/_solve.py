@@ -213,6 +213,33 @@ def _unclipped_level(lay, m0, counts, present, eps):
     return torch.where(den > 0, ta + fa * (tb - ta) / torch.where(den > 0, den, 1.0), ta)
 
 
+def solve_guarded(s, lb, ub, lay, eps):
+    """The Newton path, with the bracketed path as a ``torch.cond`` branch (compiled graphs).
+
+    Returns ``(p, top, bottom, level)``; the bracketed solve runs only when Newton has
+    not settled, without a graph break or a host synchronisation.
+    """
+    p, st = solve(s, lb, ub, lay, eps, fast=True)
+    settled = st["moved"] <= 1e-12 * (1.0 + s.abs().amax())
+    shared = lay.fixed_bands is None
+
+    def newton(s, lb, ub):
+        return p.clone(), st["top"].clone(), st["bottom"].clone(), _level(st, p, lay)
+
+    def bracketed(s, lb, ub):
+        q, st2 = solve(s, lb, ub, lay, eps)
+        return q, st2["top"], st2["bottom"], _level(st2, q, lay)
+
+    out = torch.cond(settled, newton, bracketed, (s, lb, ub))
+    return out if shared else (*out[:3], None)
+
+
+def _level(st, p, lay):
+    if st["level"] is None:
+        return p.new_zeros(lay.B * lay.F, 1)
+    return st["level"].clone()
+
+
 def _cells_of(t, lay):
     """Family values (B * F, 1) -> cell values (B * C,)."""
     return t.expand(lay.B * lay.F, lay.G).reshape(-1)
