@@ -94,7 +94,7 @@ def part_speed(device, quick):
         w = torch.randn(n, dtype=torch.float64, device=device)
         x = s.detach().requires_grad_(True)
 
-        def floor():
+        def floor(x=x, w=w):
             x.grad = None
             (x.clamp(0, 1) * w).sum().backward()
 
@@ -189,7 +189,7 @@ def part_memory(device, quick):
         x = s.detach().requires_grad_(True)
         total = []
 
-        def pack(t):
+        def pack(t, total=total):
             total.append(t.numel() * t.element_size())
             return t
 

@@ -103,7 +103,7 @@ for name, through in [("post hoc", False), ("through the layer", True)]:
 # Both meet the tolerance on the test set (the layer is applied to both at
 # prediction); training through the layer lets the network adapt to it.
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
-for ax, (name, p) in zip(axes, results.items()):
+for ax, (name, p) in zip(axes, results.items(), strict=True):
     for g, label in [(0, "group 0"), (1, "group 1")]:
         ax.hist(p[g_te.numpy() == g], bins=40, alpha=0.6, density=True, label=label)
     ax.set_title(name)

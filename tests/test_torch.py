@@ -9,10 +9,10 @@ from skfairlayer import InfeasibleProblemError, project  # noqa: E402
 from skfairlayer.torch import (  # noqa: E402
     VERIFY_TOL,
     FairnessLayer,
+    _solve,  # noqa: E402
     fairness_layer,
     output_tolerance,
 )
-from skfairlayer.torch import _solve  # noqa: E402
 
 CRITERIA = ["demographic_parity", "equal_opportunity", "equalized_odds", "mean_residual"]
 # torch's forward-mode gradcheck loads decompositions through torch.jit.script (deprecated).
@@ -89,7 +89,7 @@ def test_float32_accuracy():
     p = fairness_layer(torch.tensor(s, dtype=torch.float32), torch.tensor(g), k, tolerance=0.01)
     assert p.dtype == torch.float32
     q = p.double().numpy()
-    assert 0.0 <= q.min() and q.max() <= 1.0
+    assert q.min() >= 0.0 and q.max() <= 1.0
     assert _gaps(q, g, k) <= 0.01 + output_tolerance(torch.float32)
 
 

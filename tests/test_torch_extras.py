@@ -45,7 +45,7 @@ def test_stream_pooled_gap_and_certificate(rows_per_call):
     assert gap <= float(layer.certificate()) + 1e-12
     assert gap < 0.2 * raw_gap
     assert gap <= 0.02 + 0.01
-    assert 0 <= p.min() and p.max() <= 1
+    assert p.min() >= 0 and p.max() <= 1
 
 
 def test_stream_state_dict_round_trip():
@@ -150,10 +150,10 @@ def test_skorch_fine_tuning_adapter():
     grads = vjp(grad)
     direction = [rng.normal(size=p.shape) for p in params]
     h = 1e-3
-    up = model.fine_tune_forward(X, [p + h * d for p, d in zip(params, direction)])[0]
-    down = model.fine_tune_forward(X, [p - h * d for p, d in zip(params, direction)])[0]
+    up = model.fine_tune_forward(X, [p + h * d for p, d in zip(params, direction, strict=True)])[0]
+    down = model.fine_tune_forward(X, [p - h * d for p, d in zip(params, direction, strict=True)])[0]
     fd = np.sum(grad * (up - down)) / (2 * h)
-    an = sum(np.sum(gr * d) for gr, d in zip(grads, direction))
+    an = sum(np.sum(gr * d) for gr, d in zip(grads, direction, strict=True))
     assert an == pytest.approx(fd, rel=1e-3, abs=1e-4)
     new = [p + 0.1 for p in params]
     model.set_fine_tune_parameters(new)

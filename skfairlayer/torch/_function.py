@@ -323,7 +323,7 @@ def fairness_layer(
     if labels is not None:
         labels = torch.as_tensor(labels, device=scores.device)
     cell, n_families, bands = _cells(groups, labels, criterion, n_groups, tolerance)
-    lb, ub = (_bound(b, default, scores) for b, default in zip(bounds, (-math.inf, math.inf)))
+    lb, ub = (_bound(b, default, scores) for b, default in zip(bounds, (-math.inf, math.inf), strict=True))
     s = scores.to(torch.float64)
     check = bool(strict) if verify else None
     func = _ProjectBase if torch.compiler.is_compiling() else _Project
