@@ -29,6 +29,26 @@ def output_tolerance(dtype, scale=1.0):
     ``VERIFY_TOL`` (1e-9) in float64; ``8 * eps(dtype) * max(1, scale)`` in lower
     precision (float32: about 9.5e-7 for outputs in [0, 1]), since the exact float64
     solution is rounded to the output dtype.
+
+    Parameters
+    ----------
+    dtype : torch.dtype
+        Floating-point dtype of the outputs.
+    scale : float, default=1.0
+        Largest magnitude of the outputs (bounds or values).
+
+    Returns
+    -------
+    tolerance : float
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skfairlayer.torch import output_tolerance
+    >>> output_tolerance(torch.float64)
+    1e-09
+    >>> round(output_tolerance(torch.float32), 9)
+    9.54e-07
     """
     if dtype == torch.float64:
         return VERIFY_TOL
@@ -383,12 +403,32 @@ class FairnessLayer(torch.nn.Module):
         self.strict = strict
 
     def forward(self, scores, groups, labels=None):
-        """Project ``scores`` (..., n_samples) given ``groups`` (and ``labels``)."""
+        """Project a batch of outputs.
+
+        Parameters
+        ----------
+        scores : Tensor of shape (..., n_samples)
+            Outputs to project.
+        groups : LongTensor of shape (n_samples,) or (..., n_samples)
+            Group code of each row.
+        labels : Tensor of shape (n_samples,) or (..., n_samples), default=None
+            Labels, for the label-conditioned criteria.
+
+        Returns
+        -------
+        outputs : Tensor of the shape and dtype of ``scores``
+        """
         return fairness_layer(
             scores, groups, self.n_groups, labels=labels, tolerance=self.tolerance,
             criterion=self.criterion, bounds=self.bounds, verify=self.verify, strict=self.strict,
         )
 
     def extra_repr(self):
+        """The layer's settings, shown in its ``repr``.
+
+        Returns
+        -------
+        text : str
+        """
         return (f"n_groups={self.n_groups}, tolerance={self.tolerance}, "
                 f"criterion={self.criterion!r}, bounds={self.bounds}")

@@ -68,7 +68,19 @@ class StreamingFairnessLayer(torch.nn.Module):
             buf.zero_()
 
     def forward(self, scores, groups):
-        """Serve ``scores`` (n_rows,) of ``groups`` (n_rows,); return the served outputs."""
+        """Serve rows: shift them by the current duals, then update the pooled state.
+
+        Parameters
+        ----------
+        scores : Tensor of shape (n_rows,)
+            Outputs of the rows served in this step (one or more).
+        groups : LongTensor of shape (n_rows,)
+            Group code of each row.
+
+        Returns
+        -------
+        outputs : Tensor of the shape and dtype of ``scores``
+        """
         k = self.n_groups
         g = groups.to(device=self.counts.device, dtype=torch.int64).reshape(-1)
         s = scores.to(device=self.counts.device, dtype=torch.float64).reshape(-1)
@@ -99,7 +111,12 @@ class StreamingFairnessLayer(torch.nn.Module):
         return up, down
 
     def pooled_gap(self):
-        """Largest difference between the pooled means of two served groups (0-dim tensor)."""
+        """Largest difference between the pooled means of two served groups.
+
+        Returns
+        -------
+        gap : Tensor of shape ()
+        """
         seen = self.counts > 0
         m = self.sums / self.counts.clamp_min(1.0)
         if int(seen.sum()) < 2:
@@ -111,6 +128,10 @@ class StreamingFairnessLayer(torch.nn.Module):
 
         Follows from ``V_g(T) <= lambda_g(T) / eta`` (telescoping increments);
         it tends to ``eps`` as every group's count grows with bounded duals.
+
+        Returns
+        -------
+        bound : Tensor of shape ()
         """
         seen = self.counts > 0
         n = self.counts.clamp_min(1.0)
@@ -119,4 +140,10 @@ class StreamingFairnessLayer(torch.nn.Module):
         return self.tolerance + up + down
 
     def extra_repr(self):
+        """The layer's settings, shown in its ``repr``.
+
+        Returns
+        -------
+        text : str
+        """
         return f"n_groups={self.n_groups}, tolerance={self.tolerance}, step={self.step}"
