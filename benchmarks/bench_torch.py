@@ -2,6 +2,8 @@
 
 Parts (``--part``, default all):
 
+Times are the minimum over repeated calls (the machine may be shared).
+
 ``speed``
     One training step through the layer (forward + backward of ``sum(p * w)``) at batch
     256 / 2,000 / 10,000, 4 groups (CelebA's intersectional groups), demographic parity,
@@ -54,6 +56,7 @@ def _sync(device):
 
 
 def _time(fn, device, repeats=30):
+    """Minimum wall time over ``repeats`` calls (robust to a busy, shared machine)."""
     fn()
     fn()
     ts = []
@@ -63,7 +66,7 @@ def _time(fn, device, repeats=30):
         fn()
         _sync(device)
         ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
+    return float(np.min(ts))
 
 
 def _scores(n, device, seed=0):
