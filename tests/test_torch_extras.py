@@ -24,6 +24,26 @@ def test_import_skfairlayer_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_without_torch_the_subpackage_says_how_to_install_it():
+    """Check that importing skfairlayer.torch without torch raises an ImportError with the remedy."""
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch' or name.startswith('torch.'):\n"
+        "            raise ImportError('blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import skfairlayer\n"
+        "try:\n"
+        "    import skfairlayer.torch\n"
+        "except ImportError as exc:\n"
+        "    assert 'pip install skfairlayer[torch]' in str(exc), exc\n"
+        "else:\n"
+        "    raise AssertionError('no ImportError')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def _stream(layer, n, seed, sizes=1):
     rng = np.random.default_rng(seed)
     a = rng.integers(0, 2, n)
