@@ -56,7 +56,10 @@ def output_tolerance(dtype, scale=1.0):
 
 
 def _flat(x, batch_shape, n):
-    return x.expand(*batch_shape, *x.shape[-1:] if x.dim() else (n,)).reshape(-1, n)
+    """Bounds as (B, n), or (1, 1) for a scalar (broadcast, never materialised)."""
+    if x.dim() == 0:
+        return x.reshape(1, 1)
+    return x.expand(*batch_shape, n).reshape(-1, n)
 
 
 class _ProjectBase(torch.autograd.Function):

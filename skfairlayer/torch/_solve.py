@@ -82,7 +82,7 @@ def _effective_bounds(s, lb, ub, eps):
     hi_far = s.amax(-1, keepdim=True) + 4 * span
     lb = torch.where(torch.isfinite(lb), lb, lo_far)
     ub = torch.where(torch.isfinite(ub), ub, hi_far)
-    return lb.expand_as(s), ub.expand_as(s)
+    return lb, ub  # (B, n) or (B, 1): broadcast against the rows
 
 
 class _Tables:
@@ -158,7 +158,7 @@ def solve(s, lb, ub, lay, eps, fast=False):
     present = counts > 0
     n_safe = counts.clamp_min(1.0)
     m0 = lay.sums(s.clamp(lb, ub)) / n_safe
-    low, high = lay.sums(lb) / n_safe, lay.sums(ub) / n_safe
+    low, high = lay.sums(lb.expand_as(s)) / n_safe, lay.sums(ub.expand_as(s)) / n_safe
     tab = None if fast else _Tables(s, lb, ub, lay, counts, low, high)
     if lay.fixed_bands is None:
         t = (_unclipped_level(lay, m0, counts, present, eps) if fast
@@ -278,7 +278,8 @@ def _newton(s, lb, ub, lay, c, t, m0, counts, eps, top, bottom):
     z = s - lay.per_row(c)
     free = (z > lb) & (z < ub)
     nf = lay.sums(free.to(s.dtype))
-    a = lay.sums(torch.where(free, s, z.clamp(lb, ub)))  # mean at shift c': (a - nf c') / n
+    # a: the sum at shift c' is a - nf c' (free rows s - c', clamped rows their bound)
+    a = lay.sums(z.clamp(lb, ub)) + nf * c
     active = top | bottom
     nf_safe = nf.clamp_min(1.0)
     if t is not None:
