@@ -1,0 +1,437 @@
+"""The fairness layer as an autograd function, a functional form and an ``nn.Module``.
+
+The forward pass is the exact solve of :mod:`skfairlayer.torch._solve` (float64,
+on the input's device). The backward pass, the forward-mode product and the
+Jacobian are one map, the orthogonal projector onto the free, non-active
+directions, written in differentiable torch operations (double backward works).
+``torch.func.vmap`` maps over a batch of problems through an explicit rule that
+solves them together. See ``docs/user_guide/torch.rst``.
+"""
+
+import math
+
+import torch
+
+from ..exceptions import InfeasibleProblemError, SolverError
+from . import _solve
+
+__all__ = ["fairness_layer", "FairnessLayer", "CRITERIA", "VERIFY_TOL", "output_tolerance"]
+
+#: Largest parity violation tolerated in a float64 answer (as in the numpy core).
+VERIFY_TOL = 1e-9
+
+CRITERIA = ("demographic_parity", "equal_opportunity", "equalized_odds", "mean_residual")
+
+
+def output_tolerance(dtype, scale=1.0):
+    """Parity violation tolerated in an answer of ``dtype`` (rounding of the outputs).
+
+    ``VERIFY_TOL`` (1e-9) in float64; ``8 * eps(dtype) * max(1, scale)`` in lower
+    precision (float32: about 9.5e-7 for outputs in [0, 1]), since the exact float64
+    solution is rounded to the output dtype.
+
+    Parameters
+    ----------
+    dtype : torch.dtype
+        Floating-point dtype of the outputs.
+    scale : float, default=1.0
+        Largest magnitude of the outputs (bounds or values).
+
+    Returns
+    -------
+    tolerance : float
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skfairlayer.torch import output_tolerance
+    >>> output_tolerance(torch.float64)
+    1e-09
+    >>> round(output_tolerance(torch.float32), 9)
+    9.54e-07
+    """
+    if dtype == torch.float64:
+        return VERIFY_TOL
+    return 8 * torch.finfo(dtype).eps * max(1.0, scale)
+
+
+def _flat(x, batch_shape, n):
+    """Bounds as (B, n), or (1, 1) for a scalar (broadcast, never materialised)."""
+    if x.dim() == 0:
+        return x.reshape(1, 1)
+    return x.expand(*batch_shape, n).reshape(-1, n)
+
+
+class _ProjectBase(torch.autograd.Function):
+    """``p = argmin ||p - s||^2`` over the cells' parity bands and the bounds.
+
+    No custom ``jvp``: the class ``torch.compile`` traces (Dynamo does not trace one).
+    """
+
+    @staticmethod
+    def forward(s, cell, bands, lb, ub, eps, n_families, n_groups, check):
+        batch, n = s.shape[:-1], s.shape[-1]
+        lay = _layout(cell, bands, batch, n, n_families, n_groups)
+        s2 = s.reshape(-1, n)
+        lb2, ub2 = _flat(lb, batch, n), _flat(ub, batch, n)
+        if check is not None and not torch.compiler.is_compiling():
+            # Eager with verification: the fast path, certified by the same synchronisation
+            # as the verification; the bracketed path if Newton has not settled.
+            p, st = _solve.solve(s2, lb2, ub2, lay, eps, fast=True)
+            if not _check(p, s2, st, lay, eps, check, final=False):
+                p, st = _solve.solve(s2, lb2, ub2, lay, eps)
+                _check(p, s2, st, lay, eps, check)
+        elif torch.compiler.is_compiling():
+            p, top, bottom, level = _solve.solve_guarded(s2, lb2, ub2, lay, eps)
+            st = {"top": top, "bottom": bottom, "level": level}
+        else:
+            p, st = _solve.solve(s2, lb2, ub2, lay, eps)
+        c = n_families * n_groups
+        level = st["level"] if st["level"] is not None else p.new_zeros(p.shape[0], n_families)
+        return (p.reshape(s.shape), st["top"].reshape(*batch, c),
+                st["bottom"].reshape(*batch, c), level.reshape(*batch, n_families))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, cell, bands, lb, ub, eps, n_families, n_groups, _ = inputs
+        p, top, bottom, _ = output
+        ctx.mark_non_differentiable(top, bottom, output[3])
+        ctx.save_for_backward(p, cell, bands, lb, ub, top, bottom)
+        ctx.save_for_forward(p, cell, bands, lb, ub, top, bottom)
+        ctx.dims = (n_families, n_groups, bands is None)
+
+    @staticmethod
+    def backward(ctx, grad, *_):
+        return _apply_jacobian(ctx, grad), None, None, None, None, None, None, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, s, cell, bands, lb, ub, eps, n_families, n_groups, check):
+        size = info.batch_size
+
+        def front(x, d):
+            if x is None:
+                return None
+            if d is None:
+                return x.unsqueeze(0).expand(size, *x.shape)
+            return x.movedim(d, 0)
+
+        s_d, cell_d, bands_d, lb_d, ub_d = in_dims[:5]
+        s = front(s, s_d)
+        cell = front(cell, cell_d)
+        bands = front(bands, bands_d)
+        lb = lb if lb_d is None else lb.movedim(lb_d, 0)
+        ub = ub if ub_d is None else ub.movedim(ub_d, 0)
+        if lb_d is not None and lb.dim() < s.dim():
+            lb = lb.reshape(lb.shape + (1,) * (s.dim() - lb.dim()))
+        if ub_d is not None and ub.dim() < s.dim():
+            ub = ub.reshape(ub.shape + (1,) * (s.dim() - ub.dim()))
+        out = _Project.apply(s, cell, bands, lb, ub, eps, n_families, n_groups, check)
+        return out, (0, 0, 0, 0)
+
+
+class _Project(_ProjectBase):
+    """:class:`_ProjectBase` with forward mode (eager)."""
+
+    @staticmethod
+    def jvp(ctx, tangent, *_):
+        return _apply_jacobian(ctx, tangent), None, None, None
+
+
+def _layout(cell, bands, batch, n, n_families, n_groups):
+    cell2 = cell.expand(*batch, n).reshape(-1, n)
+    fixed = None
+    if bands is not None:
+        fixed = bands.expand(*batch, n_families * n_groups, 2).reshape(-1, n_families * n_groups, 2)
+    return _solve.Layout(cell2, n_families, n_groups, fixed)
+
+
+def _apply_jacobian(ctx, g):
+    p, cell, bands, lb, ub, top, bottom = ctx.saved_tensors
+    n_families, n_groups, shared = ctx.dims
+    batch, n = p.shape[:-1], p.shape[-1]
+    lay = _layout(cell, bands, batch, n, n_families, n_groups)
+    counts = lay.sums(torch.ones_like(p.reshape(-1, n)))
+    state = {
+        "lb": _flat(lb, batch, n), "ub": _flat(ub, batch, n), "counts": counts,
+        "top": top.reshape(-1), "bottom": bottom.reshape(-1), "level": True if shared else None,
+    }
+    out = _solve.jacobian_apply(g.reshape(-1, n), p.reshape(-1, n), state, lay)
+    return out.reshape(g.shape)
+
+
+def _check(p, s, st, lay, eps, strict, final=True):
+    """Verify the float64 answer (one host synchronisation); raise if it fails.
+
+    With ``final=False`` (the fast path) return False instead of raising when Newton
+    has not settled or the answer fails, so that the bracketed path can answer.
+    """
+    invalid = (lay.cell < -1).any()
+    viol = _solve.violation(p, st, lay, eps).amax()
+    box = torch.maximum(st["lb"] - p, p - st["ub"]).amax()
+    finite = torch.isfinite(p).all()
+    missing = clamped = torch.zeros((), dtype=torch.bool, device=p.device)
+    if strict:  # a missing group, or an active one with every output at a bound
+        missing = (st["counts"] == 0).any()
+        z = s - lay.per_row(st["shift"])
+        nfree = lay.sums(((z > st["lb"]) & (z < st["ub"])).to(p.dtype))
+        clamped = ((st["top"] | st["bottom"]) & (nfree == 0)).any()
+    moved = st["moved"] if st["moved"] is not None else p.new_zeros(())
+    scale = 1e-12 * (1.0 + s.abs().amax())
+    flags = torch.stack([viol, box, finite.to(p.dtype), missing.to(p.dtype), clamped.to(p.dtype),
+                         (moved > scale).to(p.dtype), invalid.to(p.dtype)])
+    viol, box, finite, missing, clamped, unsettled, invalid = flags.tolist()  # one synchronisation
+    if invalid:
+        raise ValueError(
+            "groups must be integer codes in [0, n_groups) and labels 0/1 for this criterion. "
+            "Got a code or label out of range instead."
+        )
+    if not final and (unsettled or not finite or viol > VERIFY_TOL or box > 0):
+        return False
+    if strict and missing:
+        raise ValueError(
+            "A group has no row in this batch (or, with labels, no row of a label the "
+            "criterion conditions on); strict=True forbids it. Use a stratified sampler "
+            "(skfairlayer.torch.GroupStratifiedBatchSampler) or strict=False, which drops the "
+            "missing group from the constraints as skfairlayer.project does."
+        )
+    if strict and clamped:
+        raise ValueError(
+            "An active group has every output at a bound (fully clamped), where the layer "
+            "is not differentiable; strict=True forbids it. Use strict=False to proceed."
+        )
+    if not finite:
+        raise SolverError("The torch fairness layer produced non-finite outputs; are the scores finite?")
+    if viol > VERIFY_TOL or box > 0:
+        if _infeasible(st, lay, eps):
+            raise InfeasibleProblemError(
+                "No outputs within the bounds meet the tolerance: some group's bounds keep "
+                "its mean out of reach of the others. Widen the bounds or the tolerance."
+            )
+        raise SolverError(
+            f"The torch fairness layer's answer violates parity by {viol:.3g} "
+            f"(> {VERIFY_TOL:g}) or the bounds by {box:.3g}. This is a bug; please report it."
+        )
+    return True
+
+
+def _infeasible(st, lay, eps):
+    low, high, present = st["low"], st["high"], st["counts"] > 0
+    if lay.fixed_bands is not None:
+        lo, hi = lay.fixed_bands[..., 0].reshape(-1), lay.fixed_bands[..., 1].reshape(-1)
+        return bool((present & ((low > hi) | (high < lo))).any())
+    big = math.inf
+    fl = torch.where(present, low, -big).reshape(lay.B * lay.F, lay.G).amax(1)
+    fh = torch.where(present, high, big).reshape(lay.B * lay.F, lay.G).amin(1)
+    return bool((fl - fh > eps + 1e-12).any())
+
+
+def _cells(groups, labels, criterion, n_groups, tolerance):
+    """Cell of each row (``-2`` marks an invalid group code or label), families, fixed bands."""
+    bad = torch.full_like(groups, -2)
+    groups = torch.where((groups >= 0) & (groups < n_groups), groups, bad)
+    if criterion == "demographic_parity":
+        return groups, 1, None
+    if labels is None:
+        raise ValueError(
+            f"criterion {criterion!r} needs labels in skfairlayer.torch (the label-free "
+            "plug-in form is only in skfairlayer.project); pass labels=y."
+        )
+    if criterion in ("equal_opportunity", "equalized_odds"):
+        binary = (labels == 0) | (labels == 1)
+        if criterion == "equal_opportunity":  # the negatives are in no cell
+            others, n_families = torch.full_like(groups, -1), 1
+        else:  # family 0: Y = 1, family 1: Y = 0 (the order of skfairlayer.project)
+            others, n_families = groups + n_groups, 2
+        cell = torch.where(labels == 1, groups, torch.where(groups >= 0, others, bad))
+        return torch.where(binary, cell, bad), n_families, None
+    # mean residual: each group's mean within tolerance of its label mean
+    y = labels.to(torch.float64)
+    batch = torch.broadcast_shapes(groups.shape, y.shape)
+    g2 = groups.expand(batch).reshape(-1, batch[-1])
+    lay = _solve.Layout(g2, 1, n_groups)
+    y2 = y.expand(batch).reshape(-1, batch[-1])
+    n = lay.sums(torch.ones_like(y2)).clamp_min(1.0)
+    ybar = lay.sums(y2) / n
+    bands = torch.stack([ybar - tolerance, ybar + tolerance], -1)
+    return groups, 1, bands.reshape(*batch[:-1], n_groups, 2)
+
+
+def _check_args(scores, groups, tolerance, criterion, n_groups):
+    if not isinstance(scores, torch.Tensor) or not scores.is_floating_point():
+        raise TypeError(f"scores must be a floating-point torch.Tensor. Got {type(scores)!r} instead.")
+    if not isinstance(groups, torch.Tensor) or groups.dtype not in (torch.int32, torch.int64):
+        raise TypeError(
+            "groups must be an integer torch.Tensor of group codes in [0, n_groups). "
+            f"Got {getattr(groups, 'dtype', type(groups))!r} instead."
+        )
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}. Got {criterion!r} instead.")
+    if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
+        raise ValueError(f"tolerance must be a finite float >= 0. Got {tolerance!r} instead.")
+    if not isinstance(n_groups, int) or n_groups < 1:
+        raise ValueError(f"n_groups must be a positive int. Got {n_groups!r} instead.")
+    if groups.dim() == 0 or groups.shape[-1] != scores.shape[-1]:
+        raise ValueError(
+            "groups must hold one code per row, along the last dimension of scores "
+            f"({scores.shape[-1]} rows). Got groups of shape {tuple(groups.shape)} instead. "
+            "Multiclass outputs (rows on the simplex) and marginal parity over several "
+            "attributes are not supported by skfairlayer.torch; use skfairlayer.project, "
+            "or encode several attributes intersectionally (one code per combination)."
+        )
+
+
+def fairness_layer(
+    scores,
+    groups,
+    n_groups,
+    *,
+    labels=None,
+    tolerance=0.01,
+    criterion="demographic_parity",
+    bounds=(0.0, 1.0),
+    verify=True,
+    strict=False,
+):
+    """Project a batch of outputs onto group parity (differentiable, on the input's device).
+
+    Parameters
+    ----------
+    scores : Tensor of shape (..., n_samples)
+        Outputs to project (probabilities, logits or regression outputs); leading
+        dimensions are independent problems.
+    groups : LongTensor of shape (n_samples,) or (..., n_samples)
+        Group code of each row in ``[0, n_groups)`` (encode several sensitive
+        attributes intersectionally, e.g. ``a * n_b + b``).
+    n_groups : int
+        Number of groups.
+    labels : Tensor of shape (n_samples,) or (..., n_samples), default=None
+        0/1 labels for ``"equal_opportunity"`` and ``"equalized_odds"``; labels
+        (0/1 or real targets) for ``"mean_residual"``.
+    tolerance : float, default=0.01
+        Largest allowed difference between two group means (for
+        ``"mean_residual"``: largest allowed mean residual of a group).
+    criterion : str, default="demographic_parity"
+        One of ``"demographic_parity"``, ``"equal_opportunity"``, ``"equalized_odds"``,
+        ``"mean_residual"``.
+    bounds : tuple of (float, Tensor or None), default=(0.0, 1.0)
+        Lower and upper bounds of the outputs; ``None`` (or an infinite value) for
+        none, e.g. ``(None, None)`` for logits or regression outputs.
+    verify : bool, default=True
+        Check the answer (one host synchronisation per call) and raise
+        :class:`~skfairlayer.SolverError` or
+        :class:`~skfairlayer.InfeasibleProblemError` if it fails. Skipped while
+        ``torch.compile`` traces; set ``False`` to keep the call free of
+        synchronisation.
+    strict : bool, default=False
+        With ``verify``: raise ``ValueError`` when a group has no row in the batch (by
+        default it is left out of the constraints, as :func:`skfairlayer.project` does)
+        or when an active group has every output at a bound.
+
+    Returns
+    -------
+    outputs : Tensor of the shape and dtype of ``scores``
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skfairlayer.torch import fairness_layer
+    >>> s = torch.tensor([0.9, 0.8, 0.7, 0.2, 0.3, 0.4], dtype=torch.float64)
+    >>> g = torch.tensor([0, 0, 0, 1, 1, 1])
+    >>> fairness_layer(s, g, 2, tolerance=0.1)
+    tensor([0.7000, 0.6000, 0.5000, 0.4000, 0.5000, 0.6000], dtype=torch.float64)
+    """
+    _check_args(scores, groups, tolerance, criterion, n_groups)
+    tolerance = float(tolerance)
+    groups = groups.to(device=scores.device, dtype=torch.int64)
+    if labels is not None:
+        labels = torch.as_tensor(labels, device=scores.device)
+    cell, n_families, bands = _cells(groups, labels, criterion, n_groups, tolerance)
+    lb, ub = (_bound(b, default, scores) for b, default in zip(bounds, (-math.inf, math.inf), strict=True))
+    s = scores.to(torch.float64)
+    check = bool(strict) if verify else None
+    func = _ProjectBase if torch.compiler.is_compiling() else _Project
+    p = func.apply(s, cell, bands, lb, ub, tolerance, n_families, n_groups, check)[0]
+    if scores.dtype == torch.float64:
+        return p
+    out = p.to(scores.dtype)
+    # rounding to the output dtype must not leave the bounds
+    return torch.minimum(torch.maximum(out, lb.to(out.dtype)), ub.to(out.dtype))
+
+
+def _bound(value, default, scores):
+    if value is None:
+        value = default
+    return torch.as_tensor(value, dtype=torch.float64, device=scores.device)
+
+
+class FairnessLayer(torch.nn.Module):
+    """The fairness layer as the last module of a network.
+
+    Projects each batch of outputs onto the closest outputs (squared distance)
+    whose group means agree within ``tolerance`` (see :func:`fairness_layer`).
+
+    Parameters
+    ----------
+    n_groups : int
+        Number of groups (codes ``0 .. n_groups - 1``).
+    tolerance : float, default=0.01
+        Largest allowed difference between two group means.
+    criterion : str, default="demographic_parity"
+        See :func:`fairness_layer`.
+    bounds : tuple, default=(0.0, 1.0)
+        Output bounds; ``(None, None)`` for logits or regression outputs.
+    verify : bool, default=True
+        Verify every answer (one synchronisation per call).
+    strict : bool, default=False
+        Raise on a missing or fully clamped group.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skfairlayer.torch import FairnessLayer
+    >>> layer = FairnessLayer(n_groups=2, tolerance=0.0)
+    >>> s = torch.tensor([0.9, 0.7, 0.2, 0.4], dtype=torch.float64)
+    >>> layer(s, torch.tensor([0, 0, 1, 1]))
+    tensor([0.6500, 0.4500, 0.4500, 0.6500], dtype=torch.float64)
+    """
+
+    def __init__(self, n_groups, tolerance=0.01, criterion="demographic_parity",
+                 bounds=(0.0, 1.0), verify=True, strict=False):
+        super().__init__()
+        self.n_groups = n_groups
+        self.tolerance = tolerance
+        self.criterion = criterion
+        self.bounds = bounds
+        self.verify = verify
+        self.strict = strict
+
+    def forward(self, scores, groups, labels=None):
+        """Project a batch of outputs.
+
+        Parameters
+        ----------
+        scores : Tensor of shape (..., n_samples)
+            Outputs to project.
+        groups : LongTensor of shape (n_samples,) or (..., n_samples)
+            Group code of each row.
+        labels : Tensor of shape (n_samples,) or (..., n_samples), default=None
+            Labels, for the label-conditioned criteria.
+
+        Returns
+        -------
+        outputs : Tensor of the shape and dtype of ``scores``
+        """
+        return fairness_layer(
+            scores, groups, self.n_groups, labels=labels, tolerance=self.tolerance,
+            criterion=self.criterion, bounds=self.bounds, verify=self.verify, strict=self.strict,
+        )
+
+    def extra_repr(self):
+        """The layer's settings, shown in its ``repr``.
+
+        Returns
+        -------
+        text : str
+        """
+        return (f"n_groups={self.n_groups}, tolerance={self.tolerance}, "
+                f"criterion={self.criterion!r}, bounds={self.bounds}")
