@@ -53,7 +53,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from skfairlayer import FairnessLayerClassifier, project
 from skfairlayer._multiclass_decisions import affine_decisions
-from skfairlayer.constraints import build_problem
+from skfairlayer._criteria import build_problem
 
 
 def load(sensitive):

@@ -65,14 +65,14 @@ from skfairlayer import FairnessLayerClassifier
 from skfairlayer._fine_tune import fine_tune
 from skfairlayer._sensitivity import Linearization
 from skfairlayer._validation import encode_groups
-from skfairlayer.constraints import build_problem
+from skfairlayer._criteria import build_problem
 from skfairlayer.datasets import load_adult, make_parity_classification
 from skfairlayer.metrics import (
     demographic_parity_difference,
     equal_opportunity_difference,
     equalized_odds_difference,
 )
-from skfairlayer.projection import solve_problem
+from skfairlayer._projection import solve_problem
 
 
 def best_time(func, repeat=5):

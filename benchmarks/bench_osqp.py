@@ -19,7 +19,7 @@ Binary demographic parity, 10 groups, tolerance 0.01, n = 1e4, 1e5, 1e6 rows
     One ``np.clip`` pass over the same array: a floor for any method that
     touches every row; the ratios ``cold/clip`` and ``warm/clip`` are printed.
 
-Every answer is checked as :mod:`skfairlayer.projection` does (parity <= 1e-9,
+Every answer is checked as :mod:`skfairlayer._projection` does (parity <= 1e-9,
 bounds exact) and compared with the exact solver. Times are the median of
 ``--repeat`` runs (median). ``--multiclass`` adds a table for multiclass parity on the
 simplex (4 classes, 5 groups, one family per class column) and for binary
@@ -40,7 +40,7 @@ import scipy.sparse as sp
 
 from skfairlayer._solvers._exact import solve_sorted
 from skfairlayer._solvers._osqp import OSQPBackend, solve_osqp
-from skfairlayer.constraints import AffineRows, DemographicParity, ProjectionProblem
+from skfairlayer._criteria import AffineRows, DemographicParity, ProjectionProblem
 
 
 def _median(fn, repeat):

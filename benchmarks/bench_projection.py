@@ -56,7 +56,7 @@ import numpy as np
 from skfairlayer import project
 from skfairlayer._sensitivity import Linearization
 from skfairlayer._solvers._exact import GroupLayout, solve_exact, solve_sorted
-from skfairlayer.constraints import GroupStatistics, ProjectionProblem
+from skfairlayer._criteria import GroupStatistics, ProjectionProblem
 
 TOLERANCE = 0.01
 #: Consecutive timed calls of one method within a round.

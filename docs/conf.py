@@ -111,7 +111,7 @@ if HAVE_GALLERY:
 
 # -- viewcode back-links -------------------------------------------------------
 # sphinx.ext.viewcode keeps one "documented as" module per source module, so the
-# [docs] links of skfairlayer.constraints point to "skfairlayer.<name>" for every
+# [docs] links of skfairlayer._criteria point to "skfairlayer.<name>" for every
 # class of it once one (Criterion) is documented under the package. Record where
 # each object is really documented and fix the links on the source pages.
 _BACKLINK = re.compile(

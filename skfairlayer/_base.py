@@ -34,7 +34,7 @@ from ._stream_start import (
     layer_stream,
     stream_unsupported,
 )
-from .constraints import CRITERIA, Criterion
+from ._criteria import CRITERIA, Criterion
 from .exceptions import SmallGroupWarning, _plain
 
 __all__ = ["FairnessLayerBase"]

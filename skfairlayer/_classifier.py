@@ -13,7 +13,7 @@ from sklearn.utils.validation import assert_all_finite, column_or_1d
 from ._base import FairnessLayerBase
 from ._sklearn_compat import HasMethods, Interval, StrOptions, _fit_context
 from ._validation import check_scores
-from .constraints import SMALL_GROUP_SIZE
+from ._criteria import SMALL_GROUP_SIZE
 
 __all__ = ["FairnessLayerClassifier"]
 
@@ -75,7 +75,7 @@ class FairnessLayerClassifier(ClassifierMixin, FairnessLayerBase):
             positives and among the negatives; per true class for multiclass),
             ``"mean_residual"`` (each group's mean probability within
             ``tolerance`` of its mean label), or a
-            :class:`~skfairlayer.constraints.Criterion` instance. Criteria
+            :class:`~skfairlayer.Criterion` instance. Criteria
             conditioned on the label use ``y`` at fit (``fit_gap_``) and, at
             inference where labels do not exist, the base posteriors as plug-in
             weights — exact in expectation when the base is calibrated within each

@@ -2,8 +2,8 @@
 
 Starting from the fitted base, minimise the log-loss of the *projected*
 probabilities by minibatch Adam. Each minibatch is projected by the verified
-solvers (:func:`skfairlayer.projection.solve_problem`) on the problem
-:func:`~skfairlayer.constraints.build_problem` builds for it — the same
+solvers (:func:`skfairlayer._projection.solve_problem`) on the problem
+:func:`~skfairlayer._criteria.build_problem` builds for it — the same
 criterion, tolerance and groupings (intersectional, or one set of families
 per attribute for marginal parity) as the classifier's fit-time projection;
 label-conditioned criteria use the training labels (or, with
@@ -40,7 +40,7 @@ from sklearn.utils import check_array, check_random_state
 from ._differentiable import make_adapter
 from ._sensitivity import Linearization
 from ._solvers._simplex import project_simplex_rows
-from .constraints import (
+from ._criteria import (
     CRITERIA,
     DemographicParity,
     MeanResidual,
@@ -48,7 +48,7 @@ from .constraints import (
     build_problem,
     make_criterion,
 )
-from .projection import solve_problem
+from ._projection import solve_problem
 
 __all__ = ["FINE_TUNE_DEFAULTS", "FineTuning", "batch_loss", "check_fine_tune_params", "fine_tune"]
 
@@ -317,7 +317,7 @@ def _project(scores, codes, labels, criterion, tolerance, solver, margin):
     """Projected outputs within the margin, the VJP through the layer, the problem and its scale.
 
     ``codes`` of shape (n_samples, n_groupings): the batch problem is built by
-    :func:`~skfairlayer.constraints.build_problem` exactly as the classifier
+    :func:`~skfairlayer._criteria.build_problem` exactly as the classifier
     builds it (groups absent from the batch and families with fewer than two
     groups dropped), with ``labels`` (label-based criteria during training).
     Binary outputs are bounded in ``[margin, 1 - margin]``; multiclass rows

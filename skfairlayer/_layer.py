@@ -17,9 +17,9 @@ import numpy as np
 from ._decisions import parity_decisions
 from ._multiclass_decisions import affine_decisions, class_offsets
 from ._solvers._simplex import project_simplex_rows
-from .constraints import ProjectionProblem, build_problem
+from ._criteria import ProjectionProblem, build_problem
 from .exceptions import InfeasibleProblemError
-from .projection import solve_problem
+from ._projection import solve_problem
 
 __all__ = ["FittedLayer", "decide"]
 

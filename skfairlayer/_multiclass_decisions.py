@@ -193,7 +193,7 @@ def affine_decisions(problem, *, time_limit=20.0):
     Examples
     --------
     >>> import numpy as np
-    >>> from skfairlayer.constraints import build_problem
+    >>> from skfairlayer._criteria import build_problem
     >>> from skfairlayer._multiclass_decisions import affine_decisions
     >>> S = np.array([[0.6, 0.3, 0.1], [0.5, 0.4, 0.1], [0.2, 0.2, 0.6], [0.1, 0.5, 0.4]])
     >>> codes = np.array([0, 0, 1, 1])

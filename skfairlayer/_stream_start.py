@@ -4,7 +4,7 @@ import numpy as np
 
 from ._stream import ALGORITHMS as STREAM_ALGORITHMS
 from ._stream import StreamStart, start_stream
-from .constraints import (
+from ._criteria import (
     DemographicParity,
     EqualizedOdds,
     EqualOpportunity,

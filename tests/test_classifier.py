@@ -18,7 +18,7 @@ from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
 from skfairlayer import FairnessLayerClassifier, UnseenGroupError
-from skfairlayer.projection import VERIFY_TOL
+from skfairlayer._projection import VERIFY_TOL
 
 TOL = 0.02
 

@@ -11,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 
 from skfairlayer import FairnessLayerClassifier, SmallGroupWarning, project
 from skfairlayer._multiclass_decisions import affine_decisions, violation
-from skfairlayer.constraints import (
+from skfairlayer._criteria import (
     AffineRows,
     Criterion,
     DemographicParity,
@@ -23,7 +23,7 @@ from skfairlayer.constraints import (
     group_family,
     small_groups,
 )
-from skfairlayer.projection import VERIFY_TOL
+from skfairlayer._projection import VERIFY_TOL
 
 CRITERIA = ["demographic_parity", "equal_opportunity", "equalized_odds", "mean_residual"]
 

@@ -8,7 +8,7 @@ import pytest
 from skfairlayer import project
 from skfairlayer._solvers import Solution, _exact
 from skfairlayer._solvers._exact import GroupLayout, solve_exact, solve_sorted
-from skfairlayer.constraints import GroupStatistics, ProjectionProblem
+from skfairlayer._criteria import GroupStatistics, ProjectionProblem
 from skfairlayer.exceptions import InfeasibleProblemError
 
 TOLERANCES = [0.0, 1e-4, 0.01, 0.2]
@@ -423,7 +423,7 @@ def test_show_versions_names_the_dependencies(capsys):
 def test_uniform_family_weights_and_codes(k):
     """Check that a uniform family's weights are 1 / n_g and its cached uint8 codes (two
     groups) equal the codes."""
-    from skfairlayer.constraints import build_problem
+    from skfairlayer._criteria import build_problem
 
     rng = np.random.default_rng(k)
     codes = np.r_[np.arange(k), rng.integers(0, k, 5000)]

@@ -14,7 +14,7 @@ from sklearn.preprocessing import StandardScaler
 from skfairlayer import FineTuning, FairnessLayerClassifier, project
 from skfairlayer._differentiable import make_adapter
 from skfairlayer._fine_tune import _minibatches, _validation_split, batch_loss
-from skfairlayer.constraints import Criterion, group_family, make_criterion
+from skfairlayer._criteria import Criterion, group_family, make_criterion
 from skfairlayer.datasets import make_parity_classification
 
 
@@ -340,8 +340,8 @@ def test_fine_tune_off_has_no_history(data):
 
 
 def _simplex_solver_available():
-    from skfairlayer.constraints import DemographicParity, ProjectionProblem
-    from skfairlayer.projection import solve_problem
+    from skfairlayer._criteria import DemographicParity, ProjectionProblem
+    from skfairlayer._projection import solve_problem
 
     s = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.5, 0.4, 0.1], [0.2, 0.2, 0.6]])
     codes = np.array([0, 0, 1, 1])

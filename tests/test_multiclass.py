@@ -9,8 +9,8 @@ from sklearn.linear_model import LogisticRegression
 from skfairlayer import FineTuning, FairnessLayerClassifier, project
 from skfairlayer._multiclass_decisions import affine_decisions, violation
 from skfairlayer._solvers._simplex import project_simplex_rows, solve_simplex, supports
-from skfairlayer.constraints import build_problem
-from skfairlayer.projection import VERIFY_TOL, solve_problem
+from skfairlayer._criteria import build_problem
+from skfairlayer._projection import VERIFY_TOL, solve_problem
 
 
 def _batch(seed, n=None, K=None, k=None):

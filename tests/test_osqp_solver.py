@@ -9,14 +9,14 @@ import scipy.sparse as sp
 from skfairlayer._solvers import Solution, _osqp
 from skfairlayer._solvers._exact import solve_sorted
 from skfairlayer._solvers._osqp import OSQPBackend, solve_osqp
-from skfairlayer.constraints import (
+from skfairlayer._criteria import (
     AffineRows,
     DemographicParity,
     GroupStatistics,
     ProjectionProblem,
 )
 from skfairlayer.exceptions import InfeasibleProblemError, SolverError
-from skfairlayer.projection import VERIFY_TOL, solve_problem
+from skfairlayer._projection import VERIFY_TOL, solve_problem
 
 # --------------------------------------------------------------------------- helpers
 
@@ -532,7 +532,7 @@ def test_polished_solve_prints_nothing(capfd, monkeypatch):
 @pytest.mark.parametrize("criterion", ["equalized_odds", "equal_opportunity"])
 def test_general_criterion_solve_prints_nothing(capfd, criterion):
     """Check a general-criterion projection (the OSQP path) writes nothing to stdout/stderr."""
-    from skfairlayer.projection import project
+    from skfairlayer._projection import project
 
     rng = np.random.default_rng(1)
     n = 300

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from skfairlayer import InfeasibleProblemError, ProjectionResult, SolverError, project
-from skfairlayer.constraints import DemographicParity, ProjectionProblem, build_problem
-from skfairlayer.projection import VERIFY_TOL, solve_problem
+from skfairlayer._criteria import DemographicParity, ProjectionProblem, build_problem
+from skfairlayer._projection import VERIFY_TOL, solve_problem
 
 
 def _instance(seed, n=300, k=3):
@@ -197,7 +197,7 @@ def test_exact_solver_rejects_unsupported_problem():
 
 def test_hand_built_family_with_outside_rows_is_verified_correctly():
     """Check that a uniform family whose rows are not all in a group is measured by its weights."""
-    from skfairlayer.constraints import GroupStatistics
+    from skfairlayer._criteria import GroupStatistics
 
     codes = np.array([0, 0, 1, 1, -1, -1])
     weights = np.array([0.5, 0.5, 0.5, 0.5, 0.0, 0.0])
@@ -227,7 +227,7 @@ def _verification_problem(simplex=False):
 )
 def test_verification_rejects_a_corrupted_answer(simplex, corrupt, match):
     """Check that verification raises SolverError on NaN/inf, bound and parity violations."""
-    from skfairlayer.projection import _verify
+    from skfairlayer._projection import _verify
 
     problem, solution = _verification_problem(simplex)
     _verify(problem, solution)  # the genuine answer passes

@@ -7,7 +7,7 @@ from scipy.optimize import approx_fprime
 
 from skfairlayer import _sensitivity, project
 from skfairlayer._sensitivity import Linearization, projection_jvp, projection_vjp
-from skfairlayer.constraints import (
+from skfairlayer._criteria import (
     AffineRows,
     Criterion,
     DemographicParity,
@@ -15,7 +15,7 @@ from skfairlayer.constraints import (
     ProjectionProblem,
     group_family,
 )
-from skfairlayer.projection import solve_problem
+from skfairlayer._projection import solve_problem
 
 
 def _dp_problem(s, codes, k, tol, lower=0.0, upper=1.0):
@@ -358,7 +358,7 @@ def test_extra_affine_rows_match_reference():
     """Check active custom affine rows (with a parity family) against the (P, t) KKT."""
     import scipy.sparse as sp
 
-    from skfairlayer.constraints import AffineRows
+    from skfairlayer._criteria import AffineRows
 
     rng = np.random.default_rng(4)
     n, k = 20, 2

@@ -25,7 +25,7 @@ from skfairlayer._stream import (
     start_stream,
 )
 from skfairlayer._stream._families import _next_slack
-from skfairlayer.projection import project
+from skfairlayer._projection import project
 
 
 def _running_gaps(values, codes, k):

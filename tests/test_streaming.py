@@ -183,9 +183,9 @@ def _skops_roundtrip(clf):
         "skfairlayer._stream._paper.PaperPrimalDual",
         "skfairlayer._stream._families.PooledFamilies",
         "skfairlayer._stream._residual.PooledResidual",
-        "skfairlayer.constraints.ProjectionProblem",
-        "skfairlayer.constraints.GroupStatistics",
-        "skfairlayer.constraints.AffineRows",
+        "skfairlayer._criteria.ProjectionProblem",
+        "skfairlayer._criteria.GroupStatistics",
+        "skfairlayer._criteria.AffineRows",
     }
     return sio.loads(payload, trusted=trusted)
 
@@ -329,7 +329,7 @@ def test_unfitted_stream_methods_raise():
 
 
 # ------------------------------------------------ multiclass, plug-in criteria, marginal groups
-from skfairlayer.constraints import Criterion, EqualOpportunity  # noqa: E402
+from skfairlayer._criteria import Criterion, EqualOpportunity  # noqa: E402
 from skfairlayer._stream import PooledFamilies, Stream  # noqa: E402
 
 

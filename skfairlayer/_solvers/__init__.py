@@ -1,9 +1,9 @@
-"""Solvers for :class:`~skfairlayer.constraints.ProjectionProblem` (arrays in, arrays out).
+"""Solvers for :class:`~skfairlayer.ProjectionProblem` (arrays in, arrays out).
 
 ``_exact`` solves one parity family over binary outputs exactly, from the
 one-shift-per-group structure of the KKT conditions. ``_osqp`` solves any
 problem (several families, multiclass simplex, extra affine rows) with OSQP,
-then polishes and repairs. Neither verifies: :mod:`skfairlayer.projection` does.
+then polishes and repairs. Neither verifies: :mod:`skfairlayer._projection` does.
 """
 
 from dataclasses import dataclass, field

@@ -1,4 +1,4 @@
-"""General solver: any :class:`~skfairlayer.constraints.ProjectionProblem`, made exact.
+"""General solver: any :class:`~skfairlayer.ProjectionProblem`, made exact.
 
 Two ingredients.
 
@@ -596,13 +596,13 @@ def solve_osqp(
     problem, warm_start=None, *, backend=None, eps=1e-5, subsample_above=50_000,
     newton_iter=50,
 ):
-    """Solve any :class:`~skfairlayer.constraints.ProjectionProblem` exactly.
+    """Solve any :class:`~skfairlayer.ProjectionProblem` exactly.
 
     Starting points (previous multipliers, OSQP on a subsample or on the whole
     problem) are made exact by an active-set Newton finish; see the module
     docstring for the order of attempts. The answer is checked before it is
     returned: every parity row and extra row within ``1e-10`` (the verification
-    of :mod:`skfairlayer.projection` allows ``1e-9``), bounds exactly (simplex:
+    of :mod:`skfairlayer._projection` allows ``1e-9``), bounds exactly (simplex:
     non-negative, rows summing to one within round-off).
 
     Parameters
@@ -646,7 +646,7 @@ def solve_osqp(
     Examples
     --------
     >>> import numpy as np
-    >>> from skfairlayer.constraints import DemographicParity, ProjectionProblem
+    >>> from skfairlayer import DemographicParity, ProjectionProblem
     >>> from skfairlayer._solvers._osqp import solve_osqp
     >>> scores = np.array([0.9, 0.8, 0.7, 0.2, 0.3, 0.4])
     >>> codes = np.array([0, 0, 0, 1, 1, 1])
@@ -798,7 +798,7 @@ def _structured_finish(problem, st, data, finish, failures):
 
 
 def _verify(problem, st, data, x):
-    """``None`` if ``x`` passes the checks of :mod:`skfairlayer.projection`, else why not."""
+    """``None`` if ``x`` passes the checks of :mod:`skfairlayer._projection`, else why not."""
     out = x.reshape(st.shape)
     if not np.all(np.isfinite(out)):
         return "non-finite outputs"

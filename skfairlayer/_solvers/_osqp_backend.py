@@ -34,7 +34,7 @@ class OSQPBackend:
     Examples
     --------
     >>> import numpy as np
-    >>> from skfairlayer.constraints import DemographicParity, ProjectionProblem
+    >>> from skfairlayer import DemographicParity, ProjectionProblem
     >>> from skfairlayer._solvers._osqp import OSQPBackend, solve_osqp
     >>> codes = np.array([0, 0, 0, 1, 1, 1])
     >>> backend = OSQPBackend()

@@ -1,7 +1,7 @@
 """The paper's online primal-dual inference (Troxell, Montufar, Roemer, ICML 2026): reproduction.
 
 Batches of at least ``b_tau`` rows get the exact projection
-(:func:`skfairlayer.projection.project`); smaller ones a penalised projection
+(:func:`skfairlayer.project`); smaller ones a penalised projection
 followed by a dual step. Binary demographic parity, one grouping; no
 finite-time certificate. Details in the user guide (docs/user_guide/streaming.rst).
 """
@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from .._validation import check_tolerance
-from ..projection import project
+from .._projection import project
 from ._report import StreamReport, pooled_gap, pooled_means
 
 __all__ = ["PAPER_B_TAU", "PAPER_STEP", "PaperPrimalDual", "penalized_projection"]

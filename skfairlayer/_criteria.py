@@ -326,7 +326,7 @@ class Criterion:
     >>> import numpy as np
     >>> import scipy.sparse as sp
     >>> from skfairlayer import project
-    >>> from skfairlayer.constraints import AffineRows, Criterion
+    >>> from skfairlayer import AffineRows, Criterion
     >>> class MeanCap(Criterion):
     ...     def rows(self, codes, n_groups, scores, tolerance, labels=None):
     ...         sizes = np.bincount(codes, minlength=n_groups)
@@ -428,7 +428,7 @@ def group_family(
     Examples
     --------
     >>> import numpy as np
-    >>> from skfairlayer.constraints import group_family
+    >>> from skfairlayer import group_family
     >>> fam = group_family(np.array([0, 0, 1, 1]), 2, np.array([1.0, 3.0, 0.0, 2.0]), 0.1)
     >>> fam.means(np.array([1.0, 0.0, 0.5, 0.5]))
     array([0.25, 0.5 ])
@@ -557,7 +557,7 @@ class DemographicParity(Criterion):
     Examples
     --------
     >>> import numpy as np
-    >>> from skfairlayer.constraints import DemographicParity
+    >>> from skfairlayer import DemographicParity
     >>> (fam,) = DemographicParity().families(np.array([0, 0, 1]), 2, np.zeros(3), 0.05)
     >>> fam.means(np.array([0.2, 0.4, 0.9]))
     array([0.3, 0.9])
@@ -675,7 +675,7 @@ class EqualizedOdds(Criterion):
     Examples
     --------
     >>> import numpy as np
-    >>> from skfairlayer.constraints import EqualizedOdds
+    >>> from skfairlayer import EqualizedOdds
     >>> s = np.array([0.9, 0.5, 0.2, 0.6])
     >>> tpr, fpr = EqualizedOdds().families(np.array([0, 0, 1, 1]), 2, s, 0.05)
     >>> tpr.name, np.round(tpr.weights, 3)  # plug-in weights s_i / sum_g s

@@ -1,6 +1,6 @@
 """The fairness layer as a function: ``project`` a batch of scores onto parity.
 
-``project`` builds a :class:`~skfairlayer.constraints.ProjectionProblem`,
+``project`` builds a :class:`~skfairlayer.ProjectionProblem`,
 solves it (exact solver where the structure allows, OSQP otherwise), verifies
 the answer and returns a :class:`ProjectionResult`. No estimator code here.
 """
@@ -11,7 +11,7 @@ from . import _sensitivity
 from ._groups import encode
 from ._solvers import _exact, _simplex
 from ._validation import check_groups_mode, check_scores, check_tolerance
-from .constraints import CRITERIA, build_problem, make_criterion
+from ._criteria import CRITERIA, build_problem, make_criterion
 from .exceptions import SolverError
 
 __all__ = ["project", "solve_problem", "group_shifts", "ProjectionResult", "VERIFY_TOL"]
@@ -313,7 +313,7 @@ def project(
         ``"mean_residual"``: largest allowed mean residual of a group).
     criterion : str or Criterion, default="demographic_parity"
         ``"demographic_parity"``, ``"equal_opportunity"``, ``"equalized_odds"``,
-        ``"mean_residual"``, or a :class:`~skfairlayer.constraints.Criterion`
+        ``"mean_residual"``, or a :class:`~skfairlayer.Criterion`
         instance (custom criteria; see its documentation).
     labels : array-like of shape (n_samples,), default=None
         True labels: 0/1 for binary scores, class indices (columns of
