@@ -1,0 +1,1 @@
+DaskParityDecisions = parity_decisions = None

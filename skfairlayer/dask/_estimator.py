@@ -1,0 +1,1 @@
+predict = predict_proba = None
