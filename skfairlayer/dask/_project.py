@@ -134,8 +134,11 @@ def _model(sizes, agg, lb, ub, eps):
     return _Model((s - ub) * nr, (s - lb) * nr, w / (nr * nr), g, A, Q, sizes > 0, eps)
 
 
-def _spread(sizes, agg, shifts, lb, ub):
-    """Bracket half-widths (shift space): a few standard errors of a sampled estimate."""
+def _spread(sizes, agg, shifts, lb, ub, previous):
+    """Bracket half-widths (shift space): a few standard errors of a sampled estimate.
+
+    ``previous``: the half-widths of the bracket the sampled rows were uncertain on.
+    """
     k = sizes.size
     s, g, w, h = agg["s"], agg["g"], agg["w"], agg["h"]
     u = s - shifts[g]
@@ -156,7 +159,11 @@ def _spread(sizes, agg, shifts, lb, ub):
     se = np.sqrt(var_g) / n_g
     free = (u > lb) & (u < ub)
     slope = (agg["nfree"] + np.bincount(g, weights=w * free, minlength=k)) / n_g
-    floor = (ub - lb) / (4.0 * np.maximum(np.bincount(g, minlength=k), 1))
+    # Resolution of the sample when it saw no clamped row; groups without sampled
+    # (uncertain) rows are exact and move only with the level.
+    rows = np.bincount(g, minlength=k)
+    span = np.minimum(ub - lb, 2.0 * previous)
+    floor = np.where(rows > 0, span / (4.0 * np.maximum(rows, 1)), 1e-9 * (ub - lb))
     with np.errstate(divide="ignore"):
         half = np.where(slope > 0, _Z * (se + se.max(initial=0.0)) / slope, np.inf)
     return np.minimum(np.maximum(half, floor), 2.0 * (ub - lb) + 1.0)
@@ -199,7 +206,7 @@ def _initial(sizes, stats, lb, ub, eps):
     return agg
 
 
-def _estimate(sizes, agg, lb, ub, eps, start):
+def _estimate(sizes, agg, lb, ub, eps, start, previous):
     """Shifts solving the sampled model, and bracket half-widths around them."""
     model = _model(sizes, agg, lb, ub, eps)
     inf = np.full(sizes.size, np.inf)
@@ -208,11 +215,12 @@ def _estimate(sizes, agg, lb, ub, eps, start):
         raise SolverError("The sampled model of the first pass could not be solved; "
                           "this is a bug, please report it.")
     shifts = res.nu / np.maximum(sizes, 1)
-    return shifts, _spread(sizes, agg, shifts, lb, ub)
+    return shifts, _spread(sizes, agg, shifts, lb, ub, previous)
 
 
-def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=MAX_ROWS):
+def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=None):
     """The global exact solution: shifts, multipliers, level, labels, sizes, passes."""
+    budget = MAX_ROWS if budget is None else budget
     labels, lookup, stats = _statistics(score_blocks, group_blocks)
     sizes = stats["counts"]
     k = sizes.size
@@ -229,7 +237,7 @@ def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=MAX_ROWS):
         )
     n_g = np.maximum(sizes, 1)
     center, half = _estimate(sizes, _initial(sizes, stats, lb, ub, tolerance), lb, ub,
-                             tolerance, None)
+                             tolerance, None, np.full(k, np.inf))
     uncertain = []
     for rounds in range(1, _ROUNDS + 1):  # noqa: B007
         last = rounds == _ROUNDS
@@ -240,7 +248,7 @@ def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=MAX_ROWS):
         uncertain.append(int(agg["nunc"].sum()))
         start = center * n_g
         if not agg["exact"]:  # a sample of the uncertain rows: a narrower bracket
-            new, spread = _estimate(sizes, agg, lb, ub, tolerance, start)
+            new, spread = _estimate(sizes, agg, lb, ub, tolerance, start, half)
             step = np.abs(new - center)
             center, half = new, np.maximum(spread, np.minimum(half, 2 * step))
             continue
