@@ -176,3 +176,56 @@ def as_float(raw):
     if arr.ndim != 1:
         arr = arr.reshape(-1)
     return arr
+
+
+# ------------------------------------------------------------------ two groups, fast
+
+#: Rows per sub-block of the two-group passes (temporaries stay in cache).
+SUB = 1 << 16
+
+
+def sub_blocks(n):
+    """Slices of at most ``SUB`` rows covering ``range(n)``."""
+    return [slice(a, min(a + SUB, n)) for a in range(0, n, SUB)] or [slice(0, 0)]
+
+
+def two_valued(raw):
+    """Sorted labels and the indicator of the second, for a 1-D integer block with at
+    most two distinct values; None otherwise (the general path then runs)."""
+    arr = np.asarray(raw)
+    if arr.ndim != 1 or arr.dtype.kind not in "iu" or arr.size == 0:
+        return None
+    lo, hi = arr.min(), arr.max()
+    if lo == hi:
+        return arr[:1], np.zeros(arr.size, dtype=bool)
+    ind = arr == hi
+    if hi - lo != 1 and np.count_nonzero(arr == lo) + np.count_nonzero(ind) != arr.size:
+        return None
+    return np.array([lo, hi], dtype=arr.dtype), ind
+
+
+def indicator(raw, lookup):
+    """Boolean indicator of global group 1 when there are two integer groups, else None."""
+    if len(lookup) != 2:
+        return None
+    arr = np.asarray(raw)
+    if arr.ndim != 1 or arr.dtype.kind not in "iu":
+        return None
+    keys = sorted(lookup, key=lookup.get)
+    if not all(isinstance(key, int | np.integer) for key in keys):
+        return None
+    ind = arr == keys[1]
+    if np.count_nonzero(ind) + np.count_nonzero(arr == keys[0]) != arr.size:
+        return None  # an unseen label: the general path raises
+    return ind
+
+
+def indicator_dot(ind, x):
+    """``sum(x[ind])`` through a float copy of the indicator, sub-block by sub-block."""
+    buf = np.empty(min(SUB, x.size))
+    total = 0.0
+    for sl in sub_blocks(x.size):
+        m = sl.stop - sl.start
+        np.copyto(buf[:m], ind[sl])
+        total += float(np.einsum("i,i->", buf[:m], x[sl]))
+    return total

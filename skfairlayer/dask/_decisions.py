@@ -31,8 +31,11 @@ from ._blocks import (
     compute,
     global_codes,
     global_labels,
+    indicator,
     label_keys,
+    sub_blocks,
     tree_reduce,
+    two_valued,
 )
 
 #: Bins of the score histogram (a power of 2: bin edges are exact).
@@ -93,13 +96,30 @@ def _bins(s, bins):
 
 def _block_hist(s_raw, g_raw, bins):
     s = as_float(s_raw)
-    codes, labels = block_codes(g_raw)
-    k, width = len(labels), bins + 1
-    flat = codes * width + _bins(s, bins)
+    width = bins + 1
+    two = two_valued(g_raw)
+    if two is None:
+        codes, labels = block_codes(g_raw)
+        k = len(labels)
+        flat = codes * width + _bins(s, bins)
+        cnt = np.bincount(flat, minlength=k * width)
+        gain = np.bincount(flat, weights=2.0 * s - 1.0, minlength=k * width)
+    else:
+        labels, ind = two
+        k = len(labels)
+        if s.size and (s.min() < 0 or s.max() > 1 or not np.isfinite(s.sum())):
+            _bins(s, bins)  # raises
+        cnt, gain = np.zeros(k * width), np.zeros(k * width)
+        for sl in sub_blocks(s.size):
+            x = s[sl]
+            flat = np.ceil(x * bins).astype(np.intp)
+            if k == 2:
+                flat += ind[sl] * width
+            cnt += np.bincount(flat, minlength=k * width)
+            gain += np.bincount(flat, weights=2.0 * x - 1.0, minlength=k * width)
     return {"keys": label_keys(labels),
-            "cnt": np.bincount(flat, minlength=k * width).reshape(k, width).astype(np.float64),
-            "gain": np.bincount(flat, weights=2.0 * s - 1.0,
-                                minlength=k * width).reshape(k, width),
+            "cnt": cnt.reshape(k, width).astype(np.float64),
+            "gain": gain.reshape(k, width),
             "rows": [s.shape[0]]}
 
 
@@ -122,10 +142,22 @@ def _merge_hist(parts):
 
 def _block_window(s_raw, g_raw, lookup, e_lo, e_hi, offset, bins):
     s = as_float(s_raw)
-    codes = global_codes(g_raw, lookup)
-    e = _bins(s, bins)
-    keep = np.flatnonzero((e >= e_lo[codes]) & (e <= e_hi[codes]))
-    return {"s": s[keep], "g": codes[keep], "pos": keep + offset}
+    ind = indicator(g_raw, lookup)
+    if ind is None:
+        codes = global_codes(g_raw, lookup)
+        e = _bins(s, bins)
+        keep = np.flatnonzero((e >= e_lo[codes]) & (e <= e_hi[codes]))
+        return {"s": s[keep], "g": codes[keep], "pos": keep + offset}
+    # Bin e holds ((e - 1) / bins, e / bins]: compare with exact dyadic edges.
+    low, high = (e_lo - 1.0) / bins, e_hi / float(bins)
+    parts = []
+    for sl in sub_blocks(s.size):
+        x, f = s[sl], ind[sl]
+        inside = (x > low[0]) & (x <= high[0]) & ~f
+        inside |= (x > low[1]) & (x <= high[1]) & f
+        parts.append(np.flatnonzero(inside) + sl.start)
+    keep = np.concatenate(parts)
+    return {"s": s[keep], "g": ind[keep].astype(np.intp), "pos": keep + offset}
 
 
 def _merge_window(parts):
@@ -134,11 +166,27 @@ def _merge_window(parts):
 
 def _block_decide(s_raw, g_raw, lookup, value, last, offset):
     s = as_float(s_raw)
-    codes = global_codes(g_raw, lookup)
-    v = value[codes]
-    pos = np.arange(offset, offset + s.shape[0])
-    out = ((s > v) | ((s == v) & (pos <= last[codes]))).astype(int)
-    return out, np.bincount(codes, weights=out, minlength=value.size)
+    ind = indicator(g_raw, lookup)
+    if ind is None:
+        codes = global_codes(g_raw, lookup)
+        v = value[codes]
+        out = s > v
+        ties = np.flatnonzero(s == v)
+        out[ties] = ties + offset <= last[codes[ties]]
+        return out.astype(int), np.bincount(codes, weights=out, minlength=value.size)
+    out = np.empty(s.size, dtype=bool)
+    tie_parts = []
+    for sl in sub_blocks(s.size):
+        x, f, o = s[sl], ind[sl], out[sl]
+        np.greater(x, value[0], out=o)
+        o &= ~f
+        o |= (x > value[1]) & f
+        ties = ((x == value[0]) & ~f) | ((x == value[1]) & f)
+        tie_parts.append(np.flatnonzero(ties) + sl.start)
+    ties = np.concatenate(tie_parts)
+    out[ties] = ties + offset <= last[ind[ties].astype(np.intp)]
+    n1 = np.count_nonzero(out & ind)
+    return out.astype(int), np.array([np.count_nonzero(out) - n1, n1], dtype=np.float64)
 
 
 def _check_counts(total, counts):

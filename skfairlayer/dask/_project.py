@@ -178,21 +178,17 @@ def _shrunk(center, half, lb, ub):
     return np.where(half > 2 * margin, half - margin, 0.5 * half)
 
 
-def _bracket_pass(score_blocks, group_blocks, lookup, center, hh, lb, ub, budget):
-    finite = np.isfinite(center)
-    c = np.where(finite, center, 0.0)
-    bracket = (
-        np.where(finite, c + (lb + hh), np.inf),   # free from
-        np.where(finite, c + (ub - hh), -np.inf),  # free up to
-        np.where(finite, c + (ub + hh), np.inf),   # top from
-        np.where(finite, c + (lb - hh), -np.inf),  # bottom up to
-    )
+def _bracket_pass(score_blocks, group_blocks, lookup, center, hh, lb, ub, budget, stats):
+    """One bracket pass; the free rows' count and sum are the pass-1 ones less the others."""
     n_blocks = len(score_blocks)
     cap = max(_MIN_TARGET, budget // max(n_blocks, 1))
     target = _targets(n_blocks, SAMPLE_ROWS)
-    parts = [delayed(_passes.block_bracket, pure=True)(s, g, lookup, bracket, cap, target)
+    parts = [delayed(_passes.block_bracket, pure=True)(s, g, lookup, center, hh, lb, ub, cap,
+                                                       target)
              for s, g in zip(score_blocks, group_blocks, strict=True)]
     (agg,) = compute(tree_reduce(parts, _passes.merge_bracket))
+    agg["nfree"] = stats["counts"] - agg["nout"] + agg["nfree_x"]
+    agg["sfree"] = stats["sums"] - agg["sout"] + agg["sfree_x"]
     return agg
 
 
@@ -243,7 +239,7 @@ def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=None):
         last = rounds == _ROUNDS
         hh = _shrunk(center, half, lb, ub)
         agg = _bracket_pass(score_blocks, group_blocks, lookup, center, hh, lb, ub,
-                            np.iinfo(np.int64).max if last else budget)
+                            np.iinfo(np.int64).max if last else budget, stats)
         passes += 1
         uncertain.append(int(agg["nunc"].sum()))
         start = center * n_g
