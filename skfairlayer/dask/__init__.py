@@ -19,7 +19,7 @@ except ImportError as exc:  # pragma: no cover
 
 from ._decisions import DaskParityDecisions, parity_decisions
 from ._estimator import predict, predict_proba
-from ._project import DaskProjectionResult, project
+from ._project import DaskProjectionResult, project, solve_aggregates
 
 __all__ = [
     "DaskParityDecisions",
@@ -28,4 +28,5 @@ __all__ = [
     "predict",
     "predict_proba",
     "project",
+    "solve_aggregates",
 ]
