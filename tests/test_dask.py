@@ -286,3 +286,40 @@ def test_local_cluster_with_processes():
         dec = parity_decisions(ds, dg, tolerance=0.01).decisions.compute()
     np.testing.assert_allclose(out, project(s, g, tolerance=0.01).proba, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(dec, memory_decisions(s, g, 3, 0.01).decisions)
+
+
+def test_docstring_examples_run():
+    """Check that the Examples of the public functions of skfairlayer.dask run."""
+    import doctest
+
+    from skfairlayer.dask import _decisions, _project
+
+    for module in (_project, _decisions):
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.failed == 0 and result.attempted > 0
+
+
+def test_solve_aggregates_spark_recipe():
+    """Check the driver step of the Spark recipe against the in-memory projection."""
+    from skfairlayer.dask import solve_aggregates
+
+    rng = np.random.default_rng(3)
+    n, eps = 50_000, 0.01
+    g = rng.integers(0, 3, n)
+    s = np.clip(rng.random(n) + 0.2 * (g == 0), 0, 1)
+    ref = project(s, g, tolerance=eps).shifts[0]
+    sample = np.concatenate([np.flatnonzero(g == j)[::10] for j in range(3)])
+    center = project(s[sample], g[sample], tolerance=eps).shifts[0]
+
+    def aggregates(half):
+        u, h = s - center[g], half[g]
+        top, bot = u >= 1 + h, u <= -h
+        free = (u >= h) & (u <= 1 - h)
+        near = ~(top | bot | free)
+        cnt = [np.bincount(g[m], minlength=3) for m in (free, top, bot)]
+        return (center, half, np.bincount(g), cnt[0], np.bincount(g[free], weights=s[free],
+                minlength=3), cnt[1], cnt[2], s[near], g[near])
+
+    shifts = solve_aggregates(*aggregates(np.full(3, 0.02)), tolerance=eps)
+    np.testing.assert_allclose(shifts, ref, rtol=0, atol=1e-12)
+    assert solve_aggregates(*aggregates(np.full(3, 1e-7)), tolerance=eps) is None

@@ -357,9 +357,13 @@ def _solve_counts(blocks, lookup, tables, sizes, free, tol, offsets, bins):
     c, feasible = _counts_at(grid, sizes, free, tol)
     est = sum(tables.lower(g, c[g]) for g in range(sizes.size))
     est[~feasible] = -np.inf
-    t_hat = float(grid[int(np.argmax(est))])
-    step = max((hi - lo) / (4 * _GRID), 1.0 / bins)
-    ta, tb = max(lo, t_hat - step), min(hi, t_hat + step)
+    j = int(np.argmax(est))
+    t_hat, floor = float(grid[j]), float(est[j])  # the objective reaches floor at t_hat
+    # Every level whose upper bound reaches that floor is a candidate: their hull.
+    near = _failing(tables, sizes, free, tol, lo, hi, t_hat, t_hat, [],
+                    floor - 1e-9 * (1.0 + abs(floor)), np.full(sizes.size, -1))
+    ta = min([t_hat] + [a for a, _ in near])
+    tb = max([t_hat] + [b for _, b in near])
     return _solve_region(blocks, lookup, tables, sizes, free, tol, offsets, bins,
                          lo, hi, special, ta, tb)
 
