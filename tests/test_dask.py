@@ -11,7 +11,6 @@ da = pytest.importorskip("dask.array")
 
 from skfairlayer import FairnessLayerClassifier, SolverError, project  # noqa: E402
 from skfairlayer._decisions import parity_decisions as memory_decisions  # noqa: E402
-from skfairlayer._validation import encode_groups  # noqa: E402
 from skfairlayer.projection import VERIFY_TOL  # noqa: E402
 
 

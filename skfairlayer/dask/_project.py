@@ -22,9 +22,9 @@ import dask.array as da
 import numpy as np
 from dask.delayed import delayed
 
-from .._solvers._exact import _bracket_model, _Model, _solve_model
+from .._solvers._exact import _Model, _solve_model
 from .._validation import check_tolerance
-from ..exceptions import InfeasibleProblemError, SolverError
+from ..exceptions import SolverError
 from ..projection import VERIFY_TOL
 from . import _passes
 from ._blocks import as_blocks, compute, global_labels, tree_reduce
@@ -108,11 +108,11 @@ def _statistics(score_blocks, group_blocks):
     return labels, lookup, stats
 
 
-def _check_feasible(sizes, lb, ub, eps, labels):
-    if not np.all(np.isfinite([lb, ub])) or lb > ub:
-        raise ValueError(f"bounds must be finite with lower <= upper. Got {(lb, ub)!r} instead.")
-    if lb == ub and len(labels) > 1 and eps < 0:
-        raise InfeasibleProblemError(f"tolerance must be >= 0. Got {eps!r} instead.")
+def _check_bounds(lb, ub):
+    if not (np.isfinite(lb) and np.isfinite(ub) and lb < ub):
+        raise ValueError(
+            f"bounds must be finite scalars with lower < upper. Got {(lb, ub)!r} instead."
+        )
 
 
 def _model(sizes, agg, lb, ub, eps):
@@ -192,7 +192,7 @@ def _bracket_pass(score_blocks, group_blocks, lookup, center, hh, lb, ub, budget
     return agg
 
 
-def _initial(sizes, stats, lb, ub, eps):
+def _initial(sizes, stats):
     """Centre and half-widths from the pass-1 sample (every row uncertain, none aggregated)."""
     k = sizes.size
     zeros = np.zeros(k)
@@ -221,18 +221,11 @@ def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=None):
     sizes = stats["counts"]
     k = sizes.size
     passes = 1
-    _check_feasible(sizes, lb, ub, tolerance, labels)
     if k < 2:  # a single group: nothing to equalise
         return {"shifts": np.zeros(k), "nu": np.zeros(k), "t": 0.0, "groups": labels,
                 "sizes": sizes, "passes": passes, "info": {"rounds": 0}}, lookup
-    low, high = np.full(k, lb), np.full(k, ub)
-    if low.max() - tolerance > high.min() + 1e-12:
-        raise InfeasibleProblemError(
-            f"Parity within {tolerance!r} is impossible within the bounds {(lb, ub)!r}. "
-            "Increase the tolerance or widen the bounds."
-        )
     n_g = np.maximum(sizes, 1)
-    center, half = _estimate(sizes, _initial(sizes, stats, lb, ub, tolerance), lb, ub,
+    center, half = _estimate(sizes, _initial(sizes, stats), lb, ub,
                              tolerance, None, np.full(k, np.inf))
     uncertain = []
     for rounds in range(1, _ROUNDS + 1):  # noqa: B007
@@ -357,8 +350,8 @@ def project(scores, sensitive_features, *, tolerance=0.01, bounds=(0.0, 1.0),
 
     Raises
     ------
-    InfeasibleProblemError
-        If the bounds make parity impossible.
+    ValueError
+        If the scores are not finite or the bounds not ``lower < upper``.
     SolverError
         If the answer fails verification (when the output is computed, with
         ``verify="fused"``).
@@ -384,6 +377,7 @@ def project(scores, sensitive_features, *, tolerance=0.01, bounds=(0.0, 1.0),
         raise ValueError(f"verify must be one of {_VERIFY}. Got {verify!r} instead.")
     tolerance = check_tolerance(tolerance)
     lb, ub = (float(b) for b in bounds)
+    _check_bounds(lb, ub)
     score_blocks, group_blocks, chunks = as_blocks(scores, sensitive_features)
     solution, lookup = solve(score_blocks, group_blocks, tolerance, lb, ub)
     proba, check, gap = outputs(score_blocks, group_blocks, chunks, lookup, solution["shifts"],
