@@ -221,6 +221,8 @@ def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=None):
     sizes = stats["counts"]
     k = sizes.size
     passes = 1
+    if sizes.sum() == 0:
+        raise ValueError("scores is empty: at least one sample is required.")
     if k < 2:  # a single group: nothing to equalise
         return {"shifts": np.zeros(k), "nu": np.zeros(k), "t": 0.0, "groups": labels,
                 "sizes": sizes, "passes": passes, "info": {"rounds": 0}}, lookup
