@@ -223,7 +223,8 @@ class _Tables:
         """Upper bound of ``F_g(c)`` (concavity and the gain range of each bin)."""
         K, F = self.K[g], self.F[g]
         i = np.clip(np.searchsorted(K, c, side="right") - 1, 0, self.bins)
-        return np.minimum(F[i] + (c - K[i]) * self.gmax[i], F[i + 1] - (K[i + 1] - c) * self.gmin[i])
+        from_top = F[i] + (c - K[i]) * self.gmax[i]
+        return np.minimum(from_top, F[i + 1] - (K[i + 1] - c) * self.gmin[i])
 
     def lower(self, g, c):
         """Lower bound of ``F_g(c)``: the chord across the bin (concavity)."""

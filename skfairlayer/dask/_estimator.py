@@ -13,9 +13,11 @@ from numbers import Integral
 
 import dask.array as da
 import numpy as np
+from dask.delayed import delayed
 from sklearn.utils.validation import check_is_fitted
 
 from ..exceptions import UnseenGroupError
+from ._blocks import as_blocks, global_codes
 from ._decisions import parity_decisions
 from ._project import project
 
@@ -115,12 +117,9 @@ def _check_known(estimator, labels):
 
 def _fitted_rule(estimator, scores, groups, table, rule):
     """Per-row fitted shift or threshold: ``rule(scores, table[code])``, lazily."""
-    from ._blocks import as_blocks, global_codes
-
     lookup = {(lab.item() if hasattr(lab, "item") else lab): j
               for j, lab in enumerate(estimator.groups_.tolist())}
     score_blocks, group_blocks, chunks = as_blocks(scores, groups)
-    from dask.delayed import delayed
 
     def block(s, g):
         s = np.asarray(s, dtype=np.float64).reshape(-1)
