@@ -13,6 +13,9 @@ floor: ``scores.sum()``
     One reduction over the persisted score array: the least a pass can cost.
 floor: ``(scores * groups).sum()``
     One reduction reading both arrays (every pass of the layer reads both).
+floor: ``map_blocks(clip(s - 0.01 g)).sum()``
+    The simplest output pass: a new array from both, then reduced (what the
+    layer's output pass does, without the verification sums).
 project (solve)
     ``skfairlayer.dask.project``: the statistics and bracket passes (eager).
 project (output)
@@ -51,6 +54,10 @@ def _data(n, chunks, seed=0):
     return scores, groups
 
 
+def _clip(s, g):
+    return np.clip(s - 0.01 * g, 0.0, 1.0)
+
+
 def _timed(fn, repeats):
     times, out, peak = [], None, 0
     for _ in range(repeats):
@@ -87,6 +94,9 @@ def main():
         rows.append(("floor: scores.sum()", floor, 1, 0))
         both, _, _ = _timed(lambda: (scores * groups).sum().compute(), args.repeats)
         rows.append(("floor: (scores * groups).sum()", both, 1, 0))
+        clip, _, _ = _timed(lambda: da.map_blocks(_clip, scores, groups, dtype=float).sum()
+                            .compute(), args.repeats)
+        rows.append(("floor: map_blocks(clip(s - 0.01 g)).sum()", clip, 1, 0))
 
         solve, res, peak = _timed(lambda: project(scores, groups, tolerance=TOLERANCE),
                                   args.repeats)
