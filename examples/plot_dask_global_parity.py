@@ -31,7 +31,7 @@ from skfairlayer.dask import parity_decisions
 from skfairlayer.dask import project as global_project
 
 cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                       dashboard_address=None)
+                       dashboard_address=":0")
 client = Client(cluster)
 
 rng = np.random.default_rng(0)

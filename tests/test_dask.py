@@ -277,7 +277,7 @@ def test_local_cluster_with_processes():
 
     rng, s, g = _instance(4, 20_000, 3)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
+                                  dashboard_address=":0") as cluster, \
             distributed.Client(cluster), dask.config.set(scheduler=None):
         ds, dg = da.from_array(s, chunks=2500), da.from_array(g, chunks=2500)
         res = dproject(ds, dg, tolerance=0.01)
