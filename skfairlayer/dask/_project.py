@@ -60,7 +60,8 @@ class DaskProjectionResult:
     sizes : ndarray of shape (n_groups,)
         Rows per group.
     passes : int
-        Passes over the data the solve made (the output pass not included).
+        Passes over the data the solve made (statistics and bracket passes; the
+        verification and output passes not included).
     verification : Delayed
         Computes the per-group means of ``proba`` over the whole collection and
         raises :class:`~skfairlayer.exceptions.SolverError` unless they meet the
