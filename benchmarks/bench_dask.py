@@ -1,0 +1,136 @@
+"""The global projection and parity decisions on a LocalCluster, relative to one ``sum``.
+
+Run ``python benchmarks/bench_dask.py`` (n = 1e8 rows in 100 chunks on a 2-worker
+LocalCluster) or ``--rows 1e7``. Prints a markdown table.
+
+Setup: scores ``sigmoid(N(0, 1.5) + 0.4 * group)`` and two groups drawn at random
+(int8), generated lazily by ``dask.array.random`` on the workers (never on the
+driver) and persisted there; tolerance 0.01.
+
+Rows
+----
+floor: ``scores.sum()``
+    One reduction over the persisted score array: the least a pass can cost.
+floor: ``(scores * groups).sum()``
+    One reduction reading both arrays (every pass of the layer reads both).
+floor: ``map_blocks(clip(s - 0.01 g)).sum()``
+    The simplest output pass: a new array from both, then reduced (what the
+    layer's output pass does, without the verification sums).
+project (solve + verification pass)
+    ``skfairlayer.dask.project`` (default ``verify="eager"``): the statistics and
+    bracket passes, then the pass verifying parity on the whole collection.
+project (output)
+    ``result.proba.sum()`` computed: the (streaming) output pass.
+project (total)
+    Both. ``verify="fused"`` rows: the verification sums computed in the output
+    pass, the output held until the whole collection is verified.
+decisions (solve), (output), (total)
+    The same for ``skfairlayer.dask.parity_decisions``.
+
+Columns: seconds (median of ``--repeats`` runs), ratio to the ``scores.sum()``
+floor measured in the same run, passes over the data, and the driver's peak
+memory: ``tracemalloc`` peak of Python allocations on the driver during the
+call, and the growth of the driver's resident set (``ru_maxrss``) over the whole run.
+"""
+
+import argparse
+import resource
+import time
+import tracemalloc
+
+import dask
+import dask.array as da
+import numpy as np
+from distributed import Client, LocalCluster, wait
+
+from skfairlayer.dask import parity_decisions, project
+
+TOLERANCE = 0.01
+
+
+def _data(n, chunks, seed=0):
+    rs = da.random.RandomState(seed)
+    groups = rs.randint(0, 2, size=n, chunks=chunks).astype(np.int8)
+    z = rs.normal(0.0, 1.5, size=n, chunks=chunks) + 0.4 * groups
+    scores = 1.0 / (1.0 + da.exp(-z))
+    return scores, groups
+
+
+def _clip(s, g):
+    return np.clip(s - 0.01 * g, 0.0, 1.0)
+
+
+def _timed(fn, repeats):
+    times, out, peak = [], None, 0
+    for _ in range(repeats):
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+        peak = max(peak, tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    return float(np.median(times)), out, peak
+
+
+def _rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=float, default=1e8)
+    parser.add_argument("--chunks", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    n = int(args.rows)
+    chunk = -(-n // args.chunks)
+    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        scores, groups = _data(n, chunk)
+        scores, groups = client.persist([scores, groups])
+        wait([scores, groups])
+        rss0 = _rss_mb()
+        rows = []
+        floor, _, _ = _timed(lambda: scores.sum().compute(), args.repeats)
+        rows.append(("floor: scores.sum()", floor, 1, 0))
+        both, _, _ = _timed(lambda: (scores * groups).sum().compute(), args.repeats)
+        rows.append(("floor: (scores * groups).sum()", both, 1, 0))
+        clip, _, _ = _timed(lambda: da.map_blocks(_clip, scores, groups, dtype=float).sum()
+                            .compute(), args.repeats)
+        rows.append(("floor: map_blocks(clip(s - 0.01 g)).sum()", clip, 1, 0))
+
+        solve, res, peak = _timed(lambda: project(scores, groups, tolerance=TOLERANCE),
+                                  args.repeats)
+        out, _, peak_out = _timed(lambda: res.proba.sum().compute(), args.repeats)
+        gap = res.gap
+        fsolve, fres, _ = _timed(
+            lambda: project(scores, groups, tolerance=TOLERANCE, verify="fused"), 1)
+        fout, _, fpeak = _timed(lambda: dask.compute(fres.proba.sum(), fres.verification),
+                                args.repeats)
+        rows += [("project (solve + verification pass)", solve, res.passes + 1, peak),
+                 ("project (output)", out, 1, peak_out),
+                 ("project (total)", solve + out, res.passes + 2, max(peak, peak_out)),
+                 ('project, verify="fused" (output + verification)', fout, 1, fpeak),
+                 ('project, verify="fused" (total)', fsolve + fout, fres.passes + 1, fpeak)]
+
+        dsolve, dec, dpeak = _timed(
+            lambda: parity_decisions(scores, groups, tolerance=TOLERANCE), args.repeats)
+        dout, _, dpeak_out = _timed(lambda: dec.decisions.sum().compute(), args.repeats)
+        rows += [("decisions (solve)", dsolve, dec.passes, dpeak),
+                 ("decisions (output + verification)", dout, 1, dpeak_out),
+                 ("decisions (total)", dsolve + dout, dec.passes + 1, max(dpeak, dpeak_out))]
+        rss = _rss_mb() - rss0
+
+    print(f"n = {n:.0e} rows, {args.chunks} chunks, {args.workers} worker processes; "
+          f"gap {gap:.4g} (tolerance {TOLERANCE}); decisions gap {dec.gap:.4g}; "
+          f"uncertain rows per bracket pass {res.info['uncertain_rows']}; "
+          f"driver RSS growth over the run {rss:.0f} MB\n")
+    print("| step | seconds | / floor | passes | driver peak (tracemalloc) |")
+    print("|---|---|---|---|---|")
+    for name, t, passes, mem in rows:
+        print(f"| {name} | {t:.3f} | {t / floor:.1f} | {passes} | {mem / 2**20:.1f} MB |")
+
+
+if __name__ == "__main__":
+    main()

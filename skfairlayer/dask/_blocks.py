@@ -1,0 +1,228 @@
+"""Partitions of Dask collections as aligned blocks, group labels, tree reductions.
+
+Every pass of :mod:`skfairlayer.dask` maps a numpy function over the aligned
+(scores, groups) blocks of the collections and combines the small per-block
+results pairwise up a tree (so sums keep ``~log(n_blocks)`` roundings, not
+``n_blocks``). Group labels are discovered per block and merged on the driver:
+the global labels are sorted as the in-memory :func:`~skfairlayer.project`
+sorts them.
+"""
+
+import dask
+import dask.array as da
+import numpy as np
+from dask.delayed import delayed
+
+from .._groups import _unique, encode
+from ..exceptions import UnseenGroupError
+
+#: Rows per sub-block of a per-block group sum (bincount adds sequentially; the
+#: sub-block results are then summed pairwise).
+_SUB = 1 << 15
+#: Fan-in of the tree reductions.
+_SPLIT = 8
+
+
+def _is_frame(x):
+    return hasattr(x, "to_delayed") and hasattr(x, "npartitions")
+
+
+def as_blocks(scores, sensitive_features):
+    """Aligned lists of delayed blocks of the scores and the groups, and the scores' chunks.
+
+    Parameters
+    ----------
+    scores : dask.array.Array of shape (n_samples,) or dask.dataframe.Series
+        Scores, one value per row.
+    sensitive_features : dask.array.Array or dask Series / DataFrame
+        Group of each row: one column, or several (intersectional groups).
+
+    Returns
+    -------
+    score_blocks, group_blocks : list of Delayed
+    chunks : tuple of float
+        Rows per block (NaN when unknown).
+    """
+    if isinstance(scores, da.Array):
+        if scores.ndim != 1:
+            raise ValueError(
+                "scores must be a 1-D Dask array (binary scores). "
+                f"Got an array of shape {scores.shape} instead."
+            )
+        chunks = scores.chunks[0]
+        score_blocks = list(scores.to_delayed().ravel())
+    elif _is_frame(scores) and getattr(scores, "ndim", 1) == 1:
+        chunks = (np.nan,) * scores.npartitions
+        score_blocks = list(scores.to_delayed())
+    else:
+        raise TypeError(
+            "scores must be a Dask array or a Dask Series. "
+            f"Got {type(scores).__name__} instead; use skfairlayer.project for in-memory data."
+        )
+    groups = sensitive_features
+    if isinstance(groups, da.Array):
+        if groups.ndim not in (1, 2):
+            raise ValueError(
+                "sensitive_features must be 1-D or 2-D. "
+                f"Got an array of shape {groups.shape} instead."
+            )
+        if groups.ndim == 2 and groups.numblocks[1] > 1:
+            groups = groups.rechunk({1: -1})
+        if groups.chunks[0] != chunks:
+            if any(np.isnan(chunks)) or any(np.isnan(groups.chunks[0])):
+                raise ValueError(
+                    "sensitive_features and scores must have the same row chunks when their "
+                    f"sizes are unknown. Got {groups.chunks[0]!r} and {chunks!r} instead."
+                )
+            groups = groups.rechunk({0: chunks})
+        group_blocks = list(groups.to_delayed().reshape(-1))
+    elif _is_frame(groups):
+        group_blocks = list(groups.to_delayed())
+    else:
+        raise TypeError(
+            "sensitive_features must be a Dask array, Series or DataFrame aligned with the "
+            f"scores. Got {type(groups).__name__} instead."
+        )
+    if len(group_blocks) != len(score_blocks):
+        raise ValueError(
+            "sensitive_features and scores must have the same number of partitions. "
+            f"Got {len(group_blocks)} and {len(score_blocks)} instead."
+        )
+    return score_blocks, group_blocks, tuple(chunks)
+
+
+def tree_reduce(parts, combine, split_every=_SPLIT):
+    """Combine delayed ``parts`` with ``combine(list) -> part``, ``split_every`` at a time."""
+    parts = list(parts)
+    if not parts:
+        raise ValueError("The collection has no partitions.")
+    while len(parts) > 1:
+        parts = [delayed(combine, pure=True)(parts[i : i + split_every])
+                 for i in range(0, len(parts), split_every)]
+    return parts[0]
+
+
+def compute(*objs):
+    """``dask.compute`` with the active scheduler (a distributed Client if one is set)."""
+    return dask.compute(*objs)
+
+
+# ------------------------------------------------------------------ groups of one block
+
+
+def block_codes(raw):
+    """Local codes and sorted local labels of one block of group values."""
+    arr = np.asarray(raw)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim == 1:
+        if arr.size == 0:
+            return np.zeros(0, dtype=np.intp), arr[:0]
+        labels, codes = _unique(arr)
+        return codes, labels
+    if arr.shape[0] == 0:
+        return np.zeros(0, dtype=np.intp), np.empty(0, dtype=object)
+    (grouping,), labels = encode(raw if hasattr(raw, "iloc") else arr)
+    return grouping.codes, labels
+
+
+def label_keys(labels):
+    """Hashable keys of labels (numpy scalars as Python scalars, tuples kept)."""
+    return [lab.item() if hasattr(lab, "item") else lab for lab in labels]
+
+
+def global_labels(keys):
+    """Sorted labels (as the in-memory encoder sorts them) from a set of keys."""
+    ordered = sorted(keys)
+    if ordered and isinstance(ordered[0], tuple):
+        out = np.empty(len(ordered), dtype=object)
+        out[:] = ordered
+        return out
+    return np.asarray(ordered)
+
+
+def global_codes(raw, lookup):
+    """Global codes of one block of group values; ``lookup`` maps label keys to codes."""
+    local, labels = block_codes(raw)
+    if local.size == 0:
+        return local
+    keys = label_keys(labels)
+    missing = [key for key in keys if key not in lookup]
+    if missing:
+        raise UnseenGroupError(
+            f"Group label(s) {missing[:5]!r} were not seen when the groups were fixed. "
+            f"Known groups: {list(lookup)[:20]!r}."
+        )
+    mapping = np.fromiter((lookup[key] for key in keys), dtype=np.intp, count=len(keys))
+    return mapping[local]
+
+
+def group_sums(codes, values, k):
+    """Per-group sums of ``values``: bincount on sub-blocks, summed pairwise across them."""
+    n = codes.shape[0]
+    if n <= _SUB:
+        return np.bincount(codes, weights=values, minlength=k)
+    parts = [np.bincount(codes[a : a + _SUB], weights=values[a : a + _SUB], minlength=k)
+             for a in range(0, n, _SUB)]
+    return np.sum(parts, axis=0)
+
+
+def as_float(raw):
+    """One block of scores as a contiguous float64 vector."""
+    arr = np.ascontiguousarray(np.asarray(raw, dtype=np.float64))
+    if arr.ndim != 1:
+        arr = arr.reshape(-1)
+    return arr
+
+
+# ------------------------------------------------------------------ two groups, fast
+
+#: Rows per sub-block of the two-group passes (temporaries stay in cache).
+SUB = 1 << 16
+
+
+def sub_blocks(n):
+    """Slices of at most ``SUB`` rows covering ``range(n)``."""
+    return [slice(a, min(a + SUB, n)) for a in range(0, n, SUB)] or [slice(0, 0)]
+
+
+def two_valued(raw):
+    """Sorted labels and the indicator of the second, for a 1-D integer block with at
+    most two distinct values; None otherwise (the general path then runs)."""
+    arr = np.asarray(raw)
+    if arr.ndim != 1 or arr.dtype.kind not in "iu" or arr.size == 0:
+        return None
+    lo, hi = arr.min(), arr.max()
+    if lo == hi:
+        return arr[:1], np.zeros(arr.size, dtype=bool)
+    ind = arr == hi
+    if hi - lo != 1 and np.count_nonzero(arr == lo) + np.count_nonzero(ind) != arr.size:
+        return None
+    return np.array([lo, hi], dtype=arr.dtype), ind
+
+
+def indicator(raw, lookup):
+    """Boolean indicator of global group 1 when there are two integer groups, else None."""
+    if len(lookup) != 2:
+        return None
+    arr = np.asarray(raw)
+    if arr.ndim != 1 or arr.dtype.kind not in "iu":
+        return None
+    keys = sorted(lookup, key=lookup.get)
+    if not all(isinstance(key, int | np.integer) for key in keys):
+        return None
+    ind = arr == keys[1]
+    if np.count_nonzero(ind) + np.count_nonzero(arr == keys[0]) != arr.size:
+        return None  # an unseen label: the general path raises
+    return ind
+
+
+def indicator_dot(ind, x):
+    """``sum(x[ind])`` through a float copy of the indicator, sub-block by sub-block."""
+    buf = np.empty(min(SUB, x.size))
+    total = 0.0
+    for sl in sub_blocks(x.size):
+        m = sl.stop - sl.start
+        np.copyto(buf[:m], ind[sl])
+        total += float(np.einsum("i,i->", buf[:m], x[sl]))
+    return total

@@ -1,0 +1,484 @@
+"""Exact global parity decisions over a Dask collection of scores.
+
+The in-memory :func:`skfairlayer._decisions.parity_decisions` picks per-group
+selection counts ``c_g`` maximising ``sum_g F_g(c_g)`` (``F_g``: sum of the
+``c_g`` largest gains ``2 s - 1`` of group ``g``, concave) over the levels of a
+band of width ``tolerance``. Globally:
+
+1. *Histogram* (one pass): per group, counts and gain sums of the scores in
+   ``bins`` equal bins of ``[0, 1]`` (``F_g`` exactly at bin edges, bounded in
+   between since the gains of a bin lie in a known range).
+2. *Window* (one pass, repeated only when the certificate fails): the rows of
+   the bins around the estimated optimum are extracted; on the levels they
+   cover, the in-memory enumeration runs exactly, and an upper bound of the
+   objective everywhere else certifies that no other level does better.
+3. *Decisions* (lazy): ``s > v_g``, or ``s == v_g`` up to a global position
+   (ties broken by position, as in memory), fused with per-group counts that
+   verify the selection rates on the whole collection.
+"""
+
+import dask.array as da
+import numpy as np
+from dask.delayed import delayed
+
+from .._decisions import _RATE_SLACK, _threshold_between
+from .._validation import check_tolerance
+from ..exceptions import SolverError
+from ._blocks import (
+    as_blocks,
+    as_float,
+    block_codes,
+    compute,
+    global_codes,
+    global_labels,
+    indicator,
+    label_keys,
+    sub_blocks,
+    tree_reduce,
+    two_valued,
+)
+
+#: Bins of the score histogram (a power of 2: bin edges are exact).
+BINS = 1 << 12
+_GRID = 4096
+_ROUNDS = 6
+#: Most rows gathered when every level must be searched (tolerance * group size < 1).
+_GATHER_ROWS = 1 << 21
+
+
+class DaskParityDecisions:
+    """Outcome of :func:`skfairlayer.dask.parity_decisions`.
+
+    Attributes
+    ----------
+    decisions : dask.array.Array of shape (n_samples,), dtype=int
+        0/1 decisions, lazy; released once the selected counts are verified on
+        the whole collection.
+    counts, sizes : ndarray of shape (n_groups,)
+        Selected rows and rows per group.
+    thresholds : ndarray of shape (n_groups,)
+        A score threshold per group (as in memory: midway between the last
+        selected and the first rejected score).
+    groups : ndarray of shape (n_groups,)
+        Group labels (sorted).
+    passes : int
+        Passes over the data before the (lazy) decision pass.
+    """
+
+    def __init__(self, decisions, counts, sizes, thresholds, groups, passes):
+        self.decisions, self.counts, self.sizes = decisions, counts, sizes
+        self.thresholds, self.groups, self.passes = thresholds, groups, passes
+
+    @property
+    def rates(self):
+        """Selection rate of each group."""
+        return self.counts / self.sizes
+
+    @property
+    def gap(self):
+        """Largest difference of two groups' selection rates."""
+        r = self.rates
+        return float(r.max() - r.min())
+
+    def __repr__(self):
+        return f"DaskParityDecisions(n_groups={len(self.groups)}, gap={self.gap:.3g})"
+
+
+# ------------------------------------------------------------------ passes
+
+
+def _bins(s, bins):
+    if s.size and (s.min() < 0 or s.max() > 1 or not np.isfinite(s).all()):
+        raise ValueError("parity decisions need scores in [0, 1] (probabilities). "
+                         f"Got values from {s.min()!r} to {s.max()!r} instead.")
+    return np.ceil(s * bins).astype(np.intp)  # bin e: ((e - 1) / bins, e / bins]
+
+
+def _block_hist(s_raw, g_raw, bins):
+    s = as_float(s_raw)
+    width = bins + 1
+    two = two_valued(g_raw)
+    if two is None:
+        codes, labels = block_codes(g_raw)
+        k = len(labels)
+        flat = codes * width + _bins(s, bins)
+        cnt = np.bincount(flat, minlength=k * width)
+        gain = np.bincount(flat, weights=2.0 * s - 1.0, minlength=k * width)
+    else:
+        labels, ind = two
+        k = len(labels)
+        if s.size and (s.min() < 0 or s.max() > 1 or not np.isfinite(s.sum())):
+            _bins(s, bins)  # raises
+        cnt, gain = np.zeros(k * width), np.zeros(k * width)
+        for sl in sub_blocks(s.size):
+            x = s[sl]
+            flat = np.ceil(x * bins).astype(np.intp)
+            if k == 2:
+                flat += ind[sl] * width
+            cnt += np.bincount(flat, minlength=k * width)
+            gain += np.bincount(flat, weights=2.0 * x - 1.0, minlength=k * width)
+    return {"keys": label_keys(labels),
+            "cnt": cnt.reshape(k, width).astype(np.float64),
+            "gain": gain.reshape(k, width),
+            "rows": [s.shape[0]]}
+
+
+def _merge_hist(parts):
+    keys, index = [], {}
+    for p in parts:
+        for key in p["keys"]:
+            if key not in index:
+                index[key] = len(keys)
+                keys.append(key)
+    width = parts[0]["cnt"].shape[1]
+    cnt, gain = np.zeros((len(keys), width)), np.zeros((len(keys), width))
+    for p in parts:
+        where = [index[key] for key in p["keys"]]
+        cnt[where] += p["cnt"]
+        gain[where] += p["gain"]
+    return {"keys": keys, "cnt": cnt, "gain": gain,
+            "rows": [r for p in parts for r in p["rows"]]}
+
+
+def _block_window(s_raw, g_raw, lookup, e_lo, e_hi, offset, bins):
+    s = as_float(s_raw)
+    ind = indicator(g_raw, lookup)
+    if ind is None:
+        codes = global_codes(g_raw, lookup)
+        e = _bins(s, bins)
+        keep = np.flatnonzero((e >= e_lo[codes]) & (e <= e_hi[codes]))
+        return {"s": s[keep], "g": codes[keep], "pos": keep + offset}
+    # Bin e holds ((e - 1) / bins, e / bins]: compare with exact dyadic edges.
+    low, high = (e_lo - 1.0) / bins, e_hi / float(bins)
+    parts = []
+    for sl in sub_blocks(s.size):
+        x, f = s[sl], ind[sl]
+        inside = (x > low[0]) & (x <= high[0]) & ~f
+        inside |= (x > low[1]) & (x <= high[1]) & f
+        parts.append(np.flatnonzero(inside) + sl.start)
+    keep = np.concatenate(parts)
+    return {"s": s[keep], "g": ind[keep].astype(np.intp), "pos": keep + offset}
+
+
+def _merge_window(parts):
+    return {key: np.concatenate([p[key] for p in parts]) for key in ("s", "g", "pos")}
+
+
+def _block_decide(s_raw, g_raw, lookup, value, last, offset):
+    s = as_float(s_raw)
+    ind = indicator(g_raw, lookup)
+    if ind is None:
+        codes = global_codes(g_raw, lookup)
+        v = value[codes]
+        out = s > v
+        ties = np.flatnonzero(s == v)
+        out[ties] = ties + offset <= last[codes[ties]]
+        return out.astype(int), np.bincount(codes, weights=out, minlength=value.size)
+    out = np.empty(s.size, dtype=bool)
+    tie_parts = []
+    for sl in sub_blocks(s.size):
+        x, f, o = s[sl], ind[sl], out[sl]
+        np.greater(x, value[0], out=o)
+        o &= ~f
+        o |= (x > value[1]) & f
+        ties = ((x == value[0]) & ~f) | ((x == value[1]) & f)
+        tie_parts.append(np.flatnonzero(ties) + sl.start)
+    ties = np.concatenate(tie_parts)
+    out[ties] = ties + offset <= last[ind[ties].astype(np.intp)]
+    n1 = np.count_nonzero(out & ind)
+    return out.astype(int), np.array([np.count_nonzero(out) - n1, n1], dtype=np.float64)
+
+
+def _check_counts(total, counts):
+    if not np.array_equal(total, counts):
+        raise SolverError(
+            "The global parity decisions select other counts than the solver chose "
+            f"({total.tolist()} instead of {counts.tolist()}); this is a bug, please report it."
+        )
+    return True
+
+
+def _release(pair, ok):
+    return pair[0]
+
+
+# ------------------------------------------------------------------ driver
+
+
+class _Tables:
+    """Per group, ``F`` (sum of the largest gains) at the bin edges, top bin first."""
+
+    def __init__(self, cnt, gain, bins):
+        # Column i: rows in bins above edge index (bins + 1 - i); K[:, 0] = 0.
+        self.K = np.concatenate([np.zeros((cnt.shape[0], 1)), np.cumsum(cnt[:, ::-1], axis=1)],
+                                axis=1)
+        self.F = np.concatenate([np.zeros((cnt.shape[0], 1)), np.cumsum(gain[:, ::-1], axis=1)],
+                                axis=1)
+        e = bins - np.arange(bins + 1)  # bin of column interval i
+        self.gmax = 2.0 * e / bins - 1.0
+        self.gmin = np.maximum(2.0 * (e - 1) / bins - 1.0, -1.0)
+        self.bins = bins
+
+    def upper(self, g, c):
+        """Upper bound of ``F_g(c)`` (concavity and the gain range of each bin)."""
+        K, F = self.K[g], self.F[g]
+        i = np.clip(np.searchsorted(K, c, side="right") - 1, 0, self.bins)
+        from_top = F[i] + (c - K[i]) * self.gmax[i]
+        return np.minimum(from_top, F[i + 1] - (K[i + 1] - c) * self.gmin[i])
+
+    def lower(self, g, c):
+        """Lower bound of ``F_g(c)``: the chord across the bin (concavity)."""
+        K, F = self.K[g], self.F[g]
+        i = np.clip(np.searchsorted(K, c, side="right") - 1, 0, self.bins)
+        span = K[i + 1] - K[i]
+        frac = np.where(span > 0, (c - K[i]) / np.where(span > 0, span, 1.0), 0.0)
+        return F[i] + frac * (F[i + 1] - F[i])
+
+    def bin_of_rank(self, g, r):
+        """Bin index ``e`` holding the ``r``-th largest score of group ``g`` (``r >= 1``)."""
+        i = np.searchsorted(self.K[g], r, side="left") - 1
+        return self.bins - int(np.clip(i, 0, self.bins))
+
+
+def _counts_at(t, sizes, free, tol):
+    """Per group and level, the count chosen in memory, and feasibility."""
+    n = sizes[:, None]
+    c_lo = np.maximum(np.ceil(t * n - _RATE_SLACK * n), 0)
+    c_hi = np.minimum(np.floor((t + tol) * n + _RATE_SLACK * n), n)
+    feasible = (c_lo <= c_hi).all(axis=0)
+    return np.clip(free[:, None], c_lo, np.maximum(c_lo, c_hi)), feasible
+
+
+def _level_range(sizes, free, tol):
+    rates0 = free / sizes
+    if tol * sizes.min() >= 1:
+        lo, hi = max(0.0, rates0.min() - tol), min(1.0, rates0.max())
+        return min(lo, hi), max(lo, hi)
+    return 0.0, 1.0
+
+
+def _levels_in(sizes, tol, lo, hi, ta, tb):
+    """The in-memory candidate levels (breakpoints and midpoints) that lie in ``[ta, tb]``."""
+    points = [np.array([0.0, lo, hi])]
+    for n_g in sizes.astype(np.int64):
+        c = np.arange(max(int(np.floor(ta * n_g)) - 1, 0), int(np.ceil(tb * n_g)) + 2)
+        points.append(c / n_g)
+        c = np.arange(max(int(np.floor((ta + tol) * n_g)) - 1, 0),
+                      int(np.ceil((tb + tol) * n_g)) + 2)
+        points.append(c / n_g - tol)
+    pts = np.unique(np.concatenate(points))
+    pts = pts[(pts >= lo - 1e-15) & (pts <= hi + 1e-15)]
+    mids = 0.5 * (pts[1:] + pts[:-1])
+    inside = (pts >= ta) & (pts <= tb)
+    mid_in = inside[1:] & inside[:-1]
+    return pts[inside], mids[mid_in]
+
+
+def _exact_f(window, tables, sizes, e_lo, e_hi):
+    """Per group: the first count covered, the prefix sums of gains, and the sorted rows."""
+    out = []
+    for g in range(sizes.size):
+        rows = window["g"] == g
+        s, pos = window["s"][rows], window["pos"][rows]
+        order = np.lexsort((pos, -s))
+        s, pos = s[order], pos[order]
+        base_i = tables.bins - e_hi[g]  # column of the edge above the window
+        base_c, base_f = tables.K[g, base_i], tables.F[g, base_i]
+        prefix = base_f + np.concatenate(([0.0], np.cumsum(2.0 * s - 1.0)))
+        out.append((int(base_c), prefix, s, pos))
+    return out
+
+
+def _evaluate(levels, exact, sizes, free, tol):
+    """Totals at ``levels`` from the exact windows (None where a count leaves them)."""
+    c, feasible = _counts_at(levels, sizes, free, tol)
+    total = np.zeros(levels.size)
+    for g, (base, prefix, _, _) in enumerate(exact):
+        j = c[g].astype(np.int64) - base
+        if np.any(j < 0) or np.any(j >= prefix.size):  # pragma: no cover (see _windows)
+            raise SolverError("A count left its window; this is a bug, please report it.")
+        total += prefix[j]
+    total[~feasible] = -np.inf
+    return total, c
+
+
+def _failing(tables, sizes, free, tol, lo, hi, ta, tb, special, best, counts):
+    """Level intervals of ``[lo, hi]`` outside ``[ta, tb]`` (and special levels outside it)
+    where an upper bound of the objective reaches ``best``; intervals whose counts are
+    ``counts`` throughout (the same decisions) are left out."""
+    pieces = []
+    if ta > lo:
+        pieces.append(np.linspace(lo, ta, _GRID + 1))
+    if tb < hi:
+        pieces.append(np.linspace(tb, hi, _GRID + 1))
+    fails = []
+    for grid in pieces:
+        a, b = grid[:-1], grid[1:]
+        ca, _ = _counts_at(a, sizes, free, tol)
+        cb, _ = _counts_at(b, sizes, free, tol)
+        ub = sum(tables.upper(g, np.clip(free[g], ca[g], cb[g])) for g in range(sizes.size))
+        same = ((ca == counts[:, None]) & (cb == counts[:, None])).all(axis=0)
+        bad = (ub >= best) & ~same
+        fails.extend(zip(a[bad].tolist(), b[bad].tolist(), strict=True))
+    for t in special:
+        if ta <= t <= tb:
+            continue
+        cs, ok = _counts_at(np.array([t]), sizes, free, tol)
+        ub = sum(tables.upper(g, cs[g]) for g in range(sizes.size))[0]
+        if ok[0] and ub >= best and not np.array_equal(cs[:, 0], counts):
+            fails.append((t, t))
+    return fails
+
+
+def _windows(tables, sizes, free, tol, ta, tb):
+    ca, _ = _counts_at(np.array([ta]), sizes, free, tol)
+    cb, _ = _counts_at(np.array([tb]), sizes, free, tol)
+    e_hi = np.array([tables.bin_of_rank(g, max(1, ca[g, 0])) for g in range(sizes.size)])
+    e_lo = np.array([tables.bin_of_rank(g, min(sizes[g], cb[g, 0] + 1))
+                     for g in range(sizes.size)])
+    return np.minimum(e_lo, e_hi), e_hi
+
+
+def _solve_counts(blocks, lookup, tables, sizes, free, tol, offsets, bins):
+    """Exact optimal counts: windows around the estimate, certified by the upper bound."""
+    lo, hi = _level_range(sizes, free, tol)
+    special = [0.0, max(0.0, 1.0 - tol)]
+    if tol * sizes.min() < 1:  # levels without an admissible count: every level, every row
+        if sizes.sum() > _GATHER_ROWS:
+            raise NotImplementedError(
+                "Global parity decisions with tolerance * (smallest group size) < 1 need every "
+                f"level searched, done for at most {_GATHER_ROWS} rows. Got "
+                f"tolerance={tol!r} with a group of {int(sizes.min())} rows in "
+                f"{int(sizes.sum())} rows instead; use a tolerance of at least "
+                f"{1 / sizes.min():.3g}."
+            )
+        return _solve_region(blocks, lookup, tables, sizes, free, tol, offsets, bins,
+                             lo, hi, special, 0.0, max(hi, special[1]))
+    grid = np.linspace(lo, hi, 4 * _GRID + 1)
+    c, feasible = _counts_at(grid, sizes, free, tol)
+    est = sum(tables.lower(g, c[g]) for g in range(sizes.size))
+    est[~feasible] = -np.inf
+    j = int(np.argmax(est))
+    t_hat, floor = float(grid[j]), float(est[j])  # the objective reaches floor at t_hat
+    # Every level whose upper bound reaches that floor is a candidate: their hull.
+    near = _failing(tables, sizes, free, tol, lo, hi, t_hat, t_hat, [],
+                    floor - 1e-9 * (1.0 + abs(floor)), np.full(sizes.size, -1))
+    ta = min([t_hat] + [a for a, _ in near])
+    tb = max([t_hat] + [b for _, b in near])
+    return _solve_region(blocks, lookup, tables, sizes, free, tol, offsets, bins,
+                         lo, hi, special, ta, tb)
+
+
+def _solve_region(blocks, lookup, tables, sizes, free, tol, offsets, bins, lo, hi, special,
+                  ta, tb):
+    """Extract the windows of the levels ``[ta, tb]``, solve there exactly, certify, widen."""
+    for rounds in range(1, _ROUNDS + 1):
+        e_lo, e_hi = _windows(tables, sizes, free, tol, ta, tb)
+        parts = [delayed(_block_window, pure=True)(s, g, lookup, e_lo, e_hi, off, bins)
+                 for (s, g), off in zip(blocks, offsets, strict=True)]
+        (window,) = compute(tree_reduce(parts, _merge_window))
+        exact = _exact_f(window, tables, sizes, e_lo, e_hi)
+        pts, mids = _levels_in(sizes, tol, lo, hi, ta, tb)
+        extra = np.array([t for t in special if ta <= t <= tb])
+        best = None
+        for levels in (pts, mids, extra):  # the in-memory order: first maximum wins
+            if levels.size == 0:
+                continue
+            total, c = _evaluate(levels, exact, sizes, free, tol)
+            j = int(np.argmax(total))
+            if best is None or total[j] > best[0]:
+                best = (total[j], c[:, j].astype(np.int64))
+        margin = 1e-9 * (1.0 + abs(best[0]))
+        fails = _failing(tables, sizes, free, tol, lo, hi, ta, tb, special,
+                         best[0] - margin, best[1])
+        if not fails:
+            return best[1], exact, rounds
+        ta = min(ta, min(a for a, _ in fails))
+        tb = max(tb, max(b for _, b in fails))
+    raise SolverError(
+        f"The global parity decisions were not certified in {_ROUNDS} passes; this is a bug "
+        "or a numerically hard instance, please report it."
+    )
+
+
+def _rule(exact, counts, sizes):
+    """Per group: the score ``v`` and last position selected at it; the threshold."""
+    k = sizes.size
+    value, last, thresholds = np.empty(k), np.empty(k, dtype=np.int64), np.empty(k)
+    for g, (base, _, s, pos) in enumerate(exact):
+        c, n = int(counts[g]), int(sizes[g])
+        j = c - base - 1  # the c-th largest score, in the window (see _windows)
+        if c == 0:
+            value[g], last[g] = np.inf, -1
+            thresholds[g] = np.nextafter(s[0], np.inf)
+            continue
+        value[g], last[g] = s[j], pos[j]
+        if c == n:
+            thresholds[g] = s[j]
+        else:
+            thresholds[g] = _threshold_between(s[j:j + 2], 1)
+    return value, last, thresholds
+
+
+def parity_decisions(scores, sensitive_features, *, tolerance=0.01, bins=BINS):
+    """Decisions of maximal expected accuracy with selection-rate parity over the whole collection.
+
+    The same decisions as the in-memory rule (one threshold per group, ties
+    broken by position) on the concatenated data, from a histogram pass and a
+    window pass; the decisions themselves are lazy and verified when computed.
+
+    Parameters
+    ----------
+    scores : dask.array.Array of shape (n_samples,) or dask Series
+        Calibrated positive-class probabilities, in ``[0, 1]``.
+    sensitive_features : dask.array.Array, dask Series or dask DataFrame
+        Group of each row, aligned with ``scores``.
+    tolerance : float, default=0.01
+        Largest allowed difference of selection rates.
+    bins : int, default=4096
+        Bins of the score histogram (a power of 2).
+
+    Returns
+    -------
+    result : DaskParityDecisions
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from skfairlayer.dask import parity_decisions
+    >>> scores = da.from_array(np.array([0.9, 0.8, 0.7, 0.2, 0.3, 0.6]), chunks=2)
+    >>> groups = da.from_array(np.array([0, 0, 0, 1, 1, 1]), chunks=2)
+    >>> result = parity_decisions(scores, groups, tolerance=0.0)
+    >>> result.decisions.compute()
+    array([1, 1, 0, 0, 1, 1])
+    """
+    tolerance = check_tolerance(tolerance)
+    if bins < 2 or bins & (bins - 1):
+        raise ValueError(f"bins must be a power of 2 >= 2. Got {bins!r} instead.")
+    score_blocks, group_blocks, chunks = as_blocks(scores, sensitive_features)
+    parts = [delayed(_block_hist, pure=True)(s, g, bins)
+             for s, g in zip(score_blocks, group_blocks, strict=True)]
+    (hist,) = compute(tree_reduce(parts, _merge_hist))
+    labels = global_labels(hist["keys"])
+    order = [hist["keys"].index(key) for key in labels.tolist()]
+    cnt, gain = hist["cnt"][order], hist["gain"][order]
+    lookup = {key: j for j, key in enumerate(labels.tolist())}
+    sizes = cnt.sum(axis=1)
+    if sizes.size == 0:
+        raise ValueError("scores is empty: at least one sample is required.")
+    free = cnt[:, bins // 2 + 1 :].sum(axis=1)  # scores > 0.5
+    offsets = np.concatenate(([0], np.cumsum(hist["rows"])[:-1])).astype(np.int64)
+    tables = _Tables(cnt, gain, bins)
+    blocks = list(zip(score_blocks, group_blocks, strict=True))
+    counts, exact, rounds = _solve_counts(blocks, lookup, tables, sizes, free, tolerance,
+                                          offsets, bins)
+    value, last, thresholds = _rule(exact, counts, sizes)
+    pairs = [delayed(_block_decide, pure=True)(s, g, lookup, value, last, off)
+             for (s, g), off in zip(blocks, offsets, strict=True)]
+    total = tree_reduce([p[1] for p in pairs], lambda xs: np.sum(xs, axis=0))
+    ok = delayed(_check_counts, pure=True)(total, counts.astype(np.float64))
+    arrays = [da.from_delayed(delayed(_release, pure=True)(p, ok), shape=(int(n),), dtype=int)
+              for p, n in zip(pairs, hist["rows"], strict=True)]
+    decisions = da.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+    return DaskParityDecisions(decisions, counts, sizes, thresholds, labels, 1 + rounds)

@@ -1,0 +1,324 @@
+"""Tests of the Dask front end: the global projection and decisions equal the in-memory ones."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+dask = pytest.importorskip("dask")
+da = pytest.importorskip("dask.array")
+
+from skfairlayer import FairnessLayerClassifier, SolverError, project  # noqa: E402
+from skfairlayer._decisions import parity_decisions as memory_decisions  # noqa: E402
+from skfairlayer._projection import VERIFY_TOL  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _synchronous():
+    with dask.config.set(scheduler="synchronous"):
+        yield
+
+
+def _chunks(rng, n, empty=True):
+    """A random chunking of n rows, with empty chunks."""
+    cuts = np.sort(rng.integers(0, n + 1, size=int(rng.integers(1, 10))))
+    sizes = np.diff(np.concatenate([[0], cuts, [n]]))
+    if empty:
+        sizes = np.insert(sizes, int(rng.integers(0, sizes.size + 1)), 0)
+    return (tuple(int(x) for x in sizes),)
+
+
+def _instance(seed, n, k):
+    rng = np.random.default_rng(seed)
+    g = np.concatenate([np.arange(k), rng.integers(0, k, n - k)])
+    s = np.clip(rng.random(n) + 0.25 * (g == 0) - 0.1 * (g == 1), 0, 1)
+    if seed % 3 == 0:  # sorted data: partitions missing whole groups
+        order = np.lexsort((s, g))
+        s, g = s[order], g[order]
+    return rng, s, g
+
+
+def _means(p, g):
+    return np.array([p[g == c].mean() for c in np.unique(g)])
+
+
+def test_import_skfairlayer_does_not_import_dask():
+    """Check that `import skfairlayer` leaves dask unimported."""
+    code = "import sys, skfairlayer; sys.exit('dask' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_project_equals_in_memory(seed):
+    """Check that random chunkings (with empty chunks) give the in-memory projection to 1e-12."""
+    from skfairlayer.dask import project as dproject
+
+    k = 2 + seed % 3
+    n = 40_000 if seed % 2 else int(np.random.default_rng(seed).integers(k, 400))
+    rng, s, g = _instance(seed, n, k)
+    tol = [0.0, 0.01, 0.1][seed % 3]
+    ref = project(s, g, tolerance=tol)
+    chunks = _chunks(rng, n)
+    res = dproject(da.from_array(s, chunks=chunks), da.from_array(g, chunks=chunks),
+                   tolerance=tol)
+    out, gap = dask.compute(res.proba, res.verification)
+    np.testing.assert_allclose(out, ref.proba, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(res.shifts, ref.shifts[0], rtol=0, atol=1e-12)
+    m = _means(out, g)
+    assert m.max() - m.min() <= tol + VERIFY_TOL
+    assert gap <= tol + VERIFY_TOL
+    assert out.min() >= 0 and out.max() <= 1
+    assert res.passes == 2  # the statistics pass and one bracket pass
+
+
+def test_project_sampled_bracket_passes(monkeypatch):
+    """Check that a driver row budget too small for the uncertain rows still gives the optimum."""
+    from skfairlayer.dask import _project
+    from skfairlayer.dask import project as dproject
+
+    monkeypatch.setattr(_project, "MAX_ROWS", 50)
+    monkeypatch.setattr(_project, "SAMPLE_ROWS", 64)
+    monkeypatch.setattr(_project, "_MIN_TARGET", 8)
+    rng, s, g = _instance(1, 60_000, 3)
+    ref = project(s, g, tolerance=0.01)
+    res = dproject(da.from_array(s, chunks=3000), da.from_array(g, chunks=3000),
+                   tolerance=0.01, verify="eager")
+    np.testing.assert_allclose(res.proba.compute(), ref.proba, rtol=0, atol=1e-12)
+    assert res.passes > 2
+    assert res.gap <= 0.01 + VERIFY_TOL
+
+
+@pytest.mark.parametrize("labels", ["str", "one_row", "bounds", "two_columns"])
+def test_project_edge_cases(labels):
+    """Check string labels, one-row partitions, other bounds and intersectional columns."""
+    from skfairlayer.dask import project as dproject
+
+    rng, s, g = _instance(5, 300, 3)
+    bounds, chunks, groups = (0.0, 1.0), 37, g
+    if labels == "str":
+        groups = np.array(["b", "a", "c"])[g]
+    elif labels == "one_row":
+        chunks = 1
+    elif labels == "bounds":
+        bounds = (0.2, 0.7)
+    else:
+        groups = np.column_stack([g, rng.integers(0, 2, g.size)])
+    ref = project(s, groups, tolerance=0.02, bounds=bounds)
+    dg = da.from_array(groups, chunks=(chunks,) + ((groups.shape[1],) if groups.ndim == 2 else ()))
+    res = dproject(da.from_array(s, chunks=chunks), dg, tolerance=0.02, bounds=bounds)
+    np.testing.assert_allclose(res.proba.compute(), ref.proba, rtol=0, atol=1e-12)
+    assert list(res.groups) == list(ref.groups)
+
+
+def test_project_categorical_series_unknown_categories():
+    """Check dask Series with categorical groups of unknown categories."""
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    from skfairlayer.dask import project as dproject
+
+    _, s, g = _instance(2, 2000, 3)
+    labels = np.array(["x", "y", "z"])[g]
+    frame = pd.DataFrame({"s": s, "g": pd.Categorical(labels)})
+    ddf = dd.from_pandas(frame, npartitions=6)
+    groups = ddf["g"].cat.as_unknown()
+    res = dproject(ddf["s"], groups, tolerance=0.01)
+    np.testing.assert_allclose(res.proba.compute(), project(s, labels, tolerance=0.01).proba,
+                               rtol=0, atol=1e-12)
+
+
+def test_project_errors():
+    """Check the errors for unsupported criteria, bad arguments and in-memory input."""
+    from skfairlayer.dask import project as dproject
+
+    s, g = da.from_array(np.array([0.2, 0.8])), da.from_array(np.array([0, 1]))
+    with pytest.raises(NotImplementedError, match="demographic_parity"):
+        dproject(s, g, criterion="equal_opportunity")
+    with pytest.raises(ValueError, match="verify must be"):
+        dproject(s, g, verify="never")
+    with pytest.raises(TypeError, match="Dask array"):
+        dproject(np.array([0.2, 0.8]), g)
+    with pytest.raises(ValueError, match="1-D"):
+        dproject(da.ones((2, 2)), g)
+    with pytest.raises(ValueError, match="finite"):
+        dproject(da.from_array(np.array([0.2, np.nan])), g)
+
+
+def test_verification_failure_raises():
+    """Check that an output violating parity raises when it is computed."""
+    from skfairlayer.dask import _project
+    from skfairlayer.dask._blocks import as_blocks
+
+    s = np.array([0.9, 0.8, 0.1, 0.2])
+    g = np.array([0, 0, 1, 1])
+    sb, gb, chunks = as_blocks(da.from_array(s, chunks=2), da.from_array(g, chunks=2))
+    proba, check, _ = _project.outputs(sb, gb, chunks, {0: 0, 1: 1}, np.zeros(2),
+                                       np.array([2.0, 2.0]), 0.01, 0.0, 1.0, "fused")
+    with pytest.raises(SolverError, match="violate parity"):
+        proba.compute()
+    with pytest.raises(SolverError, match="violate parity"):
+        _project.outputs(sb, gb, chunks, {0: 0, 1: 1}, np.zeros(2), np.array([2.0, 2.0]),
+                         0.01, 0.0, 1.0, "eager")
+
+
+def _decision_instance(seed, n, k, ties):
+    rng = np.random.default_rng(100 + seed)
+    g = np.concatenate([np.arange(k), rng.integers(0, k, n - k)])
+    s = np.clip(rng.random(n) + 0.2 * (g == 0), 0, 1)
+    if ties:  # duplicated scores: ties within a group, broken by position
+        s[rng.integers(0, n, n // 3)] = s[rng.integers(0, n, n // 3)]
+    return rng, s, g
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_decisions_equal_in_memory(seed):
+    """Check that random chunkings give exactly the in-memory parity decisions."""
+    from skfairlayer.dask import parity_decisions
+
+    k = 2 + seed % 2
+    n = 30_000 if seed % 2 else 500
+    rng, s, g = _decision_instance(seed, n, k, ties=seed % 3 == 0)
+    tol = [0.01, 0.05, 0.002, 0.2, 0.0][seed % 5]
+    ref = memory_decisions(s, g, k, tol)
+    chunks = _chunks(rng, n)
+    res = parity_decisions(da.from_array(s, chunks=chunks), da.from_array(g, chunks=chunks),
+                           tolerance=tol, bins=256 if seed % 4 == 0 else 4096)
+    d = res.decisions.compute()
+    np.testing.assert_array_equal(d, ref.decisions)
+    np.testing.assert_array_equal(res.counts, ref.counts)
+    np.testing.assert_array_equal(res.thresholds, ref.thresholds)
+    rates = np.array([d[g == c].mean() for c in range(k)])
+    assert rates.max() - rates.min() <= tol + 1e-12
+
+
+def test_decisions_small_tolerance_limit(monkeypatch):
+    """Check that a tolerance below one row of the smallest group is refused on large data."""
+    from skfairlayer.dask import _decisions, parity_decisions
+
+    monkeypatch.setattr(_decisions, "_GATHER_ROWS", 100)
+    _, s, g = _decision_instance(0, 1000, 2, ties=False)
+    with pytest.raises(NotImplementedError, match="tolerance"):
+        parity_decisions(da.from_array(s, chunks=100), da.from_array(g, chunks=100),
+                         tolerance=0.0)
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        parity_decisions(da.from_array(s + 1, chunks=100), da.from_array(g, chunks=100))
+
+
+def _fitted(seed=0, n=3000, **params):
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 3))
+    g = rng.integers(0, 3, n)
+    X[:, 0] += 0.6 * g
+    y = (X[:, 0] + rng.normal(size=n) > 0.6).astype(int)
+    Xg = np.column_stack([X, g])
+    est = FairnessLayerClassifier(LogisticRegression(), tolerance=0.02, sensitive_features=3,
+                                  **params).fit(Xg, y)
+    return est, Xg
+
+
+@pytest.mark.parametrize("params", [{}, {"inference": "fitted"}, {"decision": "threshold"}])
+def test_estimator_on_dask_array(params):
+    """Check predict_proba / predict on a Dask array against the estimator's own methods."""
+    from skfairlayer.dask import predict, predict_proba
+
+    est, Xg = _fitted(**params)
+    dX = da.from_array(Xg, chunks=(400, 4))
+    np.testing.assert_allclose(predict_proba(est, dX).compute(), est.predict_proba(Xg),
+                               rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(predict(est, dX).compute(), est.predict(Xg))
+
+
+def test_estimator_on_dask_dataframe():
+    """Check a DataFrame with a categorical sensitive column (unknown categories)."""
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    from sklearn.linear_model import LogisticRegression
+
+    from skfairlayer.dask import predict, predict_proba
+
+    _, Xg = _fitted()
+    y = (Xg[:, 0] > 0.6).astype(int)
+    frame = pd.DataFrame(Xg[:, :3], columns=["a", "b", "c"])
+    frame["sex"] = pd.Categorical(np.array(["f", "m", "x"])[Xg[:, 3].astype(int)])
+    est = FairnessLayerClassifier(LogisticRegression(), tolerance=0.02,
+                                  sensitive_features="sex").fit(frame, y)
+    ddf = dd.from_pandas(frame, npartitions=5)
+    ddf["sex"] = ddf["sex"].cat.as_unknown()
+    np.testing.assert_allclose(predict_proba(est, ddf).compute(), est.predict_proba(frame),
+                               rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(predict(est, ddf).compute(), est.predict(frame))
+
+
+def test_estimator_unsupported():
+    """Check the errors for multiclass estimators and sensitive features given twice."""
+    from sklearn.linear_model import LogisticRegression
+
+    from skfairlayer.dask import predict_proba
+
+    rng = np.random.default_rng(0)
+    X, g = rng.normal(size=(300, 2)), rng.integers(0, 2, 300)
+    est = FairnessLayerClassifier(LogisticRegression(), tolerance=0.05).fit(
+        X, rng.integers(0, 3, 300), sensitive_features=g)
+    dX, dg = da.from_array(X, chunks=100), da.from_array(g, chunks=100)
+    with pytest.raises(NotImplementedError, match="binary"):
+        predict_proba(est, dX, sensitive_features=dg)
+    est, Xg = _fitted()
+    with pytest.raises(ValueError, match="once"):
+        predict_proba(est, da.from_array(Xg, chunks=500), sensitive_features=dg)
+
+
+def test_local_cluster_with_processes():
+    """Check the projection and decisions on a LocalCluster with worker processes (pickling)."""
+    distributed = pytest.importorskip("distributed")
+    from skfairlayer.dask import parity_decisions
+    from skfairlayer.dask import project as dproject
+
+    rng, s, g = _instance(4, 20_000, 3)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=":0") as cluster, \
+            distributed.Client(cluster), dask.config.set(scheduler=None):
+        ds, dg = da.from_array(s, chunks=2500), da.from_array(g, chunks=2500)
+        res = dproject(ds, dg, tolerance=0.01)
+        out = res.proba.compute()
+        dec = parity_decisions(ds, dg, tolerance=0.01).decisions.compute()
+    np.testing.assert_allclose(out, project(s, g, tolerance=0.01).proba, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(dec, memory_decisions(s, g, 3, 0.01).decisions)
+
+
+def test_docstring_examples_run():
+    """Check that the Examples of the public functions of skfairlayer.dask run."""
+    import doctest
+
+    from skfairlayer.dask import _decisions, _project
+
+    for module in (_project, _decisions):
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.failed == 0 and result.attempted > 0
+
+
+def test_solve_aggregates_spark_recipe():
+    """Check the driver step of the Spark recipe against the in-memory projection."""
+    from skfairlayer.dask import solve_aggregates
+
+    rng = np.random.default_rng(3)
+    n, eps = 50_000, 0.01
+    g = rng.integers(0, 3, n)
+    s = np.clip(rng.random(n) + 0.2 * (g == 0), 0, 1)
+    ref = project(s, g, tolerance=eps).shifts[0]
+    sample = np.concatenate([np.flatnonzero(g == j)[::10] for j in range(3)])
+    center = project(s[sample], g[sample], tolerance=eps).shifts[0]
+
+    def aggregates(half):
+        u, h = s - center[g], half[g]
+        top, bot = u >= 1 + h, u <= -h
+        free = (u >= h) & (u <= 1 - h)
+        near = ~(top | bot | free)
+        cnt = [np.bincount(g[m], minlength=3) for m in (free, top, bot)]
+        return (center, half, np.bincount(g), cnt[0], np.bincount(g[free], weights=s[free],
+                minlength=3), cnt[1], cnt[2], s[near], g[near])
+
+    shifts = solve_aggregates(*aggregates(np.full(3, 0.02)), tolerance=eps)
+    np.testing.assert_allclose(shifts, ref, rtol=0, atol=1e-12)
+    assert solve_aggregates(*aggregates(np.full(3, 1e-7)), tolerance=eps) is None
