@@ -21,7 +21,7 @@ import dask.array as da
 import numpy as np
 from dask.delayed import delayed
 
-from .._decisions import _RATE_SLACK, _threshold_between
+from .._decisions import _threshold_between
 from .._validation import check_tolerance
 from ..exceptions import SolverError
 from ._blocks import (
@@ -37,6 +37,8 @@ from ._blocks import (
     tree_reduce,
     two_valued,
 )
+
+_RATE_SLACK = 1e-12  # float slack of the window's rate comparisons
 
 #: Bins of the score histogram (a power of 2: bin edges are exact).
 BINS = 1 << 12
