@@ -5,13 +5,16 @@ solves it (exact solver where the structure allows, OSQP otherwise), verifies
 the answer and returns a :class:`ProjectionResult`. No estimator code here.
 """
 
+from numbers import Real
+
 import numpy as np
 
 from . import _sensitivity
+from ._criteria import CRITERIA, Criterion, build_problem, make_criterion
 from ._groups import encode
+from ._sklearn_compat import Interval, StrOptions, validate_params
 from ._solvers import _exact, _simplex
 from ._validation import check_groups_mode, check_scores, check_tolerance
-from ._criteria import CRITERIA, build_problem, make_criterion
 from .exceptions import SolverError
 
 __all__ = ["project", "solve_problem", "group_shifts", "ProjectionResult", "VERIFY_TOL"]
@@ -281,6 +284,19 @@ def solve_problem(problem, *, solver="auto", warm_start=None):
     return solution
 
 
+@validate_params(
+    {
+        "proba": ["array-like"],
+        "sensitive_features": ["array-like", dict],
+        "tolerance": [Interval(Real, 0, None, closed="left")],
+        "criterion": [StrOptions(set(CRITERIA)), Criterion],
+        "labels": ["array-like", None],
+        "groups": [StrOptions({"intersectional", "marginal"})],
+        "bounds": [tuple, list],
+        "solver": [StrOptions(set(_SOLVERS))],
+    },
+    prefer_skip_nested_validation=True,
+)
 def project(
     proba,
     sensitive_features,
