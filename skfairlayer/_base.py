@@ -244,7 +244,8 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
 
     def _fitted_stream(self):
         """The fitted stream (raises, saying why, when the problem cannot stream)."""
-        check_is_fitted(self)
+        if "layer_" not in self.__dict__:  # the full check only when it would fail (hot path)
+            check_is_fitted(self)
         state = getattr(self, "stream_", None)
         if state is None:
             raise ValueError(
