@@ -11,6 +11,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import assert_all_finite, column_or_1d
 
 from ._base import FairnessLayerBase
+from ._decisions import smallest_nontrivial_tolerance
 from ._sklearn_compat import HasMethods, Interval, StrOptions, _fit_context
 from ._validation import check_scores
 from ._criteria import SMALL_GROUP_SIZE
@@ -364,19 +365,17 @@ default=None
         return self
 
     def _warn_trivial_decisions(self):
-        """Warn when the tolerance admits only all-or-nothing parity decisions."""
-        rows = self.layer_.smallest_uniform_group
-        if self.decision != "parity" or rows is None or len(self.classes_) != 2:
+        """Warn when the tolerance admits only all-or-nothing parity decisions on the fit set."""
+        sizes = self.layer_.uniform_group_sizes
+        if self.decision != "parity" or sizes is None or not self.layer_.constant_decisions:
             return
-        smallest = 1.0 / rows
-        if float(self.tolerance) < smallest and self.layer_.thresholds is not None and (
-            np.all(self.layer_.thresholds >= 1.0) or np.all(self.layer_.thresholds <= 0.0)
-        ):
+        smallest = smallest_nontrivial_tolerance(sizes)
+        if float(self.tolerance) < smallest:
             warnings.warn(
                 f"tolerance={self.tolerance!r} admits only trivial parity decisions on the fit "
-                "set (every group selected at exactly the same rate, which with these group "
-                "sizes means nobody or everybody). Use a tolerance of at least about "
-                f"{smallest:.3g} (1 / the smallest group size) for useful decisions.",
+                "set (with these group sizes, equal selection rates within the tolerance "
+                "exist only for nobody or everybody selected). Use a tolerance of at least "
+                f"about {smallest:.3g} (set by the group sizes) for useful decisions.",
                 UserWarning,
                 stacklevel=3,
             )

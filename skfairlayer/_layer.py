@@ -145,6 +145,7 @@ class FittedLayer:
         self.coefficients = _coefficients(plugin_all, duals, self.group_sizes)
         self.n_families = len(plugin_all.families)
         decisions = np.asarray(decisions, dtype=int)
+        self.constant_decisions = bool(np.unique(decisions).size == 1)
         values = np.column_stack([1.0 - scores, scores]) if scores.ndim == 1 else scores
         if np.array_equal(decisions, np.argmax(values, axis=1)):  # the criterion does not bind
             self.decision_offsets = [np.zeros((g.n_groups, values.shape[1])) for g in groupings]
@@ -168,10 +169,12 @@ class FittedLayer:
         ]
 
     @property
-    def smallest_uniform_group(self):
-        """Rows of the smallest group of a uniform (demographic-parity) family at fit, or None."""
-        sizes = [s.min() for _, _, s, uniform in self._effective_sizes if uniform and s.size]
-        return float(min(sizes)) if sizes else None
+    def uniform_group_sizes(self):
+        """Binary demographic parity over one grouping: the fit set's group sizes (else None)."""
+        if self.n_classes != 2 or len(self._effective_sizes) != 1:
+            return None
+        _, _, sizes, uniform = self._effective_sizes[0]
+        return np.round(sizes).astype(np.int64) if uniform else None
 
     # ------------------------------------------------------------------ outputs
     def outputs(self, scores, groupings, *, inference="batch", tolerance=None, solver=None):

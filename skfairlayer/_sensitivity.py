@@ -1,7 +1,7 @@
 """Closed-form sensitivities (Jacobian products) of the fairness projection.
 
-At its solution ``P*`` the projection ``S -> P*`` is locally affine (``MATH.md``
-§2). When the constraints do not depend on the scores (demographic parity,
+At its solution ``P*`` the projection ``S -> P*`` is locally affine (user guide, "The
+layer and its Jacobian"). When the constraints do not depend on the scores (demographic parity,
 criteria with labels, custom rows with constant bounds) its Jacobian is the
 orthogonal projector ``J`` onto the directions that keep every active
 constraint active: outputs at a bound stay put, and on the free outputs the

@@ -580,10 +580,10 @@ def test_scorer_construction_errors(factory, kwargs, err_type, err_msg):
 @pytest.mark.parametrize(
     "spec, as_frame, err_msg",
     [
-        ("sex", True, r"column\(s\) \['sex'\] not found in X"),
-        ("group", False, "X must be a pandas DataFrame"),
-        (9, True, r"index\(es\) \[9\] out of range"),
-        (9, False, r"index\(es\) \[9\] out of range"),
+        ("sex", True, r"column 'sex' not found in X"),
+        ("group", False, "without column names.*give column positions"),
+        (9, True, r"position\(s\) \[9\] out of range"),
+        (9, False, r"position\(s\) \[9\] out of range"),
     ],
 )
 def test_scorer_call_errors(frame_data, spec, as_frame, err_msg):
