@@ -1,6 +1,6 @@
 """Serving a network row by row with a pooled parity certificate (streaming layer).
 
-The pooled primal-dual of user guide (docs/user_guide/streaming.rst) on
+The pooled primal-dual of the user guide's streaming page on
 tensors: per group two duals move by the *increment* of the pooled constraint
 ``V_g = N_g (m_g - m - eps / 2)`` (and its mirror), so that at every moment
 ``m_g - m <= eps / 2 + lambda_g / (step N_g)``: a certificate on the pooled gap of
