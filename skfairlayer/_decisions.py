@@ -251,20 +251,10 @@ def parity_decisions(scores, codes, n_groups, tolerance):
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be a non-negative number. Got {tolerance!r} instead.")
     n = scores.shape[0]
-    # Rows sorted by group, then by decreasing score (stable: ties by position).
-    order = np.lexsort((np.arange(n), -scores, codes))
     sizes = np.bincount(codes, minlength=n_groups)
     if np.any(sizes == 0):
         raise ValueError("parity_decisions needs every group to be present in the batch.")
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    gain = 2.0 * scores[order] - 1.0
-    # prefix[g][c] = sum of the c largest gains of group g (concave in c).
-    prefix = [
-        np.concatenate([[0.0], np.cumsum(gain[starts[g] : starts[g + 1]])])
-        for g in range(n_groups)
-    ]
-    free = np.array([np.count_nonzero(scores[codes == g] > 0.5) for g in range(n_groups)])
-
+    free = np.bincount(codes, weights=scores > 0.5, minlength=n_groups).astype(np.int64)
     rates0 = free / sizes
     if tolerance * sizes.min() >= 1:
         # Every level admits an integer count in every group, so the objective rises
@@ -275,21 +265,26 @@ def parity_decisions(scores, codes, n_groups, tolerance):
     else:  # some levels admit no count in a small group: search them all
         lo, hi = 0.0, 1.0
     level_num, level_den = _candidate_levels(sizes, tolerance, lo, hi)
+    # Counts each group can take at a candidate level: only their window is sorted.
+    window = np.column_stack([free, free])
+    for start in range(0, level_num.size, _CHUNK):
+        chosen, _ = _level_counts(level_num[start : start + _CHUNK],
+                                  level_den[start : start + _CHUNK], sizes, free, tolerance)
+        window[:, 0] = np.minimum(window[:, 0], chosen.min(axis=1))
+        window[:, 1] = np.maximum(window[:, 1], chosen.max(axis=1))
+    ranked = [
+        _RankedWindow(scores, rows, int(a), int(b))
+        for rows, (a, b) in zip(_group_rows(codes, n_groups, sizes), window, strict=True)
+    ]
 
     best_val, best_counts = -np.inf, None
     for start in range(0, level_num.size, _CHUNK):
-        num = level_num[start : start + _CHUNK]
-        den = level_den[start : start + _CHUNK]
-        total = np.zeros(num.size)
-        feasible = np.ones(num.size, dtype=bool)
-        chosen = np.empty((n_groups, num.size), dtype=np.intp)
+        chosen, feasible = _level_counts(level_num[start : start + _CHUNK],
+                                         level_den[start : start + _CHUNK], sizes, free,
+                                         tolerance)
+        total = np.zeros(chosen.shape[1])
         for g in range(n_groups):
-            c_lo, c_hi = _count_ranges(num, den, int(sizes[g]), tolerance)
-            c_lo, c_hi = np.maximum(c_lo, 0), np.minimum(c_hi, sizes[g])
-            feasible &= c_lo <= c_hi
-            c = np.clip(free[g], c_lo, np.maximum(c_lo, c_hi))
-            chosen[g] = c
-            total += prefix[g][np.clip(c, 0, sizes[g])]
+            total += ranked[g].prefix(chosen[g])
         total[~feasible] = -np.inf
         j = int(np.argmax(total))
         if total[j] > best_val:
@@ -297,13 +292,85 @@ def parity_decisions(scores, codes, n_groups, tolerance):
 
     decisions = np.zeros(n, dtype=int)
     thresholds = np.empty(n_groups)
-    sorted_scores = scores[order]
     for g in range(n_groups):
-        a, c = starts[g], best_counts[g]
-        decisions[order[a : a + c]] = 1
-        group_scores = sorted_scores[a : starts[g + 1]]
-        thresholds[g] = _threshold_between(group_scores, c)
+        decisions[ranked[g].selected(best_counts[g])] = 1
+        thresholds[g] = ranked[g].threshold(best_counts[g])
     return ParityDecisions(decisions, best_counts, sizes, thresholds, tolerance)
+
+
+def _level_counts(num, den, sizes, free, tolerance):
+    """Per group and level ``num / den``: the count closest to ``free`` in its range."""
+    chosen = np.empty((sizes.size, num.size), dtype=np.int64)
+    feasible = np.ones(num.size, dtype=bool)
+    for g, n_g in enumerate(sizes.tolist()):
+        c_lo, c_hi = _count_ranges(num, den, n_g, tolerance)
+        c_lo, c_hi = np.maximum(c_lo, 0), np.minimum(c_hi, n_g)
+        feasible &= c_lo <= c_hi
+        chosen[g] = np.clip(free[g], c_lo, np.maximum(c_lo, c_hi))
+    return chosen, feasible
+
+
+def _group_rows(codes, n_groups, sizes):
+    """Row indices of each group, in increasing position."""
+    if n_groups <= 4:
+        return [np.flatnonzero(codes == g) for g in range(n_groups)]
+    small = codes.astype(np.uint16 if n_groups < 1 << 16 else np.int64)
+    order = np.argsort(small, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    return [order[bounds[g] : bounds[g + 1]] for g in range(n_groups)]
+
+
+class _RankedWindow:
+    """One group's rows ranked by decreasing score (ties by position), sorted only where needed.
+
+    Counts in ``[a, b]`` are the only ones asked for: rows above the window are
+    selected by any of them, rows below by none, and the rows whose rank can
+    fall inside (with every row tied with them) are sorted.
+    """
+
+    def __init__(self, scores, rows, a, b):
+        v = scores[rows]
+        m = v.size
+        neg = np.partition(-v, sorted({min(a, m - 1), max(b - 1, 0)}))
+        hi_val = -neg[a] if a < m else -np.inf
+        lo_val = -neg[b - 1] if b >= 1 else np.inf
+        top = v > hi_val
+        inside = (v >= lo_val) & (v <= hi_val)
+        self.rows, self.v, self.m, self.top = rows, v, m, top
+        self.p = int(np.count_nonzero(top))
+        win = np.flatnonzero(inside)
+        win = win[np.lexsort((win, -v[win]))]  # decreasing score, ties by position
+        self.win_rows, self.win_scores = rows[win], v[win]
+        gains = 2.0 * self.win_scores - 1.0
+        top_gain = 2.0 * float(np.add.reduce(v, where=top)) - self.p
+        self.prefix_win = top_gain + np.concatenate([[0.0], np.cumsum(gains)])
+        self.top_min = float(np.min(v, where=top, initial=np.inf))
+        self.below_max = float(np.max(v, where=v < lo_val, initial=-np.inf))
+
+    def prefix(self, c):
+        """Sum of the ``c`` largest gains ``2 s - 1`` (``c`` within the window)."""
+        return self.prefix_win[c - self.p]
+
+    def selected(self, c):
+        """Rows of the ``c`` highest scores."""
+        return np.concatenate([self.rows[self.top], self.win_rows[: c - self.p]])
+
+    def _desc(self, r):
+        """The ``r``-th largest score (0-based), for ``r`` next to the window."""
+        if r < self.p:
+            return self.top_min if r == self.p - 1 else self.v.max()
+        if r < self.p + self.win_scores.size:
+            return self.win_scores[r - self.p]
+        return self.below_max
+
+    def threshold(self, c):
+        """A threshold selecting (``score >= threshold``) the ``c`` highest scores."""
+        if c == 0:
+            return np.nextafter(self.v.max(), np.inf)
+        if c == self.m:
+            return self.v.min()
+        last, first_out = self._desc(c - 1), self._desc(c)
+        return last if last == first_out else 0.5 * (last + first_out)
 
 
 def _threshold_between(desc_scores, c):

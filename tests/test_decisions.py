@@ -173,3 +173,28 @@ def test_smallest_nontrivial_tolerance_rejects_empty_groups():
     """Check non-positive group sizes raise a ValueError naming them."""
     with pytest.raises(ValueError, match="group_sizes must be positive"):
         smallest_nontrivial_tolerance([3, 0])
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_windowed_ranking_matches_a_full_sort(seed):
+    """Check that sorting only the count window gives the full sort's decisions, ties included."""
+    rng = np.random.default_rng(seed)
+    n, k = int(rng.integers(2, 400)), int(rng.integers(1, 8))
+    k = min(k, n)
+    codes = np.concatenate([np.arange(k), rng.integers(0, k, n - k)])
+    rng.shuffle(codes)
+    scores = np.round(rng.random(n), int(rng.integers(1, 3))) if seed % 2 else rng.beta(2, 3, n)
+    tol = float(rng.choice([0.0, 0.01, 0.05, 0.2, 1 / 3]))
+    res = parity_decisions(scores, codes, k, tol)
+    order = np.lexsort((np.arange(n), -scores, codes))  # the full sort: group, score, position
+    expected = np.zeros(n, dtype=int)
+    start = 0
+    for g in range(k):
+        size = int(np.sum(codes == g))
+        expected[order[start : start + res.counts[g]]] = 1
+        start += size
+    np.testing.assert_array_equal(res.decisions, expected)
+    if np.unique(scores).size == n:  # without ties the thresholds reproduce the decisions
+        np.testing.assert_array_equal(
+            res.decisions, (scores >= res.thresholds[codes]).astype(int)
+        )
