@@ -7,6 +7,7 @@ a group-parity criterion within a tolerance (Troxell, Montúfar and Roemer,
 
 from ._classifier import FairnessLayerClassifier
 from ._fine_tune import FineTuning
+from ._regressor import FairnessLayerRegressor
 from ._show_versions import show_versions
 from .constraints import Criterion, DemographicParity
 from .exceptions import InfeasibleProblemError, SmallGroupWarning, SolverError, UnseenGroupError
@@ -18,6 +19,7 @@ __all__ = [
     "Criterion",
     "DemographicParity",
     "FairnessLayerClassifier",
+    "FairnessLayerRegressor",
     "FineTuning",
     "InfeasibleProblemError",
     "ProjectionResult",

@@ -75,6 +75,10 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
         """Labels of the fit set as the criterion reads them (class indices)."""
         return None
 
+    def _make_layer(self):
+        """The (unfitted) layer: criterion, tolerance, solver and, for regressors, bounds."""
+        return FittedLayer(self.criterion, float(self.tolerance), solver=self.solver)
+
     # ------------------------------------------------------------ helpers
     def _base(self):
         return self._default_base() if self.estimator is None else self.estimator
@@ -137,7 +141,7 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
             )
         scores = self._layer_scores(base, base_X, y, base_params, fine_codes, sample_weight)
         labels = self._layer_labels(y)
-        self.layer_ = FittedLayer(self.criterion, float(self.tolerance), solver=self.solver)
+        self.layer_ = self._make_layer()
         self.layer_.fit(scores, groupings, labels)
         self._warn_small_groups(self.layer_.fit_problem)
         self.fit_gap_ = self.layer_.fit_gap
