@@ -187,11 +187,12 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
             if cv < 2:  # a class with a single row: no out-of-fold scores possible
                 return self._scores(self.estimator_, base_X)
         splitter = check_cv(cv, y, classifier=hasattr(self, "classes_"))
+        base_X = _indexable(base_X)
         scores = None
         tuning = self._fine_tuning()
         for train, test in splitter.split(base_X, y):
             fold_params = {
-                k: _safe_indexing(v, train) if _num_samples_or_none(v) == len(y) else v
+                k: _safe_indexing(_indexable(v), train) if _num_samples_or_none(v) == len(y) else v
                 for k, v in params.items()
             }
             est = clone(base).fit(_safe_indexing(base_X, train), y[train], **fold_params)
@@ -436,6 +437,15 @@ def _column_hint(exc, columns):
             "drop them from its input."
         )
     return None
+
+
+def _indexable(value):
+    """``value`` in a form ``_safe_indexing`` can take rows of (e.g. a DIA sparse array)."""
+    if hasattr(value, "tocsr") and getattr(value, "format", "csr") not in ("csr", "csc"):
+        return value.tocsr()
+    if not hasattr(value, "__getitem__") and not hasattr(value, "iloc"):
+        return np.asarray(value)
+    return value
 
 
 def _num_samples_or_none(value):

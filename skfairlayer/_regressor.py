@@ -190,14 +190,18 @@ default="demographic_parity"
     def _check_target(self, y, n_samples):
         """A 1-D finite real target; sets the bounds and the standardisation."""
         y = column_or_1d(y, warn=True)
-        if y.dtype.kind not in "biuf":
-            raise ValueError(
-                f"The target of a regressor must be numeric. Got dtype {y.dtype} instead."
-            )
-        y = y.astype(np.float64)
-        assert_all_finite(y, input_name="y")
         if y.shape[0] != n_samples:
             raise ValueError(f"X has {n_samples} samples but y has {y.shape[0]}; they must match.")
+        if n_samples == 0:
+            raise ValueError("X and y are empty: at least one sample is required.")
+        try:
+            y = y.astype(np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(
+                "Unknown label type: the target of a regressor must be numeric. "
+                f"Got dtype {y.dtype} instead."
+            ) from None
+        assert_all_finite(y, input_name="y")
         self.bounds_ = _check_bounds(self.bounds, y)
         builtin = not isinstance(self.criterion, Criterion)
         scale = float(np.std(y)) if builtin else 1.0
