@@ -5,6 +5,7 @@ a group-parity criterion within a tolerance (Troxell, Montúfar and Roemer,
 "Differentiable Optimization Layers for Guaranteed Fairness in Deep Learning", ICML 2026).
 """
 
+from ._audit import audit_residuals
 from ._classifier import FairnessLayerClassifier
 from ._fine_tune import FineTuning
 from ._regressor import FairnessLayerRegressor
@@ -26,6 +27,7 @@ __all__ = [
     "SmallGroupWarning",
     "SolverError",
     "UnseenGroupError",
+    "audit_residuals",
     "project",
     "show_versions",
     "__version__",
