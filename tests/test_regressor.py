@@ -1,0 +1,208 @@
+"""FairnessLayerRegressor and audit_residuals: the guarantee, references, API."""
+
+import numpy as np
+import pytest
+from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import LinearRegression, Ridge
+from sklearn.metrics import r2_score
+from sklearn.model_selection import GridSearchCV
+from sklearn.tree import DecisionTreeRegressor
+
+from skfairlayer import FairnessLayerRegressor, audit_residuals, project
+from skfairlayer.exceptions import InfeasibleProblemError
+
+
+def _data(rng, n, k, n_attributes=1, scale=1.0):
+    attrs = rng.integers(0, k, size=(n, n_attributes))
+    X = np.c_[rng.normal(size=(n, 3)), attrs]
+    y = scale * (X[:, 0] - 0.5 * X[:, 1] + attrs.sum(axis=1) / k + 0.3 * rng.normal(size=n))
+    return X, y, attrs
+
+
+def _gaps(pred, attrs, groups):
+    if groups == "intersectional":
+        _, codes = np.unique(attrs, axis=0, return_inverse=True)
+        columns = [codes.ravel()]
+    else:
+        columns = list(attrs.T)
+    return [np.ptp([pred[c == g].mean() for g in np.unique(c)]) for c in columns]
+
+
+def _reference_unbounded_dp(s, codes, eps):
+    """Closed form: each group's mean moves to its nearest point of the best band [t, t + eps]."""
+    labels, codes = np.unique(codes, return_inverse=True)
+    n_g = np.bincount(codes).astype(float)
+    m = np.bincount(codes, weights=s) / n_g
+    # f(t) = sum n_g dist(m_g, [t, t + eps])^2 is convex piecewise quadratic in t.
+    points = np.sort(np.r_[m, m - eps])
+    best, best_t = np.inf, None
+    edges = np.r_[-np.inf, points, np.inf]
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        mid = lo + 1.0 if np.isinf(hi) else (hi - 1.0 if np.isinf(lo) else (lo + hi) / 2)
+        below = m < mid  # groups below the band pull t down: (t - m)^2
+        above = m > mid + eps
+        a = n_g[below].sum() + n_g[above].sum()
+        b = (n_g * m)[below].sum() + (n_g * (m - eps))[above].sum()
+        t = np.clip(b / a, lo, hi) if a > 0 else mid
+        f = (n_g * np.maximum(0, t - m) ** 2).sum() + (n_g * np.maximum(0, m - t - eps) ** 2).sum()
+        if f < best:
+            best, best_t = f, t
+    target = np.clip(m, best_t, best_t + eps)
+    return s - (m - target)[codes]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_guarantee_random_bounds_tolerances_groups(seed):
+    """Parity within tolerance (to 1e-9 relative) and bounds exactly, whatever the setting."""
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(2, 11))
+    n_attributes = int(rng.integers(1, 3))
+    groups = ["intersectional", "marginal"][seed % 2]
+    scale = float(10 ** rng.uniform(-2, 5))
+    X, y, attrs = _data(rng, 600, k, n_attributes, scale)
+    tol = float(rng.uniform(0, 0.2)) * scale
+    lo, hi = np.quantile(y, [rng.uniform(0, 0.3), rng.uniform(0.7, 1)])
+    for bounds in [None, "target", (float(lo), float(hi)), (float(lo), np.inf)]:
+        for inference in ["batch", "fitted"]:
+            reg = FairnessLayerRegressor(
+                tolerance=tol, bounds=bounds, sensitive_features=list(range(3, 3 + n_attributes)),
+                groups=groups, inference=inference, min_group_size=None, cv=3,
+            ).fit(X, y)
+            pred = reg.predict(X[:400])
+            low, high = reg.bounds_
+            assert pred.min() >= low and pred.max() <= high
+            if inference == "batch":
+                for gap in _gaps(pred, attrs[:400], groups):
+                    assert gap <= tol + 1e-9 * np.std(y)
+
+
+def test_unbounded_dp_matches_closed_form():
+    """Without bounds the layer is one shift per group: agrees with the closed form to 1e-12."""
+    rng = np.random.default_rng(1)
+    for k in range(2, 11):
+        X, y, attrs = _data(rng, 800, k)
+        eps = float(rng.uniform(0, 0.3))
+        reg = FairnessLayerRegressor(tolerance=eps, sensitive_features=3, cv=None).fit(X, y)
+        base = reg.estimator_.predict(X)
+        ref = _reference_unbounded_dp(base, attrs[:, 0], eps)
+        np.testing.assert_allclose(reg.predict(X), ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+
+
+def test_bounded_dp_matches_general_solver():
+    """With bounds, the exact solver and OSQP agree (reference to 1e-7 of the scale)."""
+    rng = np.random.default_rng(2)
+    X, y, attrs = _data(rng, 500, 4, scale=1000.0)
+    kw = {"tolerance": 20.0, "bounds": (-500.0, 800.0), "sensitive_features": 3, "cv": None}
+    exact = FairnessLayerRegressor(solver="exact", **kw).fit(X, y).predict(X)
+    general = FairnessLayerRegressor(solver="osqp", **kw).fit(X, y).predict(X)
+    np.testing.assert_allclose(exact, general, atol=1e-7 * np.std(y))
+
+
+def test_project_infinite_bounds_exact():
+    """project() with infinite (or huge) bounds uses the exact solver; same answer as OSQP."""
+    rng = np.random.default_rng(3)
+    s = rng.normal(size=300) * 5 + 3 * rng.integers(0, 3, 300)
+    g = rng.integers(0, 3, 300)
+    ref = _reference_unbounded_dp(s, g, 0.2)
+    for bounds in [(-np.inf, np.inf), (-1e300, 1e300)]:
+        result = project(s, g, tolerance=0.2, bounds=bounds)
+        assert result.solver == "exact"
+        np.testing.assert_allclose(result.proba, ref, atol=1e-12 * np.abs(ref).max())
+
+
+def test_mean_residual_fit_and_plug_in():
+    """Mean residual: labels at fit; at inference the plug-in keeps the base predictions."""
+    rng = np.random.default_rng(4)
+    X, y, attrs = _data(rng, 600, 3, n_attributes=2)
+    for groups in ["intersectional", "marginal"]:
+        reg = FairnessLayerRegressor(
+            tolerance=0.01, criterion="mean_residual", sensitive_features=[3, 4], groups=groups,
+        ).fit(X, y)
+        np.testing.assert_allclose(reg.predict(X), reg.estimator_.predict(X), atol=1e-9)
+        problem = reg.layer_.fit_problem
+        assert problem.rows is not None and problem.rows.lower.size >= 3
+
+
+def test_mean_residual_infeasible_bounds_raise():
+    rng = np.random.default_rng(5)
+    X, y, _ = _data(rng, 300, 2)
+    reg = FairnessLayerRegressor(
+        tolerance=0.0, criterion="mean_residual", bounds=(y.max() + 1, y.max() + 2),
+        sensitive_features=3,
+    )
+    with pytest.raises(InfeasibleProblemError):
+        reg.fit(X, y)
+
+
+@pytest.mark.parametrize("groups", ["intersectional", "marginal"])
+def test_audit_residuals_guarantee(groups):
+    rng = np.random.default_rng(6)
+    n = 900
+    attrs = np.c_[rng.choice(["F", "M"], n), rng.choice(["a", "b", "c"], n)]
+    y = 50_000 + 10_000 * rng.normal(size=n)
+    pred = y + 2_000 * (attrs[:, 0] == "F") + 3_000 * rng.normal(size=n)
+    for bounds in [None, (0.0, 120_000.0)]:
+        audit = audit_residuals(
+            y, pred, sensitive_features=attrs, tolerance=100.0, groups=groups, bounds=bounds
+        )
+        for row in audit.table:
+            assert abs(row["residual_after"]) <= 100.0 + 1e-9 * np.std(y)
+        if bounds is not None:
+            assert audit.adjusted.min() >= 0 and audit.adjusted.max() <= 120_000
+        assert "resid before" in repr(audit)
+        assert audit.n_moved == sum(r["n_moved"] for r in audit.table[: 6 if groups == "intersectional" else 2])
+
+
+def test_audit_unbounded_intersectional_is_a_clipped_shift():
+    rng = np.random.default_rng(7)
+    y = rng.normal(size=400) * 10
+    g = rng.integers(0, 4, 400)
+    pred = y + g + rng.normal(size=400)
+    audit = audit_residuals(y, pred, sensitive_features=g, tolerance=0.25)
+    for k in range(4):
+        r = (y - pred)[g == k].mean()
+        shift = r - np.clip(r, -0.25, 0.25)  # residual moves onto the band
+        np.testing.assert_allclose(audit.adjusted[g == k] - pred[g == k], shift, atol=1e-11)
+
+
+def test_score_is_r2_of_predict_and_search_works():
+    rng = np.random.default_rng(8)
+    X, y, _ = _data(rng, 400, 3)
+    reg = FairnessLayerRegressor(Ridge(), tolerance=0.05, sensitive_features=3).fit(X, y)
+    assert reg.score(X, y) == pytest.approx(r2_score(y, reg.predict(X)))
+    search = GridSearchCV(reg, {"estimator__alpha": [0.1, 10.0]}, cv=3).fit(X, y)
+    assert np.isfinite(search.best_score_)
+
+
+def test_bases_frozen_tree_and_dataframe():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(9)
+    X, y, attrs = _data(rng, 300, 2)
+    frame = pd.DataFrame(X[:, :3], columns=["a", "b", "c"]).assign(sex=attrs[:, 0].astype(str))
+    reg = FairnessLayerRegressor(
+        DecisionTreeRegressor(max_depth=3), tolerance=0.02, sensitive_features="sex",
+        sensitive_as_feature=False,
+    ).fit(frame, y)
+    pred = reg.predict(frame)
+    assert _gaps(pred, attrs, "intersectional")[0] <= 0.02 + 1e-9
+    base = LinearRegression().fit(X[:, :3], y)
+    frozen = FairnessLayerRegressor(
+        FrozenEstimator(base), tolerance=0.0, sensitive_features=3, sensitive_as_feature=False
+    ).fit(X, y)
+    assert frozen.estimator_ is not None
+    assert _gaps(frozen.predict(X), attrs, "intersectional")[0] <= 1e-9 * np.std(y)
+
+
+def test_parameter_errors():
+    rng = np.random.default_rng(10)
+    X, y, _ = _data(rng, 100, 2)
+    with pytest.raises(ValueError, match="lower <= upper"):
+        FairnessLayerRegressor(bounds=(1.0, 0.0), sensitive_features=3).fit(X, y)
+    with pytest.raises(ValueError, match="bounds must be"):
+        FairnessLayerRegressor(bounds=("a", "b"), sensitive_features=3).fit(X, y)
+    with pytest.raises(ValueError, match="criterion"):
+        FairnessLayerRegressor(criterion="equalized_odds", sensitive_features=3).fit(X, y)
+    with pytest.raises(ValueError, match="Unknown label type"):
+        FairnessLayerRegressor(sensitive_features=3).fit(X, np.array(["a"] * 100, dtype=object))
+    reg = FairnessLayerRegressor(Ridge(), sensitive_features=3).fit(X, y)
+    assert reg.bounds_ == (-np.inf, np.inf)
