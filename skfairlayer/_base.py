@@ -148,10 +148,12 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
         self._fast_index = self._encoder.index()
         self.stream_ = None
         if self._stream_unsupported() is None:
-            self.stream_ = layer_stream(
-                self.layer_, scores, groupings, self.groups_, self._stream_config()
-            )
+            self.stream_ = self._start_stream(scores, groupings)
         return self
+
+    def _start_stream(self, scores, groupings):
+        """The stream started from the fitted layer (a front end may change units)."""
+        return layer_stream(self.layer_, scores, groupings, self.groups_, self._stream_config())
 
     def _set_fitted_base(self):
         """Copy what the front end needs from the fitted base (e.g. ``classes_``)."""

@@ -1,5 +1,7 @@
 """FairnessLayerRegressor: a regressor with a parity projection on its predictions."""
 
+import dataclasses
+
 import numpy as np
 from sklearn.base import RegressorMixin
 from sklearn.linear_model import Ridge
@@ -10,6 +12,7 @@ from ._base import FairnessLayerBase
 from ._layer import FittedLayer
 from ._regression_criteria import TargetMeanResidual
 from ._sklearn_compat import HasMethods, StrOptions, _fit_context
+from ._stream_start import layer_stream, stream_unsupported
 from ._validation import check_scores
 from .constraints import SMALL_GROUP_SIZE, Criterion, make_criterion
 
@@ -319,14 +322,49 @@ default=None
         )
 
     # ------------------------------------------------------------ streaming
+    def _unit_box(self):
+        """``(lower, width)`` of the bounds in the layer's units: the stream serves in [0, 1]."""
+        lower, upper = (float(b) for b in (self.layer_.lower, self.layer_.upper))
+        return lower, upper - lower
+
     def _stream_unsupported(self):
-        return (
-            "streaming (partial_predict) is not implemented for FairnessLayerRegressor yet: "
-            "the stream engines serve outputs in [0, 1]. Use predict on batches instead."
+        if not all(np.isfinite(self.bounds_)) or self.bounds_[0] == self.bounds_[1]:
+            return (
+                "partial_predict needs finite bounds of positive width (bounds='target' or a "
+                "pair): the pooled certificate budgets each served row's effect on its group's "
+                "pooled mean by the width of the output range, which is infinite without "
+                f"bounds. Got bounds={self.bounds!r} instead; use predict on batches, or set "
+                "bounds."
+            )
+        if isinstance(self.criterion, Criterion):
+            return "A custom Criterion has no streaming form: use predict on batches."
+        return stream_unsupported(
+            self.criterion, 2, len(self.layer_.group_sizes), self.stream_algorithm
+        )
+
+    def _stream_config(self):
+        algorithm, tolerance, step, threshold = super()._stream_config()
+        width = (self.bounds_[1] - self.bounds_[0]) if all(np.isfinite(self.bounds_)) else 1.0
+        return (algorithm, tolerance / width, step, threshold)
+
+    def _start_stream(self, scores, groupings):
+        lower, width = self._unit_box()
+        unit = _UnitLayer(self.layer_, self.criterion, width)
+        return layer_stream(
+            unit, (scores - lower) / width, groupings, self.groups_, self._stream_config()
         )
 
     def partial_predict(self, X, *, sensitive_features=None):
         """Serve predictions to a stream: pooled group means within the certificate.
+
+        Demographic parity (intersectional or marginal groups) and the plug-in
+        mean residual, with finite ``bounds``: the stream engines of
+        :class:`FairnessLayerClassifier` run on the predictions mapped
+        affinely onto ``[0, 1]`` (``bounds_`` to ``[0, 1]``), so the pooled gap
+        of everything served since :meth:`fit` or :meth:`reset_stream` stays
+        within the certificate of :meth:`stream_report` at every row, whatever
+        the batch size. Unbounded predictions raise a ``ValueError`` saying why
+        (the certificate needs a bounded effect of each row).
 
         Parameters
         ----------
@@ -339,9 +377,76 @@ default=None
         Returns
         -------
         y_pred : ndarray of shape (n_samples,)
-            Served predictions.
+            Served predictions, within ``bounds_``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skfairlayer import FairnessLayerRegressor
+        >>> rng = np.random.default_rng(0)
+        >>> group = rng.integers(0, 2, 3000)
+        >>> X = np.c_[rng.normal(size=3000), group]
+        >>> y = 10 * X[:, 0] + 5 * group + rng.normal(size=3000)
+        >>> reg = FairnessLayerRegressor(tolerance=0.5, bounds="target", sensitive_features=1)
+        >>> reg = reg.fit(X[:1000], y[:1000])
+        >>> served = np.concatenate([reg.partial_predict(X[i : i + 8]) for i in range(1000, 3000, 8)])
+        >>> report = reg.stream_report()
+        >>> bool(report.gap <= report.certificate), float(report.tolerance)
+        (True, 0.5)
         """
-        return self._unscale(self._serve("proba", X, sensitive_features))
+        state = self._stream()
+        scores, codes = self._stream_inputs(X, sensitive_features)
+        lower, width = self._unit_box()
+        served = state.serve("proba", (scores - lower) / width, codes)
+        return self._unscale(lower + width * served)
+
+    def stream_report(self, output="proba"):
+        """Live report of the stream, in the target's units.
+
+        Parameters
+        ----------
+        output : {"proba"}, default="proba"
+            The stream of served predictions (the only one of a regressor).
+
+        Returns
+        -------
+        report : StreamReport
+            Per-group ``counts`` and pooled ``means``, the pooled ``gap``, the
+            ``certificate`` (an upper bound on the gap, valid now), ``tolerance``
+            and ``shifts`` in the target's units; ``duals`` in the stream's own
+            units (outputs mapped onto [0, 1]).
+        """
+        if output != "proba":
+            raise ValueError(f"A regressor serves one stream, output='proba'. Got {output!r}.")
+        report = self._stream().report("proba")
+        lower, span = self.bounds_[0], self.bounds_[1] - self.bounds_[0]
+
+        def rescale(value, offset=0.0):  # marginal groups: one array per attribute
+            if isinstance(value, list | tuple):
+                return [rescale(v, offset) for v in value]
+            return None if value is None else offset + span * np.asarray(value)
+
+        return dataclasses.replace(
+            report, means=rescale(report.means, lower), gap=span * report.gap,
+            tolerance=span * report.tolerance, certificate=span * report.certificate,
+            shifts=rescale(report.shifts),
+        )
+
+
+class _UnitLayer:
+    """The fitted layer seen from the stream: outputs mapped from the bounds onto [0, 1]."""
+
+    n_classes = 2
+
+    def __init__(self, layer, criterion, width):
+        self._layer = layer
+        self.criterion = criterion  # the named criterion: the stream engines know it
+        self.group_sizes = layer.group_sizes
+        self.coefficients = [c / width for c in layer.coefficients]
+        self.decision_offsets = [np.zeros((k, 2)) for k in layer.group_sizes]
+
+    def problem(self, scores, groupings, labels=None, *, keep_trivial=False):
+        return self._layer.problem(scores, groupings, labels, keep_trivial=keep_trivial)
 
 
 def _check_bounds(bounds, y):

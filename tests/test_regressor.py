@@ -206,3 +206,35 @@ def test_parameter_errors():
         FairnessLayerRegressor(sensitive_features=3).fit(X, np.array(["a"] * 100, dtype=object))
     reg = FairnessLayerRegressor(Ridge(), sensitive_features=3).fit(X, y)
     assert reg.bounds_ == (-np.inf, np.inf)
+
+
+@pytest.mark.parametrize("groups", ["intersectional", "marginal"])
+def test_stream_certificate_holds_at_every_row(groups):
+    """Pooled gap of everything served within the certificate, bounds exact, any batch size."""
+    rng = np.random.default_rng(11)
+    X, y, attrs = _data(rng, 2200, 3, n_attributes=2, scale=1000.0)
+    reg = FairnessLayerRegressor(
+        tolerance=20.0, bounds="target", groups=groups, sensitive_features=[3, 4],
+    ).fit(X[:800], y[:800])
+    served = []
+    i = 800
+    for size in [1] * 200 + [7] * 100 + [50] * 10:
+        served.append(reg.partial_predict(X[i : i + size]))
+        i += size
+        report = reg.stream_report()
+        assert report.gap <= report.certificate + 1e-9 * np.std(y)
+    out = np.concatenate(served)
+    assert out.min() >= reg.bounds_[0] and out.max() <= reg.bounds_[1]
+    pooled = max(_gaps(out, attrs[800:i], groups))
+    assert pooled == pytest.approx(reg.stream_report().gap, rel=1e-9, abs=1e-9)
+    reg.reset_stream()
+    assert reg.stream_report().n_served == 0
+
+
+def test_stream_unbounded_raises_with_reason():
+    rng = np.random.default_rng(12)
+    X, y, _ = _data(rng, 200, 2)
+    reg = FairnessLayerRegressor(tolerance=0.1, sensitive_features=3).fit(X, y)
+    assert reg.stream_ is None
+    with pytest.raises(ValueError, match="finite bounds"):
+        reg.partial_predict(X[:2])
