@@ -238,3 +238,58 @@ def test_stream_unbounded_raises_with_reason():
     assert reg.stream_ is None
     with pytest.raises(ValueError, match="finite bounds"):
         reg.partial_predict(X[:2])
+
+
+def test_regression_metrics_against_scipy_and_definitions():
+    from scipy import stats
+
+    from skfairlayer.metrics import (
+        group_error_ratio,
+        ks_distance,
+        mean_difference,
+        residual_difference,
+        wasserstein_distance,
+    )
+
+    rng = np.random.default_rng(13)
+    parts = [rng.normal(size=300), rng.normal(size=200) + 0.5, rng.exponential(size=100)]
+    pred = np.concatenate(parts)
+    g = np.repeat([0, 1, 2], [300, 200, 100])
+    y = pred + rng.normal(size=600) + 0.3 * g
+    w = rng.uniform(size=600)
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    ks = max(stats.ks_2samp(parts[i], parts[j]).statistic for i, j in pairs)
+    assert ks_distance(None, pred, sensitive_features=g) == pytest.approx(ks, abs=1e-12)
+    w1 = max(
+        stats.wasserstein_distance(pred[g == i], pred[g == j], w[g == i], w[g == j])
+        for i, j in pairs
+    )
+    value = wasserstein_distance(None, pred, sensitive_features=g, sample_weight=w)
+    assert value == pytest.approx(w1, rel=1e-10)
+    means = [np.average(pred[g == k], weights=w[g == k]) for k in range(3)]
+    assert mean_difference(y, pred, sensitive_features=g, sample_weight=w) == pytest.approx(
+        np.ptp(means)
+    )
+    resid = [np.mean((y - pred)[g == k]) for k in range(3)]
+    assert residual_difference(y, pred, sensitive_features=g) == pytest.approx(np.ptp(resid))
+    mse = [np.mean(((y - pred) ** 2)[g == k]) for k in range(3)]
+    assert group_error_ratio(y, pred, sensitive_features=g) == pytest.approx(max(mse) / min(mse))
+    with pytest.raises(ValueError, match="error must be"):
+        group_error_ratio(y, pred, sensitive_features=g, error="rmse")
+
+
+def test_parity_scorer_on_the_regressor():
+    from sklearn.model_selection import cross_validate
+
+    from skfairlayer.metrics import make_parity_scorer
+
+    rng = np.random.default_rng(14)
+    X, y, _ = _data(rng, 600, 3)
+    reg = FairnessLayerRegressor(Ridge(), tolerance=0.05, sensitive_features=3)
+    scores = cross_validate(
+        reg, X, y, cv=3,
+        scoring={"r2": "r2", "gap": make_parity_scorer(3, metric="mean_difference"),
+                 "resid": make_parity_scorer(3, metric="residual_difference")},
+    )
+    assert np.all(-scores["test_gap"] <= 0.05 + 1e-9)
+    assert np.all(np.isfinite(scores["test_resid"]))
