@@ -6,6 +6,7 @@ a group-parity criterion within a tolerance (Troxell, Montúfar and Roemer,
 """
 
 from ._audit import audit_residuals
+from ._barycenter import barycenter_projection
 from ._classifier import FairnessLayerClassifier
 from ._fine_tune import FineTuning
 from ._regressor import FairnessLayerRegressor
@@ -28,6 +29,7 @@ __all__ = [
     "SolverError",
     "UnseenGroupError",
     "audit_residuals",
+    "barycenter_projection",
     "project",
     "show_versions",
     "__version__",

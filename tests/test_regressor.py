@@ -293,3 +293,45 @@ def test_parity_scorer_on_the_regressor():
     )
     assert np.all(-scores["test_gap"] <= 0.05 + 1e-9)
     assert np.all(np.isfinite(scores["test_resid"]))
+
+
+def test_barycenter_projection_properties():
+    from skfairlayer import barycenter_projection
+    from skfairlayer.metrics import ks_distance, mean_difference
+
+    rng = np.random.default_rng(15)
+    for k in [2, 5]:
+        g = np.repeat(np.arange(k), 400)  # equal sizes: the barycenter map is exact
+        s = rng.normal(size=g.size) * (1 + g) + g
+        full = barycenter_projection(s, g)
+        assert ks_distance(None, full, sensitive_features=g) == 0.0
+        assert mean_difference(None, full, sensitive_features=g) <= 1e-12 * np.abs(s).max()
+        for kk in range(k):  # order within a group is kept
+            rows = g == kk
+            assert np.all(np.diff(full[rows][np.argsort(s[rows])]) >= 0)
+        half = barycenter_projection(s, g, alpha=0.5)
+        np.testing.assert_allclose(half, 0.5 * s + 0.5 * full, atol=1e-12)
+        np.testing.assert_array_equal(barycenter_projection(s, g, alpha=0.0), s)
+    # At the barycenter's mean gap, the layer moves the outputs no more (MATH.md section 5).
+    g = rng.integers(0, 3, 3000)
+    s = rng.normal(size=3000) * (1 + g) + g
+    bary = barycenter_projection(s, g, alpha=0.6)
+    gap = mean_difference(None, bary, sensitive_features=g)
+    layer = project(s, g, tolerance=gap, bounds=(-np.inf, np.inf)).proba
+    assert np.sum((layer - s) ** 2) <= np.sum((bary - s) ** 2)
+    with pytest.raises(ValueError, match="alpha"):
+        barycenter_projection(s, g, alpha=1.5)
+
+
+def test_make_paper_regression_factors():
+    from skfairlayer.datasets import make_paper_regression
+
+    X, y, g = make_paper_regression(2000, 4, n_groups=4, group_proportions=[0.1, 0.2, 0.3, 0.4],
+                                    predictive_power=0.9, random_state=0)
+    assert X.shape == (2000, 4) and set(np.unique(g)) == {0, 1, 2, 3}
+    assert r2_score(y, LinearRegression().fit(np.c_[X, g], y).predict(np.c_[X, g])) > 0.8
+    _, yb, _ = make_paper_regression(500, 3, output_box=(0.0, 1.0), linear=False, noise="heavy",
+                                     random_state=1)
+    assert yb.min() >= 0.0 and yb.max() <= 1.0
+    with pytest.raises(ValueError, match="predictive_power"):
+        make_paper_regression(10, predictive_power=0.0)
