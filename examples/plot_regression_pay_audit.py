@@ -1,7 +1,7 @@
 """
-==========================================================
+===========================================================
 A pay-style audit: mean residual parity over two attributes
-==========================================================
+===========================================================
 
 An employer audits a pay model: does it over- or under-predict some groups on
 average? :func:`~skfairlayer.audit_residuals` projects the model's predictions
