@@ -9,6 +9,7 @@ from sklearn.metrics import r2_score
 from sklearn.utils.validation import assert_all_finite, column_or_1d
 
 from ._base import FairnessLayerBase
+from ._fine_tune import fine_tune_regressor
 from ._layer import FittedLayer
 from ._regression_criteria import TargetMeanResidual
 from ._sklearn_compat import HasMethods, StrOptions, _fit_context
@@ -93,6 +94,22 @@ default="demographic_parity"
     solver : {"auto", "exact", "osqp"}, default="auto"
         Projection solver; ``"auto"`` uses the exact solver (one parity family,
         any bounds) where it applies and OSQP otherwise.
+    fine_tune : bool or FineTuning, default=False
+        Whether to fine-tune the fitted base *through* the layer: starting
+        from the fitted base, minimise the mean squared error of the projected
+        predictions (in standardised units, plus the base's own penalty) by
+        minibatch Adam, back-propagating through the projection with its
+        closed-form Jacobian. Supported bases:
+        :class:`~sklearn.linear_model.Ridge`,
+        :class:`~sklearn.linear_model.LinearRegression`,
+        :class:`~sklearn.linear_model.SGDRegressor`,
+        :class:`~sklearn.neural_network.MLPRegressor`, one of these as the last
+        step of a :class:`~sklearn.pipeline.Pipeline` (earlier steps stay
+        fixed). ``FineTuning``'s ``margin`` and ``label_free`` do not apply.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the fine-tuning's validation split and batch shuffles.
+    verbose : int, default=0
+        When positive, fine-tuning logs one line per epoch.
     stream_algorithm : {"pooled", "paper"}, default="pooled"
         Algorithm of :meth:`partial_predict` (see its documentation).
     stream_step : float, default=None
@@ -112,6 +129,10 @@ default="demographic_parity"
         Largest gap between group means of the projected training predictions,
         in the target's units (0 for ``"mean_residual"``, whose rows are not
         a gap between groups).
+    fine_tune_history_ : dict or None
+        With ``fine_tune``, per epoch the projected training and validation
+        mean squared errors (standardised units) and the validation gap of the
+        base predictions; ``best_epoch``. ``None`` otherwise.
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -141,8 +162,7 @@ default="demographic_parity"
     """
 
     _parameter_constraints = {
-        **{k: v for k, v in FairnessLayerBase._parameter_constraints.items()
-           if k not in ("fine_tune", "random_state", "verbose")},
+        **FairnessLayerBase._parameter_constraints,
         "estimator": [None, HasMethods(["fit", "predict"])],
         "bounds": [None, StrOptions({"target"}), tuple, list],
         "criterion": [StrOptions(set(_CRITERIA)), Criterion],
@@ -162,6 +182,9 @@ default="demographic_parity"
         inference="batch",
         cv=5,
         solver="auto",
+        fine_tune=False,
+        random_state=None,
+        verbose=0,
         stream_algorithm="pooled",
         stream_step=None,
     ):
@@ -176,6 +199,9 @@ default="demographic_parity"
         self.inference = inference
         self.cv = cv
         self.solver = solver
+        self.fine_tune = fine_tune
+        self.random_state = random_state
+        self.verbose = verbose
         self.stream_algorithm = stream_algorithm
         self.stream_step = stream_step
 
@@ -183,8 +209,16 @@ default="demographic_parity"
     def _default_base(self):
         return Ridge()
 
-    def _fine_tuning(self):
-        return None
+    def _fine_tune(self, estimator, base_X, y, codes, sample_weight, tuning):
+        units = (self._center, self._scale, *self._layer_bounds())
+        return fine_tune_regressor(
+            estimator, base_X, y, codes, units=units, tolerance=float(self.tolerance) / self._scale,
+            criterion=self._layer_criterion(), solver=self.solver, sample_weight=sample_weight,
+            params=tuning.settings(), random_state=self.random_state, verbose=self.verbose,
+        )
+
+    def _layer_bounds(self):
+        return tuple((b - self._center) / self._scale for b in self.bounds_)
 
     def _check_base(self, base):
         if not hasattr(base, "predict"):
@@ -238,7 +272,7 @@ default="demographic_parity"
         return (np.asarray(y, dtype=np.float64) - self._center) / self._scale
 
     def _make_layer(self):
-        lower, upper = ((b - self._center) / self._scale for b in self.bounds_)
+        lower, upper = self._layer_bounds()
         return FittedLayer(
             self._layer_criterion(), float(self.tolerance) / self._scale, solver=self.solver,
             lower=lower, upper=upper, decisions=False,

@@ -1,7 +1,10 @@
 """FairnessLayerRegressor and audit_residuals: the guarantee, references, API."""
 
+import warnings
+
 import numpy as np
 import pytest
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.metrics import r2_score
@@ -335,3 +338,72 @@ def test_make_paper_regression_factors():
     assert yb.min() >= 0.0 and yb.max() <= 1.0
     with pytest.raises(ValueError, match="predictive_power"):
         make_paper_regression(10, predictive_power=0.0)
+
+
+@pytest.mark.parametrize("bounds", [(-np.inf, np.inf), (-0.5, 0.8)])
+@pytest.mark.parametrize("criterion", ["demographic_parity", "mean_residual"])
+def test_fine_tune_gradient_matches_finite_differences(bounds, criterion):
+    """The regression loss gradient through the layer and the base vs central differences."""
+    from sklearn.neural_network import MLPRegressor
+
+    from skfairlayer._differentiable import make_adapter
+    from skfairlayer._fine_tune import regression_batch_loss
+    from skfairlayer._regression_criteria import TargetMeanResidual
+
+    rng = np.random.default_rng(16)
+    X, y, attrs = _data(rng, 120, 3)
+    crit = TargetMeanResidual() if criterion == "mean_residual" else criterion
+    for model in [Ridge(alpha=0.1), MLPRegressor(hidden_layer_sizes=(5,), max_iter=30,
+                                                  random_state=0)]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # a few iterations suffice
+            model.fit(X[:, :3], y)
+        adapter = make_adapter(model)
+        center, scale = float(y.mean()), float(y.std())
+        units = (center, scale, *bounds)
+        ys = (y - center) / scale
+        kw = {"criterion": crit, "tolerance": 0.05, "solver": "auto", "units": units}
+        w = np.ones(y.size)
+        params = adapter.parameters()
+        _, _, grads = regression_batch_loss(adapter, X[:, :3], params, attrs[:, 0], ys, w,
+                                            gradient=True, **kw)
+        for j in range(len(params)):
+            direction = [np.zeros_like(p) for p in params]
+            direction[j] = rng.normal(size=params[j].shape)
+            h = 1e-6
+            plus = [p + h * d for p, d in zip(params, direction, strict=True)]
+            minus = [p - h * d for p, d in zip(params, direction, strict=True)]
+            fd = (regression_batch_loss(adapter, X[:, :3], plus, attrs[:, 0], ys, w, **kw)[0]
+                  - regression_batch_loss(adapter, X[:, :3], minus, attrs[:, 0], ys, w, **kw)[0])
+            analytic = float(np.sum(grads[j] * direction[j]))
+            assert analytic == pytest.approx(fd / (2 * h), rel=1e-4, abs=1e-7)
+
+
+def test_fine_tune_regressor_lowers_projected_loss():
+    from sklearn.linear_model import SGDRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from skfairlayer import FineTuning
+    from skfairlayer.datasets import make_paper_regression
+
+    X, y, g = make_paper_regression(1500, 5, n_groups=3, group_shift=2.0, predictive_power=0.9,
+                                    random_state=0)
+    X = np.c_[X, g]
+    for base in [Ridge(), make_pipeline(StandardScaler(), SGDRegressor(random_state=0))]:
+        reg = FairnessLayerRegressor(
+            base, tolerance=0.05, sensitive_features=5, sensitive_as_feature=False, cv=None,
+            fine_tune=FineTuning(max_epochs=10), random_state=0,
+        ).fit(X, 100 * y)
+        history = reg.fine_tune_history_
+        assert min(history["val_loss"][1:]) < history["val_loss"][0]
+        assert type(reg.estimator_) is type(base)
+        pred = reg.predict(X)
+        assert mean_gap(pred, g) <= 0.05 + 1e-9 * np.std(100 * y)
+    with pytest.raises(TypeError, match="differentiable"):
+        FairnessLayerRegressor(DecisionTreeRegressor(), sensitive_features=5,
+                               fine_tune=True).fit(X, y)
+
+
+def mean_gap(pred, g):
+    return np.ptp([pred[g == k].mean() for k in np.unique(g)])
