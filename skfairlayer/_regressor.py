@@ -9,7 +9,7 @@ from sklearn.metrics import r2_score
 from sklearn.utils.validation import assert_all_finite, column_or_1d
 
 from ._base import FairnessLayerBase
-from ._fine_tune import fine_tune_regressor
+from ._fine_tune_regression import fine_tune_regressor
 from ._layer import FittedLayer
 from ._regression_criteria import TargetMeanResidual
 from ._sklearn_compat import HasMethods, StrOptions, _fit_context

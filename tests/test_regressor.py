@@ -347,7 +347,7 @@ def test_fine_tune_gradient_matches_finite_differences(bounds, criterion):
     from sklearn.neural_network import MLPRegressor
 
     from skfairlayer._differentiable import make_adapter
-    from skfairlayer._fine_tune import regression_batch_loss
+    from skfairlayer._fine_tune_regression import regression_batch_loss
     from skfairlayer._regression_criteria import TargetMeanResidual
 
     rng = np.random.default_rng(16)
