@@ -52,8 +52,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from skfairlayer import FairnessLayerClassifier, project
-from skfairlayer._multiclass_decisions import affine_decisions
 from skfairlayer._criteria import build_problem
+from skfairlayer._multiclass_decisions import affine_decisions
 
 
 def load(sensitive):

@@ -38,9 +38,9 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from skfairlayer._criteria import AffineRows, DemographicParity, ProjectionProblem
 from skfairlayer._solvers._exact import solve_sorted
 from skfairlayer._solvers._osqp import OSQPBackend, solve_osqp
-from skfairlayer._criteria import AffineRows, DemographicParity, ProjectionProblem
 
 
 def _median(fn, repeat):

@@ -54,9 +54,9 @@ import tracemalloc
 import numpy as np
 
 from skfairlayer import project
+from skfairlayer._criteria import GroupStatistics, ProjectionProblem
 from skfairlayer._sensitivity import Linearization
 from skfairlayer._solvers._exact import GroupLayout, solve_exact, solve_sorted
-from skfairlayer._criteria import GroupStatistics, ProjectionProblem
 
 TOLERANCE = 0.01
 #: Consecutive timed calls of one method within a round.

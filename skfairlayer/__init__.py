@@ -8,6 +8,8 @@ Subpackages: :mod:`skfairlayer.metrics`, :mod:`skfairlayer.plotting`,
 and :mod:`skfairlayer.dask`.
 """
 
+from ._audit import audit_residuals
+from ._barycenter import barycenter_projection
 from ._classifier import FairnessLayerClassifier
 from ._criteria import (
     AffineRows,
@@ -23,6 +25,7 @@ from ._criteria import (
 from ._fine_tune import FineTuning
 from ._layer import FittedLayer
 from ._projection import ProjectionResult, project
+from ._regressor import FairnessLayerRegressor
 from ._show_versions import show_versions
 from ._stream import StreamReport
 from .exceptions import InfeasibleProblemError, SmallGroupWarning, SolverError, UnseenGroupError
@@ -36,6 +39,7 @@ __all__ = [
     "EqualOpportunity",
     "EqualizedOdds",
     "FairnessLayerClassifier",
+    "FairnessLayerRegressor",
     "FineTuning",
     "FittedLayer",
     "GroupStatistics",
@@ -48,6 +52,8 @@ __all__ = [
     "StreamReport",
     "UnseenGroupError",
     "group_family",
+    "audit_residuals",
+    "barycenter_projection",
     "project",
     "show_versions",
     "__version__",

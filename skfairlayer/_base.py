@@ -18,6 +18,7 @@ from sklearn.utils import _safe_indexing, indexable
 from sklearn.utils.metadata_routing import MetadataRouter, MethodMapping, process_routing
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._criteria import CRITERIA, Criterion
 from ._fine_tune import FineTuning, fine_tune
 from ._groups import GroupEncoder, SensitiveColumns, resolve
 from ._layer import FittedLayer
@@ -34,7 +35,6 @@ from ._stream_start import (
     layer_stream,
     stream_unsupported,
 )
-from ._criteria import CRITERIA, Criterion
 from .exceptions import SmallGroupWarning, _plain
 
 __all__ = ["FairnessLayerBase"]
@@ -79,6 +79,10 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
     def _layer_labels(self, y):
         """Labels of the fit set as the criterion reads them (class indices)."""
         return None
+
+    def _make_layer(self):
+        """The (unfitted) layer: criterion, tolerance, solver and, for regressors, bounds."""
+        return FittedLayer(self.criterion, float(self.tolerance), solver=self.solver)
 
     # ------------------------------------------------------------ helpers
     def _base(self):
@@ -142,17 +146,19 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
             )
         scores = self._layer_scores(base, base_X, y, base_params, fine_codes, sample_weight)
         labels = self._layer_labels(y)
-        self.layer_ = FittedLayer(self.criterion, float(self.tolerance), solver=self.solver)
+        self.layer_ = self._make_layer()
         self.layer_.fit(scores, groupings, labels)
         self._warn_small_groups(self.layer_.small_groups(self.min_group_size))
         self.fit_gap_ = self.layer_.fit_gap
         self._fast_index = self._encoder.index()
         self.stream_ = None
         if self._stream_unsupported() is None:
-            self.stream_ = layer_stream(
-                self.layer_, scores, groupings, self.groups_, self._stream_config()
-            )
+            self.stream_ = self._start_stream(scores, groupings)
         return self
+
+    def _start_stream(self, scores, groupings):
+        """The stream started from the fitted layer (a front end may change units)."""
+        return layer_stream(self.layer_, scores, groupings, self.groups_, self._stream_config())
 
     def _set_fitted_base(self):
         """Copy what the front end needs from the fitted base (e.g. ``classes_``)."""

@@ -11,10 +11,10 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import assert_all_finite, column_or_1d
 
 from ._base import FairnessLayerBase
+from ._criteria import SMALL_GROUP_SIZE
 from ._decisions import smallest_nontrivial_tolerance
 from ._sklearn_compat import HasMethods, Interval, StrOptions, _fit_context
 from ._validation import check_scores
-from ._criteria import SMALL_GROUP_SIZE
 
 __all__ = ["FairnessLayerClassifier"]
 

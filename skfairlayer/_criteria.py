@@ -343,6 +343,8 @@ class Criterion:
 
     #: Whether the criterion needs labels (it has no plug-in, label-free form).
     requires_labels = False
+    #: Whether the labels are real-valued targets (regression) rather than class indices.
+    continuous_labels = False
 
     def families(self, codes, n_groups, scores, tolerance, labels=None):
         """Return the parity families of this batch (default: none).
@@ -529,6 +531,19 @@ def check_labels(labels, scores):
         )
         raise ValueError(f"labels must be {kind}. Got {np.unique(arr)[:10]!r} instead.")
     return arr.astype(np.intp, copy=False)
+
+
+def _check_targets(labels, scores):
+    """Real-valued labels (regression targets): finite, one per row of the scores."""
+    arr = np.asarray(labels, dtype=np.float64)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1 or arr.shape[0] != scores.shape[0] or not np.all(np.isfinite(arr)):
+        raise ValueError(
+            f"labels must be finite real targets of shape ({scores.shape[0]},), one per row "
+            f"of the scores. Got an array of shape {arr.shape} instead."
+        )
+    return arr
 
 
 def _columns(scores):
@@ -844,7 +859,10 @@ def build_problem(
             f"criterion {crit!r} requires labels (it has no label-free form); pass labels=y."
         )
     if labels is not None:
-        labels = check_labels(labels, scores)
+        labels = (
+            _check_targets(labels, scores) if crit.continuous_labels
+            else check_labels(labels, scores)
+        )
     families, rows = [], []
     for j, (codes, n_groups) in enumerate(groupings):
         prefix = f"{names[j]}: " if names is not None else ""

@@ -29,8 +29,14 @@ receives. See ``docs/user_guide/fine_tuning.rst`` for a worked example.
 
 import numpy as np
 from scipy.special import expit, softmax
-from sklearn.linear_model import LogisticRegression, SGDClassifier
-from sklearn.neural_network import MLPClassifier
+from sklearn.linear_model import (
+    LinearRegression,
+    LogisticRegression,
+    Ridge,
+    SGDClassifier,
+    SGDRegressor,
+)
+from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.utils.extmath import safe_sparse_dot
 
@@ -43,8 +49,12 @@ PROTOCOL = ("fine_tune_parameters", "fine_tune_forward", "set_fine_tune_paramete
 SUPPORTED = (
     "LogisticRegression, SGDClassifier(loss='log_loss'), MLPClassifier, one of these as "
     "the last step of a Pipeline, or an estimator implementing the fine-tuning protocol "
-    "(fine_tune_parameters, fine_tune_forward, set_fine_tune_parameters)"
+    "(fine_tune_parameters, fine_tune_forward, set_fine_tune_parameters); for regressors "
+    "Ridge, LinearRegression, SGDRegressor or MLPRegressor (alone or last in a Pipeline)"
 )
+
+#: Regressors with a differentiable view (identity output: ``forward`` returns predictions).
+REGRESSORS = (Ridge, LinearRegression, SGDRegressor, MLPRegressor)
 
 
 def _implements_protocol(estimator):
@@ -58,7 +68,9 @@ def _final_step(estimator):
 def check_differentiable(estimator):
     """Raise a TypeError unless ``estimator`` (fitted or not) can be fine-tuned."""
     final = _final_step(estimator)
-    ok = _implements_protocol(final) or isinstance(final, (LogisticRegression, MLPClassifier))
+    ok = _implements_protocol(final) or isinstance(
+        final, (LogisticRegression, MLPClassifier, *REGRESSORS)
+    )
     if isinstance(final, SGDClassifier):
         ok = final.loss == "log_loss"
     if not ok:
@@ -74,6 +86,10 @@ def make_adapter(estimator):
     final = _final_step(estimator)
     if _implements_protocol(final):
         adapter = _ProtocolAdapter(final)
+    elif isinstance(final, MLPRegressor):
+        adapter = _MLPAdapter(final)
+    elif isinstance(final, REGRESSORS):
+        adapter = _LinearRegressionAdapter(final)
     elif isinstance(final, MLPClassifier):
         adapter = _MLPAdapter(final)
     else:
@@ -87,6 +103,7 @@ class _Adapter:
     """Uniform interface of a differentiable base for the fine-tuning loop."""
 
     preprocess = None  # fitted transformer applied once to X (Pipeline steps before the last)
+    loss_scale = 1.0  # regression: 1 / scale**2, the loss being the MSE in standardised units
 
     def transform(self, X):
         """X as the differentiable model sees it (after the fixed preprocessing)."""
@@ -104,6 +121,66 @@ class _Adapter:
         from sklearn.utils.class_weight import compute_sample_weight
 
         return compute_sample_weight(class_weight, y)
+
+
+class _LinearRegressionAdapter(_Adapter):
+    """Ridge, LinearRegression, SGDRegressor: predictions ``X @ coef + intercept`` (one target)."""
+
+    def __init__(self, model):
+        coef = np.asarray(model.coef_)
+        if coef.ndim != 1 and coef.shape[0] != 1:
+            raise TypeError(
+                f"Fine-tuning supports {type(model).__name__} on one target. "
+                f"Got coef_ of shape {coef.shape} instead."
+            )
+        self.model = model
+        self.fit_intercept = bool(getattr(model, "fit_intercept", True))
+
+    def parameters(self):
+        params = [np.array(self.model.coef_, dtype=np.float64).ravel()]
+        if self.fit_intercept:
+            params.append(np.atleast_1d(np.array(self.model.intercept_, dtype=np.float64)))
+        return params
+
+    def forward(self, X, params):
+        z = np.asarray(safe_sparse_dot(X, params[0], dense_output=True), dtype=np.float64)
+        intercept = params[1] if self.fit_intercept else np.atleast_1d(self.model.intercept_)
+        pred = z.ravel() + float(intercept[0])
+
+        def vjp(grad):
+            grad = np.asarray(grad, dtype=np.float64)
+            grads = [np.asarray(safe_sparse_dot(grad, X, dense_output=True)).ravel()]
+            if self.fit_intercept:
+                grads.append(np.array([grad.sum()]))
+            return grads
+
+        return pred, vjp
+
+    def penalty(self, params, n_samples):
+        """The base's own penalty, relative to the mean squared error (times ``loss_scale``)."""
+        m, coef = self.model, params[0]
+        if isinstance(m, Ridge):  # ||y - Xw||^2 + alpha ||w||^2, over n: MSE + alpha / n ||w||^2
+            strength = 2.0 * float(np.mean(m.alpha)) / n_samples
+        elif isinstance(m, SGDRegressor) and m.penalty in ("l2", "elasticnet"):
+            # mean(0.5 (y - p)^2) + alpha * 0.5 ||w||^2 (l2 part): MSE + alpha ||w||^2
+            strength = 2.0 * m.alpha * (1.0 if m.penalty == "l2" else 1.0 - m.l1_ratio)
+        else:
+            strength = 0.0
+        strength *= self.loss_scale
+        grads = [strength * coef] + [np.zeros_like(p) for p in params[1:]]
+        return 0.5 * strength * float(np.sum(coef * coef)), grads
+
+    def write(self, params):
+        m = self.model
+        m.coef_ = params[0].reshape(np.shape(m.coef_)).astype(np.asarray(m.coef_).dtype)
+        if self.fit_intercept:
+            if np.ndim(m.intercept_) == 0:
+                m.intercept_ = float(params[1][0])
+            else:
+                m.intercept_ = params[1].astype(np.asarray(m.intercept_).dtype, copy=True)
+
+    def sample_weight(self, y):
+        return np.ones(y.shape[0])
 
 
 class _ProtocolAdapter(_Adapter):
@@ -138,6 +215,8 @@ def _output_vjp(out, grad, kind):
     or ``"ovr"`` (q_k = sigmoid(z_k), proba = q / sum(q)). ``out`` is ``q`` for
     binary / ovr, the probabilities for softmax.
     """
+    if kind == "identity":  # regression: grad is the gradient of the predictions
+        return np.reshape(grad, (-1, 1))
     if kind == "binary":
         return ((grad[:, 1] - grad[:, 0]) * out * (1.0 - out))[:, None]
     if kind == "softmax":
@@ -150,6 +229,8 @@ def _output_vjp(out, grad, kind):
 
 def _output_proba(z, kind):
     """predict_proba from the last pre-activation; also the value ``_output_vjp`` needs."""
+    if kind == "identity":  # regression: the predictions themselves, shape (n_samples,)
+        return z[:, 0], None
     if kind == "binary":
         q = expit(z[:, 0])
         return np.column_stack([1.0 - q, q]), q
@@ -246,7 +327,14 @@ class _MLPAdapter(_Adapter):
 
     def __init__(self, model):
         self.model = model
-        if model.out_activation_ == "softmax":
+        if isinstance(model, MLPRegressor):
+            if model.n_outputs_ != 1:
+                raise TypeError(
+                    "Fine-tuning supports MLPRegressor on one target. "
+                    f"Got {model.n_outputs_} outputs instead."
+                )
+            self.kind = "identity"
+        elif model.out_activation_ == "softmax":
             self.kind = "softmax"
         elif model.out_activation_ == "logistic" and model.n_outputs_ == 1:
             self.kind = "binary"
@@ -289,8 +377,13 @@ class _MLPAdapter(_Adapter):
     def penalty(self, params, n_samples):
         L, alpha = self.n_layers, self.model.alpha
         coefs = params[:L]
-        value = 0.5 * alpha * sum(float(np.sum(c * c)) for c in coefs) / n_samples
-        grads = [alpha * c / n_samples for c in coefs] + [np.zeros_like(b) for b in params[L:]]
+        # The classifier's loss is the log-loss + alpha / (2 n) ||W||^2; the regressor's
+        # 0.5 MSE + alpha / (2 n) ||W||^2, i.e. MSE + alpha / n ||W||^2 (see loss_scale).
+        factor = 2.0 * self.loss_scale if self.kind == "identity" else 1.0
+        value = 0.5 * factor * alpha * sum(float(np.sum(c * c)) for c in coefs) / n_samples
+        grads = [factor * alpha * c / n_samples for c in coefs] + [
+            np.zeros_like(b) for b in params[L:]
+        ]
         return value, grads
 
     def write(self, params):

@@ -37,9 +37,6 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_array, check_random_state
 
-from ._differentiable import make_adapter
-from ._sensitivity import Linearization
-from ._solvers._simplex import project_simplex_rows
 from ._criteria import (
     CRITERIA,
     DemographicParity,
@@ -48,7 +45,10 @@ from ._criteria import (
     build_problem,
     make_criterion,
 )
+from ._differentiable import make_adapter
 from ._projection import solve_problem
+from ._sensitivity import Linearization
+from ._solvers._simplex import project_simplex_rows
 
 __all__ = ["FINE_TUNE_DEFAULTS", "FineTuning", "batch_loss", "check_fine_tune_params", "fine_tune"]
 

@@ -14,12 +14,12 @@ import warnings
 
 import numpy as np
 
+from ._criteria import ProjectionProblem, build_problem
 from ._decisions import parity_decisions
 from ._multiclass_decisions import affine_decisions, class_offsets
-from ._solvers._simplex import project_simplex_rows
-from ._criteria import ProjectionProblem, build_problem
-from .exceptions import InfeasibleProblemError
 from ._projection import solve_problem
+from ._solvers._simplex import project_simplex_rows
+from .exceptions import InfeasibleProblemError
 
 __all__ = ["FittedLayer", "decide"]
 
@@ -82,10 +82,14 @@ class FittedLayer:
         Number of classes of the outputs (2 for binary scores).
     """
 
-    def __init__(self, criterion, tolerance, *, solver="auto"):
+    def __init__(self, criterion, tolerance, *, solver="auto", lower=0.0, upper=1.0,
+                 decisions=True):
         self.criterion = criterion
         self.tolerance = float(tolerance)
         self.solver = solver
+        self.lower = lower  # output bounds (regression: any, possibly infinite)
+        self.upper = upper
+        self.with_decisions = decisions  # False: continuous outputs, no decision rules
 
     # ------------------------------------------------------------------ problems
     def problem(self, scores, groupings, labels=None, *, keep_trivial=False, tolerance=None):
@@ -99,6 +103,7 @@ class FittedLayer:
         return build_problem(
             self.criterion, scores, [(g.codes, g.n_groups) for g in groupings], tolerance,
             labels=labels, names=names if any(names) else None, keep_trivial=keep_trivial,
+            lower=self.lower, upper=self.upper,
         )
 
     def fit(self, scores, groupings, labels=None):
@@ -120,6 +125,7 @@ class FittedLayer:
         self.n_classes = 2 if scores.ndim == 1 else scores.shape[1]
         self.group_sizes = [g.n_groups for g in groupings]
         labelled = self.problem(scores, groupings, labels)
+        self.fit_rows = 0 if labelled.rows is None else int(labelled.rows.lower.size)
         self._effective_sizes = [
             (f.name, f.ids(), f.effective_sizes(), f.uniform) for f in labelled.families
         ]
@@ -131,11 +137,21 @@ class FittedLayer:
         plugin_all = self.problem(scores, groupings, keep_trivial=True)
         plugin = ProjectionProblem(
             scores, tuple(f for f in plugin_all.families if f.n_groups >= 2),
-            simplex=scores.ndim == 2, rows=plugin_all.rows,
+            simplex=scores.ndim == 2, rows=plugin_all.rows, lower=self.lower, upper=self.upper,
         )
         duals, decisions = [], None
         if plugin.families or plugin.rows is not None:
             duals = solve_problem(plugin, solver=self.solver).duals
+        if not self.with_decisions:
+            self.coefficients = _coefficients(plugin_all, duals, self.group_sizes)
+            self.n_families = len(plugin_all.families)
+            self.decision_offsets = None
+            self.shares = [
+                np.bincount(g.codes, minlength=g.n_groups) / max(g.codes.size, 1)
+                for g in groupings
+            ]
+            return self
+        if plugin.families or plugin.rows is not None:
             try:
                 decisions = decide(plugin)
             except InfeasibleProblemError:  # e.g. rows out of reach of 0/1 decisions
@@ -194,7 +210,7 @@ class FittedLayer:
         """Outputs by the fitted shifts: within the bounds; parity holds on the fit set."""
         delta = self._shift_matrix(scores, groupings)
         if scores.ndim == 1:
-            return np.clip(scores - delta, 0.0, 1.0)
+            return np.clip(scores - delta, self.lower, self.upper)
         return project_simplex_rows(scores - delta)
 
     def _shift_matrix(self, scores, groupings):
@@ -257,7 +273,7 @@ class FittedLayer:
     @property
     def thresholds(self):
         """Binary outputs, one grouping: the score threshold of each group's fitted decisions."""
-        if self.n_classes != 2 or len(self.group_sizes) != 1:
+        if self.n_classes != 2 or len(self.group_sizes) != 1 or self.decision_offsets is None:
             return None
         o = self.decision_offsets[0]
         return (1.0 + o[:, 1] - o[:, 0]) / 2.0

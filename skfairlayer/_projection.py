@@ -5,6 +5,7 @@ solves it (exact solver where the structure allows, OSQP otherwise), verifies
 the answer and returns a :class:`ProjectionResult`. No estimator code here.
 """
 
+import dataclasses
 from numbers import Real
 
 import numpy as np
@@ -243,6 +244,49 @@ def _verify(problem, solution):
         )
 
 
+def _infinite_bounds(problem):
+    """Whether a bound is infinite or so far that the exact solver's sums lose precision."""
+    far = 1e8 * (1.0 + float(np.max(np.abs(problem.scores))))
+    return bool(np.any(np.abs(problem.lower) > far) or np.any(np.abs(problem.upper) > far))
+
+
+def _solve_exact_unbounded(problem, warm_start, layout):
+    """The exact solver on infinite bounds: finite surrogate bounds that stay inactive.
+
+    Without a bound, a row moves by ``nu_g w_i`` and its group's mean by
+    ``nu_g sum w^2``, at most the spread of the group means, so surrogate
+    bounds farther than that from every score are never reached and the
+    surrogate's solution (KKT with zero bound multipliers) is the unbounded
+    one. A surrogate bound reached anyway is widened; ``None`` (the general
+    solver) after a few tries.
+    """
+    fam = problem.families[0]
+    s = problem.scores
+    means = fam.means(s)
+    inside = fam.codes >= 0
+    sq = np.bincount(fam.codes[inside], weights=fam.weights[inside] ** 2, minlength=fam.n_groups)
+    factor = float(np.max(fam.weights[inside] / sq[fam.codes[inside]], initial=1.0))
+    reach = 2.0 * (float(np.ptp(means)) + fam.tolerance + 1.0) * max(factor, 1.0)
+    lo, hi = float(s.min()), float(s.max())
+    for _ in range(3):
+        span = reach + (hi - lo)
+        far_lo = np.asarray(problem.lower) < lo - span
+        far_hi = np.asarray(problem.upper) > hi + span
+        lower = np.where(far_lo, lo - span, problem.lower)
+        upper = np.where(far_hi, hi + span, problem.upper)
+        surrogate = dataclasses.replace(
+            problem, lower=lower if np.ndim(lower) else float(lower),
+            upper=upper if np.ndim(upper) else float(upper),
+        )
+        solution = _exact.solve_exact(surrogate, warm_start=warm_start, layout=layout)
+        out = solution.outputs
+        reached = (far_lo & (out <= lower)) | (far_hi & (out >= upper))
+        if not np.any(reached):
+            return solution
+        reach *= 16.0
+    return None
+
+
 def solve_problem(problem, *, solver="auto", warm_start=None):
     """Solve and verify a :class:`ProjectionProblem`; return the raw verified solution.
 
@@ -267,7 +311,10 @@ def solve_problem(problem, *, solver="auto", warm_start=None):
         layout = None
         if fam.dense_uniform:
             layout = _exact.GroupLayout.from_family(fam)
-        solution = _exact.solve_exact(problem, warm_start=warm_start, layout=layout)
+        if _infinite_bounds(problem):
+            solution = _solve_exact_unbounded(problem, warm_start, layout)
+        else:
+            solution = _exact.solve_exact(problem, warm_start=warm_start, layout=layout)
     if solution is None and simplex_ok and solver != "osqp":
         solution = _simplex.solve_simplex(problem, warm_start=warm_start)
         if solution is not None:

@@ -2,8 +2,6 @@
 
 import numpy as np
 
-from ._stream import ALGORITHMS as STREAM_ALGORITHMS
-from ._stream import StreamStart, start_stream
 from ._criteria import (
     DemographicParity,
     EqualizedOdds,
@@ -11,6 +9,8 @@ from ._criteria import (
     MeanResidual,
     make_criterion,
 )
+from ._stream import ALGORITHMS as STREAM_ALGORITHMS
+from ._stream import StreamStart, start_stream
 
 __all__ = ["STREAM_ALGORITHMS", "STREAM_SUPPORTED", "layer_stream", "stream_unsupported"]
 

@@ -25,9 +25,14 @@ __all__ = [
     "demographic_parity_ratio",
     "equal_opportunity_difference",
     "equalized_odds_difference",
+    "group_error_ratio",
     "group_summary",
+    "ks_distance",
     "make_constrained_scorer",
     "make_parity_scorer",
+    "mean_difference",
+    "residual_difference",
+    "wasserstein_distance",
 ]
 
 # Feasibility slack of make_constrained_scorer: absorbs the rounding of group means
@@ -706,6 +711,12 @@ class _ParityScorer(_GroupScorer):
             The metric, negated when ``greater_is_better=False``.
         """
         groups = self._groups(X)
+        if self._metric in _REGRESSION_METRICS:  # real predictions and targets, as they are
+            value = self._metric(
+                y_true, np.asarray(estimator.predict(X)), sensitive_features=groups,
+                sample_weight=sample_weight,
+            )
+            return self._sign * float(value)
         pos_label = self._positive_label(estimator)
         if self._response_method == "predict":
             y_pos = (np.asarray(estimator.predict(X)) == pos_label).astype(np.float64)
@@ -958,3 +969,26 @@ def make_constrained_scorer(
     return _ConstrainedScorer(
         sensitive_features, tolerance, score_func, penalty, metric, pos_label
     )
+
+
+# --------------------------------------------------------------------------- regression
+# Appended here (defined in their own module, which reads the helpers above).
+from ._regression_metrics import (  # noqa: E402
+    group_error_ratio,
+    ks_distance,
+    mean_difference,
+    residual_difference,
+    wasserstein_distance,
+)
+
+#: Metrics of real-valued predictions: their scorers pass ``predict(X)`` and ``y`` as they are.
+_REGRESSION_METRICS = (
+    group_error_ratio, ks_distance, mean_difference, residual_difference, wasserstein_distance,
+)
+_METRICS.update({
+    "mean_difference": (mean_difference, False),
+    "residual_difference": (residual_difference, False),
+    "group_error_ratio": (group_error_ratio, False),
+    "ks_distance": (ks_distance, False),
+    "wasserstein_distance": (wasserstein_distance, False),
+})

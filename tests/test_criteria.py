@@ -10,7 +10,6 @@ import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 
 from skfairlayer import FairnessLayerClassifier, SmallGroupWarning, project
-from skfairlayer._multiclass_decisions import affine_decisions, violation
 from skfairlayer._criteria import (
     AffineRows,
     Criterion,
@@ -23,6 +22,7 @@ from skfairlayer._criteria import (
     group_family,
     small_groups,
 )
+from skfairlayer._multiclass_decisions import affine_decisions, violation
 from skfairlayer._projection import VERIFY_TOL
 
 CRITERIA = ["demographic_parity", "equal_opportunity", "equalized_odds", "mean_residual"]

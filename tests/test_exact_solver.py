@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from skfairlayer import project
+from skfairlayer._criteria import GroupStatistics, ProjectionProblem
 from skfairlayer._solvers import Solution, _exact
 from skfairlayer._solvers._exact import GroupLayout, solve_exact, solve_sorted
-from skfairlayer._criteria import GroupStatistics, ProjectionProblem
 from skfairlayer.exceptions import InfeasibleProblemError
 
 TOLERANCES = [0.0, 1e-4, 0.01, 0.2]

@@ -11,10 +11,10 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from skfairlayer import FineTuning, FairnessLayerClassifier, project
+from skfairlayer import FairnessLayerClassifier, FineTuning, project
+from skfairlayer._criteria import Criterion, group_family, make_criterion
 from skfairlayer._differentiable import make_adapter
 from skfairlayer._fine_tune import _minibatches, _validation_split, batch_loss
-from skfairlayer._criteria import Criterion, group_family, make_criterion
 from skfairlayer.datasets import make_parity_classification
 
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from skfairlayer import FineTuning, FairnessLayerClassifier, project
-from skfairlayer._multiclass_decisions import affine_decisions, violation
-from skfairlayer._solvers._simplex import project_simplex_rows, solve_simplex, supports
+from skfairlayer import FairnessLayerClassifier, FineTuning, project
 from skfairlayer._criteria import build_problem
+from skfairlayer._multiclass_decisions import affine_decisions, violation
 from skfairlayer._projection import VERIFY_TOL, solve_problem
+from skfairlayer._solvers._simplex import project_simplex_rows, solve_simplex, supports
 
 
 def _batch(seed, n=None, K=None, k=None):

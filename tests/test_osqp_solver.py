@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from skfairlayer._solvers import Solution, _osqp
-from skfairlayer._solvers._exact import solve_sorted
-from skfairlayer._solvers._osqp import OSQPBackend, solve_osqp
 from skfairlayer._criteria import (
     AffineRows,
     DemographicParity,
     GroupStatistics,
     ProjectionProblem,
 )
-from skfairlayer.exceptions import InfeasibleProblemError, SolverError
 from skfairlayer._projection import VERIFY_TOL, solve_problem
+from skfairlayer._solvers import Solution, _osqp
+from skfairlayer._solvers._exact import solve_sorted
+from skfairlayer._solvers._osqp import OSQPBackend, solve_osqp
+from skfairlayer.exceptions import InfeasibleProblemError, SolverError
 
 # --------------------------------------------------------------------------- helpers
 

@@ -6,7 +6,6 @@ import scipy.sparse as sp
 from scipy.optimize import approx_fprime
 
 from skfairlayer import _sensitivity, project
-from skfairlayer._sensitivity import Linearization, projection_jvp, projection_vjp
 from skfairlayer._criteria import (
     AffineRows,
     Criterion,
@@ -16,6 +15,7 @@ from skfairlayer._criteria import (
     group_family,
 )
 from skfairlayer._projection import solve_problem
+from skfairlayer._sensitivity import Linearization, projection_jvp, projection_vjp
 
 
 def _dp_problem(s, codes, k, tol, lower=0.0, upper=1.0):

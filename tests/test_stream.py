@@ -7,6 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
+from skfairlayer._projection import project
 from skfairlayer._stream import (
     CENTER_MARGIN,
     PAPER_B_TAU,
@@ -25,7 +26,6 @@ from skfairlayer._stream import (
     start_stream,
 )
 from skfairlayer._stream._families import _next_slack
-from skfairlayer._projection import project
 
 
 def _running_gaps(values, codes, k):

@@ -10,8 +10,8 @@ from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 
 from skfairlayer import FairnessLayerClassifier
-from skfairlayer.exceptions import UnseenGroupError
 from skfairlayer._stream import PAPER_B_TAU
+from skfairlayer.exceptions import UnseenGroupError
 
 
 def _data(n=2400, k=2, seed=0):

@@ -10,8 +10,8 @@ import math
 
 import numpy as np
 
-from .._validation import check_tolerance
 from .._projection import project
+from .._validation import check_tolerance
 from ._report import StreamReport, pooled_gap, pooled_means
 
 __all__ = ["PAPER_B_TAU", "PAPER_STEP", "PaperPrimalDual", "penalized_projection"]

@@ -151,8 +151,10 @@ def _check_start(start):
                             lambda k: np.zeros((k, K)))
     shares = _per_grouping("shares", start.shares, sizes, lambda k: (k,),
                            lambda k: np.full(k, 1.0 / k))
-    return dict(tolerance=tolerance, step=step, labels=labels, sizes=sizes, columns=columns,
-                coefs=coefs, offsets=offsets, shares=shares)
+    return {
+        "tolerance": tolerance, "step": step, "labels": labels, "sizes": sizes,
+        "columns": columns, "coefs": coefs, "offsets": offsets, "shares": shares,
+    }
 
 
 def _engine(start, layout, output):
