@@ -71,11 +71,11 @@ def one_row(repeat):
         rows = [X[i : i + 1] for i in range(200)]
         base = clf.estimator_
 
-        def serve_base():
+        def serve_base(rows=rows, base=base):
             for r in rows:
                 base.predict_proba(r)
 
-        def serve_layer():
+        def serve_layer(rows=rows, clf=clf):
             for r in rows:
                 clf.partial_predict_proba(r)
 

@@ -62,23 +62,24 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
 from skfairlayer import FairnessLayerClassifier
+from skfairlayer._criteria import build_problem
 from skfairlayer._fine_tune import fine_tune
 from skfairlayer._groups import encode
-from skfairlayer._sensitivity import Linearization
-
-
-def encode_groups(values, n_samples=None):
-    """Codes and labels of one batch's intersectional groups."""
-    (grouping,), labels = encode(values, n_samples=n_samples)
-    return grouping.codes, labels
-from skfairlayer._criteria import build_problem
 from skfairlayer._projection import solve_problem
+from skfairlayer._sensitivity import Linearization
 from skfairlayer.datasets import load_adult, make_parity_classification
 from skfairlayer.metrics import (
     demographic_parity_difference,
     equal_opportunity_difference,
     equalized_odds_difference,
 )
+
+
+def encode_groups(values, n_samples=None):
+    """Codes and labels of one batch's intersectional groups."""
+    (grouping,), labels = encode(values, n_samples=n_samples)
+    return grouping.codes, labels
+
 
 
 def best_time(func, repeat=5):

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from ._validation import check_scores, encode_groups
+from ._groups import encode
+from ._validation import check_scores
 
 __all__ = ["barycenter_projection"]
 
@@ -60,7 +61,8 @@ def barycenter_projection(y_pred, sensitive_features, *, alpha=1.0):
     if isinstance(alpha, bool) or not np.isscalar(alpha) or not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must be a real number in [0, 1]. Got {alpha!r} instead.")
     alpha = float(alpha)
-    codes, groups = encode_groups(sensitive_features, n_samples=s.shape[0])
+    (grouping,), groups = encode(sensitive_features, n_samples=s.shape[0])
+    codes = grouping.codes
     k = len(groups)
     sizes = np.bincount(codes, minlength=k)
     order = np.lexsort((s, codes))  # by group, then by value
