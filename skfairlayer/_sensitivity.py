@@ -111,22 +111,12 @@ class Linearization:
         if fam is not None:
             self._init_fast(fam, p, problem, bound_atol, level_atol)
             return
-        if self.simplex:
-            free = p > bound_atol
-        else:
-            lower, upper = problem.lower, problem.upper
-            if np.ndim(lower) == 0 and np.ndim(upper) == 0:  # scalar bounds: no broadcast copies
-                free = (p > float(lower) + bound_atol) & (p < float(upper) - bound_atol)
-            else:
-                lower = np.broadcast_to(np.asarray(lower, dtype=np.float64), p.shape)
-                upper = np.broadcast_to(np.asarray(upper, dtype=np.float64), p.shape)
-                free = (p > lower + bound_atol) & (p < upper - bound_atol)
-        self._free = free
+        free = self._free = _free_mask(problem, p, bound_atol)
         if self.simplex:
             n_free = free.sum(axis=1)
             self._inv_free = np.where(n_free > 0, 1.0 / np.maximum(n_free, 1), 0.0)
 
-        # Active groups of each family, decided on P alone (see the module docstring); then,
+        # Active groups of each family, decided on P alone (user guide, "Sensitivities"); then,
         # per active family, u_i = w_i where row i is in the family and its output (in the
         # family's column) is free, else 0.
         self.active, self._sums, means = [], {}, {}
@@ -147,25 +137,7 @@ class Linearization:
                 self._sums[f] = sums
                 means[f] = m
 
-        # Extra affine rows at one of their limits, as dense Q-projected vectors.
-        self.active_rows = np.zeros(0, dtype=np.intp)
-        self._row_vectors = np.zeros((0, p.size))
-        self._bounds_jacobian = None
-        if problem.rows is not None:
-            rows = problem.rows
-            r = rows.matrix @ p.ravel()
-            lo = np.asarray(rows.lower, dtype=np.float64)
-            hi = np.asarray(rows.upper, dtype=np.float64)
-            at = (np.abs(r - lo) <= level_atol) | (np.abs(r - hi) <= level_atol)
-            self.active_rows = np.flatnonzero(at)
-            if self.active_rows.size:
-                dense = rows.matrix[self.active_rows].toarray()
-                self._row_vectors = np.stack([self._q(c.reshape(p.shape)).ravel() for c in dense])
-                jac = getattr(rows, "bounds_jacobian", None)
-                if jac is not None:
-                    jac = jac.tocsr()[self.active_rows]
-                    if jac.nnz:
-                        self._bounds_jacobian = jac
+        self._init_rows(problem.rows, p, level_atol)
 
         # Active families whose weights are base posteriors (plug-in criteria).
         self._plug = [f for f in self._sums if self.families[f].plug_in_class is not None]
@@ -174,6 +146,27 @@ class Linearization:
         self._build_system()
         if self._plug:
             self._build_plug_in(problem.scores, p, means)
+
+    def _init_rows(self, rows, p, level_atol):
+        """The extra affine rows at one of their limits, as dense Q-projected vectors."""
+        self.active_rows = np.zeros(0, dtype=np.intp)
+        self._row_vectors = np.zeros((0, p.size))
+        self._bounds_jacobian = None
+        if rows is None:
+            return
+        r = rows.matrix @ p.ravel()
+        lo = np.asarray(rows.lower, dtype=np.float64)
+        hi = np.asarray(rows.upper, dtype=np.float64)
+        at = (np.abs(r - lo) <= level_atol) | (np.abs(r - hi) <= level_atol)
+        self.active_rows = np.flatnonzero(at)
+        if self.active_rows.size:
+            dense = rows.matrix[self.active_rows].toarray()
+            self._row_vectors = np.stack([self._q(c.reshape(p.shape)).ravel() for c in dense])
+            jac = getattr(rows, "bounds_jacobian", None)
+            if jac is not None:
+                jac = jac.tocsr()[self.active_rows]
+                if jac.nnz:
+                    self._bounds_jacobian = jac
 
     def _init_fast(self, fam, p, problem, bound_atol, level_atol):
         """The state of the fast path (:class:`_DenseUniformPasses`): two passes."""
@@ -280,7 +273,7 @@ class Linearization:
         self._solve = scale[:, None] * pinv * scale[None, :]
 
     def _build_plug_in(self, scores, p, means):
-        """Per active plug-in family, the row coefficients of ``D`` and ``R`` (module docstring).
+        """Per active plug-in family, the row coefficients of ``D`` and ``R`` (user guide).
 
         ``alpha_i = lambda_{g_i} / T_{g_i}`` (``D``) and
         ``beta_i = (P_i - m_{g_i}) / T_{g_i}`` on active groups (``R``), with the
@@ -387,8 +380,8 @@ class Linearization:
         return v
 
     def _project(self, v, extra=None):
-        """``x`` of the module docstring for ``v`` (``r = e = 0`` unless ``extra`` is given,
-        which is added to the right-hand side); returns ``(x, z)``."""
+        """``x`` of the user guide (Sensitivities) for ``v`` (``r = e = 0`` unless ``extra``
+        is given, which is added to the right-hand side); returns ``(x, z)``."""
         if self._fast is not None:  # constant constraints: extra is never given
             return self._fast.project(v), None
         if self._solve is None:
@@ -492,6 +485,18 @@ class Linearization:
             eta = z[self._dim - self.active_rows.size :]
             out += (self._bounds_jacobian.T @ eta).reshape(self.shape)  # + E' z_eta
         return out
+
+
+def _free_mask(problem, p, bound_atol):
+    """Outputs not held at a bound (simplex: not at zero)."""
+    if problem.simplex:
+        return p > bound_atol
+    lower, upper = problem.lower, problem.upper
+    if np.ndim(lower) == 0 and np.ndim(upper) == 0:  # scalar bounds: no broadcast copies
+        return (p > float(lower) + bound_atol) & (p < float(upper) - bound_atol)
+    lower = np.broadcast_to(np.asarray(lower, dtype=np.float64), p.shape)
+    upper = np.broadcast_to(np.asarray(upper, dtype=np.float64), p.shape)
+    return (p > lower + bound_atol) & (p < upper - bound_atol)
 
 
 def _active_groups(means, present, tolerance, level_atol):

@@ -240,8 +240,8 @@ def _general_warm(warm_start, k):
 def solve_exact(problem, warm_start=None, *, layout=None):
     """Solve a single-family binary problem exactly, in a few passes over the data.
 
-    Same optimum as :func:`solve_sorted` (see the module docstring for the
-    method and its certificate); falls back to it when a reduction does not
+    Same optimum as :func:`solve_sorted` (see :mod:`skfairlayer._solvers._reduced`
+    for the method and its certificate); falls back to it when a reduction does not
     certify within a few rounds.
 
     Parameters

@@ -206,21 +206,7 @@ def solve_osqp(
         res = finish(*start, "warm", min(newton_iter, 15))
 
     if res is None and problem.rows is None and st.size > subsample_above:
-        sub, back = _subsample(problem, per_group=max(200, 20_000 // max(st.n_fam_rows, 1)))
-        if sub is not None and sub.scores.shape[0] < 0.5 * st.n:
-            sub_backend = OSQPBackend()
-            sub_st, _ = sub_backend.structure("subsample", lambda: _Structure(sub))
-            try:
-                status, y, t, iters = _osqp_solve(
-                    sub_st, _Data(sub, sub_st), sub_backend, eps=eps
-                )
-            except InfeasibleProblemError:  # e.g. a sampled group's bounds: no conclusion
-                status, iters = _INFEASIBLE[0], 0
-            info["osqp_iter"] += iters
-            if status not in _INFEASIBLE and np.all(np.isfinite(y)):
-                y = y.copy()
-                y[: st.n_fam_rows] /= back
-                res = finish(y, t, "subsample-osqp")
+        res = _subsample_attempt(problem, st, eps, info, finish)
 
     if res is None and st.size > subsample_above:
         # Large problem (extra rows, or the subsample start failed): the finish
@@ -230,29 +216,7 @@ def solve_osqp(
         )
 
     if res is None:
-        y0, t0 = start if start is not None else (None, None)
-        status, y, t, iters = _osqp_solve(st, data, backend, eps=eps, y0=y0, t0=t0)
-        info["osqp_iter"] += iters
-        if status in _INFEASIBLE:
-            failures.append("osqp: reported primal infeasibility")
-        else:
-            res = finish(y, t, "osqp")
-        if res is None:
-            # Tight re-solve: confirms a certificate of infeasibility (a loose run
-            # can report one on badly scaled rows) or gives a better start.
-            status, y, t, iters = _osqp_solve(
-                st, data, backend, eps=1e-9, y0=None if status in _INFEASIBLE else y, t0=t,
-                polishing=True, max_iter=100_000, eps_prim_inf=1e-9,
-            )
-            info["osqp_iter"] += iters
-            if status in _INFEASIBLE:
-                raise InfeasibleProblemError(
-                    "The parity rows cannot be met within the bounds: OSQP found a "
-                    "certificate of primal infeasibility (the families, extra rows and "
-                    "bounds together admit no outputs). Increase the tolerances, widen "
-                    "the bounds or relax the rows."
-                )
-            res = finish(y, t, "osqp-tight")
+        res = _osqp_attempts(st, data, backend, eps, start, info, finish)
     if res is None:
         res = _structured_finish(problem, st, data, finish, failures)
     if res is None:
@@ -272,6 +236,55 @@ def solve_osqp(
         row_duals=res.y[g:].copy() if st.n_extra else None,
         info=info,
     )
+
+
+def _subsample_attempt(problem, st, eps, info, finish):
+    """OSQP on a stratified subsample of the rows, its multipliers mapped back and finished."""
+    sub, back = _subsample(problem, per_group=max(200, 20_000 // max(st.n_fam_rows, 1)))
+    if sub is None or sub.scores.shape[0] >= 0.5 * st.n:
+        return None
+    sub_backend = OSQPBackend()
+    sub_st, _ = sub_backend.structure("subsample", lambda: _Structure(sub))
+    try:
+        status, y, t, iters = _osqp_solve(sub_st, _Data(sub, sub_st), sub_backend, eps=eps)
+    except InfeasibleProblemError:  # e.g. a sampled group's bounds: no conclusion
+        status, iters = _INFEASIBLE[0], 0
+    info["osqp_iter"] += iters
+    if status in _INFEASIBLE or not np.all(np.isfinite(y)):
+        return None
+    y = y.copy()
+    y[: st.n_fam_rows] /= back
+    return finish(y, t, "subsample-osqp")
+
+
+def _osqp_attempts(st, data, backend, eps, start, info, finish):
+    """OSQP on the whole problem, then to a tight tolerance, each finished by Newton.
+
+    The tight run confirms a certificate of infeasibility (a loose run can
+    report one on badly scaled rows) or gives a better start.
+    """
+    y0, t0 = start if start is not None else (None, None)
+    status, y, t, iters = _osqp_solve(st, data, backend, eps=eps, y0=y0, t0=t0)
+    info["osqp_iter"] += iters
+    if status in _INFEASIBLE:
+        info["retries"].append("osqp: reported primal infeasibility")
+    else:
+        res = finish(y, t, "osqp")
+        if res is not None:
+            return res
+    status, y, t, iters = _osqp_solve(
+        st, data, backend, eps=1e-9, y0=None if status in _INFEASIBLE else y, t0=t,
+        polishing=True, max_iter=100_000, eps_prim_inf=1e-9,
+    )
+    info["osqp_iter"] += iters
+    if status in _INFEASIBLE:
+        raise InfeasibleProblemError(
+            "The parity rows cannot be met within the bounds: OSQP found a "
+            "certificate of primal infeasibility (the families, extra rows and "
+            "bounds together admit no outputs). Increase the tolerances, widen "
+            "the bounds or relax the rows."
+        )
+    return finish(y, t, "osqp-tight")
 
 
 def _structured_finish(problem, st, data, finish, failures):

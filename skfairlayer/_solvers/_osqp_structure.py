@@ -36,6 +36,32 @@ def _structure_key(problem):
     return tuple(parts)
 
 
+def _checked_family(f, fam, n, k):
+    """The codes and weights of family ``f``, checked against ``n`` rows and ``k`` columns."""
+    codes = np.asarray(fam.codes)
+    weights = np.asarray(fam.weights, dtype=np.float64)
+    if codes.shape != (n,) or weights.shape != (n,):
+        raise ValueError(
+            f"families[{f}].codes and .weights must have shape ({n},). "
+            f"Got {codes.shape} and {weights.shape} instead."
+        )
+    if not 0 <= fam.column < k:
+        raise ValueError(
+            f"families[{f}].column must be in [0, {k}). Got {fam.column!r} instead."
+        )
+    if codes.size and (codes.max() >= fam.n_groups or codes.min() < -1):
+        raise ValueError(
+            f"families[{f}].codes must lie in [-1, {fam.n_groups}). "
+            f"Got values in [{codes.min()}, {codes.max()}] instead."
+        )
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        raise ValueError(
+            f"families[{f}].weights must be finite and non-negative. "
+            f"Got {weights!r} instead."
+        )
+    return codes, weights
+
+
 class _Structure:
     """Everything about a problem that does not depend on scores, bounds or tolerances.
 
@@ -61,27 +87,7 @@ class _Structure:
         self.fam_slices = []
         offset = 0
         for f, fam in enumerate(problem.families):
-            codes = np.asarray(fam.codes)
-            weights = np.asarray(fam.weights, dtype=np.float64)
-            if codes.shape != (n,) or weights.shape != (n,):
-                raise ValueError(
-                    f"families[{f}].codes and .weights must have shape ({n},). "
-                    f"Got {codes.shape} and {weights.shape} instead."
-                )
-            if not 0 <= fam.column < k:
-                raise ValueError(
-                    f"families[{f}].column must be in [0, {k}). Got {fam.column!r} instead."
-                )
-            if codes.size and (codes.max() >= fam.n_groups or codes.min() < -1):
-                raise ValueError(
-                    f"families[{f}].codes must lie in [-1, {fam.n_groups}). "
-                    f"Got values in [{codes.min()}, {codes.max()}] instead."
-                )
-            if not np.all(np.isfinite(weights)) or np.any(weights < 0):
-                raise ValueError(
-                    f"families[{f}].weights must be finite and non-negative. "
-                    f"Got {weights!r} instead."
-                )
+            codes, weights = _checked_family(f, fam, n, k)
             inside = np.flatnonzero((codes >= 0) & (weights > 0))
             g = codes[inside].astype(np.intp)
             counts = np.bincount(codes[codes >= 0], minlength=fam.n_groups)

@@ -221,21 +221,11 @@ def _solve_uniform(problem, layout, warm_start):
             return None
         sizes = np.where(known, sizes, 0.0)
 
-    # Centre: warm start, else the subsample solved exactly with control variates.
-    warm = _warm_shifts(warm_start, k, sizes)
-    if warm is not None:
-        center, h = warm
-    else:
-        sub = _uniform_sample_model(s, codes, stride, sizes, sums, sub_counts, lb, ub, eps)
-        inf = np.full(k, np.inf)
-        rs = _solve_model(sub, -inf, inf, 1)
-        if not rs.ok:
-            return None
-        delta = _spread(sub, rs.nu, sizes, sub_counts)
-        n_g = np.maximum(sizes, 1)
-        center = rs.nu / n_g
-        reliable = ~tiny & (sizes > 0)
-        h = float((delta / n_g)[reliable].max()) if np.any(reliable) else 1.0
+    centre = _uniform_centre(s, codes, stride, sizes, sums, sub_counts, tiny, lb, ub, eps,
+                             warm_start)
+    if centre is None:
+        return None
+    center, h = centre
     center = np.where(tiny, np.inf, center)
     h = min(max(h, 1e-9 * (1.0 + abs(lb) + abs(ub))), 2.0 * (ub - lb) + 1.0)
 
@@ -273,6 +263,28 @@ def _solve_uniform(problem, layout, warm_start):
     if read is not None:
         info["verification"] = read
     return Solution(out, [nu], np.array([res.t]), solver="exact", iterations=rounds, info=info)
+
+
+def _uniform_centre(s, codes, stride, sizes, sums, sub_counts, tiny, lb, ub, eps, warm_start):
+    """Centre (shifts) and half-width of the first bracket, or None.
+
+    The warm start's shifts, else the strided subsample solved exactly with
+    control variates and a few standard errors of its estimate.
+    """
+    k = sizes.size
+    warm = _warm_shifts(warm_start, k, sizes)
+    if warm is not None:
+        return warm
+    sub = _uniform_sample_model(s, codes, stride, sizes, sums, sub_counts, lb, ub, eps)
+    inf = np.full(k, np.inf)
+    rs = _solve_model(sub, -inf, inf, 1)
+    if not rs.ok:
+        return None
+    delta = _spread(sub, rs.nu, sizes, sub_counts)
+    n_g = np.maximum(sizes, 1)
+    reliable = ~tiny & (sizes > 0)
+    h = float((delta / n_g)[reliable].max()) if np.any(reliable) else 1.0
+    return rs.nu / n_g, h
 
 
 def _warm_shifts(warm_start, k, sizes):
