@@ -134,7 +134,7 @@ def part_vjp(rounds=15):
                     repeat=rounds,
                 )
                 # The compiled products of a dense uniform family ("mask", "index", "none":
-                # see skfairlayer._sensitivity._DenseUniformPasses), or the general
+                # see skfairlayer._sensitivity_passes._DenseUniformPasses), or the general
                 # linearization ("general"; its group sums and gathers compiled when built).
                 path_name = lin._fast.mode if lin._fast is not None else "general"
                 label = criterion if criterion == "demographic_parity" else f"{criterion} (plug-in)"

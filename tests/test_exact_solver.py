@@ -7,7 +7,7 @@ import pytest
 
 from skfairlayer import project
 from skfairlayer._criteria import GroupStatistics, ProjectionProblem
-from skfairlayer._solvers import Solution, _exact
+from skfairlayer._solvers import Solution, _exact, _reduced, _uniform
 from skfairlayer._solvers._exact import GroupLayout, solve_exact, solve_sorted
 from skfairlayer.exceptions import InfeasibleProblemError
 
@@ -294,15 +294,19 @@ def test_layout_with_outside_rows():
 @pytest.mark.parametrize("k", [2, 3])
 def test_blocked_passes(monkeypatch, k):
     """Check that the block-by-block passes used on large data give the same answer."""
-    monkeypatch.setattr(_exact, "_BLOCKED_FROM", 5000)
-    monkeypatch.setattr(_exact, "_BLOCK", 777)
+    monkeypatch.setattr(_uniform, "_BLOCKED_FROM", 5000)
+    monkeypatch.setattr(_uniform, "_BLOCK", 777)
     rng = np.random.default_rng(12)
     _solve_and_check(_problem(rng, 20000, k, 0.01, "logistic", order="sorted"))
 
 
 def test_falls_back_to_sorted_when_nothing_certifies(monkeypatch):
     """Check that the sorted reference answers when no reduction certifies."""
-    monkeypatch.setattr(_exact, "_solve_model", lambda *a, **kw: _exact._Result(False))
+    def fail(*args, **kwargs):
+        return _reduced._Result(False)
+
+    monkeypatch.setattr(_exact, "_solve_model", fail)
+    monkeypatch.setattr(_uniform, "_solve_model", fail)
     rng = np.random.default_rng(13)
     problem = _problem(rng, 20000, 2, 0.01, "logistic")
     sol = solve_exact(problem)
@@ -333,8 +337,9 @@ def test_project_agrees_with_the_reference(k):
 
 
 def test_module_docstring_examples():
-    """Check that the examples in the solver module's docstrings run."""
-    assert doctest.testmod(_exact, raise_on_error=False).failed == 0
+    """Check that the examples in the solver modules' docstrings run."""
+    for module in (_exact, _uniform):
+        assert doctest.testmod(module, raise_on_error=False).failed == 0
 
 
 def _cvxpy_reference(problem):

@@ -359,6 +359,16 @@ def test_package_does_not_import_plotting():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_plotting_imports_matplotlib_lazily():
+    """Check that importing skfairlayer.plotting (and its displays) does not import matplotlib."""
+    code = (
+        "import sys; from skfairlayer.plotting import ParityTradeoffDisplay, running_gap; "
+        "assert 'skfairlayer.plotting' in sys.modules; "
+        "assert 'matplotlib' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_streaming_display_with_marginal_groups(tmp_path):
     """Check that the streaming display follows a stream over marginal groups (counts per attribute)."""
     rng = np.random.default_rng(0)

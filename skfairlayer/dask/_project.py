@@ -7,7 +7,7 @@ set of rows:
 
 1. *Statistics* (one pass): group labels, sizes, score sums and a stratified
    sample of each group. The sample, with the sums as control variates, is
-   solved by the core (:func:`~skfairlayer._solvers._exact._solve_model`): a
+   solved by the core (:func:`~skfairlayer._solvers._reduced._solve_model`): a
    centre and a bracket per group.
 2. *Bracket* (one pass, repeated only on a miss): rows free, at the top or at the
    bottom for every shift of the bracket are aggregated; the others are returned.
@@ -23,7 +23,7 @@ import numpy as np
 from dask.delayed import delayed
 
 from .._projection import VERIFY_TOL
-from .._solvers._exact import _Model, _solve_model
+from .._solvers._reduced import _Model, _solve_model
 from .._validation import check_tolerance
 from ..exceptions import SolverError
 from . import _passes
