@@ -120,9 +120,10 @@ def test_tradeoff_refit_on(data, tmp_path):
     ).fit(X, y)
     with pytest.raises(ValueError, match="refit_on"):
         ParityTradeoffDisplay.from_estimator(clf, X, y, tolerances=[0.1])
-    disp = ParityTradeoffDisplay.from_estimator(
-        clf, X, y, tolerances=[0.1, 0.0], response_method="predict_proba", refit_on=(X, y)
-    )
+    with pytest.warns(UserWarning, match="trivial parity decisions"):  # tolerance 0, coprime sizes
+        disp = ParityTradeoffDisplay.from_estimator(
+            clf, X, y, tolerances=[0.1, 0.0], response_method="predict_proba", refit_on=(X, y)
+        )
     # fitted shifts on the same data reproduce parity on it
     assert disp.gaps[1] <= 1e-9
     _save(disp.figure_, tmp_path, "refit")
