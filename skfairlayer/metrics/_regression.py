@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ._groups import encode
+from .._groups import encode
 
 __all__ = [
     "group_error_ratio",
@@ -32,7 +32,7 @@ def _check_real(values, name, n=None):
 
 
 def _defined_rates(*args, **kwargs):
-    from .metrics import _defined_rates  # the shared group means (metrics imports this module)
+    from ._classification import _defined_rates
 
     return _defined_rates(*args, **kwargs)
 
@@ -42,7 +42,7 @@ def _spread(values):
 
 
 def _prepare(y_true, y_pred, sensitive_features, sample_weight, *, need_true):
-    from .metrics import _check_sample_weight
+    from ._classification import _check_sample_weight
 
     y_pred = _check_real(y_pred, "y_pred")
     n = y_pred.shape[0]
