@@ -244,8 +244,15 @@ def _unique(column):
     if column.dtype.kind in "biu" and column.size:
         lo, hi = int(column.min()), int(column.max())
         if hi - lo < _LOOKUP_RANGE:
-            shifted = (column - lo).astype(np.intp, copy=False)
+            if lo == 0 and column.dtype == np.intp:  # codes already: no copy
+                shifted = column
+            else:
+                shifted = (column - lo).astype(np.intp, copy=False)
+            if hi - lo <= 1:  # min and max are both present: no counting needed
+                return np.arange(lo, hi + 1).astype(column.dtype), shifted
             present = np.flatnonzero(np.bincount(shifted, minlength=hi - lo + 1))
+            if present.size == hi - lo + 1:
+                return (present + lo).astype(column.dtype), shifted
             lookup = np.full(hi - lo + 1, -1, dtype=np.intp)
             lookup[present] = np.arange(present.size)
             return (present + lo).astype(column.dtype), lookup[shifted]
