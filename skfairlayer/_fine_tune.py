@@ -127,7 +127,13 @@ class FineTuning(BaseEstimator):
         self.label_free = label_free
 
     def settings(self):
-        """The validated settings as a dict (keys of :data:`FINE_TUNE_DEFAULTS`)."""
+        """The validated settings as a dict (keys of :data:`FINE_TUNE_DEFAULTS`).
+
+        Returns
+        -------
+        settings : dict
+            The parameters, each checked (a wrong value raises ``ValueError``).
+        """
         return check_fine_tune_params(self.get_params())
 
 
