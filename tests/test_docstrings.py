@@ -119,6 +119,10 @@ def test_docstring_examples_run(module_name):
         matplotlib.use("Agg")
     if module_name.startswith("skfairlayer.datasets"):
         pytest.importorskip("pandas")
+    if module_name.startswith("skfairlayer.torch"):
+        pytest.importorskip("torch")
+    if module_name == "skfairlayer.torch._skorch":
+        pytest.importorskip("skorch")
     module = importlib.import_module(module_name)
     finder = doctest.DocTestFinder(exclude_empty=True)
     runner = doctest.DocTestRunner(
