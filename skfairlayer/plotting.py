@@ -978,10 +978,10 @@ class StreamingGapDisplay:
         if isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer. Got {batch_size!r} instead.")
         groups, method_kwargs = _groups_and_kwargs(estimator, X, sensitive_features)
+        estimator = copy.deepcopy(estimator)  # serve a copy: the display never changes its input
         serve = (
             estimator.partial_predict_proba if output == "proba" else estimator.partial_predict
         )
-        estimator = copy.deepcopy(estimator)  # serve a copy: the display never changes its input
         if reset:
             estimator.reset_stream()
         n = X.shape[0]
