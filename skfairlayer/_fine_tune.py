@@ -52,7 +52,7 @@ from ._projection import solve_problem
 
 __all__ = ["FINE_TUNE_DEFAULTS", "FineTuning", "batch_loss", "check_fine_tune_params", "fine_tune"]
 
-#: Default settings of the fine-tuning loop (the keys ``fine_tune_params`` accepts).
+#: Default settings of the fine-tuning loop (the parameters of :class:`FineTuning`).
 FINE_TUNE_DEFAULTS = {
     "max_epochs": 50,
     "learning_rate": 3e-3,
