@@ -92,15 +92,16 @@ def run_one(cfg, make_base, seed, n_train, n_test, n_features, fine_tune):
         predictive_power=cfg["power"], noise=cfg["noise"], linear=cfg["linear"],
         output_box=cfg["box"], random_state=seed,
     )
+    X = np.c_[X, g]  # the group is the last feature; the layer reads it from there
     tr, te = slice(0, n_train), slice(n_train, None)
     out = {}
     for name, tuning in (("posthoc", False), ("flayer", fine_tune)):
         reg = FairnessLayerRegressor(
             make_base(seed), tolerance=TOLERANCE, bounds=cfg["box"], cv=None,
-            fine_tune=tuning, random_state=seed,
+            sensitive_features=n_features, fine_tune=tuning, random_state=seed,
         )
-        reg.fit(X[tr], y[tr], sensitive_features=g[tr])
-        pred = reg.predict(X[te], sensitive_features=g[te])
+        reg.fit(X[tr], y[tr])
+        pred = reg.predict(X[te])
         gap = mean_difference(None, pred, sensitive_features=g[te])
         in_box = bool(np.all((pred >= cfg["box"][0]) & (pred <= cfg["box"][1])))
         out[name] = (float(np.mean((pred - y[te]) ** 2)), gap, in_box)

@@ -76,11 +76,16 @@ rows = {"base model": (np.mean(base.predict(features_test) == y_test),
 # The fairness layer
 # ------------------
 # With a :class:`~sklearn.frozen.FrozenEstimator` the layer does not refit the
-# base; it only learns its fallback shifts and thresholds.
+# base (and needs no cross-fitting: a frozen base scores the training data as
+# new data); it only learns its fitted rules, ``layer_``: one shift and one
+# decision threshold per group. The base was trained without ``sex``, so the
+# layer reads the groups from that column and keeps it from the base
+# (``sensitive_as_feature=False``).
 tolerance = 0.01
 for inference in ("batch", "fitted"):
     layer = FairnessLayerClassifier(
-        frozen, tolerance=tolerance, sensitive_features="sex", inference=inference
+        frozen, tolerance=tolerance, sensitive_features="sex",
+        sensitive_as_feature=False, inference=inference,
     ).fit(X_train, y_train)
     pred = layer.predict(X_test)
     rows[f"skfairlayer decisions ({inference})"] = (np.mean(pred == y_test), dp(pred))
@@ -103,7 +108,10 @@ pd.DataFrame(rows, index=["accuracy", "DP gap (decisions)"]).T.round(4)
 # Each method is swept over its tolerance (``tol`` for ThresholdOptimizer,
 # which relaxes its constraint on the training data). The layer in batch mode
 # stays within each tolerance on the test set by construction; methods that
-# learn thresholds on the training set land near it.
+# learn thresholds on the training set land near it. In batch mode the
+# tolerance is read at prediction, so one fitted layer serves every tolerance;
+# in fitted mode the rules depend on it and the display refits a clone per
+# tolerance (``refit_on``).
 #
 # The sweep starts at 0.005, not 0: *exactly* equal selection rates
 # ``c_f / n_f = c_m / n_m`` need counts in the ratio of the group sizes, and
@@ -116,10 +124,11 @@ tolerances = [0.005, 0.01, 0.02, 0.05, 0.1]
 fig, ax = plt.subplots()
 for inference in ("batch", "fitted"):
     layer = FairnessLayerClassifier(
-        frozen, sensitive_features="sex", inference=inference
+        frozen, sensitive_features="sex", sensitive_as_feature=False, inference=inference
     ).fit(X_train, y_train)
     ParityTradeoffDisplay.from_estimator(
-        layer, X_test, y_test, tolerances=tolerances, refit_on=(X_train, y_train),
+        layer, X_test, y_test, tolerances=tolerances,
+        refit_on=(X_train, y_train) if inference == "fitted" else None,
         name=f"skfairlayer ({inference})", ax=ax,
     )
 preds = []

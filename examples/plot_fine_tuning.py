@@ -31,7 +31,7 @@ from sklearn.metrics import accuracy_score, log_loss
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier
 
-from skfairlayer import FairnessLayerClassifier
+from skfairlayer import FairnessLayerClassifier, FineTuning
 from skfairlayer.datasets import make_parity_classification
 from skfairlayer.metrics import demographic_parity_difference
 
@@ -48,9 +48,11 @@ group_test = X_test[:, -1]
 # Plain projection vs fine-tuning
 # -------------------------------
 # The same tolerance, the same base models; only ``fine_tune`` differs.
-# ``fine_tune_params`` sets the Adam loop (here a larger learning rate than
-# the default and at most 30 epochs, with early stopping on a validation
-# fraction of the training data).
+# A :class:`~skfairlayer.FineTuning` object sets the Adam loop (here a larger
+# learning rate than the default and at most 30 epochs, with early stopping on
+# a validation fraction of the training data); ``fine_tune=True`` would use its
+# defaults. The group column is read by position (``-1``) and, with the
+# default ``sensitive_as_feature=True``, also reaches the base as a feature.
 bases = {
     "logistic regression": LogisticRegression(),
     "MLP (32 units)": MLPClassifier(
@@ -64,8 +66,7 @@ for name, base in bases.items():
             base,
             tolerance=0.01,
             sensitive_features=-1,
-            fine_tune=fine_tune,
-            fine_tune_params={"learning_rate": 1e-2, "max_epochs": 30},
+            fine_tune=FineTuning(learning_rate=1e-2, max_epochs=30) if fine_tune else False,
             random_state=0,
         ).fit(X_train, y_train)
         proba = clf.predict_proba(X_test)[:, 1]

@@ -13,8 +13,10 @@ accuracy.
 # Data and base model
 # -------------------
 # :func:`~skfairlayer.datasets.load_adult` ships with the package (no network).
-# ``X`` keeps the ``sex`` column: the layer reads the groups from it by name
-# and drops it before the base model sees ``X``.
+# ``X`` keeps the ``sex`` column: the layer reads the groups from it by name,
+# and ``X`` reaches the base untouched (``sensitive_as_feature=True``, the
+# default), whose pipeline one-hot encodes ``sex`` with the other categorical
+# columns. Pass ``sensitive_as_feature=False`` to keep the column from the base.
 import numpy as np
 from sklearn.compose import make_column_selector, make_column_transformer
 from sklearn.linear_model import LogisticRegression
@@ -45,9 +47,9 @@ base = make_pipeline(
 # The base model alone
 # --------------------
 # The base model's probabilities and decisions differ a lot between groups.
-base.fit(X_train.drop(columns="sex"), y_train)
-base_proba = base.predict_proba(X_test.drop(columns="sex"))[:, 1]
-base_pred = base.predict(X_test.drop(columns="sex"))
+base.fit(X_train, y_train)
+base_proba = base.predict_proba(X_test)[:, 1]
+base_pred = base.predict(X_test)
 print(f"accuracy          {np.mean(base_pred == y_test):.3f}")
 print(f"DP gap, proba     {demographic_parity_difference(y_test, base_proba, sensitive_features=sex_test):.3f}")
 print(f"DP gap, decisions {demographic_parity_difference(y_test, base_pred, sensitive_features=sex_test):.3f}")
@@ -59,6 +61,10 @@ print(f"DP gap, decisions {demographic_parity_difference(y_test, base_pred, sens
 # ``predict_proba`` returns, for each batch, the probabilities closest to the
 # base's whose group means differ by at most ``tolerance``; its ``predict``
 # returns the decisions of maximal expected accuracy whose selection rates do.
+# It refits a clone of the base, plus one per fold of ``cv=5`` (the default):
+# the rules it learns for single rows and one-group batches (``layer_``) come
+# from out-of-fold scores, like
+# :class:`~sklearn.calibration.CalibratedClassifierCV`.
 clf = FairnessLayerClassifier(base, tolerance=0.01, sensitive_features="sex")
 clf.fit(X_train, y_train)
 proba = clf.predict_proba(X_test)[:, 1]

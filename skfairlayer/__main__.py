@@ -114,6 +114,7 @@ def _format(rows, tolerance):
         f"UCI Adult, sensitive feature 'sex', 30% test split, tolerance {tolerance}",
         "gap = largest difference between groups of the mean (probabilities) or of the "
         "selection rate (decisions)",
+        "the layer's fit time includes 5-fold cross-fitting of its fitted rules (cv=5)",
         "",
         f"{header[0]:<46}" + "".join(f"{h:>15}" for h in header[1:]),
     ]

@@ -108,6 +108,23 @@ class GroupStatistics:
         ``y = 0``). The weights then depend on the scores, which derivatives
         with respect to the scores must take into account. ``None``: the
         weights do not depend on the scores.
+
+    See Also
+    --------
+    group_family : Build a family from raw row weights (normalised per group).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfairlayer import GroupStatistics
+    >>> fam = GroupStatistics(
+    ...     codes=np.array([0, 0, 1]), weights=np.array([0.5, 0.5, 1.0]),
+    ...     n_groups=2, tolerance=0.1,
+    ... )
+    >>> fam.means(np.array([0.2, 0.4, 0.9]))
+    array([0.3, 0.9])
+    >>> round(fam.gap(np.array([0.2, 0.4, 0.9])), 3)
+    0.6
     """
 
     codes: np.ndarray
@@ -122,7 +139,18 @@ class GroupStatistics:
     plug_in_class: int | None = field(default=None, compare=False)
 
     def means(self, outputs):
-        """Group statistics ``m_g`` of ``outputs`` (1-D, or 2-D read at ``column``)."""
+        """Group statistics ``m_g`` of ``outputs`` (1-D, or 2-D read at ``column``).
+
+        Parameters
+        ----------
+        outputs : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            Outputs of the batch the family was built on.
+
+        Returns
+        -------
+        means : ndarray of shape (n_groups,)
+            ``sum_{i in g} w_i outputs[i, column]`` for each group ``g``.
+        """
         values = outputs if outputs.ndim == 1 else outputs[:, self.column]
         if self.dense_uniform:
             # Every row is in a group with weight 1 / n_g: sums divided by sizes.
@@ -185,18 +213,41 @@ class GroupStatistics:
         return self.codes.astype(np.float64)  # codes are 0 or 1
 
     def gap(self, outputs):
-        """Largest difference between two group statistics of ``outputs`` (0 below two groups)."""
+        """Largest difference between two group statistics of ``outputs`` (0 below two groups).
+
+        Parameters
+        ----------
+        outputs : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            Outputs of the batch the family was built on.
+
+        Returns
+        -------
+        gap : float
+            ``max_g m_g - min_g m_g``; parity holds when it is at most ``tolerance``.
+        """
         if self.n_groups < 2:
             return 0.0
         m = self.means(outputs)
         return float(m.max() - m.min())
 
     def ids(self):
-        """Grouping code of each family group (``group_ids``, or ``arange(n_groups)``)."""
+        """Grouping code of each family group (``group_ids``, or ``arange(n_groups)``).
+
+        Returns
+        -------
+        ids : ndarray of shape (n_groups,)
+            Code, in the grouping the family was built from, of each family group.
+        """
         return np.arange(self.n_groups) if self.group_ids is None else self.group_ids
 
     def effective_sizes(self):
-        """Kish effective number of rows of each group: ``1 / sum_i w_i**2``."""
+        """Kish effective number of rows of each group: ``1 / sum_i w_i**2``.
+
+        Returns
+        -------
+        sizes : ndarray of shape (n_groups,)
+            Effective size of each group (its row count for uniform weights).
+        """
         inside = self.codes >= 0
         sq = np.bincount(
             self.codes[inside], weights=self.weights[inside] ** 2, minlength=self.n_groups
@@ -223,6 +274,21 @@ class AffineRows:
         plug-in mean residual, whose bounds are group means of the scores):
         ``d lower = d upper = bounds_jacobian @ dS.ravel()``. Derivatives with
         respect to the scores include it; ``None``: the bounds are constants.
+
+    See Also
+    --------
+    Criterion : Return rows from :meth:`Criterion.rows` to define a custom criterion.
+
+    Examples
+    --------
+    The mean of the first two outputs at most 0.5:
+
+    >>> import numpy as np
+    >>> import scipy.sparse as sp
+    >>> from skfairlayer import AffineRows
+    >>> rows = AffineRows(sp.csr_matrix([[0.5, 0.5, 0.0]]), np.array([-np.inf]), np.array([0.5]))
+    >>> round(rows.violation(np.array([0.9, 0.5, 0.1])), 3)
+    0.2
     """
 
     matrix: object
@@ -232,7 +298,18 @@ class AffineRows:
     bounds_jacobian: object = field(default=None, compare=False)
 
     def violation(self, outputs):
-        """Largest violation of the rows by ``outputs`` (0 when all hold)."""
+        """Largest violation of the rows by ``outputs`` (0 when all hold).
+
+        Parameters
+        ----------
+        outputs : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            Outputs; the rows act on their row-major flattening.
+
+        Returns
+        -------
+        violation : float
+            Largest amount by which a row leaves ``[lower, upper]``.
+        """
         r = self.matrix @ outputs.ravel()
         return float(max(np.max(self.lower - r, initial=0.0), np.max(r - self.upper, initial=0.0)))
 
@@ -254,6 +331,22 @@ class ProjectionProblem:
         (the box is then ignored).
     rows : AffineRows or None, default=None
         Extra affine rows; only the general (OSQP) solver handles them.
+
+    See Also
+    --------
+    project : Build and solve the problem of a criterion in one call.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfairlayer import DemographicParity, ProjectionProblem
+    >>> scores = np.array([0.9, 0.7, 0.2, 0.4])
+    >>> families = DemographicParity().families(np.array([0, 0, 1, 1]), 2, scores, 0.1)
+    >>> problem = ProjectionProblem(scores, families)
+    >>> round(problem.parity_violation(scores), 3)  # the base scores: gap 0.5
+    0.4
+    >>> problem.box_violation(scores)
+    0.0
     """
 
     scores: np.ndarray
@@ -265,10 +358,23 @@ class ProjectionProblem:
 
     @property
     def n_samples(self):
+        """Number of rows of the batch."""
         return self.scores.shape[0]
 
     def box_violation(self, outputs):
-        """Largest violation of the bounds (or the simplex) by ``outputs``."""
+        """Largest violation of the bounds (or the simplex) by ``outputs``.
+
+        Parameters
+        ----------
+        outputs : ndarray of the shape of ``scores``
+            Candidate outputs.
+
+        Returns
+        -------
+        violation : float
+            Largest amount by which an output leaves its bounds (or a row the
+            simplex: a negative entry or a sum other than one); 0 when all hold.
+        """
         if self.simplex:
             return float(max(-outputs.min(), np.abs(outputs.sum(axis=1) - 1).max()))
         if np.ndim(self.lower) == 0 and np.ndim(self.upper) == 0:
@@ -276,7 +382,19 @@ class ProjectionProblem:
         return float(max(np.max(self.lower - outputs), np.max(outputs - self.upper), 0.0))
 
     def parity_violation(self, outputs):
-        """Largest violation of the parity families and extra rows by ``outputs``."""
+        """Largest violation of the parity families and extra rows by ``outputs``.
+
+        Parameters
+        ----------
+        outputs : ndarray of the shape of ``scores``
+            Candidate outputs.
+
+        Returns
+        -------
+        violation : float
+            Largest excess of a family's gap over its tolerance, or of a row
+            over its bounds; 0 or less when parity holds.
+        """
         worst = 0.0
         for fam in self.families:
             worst = max(worst, fam.gap(outputs) - fam.tolerance)
@@ -659,6 +777,27 @@ class EqualOpportunity(Criterion):
         return [int(pc)]
 
     def families(self, codes, n_groups, scores, tolerance, labels=None):
+        """Return one family per conditioning class: the group means among its rows.
+
+        Parameters
+        ----------
+        codes : ndarray of shape (n_samples,), dtype=intp
+            Group of each row in ``[0, n_groups)``.
+        n_groups : int
+            Number of groups of the grouping.
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            Base scores of the batch (the plug-in weights without labels).
+        tolerance : float
+            The criterion's tolerance.
+        labels : ndarray of shape (n_samples,) or None, default=None
+            Labels (0/1, or class indices); ``None`` for the plug-in form.
+
+        Returns
+        -------
+        families : tuple of GroupStatistics
+            Binary scores: one family (``Y = 1``); multiclass: one per class
+            (or only ``positive_class``).
+        """
         out = []
         for y in self._classes(scores):
             col = 0 if scores.ndim == 1 else y
@@ -698,6 +837,27 @@ class EqualizedOdds(Criterion):
     """
 
     def families(self, codes, n_groups, scores, tolerance, labels=None):
+        """Return one family per true class (and output column for multiclass scores).
+
+        Parameters
+        ----------
+        codes : ndarray of shape (n_samples,), dtype=intp
+            Group of each row in ``[0, n_groups)``.
+        n_groups : int
+            Number of groups of the grouping.
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            Base scores of the batch (the plug-in weights without labels).
+        tolerance : float
+            The criterion's tolerance.
+        labels : ndarray of shape (n_samples,) or None, default=None
+            Labels (0/1, or class indices); ``None`` for the plug-in form.
+
+        Returns
+        -------
+        families : tuple of GroupStatistics
+            Binary scores: ``Y = 1`` then ``Y = 0``; multiclass: one family per
+            (true class, output column) pair.
+        """
         if scores.ndim == 1:
             return tuple(
                 group_family(
@@ -746,6 +906,27 @@ class MeanResidual(Criterion):
     """
 
     def rows(self, codes, n_groups, scores, tolerance, labels=None):
+        """Return one two-sided row per group (and class column): the mean residual.
+
+        Parameters
+        ----------
+        codes : ndarray of shape (n_samples,), dtype=intp
+            Group of each row in ``[0, n_groups)``.
+        n_groups : int
+            Number of groups of the grouping.
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            Base scores of the batch (the plug-in labels without labels).
+        tolerance : float
+            The criterion's tolerance.
+        labels : ndarray of shape (n_samples,) or None, default=None
+            Labels (0/1, or class indices); ``None`` for the plug-in form.
+
+        Returns
+        -------
+        rows : AffineRows
+            ``mean_g(y) - tolerance <= mean_g(p) <= mean_g(y) + tolerance``,
+            class-major (all groups of class 0, then class 1, ...).
+        """
         n = codes.shape[0]
         sizes = np.bincount(codes, minlength=n_groups).astype(np.float64)
         present = np.flatnonzero(sizes > 0)

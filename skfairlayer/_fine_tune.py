@@ -52,7 +52,7 @@ from ._solvers._simplex import project_simplex_rows
 
 __all__ = ["FINE_TUNE_DEFAULTS", "FineTuning", "batch_loss", "check_fine_tune_params", "fine_tune"]
 
-#: Default settings of the fine-tuning loop (the keys ``fine_tune_params`` accepts).
+#: Default settings of the fine-tuning loop (the parameters of :class:`FineTuning`).
 FINE_TUNE_DEFAULTS = {
     "max_epochs": 50,
     "learning_rate": 3e-3,
@@ -127,7 +127,13 @@ class FineTuning(BaseEstimator):
         self.label_free = label_free
 
     def settings(self):
-        """The validated settings as a dict (keys of :data:`FINE_TUNE_DEFAULTS`)."""
+        """The validated settings as a dict (keys of :data:`FINE_TUNE_DEFAULTS`).
+
+        Returns
+        -------
+        settings : dict
+            The parameters, each checked (a wrong value raises ``ValueError``).
+        """
         return check_fine_tune_params(self.get_params())
 
 

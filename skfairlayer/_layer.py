@@ -58,16 +58,20 @@ class FittedLayer:
     """The fairness layer fitted on a training set.
 
     Build it with :meth:`fit`. Batches are projected or decided with the
-    criterion on the batch; rules learned at fit serve the rest.
+    criterion on the batch; rules learned at fit serve the rest. A fitted
+    :class:`~skfairlayer.FairnessLayerClassifier` holds one as ``layer_``.
+
+    Parameters
+    ----------
+    criterion : str or Criterion
+        The criterion (a name such as ``"demographic_parity"``, or an instance).
+    tolerance : float
+        The criterion's tolerance.
+    solver : {"auto", "exact", "osqp"}, default="auto"
+        Projection solver.
 
     Attributes
     ----------
-    criterion : str or Criterion
-        The criterion.
-    tolerance : float
-        The criterion's tolerance.
-    solver : str
-        Projection solver.
     coefficients : list of ndarray
         Per family of the plug-in problem (in the order the criterion builds
         them, over all groupings), a shift coefficient per group: a row's output
@@ -80,6 +84,33 @@ class FittedLayer:
         criteria: measured with the labels).
     n_classes : int
         Number of classes of the outputs (2 for binary scores).
+    shifts : ndarray of shape (n_groups,) or None
+        Binary demographic parity with one grouping: the fitted shift of each
+        group (a row's probability moves down by its group's shift); else None.
+    thresholds : ndarray of shape (n_groups,) or None
+        Binary outputs with one grouping: the score threshold of each group's
+        fitted decisions; else None.
+
+    See Also
+    --------
+    FairnessLayerClassifier : The estimator that fits and serves the layer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfairlayer import FairnessLayerClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(400, 3))
+    >>> groups = np.where(X[:, 0] > 0, "a", "b")
+    >>> y = (X[:, 0] + X[:, 1] + rng.normal(size=400) > 0).astype(int)
+    >>> clf = FairnessLayerClassifier(tolerance=0.02).fit(X, y, sensitive_features=groups)
+    >>> layer = clf.layer_
+    >>> layer.shifts.round(3)  # group "a" scores higher: its probabilities move down
+    array([ 0.233, -0.18 ])
+    >>> layer.thresholds.round(3)  # and it needs a higher score to be selected
+    array([0.811, 0.264])
+    >>> round(layer.fit_gap, 6)
+    0.02
     """
 
     def __init__(self, criterion, tolerance, *, solver="auto", lower=0.0, upper=1.0,
@@ -95,8 +126,25 @@ class FittedLayer:
     def problem(self, scores, groupings, labels=None, *, keep_trivial=False, tolerance=None):
         """The criterion's problem on a batch (groups absent from it are dropped).
 
-        ``tolerance`` overrides the fitted one (batch inference reads the
-        estimator's current tolerance).
+        Parameters
+        ----------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            Base scores of the batch.
+        groupings : list of Grouping
+            The batch's groupings (codes of the groups learned at fit).
+        labels : ndarray of shape (n_samples,) or None, default=None
+            Class indices; ``None`` for the plug-in (label-free) form.
+        keep_trivial : bool, default=False
+            Keep families with fewer than two groups (to match families by
+            position across batches).
+        tolerance : float or None, default=None
+            Overrides the fitted tolerance (batch inference reads the
+            estimator's current tolerance); ``None`` keeps it.
+
+        Returns
+        -------
+        problem : ProjectionProblem
+            The batch's projection problem.
         """
         names = [g.name for g in groupings]
         tolerance = self.tolerance if tolerance is None else float(tolerance)
@@ -175,7 +223,19 @@ class FittedLayer:
         return self
 
     def small_groups(self, min_size):
-        """``(family name, group code, effective size)`` of the fit set's groups below ``min_size``."""
+        """``(family name, group code, effective size)`` of the fit set's groups below ``min_size``.
+
+        Parameters
+        ----------
+        min_size : float or None
+            Effective size (Kish) below which a group is reported; ``None``
+            reports none.
+
+        Returns
+        -------
+        small : list of (str, int, float)
+            Family name, group code in its grouping, and effective size.
+        """
         if min_size is None:
             return []
         return [
@@ -196,9 +256,25 @@ class FittedLayer:
     def outputs(self, scores, groupings, *, inference="batch", tolerance=None, solver=None):
         """Projected outputs of a batch: exact on the batch, or by the fitted rule.
 
-        ``inference="batch"`` solves the criterion on the batch (verified); a
-        batch where no family has two groups falls back to the fitted rule, as
-        does ``inference="fitted"``.
+        Parameters
+        ----------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            Base scores of the batch.
+        groupings : list of Grouping
+            The batch's groupings.
+        inference : {"batch", "fitted"}, default="batch"
+            ``"batch"`` solves the criterion on the batch (verified); a batch
+            where no family has two groups falls back to the fitted rule, as
+            does ``"fitted"``.
+        tolerance : float or None, default=None
+            Overrides the fitted tolerance; ``None`` keeps it.
+        solver : str or None, default=None
+            Overrides the fitted solver; ``None`` keeps it.
+
+        Returns
+        -------
+        outputs : ndarray of the shape of ``scores``
+            Projected probabilities.
         """
         if inference == "batch":
             problem = self.problem(scores, groupings, tolerance=tolerance)
@@ -207,7 +283,21 @@ class FittedLayer:
         return self.fitted_outputs(scores, groupings)
 
     def fitted_outputs(self, scores, groupings):
-        """Outputs by the fitted shifts: within the bounds; parity holds on the fit set."""
+        """Outputs by the fitted shifts: within the bounds; parity holds on the fit set.
+
+        Parameters
+        ----------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            Base scores of the rows.
+        groupings : list of Grouping
+            The rows' groupings.
+
+        Returns
+        -------
+        outputs : ndarray of the shape of ``scores``
+            Scores minus each row's fitted shift, clipped to ``[0, 1]``
+            (multiclass: projected onto the simplex row by row).
+        """
         delta = self._shift_matrix(scores, groupings)
         if scores.ndim == 1:
             return np.clip(scores - delta, self.lower, self.upper)
@@ -238,7 +328,26 @@ class FittedLayer:
 
     # ------------------------------------------------------------------ decisions
     def decisions(self, scores, groupings, *, inference="batch", tolerance=None):
-        """Class index of each row: parity decisions on the batch, or the fitted rule."""
+        """Class index of each row: parity decisions on the batch, or the fitted rule.
+
+        Parameters
+        ----------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            Base scores of the batch.
+        groupings : list of Grouping
+            The batch's groupings.
+        inference : {"batch", "fitted"}, default="batch"
+            ``"batch"`` decides with the criterion on the batch (a batch where
+            no family has two groups gets the fitted rule); ``"fitted"``
+            always applies the fitted rule.
+        tolerance : float or None, default=None
+            Overrides the fitted tolerance; ``None`` keeps it.
+
+        Returns
+        -------
+        decisions : ndarray of shape (n_samples,)
+            Class index of each row (binary: 0/1).
+        """
         if inference == "batch":
             problem = self.problem(scores, groupings, tolerance=tolerance)
             if problem.families or problem.rows is not None:
@@ -256,7 +365,20 @@ class FittedLayer:
         return self.fitted_decisions(scores, groupings)
 
     def fitted_decisions(self, scores, groupings):
-        """Decisions by the fitted per-group offsets."""
+        """Decisions by the fitted per-group offsets.
+
+        Parameters
+        ----------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            Base scores of the rows.
+        groupings : list of Grouping
+            The rows' groupings.
+
+        Returns
+        -------
+        decisions : ndarray of shape (n_samples,)
+            ``argmax_c S[i, c] - sum offsets[g(i), c]`` of each row.
+        """
         values = np.column_stack([1.0 - scores, scores]) if scores.ndim == 1 else scores.copy()
         for g, offsets in zip(groupings, self.decision_offsets, strict=True):
             values -= offsets[g.codes]

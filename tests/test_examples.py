@@ -5,6 +5,7 @@ from rotting even where Sphinx is not installed. The whole file is budgeted at
 about a minute: each example must stay within a few seconds of work.
 """
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -33,6 +34,17 @@ PLANNED = {
     "plot_streaming.py": (_has_streaming, "streaming (partial_predict_proba) has not landed yet"),
     "plot_fine_tuning.py": (_has_fine_tuning, "fine-tuning (fine_tune=True) has not landed yet"),
 }
+
+
+# Examples of optional front ends: the module each needs; skipped where it is not installed.
+OPTIONAL = {
+    "plot_torch_adult.py": "torch",
+}
+
+
+def _missing_optional(name):
+    module = OPTIONAL.get(name)
+    return module is not None and importlib.util.find_spec(module) is None
 
 
 def _examples():
@@ -72,6 +84,8 @@ def _run(path, extra_env=None):
 
 
 def _runnable(name):
+    if _missing_optional(name):
+        return False
     return name not in PLANNED or PLANNED[name][0]()
 
 
@@ -102,6 +116,8 @@ def example_runs(tmp_path_factory):
 @pytest.mark.parametrize("name", _examples())
 def test_example_runs(name, example_runs):
     """Check that an example runs without error or warning."""
+    if _missing_optional(name):
+        pytest.skip(f"{name} needs {OPTIONAL[name]}, which is not installed")
     if not _runnable(name):
         pytest.skip(PLANNED[name][1])
     result = example_runs[name].result()
