@@ -85,20 +85,21 @@ def configurations():
         yield cfg
 
 
-def run_one(cfg, make_base, seed, n_train, n_test, n_features, fine_tune):
+def run_one(cfg, make_base, seed, n_train, n_test, n_features, fine_tune, hide_group=False):
     """Test MSE of post-hoc and F-Layer (and the bare base) on one draw."""
     X, y, g = make_paper_regression(
         n_train + n_test, n_features, group_proportions=cfg["split"], group_shift=1.0,
         predictive_power=cfg["power"], noise=cfg["noise"], linear=cfg["linear"],
         output_box=cfg["box"], random_state=seed,
     )
-    X = np.c_[X, g]  # the group is the last feature; the layer reads it from there
+    X = np.c_[X, g]  # the group is the last column; the layer reads it from there
     tr, te = slice(0, n_train), slice(n_train, None)
     out = {}
     for name, tuning in (("posthoc", False), ("flayer", fine_tune)):
         reg = FairnessLayerRegressor(
             make_base(seed), tolerance=TOLERANCE, bounds=cfg["box"], cv=None,
-            sensitive_features=n_features, fine_tune=tuning, random_state=seed,
+            sensitive_features=n_features, sensitive_as_feature=not hide_group,
+            fine_tune=tuning, random_state=seed,
         )
         reg.fit(X[tr], y[tr])
         pred = reg.predict(X[te])
@@ -106,7 +107,7 @@ def run_one(cfg, make_base, seed, n_train, n_test, n_features, fine_tune):
         in_box = bool(np.all((pred >= cfg["box"][0]) & (pred <= cfg["box"][1])))
         out[name] = (float(np.mean((pred - y[te]) ** 2)), gap, in_box)
         if name == "posthoc":  # the bare base, fitted in the same call: the floor
-            base_pred = reg.estimator_.predict(X[te])
+            base_pred = reg.estimator_.predict(X[te, :n_features] if hide_group else X[te])
             out["base"] = float(np.mean((base_pred - y[te]) ** 2))
     out["slack"] = 1e-9 * float(np.std(y[tr]))
     return out
@@ -121,7 +122,7 @@ def run(args):
         rows = []
         for cfg in configurations():
             runs = [run_one(cfg, make_base, s, args.n_train, args.n_test, args.n_features,
-                            fine_tune) for s in seeds]
+                            fine_tune, args.hide_group) for s in seeds]
             post = np.mean([r["posthoc"][0] for r in runs])
             flay = np.mean([r["flayer"][0] for r in runs])
             base = np.mean([r["base"] for r in runs])
@@ -138,14 +139,16 @@ def report(results, args):
     print(f"machine: {platform.processor() or platform.machine()}, numpy {np.__version__}; "
           f"n_train={args.n_train}, n_test={args.n_test}, {args.n_features} features, "
           f"{n_seeds} seed(s), FineTuning(max_epochs={args.epochs}), tolerance {TOLERANCE}\n")
-    print("| base | F-Layer wins (of 32) | median rel. MSE change | range | "
+    print(f"group column {'hidden from' if args.hide_group else 'seen by'} the base\n")
+    print("| base | F-Layer wins / ties / losses (of 32) | median rel. MSE change | range | "
           "post-hoc / floor (median) | F-Layer / floor (median) | max test gap | seconds |")
     print("|---|---|---|---|---|---|---|---|")
     for base_name, (rows, seconds) in results.items():
         base, post, flay = (np.array([r[i] for r in rows]) for i in (1, 2, 3))
         rel = (flay - post) / post
         ok = all(r[5] for r in rows)  # parity within tolerance and predictions in the box
-        print(f"| {base_name} | {int(np.sum(flay < post))} | {np.median(rel):+.2%} | "
+        wins, ties = int(np.sum(flay < post)), int(np.sum(flay == post))
+        print(f"| {base_name} | {wins} / {ties} / {32 - wins - ties} | {np.median(rel):+.2%} | "
               f"[{rel.min():+.2%}, {rel.max():+.2%}] | {np.median(post / base):.3f} | "
               f"{np.median(flay / base):.3f} | "
               f"{max(r[4] for r in rows):.4f} ({'ok' if ok else 'FAIL'}) | {seconds:.0f} |")
@@ -167,6 +170,8 @@ def main():
     parser.add_argument("--n-test", type=int, default=3000)
     parser.add_argument("--n-features", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--hide-group", action="store_true",
+                        help="the base does not see the group column")
     parser.add_argument("--per-config", action="store_true", help="also one row per config")
     args = parser.parse_args()
     with warnings.catch_warnings():

@@ -69,6 +69,12 @@ class FittedLayer:
         The criterion's tolerance.
     solver : {"auto", "exact", "osqp"}, default="auto"
         Projection solver.
+    lower, upper : float or ndarray of shape (n_samples,), default=0.0, 1.0
+        Bounds of binary (or regression) outputs; multiclass outputs lie on
+        the simplex.
+    decisions : bool, default=True
+        Whether to learn the decision rule (``decision_offsets``); regression
+        outputs have none.
 
     Attributes
     ----------
