@@ -219,6 +219,13 @@ class FittedLayer:
         values = np.column_stack([1.0 - scores, scores]) if scores.ndim == 1 else scores
         if np.array_equal(decisions, np.argmax(values, axis=1)):  # the criterion does not bind
             self.decision_offsets = [np.zeros((g.n_groups, values.shape[1])) for g in groupings]
+        elif len(groupings) == 1 and _one_uniform_binary_family(plugin):
+            # One threshold per group reproduces exact-count decisions: no LP needed.
+            fam = plugin.families[0]
+            res = parity_decisions(scores, fam.codes, fam.n_groups, fam.tolerance)
+            offsets = np.zeros((groupings[0].n_groups, 2))
+            offsets[fam.ids(), 1] = 2.0 * res.thresholds - 1.0  # 1 iff s - o1 > 1 - s
+            self.decision_offsets = [offsets]
         else:
             self.decision_offsets = class_offsets(
                 scores, [(g.codes, g.n_groups) for g in groupings], decisions

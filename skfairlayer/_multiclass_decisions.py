@@ -1,3 +1,4 @@
+
 """Decisions under any affine criterion: multiclass parity, plug-in equalized odds, custom rows.
 
 The decision problem of a batch: pick one class per row (binary: 0/1) to
@@ -32,6 +33,7 @@ Integer decisions cannot always meet a tolerance that the relaxation meets
 best decisions found that *do* meet it, never decisions that break it.
 """
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -389,6 +391,11 @@ def decision_shifts(problem, *, time_limit=20.0):
     return _relaxation(problem, time_limit)[4]
 
 
+def rows_total(rows):
+    """Number of equality rows of the stacked blocks."""
+    return sum(r.shape[0] for r in rows)
+
+
 def class_offsets(scores, groupings, decisions, *, time_limit=20.0):
     """Per grouping, group and class, offsets that reproduce the class counts of ``decisions``.
 
@@ -435,8 +442,17 @@ def class_offsets(scores, groupings, decisions, *, time_limit=20.0):
     )
     out = []
     start = n
+    solved = res.eqlin is not None and np.size(res.eqlin.marginals) == rows_total(rows)
+    if not solved:
+        warnings.warn(
+            "The decision rule of the fitted layer could not be learned (the assignment LP "
+            f"stopped: {res.message}); the fitted decisions fall back to the base's argmax. "
+            "Batch decisions are unaffected.",
+            UserWarning,
+            stacklevel=3,
+        )
     for _, k in groupings:
-        if res.eqlin is None:
+        if not solved:
             out.append(np.zeros((k, K)))
             continue
         # Minimisation of -value: the marginal of a count row is minus its price.
