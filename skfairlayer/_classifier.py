@@ -146,9 +146,9 @@ class FairnessLayerClassifier(ClassifierMixin, FairnessLayerBase):
             not passed to the base estimator). Pass an int for reproducible
             fine-tuning.
         verbose : int, default=0
-            When positive, fine-tuning logs one line per epoch (training and
-            validation projected log-loss, and the criterion's gap of the base
-            outputs) through the ``skfairlayer`` logger.
+            When positive, fine-tuning reports one line per epoch on standard
+            error (training and validation projected log-loss, and the
+            criterion's gap of the base outputs), and which epoch it kept.
         stream_algorithm : {"pooled", "paper"}, default="pooled"
             Algorithm of :meth:`partial_predict_proba` / :meth:`partial_predict`.
             ``"pooled"``: a primal-dual on the pooled constraints started from the
@@ -522,7 +522,7 @@ default=None
         """Serve decisions to a stream: pooled selection rates within the certificate.
 
         With ``stream_algorithm="pooled"`` each row is decided by its group's
-        current threshold (started at ``thresholds_``, moved by the stream's
+        current threshold (started at ``layer_.thresholds``, moved by the stream's
         duals) and flipped only if needed so that the pooled selection-rate gap
         of *all* decisions served since :meth:`fit` or :meth:`reset_stream`
         stays within the certificate of ``stream_report("decisions")`` at every

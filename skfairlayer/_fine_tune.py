@@ -142,11 +142,11 @@ def check_fine_tune_params(params):
     if params is None:
         params = {}
     if not isinstance(params, dict):
-        raise TypeError(f"fine_tune_params must be a dict or None. Got {params!r} instead.")
+        raise TypeError(f"The fine-tuning settings must be a dict or None. Got {params!r} instead.")
     unknown = sorted(set(params) - set(FINE_TUNE_DEFAULTS))
     if unknown:
         raise ValueError(
-            f"fine_tune_params has unknown key(s) {unknown!r}; the keys are "
+            f"FineTuning has no setting(s) {unknown!r}; the settings are "
             f"{sorted(FINE_TUNE_DEFAULTS)!r}. Got {params!r} instead."
         )
     out = {**FINE_TUNE_DEFAULTS, **params}
@@ -154,7 +154,7 @@ def check_fine_tune_params(params):
     def _check(name, ok, what):
         value = out[name]
         if isinstance(value, bool) or not ok(value):
-            raise ValueError(f"fine_tune_params[{name!r}] must be {what}. Got {value!r} instead.")
+            raise ValueError(f"FineTuning({name}=...) must be {what}. Got {value!r} instead.")
 
     def _int(v):
         return isinstance(v, Integral)
@@ -171,7 +171,7 @@ def check_fine_tune_params(params):
     _check("margin", lambda v: _real(v) and 0 < v < 0.1, "a float in (0, 0.1)")
     if not isinstance(out["label_free"], (bool, np.bool_)):
         raise ValueError(
-            f"fine_tune_params['label_free'] must be a bool. Got {out['label_free']!r} instead."
+            f"FineTuning(label_free=...) must be a bool. Got {out['label_free']!r} instead."
         )
     return out
 
