@@ -114,7 +114,7 @@ class FittedLayer:
     >>> layer.shifts.round(3)  # group "a" scores higher: its probabilities move down
     array([ 0.233, -0.18 ])
     >>> layer.thresholds.round(3)  # and it needs a higher score to be selected
-    array([0.811, 0.264])
+    array([0.811, 0.259])
     >>> round(layer.fit_gap, 6)
     0.02
     """
