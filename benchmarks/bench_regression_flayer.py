@@ -1,4 +1,4 @@
-"""The F-Layer (fine-tuning through the layer) vs post-hoc projection on the paper's 32 regression configurations.
+"""The F-Layer vs post-hoc projection on the paper's 32 synthetic regression configurations.
 
 The paper's synthetic regression study: 32 datasets from a 2^5 factorial
 design over the group split, the predictive power, the noise, the output box
@@ -87,7 +87,7 @@ BASES = {
 def configurations():
     """The 32 configurations: dicts of one level per factor, with a short code."""
     for bits in itertools.product((0, 1), repeat=len(LEVELS)):
-        cfg = {name: levels[b] for (name, levels), b in zip(LEVELS.items(), bits)}
+        cfg = {name: levels[b] for (name, levels), b in zip(LEVELS.items(), bits, strict=True)}
         cfg["code"] = "".join(map(str, bits))
         yield cfg
 
