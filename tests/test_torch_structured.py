@@ -150,3 +150,15 @@ def test_errors():
         fairness_layer(st, gt, 2, groups_mode="joint")
     with pytest.raises(ValueError, match="no row in this batch"):
         fairness_layer(Pt, gt, k + 1, simplex=True, strict=True)
+
+
+def test_marginal_infeasible_bounds_raise():
+    """Check that bounds no outputs can satisfy raise InfeasibleProblemError."""
+    from skfairlayer import InfeasibleProblemError
+
+    G = torch.tensor(np.c_[np.r_[np.zeros(20), np.ones(20)], np.tile([0, 1], 20)].astype(int))
+    lb = torch.where(G[:, 0] == 0, 0.9, 0.0).double()
+    ub = torch.where(G[:, 0] == 1, 0.1, 1.0).double()
+    s = torch.rand(40, dtype=torch.float64)
+    with pytest.raises(InfeasibleProblemError, match="Widen"):
+        fairness_layer(s, G, 2, tolerance=0.01, groups_mode="marginal", bounds=(lb, ub))

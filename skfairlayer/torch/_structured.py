@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from ..exceptions import SolverError
+from ..exceptions import InfeasibleProblemError, SolverError
 from . import _active, _solve
 
 __all__ = ["StructuredProject"]
@@ -178,11 +178,28 @@ class _Marginal:
             out = _active.newton(c, t, self.primal, self.cells, eps, _STEPS, scale)
             if out is not None:
                 return out
+        if self._infeasible(eps):
+            raise InfeasibleProblemError(
+                "No outputs within the bounds meet the tolerance: some attribute's group bounds "
+                "keep its mean out of reach of the others. Widen the bounds or the tolerance."
+            )
         raise SolverError(
             "The torch marginal fairness layer did not converge to an exact solution; the "
             "bounds may leave no outputs meeting every attribute's tolerance. Widen the "
             "bounds or the tolerance, or use skfairlayer.project(..., groups='marginal')."
         )
+
+    def _infeasible(self, eps):
+        """Whether one attribute alone cannot meet the tolerance within the bounds."""
+        n = self.cells.n.clamp_min(1.0)
+        low = self.sums(torch.broadcast_to(self.lb, self.s.shape).to(self.s.dtype)) / n
+        high = self.sums(torch.broadcast_to(self.ub, self.s.shape).to(self.s.dtype)) / n
+        for a in range(self.A):
+            lo, hi = self.offsets[a], self.offsets[a] + self.sizes[a]
+            pres = self.cells.present[lo:hi]
+            if float(low[lo:hi][pres].amax() - high[lo:hi][pres].amin()) > eps + 1e-12:
+                return True
+        return False
 
     def jacobian(self, p, active, h):
         free = self.free(p)
