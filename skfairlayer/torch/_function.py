@@ -416,7 +416,7 @@ def _structured(scores, groups, n_groups, tolerance, labels, bounds, strict, sim
     if labels is not None:
         raise ValueError("labels are not used by demographic parity; pass labels=None.")
     if simplex:
-        if any(not isinstance(b, (int, float)) or float(b) != d for b, d in zip(bounds, (0.0, 1.0))):
+        if any(not isinstance(b, (int, float)) or float(b) != d for b, d in zip(bounds, (0.0, 1.0), strict=True)):
             raise ValueError(
                 "bounds do not apply with simplex=True (output rows are probability vectors); "
                 f"leave the default (0.0, 1.0). Got {bounds!r} instead."
@@ -462,8 +462,9 @@ class FairnessLayer(torch.nn.Module):
 
     Parameters
     ----------
-    n_groups : int
-        Number of groups (codes ``0 .. n_groups - 1``).
+    n_groups : int or tuple of int
+        Number of groups (codes ``0 .. n_groups - 1``); one per attribute with
+        ``groups_mode="marginal"``.
     tolerance : float, default=0.01
         Largest allowed difference between two group means.
     criterion : str, default="demographic_parity"
