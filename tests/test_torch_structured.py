@@ -162,3 +162,27 @@ def test_marginal_infeasible_bounds_raise():
     s = torch.rand(40, dtype=torch.float64)
     with pytest.raises(InfeasibleProblemError, match="Widen"):
         fairness_layer(s, G, 2, tolerance=0.01, groups_mode="marginal", bounds=(lb, ub))
+
+
+@pytest.mark.filterwarnings(JIT_WARNING)
+@pytest.mark.parametrize("kind", ["simplex", "marginal"])
+def test_jacobian_is_a_symmetric_projector_and_vmap(kind):
+    """Check that J (jacrev = jacfwd) is a symmetric idempotent map, and vmap matches a loop."""
+    if kind == "simplex":
+        P, g, k = _multiclass(11, n=20)
+        x, gt, kw = torch.tensor(P), torch.tensor(g), {"simplex": True}
+    else:
+        s, G, sizes = _marginal(11, n=30)
+        x, gt, k, kw = torch.tensor(s), torch.tensor(G), tuple(sizes), {"groups_mode": "marginal"}
+
+    def f(v):
+        return fairness_layer(v, gt, k, tolerance=0.02, **kw)
+
+    m = x.numel()
+    jr = torch.func.jacrev(f)(x).reshape(m, m)
+    jf = torch.func.jacfwd(f)(x).reshape(m, m)
+    torch.testing.assert_close(jr, jf, atol=1e-12, rtol=0)
+    torch.testing.assert_close(jr, jr.T, atol=1e-12, rtol=0)
+    torch.testing.assert_close(jr @ jr, jr, atol=1e-10, rtol=0)
+    batch = torch.stack([x, x.flip(0)])
+    torch.testing.assert_close(torch.func.vmap(f)(batch), torch.stack([f(b) for b in batch]))

@@ -273,6 +273,19 @@ class StructuredProject(torch.autograd.Function):
     def jvp(ctx, tangent, *_):
         return _jacobian(ctx, tangent), None
 
+    @staticmethod
+    def vmap(info, in_dims, s, groups, lb, ub, eps, kind, sizes, strict):
+        """Solve the mapped problems as a leading batch dimension (groups broadcast)."""
+        size = info.batch_size
+
+        def front(x, d):
+            return x.unsqueeze(0).expand(size, *x.shape) if d is None else x.movedim(d, 0)
+
+        s = front(s, in_dims[0])
+        groups = front(groups, in_dims[1])
+        lb, ub = (x if d is None else front(x, d) for x, d in zip((lb, ub), in_dims[2:4], strict=True))
+        return StructuredProject.apply(s, groups, lb, ub, eps, kind, sizes, strict), (0, 0)
+
 
 def _jacobian(ctx, g):
     p, groups, lb, ub, active = ctx.saved_tensors
