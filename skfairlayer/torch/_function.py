@@ -5,7 +5,9 @@ on the input's device). The backward pass, the forward-mode product and the
 Jacobian are one map, the orthogonal projector onto the free, non-active
 directions, written in differentiable torch operations (double backward works).
 ``torch.func.vmap`` maps over a batch of problems through an explicit rule that
-solves them together. See ``docs/user_guide/torch.rst``.
+solves them together. Multiclass (``simplex=True``) and marginal
+(``groups_mode="marginal"``) problems go to :mod:`skfairlayer.torch._structured`.
+See ``docs/user_guide/torch.rst``.
 """
 
 import math
