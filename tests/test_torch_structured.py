@@ -186,3 +186,20 @@ def test_jacobian_is_a_symmetric_projector_and_vmap(kind):
     torch.testing.assert_close(jr @ jr, jr, atol=1e-10, rtol=0)
     batch = torch.stack([x, x.flip(0)])
     torch.testing.assert_close(torch.func.vmap(f)(batch), torch.stack([f(b) for b in batch]))
+
+
+def test_multiclass_core_start_fallback(monkeypatch):
+    """Check that when Newton from zero shifts does not settle, the core's multipliers start it."""
+    from skfairlayer.torch import _active
+
+    real, calls = _active.newton, []
+
+    def first_fails(c, *args):
+        calls.append(bool(c.abs().amax() > 0))
+        return None if len(calls) == 1 else real(c, *args)
+
+    monkeypatch.setattr(_active, "newton", first_fails)
+    P, g, k = _multiclass(2, n=80)
+    p = fairness_layer(torch.tensor(P), torch.tensor(g), k, tolerance=0.01, simplex=True)
+    np.testing.assert_allclose(p.numpy(), project(P, g, tolerance=0.01).proba, atol=1e-12)
+    assert calls == [False, True]
