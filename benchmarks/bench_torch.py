@@ -25,6 +25,12 @@ Times are the minimum over repeated calls (the machine may be shared).
 ``vmap``
     ``torch.func.vmap`` of the layer over 64 independent problems of 256 rows vs a Python
     loop over them.
+``structured``
+    Multiclass demographic parity on the simplex (4 classes, 4 groups, ``simplex=True``)
+    and marginal parity over two attributes (2 x 3 groups, ``groups_mode="marginal"``),
+    tolerance 0.02, at batch 256 / 2,000: one training step (forward + backward) vs its
+    floor (``softmax`` or ``clamp`` forward + backward on the same tensors), and the numpy
+    core's ``skfairlayer.project`` on the same problem (forward only, for reference).
 ``regression``
     The paper's synthetic regression comparison at reduced size: an MLP trained through
     the layer (F-Layer, mean parity of unbounded outputs) vs the same MLP trained plainly
@@ -33,7 +39,7 @@ Times are the minimum over repeated calls (the machine may be shared).
 Runs on CUDA when available (``--device``); on CPU with one thread unless ``--threads``.
 Usage::
 
-    python benchmarks/bench_torch.py [--part speed|generic|memory|vmap|regression] [--quick]
+    python benchmarks/bench_torch.py [--part speed|generic|memory|vmap|structured|regression] [--quick]
 """
 
 import argparse
@@ -217,6 +223,56 @@ def part_vmap(device, quick):
     print(f"vmap {t_vmap * 1e3:.2f} ms, loop {t_loop * 1e3:.2f} ms: {t_loop / t_vmap:.1f}x")
 
 
+def _structured_case(kind, n, device):
+    """Scores, groups, layer keywords and the numpy core's call for one structured problem."""
+    g = torch.Generator().manual_seed(n)
+    if kind == "simplex":
+        groups = torch.randint(0, K, (n,), generator=g)
+        z = torch.randn(n, 4, generator=g, dtype=torch.float64)
+        z[:, 0] += 0.5 * groups
+        kw = {"n_groups": K, "simplex": True}
+        return z.to(device), groups.to(device), kw, lambda x: torch.softmax(x, -1)
+    groups = torch.stack([torch.randint(0, 2, (n,), generator=g),
+                          torch.randint(0, 3, (n,), generator=g)], 1)
+    z = torch.randn(n, generator=g, dtype=torch.float64) + 0.4 * groups[:, 0] - 0.3 * groups[:, 1]
+    kw = {"n_groups": (2, 3), "groups_mode": "marginal"}
+    return z.to(device), groups.to(device), kw, torch.sigmoid
+
+
+def part_structured(device, quick):
+    print("\n## structured: multiclass (simplex) and marginal layers, forward + backward (ms)")
+    print("| layer | n | floor | step | ratio | numpy core forward | core / step |")
+    print("|---|---|---|---|---|---|---|")
+    from skfairlayer import project
+
+    for kind in ("simplex", "marginal"):
+        for n in (256, 2000):
+            z, groups, kw, link = _structured_case(kind, n, device)
+            x = z.detach().requires_grad_(True)
+            w = torch.randn(z.shape, dtype=torch.float64, device=device)
+
+            def floor(x=x, w=w, link=link):
+                x.grad = None
+                (link(x) * w).sum().backward()
+
+            def step(x=x, w=w, link=link, kw=kw, groups=groups):
+                x.grad = None
+                n_groups = kw["n_groups"]
+                rest = {k: v for k, v in kw.items() if k != "n_groups"}
+                p = fairness_layer(link(x), groups, n_groups, tolerance=0.02, **rest)
+                (p * w).sum().backward()
+
+            s_np, g_np = link(z).cpu().numpy(), groups.cpu().numpy()
+            mode = "marginal" if kind == "marginal" else "intersectional"
+            repeats = 3 if quick else 10
+            t_floor = _time(floor, device, repeats)
+            t_step = _time(step, device, repeats)
+            t_core = _time(lambda s=s_np, g=g_np, m=mode: project(s, g, tolerance=0.02, groups=m),
+                           device, repeats)
+            print(f"| {kind} | {n} | {t_floor * 1e3:.3f} | {t_step * 1e3:.2f} | "
+                  f"{t_step / t_floor:.0f}x | {t_core * 1e3:.2f} | {t_core / t_step:.1f}x |")
+
+
 def part_regression(device, quick):
     print("\n## regression: F-Layer vs post-hoc projection (synthetic, MLP)")
     from torch import nn
@@ -265,7 +321,7 @@ def part_regression(device, quick):
 
 
 PARTS = {"speed": part_speed, "generic": part_generic, "memory": part_memory,
-         "vmap": part_vmap, "regression": part_regression}
+         "vmap": part_vmap, "structured": part_structured, "regression": part_regression}
 
 
 def main():

@@ -231,14 +231,14 @@ def test_errors(kwargs, err, match):
 
 
 def test_invalid_codes_and_shapes():
-    """Check that out-of-range codes, non-binary labels and multiclass scores raise."""
+    """Check that out-of-range codes, non-binary labels and multiclass scores without simplex=True raise."""
     s = torch.rand(6, dtype=torch.float64)
     with pytest.raises(ValueError, match="out of range"):
         fairness_layer(s, torch.tensor([0, 0, 1, 1, 2, 2]), 2)
     with pytest.raises(ValueError, match="out of range"):
         fairness_layer(s, torch.tensor([0, 0, 1, 1, 0, 1]), 2, criterion="equalized_odds",
                        labels=torch.tensor([0, 1, 2, 1, 0, 1]))
-    with pytest.raises(ValueError, match="Multiclass"):
+    with pytest.raises(ValueError, match="simplex=True"):
         fairness_layer(torch.rand(6, 3, dtype=torch.float64), torch.tensor([0, 0, 1, 1, 0, 1]), 2)
     with pytest.raises(TypeError, match="groups"):
         fairness_layer(s, torch.zeros(6), 2)

@@ -2,8 +2,9 @@
 
 The same exact projection as :func:`skfairlayer.project`, on tensors and on their
 device, with a closed-form backward pass (double backward, forward mode,
-``torch.func.vmap``, ``torch.compile``); a streaming module for serving row by
-row; a group-stratified batch sampler. See ``docs/user_guide/torch.rst``.
+``torch.func.vmap``, ``torch.compile``), for binary outputs, multiclass outputs
+on the simplex and marginal groups over several attributes; a streaming module
+for serving row by row; a group-stratified batch sampler. See ``docs/user_guide/torch.rst``.
 """
 
 try:

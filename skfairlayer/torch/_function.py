@@ -5,7 +5,9 @@ on the input's device). The backward pass, the forward-mode product and the
 Jacobian are one map, the orthogonal projector onto the free, non-active
 directions, written in differentiable torch operations (double backward works).
 ``torch.func.vmap`` maps over a batch of problems through an explicit rule that
-solves them together. See ``docs/user_guide/torch.rst``.
+solves them together. Multiclass (``simplex=True``) and marginal
+(``groups_mode="marginal"``) problems go to :mod:`skfairlayer.torch._structured`.
+See ``docs/user_guide/torch.rst``.
 """
 
 import math
@@ -14,6 +16,7 @@ import torch
 
 from ..exceptions import InfeasibleProblemError, SolverError
 from . import _solve
+from ._structured import StructuredProject
 
 __all__ = ["fairness_layer", "FairnessLayer", "CRITERIA", "VERIFY_TOL", "output_tolerance"]
 
@@ -256,7 +259,7 @@ def _cells(groups, labels, criterion, n_groups, tolerance):
     return groups, 1, bands.reshape(*batch[:-1], n_groups, 2)
 
 
-def _check_args(scores, groups, tolerance, criterion, n_groups):
+def _check_args(scores, groups, tolerance, criterion, n_groups, simplex, groups_mode):
     if not isinstance(scores, torch.Tensor) or not scores.is_floating_point():
         raise TypeError(f"scores must be a floating-point torch.Tensor. Got {type(scores)!r} instead.")
     if not isinstance(groups, torch.Tensor) or groups.dtype not in (torch.int32, torch.int64):
@@ -268,15 +271,51 @@ def _check_args(scores, groups, tolerance, criterion, n_groups):
         raise ValueError(f"criterion must be one of {CRITERIA}. Got {criterion!r} instead.")
     if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
         raise ValueError(f"tolerance must be a finite float >= 0. Got {tolerance!r} instead.")
-    if not isinstance(n_groups, int) or n_groups < 1:
-        raise ValueError(f"n_groups must be a positive int. Got {n_groups!r} instead.")
-    if groups.dim() == 0 or groups.shape[-1] != scores.shape[-1]:
+    if groups_mode not in ("intersectional", "marginal"):
+        raise ValueError(
+            f"groups_mode must be 'intersectional' or 'marginal'. Got {groups_mode!r} instead."
+        )
+    sizes = n_groups if isinstance(n_groups, (tuple, list)) else (n_groups,)
+    if not sizes or not all(isinstance(k, int) and k >= 1 for k in sizes):
+        raise ValueError(
+            f"n_groups must be a positive int (or, for marginal groups, a sequence of them). "
+            f"Got {n_groups!r} instead."
+        )
+    if simplex and (scores.dim() < 2 or groups.dim() == 0 or groups.shape[-1] != scores.shape[-2]):
+        raise ValueError(
+            "With simplex=True, scores are probabilities of shape (..., n_samples, n_classes) "
+            "and groups hold one code per row, of shape (n_samples,) or (..., n_samples). Got "
+            f"scores of shape {tuple(scores.shape)} and groups of shape {tuple(groups.shape)} instead."
+        )
+    if groups_mode == "marginal" and (groups.dim() < 2 or groups.shape[-2] != scores.shape[-1]):
+        raise ValueError(
+            "With groups_mode='marginal', groups hold one code per row and attribute, of shape "
+            f"(n_samples, n_attributes) or (..., n_samples, n_attributes) ({scores.shape[-1]} rows). "
+            f"Got groups of shape {tuple(groups.shape)} instead."
+        )
+    if not simplex and groups_mode == "intersectional" and (
+        groups.dim() == 0 or groups.shape[-1] != scores.shape[-1]
+    ):
         raise ValueError(
             "groups must hold one code per row, along the last dimension of scores "
             f"({scores.shape[-1]} rows). Got groups of shape {tuple(groups.shape)} instead. "
-            "Multiclass outputs (rows on the simplex) and marginal parity over several "
-            "attributes are not supported by skfairlayer.torch; use skfairlayer.project, "
-            "or encode several attributes intersectionally (one code per combination)."
+            "For multiclass outputs (rows on the simplex) pass simplex=True with scores of shape "
+            "(..., n_samples, n_classes); for marginal parity over several attributes pass groups "
+            "of shape (n_samples, n_attributes) with groups_mode='marginal'."
+        )
+    if len(sizes) > 1 and groups_mode != "marginal":
+        raise ValueError(f"n_groups must be an int unless groups_mode='marginal'. Got {n_groups!r} instead.")
+    if (simplex or groups_mode == "marginal") and criterion != "demographic_parity":
+        raise ValueError(
+            "Multiclass (simplex=True) and marginal (groups_mode='marginal') layers support "
+            f"criterion='demographic_parity' only. Got {criterion!r} instead; use "
+            "skfairlayer.project for the other criteria."
+        )
+    if simplex and groups_mode == "marginal":
+        raise ValueError(
+            "simplex=True with groups_mode='marginal' is not supported by skfairlayer.torch; "
+            "encode the attributes intersectionally (one code per combination) or use "
+            "skfairlayer.project."
         )
 
 
@@ -291,19 +330,24 @@ def fairness_layer(
     bounds=(0.0, 1.0),
     verify=True,
     strict=False,
+    simplex=False,
+    groups_mode="intersectional",
 ):
     """Project a batch of outputs onto group parity (differentiable, on the input's device).
 
     Parameters
     ----------
-    scores : Tensor of shape (..., n_samples)
+    scores : Tensor of shape (..., n_samples), or (..., n_samples, n_classes) with ``simplex``
         Outputs to project (probabilities, logits or regression outputs); leading
         dimensions are independent problems.
     groups : LongTensor of shape (n_samples,) or (..., n_samples)
         Group code of each row in ``[0, n_groups)`` (encode several sensitive
-        attributes intersectionally, e.g. ``a * n_b + b``).
-    n_groups : int
-        Number of groups.
+        attributes intersectionally, e.g. ``a * n_b + b``). With
+        ``groups_mode="marginal"``: shape (n_samples, n_attributes) or
+        (..., n_samples, n_attributes), one code per row and attribute.
+    n_groups : int or sequence of int
+        Number of groups; with ``groups_mode="marginal"`` one number per attribute
+        (an int: the same for every attribute).
     labels : Tensor of shape (n_samples,) or (..., n_samples), default=None
         0/1 labels for ``"equal_opportunity"`` and ``"equalized_odds"``; labels
         (0/1 or real targets) for ``"mean_residual"``.
@@ -326,6 +370,15 @@ def fairness_layer(
         With ``verify``: raise ``ValueError`` when a group has no row in the batch (by
         default it is left out of the constraints, as :func:`skfairlayer.project` does)
         or when an active group has every output at a bound.
+    simplex : bool, default=False
+        Multiclass demographic parity: each row of ``scores`` (last dimension) is a
+        probability vector, each output row is on the probability simplex, and in
+        every class column the group means agree within ``tolerance``. ``bounds``
+        does not apply (leave the default).
+    groups_mode : {"intersectional", "marginal"}, default="intersectional"
+        ``"marginal"``: every attribute's groups meet demographic parity at once
+        (one family of constraints per column of ``groups``), as
+        ``skfairlayer.project(..., groups="marginal")``.
 
     Returns
     -------
@@ -340,9 +393,11 @@ def fairness_layer(
     >>> fairness_layer(s, g, 2, tolerance=0.1)
     tensor([0.7000, 0.6000, 0.5000, 0.4000, 0.5000, 0.6000], dtype=torch.float64)
     """
-    _check_args(scores, groups, tolerance, criterion, n_groups)
+    _check_args(scores, groups, tolerance, criterion, n_groups, simplex, groups_mode)
     tolerance = float(tolerance)
     groups = groups.to(device=scores.device, dtype=torch.int64)
+    if simplex or groups_mode == "marginal":
+        return _structured(scores, groups, n_groups, tolerance, labels, bounds, strict, simplex)
     if labels is not None:
         labels = torch.as_tensor(labels, device=scores.device)
     cell, n_families, bands = _cells(groups, labels, criterion, n_groups, tolerance)
@@ -355,6 +410,43 @@ def fairness_layer(
         return p
     out = p.to(scores.dtype)
     # rounding to the output dtype must not leave the bounds
+    return torch.minimum(torch.maximum(out, lb.to(out.dtype)), ub.to(out.dtype))
+
+
+def _structured(scores, groups, n_groups, tolerance, labels, bounds, strict, simplex):
+    """The multiclass or marginal layer: always verified (its solve synchronises anyway)."""
+    if labels is not None:
+        raise ValueError("labels are not used by demographic parity; pass labels=None.")
+    if simplex:
+        if any(not isinstance(b, (int, float)) or float(b) != d for b, d in zip(bounds, (0.0, 1.0), strict=True)):
+            raise ValueError(
+                "bounds do not apply with simplex=True (output rows are probability vectors); "
+                f"leave the default (0.0, 1.0). Got {bounds!r} instead."
+            )
+        sizes = (int(n_groups),)
+    else:
+        n_attr = groups.shape[-1]
+        sizes = tuple(n_groups) if isinstance(n_groups, (tuple, list)) else (n_groups,) * n_attr
+        if len(sizes) != n_attr:
+            raise ValueError(
+                f"n_groups must give one number per attribute ({n_attr} columns of groups). "
+                f"Got {n_groups!r} instead."
+            )
+    limit = torch.tensor(sizes, device=groups.device)
+    if bool(((groups < 0) | (groups >= limit)).any()):
+        raise ValueError(
+            f"groups must be integer codes in [0, n_groups) (n_groups={n_groups!r}). "
+            "Got a code out of range instead."
+        )
+    lb, ub = (_bound(b, default, scores) for b, default in zip(bounds, (-math.inf, math.inf), strict=True))
+    kind = "simplex" if simplex else "marginal"
+    p = StructuredProject.apply(scores.to(torch.float64), groups, lb, ub, tolerance, kind, sizes,
+                                bool(strict))[0]
+    if scores.dtype == torch.float64:
+        return p
+    out = p.to(scores.dtype)
+    if simplex:
+        return out
     return torch.minimum(torch.maximum(out, lb.to(out.dtype)), ub.to(out.dtype))
 
 
@@ -372,8 +464,9 @@ class FairnessLayer(torch.nn.Module):
 
     Parameters
     ----------
-    n_groups : int
-        Number of groups (codes ``0 .. n_groups - 1``).
+    n_groups : int or tuple of int
+        Number of groups (codes ``0 .. n_groups - 1``); one per attribute with
+        ``groups_mode="marginal"``.
     tolerance : float, default=0.01
         Largest allowed difference between two group means.
     criterion : str, default="demographic_parity"
@@ -384,6 +477,10 @@ class FairnessLayer(torch.nn.Module):
         Verify every answer (one synchronisation per call).
     strict : bool, default=False
         Raise on a missing or fully clamped group.
+    simplex : bool, default=False
+        Multiclass outputs: rows on the probability simplex (see :func:`fairness_layer`).
+    groups_mode : {"intersectional", "marginal"}, default="intersectional"
+        ``"marginal"``: groups of shape (n_samples, n_attributes), every attribute at once.
 
     Examples
     --------
@@ -396,8 +493,11 @@ class FairnessLayer(torch.nn.Module):
     """
 
     def __init__(self, n_groups, tolerance=0.01, criterion="demographic_parity",
-                 bounds=(0.0, 1.0), verify=True, strict=False):
+                 bounds=(0.0, 1.0), verify=True, strict=False, simplex=False,
+                 groups_mode="intersectional"):
         super().__init__()
+        self.simplex = simplex
+        self.groups_mode = groups_mode
         self.n_groups = n_groups
         self.tolerance = tolerance
         self.criterion = criterion
@@ -410,10 +510,10 @@ class FairnessLayer(torch.nn.Module):
 
         Parameters
         ----------
-        scores : Tensor of shape (..., n_samples)
+        scores : Tensor of shape (..., n_samples), or (..., n_samples, n_classes) with ``simplex``
             Outputs to project.
         groups : LongTensor of shape (n_samples,) or (..., n_samples)
-            Group code of each row.
+            Group code of each row; (..., n_samples, n_attributes) for marginal groups.
         labels : Tensor of shape (n_samples,) or (..., n_samples), default=None
             Labels, for the label-conditioned criteria.
 
@@ -424,6 +524,7 @@ class FairnessLayer(torch.nn.Module):
         return fairness_layer(
             scores, groups, self.n_groups, labels=labels, tolerance=self.tolerance,
             criterion=self.criterion, bounds=self.bounds, verify=self.verify, strict=self.strict,
+            simplex=self.simplex, groups_mode=self.groups_mode,
         )
 
     def extra_repr(self):
@@ -433,5 +534,10 @@ class FairnessLayer(torch.nn.Module):
         -------
         text : str
         """
-        return (f"n_groups={self.n_groups}, tolerance={self.tolerance}, "
+        text = (f"n_groups={self.n_groups}, tolerance={self.tolerance}, "
                 f"criterion={self.criterion!r}, bounds={self.bounds}")
+        if self.simplex:
+            text += ", simplex=True"
+        if self.groups_mode != "intersectional":
+            text += f", groups_mode={self.groups_mode!r}"
+        return text
