@@ -530,68 +530,64 @@ def fine_tune(
     }
     label_cells = _needs_label_cells(crit) and not label_free
 
-    def evaluate(idx, params):
-        return batch_loss(adapter, Xt[idx], params, codes[idx], y_idx[idx], weight[idx], **layer)
+    def evaluate(idx, params, gradient=False):
+        return batch_loss(adapter, Xt[idx], params, codes[idx], y_idx[idx], weight[idx],
+                          **layer, gradient=gradient)
 
-    optimizer = _Adam(params_now, settings["learning_rate"])
+    def epoch_batches():
+        return _minibatches(
+            codes[train], y_idx[train], settings["batch_size"], rng, label_cells=label_cells
+        )
+
+    return train_loop(adapter, params_now, settings["learning_rate"], evaluate, epoch_batches,
+                      train, val_idx, settings, verbose)
+
+
+def train_loop(adapter, params, learning_rate, evaluate, epoch_batches, train, val_idx, settings,
+               verbose):
+    """Minibatch Adam through the layer, early stopping on the projected validation loss.
+
+    ``evaluate(idx, params, gradient=False) -> (loss, base_gap, grads)`` scores
+    rows ``idx``; ``epoch_batches()`` gives one epoch's batches (positions in
+    ``train``). The best parameters seen, possibly the starting ones, are
+    written back to the model. Shared by the classification and regression
+    fine-tuning.
+
+    Returns
+    -------
+    history : dict
+        Per epoch the training and validation loss and the validation base gap;
+        ``best_epoch`` and ``improved``.
+    """
+    optimizer = _Adam(params, learning_rate)
     history = {"epoch": [], "train_loss": [], "val_loss": [], "val_base_gap": []}
     has_val = val_idx.size > 0
-    best_loss, best_gap, _ = evaluate(val_idx if has_val else train, params_now)
-    best_params, best_epoch, stall = [p.copy() for p in params_now], 0, 0
+    best_loss, best_gap, _ = evaluate(val_idx if has_val else train, params)
+    best_params, best_epoch, stall = [p.copy() for p in params], 0, 0
     _record(history, 0, np.nan, best_loss if has_val else np.nan, best_gap, verbose, settings, 0.0)
     start = time.perf_counter()
     for epoch in range(1, settings["max_epochs"] + 1):
         total, n_seen = 0.0, 0
-        batches = _minibatches(
-            codes[train], y_idx[train], settings["batch_size"], rng, label_cells=label_cells
-        )
-        for batch in batches:
+        for batch in epoch_batches():
             idx = train[batch]
-            loss, _, grads = batch_loss(
-                adapter,
-                Xt[idx],
-                params_now,
-                codes[idx],
-                y_idx[idx],
-                weight[idx],
-                **layer,
-                gradient=True,
-            )
-            _, penalty_grads = adapter.penalty(params_now, train.size)
-            grads = [g + r for g, r in zip(grads, penalty_grads, strict=True)]
-            optimizer.step(params_now, grads)
-            total += loss * idx.size
-            n_seen += idx.size
-        train_loss = total / n_seen
-        if has_val:
-            val_loss, val_gap, _ = evaluate(val_idx, params_now)
-        else:
-            val_loss, val_gap = np.nan, evaluate(train, params_now)[1]
-        _record(
-            history,
-            epoch,
-            train_loss,
-            val_loss,
-            val_gap,
-            verbose,
-            settings,
-            time.perf_counter() - start,
-        )
+            loss, _, grads = evaluate(idx, params, gradient=True)
+            _, penalty_grads = adapter.penalty(params, train.size)
+            optimizer.step(params, [g + r for g, r in zip(grads, penalty_grads, strict=True)])
+            total, n_seen = total + loss * idx.size, n_seen + idx.size
+        val_loss, val_gap, _ = evaluate(val_idx if has_val else train, params)
+        _record(history, epoch, total / n_seen, val_loss if has_val else np.nan, val_gap,
+                verbose, settings, time.perf_counter() - start)
         if not has_val:
             continue
         if val_loss < best_loss - settings["tol"]:
-            best_loss, best_params, best_epoch, stall = (
-                val_loss,
-                [p.copy() for p in params_now],
-                epoch,
-                0,
-            )
+            best_loss, best_params, best_epoch, stall = val_loss, [p.copy() for p in params], \
+                epoch, 0
         else:
             stall += 1
             if stall >= settings["n_iter_no_change"]:
                 break
     if not has_val:
-        best_params, best_epoch = params_now, history["epoch"][-1]
+        best_params, best_epoch = params, history["epoch"][-1]
     adapter.write(best_params)
     history["best_epoch"] = best_epoch
     history["improved"] = best_epoch != 0

@@ -6,7 +6,6 @@ standardised, projected within the bounds, and the mean squared error of the
 projected predictions is pulled back through the layer and the base.
 """
 
-import time
 
 import numpy as np
 from sklearn.utils import check_array, check_random_state
@@ -14,13 +13,12 @@ from sklearn.utils import check_array, check_random_state
 from ._criteria import CRITERIA, build_problem, make_criterion
 from ._differentiable import make_adapter
 from ._fine_tune import (
-    _Adam,
     _as_columns,
     _criterion_gap,
     _minibatches,
-    _record,
     _validation_split,
     check_fine_tune_params,
+    train_loop,
 )
 from ._projection import solve_problem
 from ._sensitivity import Linearization
@@ -127,37 +125,9 @@ def fine_tune_regressor(
         return regression_batch_loss(adapter, Xt[idx], theta, codes[idx], y_std[idx],
                                      weight[idx], gradient=gradient, **layer)
 
+    def epoch_batches():
+        return _minibatches(codes[train], strata[train], settings["batch_size"], rng)
+
     # Steps in the units of a model of the standardised target: parameters scale with y.
-    optimizer = _Adam(params_now, settings["learning_rate"] * scale)
-    history = {"epoch": [], "train_loss": [], "val_loss": [], "val_base_gap": []}
-    has_val = val_idx.size > 0
-    best_loss, best_gap, _ = evaluate(val_idx if has_val else train, params_now)
-    best_params, best_epoch, stall = [p.copy() for p in params_now], 0, 0
-    _record(history, 0, np.nan, best_loss if has_val else np.nan, best_gap, verbose, settings, 0.0)
-    start = time.perf_counter()
-    for epoch in range(1, settings["max_epochs"] + 1):
-        total, n_seen = 0.0, 0
-        for batch in _minibatches(codes[train], strata[train], settings["batch_size"], rng):
-            idx = train[batch]
-            loss, _, grads = evaluate(idx, params_now, gradient=True)
-            _, penalty_grads = adapter.penalty(params_now, train.size)
-            optimizer.step(params_now, [g + r for g, r in zip(grads, penalty_grads, strict=True)])
-            total, n_seen = total + loss * idx.size, n_seen + idx.size
-        val_loss, val_gap, _ = evaluate(val_idx if has_val else train, params_now)
-        _record(history, epoch, total / n_seen, val_loss if has_val else np.nan, val_gap,
-                verbose, settings, time.perf_counter() - start)
-        if not has_val:
-            continue
-        if val_loss < best_loss - settings["tol"]:
-            best_loss, best_params, best_epoch, stall = val_loss, [p.copy() for p in params_now], \
-                epoch, 0
-        else:
-            stall += 1
-            if stall >= settings["n_iter_no_change"]:
-                break
-    if not has_val:
-        best_params, best_epoch = params_now, history["epoch"][-1]
-    adapter.write(best_params)
-    history["best_epoch"] = best_epoch
-    history["improved"] = best_epoch != 0
-    return history
+    return train_loop(adapter, params_now, settings["learning_rate"] * scale, evaluate,
+                      epoch_batches, train, val_idx, settings, verbose)
