@@ -198,8 +198,9 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
         scores = None
         tuning = self._fine_tuning()
         for train, test in splitter.split(base_X, y):
+            X_train = _safe_indexing(base_X, train)
             fold_params = _check_method_params(base_X, params, train)
-            est = clone(base).fit(_safe_indexing(base_X, train), y[train], **fold_params)
+            est = clone(base).fit(X_train, y[train], **fold_params)
             if tuning is not None:
                 fold_codes = (
                     [c[train] for c in codes] if isinstance(codes, list) else codes[train]
@@ -207,8 +208,7 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
                 weight = None if sample_weight is None else np.asarray(sample_weight)[train]
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", SmallGroupWarning)
-                    self._fine_tune(est, _safe_indexing(base_X, train), y[train], fold_codes,
-                                    weight, tuning)
+                    self._fine_tune(est, X_train, y[train], fold_codes, weight, tuning)
             part = self._scores(est, _safe_indexing(base_X, test))
             if scores is None:
                 scores = np.empty((len(y),) + part.shape[1:])
@@ -282,11 +282,6 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
         fast = self._fast_inputs(X, sensitive_features)
         if fast is not None:
             return fast
-        if hasattr(X, "iloc") and getattr(X, "ndim", 2) == 1:
-            raise ValueError(
-                "X is a single row as a pandas Series; pass a one-row DataFrame instead, e.g. "
-                "X.iloc[[i]] rather than X.iloc[i] (or series.to_frame().T)."
-            )
         scores, groupings = self._prepare(X, sensitive_features)
         codes = [g.codes for g in groupings]
         return scores, (codes[0] if len(codes) == 1 else codes)
@@ -458,9 +453,14 @@ def _check_fine_tunable(base, tuning):
 
 
 def _check_2d(X):
+    if hasattr(X, "iloc") and getattr(X, "ndim", 2) == 1:
+        raise ValueError(
+            "X is a single row as a pandas Series; pass a one-row DataFrame instead, e.g. "
+            "X.iloc[[i]] rather than X.iloc[i] (or series.to_frame().T)."
+        )
     if getattr(X, "ndim", 2) == 1 or (isinstance(X, list) and X and np.ndim(X[0]) == 0):
         raise ValueError(
             "Expected a 2D array for X, got a 1D array instead. Reshape your data with "
             "array.reshape(-1, 1) for a single feature or array.reshape(1, -1) for a single "
-            "sample (a pandas row: X.iloc[[i]] rather than X.iloc[i])."
+            "sample."
         )
