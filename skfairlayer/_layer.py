@@ -193,47 +193,43 @@ class FittedLayer:
             scores, tuple(f for f in plugin_all.families if f.n_groups >= 2),
             simplex=scores.ndim == 2, rows=plugin_all.rows, lower=self.lower, upper=self.upper,
         )
-        duals, decisions = [], None
+        duals = []
         if plugin.families or plugin.rows is not None:
             duals = solve_problem(plugin, solver=self.solver).duals
-        if not self.with_decisions:
-            self.coefficients = _coefficients(plugin_all, duals, self.group_sizes)
-            self.n_families = len(plugin_all.families)
-            self.decision_offsets = None
-            self.shares = [
-                np.bincount(g.codes, minlength=g.n_groups) / max(g.codes.size, 1)
-                for g in groupings
-            ]
-            return self
-        if plugin.families or plugin.rows is not None:
+        self.coefficients = _coefficients(plugin_all, duals, self.group_sizes)
+        self.n_families = len(plugin_all.families)
+        self.shares = [
+            np.bincount(g.codes, minlength=g.n_groups) / max(g.codes.size, 1) for g in groupings
+        ]
+        self.decision_offsets = (
+            self._decision_offsets(scores, groupings, plugin) if self.with_decisions else None
+        )
+        return self
+
+    def _decision_offsets(self, scores, groupings, plugin):
+        """Per grouping, offsets whose argmax rule reproduces the fit set's parity decisions."""
+        exact, decisions = None, None
+        if len(groupings) == 1 and _one_uniform_binary_family(plugin):
+            fam = plugin.families[0]
+            exact = parity_decisions(scores, fam.codes, fam.n_groups, fam.tolerance)
+            decisions = exact.decisions
+        elif plugin.families or plugin.rows is not None:
             try:
                 decisions = decide(plugin)
             except InfeasibleProblemError:  # e.g. rows out of reach of 0/1 decisions
                 decisions = None
         if decisions is None:
             decisions = np.argmax(scores, axis=1) if scores.ndim == 2 else (scores > 0.5)
-        self.coefficients = _coefficients(plugin_all, duals, self.group_sizes)
-        self.n_families = len(plugin_all.families)
         decisions = np.asarray(decisions, dtype=int)
         self.constant_decisions = bool(np.unique(decisions).size == 1)
         values = np.column_stack([1.0 - scores, scores]) if scores.ndim == 1 else scores
         if np.array_equal(decisions, np.argmax(values, axis=1)):  # the criterion does not bind
-            self.decision_offsets = [np.zeros((g.n_groups, values.shape[1])) for g in groupings]
-        elif len(groupings) == 1 and _one_uniform_binary_family(plugin):
-            # One threshold per group reproduces exact-count decisions: no LP needed.
-            fam = plugin.families[0]
-            res = parity_decisions(scores, fam.codes, fam.n_groups, fam.tolerance)
+            return [np.zeros((g.n_groups, values.shape[1])) for g in groupings]
+        if exact is not None:  # one threshold per group reproduces exact counts: no LP
             offsets = np.zeros((groupings[0].n_groups, 2))
-            offsets[fam.ids(), 1] = 2.0 * res.thresholds - 1.0  # 1 iff s - o1 > 1 - s
-            self.decision_offsets = [offsets]
-        else:
-            self.decision_offsets = class_offsets(
-                scores, [(g.codes, g.n_groups) for g in groupings], decisions
-            )
-        self.shares = [
-            np.bincount(g.codes, minlength=g.n_groups) / max(g.codes.size, 1) for g in groupings
-        ]
-        return self
+            offsets[plugin.families[0].ids(), 1] = 2.0 * exact.thresholds - 1.0
+            return [offsets]  # 1 iff s - o1 > 1 - s
+        return class_offsets(scores, [(g.codes, g.n_groups) for g in groupings], decisions)
 
     def small_groups(self, min_size):
         """``(family name, group code, effective size)`` of the fit set's groups below ``min_size``.
