@@ -435,6 +435,9 @@ default=None
             labels = self.layer_.decisions(
                 scores, groupings, inference=self.inference, tolerance=self.tolerance
             )
+        if self.classes_.dtype == labels.dtype and np.array_equal(
+                self.classes_, np.arange(self.classes_.size)):
+            return labels  # the class indices are the labels
         return self.classes_[labels]
 
     def score(self, X, y, sample_weight=None, *, sensitive_features=None):

@@ -198,7 +198,7 @@ def _candidate_levels(sizes, tolerance, lo, hi):
     the level up to the lowest rate keeps them feasible). ``lo`` and ``hi``
     only prune, with a margin, so float bounds are safe.
     """
-    nums, dens = [np.zeros(1, np.int64)], [np.ones(1, np.int64)]
+    nums, dens = [], []  # the level 0 is c = 0 of any group when lo allows it
     for n_g in np.unique(sizes):
         c = np.arange(max(int(np.floor(lo * n_g)) - 1, 0), min(int(np.ceil(hi * n_g)) + 1, n_g) + 1)
         nums.append(c.astype(np.int64))
@@ -251,10 +251,12 @@ def parity_decisions(scores, codes, n_groups, tolerance):
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be a non-negative number. Got {tolerance!r} instead.")
     n = scores.shape[0]
-    sizes = np.bincount(codes, minlength=n_groups)
+    # Group sizes and unconstrained counts (scores above 1/2) from one integer bincount.
+    cells = np.bincount(2 * codes.astype(np.intp, copy=False) + (scores > 0.5),
+                        minlength=2 * n_groups).reshape(-1, 2)
+    free, sizes = cells[:, 1], cells.sum(axis=1)
     if np.any(sizes == 0):
         raise ValueError("parity_decisions needs every group to be present in the batch.")
-    free = np.bincount(codes, weights=scores > 0.5, minlength=n_groups).astype(np.int64)
     rates0 = free / sizes
     if tolerance * sizes.min() >= 1:
         # Every level admits an integer count in every group, so the objective rises
@@ -266,22 +268,18 @@ def parity_decisions(scores, codes, n_groups, tolerance):
         lo, hi = 0.0, 1.0
     level_num, level_den = _candidate_levels(sizes, tolerance, lo, hi)
     # Counts each group can take at a candidate level: only their window is sorted.
-    window = np.column_stack([free, free])
-    for start in range(0, level_num.size, _CHUNK):
-        chosen, _ = _level_counts(level_num[start : start + _CHUNK],
-                                  level_den[start : start + _CHUNK], sizes, free, tolerance)
-        window[:, 0] = np.minimum(window[:, 0], chosen.min(axis=1))
-        window[:, 1] = np.maximum(window[:, 1], chosen.max(axis=1))
+    levels = [_level_counts(level_num[i : i + _CHUNK], level_den[i : i + _CHUNK], sizes, free,
+                            tolerance) for i in range(0, level_num.size, _CHUNK)]
+    low = np.min([chosen.min(axis=1) for chosen, _ in levels], axis=0)
+    high = np.max([chosen.max(axis=1) for chosen, _ in levels], axis=0)
     ranked = [
-        _RankedWindow(scores, rows, int(a), int(b))
-        for rows, (a, b) in zip(_group_rows(codes, n_groups, sizes), window, strict=True)
+        _RankedWindow(scores, rows, int(min(a, f)), int(max(b, f)))
+        for rows, a, b, f in zip(_group_rows(codes, n_groups, sizes), low, high, free,
+                                 strict=True)
     ]
 
     best_val, best_counts = -np.inf, None
-    for start in range(0, level_num.size, _CHUNK):
-        chosen, feasible = _level_counts(level_num[start : start + _CHUNK],
-                                         level_den[start : start + _CHUNK], sizes, free,
-                                         tolerance)
+    for chosen, feasible in levels:
         total = np.zeros(chosen.shape[1])
         for g in range(n_groups):
             total += ranked[g].prefix(chosen[g])
@@ -290,11 +288,14 @@ def parity_decisions(scores, codes, n_groups, tolerance):
         if total[j] > best_val:
             best_val, best_counts = total[j], chosen[:, j].copy()
 
-    decisions = np.zeros(n, dtype=int)
-    thresholds = np.empty(n_groups)
+    # Selected: scores above the group's cut, and of the rows tied with the lowest
+    # selected score, the first ones by position (all of them in the group's window).
+    cuts = np.array([ranked[g].cut(best_counts[g]) for g in range(n_groups)])
+    selected = scores > cuts[codes]
     for g in range(n_groups):
-        decisions[ranked[g].selected(best_counts[g])] = 1
-        thresholds[g] = ranked[g].threshold(best_counts[g])
+        selected[ranked[g].tied(best_counts[g])] = True
+    decisions = selected.view(np.int8).astype(int)
+    thresholds = np.array([ranked[g].threshold(best_counts[g]) for g in range(n_groups)])
     return ParityDecisions(decisions, best_counts, sizes, thresholds, tolerance)
 
 
@@ -325,43 +326,53 @@ class _RankedWindow:
 
     Counts in ``[a, b]`` are the only ones asked for: rows above the window are
     selected by any of them, rows below by none, and the rows whose rank can
-    fall inside (with every row tied with them) are sorted.
+    fall inside (with every row tied with them) are sorted. The window's score
+    bounds come from a strided subsample and are checked by counting; only
+    when a check fails is the exact order statistic found by a partition.
     """
 
     def __init__(self, scores, rows, a, b):
         v = scores[rows]
         m = v.size
-        neg = np.partition(-v, sorted({min(a, m - 1), max(b - 1, 0)}))
-        hi_val = -neg[a] if a < m else -np.inf
-        lo_val = -neg[b - 1] if b >= 1 else np.inf
+        hi_val, lo_val = _window_bounds(v, a, b)
         top = v > hi_val
-        inside = (v >= lo_val) & (v <= hi_val)
-        self.rows, self.v, self.m, self.top = rows, v, m, top
+        self.rows, self.v, self.m, self.top, self.lo_val = rows, v, m, top, lo_val
         self.p = int(np.count_nonzero(top))
-        win = np.flatnonzero(inside)
-        win = win[np.lexsort((win, -v[win]))]  # decreasing score, ties by position
-        self.win_rows, self.win_scores = rows[win], v[win]
+        self.win = np.flatnonzero((v >= lo_val) & ~top)
+        self.win_scores = np.sort(v[self.win])[::-1]  # positions matter only among ties
         gains = 2.0 * self.win_scores - 1.0
-        top_gain = 2.0 * float(np.add.reduce(v, where=top)) - self.p
+        top_gain = 2.0 * float(np.dot(v, top)) - self.p
         self.prefix_win = top_gain + np.concatenate([[0.0], np.cumsum(gains)])
-        self.top_min = float(np.min(v, where=top, initial=np.inf))
-        self.below_max = float(np.max(v, where=v < lo_val, initial=-np.inf))
 
     def prefix(self, c):
         """Sum of the ``c`` largest gains ``2 s - 1`` (``c`` within the window)."""
         return self.prefix_win[c - self.p]
 
-    def selected(self, c):
-        """Rows of the ``c`` highest scores."""
-        return np.concatenate([self.rows[self.top], self.win_rows[: c - self.p]])
+    def cut(self, c):
+        """Scores above it are among the ``c`` highest; so are the rows :meth:`tied` adds."""
+        if c == 0:
+            return np.inf
+        if c <= self.p:  # all of the top: every row from its lowest score up
+            return np.nextafter(self._desc(c - 1), -np.inf)
+        return self._desc(c - 1)
+
+    def tied(self, c):
+        """Rows tied with the lowest selected score and among the ``c`` highest (by position)."""
+        if c <= self.p:  # the window's scores are all below the top's
+            return self.rows[:0]
+        head = self.win_scores[: c - self.p]
+        last = head[-1]
+        wanted = int(np.count_nonzero(head == last))
+        equal = self.win[self.v[self.win] == last]  # increasing positions
+        return self.rows[equal[:wanted]]
 
     def _desc(self, r):
         """The ``r``-th largest score (0-based), for ``r`` next to the window."""
         if r < self.p:
-            return self.top_min if r == self.p - 1 else self.v.max()
+            return float(self.v[self.top].min()) if r == self.p - 1 else self.v.max()
         if r < self.p + self.win_scores.size:
             return self.win_scores[r - self.p]
-        return self.below_max
+        return float(np.max(self.v[self.v < self.lo_val], initial=-np.inf))
 
     def threshold(self, c):
         """A threshold selecting (``score >= threshold``) the ``c`` highest scores."""
@@ -371,6 +382,41 @@ class _RankedWindow:
             return self.v.min()
         last, first_out = self._desc(c - 1), self._desc(c)
         return last if last == first_out else 0.5 * (last + first_out)
+
+
+#: Subsample size for the window's score bounds, and their margin in standard errors.
+_SUBSAMPLE = 1 << 14
+_MARGIN_SE = 4.0
+
+
+def _window_bounds(v, a, b):
+    """Scores ``hi >= v_(a)`` and ``lo <= v_(b-1)`` (0-based ranks, decreasing) close to them.
+
+    Rows above ``hi`` rank below ``a``, rows from ``lo`` up include rank
+    ``b - 1``: checked by counting, so the bounds are exact whatever the sample.
+    """
+    m = v.size
+    if m <= 4 * _SUBSAMPLE:
+        return _exact_bounds(v, a, b)
+    step = m // _SUBSAMPLE
+    desc = -np.sort(-v[::step])
+    size = desc.size
+    q = np.clip(np.array([a, b - 1]) / m, 0.0, 1.0)
+    spread = _MARGIN_SE * np.sqrt(size * q * (1.0 - q)) + 2.0  # sampled ranks' std. errors
+    i_hi = int(np.floor(q[0] * size - spread[0]))
+    i_lo = int(np.ceil(q[1] * size + spread[1]))
+    hi = desc[i_hi] if a < m and i_hi >= 0 else np.inf
+    lo = desc[i_lo] if b >= 1 and i_lo < size else -np.inf
+    if np.count_nonzero(v > hi) <= a and (b < 1 or np.count_nonzero(v >= lo) >= b):
+        return hi, lo
+    return _exact_bounds(v, a, b)
+
+
+def _exact_bounds(v, a, b):
+    """The scores of ranks ``a`` and ``b - 1`` (decreasing), by one partition."""
+    m = v.size
+    neg = np.partition(-v, sorted({min(a, m - 1), max(b - 1, 0)}))
+    return (-neg[a] if a < m else -np.inf), (-neg[b - 1] if b >= 1 else np.inf)
 
 
 def _threshold_between(desc_scores, c):

@@ -6,6 +6,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from skfairlayer import _decisions
 from skfairlayer._decisions import (
     apply_thresholds,
     parity_decisions,
@@ -175,9 +176,17 @@ def test_smallest_nontrivial_tolerance_rejects_empty_groups():
         smallest_nontrivial_tolerance([3, 0])
 
 
+@pytest.mark.parametrize("subsample", [None, (4, 5.0), (4, 0.0)])
 @pytest.mark.parametrize("seed", range(60))
-def test_windowed_ranking_matches_a_full_sort(seed):
-    """Check that sorting only the count window gives the full sort's decisions, ties included."""
+def test_windowed_ranking_matches_a_full_sort(seed, subsample, monkeypatch):
+    """Check that sorting only the count window gives the full sort's decisions, ties included.
+
+    With a tiny subsample the window's bounds come from it (margin 5 standard errors) or
+    fail their count check and fall back to the partition (margin 0).
+    """
+    if subsample is not None:
+        monkeypatch.setattr(_decisions, "_SUBSAMPLE", subsample[0])
+        monkeypatch.setattr(_decisions, "_MARGIN_SE", subsample[1])
     rng = np.random.default_rng(seed)
     n, k = int(rng.integers(2, 400)), int(rng.integers(1, 8))
     k = min(k, n)
