@@ -250,7 +250,6 @@ def parity_decisions(scores, codes, n_groups, tolerance):
     tolerance = float(tolerance)
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be a non-negative number. Got {tolerance!r} instead.")
-    n = scores.shape[0]
     # Group sizes and unconstrained counts (scores above 1/2) from one integer bincount.
     cells = np.bincount(2 * codes.astype(np.intp, copy=False) + (scores > 0.5),
                         minlength=2 * n_groups).reshape(-1, 2)
