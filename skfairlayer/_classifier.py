@@ -327,10 +327,9 @@ class FairnessLayerClassifier(ClassifierMixin, FairnessLayerBase):
             full = np.zeros((proba.shape[0], len(self.classes_)))
             full[:, np.searchsorted(self.classes_, estimator.classes_)] = proba
             proba = full
-        proba = check_scores(proba, name="base predict_proba")
-        if proba.ndim == 1 or len(self.classes_) == 2:
-            return proba if proba.ndim == 1 else np.ascontiguousarray(proba[:, -1])
-        return proba
+        if proba.ndim == 2 and proba.shape[1] == 2 == len(self.classes_):
+            proba = np.ascontiguousarray(proba[:, 1], dtype=np.float64)  # checked alone
+        return check_scores(proba, name="base predict_proba")
 
     def _layer_labels(self, y):
         return np.searchsorted(self.classes_, y)

@@ -267,7 +267,7 @@ class _ColumnLookup:
 
     def __init__(self, labels):
         self.labels = labels
-        self.table = None
+        self.table, self.identity = None, False
         values = labels.tolist()
         integral = labels.dtype.kind in "biuf" and all(
             not isinstance(v, bool) and float(v).is_integer() for v in values
@@ -276,6 +276,7 @@ class _ColumnLookup:
             self.lo, self.hi = int(values[0]), int(values[-1])
             self.table = np.full(self.hi - self.lo + 1, -1, dtype=np.intp)
             self.table[np.asarray(values, dtype=np.int64) - self.lo] = np.arange(len(values))
+            self.identity = self.lo == 0 and self.table.size == len(values)  # codes = values
         self.index = {v: i for i, v in enumerate(_plain(values))}
 
     def codes(self, column):
@@ -286,6 +287,8 @@ class _ColumnLookup:
             if lo >= self.lo and hi <= self.hi:  # False for NaN
                 ints = col.astype(np.intp)
                 if col.dtype.kind in "biu" or np.array_equal(ints, col):
+                    if self.identity:
+                        return ints
                     if self.lo:
                         ints -= self.lo
                     return self.table.take(ints)
