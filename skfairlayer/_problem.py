@@ -26,6 +26,29 @@ SMALL_GROUP_SIZE = 30
 _BLOCK = 1 << 16
 
 
+class _UniformWeights:
+    """The ``weights`` field: given, or for a uniform family built without them (``None``)
+    ``1 / totals[codes]``, computed on first access. The solvers of uniform families
+    never read them; an ``n``-float array is not written for nothing."""
+
+    def __set_name__(self, owner, name):
+        self.key = "_" + name
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            raise AttributeError("weights has no default")  # a required field
+        value = obj.__dict__[self.key]
+        if value is None:
+            inverse = np.zeros(obj.n_groups + 1)  # the last entry serves code -1
+            inverse[:-1] = 1.0 / np.asarray(obj.totals, dtype=np.float64)
+            value = inverse.take(obj.codes, mode="wrap")
+            obj.__dict__[self.key] = value
+        return value
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.key] = value
+
+
 @dataclass(frozen=True)
 class GroupStatistics:
     """One family of weighted group means that must agree within ``tolerance``.
@@ -34,9 +57,11 @@ class GroupStatistics:
     ----------
     codes : ndarray of shape (n_samples,), dtype=intp
         Group of each row in ``[0, n_groups)``; ``-1`` for rows outside the family.
-    weights : ndarray of shape (n_samples,)
+    weights : ndarray of shape (n_samples,) or None
         Non-negative weight of each row in its group's mean; the weights of
-        each group sum to one (zero for rows outside the family).
+        each group sum to one (zero for rows outside the family). ``None``
+        with ``uniform=True`` and ``totals``: ``1 / totals[codes]``, computed
+        when first read.
     n_groups : int
         Number of groups (statistics) in the family; every group has at least
         one row of positive weight.
@@ -83,7 +108,7 @@ class GroupStatistics:
     """
 
     codes: np.ndarray
-    weights: np.ndarray
+    weights: np.ndarray = _UniformWeights()
     n_groups: int
     tolerance: float
     column: int = 0
@@ -442,12 +467,9 @@ def _uniform_family(codes, n_groups, tolerance, column, name, plug_in_class):
         lookup = np.full(n_groups, -1, dtype=np.intp)
         lookup[present] = np.arange(present.size)
         fam_codes, ids = lookup[codes], present
-    inverse = np.zeros(n_groups)
-    inverse[present] = 1.0 / counts[present]
-    weights = inverse.take(codes, mode="clip")  # codes are in range: no wrap-around checks
     fam = GroupStatistics(
         codes=fam_codes,
-        weights=weights,
+        weights=None,  # 1 / n_g, computed if anything reads them
         n_groups=int(present.size),
         tolerance=float(tolerance),
         column=int(column),

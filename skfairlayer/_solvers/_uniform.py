@@ -146,7 +146,7 @@ def _group_sizes(fam, layout, n):
     (``w = 1 / totals``), else from ``1 / w`` of the sampled rows (groups the
     subsample misses are then unknown: 0).
     """
-    codes, weights, k = fam.codes, fam.weights, fam.n_groups
+    codes, k = fam.codes, fam.n_groups
     totals = getattr(fam, "totals", None)
     stride = max(1, n // _SAMPLE_ROWS)
 
@@ -156,7 +156,7 @@ def _group_sizes(fam, layout, n):
         if dense:
             return np.asarray(totals, dtype=np.float64), np.bincount(codes[::stride], minlength=k)
         if layout is None:
-            sizes, counts = _sample_sizes(codes, weights, stride, k)
+            sizes, counts = _sample_sizes(codes, fam.weights, stride, k)
             if sizes is not None and totals is not None and np.shape(totals) == (k,):
                 seen = counts > 0
                 if np.array_equal(sizes[seen], np.asarray(totals, dtype=np.float64)[seen]):
