@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from .exceptions import UnseenGroupError, format_labels
 
-__all__ = ["GroupEncoder", "Grouping", "SensitiveColumns", "encode", "resolve"]
+__all__ = ["GroupEncoder", "Grouping", "SensitiveColumns", "encode", "label_index", "resolve"]
 
 _LOOKUP_RANGE = 1 << 16  # integer labels spanning at most this many values use a table
 
@@ -262,6 +262,25 @@ def _unique(column):
     return labels, codes.astype(np.intp, copy=False).reshape(-1)
 
 
+def label_index(labels):
+    """``{label: code}`` for scalar labels (None for tuples or unhashable labels).
+
+    With one array of labels per grouping (several groupings): a list of
+    those, or None when one grouping has no index.
+    """
+    if not isinstance(labels, np.ndarray):
+        indexes = [label_index(np.asarray(g)) for g in labels]
+        return None if any(i is None for i in indexes) else indexes
+    values = labels.tolist()
+    if any(isinstance(v, tuple | list) for v in values):  # several attributes
+        return None
+    try:
+        index = {v: i for i, v in enumerate(values)}
+    except TypeError:
+        return None
+    return index if len(index) == len(values) else None
+
+
 class _ColumnLookup:
     """Codes of one attribute's values against its fitted (sorted) labels, by lookup."""
 
@@ -277,7 +296,7 @@ class _ColumnLookup:
             self.table = np.full(self.hi - self.lo + 1, -1, dtype=np.intp)
             self.table[np.asarray(values, dtype=np.int64) - self.lo] = np.arange(len(values))
             self.identity = self.lo == 0 and self.table.size == len(values)  # codes = values
-        self.index = {v: i for i, v in enumerate(_plain(values))}
+        self.index = label_index(labels) or {}  # unhashable or tuple labels: no index
 
     def codes(self, column):
         """Codes in ``[0, n_labels)``, ``-1`` for values not among the labels."""
@@ -412,8 +431,7 @@ class GroupEncoder:
         """``{label: code}`` for one attribute's scalar labels (None otherwise): a fast path."""
         if self.n_attributes_ != 1:
             return None
-        labels = self.labels_[0] if self.mode == "marginal" else self.labels_
-        return dict(self._lookups[0].index) if len(self._lookups[0].index) == len(labels) else None
+        return dict(self._lookups[0].index) or None
 
 
 def encode(sensitive_features, mode="intersectional", n_samples=None):

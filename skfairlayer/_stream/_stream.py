@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._groups import label_index
 from .._validation import check_scores, check_tolerance
 from ._families import PooledFamilies
 from ._paper import PAPER_STEP, PaperPrimalDual
@@ -247,7 +248,7 @@ class Stream:
         self.labels = labels
         self.group_sizes = tuple(g.size for g in labels)
         self.n_classes = int(start.n_classes)
-        self._index = _label_index(labels[0] if len(labels) == 1 else labels)
+        self._index = label_index(labels[0] if len(labels) == 1 else labels)
         self._lock = threading.Lock()
 
     @property
@@ -387,7 +388,7 @@ class Stream:
     def __setstate__(self, state):
         self.__dict__.update(state)
         labels = self.labels
-        self._index = _label_index(labels[0] if len(labels) == 1 else labels)
+        self._index = label_index(labels[0] if len(labels) == 1 else labels)
         self._lock = threading.Lock()
 
 
@@ -440,22 +441,3 @@ def _check_codes(codes, n, sizes):
             f"codes must lie in {bounds}. Got values in [{low.min()}, {high.max()}] instead."
         )
     return codes.astype(np.intp, copy=False)
-
-
-def _label_index(labels):
-    """``{label: code}`` for scalar labels (None for tuples or unhashable labels).
-
-    With one array of labels per grouping (several groupings): a list of
-    those, or None when one grouping has no index.
-    """
-    if not isinstance(labels, np.ndarray):
-        indexes = [_label_index(np.asarray(g)) for g in labels]
-        return None if any(i is None for i in indexes) else indexes
-    values = labels.tolist()
-    if any(isinstance(v, tuple | list) for v in values):  # several attributes
-        return None
-    try:
-        index = {v: i for i, v in enumerate(values)}
-    except TypeError:
-        return None
-    return index if len(index) == len(values) else None
