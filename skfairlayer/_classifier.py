@@ -331,6 +331,13 @@ class FairnessLayerClassifier(ClassifierMixin, FairnessLayerBase):
             proba = np.ascontiguousarray(proba[:, 1], dtype=np.float64)  # checked alone
         return check_scores(proba, name="base predict_proba")
 
+    def _stream_scores(self, base_X):
+        proba = self.estimator_.predict_proba(base_X)
+        if type(proba) is np.ndarray and proba.ndim == 2 and proba.shape[1] == len(self.classes_):
+            # The stream checks shape, dtype and finiteness (its own fast path).
+            return proba[:, 1].copy() if proba.shape[1] == 2 else proba
+        return super()._stream_scores(base_X)
+
     def _layer_labels(self, y):
         return np.searchsorted(self.classes_, y)
 

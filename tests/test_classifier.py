@@ -342,3 +342,31 @@ def test_infeasible_bounds_raise():
 
     with pytest.raises(InfeasibleProblemError, match="impossible"):
         project([0.1, 0.9], [0, 1], tolerance=0.0, bounds=([0.0, 0.8], [0.1, 1.0]))
+
+
+class _NaNOnNegative(LogisticRegression):
+    """A base whose probabilities are NaN on rows with a negative first feature."""
+
+    def predict_proba(self, X):
+        proba = super().predict_proba(X)
+        proba[np.asarray(X)[:, 0] < 0] = np.nan
+        return proba
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_one_row_stream_rejects_nan_base_scores_and_keeps_its_state(n_classes):
+    """Check the one-row serving path raises on NaN base scores and serves nothing."""
+    rng = np.random.default_rng(0)
+    group = rng.integers(0, 2, 600)
+    X = np.c_[rng.normal(size=(600, 2)) + group[:, None], group]
+    y = rng.integers(0, n_classes, 600)
+    clf = FairnessLayerClassifier(_NaNOnNegative(), tolerance=0.05, sensitive_features=2)
+    clf.fit(X[X[:, 0] > 0], y[X[:, 0] > 0])
+    bad = np.array([[-1.0, 0.5, 1.0]])
+    good = np.array([[1.0, 0.5, 1.0]])
+    clf.partial_predict_proba(good)
+    before = clf.stream_report().n_served
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        clf.partial_predict_proba(bad)
+    assert clf.stream_report().n_served == before
+    assert np.all(np.isfinite(clf.partial_predict_proba(good)))
