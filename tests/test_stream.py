@@ -561,11 +561,13 @@ def test_weighted_slack_floor(tol, decisions):
     assert (b <= 0.0) if tol > 0 else (b < 0.01)
 
 
-def test_box_simplex_projection_is_exact():
-    """Check project_box_simplex against a 200-step bisection on the threshold."""
+@pytest.mark.parametrize("classes", [(2, 9), (2, 3)])
+def test_box_simplex_projection_is_exact(classes):
+    """Check project_box_simplex against a 200-step bisection on the threshold (two classes:
+    the closed form on the segment)."""
     rng = np.random.default_rng(12)
     for _ in range(500):
-        K = int(rng.integers(2, 9))
+        K = int(rng.integers(*classes))
         v = rng.normal(0.3, 0.6, K)
         c = rng.dirichlet(np.ones(K))
         lo = np.maximum(c - rng.random(K) * 0.3, 0) * (rng.random(K) < 0.7)

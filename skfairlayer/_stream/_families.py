@@ -68,6 +68,9 @@ def _box_simplex(v, lo, hi):
         return [x / s_lo for x in lo]
     if s_hi <= 1.0:
         return [x / s_hi for x in hi]
+    if k == 2:  # the segment p = (1 - x, x): clip the unconstrained x to it
+        x = min(max(0.5 * (v[1] - v[0] + 1.0), lo[1], 1.0 - hi[0]), hi[1], 1.0 - lo[0])
+        return [min(max(1.0 - x, lo[0]), hi[0]), x]  # 1 - x rounds: keep it in its bounds
     # f(tau) = sum clip(v - tau, lo, hi) falls from s_hi to s_lo; coordinate c is
     # free (slope -1) between the breakpoints v_c - hi_c and v_c - lo_c.
     events = sorted([(v[c] - hi[c], 1) for c in range(k)] + [(v[c] - lo[c], -1) for c in range(k)])
