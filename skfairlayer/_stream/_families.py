@@ -257,7 +257,7 @@ class PooledFamilies:
             w = scores if self.weight_class == 1 else 1.0 - scores
         else:
             w = scores[:, self.weight_class]
-        return np.clip(w, 0.0, 1.0).tolist()
+        return [min(max(x, 0.0), 1.0) for x in w.tolist()]
 
     @staticmethod
     def _means(weights, sums):
