@@ -265,7 +265,7 @@ def test_estimator_unsupported():
     with pytest.raises(NotImplementedError, match="binary"):
         predict_proba(est, dX, sensitive_features=dg)
     est, Xg = _fitted()
-    with pytest.raises(ValueError, match="once"):
+    with pytest.raises(ValueError, match="twice"):
         predict_proba(est, da.from_array(Xg, chunks=500), sensitive_features=dg)
 
 

@@ -380,12 +380,18 @@ def project(scores, sensitive_features, *, tolerance=0.01, bounds=(0.0, 1.0),
             "(one shift per group from per-group sums). Other criteria need the general "
             f"solver on in-memory data (skfairlayer.project). Got {criterion!r} instead."
         )
+    score_blocks, group_blocks, chunks = as_blocks(scores, sensitive_features)
+    return project_blocks(score_blocks, group_blocks, chunks, tolerance, bounds, verify)
+
+
+def project_blocks(score_blocks, group_blocks, chunks, tolerance, bounds=(0.0, 1.0),
+                   verify="eager"):
+    """:func:`project` on aligned delayed blocks (scores, raw groups) with ``chunks`` rows."""
     if verify not in _VERIFY:
         raise ValueError(f"verify must be one of {_VERIFY}. Got {verify!r} instead.")
     tolerance = check_tolerance(tolerance)
     lb, ub = (float(b) for b in bounds)
     _check_bounds(lb, ub)
-    score_blocks, group_blocks, chunks = as_blocks(scores, sensitive_features)
     solution, lookup = solve(score_blocks, group_blocks, tolerance, lb, ub)
     proba, check, gap = outputs(score_blocks, group_blocks, chunks, lookup, solution["shifts"],
                                 solution["sizes"], tolerance, lb, ub, verify)
