@@ -45,7 +45,8 @@ def _partitions(estimator, X, sensitive_features):
     of the collections, so their errors come from the driver, before any pass.
     """
     if isinstance(X, da.Array) and X.ndim == 2:
-        X = X.rechunk({1: -1})
+        if X.numblocks[1] > 1:
+            X = X.rechunk({1: -1})
         blocks, chunks = list(X.to_delayed()[:, 0]), X.chunks[0]
         meta = np.empty((0, X.shape[1]), dtype=X.dtype)
     elif not isinstance(X, da.Array) and _is_frame(X) and getattr(X, "ndim", 1) == 2:
