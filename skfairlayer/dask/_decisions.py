@@ -459,8 +459,11 @@ def parity_decisions(scores, sensitive_features, *, tolerance=0.01, bins=BINS):
     return decide_blocks(score_blocks, group_blocks, tolerance, bins)
 
 
-def decide_blocks(score_blocks, group_blocks, tolerance, bins=BINS):
-    """:func:`parity_decisions` on aligned delayed blocks (scores, raw groups)."""
+def decide_blocks(score_blocks, group_blocks, tolerance, bins=BINS, check_labels=None):
+    """:func:`parity_decisions` on aligned delayed blocks (scores, raw groups).
+
+    ``check_labels(labels)``, if given, runs on the group labels after the first pass.
+    """
     tolerance = check_tolerance(tolerance)
     if bins < 2 or bins & (bins - 1):
         raise ValueError(f"bins must be a power of 2 >= 2. Got {bins!r} instead.")
@@ -468,6 +471,8 @@ def decide_blocks(score_blocks, group_blocks, tolerance, bins=BINS):
              for s, g in zip(score_blocks, group_blocks, strict=True)]
     (hist,) = compute(tree_reduce(parts, _merge_hist))
     labels = global_labels(hist["keys"])
+    if check_labels is not None:
+        check_labels(labels)
     order = [hist["keys"].index(key) for key in labels.tolist()]
     cnt, gain = hist["cnt"][order], hist["gain"][order]
     lookup = {key: j for j, key in enumerate(labels.tolist())}

@@ -170,8 +170,8 @@ def _check_known(estimator, labels):
 def _batch_outputs(estimator, X, sensitive_features, tolerance, bounds):
     """Globally projected base scores, or None when the collection has fewer than two groups."""
     scores, groups, chunks = _batch_blocks(estimator, X, sensitive_features)
-    result = project_blocks(scores, groups, chunks, tolerance, bounds)
-    _check_known(estimator, result.groups)
+    result = project_blocks(scores, groups, chunks, tolerance, bounds,
+                            check_labels=lambda labels: _check_known(estimator, labels))
     return result.proba if len(result.groups) >= 2 else None
 
 
@@ -272,8 +272,8 @@ def predict(estimator, X, *, sensitive_features=None):
         labels = (p >= estimator.threshold).astype(int)
     else:
         scores, groups, _ = _batch_blocks(estimator, X, sensitive_features)
-        result = decide_blocks(scores, groups, float(estimator.tolerance))
-        _check_known(estimator, result.groups)
+        result = decide_blocks(scores, groups, float(estimator.tolerance),
+                               check_labels=lambda labels: _check_known(estimator, labels))
         if len(result.groups) < 2:
             return predict(_fitted_copy(estimator), X, sensitive_features=sensitive_features)
         labels = result.decisions
