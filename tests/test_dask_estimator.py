@@ -233,3 +233,23 @@ def test_sensitive_columns_errors_from_the_core_selector():
     np.testing.assert_array_equal(predict(est, ddf).compute(), est.predict(frame))
     with dask.config.set(scheduler=_no_compute), pytest.raises(ValueError, match="not found"):
         predict(est.set_params(sensitive_features="group"), ddf)
+
+
+def test_input_errors():
+    """Check the errors for in-memory X, a regressor's predict_proba and a callable
+    sensitive_features."""
+    from skfairlayer.dask import predict, predict_proba
+
+    _, X, g, _, y = _data(6, n=300, n_classes=0)
+    reg = FairnessLayerRegressor(Ridge(), inference="fitted").fit(X, y, sensitive_features=g)
+    dX, dg = da.from_array(X, chunks=100), da.from_array(g, chunks=100)
+    with pytest.raises(TypeError, match="Dask array or a Dask DataFrame"):
+        predict(reg, X, sensitive_features=dg)
+    with pytest.raises(TypeError, match="FairnessLayerClassifier"):
+        predict_proba(reg, dX, sensitive_features=dg)
+    with pytest.raises(ValueError, match="300 rows but X has 299"):
+        predict(reg, dX[:-1], sensitive_features=dg)
+    clf = FairnessLayerClassifier(LogisticRegression(), inference="fitted",
+                                  sensitive_features=lambda Z: Z[:, 0] > 0).fit(X, y > 0)
+    with pytest.raises(NotImplementedError, match="callable"):
+        predict(clf, dX)

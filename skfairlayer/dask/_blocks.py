@@ -92,7 +92,7 @@ def aligned_blocks(sensitive_features, chunks, other="scores"):
             n_rows, n_groups = sum(chunks), groups.shape[0]
             if not np.isnan(n_rows) and not np.isnan(n_groups) and n_rows != n_groups:
                 raise ValueError(
-                    f"sensitive_features has {n_groups} rows but the {other} have {n_rows}; "
+                    f"sensitive_features has {n_groups} rows but {other} has {n_rows}; "
                     "they must describe the same samples, in the same order."
                 )
             if any(np.isnan(chunks)) or any(np.isnan(groups.chunks[0])):
