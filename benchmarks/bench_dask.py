@@ -27,6 +27,17 @@ project (total)
 decisions (solve), (output), (total)
     The same for ``skfairlayer.dask.parity_decisions``.
 
+``--estimator`` instead times :mod:`skfairlayer.dask`'s estimator front end on a
+persisted 2-D array ``X`` (three features and the group column, generated on the
+workers), with a :class:`~skfairlayer.FairnessLayerClassifier` (logistic
+regression) fitted in memory on 20,000 rows. Rows: the floor
+``X.map_blocks(base.predict_proba).sum()`` (the base model alone, partition by
+partition); ``predict_proba`` / ``predict`` with ``inference="fitted"``
+(demographic parity and equalized odds: the fitted rule per partition); and
+``predict_proba`` with ``inference="batch"`` (the global solve, whose every pass
+scores the partitions with the base again: statistics, bracket, verification and
+output, 4 passes unless a bracket misses).
+
 Columns: seconds (median of ``--repeats`` runs), ratio to the ``scores.sum()``
 floor measured in the same run, passes over the data, and the driver's peak
 memory: ``tracemalloc`` peak of Python allocations on the driver during the
@@ -60,6 +71,53 @@ def _clip(s, g):
     return np.clip(s - 0.01 * g, 0.0, 1.0)
 
 
+def _features(n, chunks, seed=0):
+    rs = da.random.RandomState(seed)
+    groups = rs.randint(0, 2, size=(n, 1), chunks=(chunks, 1)).astype(np.float64)
+    z = rs.normal(0.0, 1.0, size=(n, 3), chunks=(chunks, 3)) + 0.4 * groups
+    return da.concatenate([z, groups], axis=1).rechunk({1: -1})
+
+
+def _estimators():
+    from sklearn.linear_model import LogisticRegression
+
+    from skfairlayer import FairnessLayerClassifier
+
+    rng = np.random.default_rng(1)
+    n = 20_000
+    g = rng.integers(0, 2, n)
+    X = np.column_stack([rng.normal(size=(n, 3)) + 0.4 * g[:, None], g])
+    y = (X[:, 0] + X[:, 1] + rng.normal(size=n) > 0.4).astype(int)
+    out = {}
+    for name, params in [("dp, fitted", {"inference": "fitted"}),
+                         ("equalized odds, fitted", {"inference": "fitted",
+                                                     "criterion": "equalized_odds"}),
+                         ("dp, batch", {})]:
+        out[name] = FairnessLayerClassifier(LogisticRegression(), tolerance=TOLERANCE,
+                                            sensitive_features=3, **params).fit(X, y)
+    return out
+
+
+def _estimator_rows(client, n, chunk, repeats):
+    from skfairlayer.dask import predict, predict_proba
+
+    X = client.persist(_features(n, chunk))
+    wait(X)
+    ests = _estimators()
+    base = ests["dp, fitted"].estimator_
+    floor, _, _ = _timed(lambda: X.map_blocks(base.predict_proba, dtype=float).sum().compute(),
+                         repeats)
+    rows = [("floor: X.map_blocks(base.predict_proba).sum()", floor, 1, 0)]
+    for name in ("dp, fitted", "equalized odds, fitted"):
+        t, _, peak = _timed(lambda e=ests[name]: predict_proba(e, X).sum().compute(), repeats)
+        rows.append((f"predict_proba ({name})", t, 1, peak))
+        t, _, peak = _timed(lambda e=ests[name]: predict(e, X).sum().compute(), repeats)
+        rows.append((f"predict ({name})", t, 1, peak))
+    t, _, peak = _timed(lambda: predict_proba(ests["dp, batch"], X).sum().compute(), repeats)
+    rows.append(("predict_proba (dp, batch: solve + verification + output)", t, 4, peak))
+    return floor, rows
+
+
 def _timed(fn, repeats):
     times, out, peak = [], None, 0
     for _ in range(repeats):
@@ -82,9 +140,18 @@ def main():
     parser.add_argument("--chunks", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--estimator", action="store_true",
+                        help="time the estimator front end instead (see the module docstring)")
     args = parser.parse_args()
     n = int(args.rows)
     chunk = -(-n // args.chunks)
+    if args.estimator:
+        with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                          dashboard_address=":0") as cluster, Client(cluster) as client:
+            floor, rows = _estimator_rows(client, n, chunk, args.repeats)
+        print(f"n = {n:.0e} rows, {args.chunks} chunks, {args.workers} worker processes\n")
+        _table(rows, floor)
+        return
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
                       dashboard_address=":0") as cluster, Client(cluster) as client:
         scores, groups = _data(n, chunk)
@@ -126,6 +193,10 @@ def main():
           f"gap {gap:.4g} (tolerance {TOLERANCE}); decisions gap {dec.gap:.4g}; "
           f"uncertain rows per bracket pass {res.info['uncertain_rows']}; "
           f"driver RSS growth over the run {rss:.0f} MB\n")
+    _table(rows, floor)
+
+
+def _table(rows, floor):
     print("| step | seconds | / floor | passes | driver peak (tracemalloc) |")
     print("|---|---|---|---|---|")
     for name, t, passes, mem in rows:

@@ -265,17 +265,20 @@ def test_estimator_unsupported():
     with pytest.raises(NotImplementedError, match="binary"):
         predict_proba(est, dX, sensitive_features=dg)
     est, Xg = _fitted()
-    with pytest.raises(ValueError, match="once"):
+    with pytest.raises(ValueError, match="twice"):
         predict_proba(est, da.from_array(Xg, chunks=500), sensitive_features=dg)
 
 
 def test_local_cluster_with_processes():
     """Check the projection and decisions on a LocalCluster with worker processes (pickling)."""
     distributed = pytest.importorskip("distributed")
-    from skfairlayer.dask import parity_decisions
+    from skfairlayer.dask import parity_decisions, predict, predict_proba
     from skfairlayer.dask import project as dproject
 
     rng, s, g = _instance(4, 20_000, 3)
+    est, Xg = _fitted(n=1000)
+    fitted, _ = _fitted(n=1000, criterion="equal_opportunity", inference="fitted")
+    dX = da.from_array(Xg, chunks=250)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=":0") as cluster, \
             distributed.Client(cluster), dask.config.set(scheduler=None):
@@ -283,6 +286,10 @@ def test_local_cluster_with_processes():
         res = dproject(ds, dg, tolerance=0.01)
         out = res.proba.compute()
         dec = parity_decisions(ds, dg, tolerance=0.01).decisions.compute()
+        batch_proba = predict_proba(est, dX).compute()
+        fitted_labels = predict(fitted, dX).compute()
+    np.testing.assert_allclose(batch_proba, est.predict_proba(Xg), rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(fitted_labels, fitted.predict(Xg))
     np.testing.assert_allclose(out, project(s, g, tolerance=0.01).proba, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(dec, memory_decisions(s, g, 3, 0.01).decisions)
 

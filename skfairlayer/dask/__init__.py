@@ -4,7 +4,10 @@
 over every row of the collection, not per partition) from per-group
 aggregates in a fixed small number of passes; ``parity_decisions`` computes the
 exact global parity decisions. ``predict_proba`` and ``predict`` apply a fitted
-:class:`~skfairlayer.FairnessLayerClassifier` to Dask arrays or DataFrames.
+:class:`~skfairlayer.FairnessLayerClassifier` or
+:class:`~skfairlayer.FairnessLayerRegressor` to Dask arrays or DataFrames:
+the fitted rule partition by partition (every criterion), or the global solve
+(binary demographic parity).
 Requires ``dask[array,dataframe]`` and ``distributed``
 (``pip install skfairlayer[dask]``). See the user guide, "Beyond one machine".
 """

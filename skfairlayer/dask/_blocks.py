@@ -59,6 +59,26 @@ def as_blocks(scores, sensitive_features):
             "scores must be a Dask array or a Dask Series. "
             f"Got {type(scores).__name__} instead; use skfairlayer.project for in-memory data."
         )
+    group_blocks = aligned_blocks(sensitive_features, chunks, "scores")
+    return score_blocks, group_blocks, tuple(chunks)
+
+
+def aligned_blocks(sensitive_features, chunks, other="scores"):
+    """Delayed blocks of ``sensitive_features`` aligned with row ``chunks`` of ``other``.
+
+    Parameters
+    ----------
+    sensitive_features : dask.array.Array or dask Series / DataFrame
+        Group of each row: one column, or several.
+    chunks : tuple of float
+        Rows per block of the collection they describe (NaN when unknown).
+    other : str, default="scores"
+        Name of that collection, for messages.
+
+    Returns
+    -------
+    group_blocks : list of Delayed
+    """
     groups = sensitive_features
     if isinstance(groups, da.Array):
         if groups.ndim not in (1, 2):
@@ -68,27 +88,33 @@ def as_blocks(scores, sensitive_features):
             )
         if groups.ndim == 2 and groups.numblocks[1] > 1:
             groups = groups.rechunk({1: -1})
-        if groups.chunks[0] != chunks:
+        if groups.chunks[0] != tuple(chunks):
+            n_rows, n_groups = sum(chunks), groups.shape[0]
+            if not np.isnan(n_rows) and not np.isnan(n_groups) and n_rows != n_groups:
+                raise ValueError(
+                    f"sensitive_features has {n_groups} rows but {other} has {n_rows}; "
+                    "they must describe the same samples, in the same order."
+                )
             if any(np.isnan(chunks)) or any(np.isnan(groups.chunks[0])):
                 raise ValueError(
-                    "sensitive_features and scores must have the same row chunks when their "
-                    f"sizes are unknown. Got {groups.chunks[0]!r} and {chunks!r} instead."
+                    f"sensitive_features and {other} must have the same row chunks when their "
+                    f"sizes are unknown. Got {groups.chunks[0]!r} and {tuple(chunks)!r} instead."
                 )
-            groups = groups.rechunk({0: chunks})
+            groups = groups.rechunk({0: tuple(chunks)})
         group_blocks = list(groups.to_delayed().reshape(-1))
     elif _is_frame(groups):
         group_blocks = list(groups.to_delayed())
     else:
         raise TypeError(
-            "sensitive_features must be a Dask array, Series or DataFrame aligned with the "
-            f"scores. Got {type(groups).__name__} instead."
+            f"sensitive_features must be a Dask array, Series or DataFrame aligned with the "
+            f"{other}. Got {type(groups).__name__} instead."
         )
-    if len(group_blocks) != len(score_blocks):
+    if len(group_blocks) != len(chunks):
         raise ValueError(
-            "sensitive_features and scores must have the same number of partitions. "
-            f"Got {len(group_blocks)} and {len(score_blocks)} instead."
+            f"sensitive_features and {other} must have the same number of partitions. "
+            f"Got {len(group_blocks)} and {len(chunks)} instead."
         )
-    return score_blocks, group_blocks, tuple(chunks)
+    return group_blocks
 
 
 def tree_reduce(parts, combine, split_every=_SPLIT):

@@ -455,14 +455,24 @@ def parity_decisions(scores, sensitive_features, *, tolerance=0.01, bins=BINS):
     >>> result.decisions.compute()
     array([1, 1, 0, 0, 1, 1])
     """
+    score_blocks, group_blocks, _ = as_blocks(scores, sensitive_features)
+    return decide_blocks(score_blocks, group_blocks, tolerance, bins)
+
+
+def decide_blocks(score_blocks, group_blocks, tolerance, bins=BINS, check_labels=None):
+    """:func:`parity_decisions` on aligned delayed blocks (scores, raw groups).
+
+    ``check_labels(labels)``, if given, runs on the group labels after the first pass.
+    """
     tolerance = check_tolerance(tolerance)
     if bins < 2 or bins & (bins - 1):
         raise ValueError(f"bins must be a power of 2 >= 2. Got {bins!r} instead.")
-    score_blocks, group_blocks, chunks = as_blocks(scores, sensitive_features)
     parts = [delayed(_block_hist, pure=True)(s, g, bins)
              for s, g in zip(score_blocks, group_blocks, strict=True)]
     (hist,) = compute(tree_reduce(parts, _merge_hist))
     labels = global_labels(hist["keys"])
+    if check_labels is not None:
+        check_labels(labels)
     order = [hist["keys"].index(key) for key in labels.tolist()]
     cnt, gain = hist["cnt"][order], hist["gain"][order]
     lookup = {key: j for j, key in enumerate(labels.tolist())}

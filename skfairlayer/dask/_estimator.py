@@ -1,157 +1,190 @@
-"""A fitted :class:`~skfairlayer.FairnessLayerClassifier` applied to Dask collections.
+"""Fitted fairness-layer estimators applied to Dask collections.
 
-The only coupling between :mod:`skfairlayer.dask` and the estimator: its
-public fitted attributes (``estimator_``, ``classes_``, ``groups_``,
-``layer_.shifts``, ``layer_.thresholds``) and parameters (``tolerance``,
-``sensitive_features``, ``sensitive_as_feature``, ``criterion``, ``groups``,
-``inference``, ``decision``, ``threshold``). The base scores each partition
-with ``map_blocks`` / ``map_partitions``; the layer then solves over the whole
-collection.
+``inference="fitted"``: the fitted rule is row-wise, so every partition goes
+through the estimator's own in-memory method (any criterion, grouping and
+number of classes; the classifier and the regressor). ``inference="batch"``:
+the base scores each partition and the layer solves over the whole collection
+from per-group aggregates (binary demographic parity with one grouping).
+The sensitive columns are selected by the core's
+:class:`~skfairlayer._groups.SensitiveColumns`: checked on the driver against
+the collection's empty meta, then applied partition by partition.
 """
 
-from numbers import Integral
+import copy
 
 import dask.array as da
 import numpy as np
 from dask.delayed import delayed
-from sklearn.utils.validation import check_is_fitted
+from sklearn.base import is_classifier
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..exceptions import UnseenGroupError
-from ._blocks import as_blocks, global_codes
-from ._decisions import parity_decisions
-from ._project import project
+from ..exceptions import UnseenGroupError, format_labels
+from ._blocks import _is_frame, aligned_blocks, label_keys
+from ._decisions import decide_blocks
+from ._project import project_blocks
+
+# ------------------------------------------------------------------ partitions
 
 
-def _check_supported(estimator):
+def _check_estimator(estimator):
     check_is_fitted(estimator)
-    criterion = estimator.criterion
-    if len(estimator.classes_) != 2 or criterion != "demographic_parity" \
-            or estimator.groups != "intersectional":
-        raise NotImplementedError(
-            "skfairlayer.dask supports binary classifiers with criterion='demographic_parity' "
-            "and groups='intersectional' (one shift and one threshold per group, solved from "
-            f"per-group aggregates). Got {len(estimator.classes_)} classes, criterion="
-            f"{criterion!r} and groups={estimator.groups!r} instead; use the estimator's own "
-            "methods on in-memory batches."
-        )
     if callable(estimator.sensitive_features):
         raise NotImplementedError(
-            "skfairlayer.dask reads the sensitive features from column names or indices of X, "
-            "or from sensitive_features=; a callable is not supported."
+            "skfairlayer.dask reads the sensitive features from column names or positions of "
+            "X, or from sensitive_features=; a callable is evaluated per batch, which on a "
+            "Dask collection would mean per partition. Compute the groups as a Dask column "
+            "and pass it as sensitive_features= (with sensitive_features=None on the "
+            f"estimator) instead. Got {estimator.sensitive_features!r}."
         )
 
 
-def _positive(estimator):
-    base = estimator.estimator_
+def _partitions(estimator, X, sensitive_features):
+    """Aligned delayed partitions of ``X`` and of the groups (or None), and rows per partition.
 
-    def score(block):
-        return base.predict_proba(block)[:, -1].astype(np.float64)
-
-    return score
-
-
-def _split(estimator, X, sensitive_features):
-    """Base scores (lazy, one value per row) and the sensitive features of ``X``."""
-    spec = estimator.sensitive_features
-    columns = None if spec is None else (list(spec) if isinstance(spec, list | tuple) else [spec])
-    if (columns is None) == (sensitive_features is None):
-        raise ValueError(
-            "Give the sensitive features once: as the estimator's sensitive_features columns "
-            "of X, or as sensitive_features=. Got "
-            f"sensitive_features={spec!r} on the estimator and "
-            f"{'an array' if sensitive_features is not None else 'None'} here instead."
-        )
-    keep_all = estimator.sensitive_as_feature
-    if hasattr(X, "map_partitions"):  # a Dask DataFrame
-        groups = sensitive_features
-        base_X = X
-        if columns is not None:
-            names = [X.columns[c] if isinstance(c, Integral) else c for c in columns]
-            groups = X[names]
-            base_X = X if keep_all else X.drop(columns=names)
-        score = _positive(estimator)
-        scores = base_X.map_partitions(
-            lambda df: _series(score(df) if len(df) else np.zeros(0), df.index),
-            meta=("proba", "f8"),
-        )
-        return scores, groups
-    if not isinstance(X, da.Array) or X.ndim != 2:
+    The core's column selection and input checks run first on the empty meta
+    of the collections, so their errors come from the driver, before any pass.
+    """
+    if isinstance(X, da.Array) and X.ndim == 2:
+        if X.numblocks[1] > 1:
+            X = X.rechunk({1: -1})
+        blocks, chunks = list(X.to_delayed()[:, 0]), X.chunks[0]
+        meta = np.empty((0, X.shape[1]), dtype=X.dtype)
+    elif not isinstance(X, da.Array) and _is_frame(X) and getattr(X, "ndim", 1) == 2:
+        blocks, chunks, meta = list(X.to_delayed()), (np.nan,) * X.npartitions, X._meta
+    else:
         raise TypeError(
             "X must be a 2-D Dask array or a Dask DataFrame. "
             f"Got {type(X).__name__} instead; use the estimator's own methods on in-memory data."
         )
-    X = X.rechunk({1: -1})
-    groups, base_X = sensitive_features, X
-    if columns is not None:
-        if not all(isinstance(c, Integral) and not isinstance(c, bool) for c in columns):
-            raise ValueError(
-                "sensitive_features must be column indices when X is a Dask array. "
-                f"Got {spec!r} instead."
-            )
-        idx = sorted({int(c) % X.shape[1] for c in columns})
-        keep = [j for j in range(X.shape[1]) if j not in idx]
-        groups = X[:, idx]
-        base_X = X if keep_all else X[:, keep]
-    score = _positive(estimator)
-    scores = base_X.map_blocks(
-        lambda b: score(b) if b.shape[0] else np.zeros(0), drop_axis=1, dtype=np.float64
-    )
-    return scores, groups
+    sf_meta = None if sensitive_features is None else getattr(sensitive_features, "_meta", None)
+    validate_data(estimator, meta, reset=False, skip_check_array=True)
+    estimator._columns().split(meta, sf_meta)  # the core's selector: names, positions, errors
+    sf_blocks = [None] * len(blocks)
+    if sensitive_features is not None:
+        sf_blocks = aligned_blocks(sensitive_features, chunks, "X")
+    return blocks, sf_blocks, tuple(chunks)
 
 
-def _series(values, index):
-    import pandas as pd
-
-    return pd.Series(values, index=index, name="proba")
+def _rows(x):
+    return x.shape[0]
 
 
-def _check_known(estimator, labels):
-    known = {lab.item() if hasattr(lab, "item") else lab for lab in estimator.groups_.tolist()}
-    unseen = [lab for lab in labels.tolist() if lab not in known]
-    if unseen:
-        raise UnseenGroupError(
-            f"Group label(s) {unseen[:5]!r} were not seen during fit. Known groups: "
-            f"{estimator.groups_.tolist()[:20]!r}."
-        )
-
-
-def _fitted_rule(estimator, scores, groups, table, rule):
-    """Per-row fitted shift or threshold: ``rule(scores, table[code])``, lazily."""
-    lookup = {(lab.item() if hasattr(lab, "item") else lab): j
-              for j, lab in enumerate(estimator.groups_.tolist())}
-    score_blocks, group_blocks, chunks = as_blocks(scores, groups)
-
-    def block(s, g):
-        s = np.asarray(s, dtype=np.float64).reshape(-1)
-        return rule(s, table[global_codes(g, lookup)])
-
-    arrays = [da.from_delayed(delayed(block, pure=True)(s, g), shape=(n,),
-                              dtype=np.float64)
-              for s, g, n in zip(score_blocks, group_blocks, chunks, strict=True)]
+def _assemble(blocks, chunks, tail, dtype):
+    """One lazy array from delayed blocks of ``chunks`` rows and trailing shape ``tail``."""
+    arrays = [da.from_delayed(b, shape=(n, *tail), dtype=dtype)
+              for b, n in zip(blocks, chunks, strict=True)]
     return da.concatenate(arrays) if len(arrays) > 1 else arrays[0]
 
 
-def _proba(estimator, X, sensitive_features):
-    _check_supported(estimator)
-    scores, groups = _split(estimator, X, sensitive_features)
-    if estimator.inference == "fitted":
-        return _fitted_rule(estimator, scores, groups, estimator.layer_.shifts,
-                            lambda s, c: np.clip(s - c, 0.0, 1.0)), scores, groups
-    result = project(scores, groups, tolerance=float(estimator.tolerance))
-    _check_known(estimator, result.groups)
-    if len(result.groups) < 2:  # one group: the fitted shifts, as in memory
-        return _fitted_rule(estimator, scores, groups, estimator.layer_.shifts,
-                            lambda s, c: np.clip(s - c, 0.0, 1.0)), scores, groups
-    return result.proba, scores, groups
+# ------------------------------------------------------------------ the fitted rule
+
+
+def _fitted_copy(estimator):
+    """A shallow copy serving the fitted rule (the fitted attributes are shared)."""
+    est = copy.copy(estimator)
+    est.inference = "fitted"
+    return est
+
+
+def _apply(est, method, x, sf, tail, dtype):
+    if _rows(x) == 0:
+        return np.empty((0, *tail), dtype=dtype)
+    return np.asarray(getattr(est, method)(x, sensitive_features=sf))
+
+
+def _rowwise(estimator, method, X, sensitive_features, tail, dtype):
+    """``method`` of the fitted rule, partition by partition (the rule is row-wise)."""
+    blocks, sf_blocks, chunks = _partitions(estimator, X, sensitive_features)
+    est = delayed(_fitted_copy(estimator), pure=True)
+    out = [delayed(_apply, pure=True)(est, method, x, s, tail, dtype)
+           for x, s in zip(blocks, sf_blocks, strict=True)]
+    return _assemble(out, chunks, tail, dtype)
+
+
+# ------------------------------------------------------------------ the global solve
+
+
+def _check_batch(estimator):
+    """Raise unless ``inference="batch"`` reduces to the per-group-sum solver."""
+    reasons = []
+    criterion = estimator.criterion
+    if criterion != "demographic_parity":
+        reasons.append(
+            f"criterion={criterion!r} shifts each row by a multiple of its own score or label "
+            "(or is a custom criterion), not by one constant per group"
+        )
+    if is_classifier(estimator) and len(estimator.classes_) != 2:
+        reasons.append(
+            f"{len(estimator.classes_)} classes put the outputs on the simplex, coupling "
+            "the classes of each row"
+        )
+    if len(estimator.layer_.group_sizes) != 1:
+        reasons.append(
+            f"groups='marginal' over {len(estimator.layer_.group_sizes)} attributes sets "
+            "one constraint per attribute, coupled through every row"
+        )
+    if not is_classifier(estimator) and not np.all(np.isfinite(estimator.bounds_)):
+        reasons.append(f"bounds={estimator.bounds!r} are not finite")
+    if reasons:
+        raise NotImplementedError(
+            "skfairlayer.dask solves inference='batch' over the whole collection from "
+            "per-group sums for demographic parity over binary outputs with one grouping "
+            "(intersectional groups, or one sensitive attribute) and finite bounds. Here "
+            + "; ".join(reasons)
+            + ". Use inference='fitted' (the rule fitted in memory, applied partition by "
+            "partition: every criterion), or the estimator's own methods on in-memory data."
+        )
+
+
+def _split(est, x, sf):
+    """Base scores and raw groups of one partition, by the core's selector."""
+    base_X, raw = est._columns().split(x, sf)
+    if _rows(x) == 0:
+        return np.zeros(0), raw
+    return est._scores(est.estimator_, base_X), raw
+
+
+def _batch_blocks(estimator, X, sensitive_features):
+    """Delayed blocks of base scores and of raw groups, aligned, and rows per block."""
+    blocks, sf_blocks, chunks = _partitions(estimator, X, sensitive_features)
+    est = delayed(estimator, pure=True)
+    pairs = [delayed(_split, nout=2, pure=True)(est, x, s)
+             for x, s in zip(blocks, sf_blocks, strict=True)]
+    return [p[0] for p in pairs], [p[1] for p in pairs], chunks
+
+
+def _check_known(estimator, labels):
+    """Raise the estimator's error for group labels it did not see at fit."""
+    known = estimator.groups_[0] if estimator.groups == "marginal" else estimator.groups_
+    keys = set(label_keys(known))
+    unseen = [lab for lab in label_keys(labels) if lab not in keys]
+    if unseen:
+        more = " ..." if len(known) > 20 else ""
+        raise UnseenGroupError(
+            f"Sensitive group(s) {format_labels(unseen[:10])} were not seen during fit (known "
+            f"groups: {format_labels(list(known[:20]))}{more}). Refit with data that contains "
+            "them, or map them to a known group."
+        )
+
+
+def _batch_outputs(estimator, X, sensitive_features, tolerance, bounds):
+    """Globally projected base scores, or None when the collection has fewer than two groups."""
+    scores, groups, chunks = _batch_blocks(estimator, X, sensitive_features)
+    result = project_blocks(scores, groups, chunks, tolerance, bounds,
+                            check_labels=lambda labels: _check_known(estimator, labels))
+    return result.proba if len(result.groups) >= 2 else None
+
+
+# ------------------------------------------------------------------ public functions
 
 
 def predict_proba(estimator, X, *, sensitive_features=None):
-    """Projected class probabilities of a Dask collection, parity over the whole collection.
+    """Projected class probabilities of a Dask collection.
 
     Parameters
     ----------
     estimator : FairnessLayerClassifier
-        Fitted (in memory), binary, ``criterion="demographic_parity"``.
+        Fitted (in memory).
     X : dask.array.Array of shape (n_samples, n_features) or dask DataFrame
         Samples; the base model scores each partition.
     sensitive_features : dask array / Series / DataFrame, default=None
@@ -159,24 +192,43 @@ def predict_proba(estimator, X, *, sensitive_features=None):
 
     Returns
     -------
-    proba : dask.array.Array of shape (n_samples, 2)
-        Lazy projected probabilities of ``estimator.classes_``: with
-        ``inference="batch"`` the group means of the positive column differ by
-        at most ``tolerance`` over the whole collection (verified when
-        computed); with ``inference="fitted"`` the training shifts.
+    proba : dask.array.Array of shape (n_samples, n_classes)
+        Lazy projected probabilities of ``estimator.classes_``. With
+        ``inference="fitted"`` (any criterion, grouping and number of classes):
+        the estimator's fitted rule, the in-memory answer row by row. With
+        ``inference="batch"`` (binary demographic parity, one grouping): the
+        group means of the positive column differ by at most ``tolerance``
+        over the whole collection (verified).
+
+    Raises
+    ------
+    NotImplementedError
+        With ``inference="batch"``, for a problem not solved from per-group sums.
     """
-    p, _, _ = _proba(estimator, X, sensitive_features)
+    _check_estimator(estimator)
+    if not is_classifier(estimator):
+        raise TypeError(
+            "predict_proba needs a FairnessLayerClassifier. "
+            f"Got {type(estimator).__name__} instead; use skfairlayer.dask.predict."
+        )
+    if estimator.inference == "fitted":
+        return _rowwise(estimator, "predict_proba", X, sensitive_features,
+                        (len(estimator.classes_),), np.float64)
+    _check_batch(estimator)
+    p = _batch_outputs(estimator, X, sensitive_features, float(estimator.tolerance), (0.0, 1.0))
+    if p is None:  # fewer than two groups: the fitted rule, as in memory
+        return predict_proba(_fitted_copy(estimator), X, sensitive_features=sensitive_features)
     return p.map_blocks(lambda b: np.column_stack([1.0 - b, b]), new_axis=1,
                         chunks=(p.chunks[0], (2,)), dtype=np.float64)
 
 
 def predict(estimator, X, *, sensitive_features=None):
-    """Class labels of a Dask collection with selection-rate parity over the whole collection.
+    """Class labels (classifier) or projected predictions (regressor) of a Dask collection.
 
     Parameters
     ----------
-    estimator : FairnessLayerClassifier
-        Fitted (in memory), binary, ``criterion="demographic_parity"``.
+    estimator : FairnessLayerClassifier or FairnessLayerRegressor
+        Fitted (in memory).
     X : dask.array.Array of shape (n_samples, n_features) or dask DataFrame
         Samples.
     sensitive_features : dask array / Series / DataFrame, default=None
@@ -185,27 +237,44 @@ def predict(estimator, X, *, sensitive_features=None):
     Returns
     -------
     y_pred : dask.array.Array of shape (n_samples,)
-        Lazy labels from ``estimator.classes_``. With ``decision="parity"`` and
-        ``inference="batch"``: the decisions of maximal expected accuracy whose
-        group selection rates differ by at most ``tolerance`` over the whole
-        collection (the in-memory decisions on the concatenated data).
+        Lazy labels from ``estimator.classes_`` or predictions. With
+        ``inference="fitted"``: the estimator's fitted rule, row by row. With
+        ``inference="batch"`` and a classifier with ``decision="parity"``: the
+        decisions of maximal expected accuracy whose group selection rates
+        differ by at most ``tolerance`` over the whole collection (the
+        in-memory decisions on the concatenated data); a regressor's
+        predictions meet demographic parity over the whole collection.
+
+    Raises
+    ------
+    NotImplementedError
+        With ``inference="batch"``, for a problem not solved from per-group sums.
     """
+    _check_estimator(estimator)
+    classifier = is_classifier(estimator)
+    if estimator.inference == "fitted":
+        dtype = estimator.classes_.dtype if classifier else np.float64
+        return _rowwise(estimator, "predict", X, sensitive_features, (), dtype)
+    _check_batch(estimator)
+    if not classifier:
+        layer = estimator.layer_
+        p = _batch_outputs(estimator, X, sensitive_features, layer.tolerance,
+                           (layer.lower, layer.upper))
+        if p is None:
+            return predict(_fitted_copy(estimator), X, sensitive_features=sensitive_features)
+        return p.map_blocks(estimator._unscale, dtype=np.float64)
     classes = estimator.classes_
-    _check_supported(estimator)
     if estimator.decision == "threshold":
-        p, _, _ = _proba(estimator, X, sensitive_features)
+        p = _batch_outputs(estimator, X, sensitive_features, float(estimator.tolerance),
+                           (0.0, 1.0))
+        if p is None:
+            return predict(_fitted_copy(estimator), X, sensitive_features=sensitive_features)
         labels = (p >= estimator.threshold).astype(int)
     else:
-        scores, groups = _split(estimator, X, sensitive_features)
-        if estimator.inference == "fitted":
-            labels = _fitted_rule(estimator, scores, groups, estimator.layer_.thresholds,
-                                  lambda s, t: (s > t).astype(np.float64)).astype(int)
-        else:
-            result = parity_decisions(scores, groups, tolerance=float(estimator.tolerance))
-            _check_known(estimator, result.groups)
-            if len(result.groups) < 2:
-                labels = _fitted_rule(estimator, scores, groups, estimator.layer_.thresholds,
-                                      lambda s, t: (s > t).astype(np.float64)).astype(int)
-            else:
-                labels = result.decisions
+        scores, groups, _ = _batch_blocks(estimator, X, sensitive_features)
+        result = decide_blocks(scores, groups, float(estimator.tolerance),
+                               check_labels=lambda labels: _check_known(estimator, labels))
+        if len(result.groups) < 2:
+            return predict(_fitted_copy(estimator), X, sensitive_features=sensitive_features)
+        labels = result.decisions
     return labels.map_blocks(lambda b: classes[b], dtype=classes.dtype)

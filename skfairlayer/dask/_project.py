@@ -217,10 +217,15 @@ def _estimate(sizes, agg, lb, ub, eps, start, previous):
     return shifts, _spread(sizes, agg, shifts, lb, ub, previous)
 
 
-def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=None):
-    """The global exact solution: shifts, multipliers, level, labels, sizes, passes."""
+def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=None, check_labels=None):
+    """The global exact solution: shifts, multipliers, level, labels, sizes, passes.
+
+    ``check_labels(labels)``, if given, runs right after the statistics pass.
+    """
     budget = MAX_ROWS if budget is None else budget
     labels, lookup, stats = _statistics(score_blocks, group_blocks)
+    if check_labels is not None:
+        check_labels(labels)
     sizes = stats["counts"]
     k = sizes.size
     passes = 1
@@ -380,13 +385,23 @@ def project(scores, sensitive_features, *, tolerance=0.01, bounds=(0.0, 1.0),
             "(one shift per group from per-group sums). Other criteria need the general "
             f"solver on in-memory data (skfairlayer.project). Got {criterion!r} instead."
         )
+    score_blocks, group_blocks, chunks = as_blocks(scores, sensitive_features)
+    return project_blocks(score_blocks, group_blocks, chunks, tolerance, bounds, verify)
+
+
+def project_blocks(score_blocks, group_blocks, chunks, tolerance, bounds=(0.0, 1.0),
+                   verify="eager", check_labels=None):
+    """:func:`project` on aligned delayed blocks (scores, raw groups) with ``chunks`` rows.
+
+    ``check_labels(labels)``, if given, runs on the group labels after the first pass.
+    """
     if verify not in _VERIFY:
         raise ValueError(f"verify must be one of {_VERIFY}. Got {verify!r} instead.")
     tolerance = check_tolerance(tolerance)
     lb, ub = (float(b) for b in bounds)
     _check_bounds(lb, ub)
-    score_blocks, group_blocks, chunks = as_blocks(scores, sensitive_features)
-    solution, lookup = solve(score_blocks, group_blocks, tolerance, lb, ub)
+    solution, lookup = solve(score_blocks, group_blocks, tolerance, lb, ub,
+                             check_labels=check_labels)
     proba, check, gap = outputs(score_blocks, group_blocks, chunks, lookup, solution["shifts"],
                                 solution["sizes"], tolerance, lb, ub, verify)
     return DaskProjectionResult(proba, solution, check, gap)
