@@ -40,6 +40,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
+from ._quiet import quiet_stdout
 from .exceptions import InfeasibleProblemError
 
 __all__ = [
@@ -326,12 +327,13 @@ def _count_repair(problem, values, x, levels, time_limit):
         (np.ones(n * K), (np.repeat(codes, K) * K + np.tile(np.arange(K), n), np.arange(n * K))),
         shape=(k * K, n * K),
     )
-    res = linprog(
-        -values.ravel(),
-        A_eq=sp.vstack([rows_onehot, cap], format="csr"),
-        b_eq=np.concatenate([np.ones(n), counts.ravel().astype(np.float64)]),
-        bounds=(0.0, 1.0), method="highs-ds", options={"time_limit": time_limit},
-    )
+    with quiet_stdout():  # HiGHS prints from C
+        res = linprog(
+            -values.ravel(),
+            A_eq=sp.vstack([rows_onehot, cap], format="csr"),
+            b_eq=np.concatenate([np.ones(n), counts.ravel().astype(np.float64)]),
+            bounds=(0.0, 1.0), method="highs-ds", options={"time_limit": time_limit},
+        )
     if res.x is None:
         return None
     xi = res.x.reshape(n, K)
@@ -357,11 +359,12 @@ def _relaxation(problem, time_limit):
     fin_hi, fin_lo = ~eq & np.isfinite(hi_all), ~eq & np.isfinite(lo_all)
     A_ub = sp.vstack([A[fin_hi], -A[fin_lo]], format="csr")
     b_ub = np.concatenate([hi_all[fin_hi], -lo_all[fin_lo]])
-    res = linprog(
-        c, A_ub=A_ub if A_ub.shape[0] else None, b_ub=b_ub if A_ub.shape[0] else None,
-        A_eq=A[eq] if eq.any() else None, b_eq=hi_all[eq] if eq.any() else None,
-        bounds=bounds, method="highs-ds", options={"time_limit": time_limit},
-    )
+    with quiet_stdout():  # HiGHS prints from C
+        res = linprog(
+            c, A_ub=A_ub if A_ub.shape[0] else None, b_ub=b_ub if A_ub.shape[0] else None,
+            A_eq=A[eq] if eq.any() else None, b_eq=hi_all[eq] if eq.any() else None,
+            bounds=bounds, method="highs-ds", options={"time_limit": time_limit},
+        )
     if res.status == 2:
         raise InfeasibleProblemError(
             "No decisions, even randomised, meet the criterion on this batch: the constraints "
@@ -436,10 +439,11 @@ def class_offsets(scores, groupings, decisions, *, time_limit=20.0):
         counts = np.zeros((k, K))
         np.add.at(counts, (codes, decisions), 1.0)
         rhs.append(counts.ravel())
-    res = linprog(
-        -values.ravel(), A_eq=sp.vstack(rows, format="csr"), b_eq=np.concatenate(rhs),
-        bounds=(0.0, 1.0), method="highs-ds", options={"time_limit": time_limit},
-    )
+    with quiet_stdout():  # HiGHS prints from C
+        res = linprog(
+            -values.ravel(), A_eq=sp.vstack(rows, format="csr"), b_eq=np.concatenate(rhs),
+            bounds=(0.0, 1.0), method="highs-ds", options={"time_limit": time_limit},
+        )
     out = []
     start = n
     solved = res.eqlin is not None and np.size(res.eqlin.marginals) == rows_total(rows)
@@ -552,13 +556,14 @@ def _repair(problem, values, dec, free, A, lo_all, hi_all, n, K, time_limit):
     integrality = np.concatenate([np.ones(n_free), np.zeros(n_fam)])
     lb = np.concatenate([np.zeros(n_free), np.full(n_fam, -np.inf)])
     ub = np.concatenate([np.ones(n_free), np.full(n_fam, np.inf)])
-    res = milp(
-        c,
-        constraints=LinearConstraint(A_free[keep], lo_r[keep], hi_r[keep]),
-        integrality=integrality,
-        bounds=Bounds(lb, ub),
-        options={"time_limit": min(time_limit, 5.0), "mip_rel_gap": 1e-4},
-    )
+    with quiet_stdout():  # HiGHS prints from C
+        res = milp(
+            c,
+            constraints=LinearConstraint(A_free[keep], lo_r[keep], hi_r[keep]),
+            integrality=integrality,
+            bounds=Bounds(lb, ub),
+            options={"time_limit": min(time_limit, 5.0), "mip_rel_gap": 1e-4},
+        )
     if res.x is None:
         return None
     x = res.x[:n_free].reshape(idx.size, K)

@@ -229,3 +229,18 @@ def test_estimator_multiclass_streams_and_fine_tunes():
         fine_tune=FineTuning(**{"max_epochs": 2}),
     sensitive_as_feature=False, cv=None).fit(X, y)
     assert tuned.fine_tune_history_["epoch"][-1] >= 1
+
+
+def test_label_criteria_decisions_print_nothing(capfd):
+    """Check the decision LP's HiGHS MIP solver does not print to stdout (it does from C)."""
+    rng = np.random.default_rng(3)
+    n = 2000
+    g = rng.integers(0, 2, n)
+    X = np.c_[rng.normal(size=(n, 3)) + g[:, None], g]
+    y = (X[:, 0] + rng.normal(size=n) > 0.5).astype(int)
+    clf = FairnessLayerClassifier(
+        LogisticRegression(), criterion="equal_opportunity", tolerance=0.05, sensitive_features=3
+    )
+    clf.fit(X, y).predict(X)
+    captured = capfd.readouterr()
+    assert captured.out == ""

@@ -13,7 +13,8 @@ from skfairlayer._criteria import (
     ProjectionProblem,
 )
 from skfairlayer._projection import VERIFY_TOL, solve_problem
-from skfairlayer._solvers import Solution, _osqp, _osqp_backend
+from skfairlayer._quiet import quiet_stdout
+from skfairlayer._solvers import Solution, _osqp
 from skfairlayer._solvers._exact import solve_sorted
 from skfairlayer._solvers._osqp import OSQPBackend, solve_osqp
 from skfairlayer.exceptions import InfeasibleProblemError, SolverError
@@ -555,12 +556,12 @@ def test_quiet_stdout_silences_osqp_polishing_message(capfd):
     eye = sp.csc_matrix(np.eye(2))
     solver.setup(eye, -np.ones(2), eye, np.zeros(2), np.full(2, 10.0), verbose=False,
                  polishing=True)
-    with _osqp_backend._quiet_stdout():
+    with quiet_stdout():
         res = solver.solve(raise_error=False)
     assert res.info.status_val == 1
     captured = capfd.readouterr()
     assert captured.out == "" and captured.err == ""
-    with _osqp_backend._quiet_stdout(False):
+    with quiet_stdout(False):
         solver.solve(raise_error=False)  # unguarded: OSQP prints (the reason for the guard)
     assert "Polishing" in capfd.readouterr().out
 

@@ -21,13 +21,12 @@ Nothing here is module-level state: an :class:`OSQPBackend` holds the structure 
 last problem solved with it and its OSQP object, and is dropped on pickling.
 """
 
-import os
-import sys
 import threading
-from contextlib import contextmanager
 
 import numpy as np
 import scipy.sparse as sp
+
+from .._quiet import quiet_stdout
 
 __all__ = ["OSQPBackend"]
 
@@ -111,40 +110,9 @@ class OSQPBackend:
                 n_var, n_con = q.size, lo.size
                 warm = (np.zeros(n_var), np.zeros(n_con))
             solver.warm_start(x=warm[0], y=warm[1])
-            with _quiet_stdout(settings.get("polishing", False)):
+            with quiet_stdout(settings.get("polishing", False)):
                 res = solver.solve(raise_error=False)
             return int(res.info.status_val), np.array(res.x), np.array(res.y), int(res.info.iter)
-
-
-@contextmanager
-def _quiet_stdout(active=True):
-    """Silence writes to the stdout file descriptor while active.
-
-    OSQP's C code prints "Polishing not needed ..." to stdout even with
-    ``verbose=False``; solves with polishing run inside this guard. (It
-    redirects the process's descriptor, so it is used only around those.)
-    """
-    if not active:
-        yield
-        return
-    try:
-        fd = sys.stdout.fileno() if sys.stdout is not None else 1
-    except (AttributeError, OSError, ValueError):
-        fd = 1
-    try:
-        saved = os.dup(fd)
-    except OSError:  # no usable descriptor: nothing to silence
-        yield
-        return
-    try:
-        if sys.stdout is not None:
-            sys.stdout.flush()
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), fd)
-        yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
 
 
 # --------------------------------------------------------------------------- formulation

@@ -21,7 +21,8 @@ import scipy.linalg
 import scipy.optimize
 import scipy.sparse as sp
 
-from ._osqp_backend import _OSQP_INFTY, _quiet_stdout
+from .._quiet import quiet_stdout
+from ._osqp_backend import _OSQP_INFTY
 
 #: Row violation accepted by the Newton finish (the verification allows 1e-9).
 _PRIM_TOL = 1e-10
@@ -164,7 +165,7 @@ def _local_statuses(st, data, x, u, free, aux):
         ptri, q, a, lo_c, hi_c, verbose=False, eps_abs=1e-11, eps_rel=1e-11,
         polishing=True, max_iter=100_000,
     )
-    with _quiet_stdout():
+    with quiet_stdout():
         res = solver.solve(raise_error=False)
     if res.info.status_val not in (1, 2):
         return None
