@@ -31,6 +31,9 @@ _CHUNK = 1 << 16
 #: Relative distance below which a float comparison of a ratio with the
 #: tolerance is re-done exactly (float ratios of int64 counts err by ~1e-16).
 _NEAR = 1e-12
+#: Relative distance to an integer below which a count is recomputed in integers (the
+#: float products are within a few 1e-16 of the exact ones).
+_NEAR_COUNT = 1e-12
 
 
 @dataclass
@@ -206,24 +209,39 @@ def _candidate_levels(sizes, tolerance, lo, hi):
     return np.concatenate(nums), np.concatenate(dens)  # duplicates are harmless
 
 
-def _count_ranges(num, den, n_h, tolerance):
+def _count_ranges(num, den, n_h, tolerance, q=None):
     """Per level ``t = num / den``: smallest and largest count of a group of size ``n_h``.
 
     ``c_lo = ceil(t n_h)`` and ``c_hi = max {c <= n_h : c / n_h - t <= tolerance}``,
-    both exact (integer arithmetic, exact near-tie comparisons).
+    both exact: in floats where ``t n_h`` and ``(t + tolerance) n_h`` are far (relative
+    to their rounding) from an integer, in integer arithmetic at the few near ties.
+    ``q`` is ``num / den`` when the caller has it.
     """
-    c_lo = -((-num * n_h) // den)
+    q = num / den if q is None else q
+    x, y = q * n_h, (q + tolerance) * n_h
+    c_lo = np.ceil(x).astype(np.int64)
+    c_hi = np.floor(np.clip(y, -1.0, n_h)).astype(np.int64)
+    near = np.flatnonzero(np.abs(x - np.rint(x)) <= _NEAR_COUNT * np.maximum(x, 1.0))
+    if near.size:
+        c_lo[near] = -((-num[near] * n_h) // den[near])
+    near = np.flatnonzero(np.abs(y - np.rint(y)) <= _NEAR_COUNT * np.maximum(np.abs(y), 1.0))
+    if near.size:
+        c_hi[near] = _exact_count_hi(num[near], den[near], n_h, tolerance)
+    return c_lo, c_hi
+
+
+def _exact_count_hi(num, den, n_h, tolerance):
+    """``c_hi`` of :func:`_count_ranges` in integer arithmetic (near ties)."""
     guess = np.floor((num / den + tolerance) * n_h)
-    c_hi = np.clip(guess, -1, n_h).astype(np.int64) + 1
-    c_hi = np.minimum(c_hi, n_h)
+    c_hi = np.minimum(np.clip(guess, -1, n_h).astype(np.int64) + 1, n_h)
     # (c_hi / n_h - t) <= tol  <=>  (c_hi den - num n_h) / (den n_h) <= tol; the
     # float guess is off by at most one, so a few steps down settle it.
     for _ in range(4):
-        ok = _ratio_le(c_hi * den - num * n_h, den * n_h, tolerance) | (c_hi < c_lo)
+        ok = _ratio_le(c_hi * den - num * n_h, den * n_h, tolerance) | (c_hi < 0)
         if ok.all():
             break
         c_hi = np.where(ok, c_hi, c_hi - 1)
-    return c_lo, c_hi
+    return c_hi
 
 
 def parity_decisions(scores, codes, n_groups, tolerance):
@@ -302,8 +320,9 @@ def _level_counts(num, den, sizes, free, tolerance):
     """Per group and level ``num / den``: the count closest to ``free`` in its range."""
     chosen = np.empty((sizes.size, num.size), dtype=np.int64)
     feasible = np.ones(num.size, dtype=bool)
+    q = num / den
     for g, n_g in enumerate(sizes.tolist()):
-        c_lo, c_hi = _count_ranges(num, den, n_g, tolerance)
+        c_lo, c_hi = _count_ranges(num, den, n_g, tolerance, q)
         c_lo, c_hi = np.maximum(c_lo, 0), np.minimum(c_hi, n_g)
         feasible &= c_lo <= c_hi
         chosen[g] = np.clip(free[g], c_lo, np.maximum(c_lo, c_hi))

@@ -1,6 +1,7 @@
 """Tests of the exact parity decisions (user guide: decisions)."""
 
 import itertools
+import math
 from fractions import Fraction
 
 import numpy as np
@@ -207,3 +208,22 @@ def test_windowed_ranking_matches_a_full_sort(seed, subsample, monkeypatch):
         np.testing.assert_array_equal(
             res.decisions, (scores >= res.thresholds[codes]).astype(int)
         )
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_count_ranges_are_exact(seed):
+    """Check both count bounds against exact rational arithmetic, near ties included."""
+    rng = np.random.default_rng(seed)
+    n_h = int(rng.integers(1, 5000))
+    den = rng.integers(1, 5000, 400).astype(np.int64)
+    num = (rng.random(400) * (den + 1)).astype(np.int64)
+    tol = float(rng.choice([0.0, 0.1, 1 / 3, 0.05, 1 / n_h, 0.25]))
+    # levels whose (t + tol) n_h or t n_h is an integer: the near ties
+    num[:100] = den[:100] * (np.arange(100) % (n_h + 1)) // n_h
+    c_lo, c_hi = _decisions._count_ranges(num, den, n_h, tol)
+    ftol = Fraction(tol)
+    for a, b, lo, hi in zip(num.tolist(), den.tolist(), c_lo.tolist(), c_hi.tolist(),
+                            strict=True):
+        t = Fraction(a, b)
+        assert lo == -((-a * n_h) // b)  # ceil(t n_h)
+        assert hi == min(n_h, math.floor((t + ftol) * n_h))  # largest c: c / n_h - t <= tol
