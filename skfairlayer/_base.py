@@ -233,11 +233,13 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
             for label, (size, name) in list(smallest.items())[:10]
         ]
         more = f" and {len(smallest) - 10} more" if len(smallest) > 10 else ""
+        several = self._encoder.n_attributes_ > 1 and self.groups != "marginal"
+        remedy = "merging small groups" + (" or groups='marginal'" if several else "")
         warnings.warn(
             f"Sensitive group(s) {', '.join(described)}{more} have fewer than "
             f"{self.min_group_size:g} (effective) rows at fit: their statistics are mostly "
-            "noise, so parity on them says little about new data. Consider merging small "
-            "groups or groups='marginal'.",
+            f"noise, so parity on them says little about new data. Consider {remedy} "
+            "(min_group_size=None silences this warning).",
             SmallGroupWarning,
             stacklevel=4,
         )

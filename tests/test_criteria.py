@@ -368,8 +368,11 @@ def test_small_groups_warn_and_still_work():
     X, y, sex, _ = _estimator_data(4, n=600)
     X[:3, 2] = 7  # a group of three rows
     clf = FairnessLayerClassifier(LogisticRegression(), tolerance=0.02, sensitive_features=[2], sensitive_as_feature=False)
-    with pytest.warns(SmallGroupWarning, match="7"):
+    with pytest.warns(SmallGroupWarning, match="7") as record:
         clf.fit(X, y)
+    # One attribute: groups='marginal' would not help, so it is not suggested.
+    assert "groups='marginal'" not in str(record[0].message)
+    assert "min_group_size=None" in str(record[0].message)
     proba = clf.predict_proba(X)[:, 1]
     means = [proba[X[:, 2] == g].mean() for g in (0, 1, 7)]
     assert max(means) - min(means) <= 0.02 + VERIFY_TOL
