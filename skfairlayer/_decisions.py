@@ -357,7 +357,8 @@ class _RankedWindow:
         self.rows, self.v, self.m, self.top, self.lo_val = rows, v, m, top, lo_val
         self.p = int(np.count_nonzero(top))
         self.win = np.flatnonzero((v >= lo_val) & ~top)
-        self.win_scores = np.sort(v[self.win])[::-1]  # positions matter only among ties
+        self.win_values = v[self.win]  # by position
+        self.win_scores = np.sort(self.win_values)[::-1]  # positions matter only among ties
         gains = 2.0 * self.win_scores - 1.0
         top_gain = 2.0 * float(np.dot(v, top)) - self.p
         self.prefix_win = top_gain + np.concatenate([[0.0], np.cumsum(gains)])
@@ -381,7 +382,7 @@ class _RankedWindow:
         head = self.win_scores[: c - self.p]
         last = head[-1]
         wanted = int(np.count_nonzero(head == last))
-        equal = self.win[self.v[self.win] == last]  # increasing positions
+        equal = self.win[self.win_values == last]  # increasing positions
         return self.rows[equal[:wanted]]
 
     def _desc(self, r):
