@@ -1,0 +1,207 @@
+"""The CPU path of the layer: Newton on the cells' shifts, the per-cell arithmetic in Python floats.
+
+On the CPU reading a tensor's values costs no device round trip, so each Newton
+step reads back the few per-cell aggregates of one pass over the rows (the sums
+of the clipped shifted scores and the numbers of free rows, one pair per cell)
+and solves the step's small system in Python floats. A pass is a handful of
+torch kernels; a typical batch needs three passes, the last of which is the
+output, its certificate (a step that no longer moves the shifts) and the
+verification sums. The backward pass is the projector of
+:func:`skfairlayer.torch._solve.jacobian_apply` as one ``Q x Q`` matrix on the
+cells' sums of the free rows' gradient. See ``docs/user_guide/torch.rst``.
+"""
+
+import math
+
+import torch
+
+__all__ = ["Direct", "solve", "jacobian_matrix", "jacobian_apply"]
+
+#: Newton steps before the caller's general (bracketed) solve takes over.
+_MAX_STEPS = 12
+
+
+class Direct:
+    """A solved problem: outputs, free-row mask (float64) and the backward matrix."""
+
+    def __init__(self, p, free, matrix):
+        self.p, self.free, self.matrix = p, free, matrix
+
+
+def _unclipped_level(m0, n, eps):
+    """Level ``t`` where ``sum n_q (m0_q - clamp(m0_q, t, t + eps))`` changes sign (no bounds)."""
+    cand = sorted({v for m in m0 for v in (m, m - eps)})
+
+    def phi(t):
+        return sum(k * (m - min(max(m, t), t + eps)) for m, k in zip(m0, n, strict=True))
+
+    prev_t, prev_f = cand[0], phi(cand[0])
+    for t in cand[1:]:
+        f = phi(t)
+        if f < 0 <= prev_f:
+            return prev_t + prev_f * (t - prev_t) / (prev_f - f)
+        prev_t, prev_f = t, f
+    return prev_t
+
+
+def _families(n_cells, n_groups, offset):
+    """Slots of each family's cells (slot ``offset + f * G + g``)."""
+    return [list(range(offset + f * n_groups, offset + (f + 1) * n_groups))
+            for f in range(n_cells // n_groups)]
+
+
+def _pass(s, idx, c, lb, ub, onehot, clip):
+    """Shifted and clipped rows at the shifts ``c``; per slot: sums of them and free counts."""
+    z = s - torch.tensor(c, dtype=s.dtype).index_select(0, idx)
+    zc = z.clamp(lb, ub) if clip else z
+    free = (zc == z).to(s.dtype)
+    return zc, free, torch.mv(onehot, zc).tolist(), torch.mv(onehot, free).tolist()
+
+
+def _step(fams, n, a, nf, m0, eps, bands, state):
+    """One Newton step: new (shifts, levels, top, bottom) from the pattern's (a, nf); None if pinned."""
+    c, t, top, bottom = state
+    c, top, bottom = [0.0] * len(n), list(top), list(bottom)
+    t = list(t)
+    for f, slots in enumerate(fams):
+        if bands is None:
+            act = [q for q in slots if top[q] or bottom[q]]
+            if any(nf[q] == 0 for q in act):
+                return None
+            den = sum(n[q] * n[q] / nf[q] for q in act)
+            if den > 0:
+                num = sum(n[q] * (a[q] - n[q] * eps * top[q]) / nf[q] for q in act)
+                t[f] = num / den
+            lo_hi = [(t[f], t[f] + eps)] * len(slots)
+        else:
+            lo_hi = [bands[q] for q in slots]
+        for q, (lo, hi) in zip(slots, lo_hi, strict=True):
+            top[q], bottom[q] = n[q] > 0 and m0[q] > hi, n[q] > 0 and m0[q] < lo
+            if top[q] or bottom[q]:
+                if nf[q] == 0:
+                    return None
+                c[q] = (a[q] - n[q] * (hi if top[q] else lo)) / nf[q]
+    return c, t, top, bottom
+
+
+def _start(fams, n, m0, eps, bands):
+    """Levels and active cells of the solution that ignores the bounds."""
+    t, top, bottom = [0.0] * len(fams), [False] * len(n), [False] * len(n)
+    for f, slots in enumerate(fams):
+        live = [q for q in slots if n[q] > 0]
+        if bands is None:
+            if not live:
+                continue
+            t[f] = _unclipped_level([m0[q] for q in live], [n[q] for q in live], eps)
+        for q in live:
+            lo, hi = (t[f], t[f] + eps) if bands is None else bands[q]
+            top[q], bottom[q] = m0[q] > hi, m0[q] < lo
+    return t, top, bottom
+
+
+def _violation(fams, n, sums, eps, bands):
+    """Largest parity (or band) violation of the outputs whose cell sums are ``sums``."""
+    worst = 0.0
+    for slots in fams:
+        m = [(sums[q] / n[q], q) for q in slots if n[q] > 0]
+        if bands is None:
+            if len(m) >= 2:
+                worst = max(worst, max(v for v, _ in m) - min(v for v, _ in m) - eps)
+        else:
+            worst = max([worst] + [max(bands[q][0] - v, v - bands[q][1]) for v, q in m])
+    return worst
+
+
+def solve(s, idx, n_slots, n_groups, offset, lb, ub, eps, bands, strict, tol):
+    """Project ``s`` (n,) float64 on the CPU; None when the general solve must answer.
+
+    Parameters
+    ----------
+    s : Tensor (n,) float64
+    idx : LongTensor (n,)
+        Slot of each row: ``offset + cell`` (slot 0 holds rows of no cell when ``offset`` is 1).
+    n_slots, n_groups, offset : int
+    lb, ub : float
+        Bounds (possibly infinite).
+    eps : float
+    bands : list of (lo, hi) per slot, or None (a shared level per family)
+    strict : bool
+        Leave to the general solve (which raises) a missing or fully clamped group.
+    tol : float
+        Largest parity violation accepted.
+
+    Returns
+    -------
+    Direct or None
+    """
+    clip = math.isfinite(lb) or math.isfinite(ub)
+    onehot = (idx == torch.arange(n_slots).unsqueeze(1)).to(s.dtype)  # (slots, n)
+    n = onehot.sum(1).tolist()
+    if sum(n) != s.numel() or (strict and min(n[offset:]) == 0):
+        return None  # a code out of range, or a missing group (the general path raises)
+    zero = [0.0] * n_slots
+    zc, free, sums, nf = _pass(s, idx, zero, lb, ub, onehot, clip)
+    fams = _families(n_slots - offset, n_groups, offset)
+    m0 = [v / k if k else 0.0 for v, k in zip(sums, n, strict=True)]
+    t, top, bottom = _start(fams, n, m0, eps, bands)
+    state = (zero, t, top, bottom)
+    scale = 1e-12 * (1.0 + float(s.abs().amax())) if s.numel() else 0.0
+    for _ in range(_MAX_STEPS):
+        c = state[0]
+        a = [v + k * x for v, k, x in zip(sums, nf, c, strict=True)]
+        new = _step(fams, n, a, nf, m0, eps, bands, state)
+        if new is None:
+            return None
+        moved = max(abs(x - y) for x, y in zip(new[0], c, strict=True))
+        if bands is None:
+            moved = max(moved, max(abs(x - y) for x, y in zip(new[1], state[1], strict=True)))
+        state = new
+        if moved <= scale:
+            if moved > 0:  # one more pass at the (rounding-level) moved shifts
+                zc, free, sums, nf = _pass(s, idx, state[0], lb, ub, onehot, clip)
+            break
+        zc, free, sums, nf = _pass(s, idx, state[0], lb, ub, onehot, clip)
+    else:
+        return None
+    if not all(math.isfinite(v) for v in sums) or _violation(fams, n, sums, eps, bands) > tol:
+        return None
+    active = [x or y for x, y in zip(state[2], state[3], strict=True)]
+    if strict and any(act and k == 0 for act, k in zip(active, nf, strict=True)):
+        return None
+    if clip:  # free strictly inside the bounds (a row at a bound has no gradient)
+        free = ((zc > lb) & (zc < ub)).to(s.dtype)
+        nf = torch.mv(onehot, free).tolist()
+    matrix = jacobian_matrix(n, nf, active, fams, bands is None)
+    return Direct(zc, free, torch.tensor(matrix, dtype=s.dtype))
+
+
+def jacobian_matrix(n, nf, active, fams, shared):
+    """``M`` with ``corr = M @ (cells' sums of the free rows' g)`` (see :func:`jacobian_apply`).
+
+    An active cell's correction is its free rows' mean of ``g`` less its share of
+    its family's common move (``shared``); a family with an active cell of no
+    free row (pinned) has no common move, as in the general backward pass.
+    """
+    size = len(n)
+    M = [[0.0] * size for _ in range(size)]
+    for slots in fams:
+        act = [q for q in slots if active[q]]
+        for q in act:
+            M[q][q] = 1.0 / max(nf[q], 1.0)
+        if not shared or any(nf[q] == 0 for q in act):
+            continue
+        den = sum(n[q] * n[q] / nf[q] for q in act)
+        if den <= 0:
+            continue
+        v = {q: n[q] / nf[q] for q in act}
+        for q in act:
+            for r in act:
+                M[q][r] -= v[q] * v[r] / den
+    return M
+
+
+def jacobian_apply(g, free, idx, matrix):
+    """``J g`` on the rows: ``free * (g - (M @ sums(free * g))[idx])`` (linear in ``g``)."""
+    gf = g * free
+    sums = g.new_zeros(matrix.shape[0]).index_add(0, idx, gf)
+    return gf - free * torch.mv(matrix, sums).index_select(0, idx)
