@@ -50,12 +50,17 @@ def _families(n_cells, n_groups, offset):
             for f in range(n_cells // n_groups)]
 
 
-def _pass(s, idx, c, lb, ub, onehot, clip):
-    """Shifted and clipped rows at the shifts ``c``; per slot: sums of them and free counts."""
-    z = s - torch.tensor(c, dtype=s.dtype).index_select(0, idx)
-    zc = z.clamp(lb, ub) if clip else z
-    free = (zc == z).to(s.dtype)
-    return zc, free, torch.mv(onehot, zc).tolist(), torch.mv(onehot, free).tolist()
+def _pass(s, idx, c, lb, ub, onehot, clip, free):
+    """Shifted and clipped rows at the shifts ``c``; per slot: sums of them and free counts.
+
+    ``free`` (float64, written in place) marks the rows strictly inside the bounds.
+    """
+    z = s - torch.as_tensor(c, dtype=s.dtype).index_select(0, idx)
+    if not clip:
+        return z, torch.mv(onehot, z).tolist(), [float(k) for k in onehot.sum(1).tolist()]
+    zc = z.clamp(lb, ub)
+    torch.eq(zc, z, out=free)  # a row exactly at a bound counts as free here only
+    return zc, torch.mv(onehot, zc).tolist(), torch.mv(onehot, free).tolist()
 
 
 def _step(fams, n, a, nf, m0, eps, bands, state):
@@ -139,13 +144,14 @@ def solve(s, idx, n_slots, n_groups, offset, lb, ub, eps, bands, strict, tol):
     n = onehot.sum(1).tolist()
     if sum(n) != s.numel() or (strict and min(n[offset:]) == 0):
         return None  # a code out of range, or a missing group (the general path raises)
-    zero = [0.0] * n_slots
-    zc, free, sums, nf = _pass(s, idx, zero, lb, ub, onehot, clip)
+    free = torch.ones_like(s)
+    state = ([0.0] * n_slots, None, None, None)
+    zc, sums, nf = _pass(s, idx, state[0], lb, ub, onehot, clip, free)
     fams = _families(n_slots - offset, n_groups, offset)
     m0 = [v / k if k else 0.0 for v, k in zip(sums, n, strict=True)]
-    t, top, bottom = _start(fams, n, m0, eps, bands)
-    state = (zero, t, top, bottom)
-    scale = 1e-12 * (1.0 + float(s.abs().amax())) if s.numel() else 0.0
+    state = (state[0], *_start(fams, n, m0, eps, bands))
+    lo, hi = torch.aminmax(s) if s.numel() else (s.new_zeros(()), s.new_zeros(()))
+    scale = 1e-12 * (1.0 + max(abs(float(lo)), abs(float(hi))))
     for _ in range(_MAX_STEPS):
         c = state[0]
         a = [v + k * x for v, k, x in zip(sums, nf, c, strict=True)]
@@ -155,21 +161,20 @@ def solve(s, idx, n_slots, n_groups, offset, lb, ub, eps, bands, strict, tol):
         moved = max(abs(x - y) for x, y in zip(new[0], c, strict=True))
         if bands is None:
             moved = max(moved, max(abs(x - y) for x, y in zip(new[1], state[1], strict=True)))
-        state = new
-        if moved <= scale:
-            if moved > 0:  # one more pass at the (rounding-level) moved shifts
-                zc, free, sums, nf = _pass(s, idx, state[0], lb, ub, onehot, clip)
+        if moved <= scale:  # settled: the outputs at ``c`` (a step moves them by rounding only)
             break
-        zc, free, sums, nf = _pass(s, idx, state[0], lb, ub, onehot, clip)
+        state = new
+        zc, sums, nf = _pass(s, idx, state[0], lb, ub, onehot, clip, free)
     else:
         return None
     if not all(math.isfinite(v) for v in sums) or _violation(fams, n, sums, eps, bands) > tol:
         return None
-    active = [x or y for x, y in zip(state[2], state[3], strict=True)]
+    active = [x or y for x, y in zip(new[2], new[3], strict=True)]
     if strict and any(act and k == 0 for act, k in zip(active, nf, strict=True)):
         return None
-    if clip:  # free strictly inside the bounds (a row at a bound has no gradient)
-        free = ((zc > lb) & (zc < ub)).to(s.dtype)
+    if clip:  # free strictly inside the bounds (a row exactly at a bound has no gradient)
+        torch.gt(zc, lb, out=free)
+        free.mul_(zc < ub)
         nf = torch.mv(onehot, free).tolist()
     matrix = jacobian_matrix(n, nf, active, fams, bands is None)
     return Direct(zc, free, torch.tensor(matrix, dtype=s.dtype))

@@ -149,44 +149,37 @@ class _Project(_ProjectBase):
 class _Direct(torch.autograd.Function):
     """One problem of scalar bounds on the CPU: :func:`skfairlayer.torch._direct.solve`.
 
-    Outputs ``(p, free, matrix)``; the backward pass and forward mode apply
+    ``lb``, ``ub`` are floats. The backward pass and forward mode apply
     ``_direct.jacobian_apply``. Problems the direct solve leaves (Newton not
     settled, a pinned family, an invalid code) go to the general solve, whose
-    state gives the same two tensors. Not used under ``torch.func`` transforms
-    (:class:`_Project` has the ``vmap`` rule) nor while compiling.
+    state gives the same tensors. Not used under ``torch.func`` transforms
+    (:class:`_Project` has the ``vmap`` rule) nor while compiling. A ``ctx``
+    forward: binding a ``setup_context`` signature costs more than the solve.
     """
 
     @staticmethod
-    def forward(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset):
-        idx = cell if offset == 0 else cell + 1
-        slots = n_families * n_groups + offset
+    def forward(ctx, s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset):
+        idx = cell if offset == 0 else cell + offset
         band_list = None
         if bands is not None:
             band_list = [(0.0, 0.0)] * offset + [tuple(b) for b in bands.tolist()]
-        res = _direct.solve(s, idx, slots, n_groups, offset, float(lb), float(ub), eps, band_list,
-                            bool(check), VERIFY_TOL if check is not None else math.inf)
+        res = _direct.solve(s, idx, n_families * n_groups + offset, n_groups, offset, lb, ub, eps,
+                            band_list, bool(check), VERIFY_TOL if check is not None else math.inf)
         if res is None:
-            return _general_direct(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset)
-        return res.p, res.free, res.matrix
+            res = _general_direct(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset)
+        ctx.save_for_backward(res.free, idx, res.matrix)
+        ctx.save_for_forward(res.free, idx, res.matrix)
+        return res.p
 
     @staticmethod
-    def setup_context(ctx, inputs, output):
-        _, free, matrix = output
-        cell, offset = inputs[1], inputs[-1]
-        idx = cell if offset == 0 else cell + offset
-        ctx.mark_non_differentiable(free, matrix)
-        ctx.save_for_backward(free, idx, matrix)
-        ctx.save_for_forward(free, idx, matrix)
-
-    @staticmethod
-    def backward(ctx, grad, *_):
+    def backward(ctx, grad):
         free, idx, matrix = ctx.saved_tensors
         return _direct.jacobian_apply(grad, free, idx, matrix), *([None] * 9)
 
     @staticmethod
     def jvp(ctx, tangent, *_):
         free, idx, matrix = ctx.saved_tensors
-        return _direct.jacobian_apply(tangent, free, idx, matrix), None, None
+        return _direct.jacobian_apply(tangent, free, idx, matrix)
 
 
 def _transforms_active():
@@ -202,6 +195,7 @@ def _general_direct(s, cell, bands, lb, ub, eps, n_families, n_groups, check, of
     """The general solve of one problem, with its state as ``_Direct``'s outputs."""
     if offset == 0:
         cell = _mark_invalid(cell, n_groups)
+    lb, ub = (torch.tensor(b, dtype=s.dtype) for b in (lb, ub))
     p, top, bottom, _ = _ProjectBase.forward(s, cell, bands, lb, ub, eps, n_families, n_groups, check)
     lay = _layout(cell, bands, (), s.shape[-1], n_families, n_groups)
     free = ((p > lb) & (p < ub)).to(p.dtype)
@@ -211,7 +205,7 @@ def _general_direct(s, cell, bands, lb, ub, eps, n_families, n_groups, check, of
     pad = [0.0] * offset
     fams = _direct._families(n_families * n_groups, n_groups, offset)
     matrix = _direct.jacobian_matrix(pad + counts, pad + nf, [False] * offset + active, fams, bands is None)
-    return p, free, torch.tensor(matrix, dtype=p.dtype)
+    return _direct.Direct(p, free, torch.tensor(matrix, dtype=p.dtype))
 
 
 def _layout(cell, bands, batch, n, n_families, n_groups):
@@ -474,19 +468,24 @@ def fairness_layer(
         return _structured(scores, groups, n_groups, tolerance, labels, bounds, strict, simplex)
     if labels is not None:
         labels = torch.as_tensor(labels, device=scores.device)
-    lb, ub = (_bound(b, default, scores) for b, default in zip(bounds, (-math.inf, math.inf), strict=True))
     s = scores.to(torch.float64)
     check = bool(strict) if verify else None
     compiling = torch.compiler.is_compiling()
-    if (not compiling and s.device.type == "cpu" and not _transforms_active() and s.dim() == 1 and lb.dim() == 0 and ub.dim() == 0
-            and (labels is None or labels.dim() <= 1) and groups.dim() == 1):
+    if (not compiling and s.device.type == "cpu" and s.dim() == 1 and groups.dim() == 1
+            and all(b is None or isinstance(b, (int, float)) for b in bounds)
+            and (labels is None or labels.dim() <= 1) and not _transforms_active()):
+        lb, ub = (-math.inf if bounds[0] is None else float(bounds[0]),
+                  math.inf if bounds[1] is None else float(bounds[1]))
         if criterion == "demographic_parity":  # the codes are the cells (checked by the solve)
             cell, n_families, bands, offset = groups, 1, None, 0
         else:
             cell, n_families, bands = _cells(groups, labels, criterion, n_groups, tolerance)
             offset = 1
-        p = _Direct.apply(s, cell, bands, lb, ub, tolerance, n_families, n_groups, check, offset)[0]
+        p = _Direct.apply(s, cell, bands, lb, ub, tolerance, n_families, n_groups, check, offset)
+        # rounding to the output dtype must not leave the bounds
+        return p if scores.dtype == torch.float64 else p.to(scores.dtype).clamp(lb, ub)
     else:
+        lb, ub = (_bound(b, default, scores) for b, default in zip(bounds, (-math.inf, math.inf), strict=True))
         cell, n_families, bands = _cells(groups, labels, criterion, n_groups, tolerance)
         func = _ProjectBase if compiling else _Project
         p = func.apply(s, cell, bands, lb, ub, tolerance, n_families, n_groups, check)[0]
