@@ -65,23 +65,25 @@ def _pass(s, idx, c, lb, ub, onehot, clip, free):
 
 def _step(fams, n, a, nf, m0, eps, bands, state):
     """One Newton step: new (shifts, levels, top, bottom) from the pattern's (a, nf); None if pinned."""
-    c, t, top, bottom = state
-    c, top, bottom = [0.0] * len(n), list(top), list(bottom)
-    t = list(t)
+    _, t, top, bottom = state
+    c, top, bottom, t = [0.0] * len(n), list(top), list(bottom), list(t)
     for f, slots in enumerate(fams):
         if bands is None:
-            act = [q for q in slots if top[q] or bottom[q]]
-            if any(nf[q] == 0 for q in act):
-                return None
-            den = sum(n[q] * n[q] / nf[q] for q in act)
+            num = den = 0.0
+            for q in slots:
+                if top[q] or bottom[q]:
+                    if nf[q] == 0:
+                        return None
+                    num += n[q] * (a[q] - n[q] * eps * top[q]) / nf[q]
+                    den += n[q] * n[q] / nf[q]
             if den > 0:
-                num = sum(n[q] * (a[q] - n[q] * eps * top[q]) / nf[q] for q in act)
                 t[f] = num / den
-            lo_hi = [(t[f], t[f] + eps)] * len(slots)
-        else:
-            lo_hi = [bands[q] for q in slots]
-        for q, (lo, hi) in zip(slots, lo_hi, strict=True):
-            top[q], bottom[q] = n[q] > 0 and m0[q] > hi, n[q] > 0 and m0[q] < lo
+            lo, hi = t[f], t[f] + eps
+        for q in slots:
+            if bands is not None:
+                lo, hi = bands[q]
+            top[q] = n[q] > 0 and m0[q] > hi
+            bottom[q] = n[q] > 0 and m0[q] < lo
             if top[q] or bottom[q]:
                 if nf[q] == 0:
                     return None
@@ -140,34 +142,36 @@ def solve(s, idx, n_slots, n_groups, offset, lb, ub, eps, bands, strict, tol):
     Direct or None
     """
     clip = math.isfinite(lb) or math.isfinite(ub)
-    onehot = (idx == torch.arange(n_slots).unsqueeze(1)).to(s.dtype)  # (slots, n)
+    onehot = s.new_empty(n_slots, s.numel())
+    torch.eq(idx, torch.arange(n_slots).unsqueeze(1), out=onehot)  # (slots, n)
     n = onehot.sum(1).tolist()
-    if sum(n) != s.numel() or (strict and min(n[offset:]) == 0):
-        return None  # a code out of range, or a missing group (the general path raises)
+    lo, hi = torch.aminmax(s) if s.numel() else (s.new_zeros(()), s.new_zeros(()))
+    lo, hi = float(lo), float(hi)
+    if sum(n) != s.numel() or not math.isfinite(lo - hi) or (strict and min(n[offset:]) == 0):
+        return None  # a code out of range, a non-finite score, or a missing group
+    scale = 1e-12 * (1.0 + max(-lo, hi))
     free = torch.ones_like(s)
-    state = ([0.0] * n_slots, None, None, None)
-    zc, sums, nf = _pass(s, idx, state[0], lb, ub, onehot, clip, free)
+    c = [0.0] * n_slots
+    zc, sums, nf = _pass(s, idx, c, lb, ub, onehot, clip, free)
     fams = _families(n_slots - offset, n_groups, offset)
     m0 = [v / k if k else 0.0 for v, k in zip(sums, n, strict=True)]
-    state = (state[0], *_start(fams, n, m0, eps, bands))
-    lo, hi = torch.aminmax(s) if s.numel() else (s.new_zeros(()), s.new_zeros(()))
-    scale = 1e-12 * (1.0 + max(abs(float(lo)), abs(float(hi))))
+    state = (c, *_start(fams, n, m0, eps, bands))
     for _ in range(_MAX_STEPS):
-        c = state[0]
-        a = [v + k * x for v, k, x in zip(sums, nf, c, strict=True)]
-        new = _step(fams, n, a, nf, m0, eps, bands, state)
+        new = _step(fams, n, [v + k * x for v, k, x in zip(sums, nf, c, strict=True)],
+                    nf, m0, eps, bands, state)
         if new is None:
             return None
-        moved = max(abs(x - y) for x, y in zip(new[0], c, strict=True))
-        if bands is None:
-            moved = max(moved, max(abs(x - y) for x, y in zip(new[1], state[1], strict=True)))
+        moved = 0.0
+        for x, y in zip(new[0] + new[1], c + state[1], strict=True):
+            moved = max(moved, abs(x - y))
         if moved <= scale:  # settled: the outputs at ``c`` (a step moves them by rounding only)
             break
         state = new
-        zc, sums, nf = _pass(s, idx, state[0], lb, ub, onehot, clip, free)
+        c = new[0]
+        zc, sums, nf = _pass(s, idx, c, lb, ub, onehot, clip, free)
     else:
         return None
-    if not all(math.isfinite(v) for v in sums) or _violation(fams, n, sums, eps, bands) > tol:
+    if not math.isfinite(sum(sums)) or _violation(fams, n, sums, eps, bands) > tol:
         return None
     active = [x or y for x, y in zip(new[2], new[3], strict=True)]
     if strict and any(act and k == 0 for act, k in zip(active, nf, strict=True)):
