@@ -30,18 +30,31 @@ class Direct:
 
 def _unclipped_level(m0, n, eps):
     """Level ``t`` where ``sum n_q (m0_q - clamp(m0_q, t, t + eps))`` changes sign (no bounds)."""
-    cand = sorted({v for m in m0 for v in (m, m - eps)})
+    if max(m0) - min(m0) <= eps:
+        return max(m0) - eps  # every mean in the band: nothing moves
 
     def phi(t):
-        return sum(k * (m - min(max(m, t), t + eps)) for m, k in zip(m0, n, strict=True))
+        total = 0.0
+        for m, k in zip(m0, n, strict=True):
+            if m > t + eps:
+                total += k * (m - t - eps)
+            elif m < t:
+                total += k * (m - t)
+        return total
 
-    prev_t, prev_f = cand[0], phi(cand[0])
-    for t in cand[1:]:
-        f = phi(t)
-        if f < 0 <= prev_f:
-            return prev_t + prev_f * (t - prev_t) / (prev_f - f)
-        prev_t, prev_f = t, f
-    return prev_t
+    cand = sorted(set(m0) | {m - eps for m in m0})
+    i, j = 0, len(cand) - 1  # phi(cand[i]) >= 0 > phi(cand[j]) (phi is non-increasing)
+    fi, fj = phi(cand[i]), phi(cand[j])
+    if fj >= 0:
+        return cand[j]
+    while j - i > 1:
+        k = (i + j) // 2
+        fk = phi(cand[k])
+        if fk >= 0:
+            i, fi = k, fk
+        else:
+            j, fj = k, fk
+    return cand[i] + fi * (cand[j] - cand[i]) / (fi - fj)
 
 
 def _families(n_cells, n_groups, offset):
