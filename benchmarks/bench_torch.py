@@ -2,23 +2,28 @@
 
 Parts (``--part``, default all):
 
-Times are the minimum over repeated calls (the machine may be shared).
+Times are the minimum over repeated calls (200 for a training step): on a shared machine
+the minimum is the run the other jobs did not interrupt.
 
 ``speed``
     One training step through the layer (forward + backward of ``sum(p * w)``) at batch
-    256 / 2,000 / 10,000, 4 groups (CelebA's intersectional groups), demographic parity,
-    tolerance 0.01, scores ``sigmoid(N(0, 1.5) + group offset)``. Columns: the floor
-    (``clamp(s, 0, 1)`` forward + backward, same tensors), eager with verification (the
-    default: Newton fast path, one synchronisation), eager without verification (the
-    sort-based bracketed path that compiled graphs use), ``torch.compile`` (inductor,
-    ``fullgraph=True``, without verification); ratios to the floor, and the speed-up on
-    the paper package's figures (15.8 ms / 101.5 ms / 2.13 s per step, cvxpylayers + SCS,
-    measured on a machine of this kind; not re-measured here).
+    256 / 2,000 / 10,000, 2 groups (binary demographic parity, the paper's headline
+    setting) and 4 groups (CelebA's intersectional groups), tolerance 0.01, scores
+    ``sigmoid(N(0, 1.5) + group offset)``. Columns: the floor (``clamp(s, 0, 1)`` forward +
+    backward, same tensors), eager with verification (the default), eager without
+    verification, ``torch.compile`` (inductor, ``fullgraph=True``, ``dynamic=False``,
+    without verification); ratios to the floor, and the speed-up on the paper package's
+    figures (15.8 ms / 101.5 ms / 2.13 s per step, cvxpylayers + SCS, measured on a machine
+    of this kind; not re-measured here). Eager on the CPU takes the direct path (Newton on
+    the cells' shifts, the per-cell arithmetic in Python floats); on CUDA and in compiled
+    graphs the synchronisation-free path.
 ``generic``
-    The same QP at 4,096 rows through a generic differentiable-optimization layer:
-    cvxpylayers if importable, else the honest stand-in available offline: a cvxpy
-    ``Parameter`` problem (the structure cvxpylayers builds) solved by Clarabel, then
-    re-solved with new parameter values (forward only: no derivative), in this process.
+    The same QP (two groups, ``|mean_0 - mean_1| <= eps``, bounds [0, 1]) at 4,096 rows
+    through generic layers in this process: a cvxpy ``Parameter`` problem solved by
+    Clarabel (forward only, first solve and re-solve), and ``cvxpylayers.torch.CvxpyLayer``
+    (its default solver, SCS through diffcp) forward + backward if importable (skipped
+    with a message otherwise; ``pip install skfairlayer[bench]``), with the largest
+    differences of its outputs and gradients from ours.
 ``memory``
     Bytes saved for the backward pass (``saved_tensors_hooks``) per row, n = 1e3 .. 1e5:
     constant per row means O(n) extra memory (a dense Jacobian would be n**2).
@@ -82,12 +87,12 @@ def _scores(n, device, seed=0, k=K):
     return torch.sigmoid(z).to(device), groups.to(device)
 
 
-def _step(s, groups, w, **kw):
+def _step(s, groups, w, k=K, **kw):
     x = s.detach().requires_grad_(True)
 
     def run():
         x.grad = None
-        p = fairness_layer(x, groups, K, tolerance=0.01, **kw)
+        p = fairness_layer(x, groups, k, tolerance=0.01, **kw)
         (p * w).sum().backward()
 
     return run
@@ -95,34 +100,35 @@ def _step(s, groups, w, **kw):
 
 def part_speed(device, quick):
     print("\n## speed: forward + backward per step (ms), ratio to the floor, speed-up on the paper")
-    print("| n | floor | eager (verify) | ratio | eager (no verify) | ratio | compiled | ratio "
-          "| paper pkg | speed-up (verify) | speed-up (compiled) | needed |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for n in (256, 2000, 10000):
-        s, groups = _scores(n, device)
-        w = torch.randn(n, dtype=torch.float64, device=device)
-        x = s.detach().requires_grad_(True)
+    print("| groups | n | floor | eager (verify) | ratio | eager (no verify) | ratio | compiled | ratio "
+          "| paper pkg | speed-up (eager) | speed-up (compiled) | needed |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for k in (2, K):
+        for n in (256, 2000, 10000):
+            s, groups = _scores(n, device, k=k)
+            w = torch.randn(n, dtype=torch.float64, device=device)
+            x = s.detach().requires_grad_(True)
 
-        def floor(x=x, w=w):
-            x.grad = None
-            (x.clamp(0, 1) * w).sum().backward()
+            def floor(x=x, w=w):
+                x.grad = None
+                (x.clamp(0, 1) * w).sum().backward()
 
-        t_floor = _time(floor, device)
-        t_ver = _time(_step(s, groups, w), device)
-        t_nov = _time(_step(s, groups, w, verify=False), device)
-        t_cmp = _compiled(s, groups, w, device) if not quick else float("nan")
-        paper = PAPER[n]
-        print(f"| {n} | {t_floor * 1e3:.3f} | {t_ver * 1e3:.3f} | {t_ver / t_floor:.0f}x "
-              f"| {t_nov * 1e3:.3f} | {t_nov / t_floor:.0f}x | {t_cmp * 1e3:.3f} "
-              f"| {t_cmp / t_floor:.0f}x | {paper * 1e3:.1f} | {paper / t_ver:.0f}x "
-              f"| {paper / t_cmp:.0f}x | {NEEDED[n]}x |")
+            t_floor = _time(floor, device, repeats=200)
+            t_ver = _time(_step(s, groups, w, k), device, repeats=200)
+            t_nov = _time(_step(s, groups, w, k, verify=False), device, repeats=200)
+            t_cmp = _compiled(s, groups, w, device, k) if not quick else float("nan")
+            paper = PAPER[n]
+            print(f"| {k} | {n} | {t_floor * 1e3:.3f} | {t_ver * 1e3:.3f} | {t_ver / t_floor:.0f}x "
+                  f"| {t_nov * 1e3:.3f} | {t_nov / t_floor:.0f}x | {t_cmp * 1e3:.3f} "
+                  f"| {t_cmp / t_floor:.0f}x | {paper * 1e3:.1f} | {paper / t_ver:.0f}x "
+                  f"| {paper / t_cmp:.0f}x | {NEEDED[n]}x |", flush=True)
 
 
-def _compiled(s, groups, w, device):
+def _compiled(s, groups, w, device, k=K):
     from skfairlayer.torch import FairnessLayer
 
     torch._dynamo.reset()
-    layer = torch.compile(FairnessLayer(K, tolerance=0.01, verify=False), fullgraph=True,
+    layer = torch.compile(FairnessLayer(k, tolerance=0.01, verify=False), fullgraph=True,
                           dynamic=False)
     x = s.detach().requires_grad_(True)
 
@@ -130,7 +136,7 @@ def _compiled(s, groups, w, device):
         x.grad = None
         (layer(x, groups) * w).sum().backward()
 
-    return _time(run, device)
+    return _time(run, device, repeats=200)
 
 
 def _dp_problem(n, groups, eps):
@@ -155,7 +161,7 @@ def part_generic(device, quick):
         (fairness_layer(x, groups, 2, tolerance=eps) * w).sum().backward()
         return x.grad
 
-    ours = _time(ours_step, torch.device("cpu"), repeats=50)
+    ours = _time(ours_step, torch.device("cpu"), repeats=300)
     print(f"skfairlayer.torch (CPU, eager, verified; forward + backward): {ours * 1e3:.3f} ms")
     import cvxpy as cp
 
