@@ -6,8 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from skfairlayer import project  # noqa: E402
-from skfairlayer.torch import VERIFY_TOL, fairness_layer  # noqa: E402
-from skfairlayer.torch import _direct, _function  # noqa: E402
+from skfairlayer.torch import VERIFY_TOL, _direct, _function, fairness_layer  # noqa: E402
 
 CRITERIA = ["demographic_parity", "equal_opportunity", "equalized_odds", "mean_residual"]
 BOUNDS = [(0.0, 1.0), (-0.5, 2.0), (None, None), (0.2, None)]

@@ -177,7 +177,9 @@ def solve(s, idx, n_slots, n_groups, offset, lb, ub, eps, bands, strict, tol):
         moved = 0.0
         for x, y in zip(new[0] + new[1], c + state[1], strict=True):
             moved = max(moved, abs(x - y))
-        if moved <= scale:  # settled: the outputs at ``c`` (a step moves them by rounding only)
+        if moved <= scale:  # settled (the certificate of the general path)
+            if moved > 1e-4 * scale:  # more than rounding: the outputs at the new shifts
+                zc, sums, nf = _pass(s, idx, new[0], lb, ub, onehot, clip, free)
             break
         state = new
         c = new[0]
