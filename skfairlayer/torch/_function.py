@@ -110,7 +110,10 @@ class _ProjectBase(torch.autograd.Function):
     @staticmethod
     def vmap(info, in_dims, s, cell, bands, lb, ub, eps, n_families, n_groups, check):
         args = _vmap_inputs(info, in_dims, s, cell, bands, lb, ub)
-        out = _Project.apply(*args, eps, n_families, n_groups, check)
+        # With no transform left (plain vmap, or the forward of jacfwd) nothing records
+        # this call: solve directly; an outer grad level needs the autograd.Function.
+        solve = _ProjectBase.forward if not _transforms_active() else _Project.apply
+        out = solve(*args, eps, n_families, n_groups, check)
         return out, (0, 0, 0, 0)
 
 
