@@ -133,3 +133,20 @@ def test_float32_direct(direct_only):
     assert q.min() >= 0.0 and q.max() <= 1.0
     m = [q[g == j].mean() for j in range(4)]
     assert max(m) - min(m) <= 0.01 + 1e-6
+
+
+def test_grad_of_vmap_matches_the_loop():
+    """Check that an outer grad over a vmapped layer (the vmap rule under a grad level) is exact."""
+    rng = np.random.default_rng(8)
+    S = torch.tensor(rng.beta(2, 3, (6, 90)))
+    g = torch.tensor(np.arange(90) % 3)
+    w = torch.tensor(rng.normal(size=(6, 90)))
+
+    def f(x):
+        return fairness_layer(x, g, 3, tolerance=0.02)
+
+    grads = torch.func.grad(lambda X: (torch.func.vmap(f)(X) * w).sum())(S)
+    for i in range(6):
+        x = S[i].clone().requires_grad_(True)
+        (f(x) * w[i]).sum().backward()
+        torch.testing.assert_close(grads[i], x.grad, atol=1e-13, rtol=0)
