@@ -477,26 +477,31 @@ def fairness_layer(
     if (not compiling and s.device.type == "cpu" and s.dim() == 1 and groups.dim() == 1
             and all(b is None or isinstance(b, (int, float)) for b in bounds)
             and (labels is None or labels.dim() <= 1) and not _transforms_active()):
-        lb, ub = (-math.inf if bounds[0] is None else float(bounds[0]),
-                  math.inf if bounds[1] is None else float(bounds[1]))
-        if criterion == "demographic_parity":  # the codes are the cells (checked by the solve)
-            cell, n_families, bands, offset = groups, 1, None, 0
-        else:
-            cell, n_families, bands = _cells(groups, labels, criterion, n_groups, tolerance)
-            offset = 1
-        p = _Direct.apply(s, cell, bands, lb, ub, tolerance, n_families, n_groups, check, offset)
-        # rounding to the output dtype must not leave the bounds
-        return p if scores.dtype == torch.float64 else p.to(scores.dtype).clamp(lb, ub)
-    else:
-        lb, ub = (_bound(b, default, scores) for b, default in zip(bounds, (-math.inf, math.inf), strict=True))
-        cell, n_families, bands = _cells(groups, labels, criterion, n_groups, tolerance)
-        func = _ProjectBase if compiling else _Project
-        p = func.apply(s, cell, bands, lb, ub, tolerance, n_families, n_groups, check)[0]
+        return _direct_call(s, groups, labels, criterion, n_groups, tolerance, bounds, check,
+                            scores.dtype)
+    lb, ub = (_bound(b, default, scores) for b, default in zip(bounds, (-math.inf, math.inf), strict=True))
+    cell, n_families, bands = _cells(groups, labels, criterion, n_groups, tolerance)
+    func = _ProjectBase if compiling else _Project
+    p = func.apply(s, cell, bands, lb, ub, tolerance, n_families, n_groups, check)[0]
     if scores.dtype == torch.float64:
         return p
     out = p.to(scores.dtype)
     # rounding to the output dtype must not leave the bounds
     return torch.minimum(torch.maximum(out, lb.to(out.dtype)), ub.to(out.dtype))
+
+
+def _direct_call(s, groups, labels, criterion, n_groups, tolerance, bounds, check, dtype):
+    """One CPU problem of scalar bounds through :class:`_Direct`, cast back to ``dtype``."""
+    lb, ub = (-math.inf if bounds[0] is None else float(bounds[0]),
+              math.inf if bounds[1] is None else float(bounds[1]))
+    if criterion == "demographic_parity":  # the codes are the cells (checked by the solve)
+        cell, n_families, bands, offset = groups, 1, None, 0
+    else:
+        cell, n_families, bands = _cells(groups, labels, criterion, n_groups, tolerance)
+        offset = 1
+    p = _Direct.apply(s, cell, bands, lb, ub, tolerance, n_families, n_groups, check, offset)
+    # rounding to the output dtype must not leave the bounds
+    return p if dtype == torch.float64 else p.to(dtype).clamp(lb, ub)
 
 
 def _structured(scores, groups, n_groups, tolerance, labels, bounds, strict, simplex):
