@@ -340,7 +340,7 @@ def _check_args(scores, groups, tolerance, criterion, n_groups, simplex, groups_
         )
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}. Got {criterion!r} instead.")
-    if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
+    if not (isinstance(tolerance, (int, float)) and 0 <= tolerance < math.inf):  # NaN fails too
         raise ValueError(f"tolerance must be a finite float >= 0. Got {tolerance!r} instead.")
     if groups_mode not in ("intersectional", "marginal"):
         raise ValueError(
