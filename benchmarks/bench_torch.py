@@ -2,23 +2,29 @@
 
 Parts (``--part``, default all):
 
-Times are the minimum over repeated calls (the machine may be shared).
+Times are the minimum over repeated calls (200 for a training step) of the process's CPU
+time on the CPU (torch with one thread: time the process waited for other jobs on a shared
+machine does not count), of the wall clock on CUDA and for the generic layers.
 
 ``speed``
     One training step through the layer (forward + backward of ``sum(p * w)``) at batch
-    256 / 2,000 / 10,000, 4 groups (CelebA's intersectional groups), demographic parity,
-    tolerance 0.01, scores ``sigmoid(N(0, 1.5) + group offset)``. Columns: the floor
-    (``clamp(s, 0, 1)`` forward + backward, same tensors), eager with verification (the
-    default: Newton fast path, one synchronisation), eager without verification (the
-    sort-based bracketed path that compiled graphs use), ``torch.compile`` (inductor,
-    ``fullgraph=True``, without verification); ratios to the floor, and the speed-up on
-    the paper package's figures (15.8 ms / 101.5 ms / 2.13 s per step, cvxpylayers + SCS,
-    measured on a machine of this kind; not re-measured here).
+    256 / 2,000 / 10,000, 2 groups (binary demographic parity, the paper's headline
+    setting) and 4 groups (CelebA's intersectional groups), tolerance 0.01, scores
+    ``sigmoid(N(0, 1.5) + group offset)``. Columns: the floor (``clamp(s, 0, 1)`` forward +
+    backward, same tensors), eager with verification (the default), eager without
+    verification, ``torch.compile`` (inductor, ``fullgraph=True``, ``dynamic=False``,
+    without verification); ratios to the floor, and the speed-up on the paper package's
+    figures (15.8 ms / 101.5 ms / 2.13 s per step, cvxpylayers + SCS, measured on a machine
+    of this kind; not re-measured here). Eager on the CPU takes the direct path (Newton on
+    the cells' shifts, the per-cell arithmetic in Python floats); on CUDA and in compiled
+    graphs the synchronisation-free path.
 ``generic``
-    The same QP at 4,096 rows through a generic differentiable-optimization layer:
-    cvxpylayers if importable, else the honest stand-in available offline: a cvxpy
-    ``Parameter`` problem (the structure cvxpylayers builds) solved by Clarabel, then
-    re-solved with new parameter values (forward only: no derivative), in this process.
+    The same QP (two groups, ``|mean_0 - mean_1| <= eps``, bounds [0, 1]) at 4,096 rows
+    through generic layers in this process: a cvxpy ``Parameter`` problem solved by
+    Clarabel (forward only, first solve and re-solve), and ``cvxpylayers.torch.CvxpyLayer``
+    (its default solver, SCS through diffcp) forward + backward if importable (skipped
+    with a message otherwise; ``pip install skfairlayer[bench]``), with the largest
+    differences of its outputs and gradients from ours.
 ``memory``
     Bytes saved for the backward pass (``saved_tensors_hooks``) per row, n = 1e3 .. 1e5:
     constant per row means O(n) extra memory (a dense Jacobian would be n**2).
@@ -61,33 +67,40 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def _time(fn, device, repeats=30):
-    """Minimum wall time over ``repeats`` calls (robust to a busy, shared machine)."""
+def _time(fn, device, repeats=30, clock=None):
+    """Minimum time over ``repeats`` calls (robust to a busy, shared machine).
+
+    ``clock`` defaults to the process's CPU time on the CPU (time the process was
+    descheduled by other jobs does not count; torch runs one thread) and to the wall
+    clock on CUDA.
+    """
+    if clock is None:
+        clock = time.perf_counter if device.type == "cuda" else time.process_time
     fn()
     fn()
     ts = []
     for _ in range(repeats):
         _sync(device)
-        t = time.perf_counter()
+        t = clock()
         fn()
         _sync(device)
-        ts.append(time.perf_counter() - t)
+        ts.append(clock() - t)
     return float(np.min(ts))
 
 
-def _scores(n, device, seed=0):
+def _scores(n, device, seed=0, k=K):
     g = torch.Generator().manual_seed(seed)
-    groups = torch.randint(0, K, (n,), generator=g)
+    groups = torch.randint(0, k, (n,), generator=g)
     z = 1.5 * torch.randn(n, generator=g, dtype=torch.float64) + 0.4 * groups - 0.6
     return torch.sigmoid(z).to(device), groups.to(device)
 
 
-def _step(s, groups, w, **kw):
+def _step(s, groups, w, k=K, **kw):
     x = s.detach().requires_grad_(True)
 
     def run():
         x.grad = None
-        p = fairness_layer(x, groups, K, tolerance=0.01, **kw)
+        p = fairness_layer(x, groups, k, tolerance=0.01, **kw)
         (p * w).sum().backward()
 
     return run
@@ -95,34 +108,35 @@ def _step(s, groups, w, **kw):
 
 def part_speed(device, quick):
     print("\n## speed: forward + backward per step (ms), ratio to the floor, speed-up on the paper")
-    print("| n | floor | eager (verify) | ratio | eager (no verify) | ratio | compiled | ratio "
-          "| paper pkg | speed-up (verify) | speed-up (compiled) | needed |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for n in (256, 2000, 10000):
-        s, groups = _scores(n, device)
-        w = torch.randn(n, dtype=torch.float64, device=device)
-        x = s.detach().requires_grad_(True)
+    print("| groups | n | floor | eager (verify) | ratio | eager (no verify) | ratio | compiled | ratio "
+          "| paper pkg | speed-up (eager) | speed-up (compiled) | needed |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for k in (2, K):
+        for n in (256, 2000, 10000):
+            s, groups = _scores(n, device, k=k)
+            w = torch.randn(n, dtype=torch.float64, device=device)
+            x = s.detach().requires_grad_(True)
 
-        def floor(x=x, w=w):
-            x.grad = None
-            (x.clamp(0, 1) * w).sum().backward()
+            def floor(x=x, w=w):
+                x.grad = None
+                (x.clamp(0, 1) * w).sum().backward()
 
-        t_floor = _time(floor, device)
-        t_ver = _time(_step(s, groups, w), device)
-        t_nov = _time(_step(s, groups, w, verify=False), device)
-        t_cmp = _compiled(s, groups, w, device) if not quick else float("nan")
-        paper = PAPER[n]
-        print(f"| {n} | {t_floor * 1e3:.3f} | {t_ver * 1e3:.3f} | {t_ver / t_floor:.0f}x "
-              f"| {t_nov * 1e3:.3f} | {t_nov / t_floor:.0f}x | {t_cmp * 1e3:.3f} "
-              f"| {t_cmp / t_floor:.0f}x | {paper * 1e3:.1f} | {paper / t_ver:.0f}x "
-              f"| {paper / t_cmp:.0f}x | {NEEDED[n]}x |")
+            t_floor = _time(floor, device, repeats=200)
+            t_ver = _time(_step(s, groups, w, k), device, repeats=200)
+            t_nov = _time(_step(s, groups, w, k, verify=False), device, repeats=200)
+            t_cmp = _compiled(s, groups, w, device, k) if not quick else float("nan")
+            paper = PAPER[n]
+            print(f"| {k} | {n} | {t_floor * 1e3:.3f} | {t_ver * 1e3:.3f} | {t_ver / t_floor:.0f}x "
+                  f"| {t_nov * 1e3:.3f} | {t_nov / t_floor:.0f}x | {t_cmp * 1e3:.3f} "
+                  f"| {t_cmp / t_floor:.0f}x | {paper * 1e3:.1f} | {paper / t_ver:.0f}x "
+                  f"| {paper / t_cmp:.0f}x | {NEEDED[n]}x |", flush=True)
 
 
-def _compiled(s, groups, w, device):
+def _compiled(s, groups, w, device, k=K):
     from skfairlayer.torch import FairnessLayer
 
     torch._dynamo.reset()
-    layer = torch.compile(FairnessLayer(K, tolerance=0.01, verify=False), fullgraph=True,
+    layer = torch.compile(FairnessLayer(k, tolerance=0.01, verify=False), fullgraph=True,
                           dynamic=False)
     x = s.detach().requires_grad_(True)
 
@@ -130,64 +144,78 @@ def _compiled(s, groups, w, device):
         x.grad = None
         (layer(x, groups) * w).sum().backward()
 
-    return _time(run, device)
+    return _time(run, device, repeats=200)
+
+
+def _dp_problem(n, groups, eps):
+    """The demographic-parity QP of two groups as a cvxpy ``Parameter`` problem (DPP)."""
+    import cvxpy as cp
+
+    sp, p = cp.Parameter(n), cp.Variable(n)
+    g = np.asarray(groups)
+    a = np.where(g == 0, 1.0 / np.sum(g == 0), -1.0 / np.sum(g == 1))  # mean_0 - mean_1
+    cons = [p >= 0, p <= 1, a @ p <= eps, a @ p >= -eps]
+    return cp.Problem(cp.Minimize(cp.sum_squares(p - sp)), cons), sp, p
 
 
 def part_generic(device, quick):
-    n = 4096
-    print(f"\n## generic: the same QP at {n} rows through a generic layer")
-    s, groups = _scores(n, torch.device("cpu"))
+    n, eps = 4096, 0.01
+    print(f"\n## generic: the same QP at {n} rows (2 groups) through generic layers, same process")
+    s, groups = _scores(n, torch.device("cpu"), k=2)
     w = torch.randn(n, dtype=torch.float64)
-    ours = _time(_step(s, groups, w), torch.device("cpu"))
-    print(f"skfairlayer.torch (CPU, forward + backward): {ours * 1e3:.3f} ms")
-    try:
-        import cvxpylayers  # noqa: F401
 
-        have_layers = True
-    except ImportError:
-        have_layers = False
+    def ours_step():
+        x = s.detach().requires_grad_(True)
+        (fairness_layer(x, groups, 2, tolerance=eps) * w).sum().backward()
+        return x.grad
+
+    ours = _time(ours_step, torch.device("cpu"), repeats=300, clock=time.perf_counter)
+    print(f"skfairlayer.torch (CPU, eager, verified; forward + backward; wall clock, as for the "
+          f"generic layers, which may use threads): {ours * 1e3:.3f} ms")
     import cvxpy as cp
 
-    sp = cp.Parameter(n)
-    p, t = cp.Variable(n), cp.Variable()
-    g = groups.numpy()
-    cons = [p >= 0, p <= 1]
-    for j in range(K):
-        idx = np.flatnonzero(g == j)
-        m = cp.sum(p[idx]) / idx.size
-        cons += [m >= t, m <= t + 0.01]
-    prob = cp.Problem(cp.Minimize(cp.sum_squares(p - sp)), cons)
+    prob, sp, p = _dp_problem(n, groups.numpy(), eps)
+    ref = fairness_layer(s, groups, 2, tolerance=eps).numpy()
     sp.value = s.numpy()
     t0 = time.perf_counter()
     prob.solve(solver=cp.CLARABEL)
     first = time.perf_counter() - t0
-    resolves = []
-    for seed in range(1 if quick else 3):
-        sp.value = _scores(n, torch.device("cpu"), seed + 1)[0].numpy()
-        t0 = time.perf_counter()
-        prob.solve(solver=cp.CLARABEL)
-        resolves.append(time.perf_counter() - t0)
-    ref = fairness_layer(torch.tensor(sp.value), groups, K, tolerance=0.01).numpy()
-    err = np.abs(p.value - ref).max()
-    re = float(np.median(resolves))
+    t0 = time.perf_counter()
+    prob.solve(solver=cp.CLARABEL)
+    re = time.perf_counter() - t0
     print(f"cvxpy Parameter problem + Clarabel (forward only): first solve {first * 1e3:.1f} ms "
           f"({first / ours:.0f}x ours), re-solve {re * 1e3:.1f} ms ({re / ours:.0f}x ours); "
-          f"max |p_cvxpy - p_ours| = {err:.1e}")
-    if have_layers:
+          f"max |p_cvxpy - p_ours| = {np.abs(p.value - ref).max():.1e}")
+    try:
         from cvxpylayers.torch import CvxpyLayer
+    except ImportError:
+        print("cvxpylayers: not importable here, skipped (pip install cvxpylayers; the cvxpy "
+              "re-solve above is a lower bound of its forward pass alone).")
+        return
+    t0 = time.perf_counter()
+    layer = CvxpyLayer(prob, parameters=[sp], variables=[p])
+    build = time.perf_counter() - t0
+    x = s.detach().requires_grad_(True)
 
-        layer = CvxpyLayer(prob, parameters=[sp], variables=[p])
-        x = s.detach().requires_grad_(True)
+    def run():
+        x.grad = None
+        out = layer(x)[0]
+        (out * w).sum().backward()
+        return out
 
-        def run():
-            x.grad = None
-            (layer(x)[0] * w).sum().backward()
-
-        tl = _time(run, torch.device("cpu"), repeats=3)
-        print(f"cvxpylayers forward + backward: {tl * 1e3:.1f} ms ({tl / ours:.0f}x ours)")
-    else:
-        print("cvxpylayers: not importable here (nothing is downloaded at run time); the "
-              "cvxpy re-solve above is a lower bound of its forward pass alone.")
+    out = run()
+    err = np.abs(out.detach().numpy() - ref).max()
+    gerr = np.abs(x.grad.numpy() - ours_step().numpy()).max()
+    ts = []
+    for _ in range(2 if quick else 10):
+        t0 = time.perf_counter()
+        run()
+        ts.append(time.perf_counter() - t0)
+    tl, med = float(np.min(ts)), float(np.median(ts))
+    print(f"cvxpylayers (default solver, SCS via diffcp) forward + backward: min {tl * 1e3:.1f} ms, "
+          f"median {med * 1e3:.1f} ms (layer built once in {build:.1f} s): {tl / ours:.0f}x ours "
+          f"(min / min); max |p_layers - p_ours| = {err:.1e}, max |grad_layers - grad_ours| = "
+          f"{gerr:.1e}")
 
 
 def part_memory(device, quick):

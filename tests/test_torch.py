@@ -111,6 +111,7 @@ def test_gradcheck(criterion):
     assert torch.autograd.gradcheck(f, (s,), check_forward_ad=True, check_backward_ad=False)
 
 
+@pytest.mark.filterwarnings(JIT_WARNING)
 def test_jacobian_is_a_symmetric_projector():
     """Check that J is symmetric and idempotent (jacrev and jacfwd agree)."""
     s, g, _, k = _batch(4, n=60, k=3)

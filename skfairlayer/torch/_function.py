@@ -15,7 +15,7 @@ import math
 import torch
 
 from ..exceptions import InfeasibleProblemError, SolverError
-from . import _solve
+from . import _direct, _solve
 from ._structured import StructuredProject
 
 __all__ = ["fairness_layer", "FairnessLayer", "CRITERIA", "VERIFY_TOL", "output_tolerance"]
@@ -109,27 +109,36 @@ class _ProjectBase(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, s, cell, bands, lb, ub, eps, n_families, n_groups, check):
-        size = info.batch_size
-
-        def front(x, d):
-            if x is None:
-                return None
-            if d is None:
-                return x.unsqueeze(0).expand(size, *x.shape)
-            return x.movedim(d, 0)
-
-        s_d, cell_d, bands_d, lb_d, ub_d = in_dims[:5]
-        s = front(s, s_d)
-        cell = front(cell, cell_d)
-        bands = front(bands, bands_d)
-        lb = lb if lb_d is None else lb.movedim(lb_d, 0)
-        ub = ub if ub_d is None else ub.movedim(ub_d, 0)
-        if lb_d is not None and lb.dim() < s.dim():
-            lb = lb.reshape(lb.shape + (1,) * (s.dim() - lb.dim()))
-        if ub_d is not None and ub.dim() < s.dim():
-            ub = ub.reshape(ub.shape + (1,) * (s.dim() - ub.dim()))
-        out = _Project.apply(s, cell, bands, lb, ub, eps, n_families, n_groups, check)
+        args = _vmap_inputs(info, in_dims, s, cell, bands, lb, ub)
+        # With no transform left (plain vmap, or the forward of jacfwd) nothing records
+        # this call: solve directly; an outer grad level needs the autograd.Function.
+        solve = _ProjectBase.forward if not _transforms_active() else _Project.apply
+        out = solve(*args, eps, n_families, n_groups, check)
         return out, (0, 0, 0, 0)
+
+
+def _vmap_inputs(info, in_dims, s, cell, bands, lb, ub):
+    """The inputs of a vmapped call with the mapped dimension first (a batch of problems)."""
+    size = info.batch_size
+
+    def front(x, d):
+        if x is None:
+            return None
+        if d is None:
+            return x.unsqueeze(0).expand(size, *x.shape)
+        return x.movedim(d, 0)
+
+    s_d, cell_d, bands_d, lb_d, ub_d = in_dims[:5]
+    s = front(s, s_d)
+    cell = front(cell, cell_d)
+    bands = front(bands, bands_d)
+    lb = lb if lb_d is None else lb.movedim(lb_d, 0)
+    ub = ub if ub_d is None else ub.movedim(ub_d, 0)
+    if lb_d is not None and lb.dim() < s.dim():
+        lb = lb.reshape(lb.shape + (1,) * (s.dim() - lb.dim()))
+    if ub_d is not None and ub.dim() < s.dim():
+        ub = ub.reshape(ub.shape + (1,) * (s.dim() - ub.dim()))
+    return s, cell, bands, lb, ub
 
 
 class _Project(_ProjectBase):
@@ -138,6 +147,68 @@ class _Project(_ProjectBase):
     @staticmethod
     def jvp(ctx, tangent, *_):
         return _apply_jacobian(ctx, tangent), None, None, None
+
+
+class _Direct(torch.autograd.Function):
+    """One problem of scalar bounds on the CPU: :func:`skfairlayer.torch._direct.solve`.
+
+    ``lb``, ``ub`` are floats. The backward pass and forward mode apply
+    ``_direct.jacobian_apply``. Problems the direct solve leaves (Newton not
+    settled, a pinned family, an invalid code) go to the general solve, whose
+    state gives the same tensors. Not used under ``torch.func`` transforms
+    (:class:`_Project` has the ``vmap`` rule) nor while compiling. A ``ctx``
+    forward: binding a ``setup_context`` signature costs more than the solve.
+    """
+
+    @staticmethod
+    def forward(ctx, s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset):
+        idx = cell if offset == 0 else cell + offset
+        band_list = None
+        if bands is not None:
+            band_list = [(0.0, 0.0)] * offset + [tuple(b) for b in bands.tolist()]
+        res = _direct.solve(s, idx, n_families * n_groups + offset, n_groups, offset, lb, ub, eps,
+                            band_list, bool(check), VERIFY_TOL if check is not None else math.inf)
+        if res is None:
+            res = _general_direct(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset)
+        ctx.save_for_backward(res.free, idx, res.matrix)
+        ctx.save_for_forward(res.free, idx, res.matrix)
+        return res.p
+
+    @staticmethod
+    def backward(ctx, grad):
+        free, idx, matrix = ctx.saved_tensors
+        return _direct.jacobian_apply(grad, free, idx, matrix), *([None] * 9)
+
+    @staticmethod
+    def jvp(ctx, tangent, *_):
+        free, idx, matrix = ctx.saved_tensors
+        return _direct.jacobian_apply(tangent, free, idx, matrix)
+
+
+def _transforms_active():
+    """Whether a ``torch.func`` transform (vmap, grad, jacrev, ...) is tracing this call."""
+    return getattr(torch._C, "_are_functorch_transforms_active", lambda: True)()
+
+
+def _mark_invalid(groups, n_groups):
+    return torch.where((groups >= 0) & (groups < n_groups), groups, torch.full_like(groups, -2))
+
+
+def _general_direct(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset):
+    """The general solve of one problem, with its state as ``_Direct``'s outputs."""
+    if offset == 0:
+        cell = _mark_invalid(cell, n_groups)
+    lb, ub = (torch.tensor(b, dtype=s.dtype) for b in (lb, ub))
+    p, top, bottom, _ = _ProjectBase.forward(s, cell, bands, lb, ub, eps, n_families, n_groups, check)
+    lay = _layout(cell, bands, (), s.shape[-1], n_families, n_groups)
+    free = ((p > lb) & (p < ub)).to(p.dtype)
+    counts = lay.sums(torch.ones_like(s)[None]).tolist()
+    nf = lay.sums(free[None]).tolist()
+    active = (top | bottom).tolist()
+    pad = [0.0] * offset
+    fams = _direct._families(n_families * n_groups, n_groups, offset)
+    matrix = _direct.jacobian_matrix(pad + counts, pad + nf, [False] * offset + active, fams, bands is None)
+    return _direct.Direct(p, free, torch.tensor(matrix, dtype=p.dtype))
 
 
 def _layout(cell, bands, batch, n, n_families, n_groups):
@@ -269,7 +340,7 @@ def _check_args(scores, groups, tolerance, criterion, n_groups, simplex, groups_
         )
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}. Got {criterion!r} instead.")
-    if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
+    if not (isinstance(tolerance, (int, float)) and 0 <= tolerance < math.inf):  # NaN fails too
         raise ValueError(f"tolerance must be a finite float >= 0. Got {tolerance!r} instead.")
     if groups_mode not in ("intersectional", "marginal"):
         raise ValueError(
@@ -400,17 +471,37 @@ def fairness_layer(
         return _structured(scores, groups, n_groups, tolerance, labels, bounds, strict, simplex)
     if labels is not None:
         labels = torch.as_tensor(labels, device=scores.device)
-    cell, n_families, bands = _cells(groups, labels, criterion, n_groups, tolerance)
-    lb, ub = (_bound(b, default, scores) for b, default in zip(bounds, (-math.inf, math.inf), strict=True))
     s = scores.to(torch.float64)
     check = bool(strict) if verify else None
-    func = _ProjectBase if torch.compiler.is_compiling() else _Project
+    compiling = torch.compiler.is_compiling()
+    if (not compiling and s.device.type == "cpu" and s.dim() == 1 and groups.dim() == 1
+            and all(b is None or isinstance(b, (int, float)) for b in bounds)
+            and (labels is None or labels.dim() <= 1) and not _transforms_active()):
+        return _direct_call(s, groups, labels, criterion, n_groups, tolerance, bounds, check,
+                            scores.dtype)
+    lb, ub = (_bound(b, default, scores) for b, default in zip(bounds, (-math.inf, math.inf), strict=True))
+    cell, n_families, bands = _cells(groups, labels, criterion, n_groups, tolerance)
+    func = _ProjectBase if compiling else _Project
     p = func.apply(s, cell, bands, lb, ub, tolerance, n_families, n_groups, check)[0]
     if scores.dtype == torch.float64:
         return p
     out = p.to(scores.dtype)
     # rounding to the output dtype must not leave the bounds
     return torch.minimum(torch.maximum(out, lb.to(out.dtype)), ub.to(out.dtype))
+
+
+def _direct_call(s, groups, labels, criterion, n_groups, tolerance, bounds, check, dtype):
+    """One CPU problem of scalar bounds through :class:`_Direct`, cast back to ``dtype``."""
+    lb, ub = (-math.inf if bounds[0] is None else float(bounds[0]),
+              math.inf if bounds[1] is None else float(bounds[1]))
+    if criterion == "demographic_parity":  # the codes are the cells (checked by the solve)
+        cell, n_families, bands, offset = groups, 1, None, 0
+    else:
+        cell, n_families, bands = _cells(groups, labels, criterion, n_groups, tolerance)
+        offset = 1
+    p = _Direct.apply(s, cell, bands, lb, ub, tolerance, n_families, n_groups, check, offset)
+    # rounding to the output dtype must not leave the bounds
+    return p if dtype == torch.float64 else p.to(dtype).clamp(lb, ub)
 
 
 def _structured(scores, groups, n_groups, tolerance, labels, bounds, strict, simplex):
