@@ -241,3 +241,20 @@ def test_verification_rejects_a_corrupted_answer(simplex, corrupt, match):
         corrupt(view)
     with pytest.raises(SolverError, match=match):
         _verify(problem, solution)
+
+
+@pytest.mark.parametrize("bound", [10.0, 1e3, 1e6, 1e12])
+def test_far_bounds_keep_full_precision(bound):
+    """Check inactive far bounds give the same optimum as near ones: the gap at the tolerance.
+
+    The breakpoints of a far bound used to cost relative precision (a gap 3e-8 short of
+    the tolerance with bounds of 1e6: suboptimal, though feasible).
+    """
+    rng = np.random.default_rng(0)
+    n = 2000
+    g = rng.integers(0, 2, n)
+    s = rng.normal(0, 1, n) + 0.5 * g
+    near = project(s, g, tolerance=0.05, bounds=(-10.0, 10.0))
+    far = project(s, g, tolerance=0.05, bounds=(-bound, bound))
+    assert abs(far.gap - 0.05) <= 1e-11
+    np.testing.assert_allclose(far.proba, near.proba, atol=1e-11)
