@@ -4,7 +4,8 @@ LogisticRegression base, 20 features plus an integer group column in ``X`` (kept
 feature, the default), fitted on 20,000 rows. Ratios are to the base's own call on the same
 rows, measured in the same run (best of ``--repeat``):
 
-* batch: ``predict_proba`` and ``predict`` (parity decisions) at ``--rows`` rows;
+* batch: ``predict_proba`` and ``predict`` (parity decisions) at ``--rows`` rows, with 2
+  and 10 groups;
 * one row: ``partial_predict_proba`` of one row against the base's one-row
   ``predict_proba``, for every streaming criterion.
 
@@ -38,16 +39,16 @@ def _data(n, seed=0, n_groups=2, n_classes=2):
     return np.column_stack([X, group.astype(float)]), y
 
 
-def batch(rows, repeat):
-    X, y = _data(20_000)
-    Xb, _ = _data(rows, seed=1)
+def batch(rows, repeat, n_groups=2):
+    X, y = _data(20_000, n_groups=n_groups)
+    Xb, _ = _data(rows, seed=1, n_groups=n_groups)
     clf = FairnessLayerClassifier(LogisticRegression(), tolerance=0.01, sensitive_features=20)
     clf.fit(X, y)
     base = clf.estimator_
     t_base = _best(lambda: base.predict_proba(Xb), repeat)
     t_proba = _best(lambda: clf.predict_proba(Xb), repeat)
     t_pred = _best(lambda: clf.predict(Xb), max(2, repeat // 2))
-    print(f"batch of {rows:,} rows: base predict_proba {t_base * 1e3:.1f} ms")
+    print(f"batch of {rows:,} rows, {n_groups} groups: base predict_proba {t_base * 1e3:.1f} ms")
     print(f"  layer predict_proba {t_proba * 1e3:.1f} ms ({t_proba / t_base:.2f}x)")
     print(f"  layer predict       {t_pred * 1e3:.1f} ms ({t_pred / t_base:.2f}x)")
 
@@ -90,7 +91,8 @@ def main(argv=None):
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args(argv)
-    batch(args.rows, args.repeat)
+    for n_groups in (2, 10):
+        batch(args.rows, args.repeat, n_groups)
     one_row(args.repeat)
 
 
