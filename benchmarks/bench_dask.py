@@ -45,6 +45,7 @@ call, and the growth of the driver's resident set (``ru_maxrss``) over the whole
 """
 
 import argparse
+import os
 import resource
 import time
 import tracemalloc
@@ -103,6 +104,7 @@ def _estimator_rows(client, n, chunk, repeats):
 
     X = client.persist(_features(n, chunk))
     wait(X)
+    X.sum().compute()  # warm-up (see _warm_up)
     ests = _estimators()
     base = ests["dp, fitted"].estimator_
     floor, _, _ = _timed(lambda: X.map_blocks(base.predict_proba, dtype=float).sum().compute(),
@@ -118,6 +120,15 @@ def _estimator_rows(client, n, chunk, repeats):
     return floor, rows
 
 
+def _warm_up(*arrays):
+    """One untimed reduction of each array and of their pair: the first computations on a
+    fresh client pay one-off costs (imports and function pickling on the workers) that
+    would otherwise land on the floor."""
+    for x in arrays:
+        x.sum().compute()
+    da.map_blocks(_clip, *arrays, dtype=float).sum().compute()
+
+
 def _timed(fn, repeats):
     times, out, peak = [], None, 0
     for _ in range(repeats):
@@ -128,6 +139,10 @@ def _timed(fn, repeats):
         peak = max(peak, tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     return float(np.median(times)), out, peak
+
+
+def _load():
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def _rss_mb():
@@ -149,7 +164,8 @@ def main():
         with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
                           dashboard_address=":0") as cluster, Client(cluster) as client:
             floor, rows = _estimator_rows(client, n, chunk, args.repeats)
-        print(f"n = {n:.0e} rows, {args.chunks} chunks, {args.workers} worker processes\n")
+        print(f"n = {n:.0e} rows, {args.chunks} chunks, {args.workers} worker processes; "
+              f"load average {_load()}\n")
         _table(rows, floor)
         return
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
@@ -157,6 +173,7 @@ def main():
         scores, groups = _data(n, chunk)
         scores, groups = client.persist([scores, groups])
         wait([scores, groups])
+        _warm_up(scores, groups)
         rss0 = _rss_mb()
         rows = []
         floor, _, _ = _timed(lambda: scores.sum().compute(), args.repeats)
@@ -192,7 +209,7 @@ def main():
     print(f"n = {n:.0e} rows, {args.chunks} chunks, {args.workers} worker processes; "
           f"gap {gap:.4g} (tolerance {TOLERANCE}); decisions gap {dec.gap:.4g}; "
           f"uncertain rows per bracket pass {res.info['uncertain_rows']}; "
-          f"driver RSS growth over the run {rss:.0f} MB\n")
+          f"driver RSS growth over the run {rss:.0f} MB; load average {_load()}\n")
     _table(rows, floor)
 
 
