@@ -238,17 +238,24 @@ def indicator(raw, lookup):
     if not all(isinstance(key, int | np.integer) for key in keys):
         return None
     ind = arr == keys[1]
-    if np.count_nonzero(ind) + np.count_nonzero(arr == keys[0]) != arr.size:
-        return None  # an unseen label: the general path raises
+    if arr.size and keys[1] - keys[0] == 1:  # consecutive labels: the range decides
+        if arr.min() < keys[0] or arr.max() > keys[1]:
+            return None  # an unseen label: the general path raises
+    elif np.count_nonzero(ind) + np.count_nonzero(arr == keys[0]) != arr.size:
+        return None
     return ind
 
 
-def indicator_dot(ind, x):
-    """``sum(x[ind])`` through a float copy of the indicator, sub-block by sub-block."""
+def indicator_sums(ind, x):
+    """``(sum(x), sum(x[ind]))`` in one read of ``x``, sub-block by sub-block: the
+    indicator converted to floats in a cache-resident buffer, ``einsum`` (not BLAS,
+    whose threads stall on a busy machine)."""
     buf = np.empty(min(SUB, x.size))
-    total = 0.0
+    total = one = 0.0
     for sl in sub_blocks(x.size):
         m = sl.stop - sl.start
-        np.copyto(buf[:m], ind[sl])
-        total += float(np.einsum("i,i->", buf[:m], x[sl]))
-    return total
+        b, xs = buf[:m], x[sl]
+        np.copyto(b, ind[sl])
+        total += float(xs.sum())
+        one += float(np.einsum("i,i->", b, xs))
+    return total, one

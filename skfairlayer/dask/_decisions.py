@@ -25,6 +25,7 @@ from .._decisions import _threshold_between
 from .._validation import check_tolerance
 from ..exceptions import SolverError
 from ._blocks import (
+    SUB,
     as_blocks,
     as_float,
     block_codes,
@@ -112,13 +113,21 @@ def _block_hist(s_raw, g_raw, bins):
         if s.size and (s.min() < 0 or s.max() > 1 or not np.isfinite(s.sum())):
             _bins(s, bins)  # raises
         cnt, gain = np.zeros(k * width), np.zeros(k * width)
+        size = min(SUB, s.size)
+        fb, wb, flat_b = np.empty(size), np.empty(size), np.empty(size, dtype=np.intp)
         for sl in sub_blocks(s.size):
-            x = s[sl]
-            flat = np.ceil(x * bins).astype(np.intp)
-            if k == 2:
-                flat += ind[sl] * width
+            m = sl.stop - sl.start
+            x, t, w, flat = s[sl], fb[:m], wb[:m], flat_b[:m]
+            np.multiply(x, bins, out=t)
+            np.ceil(t, out=t)
+            if k == 2:  # the bin offset of group 1, exact in floats
+                np.multiply(ind[sl], width, out=w)
+                t += w
+            np.copyto(flat, t, casting="unsafe")
+            np.multiply(x, 2.0, out=w)
+            w -= 1.0
             cnt += np.bincount(flat, minlength=k * width)
-            gain += np.bincount(flat, weights=2.0 * x - 1.0, minlength=k * width)
+            gain += np.bincount(flat, weights=w, minlength=k * width)
     return {"keys": label_keys(labels),
             "cnt": cnt.reshape(k, width).astype(np.float64),
             "gain": gain.reshape(k, width),
@@ -176,19 +185,26 @@ def _block_decide(s_raw, g_raw, lookup, value, last, offset):
         ties = np.flatnonzero(s == v)
         out[ties] = ties + offset <= last[codes[ties]]
         return out.astype(int), np.bincount(codes, weights=out, minlength=value.size)
-    out = np.empty(s.size, dtype=bool)
-    tie_parts = []
+    # Two groups, sub-block by sub-block: each row's value taken by its group (exact,
+    # infinite values included), compared, ties settled by position, counted in cache.
+    out = np.empty(s.size, dtype=int)
+    size = min(SUB, s.size)
+    vb, sel, tie = np.empty(size), np.empty(size, dtype=bool), np.empty(size, dtype=bool)
+    n_all = n_one = 0
     for sl in sub_blocks(s.size):
-        x, f, o = s[sl], ind[sl], out[sl]
-        np.greater(x, value[0], out=o)
-        o &= ~f
-        o |= (x > value[1]) & f
-        ties = ((x == value[0]) & ~f) | ((x == value[1]) & f)
-        tie_parts.append(np.flatnonzero(ties) + sl.start)
-    ties = np.concatenate(tie_parts)
-    out[ties] = ties + offset <= last[ind[ties].astype(np.intp)]
-    n1 = np.count_nonzero(out & ind)
-    return out.astype(int), np.array([np.count_nonzero(out) - n1, n1], dtype=np.float64)
+        m = sl.stop - sl.start
+        x, f, v, o, t = s[sl], ind[sl], vb[:m], sel[:m], tie[:m]
+        np.take(value, f.view(np.uint8), out=v)
+        np.greater(x, v, out=o)
+        np.equal(x, v, out=t)
+        ties = np.flatnonzero(t)
+        if ties.size:
+            o[ties] = ties + (sl.start + offset) <= last[f[ties].view(np.uint8)]
+        n_all += np.count_nonzero(o)
+        np.logical_and(o, f, out=t)
+        n_one += np.count_nonzero(t)
+        np.copyto(out[sl], o)
+    return out, np.array([n_all - n_one, n_one], dtype=np.float64)
 
 
 def _check_counts(total, counts):
