@@ -121,7 +121,8 @@ def _block_hist(s_raw, g_raw, bins):
             np.multiply(x, bins, out=t)
             np.ceil(t, out=t)
             if k == 2:  # the bin offset of group 1, exact in floats
-                np.multiply(ind[sl], width, out=w)
+                np.copyto(w, ind[sl])
+                w *= width
                 t += w
             np.copyto(flat, t, casting="unsafe")
             np.multiply(x, 2.0, out=w)
@@ -185,26 +186,19 @@ def _block_decide(s_raw, g_raw, lookup, value, last, offset):
         ties = np.flatnonzero(s == v)
         out[ties] = ties + offset <= last[codes[ties]]
         return out.astype(int), np.bincount(codes, weights=out, minlength=value.size)
-    # Two groups, sub-block by sub-block: each row's value taken by its group (exact,
-    # infinite values included), compared, ties settled by position, counted in cache.
-    out = np.empty(s.size, dtype=int)
-    size = min(SUB, s.size)
-    vb, sel, tie = np.empty(size), np.empty(size, dtype=bool), np.empty(size, dtype=bool)
-    n_all = n_one = 0
+    out = np.empty(s.size, dtype=bool)
+    tie_parts = []
     for sl in sub_blocks(s.size):
-        m = sl.stop - sl.start
-        x, f, v, o, t = s[sl], ind[sl], vb[:m], sel[:m], tie[:m]
-        np.take(value, f.view(np.uint8), out=v)
-        np.greater(x, v, out=o)
-        np.equal(x, v, out=t)
-        ties = np.flatnonzero(t)
-        if ties.size:
-            o[ties] = ties + (sl.start + offset) <= last[f[ties].view(np.uint8)]
-        n_all += np.count_nonzero(o)
-        np.logical_and(o, f, out=t)
-        n_one += np.count_nonzero(t)
-        np.copyto(out[sl], o)
-    return out, np.array([n_all - n_one, n_one], dtype=np.float64)
+        x, f, o = s[sl], ind[sl], out[sl]
+        np.greater(x, value[0], out=o)
+        o &= ~f
+        o |= (x > value[1]) & f
+        ties = ((x == value[0]) & ~f) | ((x == value[1]) & f)
+        tie_parts.append(np.flatnonzero(ties) + sl.start)
+    ties = np.concatenate(tie_parts)
+    out[ties] = ties + offset <= last[ind[ties].astype(np.intp)]
+    n1 = np.count_nonzero(out & ind)
+    return out.astype(int), np.array([np.count_nonzero(out) - n1, n1], dtype=np.float64)
 
 
 def _check_counts(total, counts):
