@@ -8,10 +8,14 @@ the global labels are sorted as the in-memory :func:`~skfairlayer.project`
 sorts them.
 """
 
+import operator
+
 import dask
 import dask.array as da
 import numpy as np
-from dask.delayed import delayed
+from dask.base import tokenize
+from dask.delayed import Delayed, delayed
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from .._groups import _unique, encode
 from ..exceptions import UnseenGroupError
@@ -126,6 +130,95 @@ def tree_reduce(parts, combine, split_every=_SPLIT):
         parts = [delayed(combine, pure=True)(parts[i : i + split_every])
                  for i in range(0, len(parts), split_every)]
     return parts[0]
+
+
+def _merged(blocks):
+    """The union of the graphs of delayed ``blocks`` (blocks of one collection share one)."""
+    graphs = {}
+    for b in blocks:
+        graphs.setdefault(id(b.dask), b.dask)
+    return HighLevelGraph.merge(*graphs.values())
+
+
+class Pass:
+    """One pass over aligned delayed blocks, its graph written directly.
+
+    ``dask.delayed`` calls cost about a millisecond each on the driver (argument
+    traversal, tokenizing, one graph per call); a pass over hundreds of
+    partitions spent more building its graph than the cluster spent computing
+    it. Here one layer holds a task per block (``func(scores, groups)``,
+    ``func`` a :func:`functools.partial` holding the small parameters) and the
+    tree reductions.
+
+    Parameters
+    ----------
+    score_blocks, group_blocks : list of Delayed
+        Aligned blocks.
+    func : callable
+        ``func(scores_block, groups_block)`` for each pair (a partial).
+    name : str
+        Prefix of the task keys.
+    """
+
+    def __init__(self, score_blocks, group_blocks, func, name):
+        base = _merged(list(score_blocks) + list(group_blocks))
+        token = tokenize(func, [b.key for b in score_blocks], [b.key for b in group_blocks])
+        self.name = f"{name}-{token}"
+        self.layer = {(self.name, i): (func, s.key, g.key)
+                      for i, (s, g) in enumerate(zip(score_blocks, group_blocks, strict=True))}
+        self.keys = list(self.layer)
+        self._base, self._n = base, 0
+
+    def _key(self, tag):
+        self._n += 1
+        return (f"{self.name}-{tag}", self._n)
+
+    def item(self, keys, index):
+        """Keys of ``result[index]`` of each task of ``keys``."""
+        out = []
+        for k in keys:
+            new = self._key(f"item{index}")
+            self.layer[new] = (operator.getitem, k, index)
+            out.append(new)
+        return out
+
+    def reduce(self, keys, combine, split_every=_SPLIT):
+        """Key of ``keys`` combined with ``combine(list) -> part``, ``split_every`` at a time."""
+        keys = list(keys)
+        if not keys:
+            raise ValueError("The collection has no partitions.")
+        while len(keys) > 1:
+            level = []
+            for i in range(0, len(keys), split_every):
+                new = self._key("reduce")
+                self.layer[new] = (combine, list(keys[i : i + split_every]))
+                level.append(new)
+            keys = level
+        return keys[0]
+
+    def task(self, func, *args):
+        """Key of a new task ``func(*args)`` (keys among ``args`` are replaced by their values)."""
+        new = self._key("task")
+        self.layer[new] = (func, *args)
+        return new
+
+    def graph(self):
+        """The pass's graph over the blocks' graphs."""
+        own = HighLevelGraph({self.name: MaterializedLayer(dict(self.layer))},
+                             {self.name: set(self._base.layers)})
+        return HighLevelGraph.merge(self._base, own)
+
+    def delayed(self, key):
+        """A Delayed of the task ``key``."""
+        return Delayed(key, self.graph(), layer=self.name)
+
+    def array(self, keys, chunks, dtype):
+        """A 1-D Dask array whose blocks are the tasks ``keys`` (``chunks`` rows each)."""
+        name = f"{self.name}-array"
+        aliases = {(name, i): k for i, k in enumerate(keys)}
+        own = HighLevelGraph({name: MaterializedLayer(aliases)}, {name: {self.name}})
+        return da.Array(HighLevelGraph.merge(self.graph(), own), name, (tuple(chunks),),
+                        dtype=dtype)
 
 
 def compute(*objs):
