@@ -20,6 +20,41 @@ from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from .._groups import _unique, encode
 from ..exceptions import UnseenGroupError
 
+try:  # explicit task references (dask >= 2024.12): keys of persisted blocks stay references
+    from dask._task_spec import Alias, List, Task, TaskRef
+except ImportError:  # pragma: no cover (older dask: tuple tasks)
+    Alias = List = Task = TaskRef = None
+
+
+def _task(key, func, *args):
+    """The task ``func(*args)`` under ``key``; ``args`` of type :class:`_Ref` are other tasks."""
+    if Task is None:  # pragma: no cover
+        return (func, *[a.key if isinstance(a, _Ref) else a for a in args])
+    return Task(key, func, *[TaskRef(a.key) if isinstance(a, _Ref) else a for a in args])
+
+
+def _list_task(key, func, refs):
+    """The task ``func([results of refs])``."""
+    if Task is None:  # pragma: no cover
+        return (func, [r.key for r in refs])
+    return Task(key, func, List(*[TaskRef(r.key) for r in refs]))
+
+
+def _alias(key, target):
+    if Alias is None:  # pragma: no cover
+        return target
+    return Alias(key, target)
+
+
+class _Ref:
+    """A reference to the result of the task ``key`` (an argument of :func:`_task`)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key):
+        self.key = key
+
+
 #: Rows per sub-block of a per-block group sum (bincount adds sequentially; the
 #: sub-block results are then summed pairwise).
 _SUB = 1 << 15
@@ -164,7 +199,7 @@ class Pass:
         base = _merged(list(score_blocks) + list(group_blocks))
         token = tokenize(func, [b.key for b in score_blocks], [b.key for b in group_blocks])
         self.name = f"{name}-{token}"
-        self.layer = {(self.name, i): (func, s.key, g.key)
+        self.layer = {(self.name, i): _task((self.name, i), func, _Ref(s.key), _Ref(g.key))
                       for i, (s, g) in enumerate(zip(score_blocks, group_blocks, strict=True))}
         self.keys = list(self.layer)
         self._base, self._n = base, 0
@@ -178,7 +213,7 @@ class Pass:
         out = []
         for k in keys:
             new = self._key(f"item{index}")
-            self.layer[new] = (operator.getitem, k, index)
+            self.layer[new] = _task(new, operator.getitem, _Ref(k), index)
             out.append(new)
         return out
 
@@ -191,15 +226,16 @@ class Pass:
             level = []
             for i in range(0, len(keys), split_every):
                 new = self._key("reduce")
-                self.layer[new] = (combine, list(keys[i : i + split_every]))
+                self.layer[new] = _list_task(new, combine,
+                                             [_Ref(k) for k in keys[i : i + split_every]])
                 level.append(new)
             keys = level
         return keys[0]
 
-    def task(self, func, *args):
-        """Key of a new task ``func(*args)`` (keys among ``args`` are replaced by their values)."""
+    def task(self, func, *keys):
+        """Key of a new task ``func(*results)``, ``results`` those of the tasks ``keys``."""
         new = self._key("task")
-        self.layer[new] = (func, *args)
+        self.layer[new] = _task(new, func, *[_Ref(k) for k in keys])
         return new
 
     def graph(self):
@@ -215,7 +251,7 @@ class Pass:
     def array(self, keys, chunks, dtype):
         """A 1-D Dask array whose blocks are the tasks ``keys`` (``chunks`` rows each)."""
         name = f"{self.name}-array"
-        aliases = {(name, i): k for i, k in enumerate(keys)}
+        aliases = {(name, i): _alias((name, i), k) for i, k in enumerate(keys)}
         own = HighLevelGraph({name: MaterializedLayer(aliases)}, {name: {self.name}})
         return da.Array(HighLevelGraph.merge(self.graph(), own), name, (tuple(chunks),),
                         dtype=dtype)
