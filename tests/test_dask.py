@@ -270,7 +270,8 @@ def test_estimator_unsupported():
 
 
 def test_local_cluster_with_processes():
-    """Check the projection and decisions on a LocalCluster with worker processes (pickling)."""
+    """Check the projection and decisions on a LocalCluster with worker processes (pickling),
+    on persisted arrays."""
     distributed = pytest.importorskip("distributed")
     from skfairlayer.dask import parity_decisions, predict, predict_proba
     from skfairlayer.dask import project as dproject
@@ -281,8 +282,9 @@ def test_local_cluster_with_processes():
     dX = da.from_array(Xg, chunks=250)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=":0") as cluster, \
-            distributed.Client(cluster), dask.config.set(scheduler=None):
-        ds, dg = da.from_array(s, chunks=2500), da.from_array(g, chunks=2500)
+            distributed.Client(cluster) as client, dask.config.set(scheduler=None):
+        # persisted on the workers: the passes refer to the blocks' keys, held as futures
+        ds, dg = client.persist([da.from_array(s, chunks=2500), da.from_array(g, chunks=2500)])
         res = dproject(ds, dg, tolerance=0.01)
         out = res.proba.compute()
         dec = parity_decisions(ds, dg, tolerance=0.01).decisions.compute()

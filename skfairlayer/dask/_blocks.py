@@ -3,9 +3,11 @@
 Every pass of :mod:`skfairlayer.dask` maps a numpy function over the aligned
 (scores, groups) blocks of the collections and combines the small per-block
 results pairwise up a tree (so sums keep ``~log(n_blocks)`` roundings, not
-``n_blocks``). Group labels are discovered per block and merged on the driver:
-the global labels are sorted as the in-memory :func:`~skfairlayer.project`
-sorts them.
+``n_blocks``). A :class:`Pass` writes that graph directly (one layer; a
+``dask.delayed`` call per block cost more on the driver than the cluster's
+work). Group labels are discovered per block and merged on the driver: the
+global labels are sorted as the in-memory :func:`~skfairlayer.project` sorts
+them.
 """
 
 import operator
@@ -14,7 +16,7 @@ import dask
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
-from dask.delayed import Delayed, delayed
+from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from .._groups import _unique, encode
@@ -156,17 +158,6 @@ def aligned_blocks(sensitive_features, chunks, other="scores"):
     return group_blocks
 
 
-def tree_reduce(parts, combine, split_every=_SPLIT):
-    """Combine delayed ``parts`` with ``combine(list) -> part``, ``split_every`` at a time."""
-    parts = list(parts)
-    if not parts:
-        raise ValueError("The collection has no partitions.")
-    while len(parts) > 1:
-        parts = [delayed(combine, pure=True)(parts[i : i + split_every])
-                 for i in range(0, len(parts), split_every)]
-    return parts[0]
-
-
 def _merged(blocks):
     """The union of the graphs of delayed ``blocks`` (blocks of one collection share one)."""
     graphs = {}
@@ -193,14 +184,20 @@ class Pass:
         ``func(scores_block, groups_block)`` for each pair (a partial).
     name : str
         Prefix of the task keys.
+    extra : list, default=None
+        One more argument per block: ``func(scores_block, groups_block, extra[i])``.
     """
 
-    def __init__(self, score_blocks, group_blocks, func, name):
+    def __init__(self, score_blocks, group_blocks, func, name, extra=None):
         base = _merged(list(score_blocks) + list(group_blocks))
-        token = tokenize(func, [b.key for b in score_blocks], [b.key for b in group_blocks])
+        more = [()] * len(score_blocks) if extra is None else [(x,) for x in extra]
+        token = tokenize(func, [b.key for b in score_blocks], [b.key for b in group_blocks],
+                         more)
         self.name = f"{name}-{token}"
-        self.layer = {(self.name, i): _task((self.name, i), func, _Ref(s.key), _Ref(g.key))
-                      for i, (s, g) in enumerate(zip(score_blocks, group_blocks, strict=True))}
+        self.layer = {
+            (self.name, i): _task((self.name, i), func, _Ref(s.key), _Ref(g.key), *x)
+            for i, (s, g, x) in enumerate(zip(score_blocks, group_blocks, more, strict=True))
+        }
         self.keys = list(self.layer)
         self._base, self._n = base, 0
 
