@@ -39,6 +39,11 @@ verification and output, 4 passes unless a bracket misses), with the base scores
 persisted on the workers (the default ``persist_scores=True``: the base runs once per
 partition) and with ``persist_scores=False`` (the base scores every pass again).
 
+``--blocks`` instead times the per-block numpy functions of every pass on one
+1e6-row block (int8 groups, the same distribution) outside Dask, with the parameters
+a solve of 10 such blocks passes them, against ``sum`` on the same block (minimum
+over 8 blocks in rotation, 64 MB: not cache-resident).
+
 Columns: seconds (median of ``--repeats`` runs), ratio to the ``scores.sum()``
 floor measured in the same run, passes over the data, and the driver's peak
 memory: ``tracemalloc`` peak of Python allocations on the driver during the
@@ -140,6 +145,49 @@ def _warm_up(*arrays):
     da.map_blocks(_clip, *arrays, dtype=float).sum().compute()
 
 
+def _block_rows(rows=1_000_000, copies=8, repeats=32):
+    """Per-block timings (ms) of every pass's numpy function, and of ``sum`` (see --blocks)."""
+    from skfairlayer.dask import _blocks
+
+    rng = np.random.default_rng(0)
+    data = []
+    for _ in range(copies):
+        g = rng.integers(0, 2, rows).astype(np.int8)
+        data.append((1.0 / (1.0 + np.exp(-(rng.normal(0.0, 1.5, rows) + 0.4 * g))), g))
+    funcs, init = {}, _blocks.Pass.__init__
+
+    def record(self, score_blocks, group_blocks, func, name, extra=None):
+        funcs.setdefault(name, (func, () if extra is None else (extra[0],)))
+        init(self, score_blocks, group_blocks, func, name, extra)
+
+    s10, g10 = np.concatenate([d[0] for d in data[:2]] * 5), np.concatenate(
+        [d[1] for d in data[:2]] * 5)
+    _blocks.Pass.__init__ = record
+    try:
+        with dask.config.set(scheduler="synchronous"):
+            ds, dg = da.from_array(s10, chunks=rows), da.from_array(g10, chunks=rows)
+            res = project(ds, dg, tolerance=TOLERANCE)
+            dec = parity_decisions(ds, dg, tolerance=TOLERANCE)
+            dask.compute(res.proba.sum(), dec.decisions.sum())
+    finally:
+        _blocks.Pass.__init__ = init
+
+    def best(fn):
+        times = []
+        for i in range(repeats):
+            s, g = data[i % copies]
+            t0 = time.perf_counter()
+            fn(s, g)
+            times.append(time.perf_counter() - t0)
+        return 1e3 * min(times)
+
+    out = [("sum (floor)", best(lambda s, g: s.sum()))]
+    for name, (func, extra) in funcs.items():
+        out.append((name.replace("skfairlayer-", ""),
+                    best(lambda s, g, f=func, x=extra: f(s, g, *x))))
+    return out
+
+
 def _timed(fn, repeats):
     times, out, peak = [], None, 0
     for _ in range(repeats):
@@ -168,7 +216,16 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--estimator", action="store_true",
                         help="time the estimator front end instead (see the module docstring)")
+    parser.add_argument("--blocks", action="store_true",
+                        help="time the per-block numpy functions (see the module docstring)")
     args = parser.parse_args()
+    if args.blocks:
+        print(f"per 1e6-row block, minimum of 32 calls; load average {_load()}\n")
+        print("| pass | ms | / sum |\n|---|---|---|")
+        rows = _block_rows()
+        for name, ms in rows:
+            print(f"| {name} | {ms:.2f} | {ms / rows[0][1]:.1f} |")
+        return
     n = int(args.rows)
     chunk = -(-n // args.chunks)
     if args.estimator:
