@@ -338,33 +338,45 @@ def sub_blocks(n):
     return [slice(a, min(a + SUB, n)) for a in range(0, n, SUB)] or [slice(0, 0)]
 
 
-def two_valued(raw):
-    """Sorted labels and the indicator of the second, for a 1-D integer block with at
-    most two distinct values; None otherwise (the general path then runs)."""
+def _numeric(raw):
+    """``raw`` as a 1-D integer or float array (a column of a 2-D block flattened), or None."""
     arr = np.asarray(raw)
-    if arr.ndim != 1 or arr.dtype.kind not in "iu" or arr.size == 0:
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1 or arr.dtype.kind not in "iuf":
+        return None
+    return arr
+
+
+def two_valued(raw):
+    """Sorted labels and the indicator of the second, for a 1-D integer or float block
+    with at most two distinct values (no NaN); None otherwise (the general path then runs)."""
+    arr = _numeric(raw)
+    if arr is None or arr.size == 0:
         return None
     lo, hi = arr.min(), arr.max()
     if lo == hi:
         return arr[:1], np.zeros(arr.size, dtype=bool)
     ind = arr == hi
-    if hi - lo != 1 and np.count_nonzero(arr == lo) + np.count_nonzero(ind) != arr.size:
-        return None
+    consecutive = arr.dtype.kind in "iu" and hi - lo == 1  # then no third value
+    if not consecutive and np.count_nonzero(arr == lo) + np.count_nonzero(ind) != arr.size:
+        return None  # a third value, or NaN
     return np.array([lo, hi], dtype=arr.dtype), ind
 
 
 def indicator(raw, lookup):
-    """Boolean indicator of global group 1 when there are two integer groups, else None."""
+    """Boolean indicator of global group 1 when there are two numeric groups, else None."""
     if len(lookup) != 2:
         return None
-    arr = np.asarray(raw)
-    if arr.ndim != 1 or arr.dtype.kind not in "iu":
+    arr = _numeric(raw)
+    if arr is None:
         return None
     keys = sorted(lookup, key=lookup.get)
-    if not all(isinstance(key, int | np.integer) for key in keys):
+    if not all(isinstance(key, int | float | np.integer | np.floating)
+               and not isinstance(key, bool | np.bool_) for key in keys):
         return None
     ind = arr == keys[1]
-    if arr.size and keys[1] - keys[0] == 1:  # consecutive labels: the range decides
+    if arr.size and arr.dtype.kind in "iu" and keys[1] - keys[0] == 1:  # the range decides
         if arr.min() < keys[0] or arr.max() > keys[1]:
             return None  # an unseen label: the general path raises
     elif np.count_nonzero(ind) + np.count_nonzero(arr == keys[0]) != arr.size:
