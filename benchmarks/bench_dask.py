@@ -34,9 +34,15 @@ regression) fitted in memory on 20,000 rows. Rows: the floor
 ``X.map_blocks(base.predict_proba).sum()`` (the base model alone, partition by
 partition); ``predict_proba`` / ``predict`` with ``inference="fitted"``
 (demographic parity and equalized odds: the fitted rule per partition); and
-``predict_proba`` with ``inference="batch"`` (the global solve, whose every pass
-scores the partitions with the base again: statistics, bracket, verification and
-output, 4 passes unless a bracket misses).
+``predict_proba`` with ``inference="batch"`` (the global solve: statistics, bracket,
+verification and output, 4 passes unless a bracket misses), with the base scores
+persisted on the workers (the default ``persist_scores=True``: the base runs once per
+partition) and with ``persist_scores=False`` (the base scores every pass again).
+
+``--blocks`` instead times the per-block numpy functions of every pass on one
+1e6-row block (int8 groups, the same distribution) outside Dask, with the parameters
+a solve of 10 such blocks passes them, against ``sum`` on the same block (minimum
+over 8 blocks in rotation, 64 MB: not cache-resident).
 
 Columns: seconds (median of ``--repeats`` runs), ratio to the ``scores.sum()``
 floor measured in the same run, passes over the data, and the driver's peak
@@ -45,6 +51,8 @@ call, and the growth of the driver's resident set (``ru_maxrss``) over the whole
 """
 
 import argparse
+import inspect
+import os
 import resource
 import time
 import tracemalloc
@@ -103,6 +111,7 @@ def _estimator_rows(client, n, chunk, repeats):
 
     X = client.persist(_features(n, chunk))
     wait(X)
+    X.sum().compute()  # warm-up (see _warm_up)
     ests = _estimators()
     base = ests["dp, fitted"].estimator_
     floor, _, _ = _timed(lambda: X.map_blocks(base.predict_proba, dtype=float).sum().compute(),
@@ -113,9 +122,70 @@ def _estimator_rows(client, n, chunk, repeats):
         rows.append((f"predict_proba ({name})", t, 1, peak))
         t, _, peak = _timed(lambda e=ests[name]: predict(e, X).sum().compute(), repeats)
         rows.append((f"predict ({name})", t, 1, peak))
-    t, _, peak = _timed(lambda: predict_proba(ests["dp, batch"], X).sum().compute(), repeats)
-    rows.append(("predict_proba (dp, batch: solve + verification + output)", t, 4, peak))
+    batch = ests["dp, batch"]
+    if "persist_scores" in inspect.signature(predict_proba).parameters:
+        t, _, peak = _timed(lambda: predict_proba(batch, X).sum().compute(), repeats)
+        rows.append(("predict_proba (dp, batch, persisted scores: base once, solve + "
+                     "verification + output)", t, 4, peak))
+        kw = {"persist_scores": False}
+    else:  # an older skfairlayer: the base runs in every pass
+        kw = {}
+    t, _, peak = _timed(lambda: predict_proba(batch, X, **kw).sum().compute(), repeats)
+    rows.append(("predict_proba (dp, batch, persist_scores=False: base every pass)", t, 4,
+                 peak))
     return floor, rows
+
+
+def _warm_up(*arrays):
+    """One untimed reduction of each array and of their pair: the first computations on a
+    fresh client pay one-off costs (imports and function pickling on the workers) that
+    would otherwise land on the floor."""
+    for x in arrays:
+        x.sum().compute()
+    da.map_blocks(_clip, *arrays, dtype=float).sum().compute()
+
+
+def _block_rows(rows=1_000_000, copies=8, repeats=32):
+    """Per-block timings (ms) of every pass's numpy function, and of ``sum`` (see --blocks)."""
+    from skfairlayer.dask import _blocks
+
+    rng = np.random.default_rng(0)
+    data = []
+    for _ in range(copies):
+        g = rng.integers(0, 2, rows).astype(np.int8)
+        data.append((1.0 / (1.0 + np.exp(-(rng.normal(0.0, 1.5, rows) + 0.4 * g))), g))
+    funcs, init = {}, _blocks.Pass.__init__
+
+    def record(self, score_blocks, group_blocks, func, name, extra=None):
+        funcs.setdefault(name, (func, () if extra is None else (extra[0],)))
+        init(self, score_blocks, group_blocks, func, name, extra)
+
+    s10, g10 = np.concatenate([d[0] for d in data[:2]] * 5), np.concatenate(
+        [d[1] for d in data[:2]] * 5)
+    _blocks.Pass.__init__ = record
+    try:
+        with dask.config.set(scheduler="synchronous"):
+            ds, dg = da.from_array(s10, chunks=rows), da.from_array(g10, chunks=rows)
+            res = project(ds, dg, tolerance=TOLERANCE)
+            dec = parity_decisions(ds, dg, tolerance=TOLERANCE)
+            dask.compute(res.proba.sum(), dec.decisions.sum())
+    finally:
+        _blocks.Pass.__init__ = init
+
+    def best(fn):
+        times = []
+        for i in range(repeats):
+            s, g = data[i % copies]
+            t0 = time.perf_counter()
+            fn(s, g)
+            times.append(time.perf_counter() - t0)
+        return 1e3 * min(times)
+
+    out = [("sum (floor)", best(lambda s, g: s.sum()))]
+    for name, (func, extra) in funcs.items():
+        out.append((name.replace("skfairlayer-", ""),
+                    best(lambda s, g, f=func, x=extra: f(s, g, *x))))
+    return out
 
 
 def _timed(fn, repeats):
@@ -130,6 +200,10 @@ def _timed(fn, repeats):
     return float(np.median(times)), out, peak
 
 
+def _load():
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def _rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -142,14 +216,24 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--estimator", action="store_true",
                         help="time the estimator front end instead (see the module docstring)")
+    parser.add_argument("--blocks", action="store_true",
+                        help="time the per-block numpy functions (see the module docstring)")
     args = parser.parse_args()
+    if args.blocks:
+        print(f"per 1e6-row block, minimum of 32 calls; load average {_load()}\n")
+        print("| pass | ms | / sum |\n|---|---|---|")
+        rows = _block_rows()
+        for name, ms in rows:
+            print(f"| {name} | {ms:.2f} | {ms / rows[0][1]:.1f} |")
+        return
     n = int(args.rows)
     chunk = -(-n // args.chunks)
     if args.estimator:
         with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
                           dashboard_address=":0") as cluster, Client(cluster) as client:
             floor, rows = _estimator_rows(client, n, chunk, args.repeats)
-        print(f"n = {n:.0e} rows, {args.chunks} chunks, {args.workers} worker processes\n")
+        print(f"n = {n:.0e} rows, {args.chunks} chunks, {args.workers} worker processes; "
+              f"load average {_load()}\n")
         _table(rows, floor)
         return
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
@@ -157,6 +241,7 @@ def main():
         scores, groups = _data(n, chunk)
         scores, groups = client.persist([scores, groups])
         wait([scores, groups])
+        _warm_up(scores, groups)
         rss0 = _rss_mb()
         rows = []
         floor, _, _ = _timed(lambda: scores.sum().compute(), args.repeats)
@@ -192,7 +277,7 @@ def main():
     print(f"n = {n:.0e} rows, {args.chunks} chunks, {args.workers} worker processes; "
           f"gap {gap:.4g} (tolerance {TOLERANCE}); decisions gap {dec.gap:.4g}; "
           f"uncertain rows per bracket pass {res.info['uncertain_rows']}; "
-          f"driver RSS growth over the run {rss:.0f} MB\n")
+          f"driver RSS growth over the run {rss:.0f} MB; load average {_load()}\n")
     _table(rows, floor)
 
 

@@ -270,7 +270,8 @@ def test_estimator_unsupported():
 
 
 def test_local_cluster_with_processes():
-    """Check the projection and decisions on a LocalCluster with worker processes (pickling)."""
+    """Check the projection and decisions on a LocalCluster with worker processes (pickling),
+    on persisted arrays."""
     distributed = pytest.importorskip("distributed")
     from skfairlayer.dask import parity_decisions, predict, predict_proba
     from skfairlayer.dask import project as dproject
@@ -281,8 +282,9 @@ def test_local_cluster_with_processes():
     dX = da.from_array(Xg, chunks=250)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=":0") as cluster, \
-            distributed.Client(cluster), dask.config.set(scheduler=None):
-        ds, dg = da.from_array(s, chunks=2500), da.from_array(g, chunks=2500)
+            distributed.Client(cluster) as client, dask.config.set(scheduler=None):
+        # persisted on the workers: the passes refer to the blocks' keys, held as futures
+        ds, dg = client.persist([da.from_array(s, chunks=2500), da.from_array(g, chunks=2500)])
         res = dproject(ds, dg, tolerance=0.01)
         out = res.proba.compute()
         dec = parity_decisions(ds, dg, tolerance=0.01).decisions.compute()
@@ -329,3 +331,26 @@ def test_solve_aggregates_spark_recipe():
     shifts = solve_aggregates(*aggregates(np.full(3, 0.02)), tolerance=eps)
     np.testing.assert_allclose(shifts, ref, rtol=0, atol=1e-12)
     assert solve_aggregates(*aggregates(np.full(3, 1e-7)), tolerance=eps) is None
+
+
+@pytest.mark.parametrize("labels", [(0.0, 1.0), (-1.5, 2.25), (0.0, 0.5, 1.0)])
+def test_float_group_labels(labels):
+    """Check that float group labels (the two-group fast path, or a third value: the general
+    path) give the in-memory projection and decisions, with 2-D one-column groups too."""
+    from skfairlayer.dask import parity_decisions
+    from skfairlayer.dask import project as dproject
+
+    rng = np.random.default_rng(7)
+    n = 30_000
+    g = np.asarray(labels)[rng.integers(0, len(labels), n)]
+    s = np.clip(rng.random(n) + 0.2 * (g == labels[0]), 0, 1)
+    ref = project(s, g, tolerance=0.02)
+    chunks = _chunks(rng, n)
+    ds = da.from_array(s, chunks=chunks)
+    for dg in (da.from_array(g, chunks=chunks), da.from_array(g[:, None], chunks=(chunks[0], 1))):
+        res = dproject(ds, dg, tolerance=0.02)
+        np.testing.assert_allclose(res.proba.compute(), ref.proba, rtol=0, atol=1e-12)
+        assert res.groups.tolist() == sorted(labels)
+    dec = parity_decisions(ds, da.from_array(g, chunks=chunks), tolerance=0.02)
+    expected = memory_decisions(s, np.searchsorted(np.sort(labels), g), len(labels), 0.02)
+    np.testing.assert_array_equal(dec.decisions.compute(), expected.decisions)

@@ -253,3 +253,46 @@ def test_input_errors():
                                   sensitive_features=lambda Z: Z[:, 0] > 0).fit(X, y > 0)
     with pytest.raises(NotImplementedError, match="callable"):
         predict(clf, dX)
+
+
+class _CountingLogistic(LogisticRegression):
+    """A logistic regression that records the rows of every predict_proba call."""
+
+    calls = []  # noqa: RUF012 (shared by the clones the layer makes)
+
+    def predict_proba(self, X):
+        type(self).calls.append(X.shape[0])
+        return super().predict_proba(X)
+
+
+@pytest.mark.parametrize("method", ["predict_proba", "parity", "threshold"])
+def test_batch_scores_each_partition_once(method):
+    """Check that inference='batch' runs the base's predict_proba once per non-empty partition
+    (persist_scores=True) and every pass (False), with the same answer either way."""
+    import skfairlayer.dask as sd
+
+    rng, X, g, _, y = _data(4, n=1500)
+    decision = "threshold" if method == "threshold" else "parity"
+    est = FairnessLayerClassifier(_CountingLogistic(), tolerance=0.03,
+                                  decision=decision).fit(X, y, sensitive_features=g)
+    chunks = _chunks(rng, X.shape[0])
+    dX, dg = da.from_array(X, chunks=(chunks[0], 3)), da.from_array(g, chunks=chunks)
+    fn = sd.predict_proba if method == "predict_proba" else sd.predict
+    ref = getattr(est, "predict_proba" if method == "predict_proba" else "predict")(
+        X, sensitive_features=g)
+    outs = {}
+    for persist in (True, False):
+        _CountingLogistic.calls.clear()
+        outs[persist] = fn(est, dX, sensitive_features=dg, persist_scores=persist).compute()
+        calls = [c for c in _CountingLogistic.calls if c]
+        if persist:
+            assert sorted(calls) == sorted(c for c in chunks[0] if c)
+        else:
+            assert len(calls) >= 3 * sum(1 for c in chunks[0] if c)
+    np.testing.assert_array_equal(outs[True], outs[False])
+    if method == "predict_proba":
+        np.testing.assert_allclose(outs[True], ref, rtol=0, atol=1e-12)
+    else:
+        np.testing.assert_array_equal(outs[True], ref)
+    with pytest.raises(TypeError, match="persist_scores must be True or False"):
+        fn(est, dX, sensitive_features=dg, persist_scores="yes")

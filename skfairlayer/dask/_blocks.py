@@ -3,18 +3,59 @@
 Every pass of :mod:`skfairlayer.dask` maps a numpy function over the aligned
 (scores, groups) blocks of the collections and combines the small per-block
 results pairwise up a tree (so sums keep ``~log(n_blocks)`` roundings, not
-``n_blocks``). Group labels are discovered per block and merged on the driver:
-the global labels are sorted as the in-memory :func:`~skfairlayer.project`
-sorts them.
+``n_blocks``). A :class:`Pass` writes that graph directly (one layer; a
+``dask.delayed`` call per block cost more on the driver than the cluster's
+work). Group labels are discovered per block and merged on the driver: the
+global labels are sorted as the in-memory :func:`~skfairlayer.project` sorts
+them.
 """
+
+import operator
 
 import dask
 import dask.array as da
 import numpy as np
-from dask.delayed import delayed
+from dask.base import tokenize
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from .._groups import _unique, encode
 from ..exceptions import UnseenGroupError
+
+try:  # explicit task references (dask >= 2024.12): keys of persisted blocks stay references
+    from dask._task_spec import Alias, List, Task, TaskRef
+except ImportError:  # pragma: no cover (older dask: tuple tasks)
+    Alias = List = Task = TaskRef = None
+
+
+def _task(key, func, *args):
+    """The task ``func(*args)`` under ``key``; ``args`` of type :class:`_Ref` are other tasks."""
+    if Task is None:  # pragma: no cover
+        return (func, *[a.key if isinstance(a, _Ref) else a for a in args])
+    return Task(key, func, *[TaskRef(a.key) if isinstance(a, _Ref) else a for a in args])
+
+
+def _list_task(key, func, refs):
+    """The task ``func([results of refs])``."""
+    if Task is None:  # pragma: no cover
+        return (func, [r.key for r in refs])
+    return Task(key, func, List(*[TaskRef(r.key) for r in refs]))
+
+
+def _alias(key, target):
+    if Alias is None:  # pragma: no cover
+        return target
+    return Alias(key, target)
+
+
+class _Ref:
+    """A reference to the result of the task ``key`` (an argument of :func:`_task`)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key):
+        self.key = key
+
 
 #: Rows per sub-block of a per-block group sum (bincount adds sequentially; the
 #: sub-block results are then summed pairwise).
@@ -117,15 +158,100 @@ def aligned_blocks(sensitive_features, chunks, other="scores"):
     return group_blocks
 
 
-def tree_reduce(parts, combine, split_every=_SPLIT):
-    """Combine delayed ``parts`` with ``combine(list) -> part``, ``split_every`` at a time."""
-    parts = list(parts)
-    if not parts:
-        raise ValueError("The collection has no partitions.")
-    while len(parts) > 1:
-        parts = [delayed(combine, pure=True)(parts[i : i + split_every])
-                 for i in range(0, len(parts), split_every)]
-    return parts[0]
+def _merged(blocks):
+    """The union of the graphs of delayed ``blocks`` (blocks of one collection share one)."""
+    graphs = {}
+    for b in blocks:
+        graphs.setdefault(id(b.dask), b.dask)
+    return HighLevelGraph.merge(*graphs.values())
+
+
+class Pass:
+    """One pass over aligned delayed blocks, its graph written directly.
+
+    ``dask.delayed`` calls cost about a millisecond each on the driver (argument
+    traversal, tokenizing, one graph per call); a pass over hundreds of
+    partitions spent more building its graph than the cluster spent computing
+    it. Here one layer holds a task per block (``func(scores, groups)``,
+    ``func`` a :func:`functools.partial` holding the small parameters) and the
+    tree reductions.
+
+    Parameters
+    ----------
+    score_blocks, group_blocks : list of Delayed
+        Aligned blocks.
+    func : callable
+        ``func(scores_block, groups_block)`` for each pair (a partial).
+    name : str
+        Prefix of the task keys.
+    extra : list, default=None
+        One more argument per block: ``func(scores_block, groups_block, extra[i])``.
+    """
+
+    def __init__(self, score_blocks, group_blocks, func, name, extra=None):
+        base = _merged(list(score_blocks) + list(group_blocks))
+        more = [()] * len(score_blocks) if extra is None else [(x,) for x in extra]
+        token = tokenize(func, [b.key for b in score_blocks], [b.key for b in group_blocks],
+                         more)
+        self.name = f"{name}-{token}"
+        self.layer = {
+            (self.name, i): _task((self.name, i), func, _Ref(s.key), _Ref(g.key), *x)
+            for i, (s, g, x) in enumerate(zip(score_blocks, group_blocks, more, strict=True))
+        }
+        self.keys = list(self.layer)
+        self._base, self._n = base, 0
+
+    def _key(self, tag):
+        self._n += 1
+        return (f"{self.name}-{tag}", self._n)
+
+    def item(self, keys, index):
+        """Keys of ``result[index]`` of each task of ``keys``."""
+        out = []
+        for k in keys:
+            new = self._key(f"item{index}")
+            self.layer[new] = _task(new, operator.getitem, _Ref(k), index)
+            out.append(new)
+        return out
+
+    def reduce(self, keys, combine, split_every=_SPLIT):
+        """Key of ``keys`` combined with ``combine(list) -> part``, ``split_every`` at a time."""
+        keys = list(keys)
+        if not keys:
+            raise ValueError("The collection has no partitions.")
+        while len(keys) > 1:
+            level = []
+            for i in range(0, len(keys), split_every):
+                new = self._key("reduce")
+                self.layer[new] = _list_task(new, combine,
+                                             [_Ref(k) for k in keys[i : i + split_every]])
+                level.append(new)
+            keys = level
+        return keys[0]
+
+    def task(self, func, *keys):
+        """Key of a new task ``func(*results)``, ``results`` those of the tasks ``keys``."""
+        new = self._key("task")
+        self.layer[new] = _task(new, func, *[_Ref(k) for k in keys])
+        return new
+
+    def graph(self):
+        """The pass's graph over the blocks' graphs."""
+        own = HighLevelGraph({self.name: MaterializedLayer(dict(self.layer))},
+                             {self.name: set(self._base.layers)})
+        return HighLevelGraph.merge(self._base, own)
+
+    def delayed(self, key):
+        """A Delayed of the task ``key``."""
+        return Delayed(key, self.graph(), layer=self.name)
+
+    def array(self, keys, chunks, dtype):
+        """A 1-D Dask array whose blocks are the tasks ``keys`` (``chunks`` rows each)."""
+        name = f"{self.name}-array"
+        aliases = {(name, i): _alias((name, i), k) for i, k in enumerate(keys)}
+        own = HighLevelGraph({name: MaterializedLayer(aliases)}, {name: {self.name}})
+        return da.Array(HighLevelGraph.merge(self.graph(), own), name, (tuple(chunks),),
+                        dtype=dtype)
 
 
 def compute(*objs):
@@ -212,43 +338,62 @@ def sub_blocks(n):
     return [slice(a, min(a + SUB, n)) for a in range(0, n, SUB)] or [slice(0, 0)]
 
 
-def two_valued(raw):
-    """Sorted labels and the indicator of the second, for a 1-D integer block with at
-    most two distinct values; None otherwise (the general path then runs)."""
+def _numeric(raw):
+    """``raw`` as a 1-D integer or float array (a column of a 2-D block flattened), or None."""
     arr = np.asarray(raw)
-    if arr.ndim != 1 or arr.dtype.kind not in "iu" or arr.size == 0:
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1 or arr.dtype.kind not in "iuf":
+        return None
+    return arr
+
+
+def two_valued(raw):
+    """Sorted labels and the indicator of the second, for a 1-D integer or float block
+    with at most two distinct values (no NaN); None otherwise (the general path then runs)."""
+    arr = _numeric(raw)
+    if arr is None or arr.size == 0:
         return None
     lo, hi = arr.min(), arr.max()
     if lo == hi:
         return arr[:1], np.zeros(arr.size, dtype=bool)
     ind = arr == hi
-    if hi - lo != 1 and np.count_nonzero(arr == lo) + np.count_nonzero(ind) != arr.size:
-        return None
+    consecutive = arr.dtype.kind in "iu" and hi - lo == 1  # then no third value
+    if not consecutive and np.count_nonzero(arr == lo) + np.count_nonzero(ind) != arr.size:
+        return None  # a third value, or NaN
     return np.array([lo, hi], dtype=arr.dtype), ind
 
 
 def indicator(raw, lookup):
-    """Boolean indicator of global group 1 when there are two integer groups, else None."""
+    """Boolean indicator of global group 1 when there are two numeric groups, else None."""
     if len(lookup) != 2:
         return None
-    arr = np.asarray(raw)
-    if arr.ndim != 1 or arr.dtype.kind not in "iu":
+    arr = _numeric(raw)
+    if arr is None:
         return None
     keys = sorted(lookup, key=lookup.get)
-    if not all(isinstance(key, int | np.integer) for key in keys):
+    if not all(isinstance(key, int | float | np.integer | np.floating)
+               and not isinstance(key, bool | np.bool_) for key in keys):
         return None
     ind = arr == keys[1]
-    if np.count_nonzero(ind) + np.count_nonzero(arr == keys[0]) != arr.size:
-        return None  # an unseen label: the general path raises
+    if arr.size and arr.dtype.kind in "iu" and keys[1] - keys[0] == 1:  # the range decides
+        if arr.min() < keys[0] or arr.max() > keys[1]:
+            return None  # an unseen label: the general path raises
+    elif np.count_nonzero(ind) + np.count_nonzero(arr == keys[0]) != arr.size:
+        return None
     return ind
 
 
-def indicator_dot(ind, x):
-    """``sum(x[ind])`` through a float copy of the indicator, sub-block by sub-block."""
+def indicator_sums(ind, x):
+    """``(sum(x), sum(x[ind]))`` in one read of ``x``, sub-block by sub-block: the
+    indicator converted to floats in a cache-resident buffer, ``einsum`` (not BLAS,
+    whose threads stall on a busy machine)."""
     buf = np.empty(min(SUB, x.size))
-    total = 0.0
+    total = one = 0.0
     for sl in sub_blocks(x.size):
         m = sl.stop - sl.start
-        np.copyto(buf[:m], ind[sl])
-        total += float(np.einsum("i,i->", buf[:m], x[sl]))
-    return total
+        b, xs = buf[:m], x[sl]
+        np.copyto(b, ind[sl])
+        total += float(xs.sum())
+        one += float(np.einsum("i,i->", b, xs))
+    return total, one

@@ -17,14 +17,16 @@ band of width ``tolerance``. Globally:
    verify the selection rates on the whole collection.
 """
 
-import dask.array as da
+from functools import partial
+
 import numpy as np
-from dask.delayed import delayed
 
 from .._decisions import _threshold_between
 from .._validation import check_tolerance
 from ..exceptions import SolverError
 from ._blocks import (
+    SUB,
+    Pass,
     as_blocks,
     as_float,
     block_codes,
@@ -34,7 +36,6 @@ from ._blocks import (
     indicator,
     label_keys,
     sub_blocks,
-    tree_reduce,
     two_valued,
 )
 
@@ -112,13 +113,22 @@ def _block_hist(s_raw, g_raw, bins):
         if s.size and (s.min() < 0 or s.max() > 1 or not np.isfinite(s.sum())):
             _bins(s, bins)  # raises
         cnt, gain = np.zeros(k * width), np.zeros(k * width)
+        size = min(SUB, s.size)
+        fb, wb, flat_b = np.empty(size), np.empty(size), np.empty(size, dtype=np.intp)
         for sl in sub_blocks(s.size):
-            x = s[sl]
-            flat = np.ceil(x * bins).astype(np.intp)
-            if k == 2:
-                flat += ind[sl] * width
+            m = sl.stop - sl.start
+            x, t, w, flat = s[sl], fb[:m], wb[:m], flat_b[:m]
+            np.multiply(x, bins, out=t)
+            np.ceil(t, out=t)
+            if k == 2:  # the bin offset of group 1, exact in floats
+                np.copyto(w, ind[sl])
+                w *= width
+                t += w
+            np.copyto(flat, t, casting="unsafe")
+            np.multiply(x, 2.0, out=w)
+            w -= 1.0
             cnt += np.bincount(flat, minlength=k * width)
-            gain += np.bincount(flat, weights=2.0 * x - 1.0, minlength=k * width)
+            gain += np.bincount(flat, weights=w, minlength=k * width)
     return {"keys": label_keys(labels),
             "cnt": cnt.reshape(k, width).astype(np.float64),
             "gain": gain.reshape(k, width),
@@ -142,7 +152,7 @@ def _merge_hist(parts):
             "rows": [r for p in parts for r in p["rows"]]}
 
 
-def _block_window(s_raw, g_raw, lookup, e_lo, e_hi, offset, bins):
+def _block_window(s_raw, g_raw, offset, lookup, e_lo, e_hi, bins):
     s = as_float(s_raw)
     ind = indicator(g_raw, lookup)
     if ind is None:
@@ -166,7 +176,7 @@ def _merge_window(parts):
     return {key: np.concatenate([p[key] for p in parts]) for key in ("s", "g", "pos")}
 
 
-def _block_decide(s_raw, g_raw, lookup, value, last, offset):
+def _block_decide(s_raw, g_raw, offset, lookup, value, last):
     s = as_float(s_raw)
     ind = indicator(g_raw, lookup)
     if ind is None:
@@ -189,6 +199,10 @@ def _block_decide(s_raw, g_raw, lookup, value, last, offset):
     out[ties] = ties + offset <= last[ind[ties].astype(np.intp)]
     n1 = np.count_nonzero(out & ind)
     return out.astype(int), np.array([np.count_nonzero(out) - n1, n1], dtype=np.float64)
+
+
+def _sum_parts(parts):
+    return np.sum(parts, axis=0)
 
 
 def _check_counts(total, counts):
@@ -376,9 +390,9 @@ def _solve_region(blocks, lookup, tables, sizes, free, tol, offsets, bins, lo, h
     """Extract the windows of the levels ``[ta, tb]``, solve there exactly, certify, widen."""
     for rounds in range(1, _ROUNDS + 1):
         e_lo, e_hi = _windows(tables, sizes, free, tol, ta, tb)
-        parts = [delayed(_block_window, pure=True)(s, g, lookup, e_lo, e_hi, off, bins)
-                 for (s, g), off in zip(blocks, offsets, strict=True)]
-        (window,) = compute(tree_reduce(parts, _merge_window))
+        func = partial(_block_window, lookup=lookup, e_lo=e_lo, e_hi=e_hi, bins=bins)
+        pas = Pass(*blocks, func, "skfairlayer-window", extra=offsets.tolist())
+        (window,) = compute(pas.delayed(pas.reduce(pas.keys, _merge_window)))
         exact = _exact_f(window, tables, sizes, e_lo, e_hi)
         pts, mids = _levels_in(sizes, tol, lo, hi, ta, tb)
         extra = np.array([t for t in special if ta <= t <= tb])
@@ -467,9 +481,8 @@ def decide_blocks(score_blocks, group_blocks, tolerance, bins=BINS, check_labels
     tolerance = check_tolerance(tolerance)
     if bins < 2 or bins & (bins - 1):
         raise ValueError(f"bins must be a power of 2 >= 2. Got {bins!r} instead.")
-    parts = [delayed(_block_hist, pure=True)(s, g, bins)
-             for s, g in zip(score_blocks, group_blocks, strict=True)]
-    (hist,) = compute(tree_reduce(parts, _merge_hist))
+    pas = Pass(score_blocks, group_blocks, partial(_block_hist, bins=bins), "skfairlayer-hist")
+    (hist,) = compute(pas.delayed(pas.reduce(pas.keys, _merge_hist)))
     labels = global_labels(hist["keys"])
     if check_labels is not None:
         check_labels(labels)
@@ -482,15 +495,13 @@ def decide_blocks(score_blocks, group_blocks, tolerance, bins=BINS, check_labels
     free = cnt[:, bins // 2 + 1 :].sum(axis=1)  # scores > 0.5
     offsets = np.concatenate(([0], np.cumsum(hist["rows"])[:-1])).astype(np.int64)
     tables = _Tables(cnt, gain, bins)
-    blocks = list(zip(score_blocks, group_blocks, strict=True))
+    blocks = (list(score_blocks), list(group_blocks))
     counts, exact, rounds = _solve_counts(blocks, lookup, tables, sizes, free, tolerance,
                                           offsets, bins)
     value, last, thresholds = _rule(exact, counts, sizes)
-    pairs = [delayed(_block_decide, pure=True)(s, g, lookup, value, last, off)
-             for (s, g), off in zip(blocks, offsets, strict=True)]
-    total = tree_reduce([p[1] for p in pairs], lambda xs: np.sum(xs, axis=0))
-    ok = delayed(_check_counts, pure=True)(total, counts.astype(np.float64))
-    arrays = [da.from_delayed(delayed(_release, pure=True)(p, ok), shape=(int(n),), dtype=int)
-              for p, n in zip(pairs, hist["rows"], strict=True)]
-    decisions = da.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+    func = partial(_block_decide, lookup=lookup, value=value, last=last)
+    pas = Pass(*blocks, func, "skfairlayer-decide", extra=offsets.tolist())
+    total = pas.reduce(pas.item(pas.keys, 1), _sum_parts)
+    ok = pas.task(partial(_check_counts, counts=counts.astype(np.float64)), total)
+    decisions = pas.array([pas.task(_release, k, ok) for k in pas.keys], hist["rows"], int)
     return DaskParityDecisions(decisions, counts, sizes, thresholds, labels, 1 + rounds)

@@ -12,6 +12,7 @@ the collection's empty meta, then applied partition by partition.
 
 import copy
 
+import dask
 import dask.array as da
 import numpy as np
 from dask.delayed import delayed
@@ -144,13 +145,29 @@ def _split(est, x, sf):
     return est._scores(est.estimator_, base_X), raw
 
 
-def _batch_blocks(estimator, X, sensitive_features):
-    """Delayed blocks of base scores and of raw groups, aligned, and rows per block."""
+def _batch_blocks(estimator, X, sensitive_features, persist_scores):
+    """Delayed blocks of base scores and of raw groups, aligned, and rows per block.
+
+    With ``persist_scores``, both are computed once (one base call per partition) and
+    kept where they were computed (the workers' memory with a distributed client);
+    every pass and the lazy output then read them. They are released when nothing
+    refers to them any more (the returned output included).
+    """
+    _check_persist(persist_scores)
     blocks, sf_blocks, chunks = _partitions(estimator, X, sensitive_features)
     est = delayed(estimator, pure=True)
     pairs = [delayed(_split, nout=2, pure=True)(est, x, s)
              for x, s in zip(blocks, sf_blocks, strict=True)]
-    return [p[0] for p in pairs], [p[1] for p in pairs], chunks
+    scores, groups = [p[0] for p in pairs], [p[1] for p in pairs]
+    if persist_scores:
+        kept = dask.persist(*scores, *groups)
+        scores, groups = list(kept[: len(scores)]), list(kept[len(scores) :])
+    return scores, groups, chunks
+
+
+def _check_persist(persist_scores):
+    if not isinstance(persist_scores, bool | np.bool_):
+        raise TypeError(f"persist_scores must be True or False. Got {persist_scores!r} instead.")
 
 
 def _check_known(estimator, labels):
@@ -167,9 +184,9 @@ def _check_known(estimator, labels):
         )
 
 
-def _batch_outputs(estimator, X, sensitive_features, tolerance, bounds):
+def _batch_outputs(estimator, X, sensitive_features, tolerance, bounds, persist_scores):
     """Globally projected base scores, or None when the collection has fewer than two groups."""
-    scores, groups, chunks = _batch_blocks(estimator, X, sensitive_features)
+    scores, groups, chunks = _batch_blocks(estimator, X, sensitive_features, persist_scores)
     result = project_blocks(scores, groups, chunks, tolerance, bounds,
                             check_labels=lambda labels: _check_known(estimator, labels))
     return result.proba if len(result.groups) >= 2 else None
@@ -178,7 +195,7 @@ def _batch_outputs(estimator, X, sensitive_features, tolerance, bounds):
 # ------------------------------------------------------------------ public functions
 
 
-def predict_proba(estimator, X, *, sensitive_features=None):
+def predict_proba(estimator, X, *, sensitive_features=None, persist_scores=True):
     """Projected class probabilities of a Dask collection.
 
     Parameters
@@ -189,6 +206,16 @@ def predict_proba(estimator, X, *, sensitive_features=None):
         Samples; the base model scores each partition.
     sensitive_features : dask array / Series / DataFrame, default=None
         Group of each row, when the estimator does not read them from ``X``.
+    persist_scores : bool, default=True
+        With ``inference="batch"``: compute the base scores (and the groups) once
+        and keep them in the cluster's memory (about 8 bytes a row, plus the
+        group column) for the passes of the global solve and for the returned
+        lazy output, which reads them; they are released when nothing refers to
+        them (the output included). The base model then runs once per
+        partition instead of once per pass (4 passes). ``False`` keeps nothing:
+        each pass scores the partitions again (for a base model cheaper than
+        reading its scores back, or a collection too large for the cluster's
+        memory). Ignored with ``inference="fitted"``.
 
     Returns
     -------
@@ -206,6 +233,7 @@ def predict_proba(estimator, X, *, sensitive_features=None):
         With ``inference="batch"``, for a problem not solved from per-group sums.
     """
     _check_estimator(estimator)
+    _check_persist(persist_scores)
     if not is_classifier(estimator):
         raise TypeError(
             "predict_proba needs a FairnessLayerClassifier. "
@@ -215,14 +243,15 @@ def predict_proba(estimator, X, *, sensitive_features=None):
         return _rowwise(estimator, "predict_proba", X, sensitive_features,
                         (len(estimator.classes_),), np.float64)
     _check_batch(estimator)
-    p = _batch_outputs(estimator, X, sensitive_features, float(estimator.tolerance), (0.0, 1.0))
+    p = _batch_outputs(estimator, X, sensitive_features, float(estimator.tolerance), (0.0, 1.0),
+                       persist_scores)
     if p is None:  # fewer than two groups: the fitted rule, as in memory
         return predict_proba(_fitted_copy(estimator), X, sensitive_features=sensitive_features)
     return p.map_blocks(lambda b: np.column_stack([1.0 - b, b]), new_axis=1,
                         chunks=(p.chunks[0], (2,)), dtype=np.float64)
 
 
-def predict(estimator, X, *, sensitive_features=None):
+def predict(estimator, X, *, sensitive_features=None, persist_scores=True):
     """Class labels (classifier) or projected predictions (regressor) of a Dask collection.
 
     Parameters
@@ -233,6 +262,16 @@ def predict(estimator, X, *, sensitive_features=None):
         Samples.
     sensitive_features : dask array / Series / DataFrame, default=None
         Group of each row, when the estimator does not read them from ``X``.
+    persist_scores : bool, default=True
+        With ``inference="batch"``: compute the base scores (and the groups) once
+        and keep them in the cluster's memory (about 8 bytes a row, plus the
+        group column) for the passes of the global solve and for the returned
+        lazy output, which reads them; they are released when nothing refers to
+        them (the output included). The base model then runs once per
+        partition instead of once per pass (4 passes). ``False`` keeps nothing:
+        each pass scores the partitions again (for a base model cheaper than
+        reading its scores back, or a collection too large for the cluster's
+        memory). Ignored with ``inference="fitted"``.
 
     Returns
     -------
@@ -251,6 +290,7 @@ def predict(estimator, X, *, sensitive_features=None):
         With ``inference="batch"``, for a problem not solved from per-group sums.
     """
     _check_estimator(estimator)
+    _check_persist(persist_scores)
     classifier = is_classifier(estimator)
     if estimator.inference == "fitted":
         dtype = estimator.classes_.dtype if classifier else np.float64
@@ -259,19 +299,19 @@ def predict(estimator, X, *, sensitive_features=None):
     if not classifier:
         layer = estimator.layer_
         p = _batch_outputs(estimator, X, sensitive_features, layer.tolerance,
-                           (layer.lower, layer.upper))
+                           (layer.lower, layer.upper), persist_scores)
         if p is None:
             return predict(_fitted_copy(estimator), X, sensitive_features=sensitive_features)
         return p.map_blocks(estimator._unscale, dtype=np.float64)
     classes = estimator.classes_
     if estimator.decision == "threshold":
         p = _batch_outputs(estimator, X, sensitive_features, float(estimator.tolerance),
-                           (0.0, 1.0))
+                           (0.0, 1.0), persist_scores)
         if p is None:
             return predict(_fitted_copy(estimator), X, sensitive_features=sensitive_features)
         labels = (p >= estimator.threshold).astype(int)
     else:
-        scores, groups, _ = _batch_blocks(estimator, X, sensitive_features)
+        scores, groups, _ = _batch_blocks(estimator, X, sensitive_features, persist_scores)
         result = decide_blocks(scores, groups, float(estimator.tolerance),
                                check_labels=lambda labels: _check_known(estimator, labels))
         if len(result.groups) < 2:

@@ -14,7 +14,7 @@ from ._blocks import (
     global_codes,
     group_sums,
     indicator,
-    indicator_dot,
+    indicator_sums,
     label_keys,
     sub_blocks,
     two_valued,
@@ -27,8 +27,10 @@ def _strided(idx, target):
     return idx[stride // 2 :: stride] if stride > 1 else idx
 
 
-def _check_finite(s):
-    if s.size and not np.isfinite(s.sum()) and not np.isfinite(s).all():
+def _check_finite(s, total=None):
+    """Raise unless ``s`` is finite (``total``: its sum, when already taken)."""
+    total = s.sum() if total is None else total
+    if s.size and not np.isfinite(total) and not np.isfinite(s).all():
         raise ValueError(
             "scores contain NaN or infinite values. Every score must be a finite number."
         )
@@ -71,7 +73,6 @@ def _check_rows(m, n):
 def block_stats(s_raw, g_raw, target):
     """Pass 1: group labels, counts, sums of scores, and a stratified sample of rows."""
     s = as_float(s_raw)
-    _check_finite(s)
     n = s.shape[0]
     two = two_valued(g_raw)
     if two is not None:
@@ -79,9 +80,12 @@ def block_stats(s_raw, g_raw, target):
         _check_rows(ind.shape[0], n)
         k = len(labels)
         n1 = float(np.count_nonzero(ind))
-        s1 = indicator_dot(ind, s) if k == 2 else 0.0
+        total, s1 = indicator_sums(ind, s)  # one read of the scores, in cache
+        _check_finite(s, total)
+        if k == 1:
+            s1 = 0.0
         counts = np.array([n - n1, n1][:k])
-        sums = np.array([float(np.sum(s)) - s1, s1][:k])
+        sums = np.array([total - s1, s1][:k])
 
         def codes_of(idx):
             return ind[idx].astype(np.intp)
@@ -89,6 +93,7 @@ def block_stats(s_raw, g_raw, target):
         def group_mask(g):
             return ind if g == 1 else ~ind
     else:
+        _check_finite(s)
         codes, labels = block_codes(g_raw)
         _check_rows(codes.shape[0], n)
         k = len(labels)
@@ -134,27 +139,33 @@ def merge_stats(parts):
 
 
 def _flagged(s, g_raw, lookup, center, low, high):
-    """Rows whose shifted score ``s - center_g`` is outside ``[low, high]``, and their codes."""
+    """Rows whose shifted score ``s - center_g`` is outside ``[low, high]``, and their codes.
+
+    Two groups: ``s + (c_0 - c_1) f`` against ``[low + c_0, high + c_0]`` (``f``: the
+    indicator of group 1, converted in the multiply), sub-block by sub-block, as the
+    core's bracket pass; rows within rounding of an edge are classified exactly later.
+    """
     ind = indicator(g_raw, lookup)
     if ind is None:
         codes = global_codes(g_raw, lookup)
         u = s - center[codes]
         idx = np.flatnonzero((u < low) | (u > high))
         return idx, codes[idx]
-    c0, d = center[0], center[0] - center[1]
-    buf, out = np.empty(min(SUB, s.size)), np.empty(min(SUB, s.size), dtype=bool)
+    d, lo, hi = center[0] - center[1], low + center[0], high + center[0]
+    size = min(SUB, s.size)
+    buf, below, above = np.empty(size), np.empty(size, dtype=bool), np.empty(size, dtype=bool)
     parts = []
     for sl in sub_blocks(s.size):
         m = sl.stop - sl.start
-        u, x = buf[:m], out[:m]
-        np.copyto(u, ind[sl])
-        u *= d
-        u += s[sl]
-        u -= c0  # s - c0 - ind (c1 - c0)
-        np.less(u, low, out=x)
-        x |= u > high
-        parts.append(np.flatnonzero(x) + sl.start)
-    idx = np.concatenate(parts)
+        t, x1, x2 = buf[:m], below[:m], above[:m]
+        np.multiply(ind[sl], d, out=t)
+        np.add(t, s[sl], out=t)
+        np.less(t, lo, out=x1)
+        np.greater(t, hi, out=x2)
+        np.logical_or(x1, x2, out=x1)
+        idx = np.flatnonzero(x1)
+        parts.append(idx + sl.start if sl.start else idx)
+    idx = parts[0] if len(parts) == 1 else np.concatenate(parts)
     return idx, ind[idx].astype(np.intp)
 
 
@@ -214,7 +225,11 @@ def merge_bracket(parts):
 
 
 def block_output(s_raw, g_raw, lookup, shifts, lb, ub):
-    """The output pass: ``clip(s - shift_g, lb, ub)`` and its per-group verification sums."""
+    """The output pass: ``clip(s - shift_g, lb, ub)`` and its per-group verification sums.
+
+    Two groups: sub-block by sub-block, the minimum, maximum and group sums taken
+    while the sub-block is in cache (as the core's output pass).
+    """
     s = as_float(s_raw)
     k = shifts.size
     ind = indicator(g_raw, lookup)
@@ -222,24 +237,27 @@ def block_output(s_raw, g_raw, lookup, shifts, lb, ub):
         codes = global_codes(g_raw, lookup)
         out = np.clip(s - shifts[codes], lb, ub)
         sums = group_sums(codes, out, k)
-    else:
-        out = np.empty(s.size)
-        c0, d = shifts[0], shifts[0] - shifts[1]
-        for sl in sub_blocks(s.size):
-            o = out[sl]
-            np.copyto(o, ind[sl])
-            o *= d
-            o += s[sl]
-            o -= c0
-            np.clip(o, lb, ub, out=o)
-        s1 = indicator_dot(ind, out)
-        sums = np.array([float(np.sum(out)) - s1, s1])
-    stats = {
-        "sums": sums,
-        "lo": float(out.min()) if out.size else np.inf,
-        "hi": float(out.max()) if out.size else -np.inf,
-    }
-    return out, stats
+        lo = float(out.min()) if out.size else np.inf
+        hi = float(out.max()) if out.size else -np.inf
+        return out, {"sums": sums, "lo": lo, "hi": hi}
+    out = np.empty(s.size)
+    c0, d = shifts[0], shifts[0] - shifts[1]
+    buf = np.empty(min(SUB, s.size))
+    total = one = 0.0
+    lo, hi = np.inf, -np.inf
+    for sl in sub_blocks(s.size):
+        m = sl.stop - sl.start
+        o, f = out[sl], buf[:m]
+        np.copyto(f, ind[sl])
+        np.multiply(f, d, out=o)
+        o += s[sl]
+        o -= c0  # s - c0 - f (c1 - c0)
+        np.clip(o, lb, ub, out=o)
+        if m:
+            total += float(o.sum())
+            one += float(np.einsum("i,i->", f, o))
+            lo, hi = np.minimum(lo, o.min()), np.maximum(hi, o.max())  # NaN propagates
+    return out, {"sums": np.array([total - one, one]), "lo": float(lo), "hi": float(hi)}
 
 
 def merge_output_stats(parts):

@@ -18,16 +18,16 @@ set of rows:
    verify parity on the whole collection.
 """
 
-import dask.array as da
+from functools import partial
+
 import numpy as np
-from dask.delayed import delayed
 
 from .._projection import VERIFY_TOL
 from .._solvers._reduced import _Model, _solve_model
 from .._validation import check_tolerance
 from ..exceptions import SolverError
 from . import _passes
-from ._blocks import as_blocks, compute, global_labels, tree_reduce
+from ._blocks import Pass, as_blocks, compute, global_labels
 
 #: Rows of each group the first pass samples (spread over the partitions).
 SAMPLE_ROWS = 1 << 15
@@ -97,9 +97,9 @@ def _targets(n_blocks, rows):
 def _statistics(score_blocks, group_blocks):
     """Pass 1, on the driver: labels, sizes, sums, the stratified sample."""
     target = _targets(len(score_blocks), SAMPLE_ROWS)
-    parts = [delayed(_passes.block_stats, pure=True)(s, g, target)
-             for s, g in zip(score_blocks, group_blocks, strict=True)]
-    (stats,) = compute(tree_reduce(parts, _passes.merge_stats))
+    pas = Pass(score_blocks, group_blocks, partial(_passes.block_stats, target=target),
+               "skfairlayer-stats")
+    (stats,) = compute(pas.delayed(pas.reduce(pas.keys, _passes.merge_stats)))
     labels = global_labels(stats["keys"])
     position = {key: j for j, key in enumerate(stats["keys"])}
     perm = np.array([position[key] for key in labels.tolist()], dtype=np.intp)
@@ -186,10 +186,10 @@ def _bracket_pass(score_blocks, group_blocks, lookup, center, hh, lb, ub, budget
     n_blocks = len(score_blocks)
     cap = max(_MIN_TARGET, budget // max(n_blocks, 1))
     target = _targets(n_blocks, SAMPLE_ROWS)
-    parts = [delayed(_passes.block_bracket, pure=True)(s, g, lookup, center, hh, lb, ub, cap,
-                                                       target)
-             for s, g in zip(score_blocks, group_blocks, strict=True)]
-    (agg,) = compute(tree_reduce(parts, _passes.merge_bracket))
+    func = partial(_passes.block_bracket, lookup=lookup, center=center, hh=hh, lb=lb, ub=ub,
+                   cap=cap, target=target)
+    pas = Pass(score_blocks, group_blocks, func, "skfairlayer-bracket")
+    (agg,) = compute(pas.delayed(pas.reduce(pas.keys, _passes.merge_bracket)))
     agg["nfree"] = stats["counts"] - agg["nout"] + agg["nfree_x"]
     agg["sfree"] = stats["sums"] - agg["sout"] + agg["sfree_x"]
     return agg
@@ -304,20 +304,19 @@ def _release(pair, gap):
 def outputs(score_blocks, group_blocks, chunks, lookup, shifts, sizes, tolerance, lb, ub,
             verify):
     """The lazy output array and the delayed verification of the whole collection."""
-    pairs = [delayed(_passes.block_output, pure=True)(s, g, lookup, shifts, lb, ub)
-             for s, g in zip(score_blocks, group_blocks, strict=True)]
-    stats = tree_reduce([p[1] for p in pairs], _passes.merge_output_stats)
-    check = delayed(_check_output, pure=True)(stats, sizes, tolerance, lb, ub)
+    func = partial(_passes.block_output, lookup=lookup, shifts=shifts, lb=lb, ub=ub)
+    pas = Pass(score_blocks, group_blocks, func, "skfairlayer-output")
+    stats = pas.reduce(pas.item(pas.keys, 1), _passes.merge_output_stats)
+    check_key = pas.task(partial(_check_output, sizes=sizes, tolerance=tolerance, lb=lb, ub=ub),
+                         stats)
     gap = None
     if verify == "eager":
-        (gap,) = compute(check)
-        blocks = [p[0] for p in pairs]
+        (gap,) = compute(pas.delayed(check_key))
+        blocks = pas.item(pas.keys, 0)
     else:
-        blocks = [delayed(_release, pure=True)(p, check) for p in pairs]
-    arrays = [da.from_delayed(b, shape=(n,), dtype=np.float64)
-              for b, n in zip(blocks, chunks, strict=True)]
-    proba = da.concatenate(arrays) if len(arrays) > 1 else arrays[0]
-    return proba, check, gap
+        blocks = [pas.task(_release, k, check_key) for k in pas.keys]
+    proba = pas.array(blocks, chunks, np.float64)
+    return proba, pas.delayed(check_key), gap
 
 
 _VERIFY = ("fused", "eager")
