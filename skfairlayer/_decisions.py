@@ -283,17 +283,17 @@ def parity_decisions(scores, codes, n_groups, tolerance):
         lo, hi = min(lo, hi), max(lo, hi)
     else:  # some levels admit no count in a small group: search them all
         lo, hi = 0.0, 1.0
-    level_num, level_den = _candidate_levels(sizes, tolerance, lo, hi)
+    ranges = _level_ranges(scores, codes, sizes, free, tolerance, lo, hi)
+    parts = [_candidate_levels(sizes, tolerance, a, b) for a, b in ranges]
+    level_num = np.concatenate([num for num, _ in parts])
+    level_den = np.concatenate([den for _, den in parts])
     # Counts each group can take at a candidate level: only their window is sorted.
     levels = [_level_counts(level_num[i : i + _CHUNK], level_den[i : i + _CHUNK], sizes, free,
                             tolerance) for i in range(0, level_num.size, _CHUNK)]
     low = np.min([chosen.min(axis=1) for chosen, _ in levels], axis=0)
     high = np.max([chosen.max(axis=1) for chosen, _ in levels], axis=0)
-    ranked = [
-        _RankedWindow(scores, rows, int(min(a, f)), int(max(b, f)))
-        for rows, a, b, f in zip(_group_rows(codes, n_groups, sizes), low, high, free,
-                                 strict=True)
-    ]
+    ranked = [_RankedWindow(scores, rows, int(a), int(b))
+              for rows, a, b in zip(_group_rows(codes, n_groups, sizes), low, high, strict=True)]
 
     best_val, best_counts = -np.inf, None
     for chosen, feasible in levels:
@@ -314,6 +314,62 @@ def parity_decisions(scores, codes, n_groups, tolerance):
     decisions = selected.view(np.int8).astype(int)
     thresholds = np.array([ranked[g].threshold(best_counts[g]) for g in range(n_groups)])
     return ParityDecisions(decisions, best_counts, sizes, thresholds, tolerance)
+
+
+#: Score bins of the bounds on each group's best sums (a power of 2: exact bin edges), and
+#: intervals of levels bounded at once.
+_BINS = 1 << 12
+_INTERVALS = 1 << 12
+_GRID_DEN = 1 << 30
+
+
+def _level_ranges(scores, codes, sizes, free, tolerance, lo, hi):
+    """Ranges of levels in ``[lo, hi]`` that can hold an optimum: ``[(a, b), ...]``.
+
+    Per group, the sum of the ``c`` largest gains ``2 s - 1`` is bounded above
+    and below from a histogram of the scores (exact counts per bin, scores
+    within the bin's edges). The levels are cut into intervals; an interval
+    whose upper bound is below the lower bound of a feasible grid level holds
+    no optimum and is dropped. Bounds only prune: the survivors are searched
+    exactly. Scores outside ``[0, 1]`` skip the pruning.
+    """
+    everything = [(lo, hi)]
+    if scores.size < 4 * _BINS or not (scores.min() >= 0.0 and scores.max() <= 1.0):
+        return everything
+    k = sizes.size
+    bins = np.minimum((scores * _BINS).astype(np.intp), _BINS - 1)  # exact: B is a power of 2
+    key = codes.astype(np.intp, copy=False) * _BINS + bins
+    count = np.bincount(key, minlength=k * _BINS).reshape(k, _BINS)[:, ::-1]
+    total = np.bincount(key, weights=scores, minlength=k * _BINS).reshape(k, _BINS)[:, ::-1]
+    zero = np.zeros((k, 1))
+    rows = np.hstack([zero, np.cumsum(count, axis=1)])  # rows above each bin (descending)
+    gains = np.hstack([zero, np.cumsum(2.0 * total - count, axis=1)])
+    top_edge = 1.0 - np.arange(_BINS) / _BINS  # descending bins: edges of bin i
+    low_edge = top_edge - 1.0 / _BINS
+
+    def bound(c, edge):  # per group and column of counts c (k, m)
+        i = np.empty(c.shape, dtype=np.intp)
+        for g in range(k):
+            i[g] = np.searchsorted(rows[g], c[g], side="right") - 1
+        i = np.clip(i, 0, _BINS - 1)
+        g = np.arange(k)[:, None]
+        return (gains[g, i] + (c - rows[g, i]) * (2.0 * edge[i] - 1.0)).sum(axis=0)
+
+    start = int(np.floor(lo * _GRID_DEN))
+    step = max(1, -(-int(np.ceil(hi * _GRID_DEN) - start) // _INTERVALS))
+    num = start + step * np.arange(_INTERVALS + 1, dtype=np.int64)
+    chosen, feasible = _level_counts(num, np.full(num.size, _GRID_DEN, np.int64), sizes, free,
+                                     tolerance)
+    if not feasible.any():
+        return everything
+    best_low = float(bound(chosen[:, feasible], low_edge).max())  # a feasible objective's floor
+    peak = rows[:, _BINS // 2][:, None]  # the upper bound rises while the bin's top is > 1/2
+    upper = bound(np.clip(peak, chosen[:, :-1], chosen[:, 1:]), top_edge)
+    keep = upper >= best_low - 1e-9 * (1.0 + float(sizes.sum()))
+    # Merge kept neighbours into ranges of levels (the grid's rationals, as floats).
+    edges = np.diff(np.concatenate([[0], keep.view(np.int8), [0]]))
+    first, last = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return [(num[a] / _GRID_DEN, num[b] / _GRID_DEN) for a, b in zip(first, last, strict=True)]
 
 
 def _level_counts(num, den, sizes, free, tolerance):

@@ -28,9 +28,14 @@ def _brute_force(scores, codes, sizes, tol):
     return best
 
 
+@pytest.mark.parametrize("pruned", [False, True])
 @pytest.mark.parametrize("seed", range(150))
-def test_decisions_are_the_integer_optimum(seed):
-    """Check parity and optimality against enumeration of every feasible selection."""
+def test_decisions_are_the_integer_optimum(seed, pruned, monkeypatch):
+    """Check parity and optimality against enumeration of every feasible selection (also with
+    the histogram bounds pruning levels: 2 bins, 4 intervals, from 8 rows)."""
+    if pruned:
+        monkeypatch.setattr(_decisions, "_BINS", 2)
+        monkeypatch.setattr(_decisions, "_INTERVALS", 4)
     rng = np.random.default_rng(seed)
     k = int(rng.integers(2, 4))
     n = int(rng.integers(k, 11))
@@ -227,3 +232,26 @@ def test_count_ranges_are_exact(seed):
         t = Fraction(a, b)
         assert lo == -((-a * n_h) // b)  # ceil(t n_h)
         assert hi == min(n_h, math.floor((t + ftol) * n_h))  # largest c: c / n_h - t <= tol
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_pruned_levels_keep_the_optimum(seed, monkeypatch):
+    """Check the histogram-bounded search reaches the full search's optimum (objective and
+    parity), on larger batches with ties, close and distant group rates."""
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(2, 6))
+    n = int(rng.integers(200, 3000))
+    codes = np.concatenate([np.arange(k), rng.integers(0, k, n - k)])
+    shift = rng.normal(0, 1.5, k)[codes] * rng.choice([0.05, 0.5, 2.0])
+    scores = 1 / (1 + np.exp(-(rng.normal(0, 1.5, n) + shift)))
+    if seed % 3 == 0:
+        scores = np.round(scores, 2)  # ties, and scores exactly at 1/2
+    tol = float(rng.choice([0.0, 0.01, 0.05, 0.2]))
+    full = parity_decisions(scores, codes, k, tol)  # n < 4 * bins: no pruning
+    monkeypatch.setattr(_decisions, "_BINS", int(rng.choice([4, 16, 64])))
+    monkeypatch.setattr(_decisions, "_INTERVALS", int(rng.choice([2, 16, 256])))
+    pruned = parity_decisions(scores, codes, k, tol)
+    assert pruned.exact_gap <= Fraction(tol)
+    gain = 2 * scores - 1
+    assert np.sum(pruned.decisions * gain) == pytest.approx(np.sum(full.decisions * gain),
+                                                            abs=1e-9)
