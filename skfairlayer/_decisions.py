@@ -268,10 +268,18 @@ def parity_decisions(scores, codes, n_groups, tolerance):
     tolerance = float(tolerance)
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be a non-negative number. Got {tolerance!r} instead.")
-    # Group sizes and unconstrained counts (scores above 1/2) from one integer bincount.
-    cells = np.bincount(2 * codes.astype(np.intp, copy=False) + (scores > 0.5),
-                        minlength=2 * n_groups).reshape(-1, 2)
-    free, sizes = cells[:, 1], cells.sum(axis=1)
+    tables = _histogram(scores, codes, n_groups)
+    if tables is not None:  # sizes and unconstrained counts (scores above 1/2) read off it
+        rows = tables[0]
+        sizes = rows[:, -1].astype(np.int64)
+        free = rows[:, _BINS // 2].astype(np.int64)  # scores >= 1/2, less those at 1/2
+        half = scores == 0.5
+        if half.any():
+            free -= np.bincount(codes[half], minlength=n_groups)
+    else:  # one integer bincount
+        cells = np.bincount(2 * codes.astype(np.intp, copy=False) + (scores > 0.5),
+                            minlength=2 * n_groups).reshape(-1, 2)
+        free, sizes = cells[:, 1], cells.sum(axis=1)
     if np.any(sizes == 0):
         raise ValueError("parity_decisions needs every group to be present in the batch.")
     rates0 = free / sizes
@@ -283,7 +291,7 @@ def parity_decisions(scores, codes, n_groups, tolerance):
         lo, hi = min(lo, hi), max(lo, hi)
     else:  # some levels admit no count in a small group: search them all
         lo, hi = 0.0, 1.0
-    ranges = _level_ranges(scores, codes, sizes, free, tolerance, lo, hi)
+    ranges = [(lo, hi)] if tables is None else _level_ranges(tables, sizes, free, tolerance, lo, hi)
     parts = [_candidate_levels(sizes, tolerance, a, b) for a, b in ranges]
     level_num = np.concatenate([num for num, _ in parts])
     level_den = np.concatenate([den for _, den in parts])
@@ -323,27 +331,38 @@ _INTERVALS = 1 << 12
 _GRID_DEN = 1 << 30
 
 
-def _level_ranges(scores, codes, sizes, free, tolerance, lo, hi):
-    """Ranges of levels in ``[lo, hi]`` that can hold an optimum: ``[(a, b), ...]``.
+def _histogram(scores, codes, k):
+    """Per group, rows and sums of gains ``2 s - 1`` above each score bin (descending), or None.
 
-    Per group, the sum of the ``c`` largest gains ``2 s - 1`` is bounded above
-    and below from a histogram of the scores (exact counts per bin, scores
-    within the bin's edges). The levels are cut into intervals; an interval
-    whose upper bound is below the lower bound of a feasible grid level holds
-    no optimum and is dropped. Bounds only prune: the survivors are searched
-    exactly. Scores outside ``[0, 1]`` skip the pruning.
+    ``rows[g, i]`` rows of group ``g`` have their score in the ``i`` highest bins, whose
+    gains sum to ``gains[g, i]`` (``i = 0 .. B``). None for a small batch or scores outside
+    ``[0, 1]`` (the bounds then stay unused).
     """
-    everything = [(lo, hi)]
     if scores.size < 4 * _BINS or not (scores.min() >= 0.0 and scores.max() <= 1.0):
-        return everything
-    k = sizes.size
-    bins = np.minimum((scores * _BINS).astype(np.intp), _BINS - 1)  # exact: B is a power of 2
-    key = codes.astype(np.intp, copy=False) * _BINS + bins
+        return None
+    key = np.multiply(scores, _BINS).astype(np.intp)  # exact: B is a power of 2
+    np.minimum(key, _BINS - 1, out=key)
+    key += codes * _BINS
     count = np.bincount(key, minlength=k * _BINS).reshape(k, _BINS)[:, ::-1]
     total = np.bincount(key, weights=scores, minlength=k * _BINS).reshape(k, _BINS)[:, ::-1]
     zero = np.zeros((k, 1))
-    rows = np.hstack([zero, np.cumsum(count, axis=1)])  # rows above each bin (descending)
+    rows = np.hstack([zero, np.cumsum(count, axis=1)])
     gains = np.hstack([zero, np.cumsum(2.0 * total - count, axis=1)])
+    return rows, gains
+
+
+def _level_ranges(tables, sizes, free, tolerance, lo, hi):
+    """Ranges of levels in ``[lo, hi]`` that can hold an optimum: ``[(a, b), ...]``.
+
+    Per group, the sum of the ``c`` largest gains ``2 s - 1`` is bounded above
+    and below from the histogram (:func:`_histogram`: exact counts per bin,
+    scores within the bin's edges). The levels are cut into intervals; an
+    interval whose upper bound is below the lower bound of a feasible grid
+    level holds no optimum and is dropped. Bounds only prune: the survivors are
+    searched exactly.
+    """
+    rows, gains = tables
+    k = sizes.size
     top_edge = 1.0 - np.arange(_BINS) / _BINS  # descending bins: edges of bin i
     low_edge = top_edge - 1.0 / _BINS
 
@@ -361,7 +380,7 @@ def _level_ranges(scores, codes, sizes, free, tolerance, lo, hi):
     chosen, feasible = _level_counts(num, np.full(num.size, _GRID_DEN, np.int64), sizes, free,
                                      tolerance)
     if not feasible.any():
-        return everything
+        return [(lo, hi)]
     best_low = float(bound(chosen[:, feasible], low_edge).max())  # a feasible objective's floor
     peak = rows[:, _BINS // 2][:, None]  # the upper bound rises while the bin's top is > 1/2
     upper = bound(np.clip(peak, chosen[:, :-1], chosen[:, 1:]), top_edge)
