@@ -20,6 +20,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from .exceptions import SolverError
+
 __all__ = [
     "ParityDecisions",
     "parity_decisions",
@@ -300,8 +302,11 @@ def parity_decisions(scores, codes, n_groups, tolerance):
                             tolerance) for i in range(0, level_num.size, _CHUNK)]
     low = np.min([chosen.min(axis=1) for chosen, _ in levels], axis=0)
     high = np.max([chosen.max(axis=1) for chosen, _ in levels], axis=0)
-    ranked = [_RankedWindow(scores, rows, int(a), int(b))
-              for rows, a, b in zip(_group_rows(codes, n_groups, sizes), low, high, strict=True)]
+    if tables is None:
+        ranked = [_RankedWindow(scores, rows, int(a), int(b)) for rows, a, b in
+                  zip(_group_rows(codes, n_groups, sizes), low, high, strict=True)]
+    else:
+        ranked = _binned_windows(scores, codes, tables, low, high)
 
     best_val, best_counts = -np.inf, None
     for chosen, feasible in levels:
@@ -348,7 +353,28 @@ def _histogram(scores, codes, k):
     zero = np.zeros((k, 1))
     rows = np.hstack([zero, np.cumsum(count, axis=1)])
     gains = np.hstack([zero, np.cumsum(2.0 * total - count, axis=1)])
-    return rows, gains
+    return rows, gains, key
+
+
+def _binned_windows(scores, codes, tables, low, high):
+    """:class:`_BinnedWindow` of every group, the windows' rows found in one pass over ``key``."""
+    rows, gains, key = tables
+    k = rows.shape[0]
+    spans = []
+    member = np.zeros(k * _BINS, dtype=bool)
+    for g in range(k):
+        m = int(rows[g, -1])
+        # Descending bins holding ranks low[g] and high[g] - 1 (rows[g, i] <= rank < rows[g, i + 1]).
+        first, last = (int(np.searchsorted(rows[g], r, side="right")) - 1
+                       for r in (min(low[g], m - 1), max(high[g] - 1, 0)))
+        first = max(min(first, _BINS - 1), 0)
+        last = max(min(last, _BINS - 1), first)
+        spans.append((first, last))
+        member[g * _BINS + _BINS - 1 - last : g * _BINS + _BINS - first] = True  # ascending
+    win = np.flatnonzero(member[key])
+    win_codes = codes[win]
+    return [_BinnedWindow(scores, codes, g, rows[g], gains[g], *spans[g], win[win_codes == g])
+            for g in range(k)]
 
 
 def _level_ranges(tables, sizes, free, tolerance, lo, hi):
@@ -361,7 +387,7 @@ def _level_ranges(tables, sizes, free, tolerance, lo, hi):
     level holds no optimum and is dropped. Bounds only prune: the survivors are
     searched exactly.
     """
-    rows, gains = tables
+    rows, gains, _ = tables
     k = sizes.size
     top_edge = 1.0 - np.arange(_BINS) / _BINS  # descending bins: edges of bin i
     low_edge = top_edge - 1.0 / _BINS
@@ -474,6 +500,57 @@ class _RankedWindow:
             return np.nextafter(self.v.max(), np.inf)
         if c == self.m:
             return self.v.min()
+        last, first_out = self._desc(c - 1), self._desc(c)
+        return last if last == first_out else 0.5 * (last + first_out)
+
+
+class _BinnedWindow(_RankedWindow):
+    """:class:`_RankedWindow` of one group from the score histogram: the window is whole bins.
+
+    Rows in the descending bins before ``first`` rank above the window (their
+    number and gains are the histogram's), rows after ``last`` below it; the
+    window's rows ``win`` (positions) are sorted. Extremes outside the window
+    (rarely needed, for thresholds) are computed when asked.
+    """
+
+    def __init__(self, scores, codes, g, rows, gains, first, last, win):
+        self.scores, self.codes, self.g = scores, codes, g
+        self.m = int(rows[-1])
+        self.p = int(rows[first])
+        self.top_edge = 1.0 - first / _BINS if first > 0 else np.inf  # the top bin holds s = 1
+        self.lo_val = 1.0 - (last + 1) / _BINS
+        self.win = win
+        self.win_values = scores[win]
+        self.win_scores = np.sort(self.win_values)[::-1]
+        if self.p + win.size != int(rows[last + 1]):
+            raise SolverError("The window of the parity decisions lost rows; this is a bug, "
+                              "please report it.")
+        gain = 2.0 * self.win_scores - 1.0
+        self.prefix_win = float(gains[first]) + np.concatenate([[0.0], np.cumsum(gain)])
+
+    def _group(self, where):
+        return self.scores[(self.codes == self.g) & where(self.scores)]
+
+    def tied(self, c):
+        if c <= self.p:
+            return self.win[:0]
+        head = self.win_scores[: c - self.p]
+        wanted = int(np.count_nonzero(head == head[-1]))
+        return self.win[self.win_values == head[-1]][:wanted]  # positions: increasing
+
+    def _desc(self, r):
+        if r < self.p:
+            top = self._group(lambda s: s >= self.top_edge)
+            return float(top.min()) if r == self.p - 1 else float(top.max())
+        if r < self.p + self.win_scores.size:
+            return self.win_scores[r - self.p]
+        return float(np.max(self._group(lambda s: s < self.lo_val), initial=-np.inf))
+
+    def threshold(self, c):
+        if c == 0:
+            return np.nextafter(self._desc(0), np.inf)
+        if c == self.m:
+            return float(self._group(lambda s: s == s).min())
         last, first_out = self._desc(c - 1), self._desc(c)
         return last if last == first_out else 0.5 * (last + first_out)
 

@@ -182,15 +182,19 @@ def test_smallest_nontrivial_tolerance_rejects_empty_groups():
         smallest_nontrivial_tolerance([3, 0])
 
 
-@pytest.mark.parametrize("subsample", [None, (4, 5.0), (4, 0.0)])
+@pytest.mark.parametrize("subsample", [None, (4, 5.0), (4, 0.0), "binned"])
 @pytest.mark.parametrize("seed", range(60))
 def test_windowed_ranking_matches_a_full_sort(seed, subsample, monkeypatch):
     """Check that sorting only the count window gives the full sort's decisions, ties included.
 
     With a tiny subsample the window's bounds come from it (margin 5 standard errors) or
-    fail their count check and fall back to the partition (margin 0).
+    fail their count check and fall back to the partition (margin 0); "binned": the
+    windows are whole bins of the score histogram (4 bins, from 16 rows).
     """
-    if subsample is not None:
+    if subsample == "binned":
+        monkeypatch.setattr(_decisions, "_BINS", 4)
+        monkeypatch.setattr(_decisions, "_INTERVALS", 8)
+    elif subsample is not None:
         monkeypatch.setattr(_decisions, "_SUBSAMPLE", subsample[0])
         monkeypatch.setattr(_decisions, "_MARGIN_SE", subsample[1])
     rng = np.random.default_rng(seed)
