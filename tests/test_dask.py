@@ -354,3 +354,13 @@ def test_float_group_labels(labels):
     dec = parity_decisions(ds, da.from_array(g, chunks=chunks), tolerance=0.02)
     expected = memory_decisions(s, np.searchsorted(np.sort(labels), g), len(labels), 0.02)
     np.testing.assert_array_equal(dec.decisions.compute(), expected.decisions)
+
+
+def test_global_decisions_check_their_rates_exactly():
+    """Check the driver's exact check of the chosen selection rates refuses a gap over the
+    tolerance by any amount (the window search compares rates in floats)."""
+    from skfairlayer.dask._decisions import _check_exact_gap
+
+    _check_exact_gap(np.array([1, 2]), np.array([10, 10]), 0.1)  # exactly at the tolerance
+    with pytest.raises(SolverError, match="exact arithmetic"):
+        _check_exact_gap(np.array([1, 2]), np.array([10, 10]), 0.09999999999999999)

@@ -17,6 +17,7 @@ band of width ``tolerance``. Globally:
    verify the selection rates on the whole collection.
 """
 
+from fractions import Fraction
 from functools import partial
 
 import numpy as np
@@ -203,6 +204,18 @@ def _block_decide(s_raw, g_raw, offset, lookup, value, last):
 
 def _sum_parts(parts):
     return np.sum(parts, axis=0)
+
+
+def _check_exact_gap(counts, sizes, tolerance):
+    """Raise unless the selection rates ``counts / sizes`` differ by at most ``tolerance``,
+    compared exactly (the window search compares rates in floats)."""
+    rates = [Fraction(int(c), int(m)) for c, m in zip(counts, sizes, strict=True) if m > 0]
+    if rates and max(rates) - min(rates) > Fraction(float(tolerance)):
+        raise SolverError(
+            "The global parity decisions' selection rates differ by "
+            f"{float(max(rates) - min(rates))!r} > tolerance={tolerance!r} in exact arithmetic; "
+            "this is a bug, please report it."
+        )
 
 
 def _check_counts(total, counts):
@@ -498,6 +511,7 @@ def decide_blocks(score_blocks, group_blocks, tolerance, bins=BINS, check_labels
     blocks = (list(score_blocks), list(group_blocks))
     counts, exact, rounds = _solve_counts(blocks, lookup, tables, sizes, free, tolerance,
                                           offsets, bins)
+    _check_exact_gap(counts, sizes, tolerance)
     value, last, thresholds = _rule(exact, counts, sizes)
     func = partial(_block_decide, lookup=lookup, value=value, last=last)
     pas = Pass(*blocks, func, "skfairlayer-decide", extra=offsets.tolist())
