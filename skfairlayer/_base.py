@@ -323,11 +323,7 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
             codes = [index[v] for v in values]
         except (KeyError, TypeError):
             return None
-        return self._stream_scores(base_X), codes
-
-    def _stream_scores(self, base_X):
-        """Base scores of a small batch, validated by the stream that serves them."""
-        return self._scores(self.estimator_, base_X)
+        return self._scores(self.estimator_, base_X, checked=False), codes  # the stream checks
 
     def _serve(self, output, X, sensitive_features):
         state = self._stream()

@@ -318,8 +318,12 @@ class FairnessLayerClassifier(ClassifierMixin, FairnessLayerBase):
                 f"Got classes {self.classes_!r} instead."
             )
 
-    def _scores(self, estimator, base_X):
-        """Base scores: the positive-class probability (binary) or every class column."""
+    def _scores(self, estimator, base_X, *, checked=True):
+        """Base scores: the positive-class probability (binary) or every class column.
+
+        ``checked=False``: scores of the expected shape and dtype are left to the
+        stream that serves them, which checks them itself.
+        """
         proba = np.asarray(estimator.predict_proba(base_X))
         if estimator is not self.estimator_ and not np.array_equal(
             estimator.classes_, self.classes_
@@ -329,14 +333,10 @@ class FairnessLayerClassifier(ClassifierMixin, FairnessLayerBase):
             proba = full
         if proba.ndim == 2 and proba.shape[1] == 2 == len(self.classes_):
             proba = np.ascontiguousarray(proba[:, 1], dtype=np.float64)  # checked alone
+        if not checked and proba.dtype == np.float64 and proba.ndim == (
+                1 if len(self.classes_) == 2 else 2):
+            return proba
         return check_scores(proba, name="base predict_proba")
-
-    def _stream_scores(self, base_X):
-        proba = self.estimator_.predict_proba(base_X)
-        if type(proba) is np.ndarray and proba.ndim == 2 and proba.shape[1] == len(self.classes_):
-            # The stream checks shape, dtype and finiteness (its own fast path).
-            return proba[:, 1].copy() if proba.shape[1] == 2 else proba
-        return super()._stream_scores(base_X)
 
     def _layer_labels(self, y):
         return np.searchsorted(self.classes_, y)

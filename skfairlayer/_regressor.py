@@ -247,8 +247,12 @@ default="demographic_parity"
             else 1.0
         return y
 
-    def _scores(self, estimator, base_X):
-        """Base predictions, standardised (see the class documentation)."""
+    def _scores(self, estimator, base_X, *, checked=True):
+        """Base predictions, standardised (see the class documentation).
+
+        ``checked`` is accepted for the shared serving path: predictions are
+        always checked here (their standardisation needs finite values).
+        """
         pred = np.asarray(estimator.predict(base_X), dtype=np.float64)
         if pred.ndim == 2 and pred.shape[1] == 1:
             pred = pred[:, 0]
