@@ -440,28 +440,21 @@ def _group_rows(codes, n_groups, sizes):
     return [order[bounds[g] : bounds[g + 1]] for g in range(n_groups)]
 
 
-class _RankedWindow:
+class _Window:
     """One group's rows ranked by decreasing score (ties by position), sorted only where needed.
 
-    Counts in ``[a, b]`` are the only ones asked for: rows above the window are
-    selected by any of them, rows below by none, and the rows whose rank can
-    fall inside (with every row tied with them) are sorted. The window's score
-    bounds come from a strided subsample and are checked by counting; only
-    when a check fails is the exact order statistic found by a partition.
+    Counts in a window of ranks are the only ones asked for: the ``p`` rows
+    above it are selected by any of them, rows below by none, and the rows
+    whose rank can fall inside (``win``: positions in the batch, increasing;
+    with every row tied with them) are sorted. Subclasses find the window and
+    the group's extreme scores outside it.
     """
 
-    def __init__(self, scores, rows, a, b):
-        v = scores[rows]
-        m = v.size
-        hi_val, lo_val = _window_bounds(v, a, b)
-        top = v > hi_val
-        self.rows, self.v, self.m, self.top, self.lo_val = rows, v, m, top, lo_val
-        self.p = int(np.count_nonzero(top))
-        self.win = np.flatnonzero((v >= lo_val) & ~top)
-        self.win_values = v[self.win]  # by position
-        self.win_scores = np.sort(self.win_values)[::-1]  # positions matter only among ties
+    def _rank(self, top_gain, win, values):
+        """Set the window from the ``p`` rows above it (gains ``top_gain``) and its rows."""
+        self.win, self.win_values = win, values  # by position
+        self.win_scores = np.sort(values)[::-1]  # positions matter only among ties
         gains = 2.0 * self.win_scores - 1.0
-        top_gain = 2.0 * float(np.dot(v, top)) - self.p
         self.prefix_win = top_gain + np.concatenate([[0.0], np.cumsum(gains)])
 
     def prefix(self, c):
@@ -477,40 +470,68 @@ class _RankedWindow:
         return self._desc(c - 1)
 
     def tied(self, c):
-        """Rows tied with the lowest selected score and among the ``c`` highest (by position)."""
+        """Positions of the rows tied with the lowest selected score and among the ``c``
+        highest (the first by position)."""
         if c <= self.p:  # the window's scores are all below the top's
-            return self.rows[:0]
+            return self.win[:0]
         head = self.win_scores[: c - self.p]
-        last = head[-1]
-        wanted = int(np.count_nonzero(head == last))
-        equal = self.win[self.win_values == last]  # increasing positions
-        return self.rows[equal[:wanted]]
+        wanted = int(np.count_nonzero(head == head[-1]))
+        return self.win[self.win_values == head[-1]][:wanted]
 
     def _desc(self, r):
         """The ``r``-th largest score (0-based), for ``r`` next to the window."""
         if r < self.p:
-            return float(self.v[self.top].min()) if r == self.p - 1 else self.v.max()
+            return self._top_min() if r == self.p - 1 else self._max()
         if r < self.p + self.win_scores.size:
             return self.win_scores[r - self.p]
-        return float(np.max(self.v[self.v < self.lo_val], initial=-np.inf))
+        return self._below_max()
 
     def threshold(self, c):
         """A threshold selecting (``score >= threshold``) the ``c`` highest scores."""
         if c == 0:
-            return np.nextafter(self.v.max(), np.inf)
+            return np.nextafter(self._max(), np.inf)
         if c == self.m:
-            return self.v.min()
+            return self._min()
         last, first_out = self._desc(c - 1), self._desc(c)
         return last if last == first_out else 0.5 * (last + first_out)
 
 
-class _BinnedWindow(_RankedWindow):
-    """:class:`_RankedWindow` of one group from the score histogram: the window is whole bins.
+class _RankedWindow(_Window):
+    """:class:`_Window` of the rows ``rows`` whose counts lie in ``[a, b]``.
+
+    The window's score bounds come from a strided subsample and are checked by
+    counting; only when a check fails is the exact order statistic found by a
+    partition.
+    """
+
+    def __init__(self, scores, rows, a, b):
+        v = scores[rows]
+        hi_val, self.lo_val = _window_bounds(v, a, b)
+        self.v, self.m, self.top = v, v.size, v > hi_val
+        self.p = int(np.count_nonzero(self.top))
+        win = np.flatnonzero((v >= self.lo_val) & ~self.top)
+        self._rank(2.0 * float(np.dot(v, self.top)) - self.p, rows[win], v[win])
+
+    def _top_min(self):
+        return float(self.v[self.top].min())
+
+    def _below_max(self):
+        return float(np.max(self.v[self.v < self.lo_val], initial=-np.inf))
+
+    def _max(self):
+        return self.v.max()
+
+    def _min(self):
+        return self.v.min()
+
+
+class _BinnedWindow(_Window):
+    """:class:`_Window` of group ``g`` from the score histogram: the window is whole bins.
 
     Rows in the descending bins before ``first`` rank above the window (their
     number and gains are the histogram's), rows after ``last`` below it; the
-    window's rows ``win`` (positions) are sorted. Extremes outside the window
-    (rarely needed, for thresholds) are computed when asked.
+    window's rows are ``win``. The extremes outside the window (for
+    thresholds, rarely needed) are computed when asked.
     """
 
     def __init__(self, scores, codes, g, rows, gains, first, last, win):
@@ -519,40 +540,25 @@ class _BinnedWindow(_RankedWindow):
         self.p = int(rows[first])
         self.top_edge = 1.0 - first / _BINS if first > 0 else np.inf  # the top bin holds s = 1
         self.lo_val = 1.0 - (last + 1) / _BINS
-        self.win = win
-        self.win_values = scores[win]
-        self.win_scores = np.sort(self.win_values)[::-1]
         if self.p + win.size != int(rows[last + 1]):
             raise SolverError("The window of the parity decisions lost rows; this is a bug, "
                               "please report it.")
-        gain = 2.0 * self.win_scores - 1.0
-        self.prefix_win = float(gains[first]) + np.concatenate([[0.0], np.cumsum(gain)])
+        self._rank(float(gains[first]), win, scores[win])
 
     def _group(self, where):
         return self.scores[(self.codes == self.g) & where(self.scores)]
 
-    def tied(self, c):
-        if c <= self.p:
-            return self.win[:0]
-        head = self.win_scores[: c - self.p]
-        wanted = int(np.count_nonzero(head == head[-1]))
-        return self.win[self.win_values == head[-1]][:wanted]  # positions: increasing
+    def _top_min(self):
+        return float(self._group(lambda s: s >= self.top_edge).min())
 
-    def _desc(self, r):
-        if r < self.p:
-            top = self._group(lambda s: s >= self.top_edge)
-            return float(top.min()) if r == self.p - 1 else float(top.max())
-        if r < self.p + self.win_scores.size:
-            return self.win_scores[r - self.p]
+    def _below_max(self):
         return float(np.max(self._group(lambda s: s < self.lo_val), initial=-np.inf))
 
-    def threshold(self, c):
-        if c == 0:
-            return np.nextafter(self._desc(0), np.inf)
-        if c == self.m:
-            return float(self._group(lambda s: s == s).min())
-        last, first_out = self._desc(c - 1), self._desc(c)
-        return last if last == first_out else 0.5 * (last + first_out)
+    def _max(self):
+        return float(self._group(lambda s: s == s).max())
+
+    def _min(self):
+        return float(self._group(lambda s: s == s).min())
 
 
 #: Subsample size for the window's score bounds, and their margin in standard errors.
