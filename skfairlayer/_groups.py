@@ -17,7 +17,10 @@ import scipy.sparse as sp
 
 from .exceptions import UnseenGroupError, format_labels
 
-__all__ = ["GroupEncoder", "Grouping", "SensitiveColumns", "encode", "label_index", "resolve"]
+__all__ = [
+    "GroupEncoder", "Grouping", "SensitiveColumns", "encode", "label_index", "resolve",
+    "unseen_groups_error",
+]
 
 _LOOKUP_RANGE = 1 << 16  # integer labels spanning at most this many values use a table
 
@@ -420,18 +423,23 @@ class GroupEncoder:
         )
 
     def _unseen(self, unseen, known):
-        more = " ..." if len(known) > 20 else ""
-        raise UnseenGroupError(
-            f"Sensitive group(s) {format_labels(unseen[:10])} were not seen during fit (known "
-            f"groups: {format_labels(known[:20])}{more}). Refit with data that contains them, or "
-            "map them to a known group."
-        )
+        raise unseen_groups_error(unseen, known)
 
     def index(self):
         """``{label: code}`` for one attribute's scalar labels (None otherwise): a fast path."""
         if self.n_attributes_ != 1:
             return None
         return dict(self._lookups[0].index) or None
+
+
+def unseen_groups_error(unseen, known):
+    """The :class:`~skfairlayer.exceptions.UnseenGroupError` for labels not seen at fit."""
+    more = " ..." if len(known) > 20 else ""
+    return UnseenGroupError(
+        f"Sensitive group(s) {format_labels(unseen[:10])} were not seen during fit (known "
+        f"groups: {format_labels(known[:20])}{more}). Refit with data that contains them, or "
+        "map them to a known group."
+    )
 
 
 def encode(sensitive_features, mode="intersectional", n_samples=None):

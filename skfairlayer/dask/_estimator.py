@@ -19,7 +19,7 @@ from dask.delayed import delayed
 from sklearn.base import is_classifier
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..exceptions import UnseenGroupError, format_labels
+from .._groups import unseen_groups_error
 from ._blocks import _is_frame, aligned_blocks, label_keys
 from ._decisions import decide_blocks
 from ._project import project_blocks
@@ -176,12 +176,7 @@ def _check_known(estimator, labels):
     keys = set(label_keys(known))
     unseen = [lab for lab in label_keys(labels) if lab not in keys]
     if unseen:
-        more = " ..." if len(known) > 20 else ""
-        raise UnseenGroupError(
-            f"Sensitive group(s) {format_labels(unseen[:10])} were not seen during fit (known "
-            f"groups: {format_labels(list(known[:20]))}{more}). Refit with data that contains "
-            "them, or map them to a known group."
-        )
+        raise unseen_groups_error(unseen, list(known))
 
 
 def _batch_outputs(estimator, X, sensitive_features, tolerance, bounds, persist_scores):
