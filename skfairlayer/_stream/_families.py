@@ -57,10 +57,9 @@ def project_box_simplex(v, lower, upper):
 
 def _box_simplex(v, lo, hi):
     """:func:`project_box_simplex` on Python lists (the per-row path)."""
-    k = len(v)
     lo = [x if x > 0.0 else 0.0 for x in lo]
     hi = [x if x < 1.0 else 1.0 for x in hi]
-    for c in range(k):
+    for c in range(len(v)):
         if lo[c] > hi[c]:  # rounding-level inconsistency: meet in the middle
             lo[c] = hi[c] = 0.5 * (lo[c] + hi[c])
     s_lo, s_hi = math.fsum(lo), math.fsum(hi)
@@ -68,13 +67,43 @@ def _box_simplex(v, lo, hi):
         return [x / s_lo for x in lo]
     if s_hi <= 1.0:
         return [x / s_hi for x in hi]
+    return _sweep(v, lo, hi)
+
+
+def _in_box(v, lo, hi):
+    """The projection of ``v`` onto the simplex within a box inside ``[0, 1]``, or None.
+
+    None when the box misses the simplex (exact comparisons, as a row's box
+    is judged before it is served).
+    """
+    for a, b in zip(lo, hi):
+        if a > b:
+            return None
+    s_lo, s_hi = math.fsum(lo), math.fsum(hi)
+    if not s_lo <= 1.0 <= s_hi:
+        return None
+    if s_lo == 1.0 or s_hi == 1.0:  # the box touches the simplex at one corner
+        return list(lo) if s_lo == 1.0 else list(hi)
+    return _sweep(v, lo, hi)
+
+
+def _sweep(v, lo, hi):
+    """``clip(v - tau, lo, hi)`` summing to one, for a box whose sums straddle one."""
+    k = len(v)
     if k == 2:  # the segment p = (1 - x, x): clip the unconstrained x to it
         x = min(max(0.5 * (v[1] - v[0] + 1.0), lo[1], 1.0 - hi[0]), hi[1], 1.0 - lo[0])
         return [min(max(1.0 - x, lo[0]), hi[0]), x]  # 1 - x rounds: keep it in its bounds
-    # f(tau) = sum clip(v - tau, lo, hi) falls from s_hi to s_lo; coordinate c is
+    tau = (math.fsum(v) - 1.0) / k  # every coordinate free: the common case
+    p = [x - tau for x in v]
+    for a, x, b in zip(lo, p, hi):
+        if not a <= x <= b:
+            break
+    else:
+        return _unit_sum(p, lo, hi)
+    # f(tau) = sum clip(v - tau, lo, hi) falls from sum(hi) to sum(lo); coordinate c is
     # free (slope -1) between the breakpoints v_c - hi_c and v_c - lo_c.
     events = sorted([(v[c] - hi[c], 1) for c in range(k)] + [(v[c] - lo[c], -1) for c in range(k)])
-    f, free, prev = s_hi, 0, events[0][0]
+    f, free, prev = math.fsum(hi), 0, events[0][0]
     tau = events[-1][0]
     for t, change in events:
         f_t = f - free * (t - prev)
@@ -82,9 +111,14 @@ def _box_simplex(v, lo, hi):
             tau = prev + (f - 1.0) / free
             break
         f, prev, free = f_t, t, free + change
-    p = [min(max(v[c] - tau, lo[c]), hi[c]) for c in range(k)]
+    return _unit_sum([min(max(v[c] - tau, lo[c]), hi[c]) for c in range(k)], lo, hi)
+
+
+def _unit_sum(p, lo, hi):
+    """``p`` with its rounding residual ``1 - sum(p)`` on the coordinate with most room."""
     r = 1.0 - math.fsum(p)
-    if r != 0.0:  # rounding: put the residual on the coordinate with most room
+    if r != 0.0:
+        k = len(p)
         room = [hi[c] - p[c] for c in range(k)] if r > 0 else [p[c] - lo[c] for c in range(k)]
         j = room.index(max(room))
         p[j] = min(max(p[j] + r, lo[j]), hi[j])
@@ -164,8 +198,6 @@ class PooledFamilies:
     """
 
     algorithm = "pooled"
-    _STATE = ("weights", "squares", "sums", "slacks", "counts", "served", "cells", "cell_errors",
-              "center")
 
     def __init__(self, tolerance, *, n_classes, binary, columns, group_sizes, weight_class,
                  coefs, offsets, shares, output="proba", step=DEFAULT_STEP["pooled"]):
@@ -304,7 +336,7 @@ class PooledFamilies:
             st[name] = [list(x) for x in getattr(self, name)]
         for name in ("sums", "served"):
             st[name] = [[list(r) for r in x] for x in getattr(self, name)]
-        st["cell_errors"] = [list(r) for r in self.cell_errors]
+        st["cell_errors"] = list(self.cell_errors)  # rows are replaced, never changed in place
         st["cell_index"] = dict(self.cell_index)
         st["center"] = list(self.center)
         return st
@@ -350,7 +382,9 @@ class PooledFamilies:
         center = self._center(st["center"], blocks, v)
         lower, upper, updates = self._row_box(blocks, center, w)
         # Otherwise rounding-level (tiny weights): the reference row is feasible exactly.
-        p = _box_simplex(v, lower, upper) if _consistent(lower, upper) else list(center)
+        p = _in_box(v, lower, upper)
+        if p is None:
+            p = list(center)
         cols = self.columns
         for (a, weights, sums, slacks, _, squares), (b_new, w_new) in zip(
             blocks, updates, strict=True
@@ -363,13 +397,13 @@ class PooledFamilies:
             slacks[a] = b_new
         st["center"] = center
         if not self.decisions:
-            changed = False
-            if any((x == lo and lo > 0.0) or (x == hi and hi < 1.0)
-                   for x, lo, hi in zip(p, lower, upper, strict=True)):
-                # A safeguard bound is active: compare with the unconstrained projection.
-                free = _box_simplex(v, zeros, ones)
-                changed = any(abs(x - y) > 1e-12 for x, y in zip(p, free, strict=True))
-            return (p[1] if self.binary else p), changed
+            for x, lo, hi in zip(p, lower, upper):
+                if (x == lo and lo > 0.0) or (x == hi and hi < 1.0):
+                    # A safeguard bound is active: compare with the unconstrained projection.
+                    free = _box_simplex(v, zeros, ones)
+                    changed = any(abs(x - y) > 1e-12 for x, y in zip(p, free, strict=True))
+                    return (p[1] if self.binary else p), changed
+            return (p[1] if self.binary else p), False
         return self._round(st, p, groups, w, proposed)
 
     def _proposal(self, row, groups, w, shift):
@@ -433,9 +467,8 @@ class PooledFamilies:
             target[col] = 0.5 * (low[c] + high[c])
             lower[col] = max(lo_mu[c], 0.0)
             upper[col] = min(hi_mu[c], 1.0)
-        if _consistent(lower, upper):
-            return _box_simplex(target, lower, upper)
-        return center  # rounding-level: the current centre is in the set
+        p = _in_box(target, lower, upper)
+        return center if p is None else p  # None: rounding-level, the centre is in the set
 
     def _row_box(self, blocks, center, w):
         """Step 2: the row's box, (I1) and (I2) after serving it, in every block."""
@@ -496,9 +529,7 @@ class PooledFamilies:
 
     def commit(self, new_state, n_rows):
         st, adjusted = new_state
-        for name in self._STATE:
-            setattr(self, name, st[name])
-        self.cell_index = st["cell_index"]
+        self.__dict__.update(st)  # the working copy of _state()
         self.n_served += n_rows
         self.n_adjusted += adjusted
 
@@ -614,12 +645,3 @@ class PooledFamilies:
             setattr(self, name, [np.asarray(x).tolist() for x in getattr(self, name)])
         self.cell_errors = np.asarray(self.cell_errors).tolist()
         self.center = np.asarray(self.center).tolist()
-
-
-def _consistent(lower, upper):
-    """Whether the box meets the simplex (up to nothing: exact comparison)."""
-    return all(x <= y for x, y in zip(lower, upper, strict=True)) and (
-        math.fsum(lower) <= 1.0 <= math.fsum(upper)
-    )
-
-
