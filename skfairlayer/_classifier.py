@@ -22,208 +22,208 @@ __all__ = ["FairnessLayerClassifier"]
 class FairnessLayerClassifier(ClassifierMixin, FairnessLayerBase):
     """Classifier whose probabilities and decisions meet group parity.
 
-        Wraps a probabilistic classifier and appends a *fairness layer*: the
-        base model's probabilities are projected onto the closest probabilities
-        (in squared distance) whose group means differ by at most ``tolerance``
-        (Troxell, Montúfar and Roemer, ICML 2026). Every projection is verified;
-        an infeasible or unsolved problem raises instead of returning outputs
-        that break parity.
+    Wraps a probabilistic classifier and appends a *fairness layer*: the
+    base model's probabilities are projected onto the closest probabilities
+    (in squared distance) whose group means differ by at most ``tolerance``
+    (Troxell, Montúfar and Roemer, ICML 2026). Every projection is verified;
+    an infeasible or unsolved problem raises instead of returning outputs
+    that break parity.
 
-        :meth:`predict_proba` projects each batch exactly. :meth:`predict`
-        returns decisions whose selection rates meet parity: rounding projected
-        probabilities does not (their means are equal, not the share above 0.5),
-        so decisions solve their own small problem — the integer decisions of
-        maximal expected accuracy under selection-rate parity on the batch.
+    :meth:`predict_proba` projects each batch exactly. :meth:`predict`
+    returns decisions whose selection rates meet parity: rounding projected
+    probabilities does not (their means are equal, not the share above 0.5),
+    so decisions solve their own small problem — the integer decisions of
+    maximal expected accuracy under selection-rate parity on the batch.
 
-        :meth:`partial_predict_proba` and :meth:`partial_predict` serve a stream
-        (rows one at a time or in small batches): the *pooled* gap of everything
-        they served since :meth:`fit` or :meth:`reset_stream` stays within a
-        certificate that holds at every row and equals ``tolerance`` once each
-        group has a few hundred rows; :meth:`stream_report` reports it live. This
-        holds for demographic parity (binary or multiclass), equal opportunity
-        (binary, or one class of a multiclass target) and mean residual, with
-        intersectional or marginal groups; the other criteria raise.
+    :meth:`partial_predict_proba` and :meth:`partial_predict` serve a stream
+    (rows one at a time or in small batches): the *pooled* gap of everything
+    they served since :meth:`fit` or :meth:`reset_stream` stays within a
+    certificate that holds at every row and equals ``tolerance`` once each
+    group has a few hundred rows; :meth:`stream_report` reports it live. This
+    holds for demographic parity (binary or multiclass), equal opportunity
+    (binary, or one class of a multiclass target) and mean residual, with
+    intersectional or marginal groups; the other criteria raise.
 
-        Parameters
-        ----------
-        estimator : estimator object, default=None
-            A classifier with ``predict_proba``. It is cloned and fitted in
-            :meth:`fit`, except a :class:`~sklearn.frozen.FrozenEstimator`, used as
-            is. ``None`` means :class:`~sklearn.linear_model.LogisticRegression`.
-        tolerance : float, default=0.01
-            Largest allowed difference between two groups' mean probability
-            (and selection rate, for :meth:`predict`).
-        sensitive_features : str, int, list of those, or callable, default=None
-            Where the groups come from. Column(s) of ``X`` holding the sensitive
-            features: names for a DataFrame, positions for an array; or a callable
-            ``f(X) -> groups`` (e.g. binning an age column; the base then sees all
-            of ``X``). Reading groups from ``X`` lets scikit-learn scorers (which
-            call ``predict(X)`` with no metadata) and
-            :class:`~sklearn.model_selection.GridSearchCV` work without metadata
-            routing. ``None`` means the groups are passed to each method as the
-            ``sensitive_features=`` keyword instead.
-        sensitive_as_feature : bool, default=True
-            Whether the base estimator also sees the sensitive column(s) named by
-            ``sensitive_features``. By default ``X`` reaches the base untouched (as
-            in fairlearn), so a Pipeline that encodes the column works as is;
-            ``False`` drops the columns before the base (e.g. a base that cannot
-            read a string column, or a policy of not using the attribute as a
-            feature). A base that fails on them gets an error naming this option.
-        criterion : str or Criterion, default="demographic_parity"
-            The parity criterion: ``"demographic_parity"`` (equal mean probability
-            per group; per class for multiclass), ``"equal_opportunity"`` (equal
-            mean probability among the positives), ``"equalized_odds"`` (among the
-            positives and among the negatives; per true class for multiclass),
-            ``"mean_residual"`` (each group's mean probability within
-            ``tolerance`` of its mean label), or a
-            :class:`~skfairlayer.Criterion` instance. Criteria
-            conditioned on the label use ``y`` at fit (``fit_gap_``) and, at
-            inference where labels do not exist, the base posteriors as plug-in
-            weights — exact in expectation when the base is calibrated within each
-            group (wrap it in :class:`~sklearn.calibration.CalibratedClassifierCV`
-            when unsure).
-        groups : {"intersectional", "marginal"}, default="intersectional"
-            With several sensitive attributes: ``"intersectional"`` makes every
-            combination of values a group (as fairlearn does); ``"marginal"``
-            applies the criterion to each attribute separately (as the paper
-            does), which constrains fewer, larger groups.
-        min_group_size : float or None, default=30
-            :meth:`fit` warns (:class:`~skfairlayer.exceptions.SmallGroupWarning`)
-            naming the groups with fewer (effective) training rows than this in
-            some statistic of the criterion — e.g. few positives for equal
-            opportunity — where parity is mostly noise. ``None`` disables the
-            check. The layer still works on such groups.
-        inference : {"batch", "fitted"}, default="batch"
-            ``"batch"``: each call to :meth:`predict_proba` / :meth:`predict`
-            meets parity exactly on its batch; a batch with fewer than two groups
-            (a single row, say) gets the fitted rules (``layer_``) instead.
-            ``"fitted"``: always apply the fitted rules row by row (parity then
-            holds on the out-of-fold scores they were learned from, and
-            approximately on data distributed like them).
-        cv : int, cross-validation generator, iterable or None, default=5
-            How the fitted rules get out-of-sample base scores, as
-            :class:`~sklearn.calibration.CalibratedClassifierCV` does: the base is
-            also fitted on each training fold and scores its held-out fold, and
-            the rules are learned from those scores (an overfitting base's
-            in-sample scores would make them wrong on new data). ``None`` learns
-            them from the final base's in-sample scores (faster; fine for simple
-            bases). A :class:`~sklearn.frozen.FrozenEstimator` base scores the
-            data it is given, without folds. An int is the number of stratified
-            folds, capped by the smallest class count.
-        decision : {"parity", "threshold"}, default="parity"
-            How :meth:`predict` decides. ``"parity"``: the integer decisions of
-            maximal expected accuracy (under the base's calibrated probabilities)
-            whose selection rates differ by at most ``tolerance`` on the batch —
-            exact, no rounding slack. ``"threshold"``: projected probability
-            ``>= threshold``; note that this does *not* keep parity of selection
-            rates.
-        threshold : float, default=0.5
-            Threshold on the projected probability when ``decision="threshold"``.
-        solver : {"auto", "exact", "osqp"}, default="auto"
-            Projection solver; ``"auto"`` uses the exact solver where it applies.
-        fine_tune : bool or FineTuning, default=False
-            Whether to fine-tune the fitted base *through* the layer (the paper's
-            F-Layer): starting from the fitted base, minimise the log-loss of the
-            projected probabilities by minibatch Adam, back-propagating through
-            the projection with its closed-form Jacobian. ``True`` means
-            :class:`~skfairlayer.FineTuning` with its defaults; pass an instance
-            to choose the settings (a search tunes them as
-            ``fine_tune__learning_rate`` etc.). Supported bases:
-            :class:`~sklearn.linear_model.LogisticRegression`,
-            :class:`~sklearn.linear_model.SGDClassifier` with ``loss="log_loss"``,
-            :class:`~sklearn.neural_network.MLPClassifier`, one of these as the
-            last step of a :class:`~sklearn.pipeline.Pipeline` (earlier steps stay
-            fixed), or any model implementing the fine-tuning protocol (methods
-            ``fine_tune_parameters``, ``fine_tune_forward``,
-            ``set_fine_tune_parameters``; see the user guide). ``estimator_``
-            stays the same class, with updated weights. With ``cv``, the fold
-            bases are fine-tuned too. Off by default: on our benchmarks it lowered
-            the log-loss and raised the ROC AUC of the projected probabilities,
-            but left the accuracy of the parity decisions unchanged within noise,
-            for several seconds of extra training (see the user guide).
-        random_state : int, RandomState instance or None, default=None
-            Seed of the fine-tuning's validation split and batch shuffles (it is
-            not passed to the base estimator). Pass an int for reproducible
-            fine-tuning.
-        verbose : int, default=0
-            When positive, fine-tuning reports one line per epoch on standard
-            error (training and validation projected log-loss, and the
-            criterion's gap of the base outputs), and which epoch it kept.
-        stream_algorithm : {"pooled", "paper"}, default="pooled"
-            Algorithm of :meth:`partial_predict_proba` / :meth:`partial_predict`.
-            ``"pooled"``: a primal-dual on the pooled constraints started from the
-            fitted shifts and thresholds, with an exact safeguard, so that the
-            pooled gap of everything served meets a certificate at every row, at
-            any batch size (see the user guide on streaming). ``"paper"``: the
-            paper's online primal-dual (penalised per-batch projection, dual step
-            ``eta_0 / sqrt(t)``, exact projection of batches of at least 64 rows),
-            for reproduction (binary demographic parity with intersectional
-            groups only); it has no finite-time guarantee and with one row per
-            batch it corrects nothing.
-        stream_step : float, default=None
-            Dual step of the streaming algorithm (``eta``, default 0.02, for
-            ``"pooled"``; ``eta_0``, default 0.5, for ``"paper"``). ``None`` means
-            the algorithm's default.
+    Parameters
+    ----------
+    estimator : estimator object, default=None
+        A classifier with ``predict_proba``. It is cloned and fitted in
+        :meth:`fit`, except a :class:`~sklearn.frozen.FrozenEstimator`, used as
+        is. ``None`` means :class:`~sklearn.linear_model.LogisticRegression`.
+    tolerance : float, default=0.01
+        Largest allowed difference between two groups' mean probability
+        (and selection rate, for :meth:`predict`).
+    sensitive_features : str, int, list of those, or callable, default=None
+        Where the groups come from. Column(s) of ``X`` holding the sensitive
+        features: names for a DataFrame, positions for an array; or a callable
+        ``f(X) -> groups`` (e.g. binning an age column; the base then sees all
+        of ``X``). Reading groups from ``X`` lets scikit-learn scorers (which
+        call ``predict(X)`` with no metadata) and
+        :class:`~sklearn.model_selection.GridSearchCV` work without metadata
+        routing. ``None`` means the groups are passed to each method as the
+        ``sensitive_features=`` keyword instead.
+    sensitive_as_feature : bool, default=True
+        Whether the base estimator also sees the sensitive column(s) named by
+        ``sensitive_features``. By default ``X`` reaches the base untouched (as
+        in fairlearn), so a Pipeline that encodes the column works as is;
+        ``False`` drops the columns before the base (e.g. a base that cannot
+        read a string column, or a policy of not using the attribute as a
+        feature). A base that fails on them gets an error naming this option.
+    criterion : str or Criterion, default="demographic_parity"
+        The parity criterion: ``"demographic_parity"`` (equal mean probability
+        per group; per class for multiclass), ``"equal_opportunity"`` (equal
+        mean probability among the positives), ``"equalized_odds"`` (among the
+        positives and among the negatives; per true class for multiclass),
+        ``"mean_residual"`` (each group's mean probability within
+        ``tolerance`` of its mean label), or a
+        :class:`~skfairlayer.Criterion` instance. Criteria
+        conditioned on the label use ``y`` at fit (``fit_gap_``) and, at
+        inference where labels do not exist, the base posteriors as plug-in
+        weights — exact in expectation when the base is calibrated within each
+        group (wrap it in :class:`~sklearn.calibration.CalibratedClassifierCV`
+        when unsure).
+    groups : {"intersectional", "marginal"}, default="intersectional"
+        With several sensitive attributes: ``"intersectional"`` makes every
+        combination of values a group (as fairlearn does); ``"marginal"``
+        applies the criterion to each attribute separately (as the paper
+        does), which constrains fewer, larger groups.
+    min_group_size : float or None, default=30
+        :meth:`fit` warns (:class:`~skfairlayer.exceptions.SmallGroupWarning`)
+        naming the groups with fewer (effective) training rows than this in
+        some statistic of the criterion — e.g. few positives for equal
+        opportunity — where parity is mostly noise. ``None`` disables the
+        check. The layer still works on such groups.
+    inference : {"batch", "fitted"}, default="batch"
+        ``"batch"``: each call to :meth:`predict_proba` / :meth:`predict`
+        meets parity exactly on its batch; a batch with fewer than two groups
+        (a single row, say) gets the fitted rules (``layer_``) instead.
+        ``"fitted"``: always apply the fitted rules row by row (parity then
+        holds on the out-of-fold scores they were learned from, and
+        approximately on data distributed like them).
+    cv : int, cross-validation generator, iterable or None, default=5
+        How the fitted rules get out-of-sample base scores, as
+        :class:`~sklearn.calibration.CalibratedClassifierCV` does: the base is
+        also fitted on each training fold and scores its held-out fold, and
+        the rules are learned from those scores (an overfitting base's
+        in-sample scores would make them wrong on new data). ``None`` learns
+        them from the final base's in-sample scores (faster; fine for simple
+        bases). A :class:`~sklearn.frozen.FrozenEstimator` base scores the
+        data it is given, without folds. An int is the number of stratified
+        folds, capped by the smallest class count.
+    decision : {"parity", "threshold"}, default="parity"
+        How :meth:`predict` decides. ``"parity"``: the integer decisions of
+        maximal expected accuracy (under the base's calibrated probabilities)
+        whose selection rates differ by at most ``tolerance`` on the batch —
+        exact, no rounding slack. ``"threshold"``: projected probability
+        ``>= threshold``; note that this does *not* keep parity of selection
+        rates.
+    threshold : float, default=0.5
+        Threshold on the projected probability when ``decision="threshold"``.
+    solver : {"auto", "exact", "osqp"}, default="auto"
+        Projection solver; ``"auto"`` uses the exact solver where it applies.
+    fine_tune : bool or FineTuning, default=False
+        Whether to fine-tune the fitted base *through* the layer (the paper's
+        F-Layer): starting from the fitted base, minimise the log-loss of the
+        projected probabilities by minibatch Adam, back-propagating through
+        the projection with its closed-form Jacobian. ``True`` means
+        :class:`~skfairlayer.FineTuning` with its defaults; pass an instance
+        to choose the settings (a search tunes them as
+        ``fine_tune__learning_rate`` etc.). Supported bases:
+        :class:`~sklearn.linear_model.LogisticRegression`,
+        :class:`~sklearn.linear_model.SGDClassifier` with ``loss="log_loss"``,
+        :class:`~sklearn.neural_network.MLPClassifier`, one of these as the
+        last step of a :class:`~sklearn.pipeline.Pipeline` (earlier steps stay
+        fixed), or any model implementing the fine-tuning protocol (methods
+        ``fine_tune_parameters``, ``fine_tune_forward``,
+        ``set_fine_tune_parameters``; see the user guide). ``estimator_``
+        stays the same class, with updated weights. With ``cv``, the fold
+        bases are fine-tuned too. Off by default: on our benchmarks it lowered
+        the log-loss and raised the ROC AUC of the projected probabilities,
+        but left the accuracy of the parity decisions unchanged within noise,
+        for several seconds of extra training (see the user guide).
+    random_state : int, RandomState instance or None, default=None
+        Seed of the fine-tuning's validation split and batch shuffles (it is
+        not passed to the base estimator). Pass an int for reproducible
+        fine-tuning.
+    verbose : int, default=0
+        When positive, fine-tuning reports one line per epoch on standard
+        error (training and validation projected log-loss, and the
+        criterion's gap of the base outputs), and which epoch it kept.
+    stream_algorithm : {"pooled", "paper"}, default="pooled"
+        Algorithm of :meth:`partial_predict_proba` / :meth:`partial_predict`.
+        ``"pooled"``: a primal-dual on the pooled constraints started from the
+        fitted shifts and thresholds, with an exact safeguard, so that the
+        pooled gap of everything served meets a certificate at every row, at
+        any batch size (see the user guide on streaming). ``"paper"``: the
+        paper's online primal-dual (penalised per-batch projection, dual step
+        ``eta_0 / sqrt(t)``, exact projection of batches of at least 64 rows),
+        for reproduction (binary demographic parity with intersectional
+        groups only); it has no finite-time guarantee and with one row per
+        batch it corrects nothing.
+    stream_step : float, default=None
+        Dual step of the streaming algorithm (``eta``, default 0.02, for
+        ``"pooled"``; ``eta_0``, default 0.5, for ``"paper"``). ``None`` means
+        the algorithm's default.
 
-        Attributes
-        ----------
-        estimator_ : estimator object
-            The fitted base estimator.
-        classes_ : ndarray of shape (n_classes,)
-            Class labels.
-        groups_ : ndarray of shape (n_groups,) or list of ndarray
-            Sensitive groups seen during fit (tuples for several attributes); with
-            ``groups="marginal"``, one array of values per attribute.
-        layer_ : FittedLayer
-            The fitted layer: the criterion's fitted rules (``coefficients``,
-            per family a shift coefficient per group; ``decision_offsets``, per
-            grouping an offset per group and class; for binary outputs with one
-            grouping, the views ``shifts`` and ``thresholds``) learned from
-            out-of-fold scores (see ``cv``). They serve ``inference="fitted"``,
-            batches with fewer than two groups and the start of the stream.
-        fit_gap_ : float
-            Largest gap of the projected training probabilities; for criteria
-            conditioned on the label, measured with the training labels.
-        fine_tune_history_ : dict or None
-            With ``fine_tune=True``, per epoch (``0`` is the plain fitted base)
-            the projected training and validation log-loss and the validation
-            gap of the base outputs in the criterion (label-based), and
-            ``best_epoch``, the epoch whose
-            weights ``estimator_`` holds. ``None`` otherwise.
-        n_features_in_ : int
-            Number of features seen during fit (including sensitive columns).
-        feature_names_in_ : ndarray of shape (`n_features_in_`,)
-            Names of features seen during fit, when ``X`` has string column names.
-        stream_ : object or None
-            State of the stream served by :meth:`partial_predict_proba` and
-            :meth:`partial_predict`, started at the end of :meth:`fit` from
-            ``layer_``. ``None`` for criteria that cannot stream (equalized odds,
-            equal opportunity over every class, custom criteria). Read it through
-            :meth:`stream_report`.
+    Attributes
+    ----------
+    estimator_ : estimator object
+        The fitted base estimator.
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+    groups_ : ndarray of shape (n_groups,) or list of ndarray
+        Sensitive groups seen during fit (tuples for several attributes); with
+        ``groups="marginal"``, one array of values per attribute.
+    layer_ : FittedLayer
+        The fitted layer: the criterion's fitted rules (``coefficients``,
+        per family a shift coefficient per group; ``decision_offsets``, per
+        grouping an offset per group and class; for binary outputs with one
+        grouping, the views ``shifts`` and ``thresholds``) learned from
+        out-of-fold scores (see ``cv``). They serve ``inference="fitted"``,
+        batches with fewer than two groups and the start of the stream.
+    fit_gap_ : float
+        Largest gap of the projected training probabilities; for criteria
+        conditioned on the label, measured with the training labels.
+    fine_tune_history_ : dict or None
+        With ``fine_tune=True``, per epoch (``0`` is the plain fitted base)
+        the projected training and validation log-loss and the validation
+        gap of the base outputs in the criterion (label-based), and
+        ``best_epoch``, the epoch whose
+        weights ``estimator_`` holds. ``None`` otherwise.
+    n_features_in_ : int
+        Number of features seen during fit (including sensitive columns).
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of features seen during fit, when ``X`` has string column names.
+    stream_ : object or None
+        State of the stream served by :meth:`partial_predict_proba` and
+        :meth:`partial_predict`, started at the end of :meth:`fit` from
+        ``layer_``. ``None`` for criteria that cannot stream (equalized odds,
+        equal opportunity over every class, custom criteria). Read it through
+        :meth:`stream_report`.
 
-        See Also
-        --------
-        skfairlayer.project : The projection as a function.
+    See Also
+    --------
+    skfairlayer.project : The projection as a function.
 
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from sklearn.linear_model import LogisticRegression
-        >>> from skfairlayer import FairnessLayerClassifier
-        >>> from skfairlayer.metrics import demographic_parity_difference
-        >>> rng = np.random.default_rng(0)
-        >>> group = rng.integers(0, 2, 400)
-        >>> X = np.c_[rng.normal(size=400) + group, group]
-        >>> y = (X[:, 0] + rng.normal(size=400) > 0.5).astype(int)
-        >>> clf = FairnessLayerClassifier(
-        ...     LogisticRegression(), tolerance=0.02, sensitive_features=1
-        ... ).fit(X, y)
-        >>> proba = clf.predict_proba(X)[:, 1]
-        >>> bool(demographic_parity_difference(None, proba, sensitive_features=group) <= 0.02 + 1e-9)
-        True
-        >>> bool(demographic_parity_difference(None, clf.predict(X), sensitive_features=group) <= 0.02)
-        True
-        """
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from skfairlayer import FairnessLayerClassifier
+    >>> from skfairlayer.metrics import demographic_parity_difference
+    >>> rng = np.random.default_rng(0)
+    >>> group = rng.integers(0, 2, 400)
+    >>> X = np.c_[rng.normal(size=400) + group, group]
+    >>> y = (X[:, 0] + rng.normal(size=400) > 0.5).astype(int)
+    >>> clf = FairnessLayerClassifier(
+    ...     LogisticRegression(), tolerance=0.02, sensitive_features=1
+    ... ).fit(X, y)
+    >>> proba = clf.predict_proba(X)[:, 1]
+    >>> bool(demographic_parity_difference(None, proba, sensitive_features=group) <= 0.02 + 1e-9)
+    True
+    >>> bool(demographic_parity_difference(None, clf.predict(X), sensitive_features=group) <= 0.02)
+    True
+    """
 
     _parameter_constraints = {
         **FairnessLayerBase._parameter_constraints,
