@@ -308,7 +308,7 @@ class _ColumnLookup:
             lo, hi = col.min(), col.max()
             if lo >= self.lo and hi <= self.hi:  # False for NaN
                 ints = col.astype(np.intp)
-                if col.dtype.kind in "biu" or np.array_equal(ints, col):
+                if col.dtype.kind in "biu" or np.array_equal(np.trunc(col), col):  # integral
                     if self.identity:
                         return ints
                     if self.lo:

@@ -102,6 +102,15 @@ def test_nan_at_transform_is_named():
         encoder.transform([0.0, np.nan])
 
 
+def test_fractional_float_label_is_unseen_not_truncated():
+    """Check that a float value between integer labels is an unseen group, not its floor."""
+    encoder = GroupEncoder()
+    encoder.fit_transform(np.array([0.0, 1.0, 2.0]))
+    np.testing.assert_array_equal(encoder.transform(np.array([2.0, 0.0]))[0].codes, [2, 0])
+    with pytest.raises(UnseenGroupError, match=r"\[0\.5\]"):
+        encoder.transform(np.array([0.0, 0.5, 1.0]))
+
+
 @pytest.mark.parametrize(
     ("fit", "new", "shown"),
     [
