@@ -92,7 +92,7 @@ class DaskProjectionResult:
     def verification(self):
         """Delayed: the per-group means of ``proba`` recomputed over the whole collection
         (an output pass), checked; returns their gap."""
-        if callable(self._verification):
+        if isinstance(self._verification, partial):  # built on first use
             self._verification = self._verification()
         return self._verification
 
@@ -470,6 +470,11 @@ def outputs(score_blocks, group_blocks, chunks, lookup, shifts, sizes, tolerance
     return proba, pas.delayed(check_key), gap
 
 
+def _verification(*args):
+    """The delayed check of the outputs recomputed over the whole collection."""
+    return outputs(*args, "fused")[1]
+
+
 def checked_outputs(score_blocks, group_blocks, chunks, lookup, shifts, pred, lb, ub):
     """The lazy output array, each partition checked against its predicted sums.
 
@@ -572,10 +577,8 @@ def project_blocks(score_blocks, group_blocks, chunks, tolerance, bounds=(0.0, 1
         verify = "eager"
     solution["info"]["verify"] = verify
 
-    def verification():
-        return outputs(score_blocks, group_blocks, chunks, lookup, shifts, sizes, tolerance,
-                       lb, ub, "fused")[1]
-
+    verification = partial(_verification, score_blocks, group_blocks, chunks, lookup, shifts,
+                           sizes, tolerance, lb, ub)
     if verify != "blocks":
         proba, check, gap = outputs(score_blocks, group_blocks, chunks, lookup, shifts, sizes,
                                     tolerance, lb, ub, verify)
