@@ -236,25 +236,18 @@ def block_bracket(s_raw, g_raw, index, lookup, center, hh, lb, ub, cap, target, 
     so = s[idx]
     u = so - center[go]
     h = hh[go]
-    at_top = u >= ub + h
-    at_bot = u <= lb - h
-    free = (u >= lb + h) & (u <= ub - h)
-    unc = ~(at_top | at_bot | free)
-    res = {
-        "counts": counts, "sums": sums,
-        "nout": np.bincount(go, minlength=k).astype(np.float64),
-        "sout": np.bincount(go, weights=so, minlength=k),
-        "nfree_x": np.bincount(go, weights=free, minlength=k),
-        "sfree_x": np.bincount(go, weights=np.where(free, so, 0.0), minlength=k),
-        "ntop": np.bincount(go, weights=at_top, minlength=k),
-        "nbot": np.bincount(go, weights=at_bot, minlength=k),
-        "nunc": np.bincount(go, weights=unc, minlength=k),
-        "sunc": np.bincount(go[unc], weights=so[unc], minlength=k),
-        "new": [],
-    }
+    # 0: uncertain, 1: at the bottom, 2: at the top, 3: free (exclusive, as h > 0)
+    state = (u <= lb - h).view(np.uint8) + 2 * (u >= ub + h) + 3 * ((u >= lb + h) & (u <= ub - h))
+    code = go * 4 + state
+    n = np.bincount(code, minlength=4 * k).reshape(k, 4).T.astype(np.float64)
+    t = np.bincount(code, weights=so, minlength=4 * k).reshape(k, 4).T
+    res = {"counts": counts, "sums": sums, "nout": n.sum(axis=0), "sout": t.sum(axis=0),
+           "nfree_x": n[3], "sfree_x": t[3], "ntop": n[2], "nbot": n[1], "nunc": n[0],
+           "sunc": t[0], "new": []}
     res["blocks"] = [(index, np.stack([
-        res["counts"] - res["nout"] + res["nfree_x"], res["sums"] - res["sout"] + res["sfree_x"],
-        res["ntop"], res["nbot"], res["counts"]]))] if keep else []
+        counts - n[0] - n[1] - n[2], sums - t[0] - t[1] - t[2], n[2], n[1], counts]))
+    ] if keep else []
+    unc = state == 0
     su, gu = so[unc], go[unc]
     if su.size <= cap:
         res.update(s=su, g=gu, w=np.ones(su.size), h=gu.copy(), n_strata=k, exact=True,

@@ -126,7 +126,7 @@ def _statistics(score_blocks, group_blocks):
 
 def _picks(chunks):
     """The partitions the sampled start reads, and how many are not known to be empty."""
-    candidates = [i for i, c in enumerate(chunks) if not c == 0]
+    candidates = [i for i, c in enumerate(chunks) if c != 0]  # NaN: unknown, kept
     m = min(SAMPLE_BLOCKS, len(candidates))
     at = np.unique(np.round(np.linspace(0, len(candidates) - 1, m)).astype(np.intp))
     return [candidates[j] for j in at], len(candidates)
