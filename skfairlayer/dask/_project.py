@@ -5,17 +5,21 @@ every step of the core's exact solver needs only per-group aggregates (user
 guide, "Beyond one machine"). The driver holds ``O(k)`` numbers plus a bounded
 set of rows:
 
-1. *Statistics* (one pass): group labels, sizes, score sums and a stratified
-   sample of each group. The sample, with the sums as control variates, is
-   solved by the core (:func:`~skfairlayer._solvers._reduced._solve_model`): a
-   centre and a bracket per group.
-2. *Bracket* (one pass, repeated only on a miss): rows free, at the top or at the
-   bottom for every shift of the bracket are aggregated; the others are returned.
-   When they fit the row budget the reduced model is exact and the core's Newton
-   certifies the optimum (multipliers inside the bracket); otherwise a sample of
-   them narrows the bracket and the pass runs again.
-3. *Output* (lazy): ``clip(s - c_g, lb, ub)`` fused with the per-group sums that
-   verify parity on the whole collection.
+1. *Start* (``SAMPLE_BLOCKS`` partitions): group labels, sizes, score sums and
+   a stratified sample of each group, scaled to the collection, solved by the
+   core (:func:`~skfairlayer._solvers._reduced._solve_model`): a centre and a
+   bracket per group.
+2. *Bracket* (one pass, repeated only on a miss or a new label): exact group
+   sizes and sums; rows free, at the top or at the bottom for every shift of the
+   bracket are aggregated, the others returned. When they fit the row budget the
+   reduced model is exact and the core's Newton certifies the optimum
+   (multipliers inside the bracket); otherwise a sample of them narrows the
+   bracket and the pass runs again. A partition holding a label the start did
+   not see returns its statistics instead, and the round is repeated with every
+   label.
+3. *Output* (lazy): ``clip(s - c_g, lb, ub)``, each partition checked against
+   its output sums predicted from the certifying pass (whose total the driver
+   checks for parity) before it is released.
 """
 
 from functools import partial
@@ -51,9 +55,9 @@ class DaskProjectionResult:
     Attributes
     ----------
     proba : dask.array.Array of shape (n_samples,)
-        The projected scores, lazy (verified on the whole collection before
-        ``project`` returns, or before its blocks are released with
-        ``verify="fused"``).
+        The projected scores, lazy; each block verified by the task that computes
+        it (``verify="blocks"``), or the whole output verified before ``project``
+        returns (``"eager"``) or before its blocks are released (``"fused"``).
     shifts : ndarray of shape (n_groups,)
         ``proba = clip(scores - shifts[group], lb, ub)``.
     duals : ndarray of shape (n_groups,)
@@ -65,15 +69,24 @@ class DaskProjectionResult:
     sizes : ndarray of shape (n_groups,)
         Rows per group.
     passes : int
-        Passes over the data the solve made (statistics and bracket passes; the
-        verification and output passes not included).
+        Passes over the whole collection the solve made (bracket passes, and a
+        statistics pass when the start read every partition; the start's
+        partitions, the verification pass of ``verify="eager"`` and the output
+        pass not included).
+    info : dict
+        ``sampled_blocks`` (partitions the start read; None: all),
+        ``statistics_pass``, ``relabel_passes`` (bracket passes that found labels
+        the start had not seen), ``uncertain_rows`` (rows returned by each
+        bracket pass), ``rounds``, ``verify`` (the mode used).
     verification : Delayed
-        Computes the per-group means of ``proba`` over the whole collection and
-        raises :class:`~skfairlayer.exceptions.SolverError` unless they meet the
-        tolerance (to ``VERIFY_TOL``) and the bounds; returns the gap.
+        Computes the per-group means of ``proba`` over the whole collection (an
+        output pass) and raises :class:`~skfairlayer.exceptions.SolverError`
+        unless they meet the tolerance (to ``VERIFY_TOL``) and the bounds;
+        returns the gap.
     gap : float or None
-        Verified gap of the group means (None with ``verify="fused"``: computing
-        ``verification`` returns it).
+        Verified gap of the group means: of the certified sums that every output
+        block is checked against (``"blocks"``), of the output (``"eager"``);
+        None with ``"fused"`` (computing ``verification`` returns it).
     """
 
     def __init__(self, proba, solution, verification, gap=None):
@@ -496,11 +509,10 @@ def project(scores, sensitive_features, *, tolerance=0.01, bounds=(0.0, 1.0),
     """Project a Dask collection of scores onto demographic parity over the whole collection.
 
     The same optimum as :func:`skfairlayer.project` on the concatenated data
-    (to rounding), computed from per-group aggregates in a fixed number of
-    passes: one statistics pass, one bracket pass (more only when the
-    uncertain rows exceed the driver's budget or a bracket misses), a pass
-    verifying parity on the whole collection (or fused with the output, see
-    ``verify``), and the lazy output pass.
+    (to rounding), computed from per-group aggregates: a start read from
+    ``SAMPLE_BLOCKS`` partitions, one bracket pass (more only when the start
+    missed a label, the uncertain rows exceed the driver's budget or a bracket
+    misses), and the lazy output pass, verified partition by partition.
 
     Parameters
     ----------
@@ -515,13 +527,17 @@ def project(scores, sensitive_features, *, tolerance=0.01, bounds=(0.0, 1.0),
         Scalar lower and upper bounds of the outputs.
     criterion : str, default="demographic_parity"
         Only ``"demographic_parity"`` is solved this way.
-    verify : {"eager", "fused"}, default="eager"
-        ``"eager"``: one verification pass now (``result.gap`` is set), then a
-        streaming output. ``"fused"``: the verification sums are computed in
-        the output pass itself and each output block is released once the
-        whole output is verified, so the output is held in the cluster's
-        memory until then (one pass fewer; measured slower at 1e8 rows on
-        two workers, see the user guide).
+    verify : {"blocks", "eager", "fused"}, default="blocks"
+        ``"blocks"``: the driver checks that the output sums predicted from the
+        certifying bracket pass meet parity, and the task computing each output
+        block raises unless the block's group sums match its prediction and its
+        values are within the bounds (no pass of its own; the output streams).
+        Beyond ``BLOCK_SUMS`` (partition, group) pairs, ``"eager"`` is used.
+        ``"eager"``: one verification pass now (``result.gap`` is the gap of the
+        output), then a streaming output. ``"fused"``: the verification sums are
+        computed in the output pass itself and each output block is released
+        once the whole output is verified, so the output is held in the
+        cluster's memory until then.
 
     Returns
     -------
@@ -534,7 +550,7 @@ def project(scores, sensitive_features, *, tolerance=0.01, bounds=(0.0, 1.0),
         If the scores are not finite or the bounds not ``lower < upper``.
     SolverError
         If the answer fails verification (when the output is computed, with
-        ``verify="fused"``).
+        ``verify="blocks"`` or ``"fused"``).
 
     Examples
     --------
