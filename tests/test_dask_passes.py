@@ -180,3 +180,32 @@ def test_verify_modes_agree(verify):
     out, gap = dask.compute(res.proba, res.verification)
     assert gap <= 0.01 + VERIFY_TOL
     np.testing.assert_allclose(out, project(s, g, tolerance=0.01).proba, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_corrupted_decisions_raise(monkeypatch, k):
+    """Check that a decision kernel selecting other rows raises when the decisions are
+    computed, and that the global check is used past BLOCK_COUNTS."""
+    from skfairlayer._decisions import parity_decisions as memory_decisions
+    from skfairlayer.dask import _decisions, parity_decisions
+
+    _, s, g = _data(7, k=k)
+    ref = memory_decisions(s, g, k, 0.02).decisions
+    ds, dg = da.from_array(s, chunks=500), da.from_array(g, chunks=500)
+    kernel = _decisions._block_decide
+
+    def broken(s_raw, g_raw, offset, lookup, value, last):
+        out, counts = kernel(s_raw, g_raw, offset, lookup, value, last)
+        out[:1] = 1 - out[:1]  # a row flipped: its group's count moves
+        codes = np.asarray(g_raw)[:1]
+        return out, counts + np.bincount(codes, weights=2 * out[:1] - 1, minlength=k)
+
+    for limit, match in [(1 << 20, "selects other counts than predicted"),
+                         (10, "other counts than the solver chose")]:
+        monkeypatch.setattr(_decisions, "BLOCK_COUNTS", limit)
+        monkeypatch.setattr(_decisions, "_block_decide", kernel)
+        res = parity_decisions(ds, dg, tolerance=0.02)
+        np.testing.assert_array_equal(res.decisions.compute(), ref)
+        monkeypatch.setattr(_decisions, "_block_decide", broken)
+        with pytest.raises(SolverError, match=match):
+            res.decisions.compute()
