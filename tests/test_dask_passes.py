@@ -207,5 +207,6 @@ def test_corrupted_decisions_raise(monkeypatch, k):
         res = parity_decisions(ds, dg, tolerance=0.02)
         np.testing.assert_array_equal(res.decisions.compute(), ref)
         monkeypatch.setattr(_decisions, "_block_decide", broken)
+        res = parity_decisions(ds, dg, tolerance=0.02)
         with pytest.raises(SolverError, match=match):
             res.decisions.compute()
