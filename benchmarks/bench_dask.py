@@ -16,14 +16,16 @@ floor: ``(scores * groups).sum()``
 floor: ``map_blocks(clip(s - 0.01 g)).sum()``
     The simplest output pass: a new array from both, then reduced (what the
     layer's output pass does, without the verification sums).
-project (solve + verification pass)
-    ``skfairlayer.dask.project`` (default ``verify="eager"``): the statistics and
-    bracket passes, then the pass verifying parity on the whole collection.
-project (output)
-    ``result.proba.sum()`` computed: the (streaming) output pass.
+project (solve: start + bracket)
+    ``skfairlayer.dask.project`` (default ``verify="blocks"``): the start read from
+    8 partitions, the bracket pass(es), the driver's check of the predicted sums.
+    Passes: ``bracket passes + partitions read by the start / partitions``.
+project (output, checked per partition)
+    ``result.proba.sum()`` computed: the streaming output pass, each partition's
+    task checking its own group sums and bounds.
 project (total)
-    Both. ``verify="fused"`` rows: the verification sums computed in the output
-    pass, the output held until the whole collection is verified.
+    Both. The ``verify="eager"`` row (not with ``--quick``): the previous default,
+    one more pass verifying the whole output before returning.
 decisions (solve), (output), (total)
     The same for ``skfairlayer.dask.parity_decisions``.
 
@@ -34,8 +36,9 @@ regression) fitted in memory on 20,000 rows. Rows: the floor
 ``X.map_blocks(base.predict_proba).sum()`` (the base model alone, partition by
 partition); ``predict_proba`` / ``predict`` with ``inference="fitted"``
 (demographic parity and equalized odds: the fitted rule per partition); and
-``predict_proba`` with ``inference="batch"`` (the global solve: statistics, bracket,
-verification and output, 4 passes unless a bracket misses), with the base scores
+``predict_proba`` with ``inference="batch"`` (the global solve: a start read from 8
+partitions, one bracket pass, the output checked partition by partition: 2 passes
+unless a bracket misses), with the base scores
 persisted on the workers (the default ``persist_scores=True``: the base runs once per
 partition) and with ``persist_scores=False`` (the base scores every pass again).
 
@@ -127,12 +130,13 @@ def _estimator_rows(client, n, chunk, repeats):
     if "persist_scores" in inspect.signature(predict_proba).parameters:
         t, _, peak = _timed(lambda: predict_proba(batch, X).sum().compute(), repeats)
         rows.append(("predict_proba (dp, batch, persisted scores: base once, solve + "
-                     "verification + output)", t, 4, peak))
+                     "output)", t, "2 + 8/n", peak))
         kw = {"persist_scores": False}
     else:  # an older skfairlayer: the base runs in every pass
         kw = {}
     t, _, peak = _timed(lambda: predict_proba(batch, X, **kw).sum().compute(), repeats)
-    rows.append(("predict_proba (dp, batch, persist_scores=False: base every pass)", t, 4,
+    rows.append(("predict_proba (dp, batch, persist_scores=False: base every pass)", t,
+                 "2 + 8/n",
                  peak))
     return floor, rows
 
