@@ -161,9 +161,10 @@ def _merge_hist(parts):
             "rows": [r for p in parts for r in p["rows"]]}
 
 
-def _block_window(s_raw, g_raw, where, lookup, e_lo, e_hi, bins):
+def _block_window(s_raw, g_raw, where, lookup, e_lo, e_hi, bins, keep=True):
     """The rows of the bins ``e_lo .. e_hi`` of their group (scores, codes, global positions),
-    and the block's rows above them per group (``where``: the block's offset and index)."""
+    and (``keep``) the block's rows above them per group (``where``: the block's offset and
+    index)."""
     offset, index = where
     s = as_float(s_raw)
     k = e_lo.size
@@ -171,10 +172,10 @@ def _block_window(s_raw, g_raw, where, lookup, e_lo, e_hi, bins):
     if ind is None:
         codes = global_codes(g_raw, lookup)
         e = _bins(s, bins)
-        keep = np.flatnonzero((e >= e_lo[codes]) & (e <= e_hi[codes]))
+        rows = np.flatnonzero((e >= e_lo[codes]) & (e <= e_hi[codes]))
         above = np.bincount(codes[e > e_hi[codes]], minlength=k)
-        return {"s": s[keep], "g": codes[keep], "pos": keep + offset,
-                "above": [(index, above)]}
+        return {"s": s[rows], "g": codes[rows], "pos": rows + offset,
+                "above": [(index, above)] if keep else []}
     # Bin e holds ((e - 1) / bins, e / bins]: compare with exact dyadic edges.
     low, high = (e_lo - 1.0) / bins, e_hi / float(bins)
     parts, above = [], np.zeros(2, dtype=np.int64)
@@ -188,9 +189,9 @@ def _block_window(s_raw, g_raw, where, lookup, e_lo, e_hi, bins):
                   np.count_nonzero(up1) - np.count_nonzero(in1))
         in0 |= in1
         parts.append(np.flatnonzero(in0) + sl.start)
-    keep = np.concatenate(parts)
-    return {"s": s[keep], "g": ind[keep].astype(np.intp), "pos": keep + offset,
-            "above": [(index, above)]}
+    rows = np.concatenate(parts)
+    return {"s": s[rows], "g": ind[rows].astype(np.intp), "pos": rows + offset,
+            "above": [(index, above)] if keep else []}
 
 
 def _merge_window(parts):
@@ -452,7 +453,8 @@ def _solve_region(blocks, lookup, tables, sizes, free, tol, offsets, bins, lo, h
     """Extract the windows of the levels ``[ta, tb]``, solve there exactly, certify, widen."""
     for rounds in range(1, _ROUNDS + 1):
         e_lo, e_hi = _windows(tables, sizes, free, tol, ta, tb)
-        func = partial(_block_window, lookup=lookup, e_lo=e_lo, e_hi=e_hi, bins=bins)
+        func = partial(_block_window, lookup=lookup, e_lo=e_lo, e_hi=e_hi, bins=bins,
+                       keep=offsets.size * sizes.size <= BLOCK_COUNTS)
         where = list(zip(offsets.tolist(), range(offsets.size), strict=True))
         pas = Pass(*blocks, func, "skfairlayer-window", extra=where)
         (window,) = compute(pas.delayed(pas.reduce(pas.keys, _merge_window)))

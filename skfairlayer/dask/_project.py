@@ -337,7 +337,8 @@ def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=None, check_labe
     ``check_labels(labels)``, if given, runs on the labels of the start and again on
     any label a bracket pass finds. ``chunks``: rows per partition (NaN: unknown).
     ``keep``: the certifying bracket pass's per-partition aggregates are returned as
-    ``solution["agg"]`` (see :func:`predicted_sums`).
+    ``solution["agg"]`` (see :func:`predicted_sums`) when there are at most
+    ``BLOCK_SUMS`` (partition, group) pairs (else None).
     """
     budget = MAX_ROWS if budget is None else budget
     chunks = (np.nan,) * len(score_blocks) if chunks is None else tuple(chunks)
@@ -357,8 +358,9 @@ def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=None, check_labe
     for rounds in range(1, _ROUNDS + 2):  # noqa: B007 (one more round: new labels)
         last = rounds >= _ROUNDS
         hh = _shrunk(center, half, lb, ub)
+        kept = keep and len(score_blocks) * len(lookup) <= BLOCK_SUMS
         agg = _bracket_pass(score_blocks, group_blocks, lookup, center, hh, lb, ub,
-                            np.iinfo(np.int64).max if last else budget, keep)
+                            np.iinfo(np.int64).max if last else budget, kept)
         passes += 1
         if agg["new"]:  # labels the start had not seen: every label is known now
             labels, lookup, stats = _relabel(lookup, stats, agg)
@@ -399,7 +401,7 @@ def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=None, check_labe
     info = {"rounds": rounds, "uncertain_rows": uncertain, "half_width": half,
             "sampled_blocks": sampled, "statistics_pass": full, "relabel_passes": relabels}
     return {"shifts": shifts, "nu": nu, "t": float(res.t), "groups": labels, "sizes": sizes,
-            "passes": passes, "info": info, "agg": agg if keep else None}, lookup
+            "passes": passes, "info": info, "agg": agg if kept else None}, lookup
 
 
 def predicted_sums(agg, shifts, lb, ub, n_blocks):
@@ -589,7 +591,7 @@ def project_blocks(score_blocks, group_blocks, chunks, tolerance, bounds=(0.0, 1
     solution, lookup = solve(score_blocks, group_blocks, tolerance, lb, ub,
                              check_labels=check_labels, chunks=chunks, keep=keep)
     shifts, sizes = solution["shifts"], solution["sizes"]
-    if keep and n_blocks * sizes.size > BLOCK_SUMS:  # too many sums to hold: a separate pass
+    if keep and sizes.size >= 2 and solution.get("agg") is None:  # too many sums to hold
         verify = "eager"
     solution["info"]["verify"] = verify
 
