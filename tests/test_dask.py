@@ -69,7 +69,13 @@ def test_project_equals_in_memory(seed):
     assert m.max() - m.min() <= tol + VERIFY_TOL
     assert gap <= tol + VERIFY_TOL
     assert out.min() >= 0 and out.max() <= 1
-    assert res.passes == 2  # the statistics pass and one bracket pass
+    # a statistics pass when the start reads every partition (few of them), one bracket
+    # pass, one more when the start missed a label; sorted data may also miss a bracket
+    info = res.info
+    assert res.passes == info["statistics_pass"] + info["relabel_passes"] + len(
+        info["uncertain_rows"])
+    if seed % 3:  # shuffled data: a representative start
+        assert res.passes == info["statistics_pass"] + 1
 
 
 def test_project_sampled_bracket_passes(monkeypatch):

@@ -287,8 +287,8 @@ def test_batch_scores_each_partition_once(method):
         calls = [c for c in _CountingLogistic.calls if c]
         if persist:
             assert sorted(calls) == sorted(c for c in chunks[0] if c)
-        else:
-            assert len(calls) >= 3 * sum(1 for c in chunks[0] if c)
+        else:  # the start's partitions, then at least a bracket pass and the output pass
+            assert len(calls) >= 2 * sum(1 for c in chunks[0] if c)
     np.testing.assert_array_equal(outs[True], outs[False])
     if method == "predict_proba":
         np.testing.assert_allclose(outs[True], ref, rtol=0, atol=1e-12)

@@ -13,8 +13,13 @@ band of width ``tolerance``. Globally:
    cover, the in-memory enumeration runs exactly, and an upper bound of the
    objective everywhere else certifies that no other level does better.
 3. *Decisions* (lazy): ``s > v_g``, or ``s == v_g`` up to a global position
-   (ties broken by position, as in memory), fused with per-group counts that
-   verify the selection rates on the whole collection.
+   (ties broken by position, as in memory). The certifying window pass also
+   counts each partition's rows above the window, so the driver knows how many
+   rows of each group every partition selects; it checks that these add up to
+   the chosen counts, and the task computing each decision block raises unless
+   the block selects exactly its predicted counts (beyond ``BLOCK_COUNTS``
+   (partition, group) pairs, the blocks wait for a check of the whole
+   collection's counts instead).
 """
 
 from fractions import Fraction
@@ -46,6 +51,9 @@ _RATE_SLACK = 1e-12  # float slack of the window's rate comparisons
 BINS = 1 << 12
 _GRID = 4096
 _ROUNDS = 6
+#: Most (partition, group) pairs whose predicted selected counts the driver holds (each
+#: decision block checked on its own); beyond, the blocks wait for the global check.
+BLOCK_COUNTS = 1 << 20
 #: Most rows gathered when every level must be searched (tolerance * group size < 1).
 _GATHER_ROWS = 1 << 21
 
@@ -56,8 +64,8 @@ class DaskParityDecisions:
     Attributes
     ----------
     decisions : dask.array.Array of shape (n_samples,), dtype=int
-        0/1 decisions, lazy; released once the selected counts are verified on
-        the whole collection.
+        0/1 decisions, lazy; each block checked, by the task that computes it,
+        to select exactly the rows per group the certified solution predicts.
     counts, sizes : ndarray of shape (n_groups,)
         Selected rows and rows per group.
     thresholds : ndarray of shape (n_groups,)
@@ -153,28 +161,43 @@ def _merge_hist(parts):
             "rows": [r for p in parts for r in p["rows"]]}
 
 
-def _block_window(s_raw, g_raw, offset, lookup, e_lo, e_hi, bins):
+def _block_window(s_raw, g_raw, where, lookup, e_lo, e_hi, bins, keep=True):
+    """The rows of the bins ``e_lo .. e_hi`` of their group (scores, codes, global positions),
+    and (``keep``) the block's rows above them per group (``where``: the block's offset and
+    index)."""
+    offset, index = where
     s = as_float(s_raw)
+    k = e_lo.size
     ind = indicator(g_raw, lookup)
     if ind is None:
         codes = global_codes(g_raw, lookup)
         e = _bins(s, bins)
-        keep = np.flatnonzero((e >= e_lo[codes]) & (e <= e_hi[codes]))
-        return {"s": s[keep], "g": codes[keep], "pos": keep + offset}
+        rows = np.flatnonzero((e >= e_lo[codes]) & (e <= e_hi[codes]))
+        above = np.bincount(codes[e > e_hi[codes]], minlength=k)
+        return {"s": s[rows], "g": codes[rows], "pos": rows + offset,
+                "above": [(index, above)] if keep else []}
     # Bin e holds ((e - 1) / bins, e / bins]: compare with exact dyadic edges.
     low, high = (e_lo - 1.0) / bins, e_hi / float(bins)
-    parts = []
+    parts, above = [], np.zeros(2, dtype=np.int64)
     for sl in sub_blocks(s.size):
         x, f = s[sl], ind[sl]
-        inside = (x > low[0]) & (x <= high[0]) & ~f
-        inside |= (x > low[1]) & (x <= high[1]) & f
-        parts.append(np.flatnonzero(inside) + sl.start)
-    keep = np.concatenate(parts)
-    return {"s": s[keep], "g": ind[keep].astype(np.intp), "pos": keep + offset}
+        up0 = (x > low[0]) & ~f  # in the window or above it
+        in0 = up0 & (x <= high[0])
+        up1 = (x > low[1]) & f
+        in1 = up1 & (x <= high[1])
+        above += (np.count_nonzero(up0) - np.count_nonzero(in0),
+                  np.count_nonzero(up1) - np.count_nonzero(in1))
+        in0 |= in1
+        parts.append(np.flatnonzero(in0) + sl.start)
+    rows = np.concatenate(parts)
+    return {"s": s[rows], "g": ind[rows].astype(np.intp), "pos": rows + offset,
+            "above": [(index, above)] if keep else []}
 
 
 def _merge_window(parts):
-    return {key: np.concatenate([p[key] for p in parts]) for key in ("s", "g", "pos")}
+    out = {key: np.concatenate([p[key] for p in parts]) for key in ("s", "g", "pos")}
+    out["above"] = [x for p in parts for x in p["above"]]
+    return out
 
 
 def _block_decide(s_raw, g_raw, offset, lookup, value, last):
@@ -200,6 +223,33 @@ def _block_decide(s_raw, g_raw, offset, lookup, value, last):
     out[ties] = ties + offset <= last[ind[ties].astype(np.intp)]
     n1 = np.count_nonzero(out & ind)
     return out.astype(int), np.array([np.count_nonzero(out) - n1, n1], dtype=np.float64)
+
+
+def _block_decide_checked(s_raw, g_raw, where, lookup, value, last):
+    """The decisions of one block, released only if its selected rows per group are the
+    predicted ones (``where``: the block's offset and predicted counts)."""
+    offset, expected = where
+    out, counts = _block_decide(s_raw, g_raw, offset, lookup, value, last)
+    if not np.array_equal(counts, expected):
+        raise SolverError(
+            "A partition of the global parity decisions selects other counts than predicted "
+            f"({counts.tolist()} instead of {expected.tolist()}): the data changed between "
+            "passes, or a bug (please report it)."
+        )
+    return out
+
+
+def _predicted_counts(window, value, last, offsets, k):
+    """Per partition and group, the rows the rule selects: those above the certifying
+    window, and the window's own rows the rule selects (on the driver)."""
+    pred = np.zeros((offsets.size, k), dtype=np.int64)
+    for index, above in window["above"]:
+        pred[index] += above
+    s, g, pos = window["s"], window["g"], window["pos"]
+    chosen = (s > value[g]) | ((s == value[g]) & (pos <= last[g]))
+    block = np.searchsorted(offsets, pos, side="right") - 1  # empty blocks share offsets
+    np.add.at(pred, (block[chosen], g[chosen]), 1)
+    return pred
 
 
 def _sum_parts(parts):
@@ -403,8 +453,10 @@ def _solve_region(blocks, lookup, tables, sizes, free, tol, offsets, bins, lo, h
     """Extract the windows of the levels ``[ta, tb]``, solve there exactly, certify, widen."""
     for rounds in range(1, _ROUNDS + 1):
         e_lo, e_hi = _windows(tables, sizes, free, tol, ta, tb)
-        func = partial(_block_window, lookup=lookup, e_lo=e_lo, e_hi=e_hi, bins=bins)
-        pas = Pass(*blocks, func, "skfairlayer-window", extra=offsets.tolist())
+        func = partial(_block_window, lookup=lookup, e_lo=e_lo, e_hi=e_hi, bins=bins,
+                       keep=offsets.size * sizes.size <= BLOCK_COUNTS)
+        where = list(zip(offsets.tolist(), range(offsets.size), strict=True))
+        pas = Pass(*blocks, func, "skfairlayer-window", extra=where)
         (window,) = compute(pas.delayed(pas.reduce(pas.keys, _merge_window)))
         exact = _exact_f(window, tables, sizes, e_lo, e_hi)
         pts, mids = _levels_in(sizes, tol, lo, hi, ta, tb)
@@ -421,7 +473,7 @@ def _solve_region(blocks, lookup, tables, sizes, free, tol, offsets, bins, lo, h
         fails = _failing(tables, sizes, free, tol, lo, hi, ta, tb, special,
                          best[0] - margin, best[1])
         if not fails:
-            return best[1], exact, rounds
+            return best[1], exact, rounds, window
         ta = min(ta, min(a for a, _ in fails))
         tb = max(tb, max(b for _, b in fails))
     raise SolverError(
@@ -509,13 +561,21 @@ def decide_blocks(score_blocks, group_blocks, tolerance, bins=BINS, check_labels
     offsets = np.concatenate(([0], np.cumsum(hist["rows"])[:-1])).astype(np.int64)
     tables = _Tables(cnt, gain, bins)
     blocks = (list(score_blocks), list(group_blocks))
-    counts, exact, rounds = _solve_counts(blocks, lookup, tables, sizes, free, tolerance,
-                                          offsets, bins)
+    counts, exact, rounds, window = _solve_counts(blocks, lookup, tables, sizes, free,
+                                                  tolerance, offsets, bins)
     _check_exact_gap(counts, sizes, tolerance)
     value, last, thresholds = _rule(exact, counts, sizes)
-    func = partial(_block_decide, lookup=lookup, value=value, last=last)
-    pas = Pass(*blocks, func, "skfairlayer-decide", extra=offsets.tolist())
-    total = pas.reduce(pas.item(pas.keys, 1), _sum_parts)
-    ok = pas.task(partial(_check_counts, counts=counts.astype(np.float64)), total)
-    decisions = pas.array([pas.task(_release, k, ok) for k in pas.keys], hist["rows"], int)
+    if offsets.size * sizes.size <= BLOCK_COUNTS:  # each block checked against its prediction
+        pred = _predicted_counts(window, value, last, offsets, sizes.size)
+        _check_counts(pred.sum(axis=0), counts)
+        func = partial(_block_decide_checked, lookup=lookup, value=value, last=last)
+        pas = Pass(*blocks, func, "skfairlayer-decide", extra=list(zip(offsets.tolist(), pred,
+                                                                        strict=True)))
+        decisions = pas.array(pas.keys, hist["rows"], int)
+    else:  # the blocks held until the whole collection's counts are checked
+        func = partial(_block_decide, lookup=lookup, value=value, last=last)
+        pas = Pass(*blocks, func, "skfairlayer-decide", extra=offsets.tolist())
+        total = pas.reduce(pas.item(pas.keys, 1), _sum_parts)
+        ok = pas.task(partial(_check_counts, counts=counts.astype(np.float64)), total)
+        decisions = pas.array([pas.task(_release, k, ok) for k in pas.keys], hist["rows"], int)
     return DaskParityDecisions(decisions, counts, sizes, thresholds, labels, 1 + rounds)

@@ -7,6 +7,7 @@ combine them up a tree. See :mod:`skfairlayer.dask._project` for the driver.
 
 import numpy as np
 
+from ..exceptions import SolverError
 from ._blocks import (
     SUB,
     as_float,
@@ -138,89 +139,138 @@ def merge_stats(parts):
             "n_strata": offset, "rows": sum(p["rows"] for p in parts)}
 
 
+def _known_codes(g_raw, lookup):
+    """Global codes of one block of group values, or None if it holds a label not in ``lookup``."""
+    local, labels = block_codes(g_raw)
+    keys = label_keys(labels)
+    if any(key not in lookup for key in keys):
+        return None
+    if local.size == 0:
+        return local
+    return np.fromiter((lookup[key] for key in keys), dtype=np.intp, count=len(keys))[local]
+
+
 def _flagged(s, g_raw, lookup, center, low, high):
-    """Rows whose shifted score ``s - center_g`` is outside ``[low, high]``, and their codes.
+    """Group counts and score sums, and the rows whose shifted score ``s - center_g`` is
+    outside ``[low, high]`` with their codes; None when the block holds an unseen label.
 
     Two groups: ``s + (c_0 - c_1) f`` against ``[low + c_0, high + c_0]`` (``f``: the
-    indicator of group 1, converted in the multiply), sub-block by sub-block, as the
-    core's bracket pass; rows within rounding of an edge are classified exactly later.
+    indicator of group 1 as floats), sub-block by sub-block, the sums taken while the
+    sub-block is in cache; rows within rounding of an edge are classified exactly later.
     """
+    k = center.size
     ind = indicator(g_raw, lookup)
     if ind is None:
-        codes = global_codes(g_raw, lookup)
+        codes = _known_codes(g_raw, lookup)
+        if codes is None:
+            return None
+        _check_rows(codes.shape[0], s.shape[0])
+        sums = group_sums(codes, s, k)
+        _check_finite(s, sums.sum())
         u = s - center[codes]
         idx = np.flatnonzero((u < low) | (u > high))
-        return idx, codes[idx]
+        return np.bincount(codes, minlength=k).astype(np.float64), sums, idx, codes[idx]
+    _check_rows(ind.shape[0], s.shape[0])
     d, lo, hi = center[0] - center[1], low + center[0], high + center[0]
     size = min(SUB, s.size)
-    buf, below, above = np.empty(size), np.empty(size, dtype=bool), np.empty(size, dtype=bool)
-    parts = []
+    f, buf = np.empty(size), np.empty(size)
+    below, above = np.empty(size, dtype=bool), np.empty(size, dtype=bool)
+    parts, total, one = [], 0.0, 0.0
     for sl in sub_blocks(s.size):
         m = sl.stop - sl.start
-        t, x1, x2 = buf[:m], below[:m], above[:m]
-        np.multiply(ind[sl], d, out=t)
-        np.add(t, s[sl], out=t)
+        t, x1, x2, fs, ss = buf[:m], below[:m], above[:m], f[:m], s[sl]
+        np.copyto(fs, ind[sl])
+        total += float(ss.sum())
+        one += float(np.einsum("i,i->", fs, ss))
+        np.multiply(fs, d, out=t)
+        np.add(t, ss, out=t)
         np.less(t, lo, out=x1)
         np.greater(t, hi, out=x2)
         np.logical_or(x1, x2, out=x1)
         idx = np.flatnonzero(x1)
         parts.append(idx + sl.start if sl.start else idx)
+    _check_finite(s, total)
+    n1 = float(np.count_nonzero(ind))
     idx = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    return idx, ind[idx].astype(np.intp)
+    return (np.array([s.size - n1, n1]), np.array([total - one, one]), idx,
+            ind[idx].astype(np.intp))
 
 
-def block_bracket(s_raw, g_raw, lookup, center, hh, lb, ub, cap, target):
-    """A bracket pass: rows certain on the bracket aggregated, the uncertain ones extracted.
+_SUMMED = ("counts", "sums", "nout", "sout", "nfree_x", "sfree_x", "ntop", "nbot", "nunc",
+           "sunc")
+
+
+def _unseen(s_raw, g_raw, k, target):
+    """The bracket-pass result of a block holding a label the pass did not know: its
+    pass-1 statistics (labels, counts, sums, a stratified sample), nothing else."""
+    zeros = np.zeros(k)
+    res = dict.fromkeys(_SUMMED, zeros)
+    res.update(s=np.zeros(0), g=np.zeros(0, dtype=np.intp), w=np.zeros(0),
+               h=np.zeros(0, dtype=np.intp), b=np.zeros(0, dtype=np.intp), n_strata=0,
+               exact=True, new=[block_stats(s_raw, g_raw, target)], blocks=[])
+    return res
+
+
+def block_bracket(s_raw, g_raw, index, lookup, center, hh, lb, ub, cap, target, keep):
+    """A bracket pass: group counts and sums, the rows certain on the bracket aggregated,
+    the uncertain ones extracted.
 
     A row of group ``g`` is free for every shift within ``hh[g]`` of ``center[g]``
     when ``lb + hh[g] <= s - center[g] <= ub - hh[g]``, at the top when
     ``s - center[g] >= ub + hh[g]``, at the bottom when ``<= lb - hh[g]``,
-    uncertain otherwise. Rows well inside (for the widest ``hh``) are only
-    counted by the driver (pass-1 sums less the others); the rest are
-    classified here. At most ``cap`` uncertain rows are returned whole, else a
-    stratified sample of ``target`` per group.
+    uncertain otherwise. Rows well inside (for the widest ``hh``) are counted as
+    the group totals less the others; the rest are classified here. At most
+    ``cap`` uncertain rows are returned whole (with ``index``, the block's
+    position), else a stratified sample of ``target`` per group. ``keep``: also
+    return the block's own free, top and bottom aggregates (``blocks``), from
+    which the driver predicts the block's output sums. A block holding a label
+    missing from ``lookup`` returns its statistics instead (``new``).
     """
     k = center.size
     s = as_float(s_raw)
     wide = float(hh.max())
-    idx, go = _flagged(s, g_raw, lookup, center, lb + wide, ub - wide)
+    flagged = _flagged(s, g_raw, lookup, center, lb + wide, ub - wide)
+    if flagged is None:
+        return _unseen(s_raw, g_raw, k, target)
+    counts, sums, idx, go = flagged
     so = s[idx]
     u = so - center[go]
     h = hh[go]
-    at_top = u >= ub + h
-    at_bot = u <= lb - h
-    free = (u >= lb + h) & (u <= ub - h)
-    unc = ~(at_top | at_bot | free)
-    res = {
-        "nout": np.bincount(go, minlength=k).astype(np.float64),
-        "sout": np.bincount(go, weights=so, minlength=k),
-        "nfree_x": np.bincount(go, weights=free, minlength=k),
-        "sfree_x": np.bincount(go, weights=np.where(free, so, 0.0), minlength=k),
-        "ntop": np.bincount(go, weights=at_top, minlength=k),
-        "nbot": np.bincount(go, weights=at_bot, minlength=k),
-        "nunc": np.bincount(go, weights=unc, minlength=k),
-        "sunc": np.bincount(go[unc], weights=so[unc], minlength=k),
-    }
+    # 0: uncertain, 1: at the bottom, 2: at the top, 3: free (exclusive, as h > 0)
+    state = (u <= lb - h).view(np.uint8) + 2 * (u >= ub + h) + 3 * ((u >= lb + h) & (u <= ub - h))
+    code = go * 4 + state
+    n = np.bincount(code, minlength=4 * k).reshape(k, 4).T.astype(np.float64)
+    t = np.bincount(code, weights=so, minlength=4 * k).reshape(k, 4).T
+    res = {"counts": counts, "sums": sums, "nout": n.sum(axis=0), "sout": t.sum(axis=0),
+           "nfree_x": n[3], "sfree_x": t[3], "ntop": n[2], "nbot": n[1], "nunc": n[0],
+           "sunc": t[0], "new": []}
+    res["blocks"] = [(index, np.stack([
+        counts - n[0] - n[1] - n[2], sums - t[0] - t[1] - t[2], n[2], n[1], counts]))
+    ] if keep else []
+    unc = state == 0
     su, gu = so[unc], go[unc]
     if su.size <= cap:
-        res.update(s=su, g=gu, w=np.ones(su.size), h=gu.copy(), n_strata=k, exact=True)
+        res.update(s=su, g=gu, w=np.ones(su.size), h=gu.copy(), n_strata=k, exact=True,
+                   b=np.full(su.size, index, dtype=np.intp))
     else:
         counts = np.bincount(gu, minlength=k)
         rows, ws, hs = _sample(su.size, lambda i: gu[i], lambda g: gu == g, counts, target)
-        res.update(s=su[rows], g=gu[rows], w=ws, h=hs, n_strata=k, exact=False)
+        res.update(s=su[rows], g=gu[rows], w=ws, h=hs, n_strata=k, exact=False,
+                   b=np.full(rows.size, index, dtype=np.intp))
     return res
 
 
 def merge_bracket(parts):
-    """Combine bracket-pass results (sums added, rows concatenated)."""
-    res = {key: np.sum([p[key] for p in parts], axis=0)
-           for key in ("nout", "sout", "nfree_x", "sfree_x", "ntop", "nbot", "nunc", "sunc")}
+    """Combine bracket-pass results (sums added, rows and per-block aggregates concatenated)."""
+    res = {key: np.sum([p[key] for p in parts], axis=0) for key in _SUMMED}
     offsets = np.cumsum([0] + [p["n_strata"] for p in parts])
-    for key in ("s", "g", "w"):
+    for key in ("s", "g", "w", "b"):
         res[key] = np.concatenate([p[key] for p in parts])
     res["h"] = np.concatenate([p["h"] + off for p, off in zip(parts, offsets, strict=False)])
     res["n_strata"] = int(offsets[-1])
     res["exact"] = all(p["exact"] for p in parts)
+    res["new"] = [x for p in parts for x in p["new"]]
+    res["blocks"] = [x for p in parts for x in p["blocks"]]
     return res
 
 
@@ -264,3 +314,33 @@ def merge_output_stats(parts):
     """Combine the verification sums of the output pass."""
     return {"sums": np.sum([p["sums"] for p in parts], axis=0),
             "lo": min(p["lo"] for p in parts), "hi": max(p["hi"] for p in parts)}
+
+
+def block_output_checked(s_raw, g_raw, expected, lookup, shifts, lb, ub, slack):
+    """The output block, released only if it meets the bounds and its group sums match.
+
+    ``expected``: the block's per-group output sums predicted by the driver from the
+    certifying bracket pass (row 0) and its rows per group (row 1), or None (one group:
+    only the bounds are checked). The sums must agree to ``slack`` per row; the driver
+    has checked that the predicted sums meet parity on the whole collection.
+    """
+    out, stats = block_output(s_raw, g_raw, lookup, shifts, lb, ub)
+    if out.size and not (stats["lo"] >= lb and stats["hi"] <= ub):
+        raise SolverError(
+            f"The global exact solver returned outputs outside the bounds [{lb}, {ub}] (or "
+            f"non-finite) in a partition: [{stats['lo']:.6g}, {stats['hi']:.6g}]. This is a bug; "
+            "please report it."
+        )
+    if expected is not None:
+        # the two sides differ by rounding too: a sum is taken over the whole block and
+        # one group's part of it subtracted (about eps * rows * |bound| at worst)
+        rounding = 64 * np.finfo(np.float64).eps * max(abs(lb), abs(ub), 1.0) * out.size
+        diff = np.abs(stats["sums"] - expected[0])
+        if not np.all(diff <= slack * expected[1] + rounding):
+            raise SolverError(
+                "An output partition does not match the certified solution: its group sums "
+                f"differ from the predicted ones by up to {float(np.max(diff)):.3g}, more than "
+                f"{slack:g} per row (the data changed between passes, or a bug: please report "
+                "it)."
+            )
+    return out

@@ -5,17 +5,21 @@ every step of the core's exact solver needs only per-group aggregates (user
 guide, "Beyond one machine"). The driver holds ``O(k)`` numbers plus a bounded
 set of rows:
 
-1. *Statistics* (one pass): group labels, sizes, score sums and a stratified
-   sample of each group. The sample, with the sums as control variates, is
-   solved by the core (:func:`~skfairlayer._solvers._reduced._solve_model`): a
-   centre and a bracket per group.
-2. *Bracket* (one pass, repeated only on a miss): rows free, at the top or at the
-   bottom for every shift of the bracket are aggregated; the others are returned.
-   When they fit the row budget the reduced model is exact and the core's Newton
-   certifies the optimum (multipliers inside the bracket); otherwise a sample of
-   them narrows the bracket and the pass runs again.
-3. *Output* (lazy): ``clip(s - c_g, lb, ub)`` fused with the per-group sums that
-   verify parity on the whole collection.
+1. *Start* (``SAMPLE_BLOCKS`` partitions): group labels, sizes, score sums and
+   a stratified sample of each group, scaled to the collection, solved by the
+   core (:func:`~skfairlayer._solvers._reduced._solve_model`): a centre and a
+   bracket per group.
+2. *Bracket* (one pass, repeated only on a miss or a new label): exact group
+   sizes and sums; rows free, at the top or at the bottom for every shift of the
+   bracket are aggregated, the others returned. When they fit the row budget the
+   reduced model is exact and the core's Newton certifies the optimum
+   (multipliers inside the bracket); otherwise a sample of them narrows the
+   bracket and the pass runs again. A partition holding a label the start did
+   not see returns its statistics instead, and the round is repeated with every
+   label.
+3. *Output* (lazy): ``clip(s - c_g, lb, ub)``, each partition checked against
+   its output sums predicted from the certifying pass (whose total the driver
+   checks for parity) before it is released.
 """
 
 from functools import partial
@@ -35,6 +39,11 @@ SAMPLE_ROWS = 1 << 15
 MAX_ROWS = 1 << 19
 #: Sampled rows per partition and group never go below this.
 _MIN_TARGET = 64
+#: Partitions the sampled start reads (evenly spread over the non-empty ones).
+SAMPLE_BLOCKS = 8
+#: Most (partition, group) pairs whose predicted output sums the driver holds for
+#: ``verify="blocks"``; beyond, the verification is a separate pass (``"eager"``).
+BLOCK_SUMS = 1 << 20
 #: Half-width of a bracket in standard errors; bracket passes before giving up.
 _Z = 6.0
 _ROUNDS = 8
@@ -46,9 +55,9 @@ class DaskProjectionResult:
     Attributes
     ----------
     proba : dask.array.Array of shape (n_samples,)
-        The projected scores, lazy (verified on the whole collection before
-        ``project`` returns, or before its blocks are released with
-        ``verify="fused"``).
+        The projected scores, lazy; each block verified by the task that computes
+        it (``verify="blocks"``), or the whole output verified before ``project``
+        returns (``"eager"``) or before its blocks are released (``"fused"``).
     shifts : ndarray of shape (n_groups,)
         ``proba = clip(scores - shifts[group], lb, ub)``.
     duals : ndarray of shape (n_groups,)
@@ -60,15 +69,24 @@ class DaskProjectionResult:
     sizes : ndarray of shape (n_groups,)
         Rows per group.
     passes : int
-        Passes over the data the solve made (statistics and bracket passes; the
-        verification and output passes not included).
+        Passes over the whole collection the solve made (bracket passes, and a
+        statistics pass when the start read every partition; the start's
+        partitions, the verification pass of ``verify="eager"`` and the output
+        pass not included).
+    info : dict
+        ``sampled_blocks`` (partitions the start read; None: all),
+        ``statistics_pass``, ``relabel_passes`` (bracket passes that found labels
+        the start had not seen), ``uncertain_rows`` (rows returned by each
+        bracket pass), ``rounds``, ``verify`` (the mode used).
     verification : Delayed
-        Computes the per-group means of ``proba`` over the whole collection and
-        raises :class:`~skfairlayer.exceptions.SolverError` unless they meet the
-        tolerance (to ``VERIFY_TOL``) and the bounds; returns the gap.
+        Computes the per-group means of ``proba`` over the whole collection (an
+        output pass) and raises :class:`~skfairlayer.exceptions.SolverError`
+        unless they meet the tolerance (to ``VERIFY_TOL``) and the bounds;
+        returns the gap.
     gap : float or None
-        Verified gap of the group means (None with ``verify="fused"``: computing
-        ``verification`` returns it).
+        Verified gap of the group means: of the certified sums that every output
+        block is checked against (``"blocks"``), of the output (``"eager"``);
+        None with ``"fused"`` (computing ``verification`` returns it).
     """
 
     def __init__(self, proba, solution, verification, gap=None):
@@ -80,8 +98,16 @@ class DaskProjectionResult:
         self.sizes = solution["sizes"]
         self.passes = solution["passes"]
         self.info = solution["info"]
-        self.verification = verification
+        self._verification = verification
         self.gap = gap
+
+    @property
+    def verification(self):
+        """Delayed: the per-group means of ``proba`` recomputed over the whole collection
+        (an output pass), checked; returns their gap."""
+        if isinstance(self._verification, partial):  # built on first use
+            self._verification = self._verification()
+        return self._verification
 
     def __repr__(self):
         return (
@@ -95,7 +121,7 @@ def _targets(n_blocks, rows):
 
 
 def _statistics(score_blocks, group_blocks):
-    """Pass 1, on the driver: labels, sizes, sums, the stratified sample."""
+    """Labels, sizes, sums and a stratified sample of the given partitions."""
     target = _targets(len(score_blocks), SAMPLE_ROWS)
     pas = Pass(score_blocks, group_blocks, partial(_passes.block_stats, target=target),
                "skfairlayer-stats")
@@ -109,6 +135,82 @@ def _statistics(score_blocks, group_blocks):
     stats["g"] = inverse[stats["g"]] if perm.size else stats["g"]
     lookup = {key: j for j, key in enumerate(labels.tolist())}
     return labels, lookup, stats
+
+
+def _picks(chunks):
+    """The partitions the sampled start reads, and how many are not known to be empty."""
+    candidates = [i for i, c in enumerate(chunks) if c != 0]  # NaN: unknown, kept
+    m = min(SAMPLE_BLOCKS, len(candidates))
+    at = np.unique(np.round(np.linspace(0, len(candidates) - 1, m)).astype(np.intp))
+    return [candidates[j] for j in at], len(candidates)
+
+
+def _start_error(stats, scale):
+    """Standard error of each group's mean score read from a fraction ``1 / scale`` of
+    the collection, as if its rows were drawn at random (a biased start costs a miss)."""
+    k, g, w, s = stats["counts"].size, stats["g"], stats["w"], stats["s"]
+    wsum = np.maximum(np.bincount(g, weights=w, minlength=k), 1e-300)
+    mean = np.bincount(g, weights=w * s, minlength=k) / wsum
+    var = np.bincount(g, weights=w * (s - mean[g]) ** 2, minlength=k) / wsum
+    fpc = max(0.0, 1.0 - 1.0 / scale) if scale > 0 else 1.0
+    return np.sqrt(var * fpc / np.maximum(stats["counts"], 1))
+
+
+def _start(score_blocks, group_blocks, chunks):
+    """Labels, sizes, sums and a stratified sample from a few partitions (scaled to the
+    whole collection), and how many partitions were read (None: all, a full pass).
+
+    Fewer than two labels seen: every partition is read (the statistics pass).
+    """
+    picks, n_candidates = _picks(chunks)
+    if not picks:
+        raise ValueError("scores is empty: at least one sample is required.")
+    full = len(picks) == n_candidates
+    if not full:
+        labels, lookup, stats = _statistics([score_blocks[i] for i in picks],
+                                            [group_blocks[i] for i in picks])
+        if labels.size >= 2:
+            known = not np.isnan(np.sum(chunks))
+            scale = (np.sum(chunks) / max(stats["rows"], 1) if known
+                     else len(chunks) / len(picks))
+            stats["se0"] = _start_error(stats, scale)
+            for key in ("counts", "sums", "w"):
+                stats[key] = stats[key] * scale
+            return labels, lookup, stats, len(picks)
+    labels, lookup, stats = _statistics(score_blocks, group_blocks)
+    return labels, lookup, stats, None
+
+
+def _relabel(lookup, stats, agg):
+    """All labels, exact sizes and sums, and a start sample, after a bracket pass that
+    found labels the sampled start had not seen (``agg["new"]``: the statistics of the
+    partitions holding them, so every row of those groups was counted)."""
+    new = _passes.merge_stats(agg["new"])
+    old_keys = list(lookup)
+    labels = global_labels(old_keys + [key for key in new["keys"] if key not in lookup])
+    keys = labels.tolist()
+    lookup = {key: j for j, key in enumerate(keys)}
+    k = len(keys)
+    old_at = np.array([lookup[key] for key in old_keys], dtype=np.intp)
+    new_at = np.array([lookup[key] for key in new["keys"]], dtype=np.intp)
+    counts, sums = np.zeros(k), np.zeros(k)
+    counts[old_at] += agg["counts"]
+    sums[old_at] += agg["sums"]
+    counts[new_at] += new["counts"]
+    sums[new_at] += new["sums"]
+    # the start's rows for the groups it saw (weights scaled to the exact sizes), the
+    # new partitions' rows for the others
+    g_old = old_at[stats["g"]]
+    seen = np.bincount(g_old, weights=stats["w"], minlength=k)
+    w_old = stats["w"] * (counts / np.maximum(seen, 1e-300))[g_old]
+    g_new = new_at[new["g"]] if new_at.size else new["g"]
+    fresh = ~np.isin(g_new, old_at)
+    sample = {"s": np.concatenate([stats["s"], new["s"][fresh]]),
+              "g": np.concatenate([g_old, g_new[fresh]]),
+              "w": np.concatenate([w_old, new["w"][fresh]]),
+              "h": np.concatenate([stats["h"], new["h"][fresh] + stats["n_strata"]]),
+              "n_strata": stats["n_strata"] + new["n_strata"], "counts": counts, "sums": sums}
+    return labels, lookup, sample
 
 
 def _check_bounds(lb, ub):
@@ -159,7 +261,8 @@ def _spread(sizes, agg, shifts, lb, ub, previous):
     stratum_group[h] = g
     var_g = np.bincount(stratum_group[sg > 0], weights=contrib[sg > 0], minlength=k)
     n_g = np.maximum(sizes, 1)
-    se = np.sqrt(var_g) / n_g
+    # plus, for a start read from a few partitions, the error of its group means
+    se = np.sqrt(var_g / (n_g * n_g) + agg.get("se0", 0.0) ** 2)
     free = (u > lb) & (u < ub)
     slope = (agg["nfree"] + np.bincount(g, weights=w * free, minlength=k)) / n_g
     # Resolution of the sample when it saw no clamped row; groups without sampled
@@ -181,17 +284,18 @@ def _shrunk(center, half, lb, ub):
     return np.where(half > 2 * margin, half - margin, 0.5 * half)
 
 
-def _bracket_pass(score_blocks, group_blocks, lookup, center, hh, lb, ub, budget, stats):
-    """One bracket pass; the free rows' count and sum are the pass-1 ones less the others."""
+def _bracket_pass(score_blocks, group_blocks, lookup, center, hh, lb, ub, budget, keep):
+    """One bracket pass (group sizes and sums included); the free rows' count and sum
+    are the group totals less the other rows."""
     n_blocks = len(score_blocks)
     cap = max(_MIN_TARGET, budget // max(n_blocks, 1))
     target = _targets(n_blocks, SAMPLE_ROWS)
     func = partial(_passes.block_bracket, lookup=lookup, center=center, hh=hh, lb=lb, ub=ub,
-                   cap=cap, target=target)
-    pas = Pass(score_blocks, group_blocks, func, "skfairlayer-bracket")
+                   cap=cap, target=target, keep=keep)
+    pas = Pass(score_blocks, group_blocks, func, "skfairlayer-bracket", extra=range(n_blocks))
     (agg,) = compute(pas.delayed(pas.reduce(pas.keys, _passes.merge_bracket)))
-    agg["nfree"] = stats["counts"] - agg["nout"] + agg["nfree_x"]
-    agg["sfree"] = stats["sums"] - agg["sout"] + agg["sfree_x"]
+    agg["nfree"] = agg["counts"] - agg["nout"] + agg["nfree_x"]
+    agg["sfree"] = agg["sums"] - agg["sout"] + agg["sfree_x"]
     return agg
 
 
@@ -201,7 +305,8 @@ def _initial(sizes, stats):
     zeros = np.zeros(k)
     agg = {"s": stats["s"], "g": stats["g"], "w": stats["w"], "h": stats["h"],
            "n_strata": stats["n_strata"], "sfree": zeros, "ntop": zeros, "nbot": zeros,
-           "nfree": zeros, "nunc": sizes, "sunc": stats["sums"]}
+           "nfree": zeros, "nunc": sizes, "sunc": stats["sums"],
+           "se0": stats.get("se0", 0.0)}
     return agg
 
 
@@ -217,33 +322,57 @@ def _estimate(sizes, agg, lb, ub, eps, start, previous):
     return shifts, _spread(sizes, agg, shifts, lb, ub, previous)
 
 
-def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=None, check_labels=None):
+def _one_group(labels, sizes, passes, sampled):
+    k = sizes.size
+    return {"shifts": np.zeros(k), "nu": np.zeros(k), "t": 0.0, "groups": labels,
+            "sizes": sizes, "passes": passes,
+            "info": {"rounds": 0, "sampled_blocks": sampled, "statistics_pass": sampled is None,
+                     "relabel_passes": 0, "uncertain_rows": []}}
+
+
+def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=None, check_labels=None,
+          chunks=None, keep=False):
     """The global exact solution: shifts, multipliers, level, labels, sizes, passes.
 
-    ``check_labels(labels)``, if given, runs right after the statistics pass.
+    ``check_labels(labels)``, if given, runs on the labels of the start and again on
+    any label a bracket pass finds. ``chunks``: rows per partition (NaN: unknown).
+    ``keep``: the certifying bracket pass's per-partition aggregates are returned as
+    ``solution["agg"]`` (see :func:`predicted_sums`) when there are at most
+    ``BLOCK_SUMS`` (partition, group) pairs (else None).
     """
     budget = MAX_ROWS if budget is None else budget
-    labels, lookup, stats = _statistics(score_blocks, group_blocks)
+    chunks = (np.nan,) * len(score_blocks) if chunks is None else tuple(chunks)
+    labels, lookup, stats, sampled = _start(score_blocks, group_blocks, chunks)
+    full = sampled is None
+    passes, relabels = int(full), 0
     if check_labels is not None:
         check_labels(labels)
     sizes = stats["counts"]
-    k = sizes.size
-    passes = 1
-    if sizes.sum() == 0:
+    if full and sizes.sum() == 0:
         raise ValueError("scores is empty: at least one sample is required.")
-    if k < 2:  # a single group: nothing to equalise
-        return {"shifts": np.zeros(k), "nu": np.zeros(k), "t": 0.0, "groups": labels,
-                "sizes": sizes, "passes": passes, "info": {"rounds": 0}}, lookup
-    n_g = np.maximum(sizes, 1)
+    if sizes.size < 2:  # a single group: nothing to equalise
+        return _one_group(labels, sizes, passes, sampled), lookup
     center, half = _estimate(sizes, _initial(sizes, stats), lb, ub,
-                             tolerance, None, np.full(k, np.inf))
+                             tolerance, None, np.full(sizes.size, np.inf))
     uncertain = []
-    for rounds in range(1, _ROUNDS + 1):  # noqa: B007
-        last = rounds == _ROUNDS
+    for rounds in range(1, _ROUNDS + 2):  # noqa: B007 (one more round: new labels)
+        last = rounds >= _ROUNDS
         hh = _shrunk(center, half, lb, ub)
+        kept = keep and len(score_blocks) * len(lookup) <= BLOCK_SUMS
         agg = _bracket_pass(score_blocks, group_blocks, lookup, center, hh, lb, ub,
-                            np.iinfo(np.int64).max if last else budget, stats)
+                            np.iinfo(np.int64).max if last else budget, kept)
         passes += 1
+        if agg["new"]:  # labels the start had not seen: every label is known now
+            labels, lookup, stats = _relabel(lookup, stats, agg)
+            relabels += 1
+            if check_labels is not None:
+                check_labels(labels)
+            sizes = stats["counts"]
+            center, half = _estimate(sizes, _initial(sizes, stats), lb, ub,
+                                     tolerance, None, np.full(sizes.size, np.inf))
+            continue
+        sizes = agg["counts"]
+        n_g = np.maximum(sizes, 1)
         uncertain.append(int(agg["nunc"].sum()))
         start = center * n_g
         if not agg["exact"]:  # a sample of the uncertain rows: a narrower bracket
@@ -269,9 +398,46 @@ def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=None, check_labe
         )
     nu = np.where(sizes > 0, res.nu, 0.0)
     shifts = nu / n_g
-    info = {"rounds": rounds, "uncertain_rows": uncertain, "half_width": half}
+    info = {"rounds": rounds, "uncertain_rows": uncertain, "half_width": half,
+            "sampled_blocks": sampled, "statistics_pass": full, "relabel_passes": relabels}
     return {"shifts": shifts, "nu": nu, "t": float(res.t), "groups": labels, "sizes": sizes,
-            "passes": passes, "info": info}, lookup
+            "passes": passes, "info": info, "agg": agg if kept else None}, lookup
+
+
+def predicted_sums(agg, shifts, lb, ub, n_blocks):
+    """Per partition and group, the sum of the outputs and the rows, shape ``(n_blocks, 2, k)``.
+
+    From the certifying bracket pass: the shifts lie in its bracket, so a row free on it
+    outputs ``s - shift``, one at the top ``ub``, one at the bottom ``lb``; the uncertain
+    rows (all on the driver) are clipped here.
+    """
+    k = shifts.size
+    pred = np.zeros((n_blocks, 2, k))
+    for index, (nfree, sfree, ntop, nbot, counts) in agg["blocks"]:
+        pred[index, 0] = ub * ntop + lb * nbot + (sfree - shifts * nfree)
+        pred[index, 1] = counts
+    p = np.clip(agg["s"] - shifts[agg["g"]], lb, ub)
+    pred[:, 0] += np.bincount(agg["b"] * k + agg["g"], weights=p,
+                              minlength=n_blocks * k).reshape(n_blocks, k)
+    return pred
+
+
+def _check_predicted(pred, sizes, tolerance):
+    """Raise unless the predicted group means meet the tolerance to half ``VERIFY_TOL`` (the
+    partitions' own check allows the other half); returns their gap."""
+    if not np.array_equal(pred[:, 1].sum(axis=0), sizes):
+        raise SolverError("The bracket pass's per-partition counts do not add up to the group "
+                          "sizes; this is a bug, please report it.")
+    present = sizes > 0
+    means = pred[:, 0].sum(axis=0)[present] / sizes[present]
+    gap = float(means.max() - means.min()) if means.size else 0.0
+    if not gap - tolerance <= VERIFY_TOL / 2:
+        raise SolverError(
+            f"The global exact solver returned outputs that violate parity by "
+            f"{gap - tolerance:.3g} (> {VERIFY_TOL / 2:g}) on the whole collection. This is a "
+            "bug or a numerically hard instance; please report it with the data that triggers it."
+        )
+    return gap
 
 
 def _check_output(stats, sizes, tolerance, lb, ub):
@@ -319,19 +485,36 @@ def outputs(score_blocks, group_blocks, chunks, lookup, shifts, sizes, tolerance
     return proba, pas.delayed(check_key), gap
 
 
-_VERIFY = ("fused", "eager")
+def _verification(*args):
+    """The delayed check of the outputs recomputed over the whole collection."""
+    return outputs(*args, "fused")[1]
+
+
+def checked_outputs(score_blocks, group_blocks, chunks, lookup, shifts, pred, lb, ub):
+    """The lazy output array, each partition checked against its predicted sums.
+
+    ``pred``: :func:`predicted_sums` (checked on the driver), or None (one group: the
+    bounds only). One task per partition, none waiting for another.
+    """
+    extra = [None] * len(score_blocks) if pred is None else list(pred)
+    func = partial(_passes.block_output_checked, lookup=lookup, shifts=shifts, lb=lb, ub=ub,
+                   slack=VERIFY_TOL / 4)
+    pas = Pass(score_blocks, group_blocks, func, "skfairlayer-output", extra=extra)
+    return pas.array(pas.keys, chunks, np.float64)
+
+
+_VERIFY = ("blocks", "fused", "eager")
 
 
 def project(scores, sensitive_features, *, tolerance=0.01, bounds=(0.0, 1.0),
-            criterion="demographic_parity", verify="eager"):
+            criterion="demographic_parity", verify="blocks"):
     """Project a Dask collection of scores onto demographic parity over the whole collection.
 
     The same optimum as :func:`skfairlayer.project` on the concatenated data
-    (to rounding), computed from per-group aggregates in a fixed number of
-    passes: one statistics pass, one bracket pass (more only when the
-    uncertain rows exceed the driver's budget or a bracket misses), a pass
-    verifying parity on the whole collection (or fused with the output, see
-    ``verify``), and the lazy output pass.
+    (to rounding), computed from per-group aggregates: a start read from
+    ``SAMPLE_BLOCKS`` partitions, one bracket pass (more only when the start
+    missed a label, the uncertain rows exceed the driver's budget or a bracket
+    misses), and the lazy output pass, verified partition by partition.
 
     Parameters
     ----------
@@ -346,13 +529,17 @@ def project(scores, sensitive_features, *, tolerance=0.01, bounds=(0.0, 1.0),
         Scalar lower and upper bounds of the outputs.
     criterion : str, default="demographic_parity"
         Only ``"demographic_parity"`` is solved this way.
-    verify : {"eager", "fused"}, default="eager"
-        ``"eager"``: one verification pass now (``result.gap`` is set), then a
-        streaming output. ``"fused"``: the verification sums are computed in
-        the output pass itself and each output block is released once the
-        whole output is verified, so the output is held in the cluster's
-        memory until then (one pass fewer; measured slower at 1e8 rows on
-        two workers, see the user guide).
+    verify : {"blocks", "eager", "fused"}, default="blocks"
+        ``"blocks"``: the driver checks that the output sums predicted from the
+        certifying bracket pass meet parity, and the task computing each output
+        block raises unless the block's group sums match its prediction and its
+        values are within the bounds (no pass of its own; the output streams).
+        Beyond ``BLOCK_SUMS`` (partition, group) pairs, ``"eager"`` is used.
+        ``"eager"``: one verification pass now (``result.gap`` is the gap of the
+        output), then a streaming output. ``"fused"``: the verification sums are
+        computed in the output pass itself and each output block is released
+        once the whole output is verified, so the output is held in the
+        cluster's memory until then.
 
     Returns
     -------
@@ -365,7 +552,7 @@ def project(scores, sensitive_features, *, tolerance=0.01, bounds=(0.0, 1.0),
         If the scores are not finite or the bounds not ``lower < upper``.
     SolverError
         If the answer fails verification (when the output is computed, with
-        ``verify="fused"``).
+        ``verify="blocks"`` or ``"fused"``).
 
     Examples
     --------
@@ -389,21 +576,37 @@ def project(scores, sensitive_features, *, tolerance=0.01, bounds=(0.0, 1.0),
 
 
 def project_blocks(score_blocks, group_blocks, chunks, tolerance, bounds=(0.0, 1.0),
-                   verify="eager", check_labels=None):
+                   verify="blocks", check_labels=None):
     """:func:`project` on aligned delayed blocks (scores, raw groups) with ``chunks`` rows.
 
-    ``check_labels(labels)``, if given, runs on the group labels after the first pass.
+    ``check_labels(labels)``, if given, runs on the group labels as soon as they are known.
     """
     if verify not in _VERIFY:
         raise ValueError(f"verify must be one of {_VERIFY}. Got {verify!r} instead.")
     tolerance = check_tolerance(tolerance)
     lb, ub = (float(b) for b in bounds)
     _check_bounds(lb, ub)
+    n_blocks = len(score_blocks)
+    keep = verify == "blocks"
     solution, lookup = solve(score_blocks, group_blocks, tolerance, lb, ub,
-                             check_labels=check_labels)
-    proba, check, gap = outputs(score_blocks, group_blocks, chunks, lookup, solution["shifts"],
-                                solution["sizes"], tolerance, lb, ub, verify)
-    return DaskProjectionResult(proba, solution, check, gap)
+                             check_labels=check_labels, chunks=chunks, keep=keep)
+    shifts, sizes = solution["shifts"], solution["sizes"]
+    if keep and sizes.size >= 2 and solution.get("agg") is None:  # too many sums to hold
+        verify = "eager"
+    solution["info"]["verify"] = verify
+
+    verification = partial(_verification, score_blocks, group_blocks, chunks, lookup, shifts,
+                           sizes, tolerance, lb, ub)
+    if verify != "blocks":
+        proba, check, gap = outputs(score_blocks, group_blocks, chunks, lookup, shifts, sizes,
+                                    tolerance, lb, ub, verify)
+        return DaskProjectionResult(proba, solution, check, gap)
+    pred, gap = None, 0.0
+    if sizes.size >= 2:
+        pred = predicted_sums(solution["agg"], shifts, lb, ub, n_blocks)
+        gap = _check_predicted(pred, sizes, tolerance)
+    proba = checked_outputs(score_blocks, group_blocks, chunks, lookup, shifts, pred, lb, ub)
+    return DaskProjectionResult(proba, solution, verification, gap)
 
 
 def solve_aggregates(center, half, sizes, free_counts, free_sums, top_counts, bottom_counts,
