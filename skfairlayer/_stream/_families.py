@@ -333,9 +333,9 @@ class PooledFamilies:
         """Working copy of the state (a batch is committed only when it succeeds)."""
         st = {}
         for name in ("weights", "squares", "slacks", "counts", "cells"):
-            st[name] = [list(x) for x in getattr(self, name)]
+            st[name] = list(map(list, getattr(self, name)))
         for name in ("sums", "served"):
-            st[name] = [[list(r) for r in x] for x in getattr(self, name)]
+            st[name] = [list(map(list, x)) for x in getattr(self, name)]
         st["cell_errors"] = list(self.cell_errors)  # rows are replaced, never changed in place
         st["cell_index"] = dict(self.cell_index)
         st["center"] = list(self.center)

@@ -372,7 +372,9 @@ class Stream:
             and 0 < len(codes) == scores.shape[0]
             and scores.ndim == (1 if binary else 2)
             and (binary or scores.shape[1] == self.n_classes)
-            and all(type(c) is int and 0 <= c < sizes[0] for c in codes)
+            and set(map(type, codes)) == {int}
+            and 0 <= min(codes)
+            and max(codes) < sizes[0]
             and all(map(math.isfinite, scores.ravel().tolist()))
         ):
             return scores, np.array(codes, dtype=np.intp).reshape(-1, 1)
