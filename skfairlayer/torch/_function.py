@@ -15,7 +15,7 @@ import math
 import torch
 
 from ..exceptions import InfeasibleProblemError, SolverError
-from . import _direct, _solve
+from . import _batched, _direct, _op, _solve
 from ._structured import StructuredProject
 
 __all__ = ["fairness_layer", "FairnessLayer", "CRITERIA", "VERIFY_TOL", "output_tolerance"]
@@ -74,6 +74,17 @@ class _ProjectBase(torch.autograd.Function):
     @staticmethod
     def forward(s, cell, bands, lb, ub, eps, n_families, n_groups, check):
         batch, n = s.shape[:-1], s.shape[-1]
+        c = n_families * n_groups
+        if (s.device.type == "cpu" and lb.dim() == 0 and ub.dim() == 0
+                and not torch.compiler.is_compiling()):  # the batched CPU path
+            cell2 = cell.expand(*batch, n).reshape(-1, n)
+            bands2 = None if bands is None else bands.expand(*batch, c, 2).reshape(-1, c, 2)
+            out = _batched.solve(s.reshape(-1, n), cell2, bands2, float(lb), float(ub), eps,
+                                 n_families, n_groups, bool(check), VERIFY_TOL)
+            if out is not None:
+                p, top, bottom, level = out
+                return (p.reshape(s.shape), top.reshape(*batch, c), bottom.reshape(*batch, c),
+                        level.reshape(*batch, n_families))
         lay = _layout(cell, bands, batch, n, n_families, n_groups)
         s2 = s.reshape(-1, n)
         lb2, ub2 = _flat(lb, batch, n), _flat(ub, batch, n)
@@ -89,7 +100,6 @@ class _ProjectBase(torch.autograd.Function):
             st = {"top": top, "bottom": bottom, "level": level}
         else:
             p, st = _solve.solve(s2, lb2, ub2, lay, eps)
-        c = n_families * n_groups
         level = st["level"] if st["level"] is not None else p.new_zeros(p.shape[0], n_families)
         return (p.reshape(s.shape), st["top"].reshape(*batch, c),
                 st["bottom"].reshape(*batch, c), level.reshape(*batch, n_families))
@@ -481,8 +491,15 @@ def fairness_layer(
                             scores.dtype)
     lb, ub = (_bound(b, default, scores) for b, default in zip(bounds, (-math.inf, math.inf), strict=True))
     cell, n_families, bands = _cells(groups, labels, criterion, n_groups, tolerance)
-    func = _ProjectBase if compiling else _Project
-    p = func.apply(s, cell, bands, lb, ub, tolerance, n_families, n_groups, check)[0]
+    code = -1 if check is None else int(check)
+    if s.device.type == "cpu" and compiling:  # one opaque node of the compiled graph
+        p = _op.project(s, cell, bands, lb, ub, tolerance, n_families, n_groups, code)[0]
+    elif (not compiling and not (s.requires_grad and torch.is_grad_enabled())
+          and _transforms_active() and _op.only_vmap()):  # vmapped problems, forward only
+        p = _op.solve(s, cell, bands, lb, ub, tolerance, n_families, n_groups, code)
+    else:
+        func = _ProjectBase if compiling else _Project
+        p = func.apply(s, cell, bands, lb, ub, tolerance, n_families, n_groups, check)[0]
     if scores.dtype == torch.float64:
         return p
     out = p.to(scores.dtype)
