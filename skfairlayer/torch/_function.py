@@ -180,19 +180,27 @@ class _Direct(torch.autograd.Function):
                             band_list, bool(check), VERIFY_TOL if check is not None else math.inf)
         if res is None:
             res = _general_direct(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset)
-        ctx.save_for_backward(res.free, idx, res.matrix)
-        ctx.save_for_forward(res.free, idx, res.matrix)
-        return res.p
+        p, res.p = res.p, None  # the context keeps the output through the saved tensors only
+        ctx.save_for_backward(p, idx)
+        ctx.save_for_forward(p, idx)
+        ctx.direct = res
+        return p
 
     @staticmethod
     def backward(ctx, grad):
-        free, idx, matrix = ctx.saved_tensors
-        return _direct.jacobian_apply(grad, free, idx, matrix), *([None] * 9)
+        none = [None] * 9
+        if torch.is_grad_enabled() or grad.dtype != torch.float64:  # double backward: torch ops
+            return _Direct.jvp(ctx, grad), *none
+        p, idx = ctx.saved_tensors
+        parts = ctx.direct.jacobian(p.detach().numpy(), idx.numpy())
+        g = grad.detach().resolve_neg().numpy()
+        return torch.from_numpy(_direct.jacobian_apply_numpy(g, *parts)), *none
 
     @staticmethod
     def jvp(ctx, tangent, *_):
-        free, idx, matrix = ctx.saved_tensors
-        return _direct.jacobian_apply(tangent, free, idx, matrix)
+        p, idx = ctx.saved_tensors
+        free, _, matrix = ctx.direct.jacobian(p.detach().numpy(), idx.numpy())
+        return _direct.jacobian_apply(tangent, torch.from_numpy(free), idx, torch.from_numpy(matrix))
 
 
 def _transforms_active():
@@ -218,7 +226,7 @@ def _general_direct(s, cell, bands, lb, ub, eps, n_families, n_groups, check, of
     pad = [0.0] * offset
     fams = _direct._families(n_families * n_groups, n_groups, offset)
     matrix = _direct.jacobian_matrix(pad + counts, pad + nf, [False] * offset + active, fams, bands is None)
-    return _direct.Direct(p, free, torch.tensor(matrix, dtype=p.dtype))
+    return _direct.Direct(p, None, None, None, None, lb, ub, parts=(free, torch.tensor(matrix, dtype=p.dtype)))
 
 
 def _layout(cell, bands, batch, n, n_families, n_groups):
