@@ -23,6 +23,11 @@ __all__ = ["fairness_layer", "FairnessLayer", "CRITERIA", "VERIFY_TOL", "output_
 #: Largest parity violation tolerated in a float64 answer (as in the numpy core).
 VERIFY_TOL = 1e-9
 
+#: Compiled graphs on the CPU call the solve as one opaque operator (``torch.ops.skfairlayer``),
+#: which verifies its answer; ``False`` traces the synchronisation-free Newton graph instead
+#: (as on CUDA).
+OPAQUE_COMPILED_CPU = True
+
 CRITERIA = ("demographic_parity", "equal_opportunity", "equalized_odds", "mean_residual")
 
 
@@ -172,14 +177,7 @@ class _Direct(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset):
-        idx = cell if offset == 0 else cell + offset
-        band_list = None
-        if bands is not None:
-            band_list = [(0.0, 0.0)] * offset + [tuple(b) for b in bands.tolist()]
-        res = _direct.solve(s, idx, n_families * n_groups + offset, n_groups, offset, lb, ub, eps,
-                            band_list, bool(check), VERIFY_TOL if check is not None else math.inf)
-        if res is None:
-            res = _general_direct(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset)
+        res, idx = direct_solve(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset)
         p, res.p = res.p, None  # the context keeps the output through the saved tensors only
         ctx.save_for_backward(p, idx)
         ctx.save_for_forward(p, idx)
@@ -201,6 +199,19 @@ class _Direct(torch.autograd.Function):
         p, idx = ctx.saved_tensors
         free, _, matrix = ctx.direct.jacobian(p.detach().numpy(), idx.numpy())
         return _direct.jacobian_apply(tangent, torch.from_numpy(free), idx, torch.from_numpy(matrix))
+
+
+def direct_solve(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset):
+    """:func:`skfairlayer.torch._direct.solve`, or the general solve where it leaves; ``(Direct, slots)``."""
+    idx = cell if offset == 0 else cell + offset
+    band_list = None
+    if bands is not None:
+        band_list = [(0.0, 0.0)] * offset + [tuple(b) for b in bands.tolist()]
+    res = _direct.solve(s, idx, n_families * n_groups + offset, n_groups, offset, lb, ub, eps,
+                        band_list, bool(check), VERIFY_TOL if check is not None else math.inf)
+    if res is None:
+        res = _general_direct(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset)
+    return res, idx
 
 
 def _transforms_active():
@@ -492,18 +503,19 @@ def fairness_layer(
     s = scores.to(torch.float64)
     check = bool(strict) if verify else None
     compiling = torch.compiler.is_compiling()
-    if (not compiling and s.device.type == "cpu" and s.dim() == 1 and groups.dim() == 1
+    opaque = s.device.type == "cpu" and (not compiling or OPAQUE_COMPILED_CPU)
+    if (opaque and s.dim() == 1 and groups.dim() == 1
             and all(b is None or isinstance(b, (int, float)) for b in bounds)
-            and (labels is None or labels.dim() <= 1) and not _transforms_active()):
+            and (labels is None or labels.dim() <= 1) and (compiling or not _transforms_active())):
         return _direct_call(s, groups, labels, criterion, n_groups, tolerance, bounds, check,
-                            scores.dtype)
+                            scores.dtype, compiling)
     lb, ub = (_bound(b, default, scores) for b, default in zip(bounds, (-math.inf, math.inf), strict=True))
     cell, n_families, bands = _cells(groups, labels, criterion, n_groups, tolerance)
     code = -1 if check is None else int(check)
-    if s.device.type == "cpu" and compiling:  # one opaque node of the compiled graph
+    grad = None if compiling or not _transforms_active() else _op.vmap_only(s)
+    if opaque and compiling or grad:  # a compiled graph's node, or vmap with outer autograd
         p = _op.project(s, cell, bands, lb, ub, tolerance, n_families, n_groups, code)[0]
-    elif (not compiling and not (s.requires_grad and torch.is_grad_enabled())
-          and _transforms_active() and _op.only_vmap()):  # vmapped problems, forward only
+    elif grad is not None:  # vmapped problems, forward only: the cheapest dispatch
         p = _op.solve(s, cell, bands, lb, ub, tolerance, n_families, n_groups, code)
     else:
         func = _ProjectBase if compiling else _Project
@@ -515,8 +527,11 @@ def fairness_layer(
     return torch.minimum(torch.maximum(out, lb.to(out.dtype)), ub.to(out.dtype))
 
 
-def _direct_call(s, groups, labels, criterion, n_groups, tolerance, bounds, check, dtype):
-    """One CPU problem of scalar bounds through :class:`_Direct`, cast back to ``dtype``."""
+def _direct_call(s, groups, labels, criterion, n_groups, tolerance, bounds, check, dtype, compiling):
+    """One CPU problem of scalar bounds through :class:`_Direct`, cast back to ``dtype``.
+
+    In a compiled graph: the operator ``skfairlayer::direct``, one opaque node.
+    """
     lb, ub = (-math.inf if bounds[0] is None else float(bounds[0]),
               math.inf if bounds[1] is None else float(bounds[1]))
     if criterion == "demographic_parity":  # the codes are the cells (checked by the solve)
@@ -524,7 +539,11 @@ def _direct_call(s, groups, labels, criterion, n_groups, tolerance, bounds, chec
     else:
         cell, n_families, bands = _cells(groups, labels, criterion, n_groups, tolerance)
         offset = 1
-    p = _Direct.apply(s, cell, bands, lb, ub, tolerance, n_families, n_groups, check, offset)
+    if compiling:
+        p = _op.direct(s, cell, bands, lb, ub, tolerance, n_families, n_groups,
+                       -1 if check is None else int(check), offset)[0]
+    else:
+        p = _Direct.apply(s, cell, bands, lb, ub, tolerance, n_families, n_groups, check, offset)
     # rounding to the output dtype must not leave the bounds
     return p if dtype == torch.float64 else p.to(dtype).clamp(lb, ub)
 
