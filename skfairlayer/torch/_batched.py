@@ -94,58 +94,57 @@ def _unclipped_level(m0, n, eps):
 
 
 class _Newton:
-    """Newton on the cells' shifts of ``B`` problems, ``F`` families of ``G`` groups (numpy)."""
+    """Newton on the cells' shifts of ``B`` problems; per-cell arrays of shape (B, F, G) (numpy)."""
 
-    def __init__(self, n, m0, eps, bands, shape):
-        self.n, self.m0, self.eps, self.shape = n, m0, eps, shape  # shape: (B, F, G)
+    def __init__(self, n, m0, eps, bands):
+        self.n, self.m0, self.eps = n, m0, eps
         self.present = n > 0
+        self.neps = n * eps
         if bands is None:
-            self.t = _unclipped_level(m0.reshape(shape), np.broadcast_to(n, m0.shape).reshape(shape), eps)
-            self.lo = None
-            self._cells_from_level()
+            self.t = _unclipped_level(m0, n, eps)[..., None]  # (B, F, 1)
+            self.lo, self.hi = self.t, self.t + eps
+            self.pairs = self.present.sum(-1) >= 2  # families with a gap to measure
         else:
             self.t = None
             self.lo, self.hi = bands[..., 0], bands[..., 1]
-            self.top, self.bottom = self.present & (m0 > self.hi), self.present & (m0 < self.lo)
+        self._active()
 
-    def _cells_from_level(self):
-        lo = np.repeat(self.t[..., None], self.shape[-1], -1).reshape(self.m0.shape)
-        self.band_lo, self.band_hi = lo, lo + self.eps
-        self.top = self.present & (self.m0 > self.band_hi)
-        self.bottom = self.present & (self.m0 < self.band_lo)
+    def _active(self):
+        self.top = self.present & (self.m0 > self.hi)
+        self.bottom = self.present & (self.m0 < self.lo)
 
     def step(self, c, sums, nf):
         """New shifts from the pattern (sums, free counts) at ``c``; None if a family is pinned."""
-        n, eps = self.n, self.eps
-        a = sums if c is None else sums + nf * c
-        nf_safe = np.maximum(nf, 1.0)
-        if self.t is not None:
-            active = self.top | self.bottom
-            if (active & (nf == 0)).any():
-                return None
-            w = np.where(active, n * n / nf_safe, 0.0).reshape(self.shape).sum(-1)
-            rhs = np.where(active, n * (a - n * eps * self.top) / nf_safe, 0.0).reshape(self.shape).sum(-1)
-            self.t = np.where(w > 0, rhs / np.where(w > 0, w, 1.0), self.t)
-            self._cells_from_level()
-            lo, hi = self.band_lo, self.band_hi
-        else:
-            lo, hi = self.lo, self.hi
-        active = self.top | self.bottom
-        if (active & (nf == 0)).any():
+        a = sums if c is None else sums + nf * c  # the sum at shift c' is a - nf c'
+        act = self.top | self.bottom
+        if np.any(nf == 0, where=act):
             return None
-        return np.where(active, (a - n * np.where(self.top, hi, lo)) / nf_safe, 0.0)
+        inv = 1.0 / np.maximum(nf, 1.0)
+        if self.t is not None:  # the family's level from the active cells
+            w = self.n * inv
+            w *= act
+            den = (w * self.n).sum(-1, keepdims=True)
+            num = (w * (a - self.neps * self.top)).sum(-1, keepdims=True)
+            self.t = np.divide(num, den, out=self.t.copy(), where=den > 0)
+            self.lo, self.hi = self.t, self.t + self.eps
+            self._active()
+            act = self.top | self.bottom
+            if np.any(nf == 0, where=act):
+                return None
+        new = a - self.n * np.where(self.top, self.hi, self.lo)
+        new *= inv
+        new *= act
+        return new
 
     def violation(self, sums):
         """Largest parity (or band) violation of the outputs whose cell sums are ``sums``."""
         m = sums / np.maximum(self.n, 1.0)
         if self.t is None:
-            v = np.where(self.present, np.maximum(self.lo - m, m - self.hi), 0.0)
-            return float(v.max(initial=0.0))
-        present = np.broadcast_to(self.present, m.shape).reshape(self.shape)
-        fm = m.reshape(self.shape)
-        gap = np.where(present, fm, -np.inf).max(-1) - np.where(present, fm, np.inf).min(-1)
-        gap = np.where(present.sum(-1) >= 2, gap - self.eps, 0.0)
-        return float(gap.max(initial=0.0))
+            return float(np.max(np.maximum(self.lo - m, m - self.hi), where=self.present, initial=0.0))
+        gap = np.max(m, -1, where=self.present, initial=-np.inf)
+        gap -= np.min(m, -1, where=self.present, initial=np.inf)
+        gap -= self.eps
+        return float(np.max(gap, where=self.pairs, initial=0.0))
 
 
 def solve(s, cell, bands, lb, ub, eps, n_families, n_groups, strict, tol):
@@ -182,37 +181,40 @@ def solve(s, cell, bands, lb, ub, eps, n_families, n_groups, strict, tol):
     if not math.isfinite(big):
         return None
     rows = _Rows(s, cell, C, lb, ub)
-    counts = np.broadcast_to(rows.counts, (B, C))
-    if strict and (counts == 0).any():
+    shape = (B, n_families, n_groups)
+    counts = np.broadcast_to(rows.counts, (B, C)).reshape(shape)
+    if strict and not counts.all():
         return None
     zc, sums, nf = rows.pass_(None)
-    nf = counts if nf is None else nf
-    m0 = sums / np.maximum(counts, 1.0)
-    bands_np = None if bands is None else bands.detach().numpy()
-    newton = _Newton(counts, m0, eps, bands_np, (B, n_families, n_groups))
+    sums = sums.reshape(shape)
+    nf = counts if nf is None else nf.reshape(shape)
+    bands_np = None if bands is None else bands.detach().numpy().reshape(*shape, 2)
+    newton = _Newton(counts, sums / np.maximum(counts, 1.0), eps, bands_np)
     scale = 1e-12 * (1.0 + big)
     c, t = None, newton.t
     for _ in range(_MAX_STEPS):
         new = newton.step(c, sums, nf)
         if new is None:
             return None
-        moved = np.abs(new - (0.0 if c is None else c)).max(initial=0.0)
+        moved = np.abs(new if c is None else new - c).max(initial=0.0)
         if t is not None:
             moved = max(moved, np.abs(newton.t - t).max(initial=0.0))
         c, t = new, newton.t
         if moved <= scale:  # settled (the certificate of the general path)
             if moved > 1e-4 * scale:  # more than rounding: the outputs at the new shifts
-                zc, sums, nf = rows.pass_(c)
+                zc, sums, nf = rows.pass_(c.reshape(B, C))
             break
-        zc, sums, nf = rows.pass_(c)
-        nf = counts if nf is None else nf
+        zc, sums, nf = rows.pass_(c.reshape(B, C))
+        sums = sums.reshape(shape)
+        nf = counts if nf is None else nf.reshape(shape)
     else:
         return None
+    sums = sums.reshape(shape)
     if not np.isfinite(sums).all() or newton.violation(sums) > tol:
         return None
-    top, bottom = newton.top, newton.bottom
+    top, bottom = newton.top.reshape(B, C), newton.bottom.reshape(B, C)
     if strict and ((top | bottom) & (rows.strict_free(zc) == 0)).any():
         return None
-    level = t if t is not None else np.zeros((B, n_families))
-    return (torch.from_numpy(zc.copy() if zc is s else zc), torch.from_numpy(np.ascontiguousarray(top)),
-            torch.from_numpy(np.ascontiguousarray(bottom)), torch.from_numpy(np.ascontiguousarray(level)))
+    level = t.reshape(B, n_families) if t is not None else np.zeros((B, n_families))
+    return (torch.from_numpy(zc.copy() if zc is s else zc), torch.from_numpy(top),
+            torch.from_numpy(bottom), torch.from_numpy(np.ascontiguousarray(level)))

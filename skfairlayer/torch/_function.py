@@ -503,6 +503,11 @@ def fairness_layer(
     s = scores.to(torch.float64)
     check = bool(strict) if verify else None
     compiling = torch.compiler.is_compiling()
+    if not compiling and _transforms_active():
+        unbatched = _op.unbatch(s, groups, labels, *bounds)
+        if unbatched is not None:  # one plain vmap: the batch's forward pass
+            return _vmapped(unbatched, scores, groups, labels, criterion, n_groups, tolerance,
+                            bounds, check)
     opaque = s.device.type == "cpu" and (not compiling or OPAQUE_COMPILED_CPU)
     if (opaque and s.dim() == 1 and groups.dim() == 1
             and all(b is None or isinstance(b, (int, float)) for b in bounds)
@@ -525,6 +530,17 @@ def fairness_layer(
     out = p.to(scores.dtype)
     # rounding to the output dtype must not leave the bounds
     return torch.minimum(torch.maximum(out, lb.to(out.dtype)), ub.to(out.dtype))
+
+
+def _vmapped(unbatched, scores, groups, labels, criterion, n_groups, tolerance, bounds, check):
+    """The forward pass of a batch of vmapped problems (``_op.unbatch``), mapped back."""
+    s, rebatch = unbatched
+    lb, ub = (_bound(b, default, scores) for b, default in zip(bounds, (-math.inf, math.inf), strict=True))
+    cell, n_families, bands = _cells(groups, labels, criterion, n_groups, tolerance)
+    p = rebatch(_ProjectBase.forward(s, cell, bands, lb, ub, tolerance, n_families, n_groups, check)[0])
+    if scores.dtype == torch.float64:
+        return p
+    return torch.minimum(torch.maximum(p.to(scores.dtype), lb.to(scores.dtype)), ub.to(scores.dtype))
 
 
 def _direct_call(s, groups, labels, criterion, n_groups, tolerance, bounds, check, dtype, compiling):

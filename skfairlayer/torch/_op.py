@@ -13,7 +13,7 @@ instead. See ``docs/user_guide/torch.rst``.
 import numpy as np
 import torch
 
-__all__ = ["direct", "project", "solve", "vmap_only"]
+__all__ = ["direct", "project", "solve", "unbatch", "vmap_only"]
 
 
 _SCHEMA = ("(Tensor s, Tensor cell, Tensor? bands, Tensor lb, Tensor ub, float eps, "
@@ -152,3 +152,27 @@ def vmap_only(s):
     except AttributeError:  # pragma: no cover - another torch version: the autograd.Function
         return None
     return s.requires_grad and torch.is_grad_enabled()
+
+
+def unbatch(s, *others):
+    """Under one plain ``vmap`` with only ``s`` mapped: ``(its value, mapped dimension first; level)``.
+
+    None in every other case (nested or other transforms, another mapped input, a
+    gradient to record), where the operators' rules answer. The rule of one
+    ``vmap`` level without their dispatch (which costs more than a small batch's solve).
+    """
+    functorch = torch._C._functorch
+    try:
+        stack = functorch.get_interpreter_stack()
+        if (len(stack) != 1 or stack[0].key() != functorch.TransformType.Vmap
+                or not functorch.is_batchedtensor(s)
+                or any(isinstance(x, torch.Tensor) and functorch.is_batchedtensor(x) for x in others)):
+            return None
+        level, dim = functorch.maybe_get_level(s), functorch.maybe_get_bdim(s)
+        value = functorch.get_unwrapped(s)
+        add = functorch._add_batch_dim
+    except AttributeError:  # pragma: no cover - another torch version: the operators
+        return None
+    if level != stack[0].level() or (value.requires_grad and torch.is_grad_enabled()):
+        return None
+    return value.movedim(dim, 0), lambda p: add(p, 0, level)
