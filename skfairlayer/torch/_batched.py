@@ -33,9 +33,11 @@ class _Rows:
         self.shared = B == 1 or cell.stride(0) == 0
         slots = np.arange(n_cells)[:, None]
         if self.shared:  # one (C, n) one-hot matrix for every problem
-            self.onehot = np.equal(cell[0].numpy(), slots).astype(s.dtype)
+            self.cell = cell[0].numpy()
+            self.onehot = np.equal(self.cell, slots).astype(s.dtype)
         else:
-            self.onehot = np.equal(cell.numpy()[:, None, :], slots).astype(s.dtype)
+            self.cell = cell.numpy()
+            self.onehot = np.equal(self.cell[:, None, :], slots).astype(s.dtype)
         self.counts = self.onehot.sum(-1)  # (C,) or (B, C)
 
     def pass_(self, c):
@@ -174,13 +176,13 @@ def solve(s, cell, bands, lb, ub, eps, n_families, n_groups, strict, tol):
     """
     B, n = s.shape
     C = n_families * n_groups
-    if not lb <= ub or (n and int((cell[:1] if cell.stride(0) == 0 else cell).amin()) < -1):
+    rows = _Rows(s.detach().resolve_neg().numpy(), cell, C, lb, ub)
+    s = rows.s
+    if not lb <= ub or (n and rows.cell.min() < -1):
         return None  # an invalid code: the general solve raises
-    s = s.detach().resolve_neg().numpy()
-    big = float(np.abs(s).max()) if n else 0.0
+    big = max(-float(s.min()), float(s.max())) if n else 0.0
     if not math.isfinite(big):
         return None
-    rows = _Rows(s, cell, C, lb, ub)
     shape = (B, n_families, n_groups)
     counts = np.broadcast_to(rows.counts, (B, C)).reshape(shape)
     if strict and not counts.all():
