@@ -41,17 +41,17 @@ class Direct:
         ``free`` marks the rows strictly inside the bounds, ``U`` is the slots' one-hot
         matrix on the free rows and ``M`` the backward matrix: ``J g = free g - (M U g) U``.
         """
-        if self.parts is not None:
+        if self.parts is None:
+            free = np.greater(p, self.lb)
+            free &= p < self.ub
+            free = free.astype(p.dtype)
+            U = _onehot(idx, len(self.n), p.dtype) * free
+            nf = U.sum(1).tolist()
+            self.parts = free, U, np.array(jacobian_matrix(self.n, nf, self.active, self.fams, self.shared))
+        elif len(self.parts) == 2:  # the general solve's free rows and matrix
             free, matrix = (a.numpy() for a in self.parts)
-            return free, _onehot(idx, matrix.shape[0], p.dtype) * free, matrix
-        free = np.greater(p, self.lb)
-        free &= p < self.ub
-        free = free.astype(p.dtype)
-        U = _onehot(idx, len(self.n), p.dtype) * free
-        nf = U.sum(1).tolist()
-        matrix = np.array(jacobian_matrix(self.n, nf, self.active, self.fams, self.shared))
-        self.parts = (torch.from_numpy(free), torch.from_numpy(matrix))
-        return free, U, matrix
+            self.parts = free, _onehot(idx, matrix.shape[0], p.dtype) * free, matrix
+        return self.parts
 
 
 def _onehot(idx, n_slots, dtype):
@@ -262,11 +262,9 @@ def jacobian_matrix(n, nf, active, fams, shared):
     return M
 
 
-def jacobian_apply(g, free, idx, matrix):
-    """``J g`` on the rows: ``free * (g - (M @ sums(free * g))[idx])`` (linear in ``g``; torch)."""
-    gf = g * free
-    sums = g.new_zeros(matrix.shape[0]).index_add(0, idx, gf)
-    return gf - free * torch.mv(matrix, sums).index_select(0, idx)
+def jacobian_apply(g, free, U, matrix):
+    """``J g = free * g - (M @ (U @ g)) @ U`` on the rows (torch; linear in ``g``, differentiable)."""
+    return g * free - torch.mv(U.T, torch.mv(matrix, torch.mv(U, g)))
 
 
 def jacobian_apply_numpy(g, free, U, matrix):

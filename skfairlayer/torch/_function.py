@@ -179,26 +179,27 @@ class _Direct(torch.autograd.Function):
     def forward(ctx, s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset):
         res, idx = direct_solve(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset)
         p, res.p = res.p, None  # the context keeps the output through the saved tensors only
-        ctx.save_for_backward(p, idx)
-        ctx.save_for_forward(p, idx)
+        ctx.save_for_forward(p, idx)  # forward mode: the Jacobian's parts when asked
         ctx.direct = res
+        if ctx.needs_input_grad[0]:  # the parts now: the backward pass only applies them
+            parts = res.jacobian(p.numpy(), idx.numpy())
+            ctx.save_for_backward(*(torch.from_numpy(a) for a in parts))
         return p
 
     @staticmethod
     def backward(ctx, grad):
-        none = [None] * 9
+        free, U, matrix = ctx.saved_tensors
         if torch.is_grad_enabled() or grad.dtype != torch.float64:  # double backward: torch ops
-            return _Direct.jvp(ctx, grad), *none
-        p, idx = ctx.saved_tensors
-        parts = ctx.direct.jacobian(p.detach().numpy(), idx.numpy())
+            return _direct.jacobian_apply(grad, free, U, matrix), *([None] * 9)
         g = grad.detach().resolve_neg().numpy()
-        return torch.from_numpy(_direct.jacobian_apply_numpy(g, *parts)), *none
+        out = _direct.jacobian_apply_numpy(g, free.numpy(), U.numpy(), matrix.numpy())
+        return torch.from_numpy(out), *([None] * 9)
 
     @staticmethod
     def jvp(ctx, tangent, *_):
         p, idx = ctx.saved_tensors
-        free, _, matrix = ctx.direct.jacobian(p.detach().numpy(), idx.numpy())
-        return _direct.jacobian_apply(tangent, torch.from_numpy(free), idx, torch.from_numpy(matrix))
+        parts = ctx.direct.jacobian(p.detach().numpy(), idx.numpy())
+        return _direct.jacobian_apply(tangent, *(torch.from_numpy(a) for a in parts))
 
 
 def direct_solve(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset):
