@@ -34,6 +34,7 @@ class Direct:
         self.p, self.n, self.active, self.fams, self.shared = p, n, active, fams, shared
         self.lb, self.ub = lb, ub
         self.parts = parts
+        self.onehot = None  # the slots' one-hot matrix of the solve, while the parts are to build
 
     def jacobian(self, p, idx):
         """``(free, U, M)`` (numpy float64) for the outputs ``p`` and the slots ``idx`` (numpy).
@@ -45,9 +46,11 @@ class Direct:
             free = np.greater(p, self.lb)
             free &= p < self.ub
             free = free.astype(p.dtype)
-            U = _onehot(idx, len(self.n), p.dtype) * free
+            onehot = _onehot(idx, len(self.n), p.dtype) if self.onehot is None else self.onehot
+            U = onehot * free
             nf = U.sum(1).tolist()
             self.parts = free, U, np.array(jacobian_matrix(self.n, nf, self.active, self.fams, self.shared))
+            self.onehot = None
         elif len(self.parts) == 2:  # the general solve's free rows and matrix
             free, matrix = (a.numpy() for a in self.parts)
             self.parts = free, _onehot(idx, matrix.shape[0], p.dtype) * free, matrix
@@ -230,6 +233,7 @@ def solve(s, idx, n_slots, n_groups, offset, lb, ub, eps, bands, strict, tol):
     active = [x or y for x, y in zip(new[2], new[3], strict=True)]
     res = Direct(torch.from_numpy(zc if zc is not scores else zc.copy()), n, active, fams,
                  bands is None, lb, ub)
+    res.onehot = rows.onehot
     if strict:  # a fully clamped active group: the general solve raises
         nf = res.jacobian(zc, rows.idx)[1].sum(1).tolist()
         if any(act and k == 0 for act, k in zip(active, nf, strict=True)):

@@ -184,6 +184,7 @@ class _Direct(torch.autograd.Function):
         if ctx.needs_input_grad[0]:  # the parts now: the backward pass only applies them
             parts = res.jacobian(p.numpy(), idx.numpy())
             ctx.save_for_backward(*(torch.from_numpy(a) for a in parts))
+        res.onehot = None
         return p
 
     @staticmethod
