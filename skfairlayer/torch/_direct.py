@@ -4,9 +4,9 @@ On the CPU reading a tensor's values costs no device round trip, so each Newton
 step reads back the few per-cell aggregates of one pass over the rows (the sums
 of the clipped shifted scores and the numbers of free rows, one pair per cell)
 and solves the step's small system in Python floats. A pass is a handful of
-torch kernels; a typical batch needs three passes, the last of which is the
-output, its certificate (a step that no longer moves the shifts) and the
-verification sums. The backward pass is the projector of
+numpy operations on views of the tensors; a typical batch needs three passes,
+the last of which is the output, its certificate (a step that no longer moves
+the shifts) and the verification sums. The backward pass is the projector of
 :func:`skfairlayer.torch._solve.jacobian_apply` as one ``Q x Q`` matrix on the
 cells' sums of the free rows' gradient. See ``docs/user_guide/torch.rst``.
 """

@@ -4,8 +4,10 @@ The forward pass is the exact solve of :mod:`skfairlayer.torch._solve` (float64,
 on the input's device). The backward pass, the forward-mode product and the
 Jacobian are one map, the orthogonal projector onto the free, non-active
 directions, written in differentiable torch operations (double backward works).
-``torch.func.vmap`` maps over a batch of problems through an explicit rule that
-solves them together. Multiclass (``simplex=True``) and marginal
+On the CPU one problem takes :mod:`skfairlayer.torch._direct`, a batch (leading
+dimensions, or the mapped batch of one plain ``torch.func.vmap``)
+:mod:`skfairlayer.torch._batched`; other transforms use explicit vmap rules, and
+compiled CPU graphs the operators of :mod:`skfairlayer.torch._op`. Multiclass (``simplex=True``) and marginal
 (``groups_mode="marginal"``) problems go to :mod:`skfairlayer.torch._structured`.
 See ``docs/user_guide/torch.rst``.
 """
