@@ -539,6 +539,17 @@ def fairness_layer(
 def _vmapped(unbatched, scores, groups, labels, criterion, n_groups, tolerance, bounds, check):
     """The forward pass of a batch of vmapped problems (``_op.unbatch``), mapped back."""
     s, rebatch = unbatched
+    if (criterion == "demographic_parity" and s.device.type == "cpu" and groups.dim() == 1
+            and all(b is None or isinstance(b, (int, float)) for b in bounds)):
+        codes = groups.numpy()  # valid codes are the cells: the batched path alone
+        lb, ub = (d if b is None else float(b) for b, d in zip(bounds, (-math.inf, math.inf), strict=True))
+        if codes.size and 0 <= codes.min() and codes.max() < n_groups:
+            n = s.shape[-1]
+            out = _batched.solve(s.reshape(-1, n), groups.expand(s.shape).reshape(-1, n), None,
+                                 lb, ub, tolerance, 1, n_groups, bool(check), VERIFY_TOL)
+            if out is not None:
+                p = rebatch(out[0].reshape(s.shape))
+                return p if scores.dtype == torch.float64 else p.to(scores.dtype).clamp(lb, ub)
     lb, ub = (_bound(b, default, scores) for b, default in zip(bounds, (-math.inf, math.inf), strict=True))
     cell, n_families, bands = _cells(groups, labels, criterion, n_groups, tolerance)
     p = rebatch(_ProjectBase.forward(s, cell, bands, lb, ub, tolerance, n_families, n_groups, check)[0])
