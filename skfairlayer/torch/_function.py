@@ -543,7 +543,7 @@ def _vmapped(unbatched, scores, groups, labels, criterion, n_groups, tolerance, 
             and all(b is None or isinstance(b, (int, float)) for b in bounds)):
         codes = groups.numpy()  # valid codes are the cells: the batched path alone
         lb, ub = (d if b is None else float(b) for b, d in zip(bounds, (-math.inf, math.inf), strict=True))
-        if codes.size and 0 <= codes.min() and codes.max() < n_groups:
+        if codes.size and codes.min() >= 0 and codes.max() < n_groups:
             n = s.shape[-1]
             out = _batched.solve(s.reshape(-1, n), groups.expand(s.shape).reshape(-1, n), None,
                                  lb, ub, tolerance, 1, n_groups, bool(check), VERIFY_TOL)
