@@ -13,11 +13,13 @@ machine does not count), of the wall clock on CUDA and for the generic layers.
     ``sigmoid(N(0, 1.5) + group offset)``. Columns: the floor (``clamp(s, 0, 1)`` forward +
     backward, same tensors), eager with verification (the default), eager without
     verification, ``torch.compile`` (inductor, ``fullgraph=True``, ``dynamic=False``,
-    without verification); ratios to the floor, and the speed-up on the paper package's
-    figures (15.8 ms / 101.5 ms / 2.13 s per step, cvxpylayers + SCS, measured on a machine
-    of this kind; not re-measured here). Eager on the CPU takes the direct path (Newton on
-    the cells' shifts, the per-cell arithmetic in Python floats); on CUDA and in compiled
-    graphs the synchronisation-free path.
+    without verification: the traced Newton graph), ``torch.compile`` with verification (on
+    the CPU the custom operators, one verified opaque node); ratios to the floor, and the
+    speed-up on the paper package's figures (15.8 ms / 101.5 ms / 2.13 s per step,
+    cvxpylayers + SCS, measured on a machine of this kind; not re-measured here). Eager on
+    the CPU takes the direct path (Newton on the cells' shifts, passes in numpy, the
+    per-cell arithmetic in Python floats); on CUDA and in compiled graphs without
+    verification the synchronisation-free path.
 ``generic``
     The same QP (two groups, ``|mean_0 - mean_1| <= eps``, bounds [0, 1]) at 4,096 rows
     through generic layers in this process: a cvxpy ``Parameter`` problem solved by
@@ -30,7 +32,7 @@ machine does not count), of the wall clock on CUDA and for the generic layers.
     constant per row means O(n) extra memory (a dense Jacobian would be n**2).
 ``vmap``
     ``torch.func.vmap`` of the layer over 64 independent problems of 256 rows vs a Python
-    loop over them.
+    loop over them (minima over 50 and 20 calls).
 ``structured``
     Multiclass demographic parity on the simplex (4 classes, 4 groups, ``simplex=True``)
     and marginal parity over two attributes (2 x 3 groups, ``groups_mode="marginal"``),
@@ -109,8 +111,8 @@ def _step(s, groups, w, k=K, **kw):
 def part_speed(device, quick):
     print("\n## speed: forward + backward per step (ms), ratio to the floor, speed-up on the paper")
     print("| groups | n | floor | eager (verify) | ratio | eager (no verify) | ratio | compiled | ratio "
-          "| paper pkg | speed-up (eager) | speed-up (compiled) | needed |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| compiled (verify) | ratio | paper pkg | speed-up (eager) | speed-up (compiled) | needed |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for k in (2, K):
         for n in (256, 2000, 10000):
             s, groups = _scores(n, device, k=k)
@@ -125,18 +127,20 @@ def part_speed(device, quick):
             t_ver = _time(_step(s, groups, w, k), device, repeats=200)
             t_nov = _time(_step(s, groups, w, k, verify=False), device, repeats=200)
             t_cmp = _compiled(s, groups, w, device, k) if not quick else float("nan")
+            t_op = _compiled(s, groups, w, device, k, verify=True) if not quick else float("nan")
             paper = PAPER[n]
             print(f"| {k} | {n} | {t_floor * 1e3:.3f} | {t_ver * 1e3:.3f} | {t_ver / t_floor:.0f}x "
                   f"| {t_nov * 1e3:.3f} | {t_nov / t_floor:.0f}x | {t_cmp * 1e3:.3f} "
-                  f"| {t_cmp / t_floor:.0f}x | {paper * 1e3:.1f} | {paper / t_ver:.0f}x "
+                  f"| {t_cmp / t_floor:.0f}x | {t_op * 1e3:.3f} | {t_op / t_floor:.0f}x "
+                  f"| {paper * 1e3:.1f} | {paper / t_ver:.0f}x "
                   f"| {paper / t_cmp:.0f}x | {NEEDED[n]}x |", flush=True)
 
 
-def _compiled(s, groups, w, device, k=K):
+def _compiled(s, groups, w, device, k=K, verify=False):
     from skfairlayer.torch import FairnessLayer
 
     torch._dynamo.reset()
-    layer = torch.compile(FairnessLayer(k, tolerance=0.01, verify=False), fullgraph=True,
+    layer = torch.compile(FairnessLayer(k, tolerance=0.01, verify=verify), fullgraph=True,
                           dynamic=False)
     x = s.detach().requires_grad_(True)
 
@@ -246,8 +250,8 @@ def part_vmap(device, quick):
     def f(x):
         return fairness_layer(x, groups, K, tolerance=0.01)
 
-    t_vmap = _time(lambda: torch.func.vmap(f)(S), device, repeats=10)
-    t_loop = _time(lambda: [f(x) for x in S], device, repeats=5)
+    t_vmap = _time(lambda: torch.func.vmap(f)(S), device, repeats=50)
+    t_loop = _time(lambda: [f(x) for x in S], device, repeats=20)
     print(f"vmap {t_vmap * 1e3:.2f} ms, loop {t_loop * 1e3:.2f} ms: {t_loop / t_vmap:.1f}x")
 
 

@@ -9,6 +9,7 @@ from skfairlayer import InfeasibleProblemError, project  # noqa: E402
 from skfairlayer.torch import (  # noqa: E402
     VERIFY_TOL,
     FairnessLayer,
+    _function,
     _solve,  # noqa: E402
     fairness_layer,
     output_tolerance,
@@ -154,8 +155,9 @@ def test_bracketed_path_matches_fast_path():
 
 
 @pytest.mark.filterwarnings(DYNAMO_WARNING)
-def test_compile_without_graph_breaks():
-    """Check that torch.compile(fullgraph=True) traces forward and backward."""
+def test_compile_without_graph_breaks(monkeypatch):
+    """Check that torch.compile(fullgraph=True) traces forward and backward (the Newton graph)."""
+    monkeypatch.setattr(_function, "OPAQUE_COMPILED_CPU", False)  # as on CUDA
     torch._dynamo.reset()
     s, g, _, k = _batch(2, n=64, k=2)
     layer = FairnessLayer(n_groups=k, tolerance=0.01, verify=False)
@@ -172,6 +174,7 @@ def test_compile_without_graph_breaks():
 def test_compiled_fallback_branch(monkeypatch):
     """Check that a compiled graph answers through the bracketed branch when Newton has not settled."""
     torch._dynamo.reset()
+    monkeypatch.setattr(_function, "OPAQUE_COMPILED_CPU", False)  # as on CUDA
     monkeypatch.setattr(_solve, "_FAST_STEPS", 1)
     s, g, _, k = _batch(6, n=200, k=3, spread=True)
     layer = torch.compile(FairnessLayer(n_groups=k, tolerance=0.0, verify=False),

@@ -4,28 +4,61 @@ On the CPU reading a tensor's values costs no device round trip, so each Newton
 step reads back the few per-cell aggregates of one pass over the rows (the sums
 of the clipped shifted scores and the numbers of free rows, one pair per cell)
 and solves the step's small system in Python floats. A pass is a handful of
-torch kernels; a typical batch needs three passes, the last of which is the
-output, its certificate (a step that no longer moves the shifts) and the
-verification sums. The backward pass is the projector of
+numpy operations on views of the tensors; a typical batch needs three passes,
+the last of which is the output, its certificate (a step that no longer moves
+the shifts) and the verification sums. The backward pass is the projector of
 :func:`skfairlayer.torch._solve.jacobian_apply` as one ``Q x Q`` matrix on the
 cells' sums of the free rows' gradient. See ``docs/user_guide/torch.rst``.
 """
 
 import math
 
+import numpy as np
 import torch
 
-__all__ = ["Direct", "solve", "jacobian_matrix", "jacobian_apply"]
+__all__ = ["Direct", "solve", "jacobian_matrix", "jacobian_apply", "jacobian_apply_numpy"]
 
 #: Newton steps before the caller's general (bracketed) solve takes over.
 _MAX_STEPS = 12
 
 
 class Direct:
-    """A solved problem: outputs, free-row mask (float64) and the backward matrix."""
+    """A solved problem: the outputs, and what the Jacobian needs (computed when first asked for).
 
-    def __init__(self, p, free, matrix):
-        self.p, self.free, self.matrix = p, free, matrix
+    The free rows (strictly inside the bounds) and the backward matrix come from the
+    outputs, the cells' sizes ``n`` and the active cells; the general fallback gives
+    them directly (``parts``).
+    """
+
+    def __init__(self, p, n, active, fams, shared, lb, ub, parts=None):
+        self.p, self.n, self.active, self.fams, self.shared = p, n, active, fams, shared
+        self.lb, self.ub = lb, ub
+        self.parts = parts
+        self.onehot = None  # the slots' one-hot matrix of the solve, while the parts are to build
+
+    def jacobian(self, p, idx):
+        """``(free, U, M)`` (numpy float64) for the outputs ``p`` and the slots ``idx`` (numpy).
+
+        ``free`` marks the rows strictly inside the bounds, ``U`` is the slots' one-hot
+        matrix on the free rows and ``M`` the backward matrix: ``J g = free g - (M U g) U``.
+        """
+        if self.parts is None:
+            free = np.greater(p, self.lb)
+            free &= p < self.ub
+            free = free.astype(p.dtype)
+            onehot = _onehot(idx, len(self.n), p.dtype) if self.onehot is None else self.onehot
+            U = onehot * free
+            nf = U.sum(1).tolist()
+            self.parts = free, U, np.array(jacobian_matrix(self.n, nf, self.active, self.fams, self.shared))
+            self.onehot = None
+        elif len(self.parts) == 2:  # the general solve's free rows and matrix
+            free, matrix = (a.numpy() for a in self.parts)
+            self.parts = free, _onehot(idx, matrix.shape[0], p.dtype) * free, matrix
+        return self.parts
+
+
+def _onehot(idx, n_slots, dtype):
+    return np.equal(idx, np.arange(n_slots)[:, None]).astype(dtype)
 
 
 def _unclipped_level(m0, n, eps):
@@ -63,17 +96,27 @@ def _families(n_cells, n_groups, offset):
             for f in range(n_cells // n_groups)]
 
 
-def _pass(s, idx, c, lb, ub, onehot, clip, free):
-    """Shifted and clipped rows at the shifts ``c``; per slot: sums of them and free counts.
+class _Rows:
+    """The rows (numpy views of the tensors) and their slots' one-hot matrix."""
 
-    ``free`` (float64, written in place) marks the rows strictly inside the bounds.
-    """
-    z = s - torch.as_tensor(c, dtype=s.dtype).index_select(0, idx)
-    if not clip:
-        return z, torch.mv(onehot, z).tolist(), [float(k) for k in onehot.sum(1).tolist()]
-    zc = z.clamp(lb, ub)
-    torch.eq(zc, z, out=free)  # a row exactly at a bound counts as free here only
-    return zc, torch.mv(onehot, zc).tolist(), torch.mv(onehot, free).tolist()
+    def __init__(self, s, idx, n_slots, lb, ub):
+        self.s, self.idx, self.lb, self.ub = s, idx, lb, ub
+        self.clip = math.isfinite(lb) or math.isfinite(ub)
+        self.onehot = _onehot(idx, n_slots, s.dtype)  # (slots, n)
+
+    def pass_(self, c):
+        """Shifted and clipped rows at the shifts ``c``; per slot: their sums and free counts.
+
+        A row exactly at a bound counts as free here only (the Newton pattern).
+        """
+        z = self.s if c is None else np.subtract(self.s, np.dot(c, self.onehot))
+        if not self.clip:
+            return z, np.dot(self.onehot, z).tolist(), None
+        w = np.empty((2, z.size))
+        np.clip(z, self.lb, self.ub, out=w[0])
+        np.equal(w[0], z, out=w[1])
+        sums, nf = np.dot(self.onehot, w.T).T.tolist()
+        return w[0], sums, nf
 
 
 def _step(fams, n, a, nf, m0, eps, bands, state):
@@ -154,49 +197,48 @@ def solve(s, idx, n_slots, n_groups, offset, lb, ub, eps, bands, strict, tol):
     -------
     Direct or None
     """
-    clip = math.isfinite(lb) or math.isfinite(ub)
-    onehot = s.new_empty(n_slots, s.numel())
-    torch.eq(idx, torch.arange(n_slots).unsqueeze(1), out=onehot)  # (slots, n)
-    n = onehot.sum(1).tolist()
-    lo, hi = torch.aminmax(s) if s.numel() else (s.new_zeros(()), s.new_zeros(()))
-    lo, hi = float(lo), float(hi)
-    if sum(n) != s.numel() or not math.isfinite(lo - hi) or (strict and min(n[offset:]) == 0):
+    scores = s.detach().resolve_neg().numpy()
+    rows = _Rows(scores, idx.numpy(), n_slots, lb, ub)
+    n = rows.onehot.sum(1).tolist()
+    lo, hi = (float(scores.min()), float(scores.max())) if scores.size else (0.0, 0.0)
+    if sum(n) != scores.size or not math.isfinite(lo - hi) or (strict and min(n[offset:]) == 0):
         return None  # a code out of range, a non-finite score, or a missing group
     scale = 1e-12 * (1.0 + max(-lo, hi))
-    free = torch.ones_like(s)
-    c = [0.0] * n_slots
-    zc, sums, nf = _pass(s, idx, c, lb, ub, onehot, clip, free)
+    zc, sums, nf = rows.pass_(None)
+    nf = nf or n
     fams = _families(n_slots - offset, n_groups, offset)
     m0 = [v / k if k else 0.0 for v, k in zip(sums, n, strict=True)]
-    state = (c, *_start(fams, n, m0, eps, bands))
+    state = ([0.0] * n_slots, *_start(fams, n, m0, eps, bands))
+    c = None
     for _ in range(_MAX_STEPS):
-        new = _step(fams, n, [v + k * x for v, k, x in zip(sums, nf, c, strict=True)],
-                    nf, m0, eps, bands, state)
+        a = sums if c is None else [v + k * x for v, k, x in zip(sums, nf, c, strict=True)]
+        new = _step(fams, n, a, nf, m0, eps, bands, state)
         if new is None:
             return None
         moved = 0.0
-        for x, y in zip(new[0] + new[1], c + state[1], strict=True):
+        for x, y in zip(new[0] + new[1], state[0] + state[1], strict=True):
             moved = max(moved, abs(x - y))
         if moved <= scale:  # settled (the certificate of the general path)
             if moved > 1e-4 * scale:  # more than rounding: the outputs at the new shifts
-                zc, sums, nf = _pass(s, idx, new[0], lb, ub, onehot, clip, free)
+                zc, sums, nf = rows.pass_(new[0])
             break
         state = new
         c = new[0]
-        zc, sums, nf = _pass(s, idx, c, lb, ub, onehot, clip, free)
+        zc, sums, nf = rows.pass_(c)
+        nf = nf or n
     else:
         return None
     if not math.isfinite(sum(sums)) or _violation(fams, n, sums, eps, bands) > tol:
         return None
     active = [x or y for x, y in zip(new[2], new[3], strict=True)]
-    if strict and any(act and k == 0 for act, k in zip(active, nf, strict=True)):
-        return None
-    if clip:  # free strictly inside the bounds (a row exactly at a bound has no gradient)
-        torch.gt(zc, lb, out=free)
-        free.mul_(zc < ub)
-        nf = torch.mv(onehot, free).tolist()
-    matrix = jacobian_matrix(n, nf, active, fams, bands is None)
-    return Direct(zc, free, torch.tensor(matrix, dtype=s.dtype))
+    res = Direct(torch.from_numpy(zc if zc is not scores else zc.copy()), n, active, fams,
+                 bands is None, lb, ub)
+    res.onehot = rows.onehot
+    if strict:  # a fully clamped active group: the general solve raises
+        nf = res.jacobian(zc, rows.idx)[1].sum(1).tolist()
+        if any(act and k == 0 for act, k in zip(active, nf, strict=True)):
+            return None
+    return res
 
 
 def jacobian_matrix(n, nf, active, fams, shared):
@@ -224,8 +266,13 @@ def jacobian_matrix(n, nf, active, fams, shared):
     return M
 
 
-def jacobian_apply(g, free, idx, matrix):
-    """``J g`` on the rows: ``free * (g - (M @ sums(free * g))[idx])`` (linear in ``g``)."""
-    gf = g * free
-    sums = g.new_zeros(matrix.shape[0]).index_add(0, idx, gf)
-    return gf - free * torch.mv(matrix, sums).index_select(0, idx)
+def jacobian_apply(g, free, U, matrix):
+    """``J g = free * g - (M @ (U @ g)) @ U`` on the rows (torch; linear in ``g``, differentiable)."""
+    return g * free - torch.mv(U.T, torch.mv(matrix, torch.mv(U, g)))
+
+
+def jacobian_apply_numpy(g, free, U, matrix):
+    """:func:`jacobian_apply` on numpy arrays (a backward pass that is not differentiated)."""
+    out = g * free
+    out -= (matrix @ (U @ g)) @ U
+    return out

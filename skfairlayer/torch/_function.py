@@ -4,8 +4,10 @@ The forward pass is the exact solve of :mod:`skfairlayer.torch._solve` (float64,
 on the input's device). The backward pass, the forward-mode product and the
 Jacobian are one map, the orthogonal projector onto the free, non-active
 directions, written in differentiable torch operations (double backward works).
-``torch.func.vmap`` maps over a batch of problems through an explicit rule that
-solves them together. Multiclass (``simplex=True``) and marginal
+On the CPU one problem takes :mod:`skfairlayer.torch._direct`, a batch (leading
+dimensions, or the mapped batch of one plain ``torch.func.vmap``)
+:mod:`skfairlayer.torch._batched`; other transforms use explicit vmap rules, and
+compiled CPU graphs the operators of :mod:`skfairlayer.torch._op`. Multiclass (``simplex=True``) and marginal
 (``groups_mode="marginal"``) problems go to :mod:`skfairlayer.torch._structured`.
 See ``docs/user_guide/torch.rst``.
 """
@@ -15,13 +17,18 @@ import math
 import torch
 
 from ..exceptions import InfeasibleProblemError, SolverError
-from . import _direct, _solve
+from . import _batched, _direct, _op, _solve
 from ._structured import StructuredProject
 
 __all__ = ["fairness_layer", "FairnessLayer", "CRITERIA", "VERIFY_TOL", "output_tolerance"]
 
 #: Largest parity violation tolerated in a float64 answer (as in the numpy core).
 VERIFY_TOL = 1e-9
+
+#: Compiled graphs on the CPU with ``verify=True`` call the solve as one opaque operator
+#: (``torch.ops.skfairlayer``), which verifies its answer; ``False`` traces the
+#: synchronisation-free Newton graph instead, as on CUDA and with ``verify=False``.
+OPAQUE_COMPILED_CPU = True
 
 CRITERIA = ("demographic_parity", "equal_opportunity", "equalized_odds", "mean_residual")
 
@@ -74,6 +81,17 @@ class _ProjectBase(torch.autograd.Function):
     @staticmethod
     def forward(s, cell, bands, lb, ub, eps, n_families, n_groups, check):
         batch, n = s.shape[:-1], s.shape[-1]
+        c = n_families * n_groups
+        if (s.device.type == "cpu" and lb.dim() == 0 and ub.dim() == 0
+                and not torch.compiler.is_compiling()):  # the batched CPU path
+            cell2 = cell.expand(*batch, n).reshape(-1, n)
+            bands2 = None if bands is None else bands.expand(*batch, c, 2).reshape(-1, c, 2)
+            out = _batched.solve(s.reshape(-1, n), cell2, bands2, float(lb), float(ub), eps,
+                                 n_families, n_groups, bool(check), VERIFY_TOL)
+            if out is not None:
+                p, top, bottom, level = out
+                return (p.reshape(s.shape), top.reshape(*batch, c), bottom.reshape(*batch, c),
+                        level.reshape(*batch, n_families))
         lay = _layout(cell, bands, batch, n, n_families, n_groups)
         s2 = s.reshape(-1, n)
         lb2, ub2 = _flat(lb, batch, n), _flat(ub, batch, n)
@@ -89,7 +107,6 @@ class _ProjectBase(torch.autograd.Function):
             st = {"top": top, "bottom": bottom, "level": level}
         else:
             p, st = _solve.solve(s2, lb2, ub2, lay, eps)
-        c = n_families * n_groups
         level = st["level"] if st["level"] is not None else p.new_zeros(p.shape[0], n_families)
         return (p.reshape(s.shape), st["top"].reshape(*batch, c),
                 st["bottom"].reshape(*batch, c), level.reshape(*batch, n_families))
@@ -162,27 +179,43 @@ class _Direct(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset):
-        idx = cell if offset == 0 else cell + offset
-        band_list = None
-        if bands is not None:
-            band_list = [(0.0, 0.0)] * offset + [tuple(b) for b in bands.tolist()]
-        res = _direct.solve(s, idx, n_families * n_groups + offset, n_groups, offset, lb, ub, eps,
-                            band_list, bool(check), VERIFY_TOL if check is not None else math.inf)
-        if res is None:
-            res = _general_direct(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset)
-        ctx.save_for_backward(res.free, idx, res.matrix)
-        ctx.save_for_forward(res.free, idx, res.matrix)
-        return res.p
+        res, idx = direct_solve(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset)
+        p, res.p = res.p, None  # the context keeps the output through the saved tensors only
+        ctx.save_for_forward(p, idx)  # forward mode: the Jacobian's parts when asked
+        ctx.direct = res
+        if ctx.needs_input_grad[0]:  # the parts now: the backward pass only applies them
+            parts = res.jacobian(p.numpy(), idx.numpy())
+            ctx.save_for_backward(*(torch.from_numpy(a) for a in parts))
+        res.onehot = None
+        return p
 
     @staticmethod
     def backward(ctx, grad):
-        free, idx, matrix = ctx.saved_tensors
-        return _direct.jacobian_apply(grad, free, idx, matrix), *([None] * 9)
+        free, U, matrix = ctx.saved_tensors
+        if torch.is_grad_enabled() or grad.dtype != torch.float64:  # double backward: torch ops
+            return _direct.jacobian_apply(grad, free, U, matrix), *([None] * 9)
+        g = grad.detach().resolve_neg().numpy()
+        out = _direct.jacobian_apply_numpy(g, free.numpy(), U.numpy(), matrix.numpy())
+        return torch.from_numpy(out), *([None] * 9)
 
     @staticmethod
     def jvp(ctx, tangent, *_):
-        free, idx, matrix = ctx.saved_tensors
-        return _direct.jacobian_apply(tangent, free, idx, matrix)
+        p, idx = ctx.saved_tensors
+        parts = ctx.direct.jacobian(p.detach().numpy(), idx.numpy())
+        return _direct.jacobian_apply(tangent, *(torch.from_numpy(a) for a in parts))
+
+
+def direct_solve(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset):
+    """:func:`skfairlayer.torch._direct.solve`, or the general solve where it leaves; ``(Direct, slots)``."""
+    idx = cell if offset == 0 else cell + offset
+    band_list = None
+    if bands is not None:
+        band_list = [(0.0, 0.0)] * offset + [tuple(b) for b in bands.tolist()]
+    res = _direct.solve(s, idx, n_families * n_groups + offset, n_groups, offset, lb, ub, eps,
+                        band_list, bool(check), VERIFY_TOL if check is not None else math.inf)
+    if res is None:
+        res = _general_direct(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset)
+    return res, idx
 
 
 def _transforms_active():
@@ -208,7 +241,7 @@ def _general_direct(s, cell, bands, lb, ub, eps, n_families, n_groups, check, of
     pad = [0.0] * offset
     fams = _direct._families(n_families * n_groups, n_groups, offset)
     matrix = _direct.jacobian_matrix(pad + counts, pad + nf, [False] * offset + active, fams, bands is None)
-    return _direct.Direct(p, free, torch.tensor(matrix, dtype=p.dtype))
+    return _direct.Direct(p, None, None, None, None, lb, ub, parts=(free, torch.tensor(matrix, dtype=p.dtype)))
 
 
 def _layout(cell, bands, batch, n, n_families, n_groups):
@@ -474,15 +507,28 @@ def fairness_layer(
     s = scores.to(torch.float64)
     check = bool(strict) if verify else None
     compiling = torch.compiler.is_compiling()
-    if (not compiling and s.device.type == "cpu" and s.dim() == 1 and groups.dim() == 1
+    if not compiling and _transforms_active():
+        unbatched = _op.unbatch(s, groups, labels, *bounds)
+        if unbatched is not None:  # one plain vmap: the batch's forward pass
+            return _vmapped(unbatched, scores, groups, labels, criterion, n_groups, tolerance,
+                            bounds, check)
+    opaque = s.device.type == "cpu" and (not compiling or (OPAQUE_COMPILED_CPU and verify))
+    if (opaque and s.dim() == 1 and groups.dim() == 1
             and all(b is None or isinstance(b, (int, float)) for b in bounds)
-            and (labels is None or labels.dim() <= 1) and not _transforms_active()):
+            and (labels is None or labels.dim() <= 1) and (compiling or not _transforms_active())):
         return _direct_call(s, groups, labels, criterion, n_groups, tolerance, bounds, check,
-                            scores.dtype)
+                            scores.dtype, compiling)
     lb, ub = (_bound(b, default, scores) for b, default in zip(bounds, (-math.inf, math.inf), strict=True))
     cell, n_families, bands = _cells(groups, labels, criterion, n_groups, tolerance)
-    func = _ProjectBase if compiling else _Project
-    p = func.apply(s, cell, bands, lb, ub, tolerance, n_families, n_groups, check)[0]
+    code = -1 if check is None else int(check)
+    grad = None if compiling or not _transforms_active() else _op.vmap_only(s)
+    if opaque and compiling or grad:  # a compiled graph's node, or vmap with outer autograd
+        p = _op.project(s, cell, bands, lb, ub, tolerance, n_families, n_groups, code)[0]
+    elif grad is not None:  # vmapped problems, forward only: the cheapest dispatch
+        p = _op.solve(s, cell, bands, lb, ub, tolerance, n_families, n_groups, code)
+    else:
+        func = _ProjectBase if compiling else _Project
+        p = func.apply(s, cell, bands, lb, ub, tolerance, n_families, n_groups, check)[0]
     if scores.dtype == torch.float64:
         return p
     out = p.to(scores.dtype)
@@ -490,8 +536,33 @@ def fairness_layer(
     return torch.minimum(torch.maximum(out, lb.to(out.dtype)), ub.to(out.dtype))
 
 
-def _direct_call(s, groups, labels, criterion, n_groups, tolerance, bounds, check, dtype):
-    """One CPU problem of scalar bounds through :class:`_Direct`, cast back to ``dtype``."""
+def _vmapped(unbatched, scores, groups, labels, criterion, n_groups, tolerance, bounds, check):
+    """The forward pass of a batch of vmapped problems (``_op.unbatch``), mapped back."""
+    s, rebatch = unbatched
+    if (criterion == "demographic_parity" and s.device.type == "cpu" and groups.dim() == 1
+            and all(b is None or isinstance(b, (int, float)) for b in bounds)):
+        codes = groups.numpy()  # valid codes are the cells: the batched path alone
+        lb, ub = (d if b is None else float(b) for b, d in zip(bounds, (-math.inf, math.inf), strict=True))
+        if codes.size and codes.min() >= 0 and codes.max() < n_groups:
+            n = s.shape[-1]
+            out = _batched.solve(s.reshape(-1, n), groups.expand(s.shape).reshape(-1, n), None,
+                                 lb, ub, tolerance, 1, n_groups, bool(check), VERIFY_TOL)
+            if out is not None:
+                p = rebatch(out[0].reshape(s.shape))
+                return p if scores.dtype == torch.float64 else p.to(scores.dtype).clamp(lb, ub)
+    lb, ub = (_bound(b, default, scores) for b, default in zip(bounds, (-math.inf, math.inf), strict=True))
+    cell, n_families, bands = _cells(groups, labels, criterion, n_groups, tolerance)
+    p = rebatch(_ProjectBase.forward(s, cell, bands, lb, ub, tolerance, n_families, n_groups, check)[0])
+    if scores.dtype == torch.float64:
+        return p
+    return torch.minimum(torch.maximum(p.to(scores.dtype), lb.to(scores.dtype)), ub.to(scores.dtype))
+
+
+def _direct_call(s, groups, labels, criterion, n_groups, tolerance, bounds, check, dtype, compiling):
+    """One CPU problem of scalar bounds through :class:`_Direct`, cast back to ``dtype``.
+
+    In a compiled graph: the operator ``skfairlayer::direct``, one opaque node.
+    """
     lb, ub = (-math.inf if bounds[0] is None else float(bounds[0]),
               math.inf if bounds[1] is None else float(bounds[1]))
     if criterion == "demographic_parity":  # the codes are the cells (checked by the solve)
@@ -499,7 +570,11 @@ def _direct_call(s, groups, labels, criterion, n_groups, tolerance, bounds, chec
     else:
         cell, n_families, bands = _cells(groups, labels, criterion, n_groups, tolerance)
         offset = 1
-    p = _Direct.apply(s, cell, bands, lb, ub, tolerance, n_families, n_groups, check, offset)
+    if compiling:
+        p = _op.direct(s, cell, bands, lb, ub, tolerance, n_families, n_groups,
+                       -1 if check is None else int(check), offset)[0]
+    else:
+        p = _Direct.apply(s, cell, bands, lb, ub, tolerance, n_families, n_groups, check, offset)
     # rounding to the output dtype must not leave the bounds
     return p if dtype == torch.float64 else p.to(dtype).clamp(lb, ub)
 

@@ -1,0 +1,178 @@
+"""The layer's solve as one opaque operator, ``torch.ops.skfairlayer.project``.
+
+Used where an ``autograd.Function`` costs more than the solve: under a plain
+``torch.func.vmap`` (the operator's vmap rule solves the mapped problems as one
+batch) and in ``torch.compile``'d graphs on the CPU (the graph calls the eager,
+verified solve as one node, with no graph break and no retrace). The backward
+pass is the projector of :func:`skfairlayer.torch._solve.jacobian_apply`, written
+in differentiable torch operations (double backward). Forward mode and the
+``grad``-type transforms use :class:`skfairlayer.torch._function._Project`
+instead. See ``docs/user_guide/torch.rst``.
+"""
+
+import numpy as np
+import torch
+
+__all__ = ["direct", "project", "solve", "unbatch", "vmap_only"]
+
+
+_SCHEMA = ("(Tensor s, Tensor cell, Tensor? bands, Tensor lb, Tensor ub, float eps, "
+           "int n_families, int n_groups, int check)")
+
+
+def _impl(s, cell, bands, lb, ub, eps, n_families, n_groups, check):
+    from ._function import _ProjectBase
+
+    return _ProjectBase.forward(s, cell, bands, lb, ub, eps, n_families, n_groups,
+                                None if check < 0 else bool(check))
+
+
+def _fake(s, cell, bands, lb, ub, eps, n_families, n_groups, check):
+    batch = s.shape[:-1]
+    flag = torch.empty((*batch, n_families * n_groups), dtype=torch.bool, device=s.device)
+    return (torch.empty_like(s), flag, torch.empty_like(flag),
+            s.new_empty((*batch, n_families)))
+
+
+def _setup_context(ctx, inputs, output):
+    _, cell, bands, lb, ub, _, n_families, n_groups, _ = inputs
+    p, top, bottom, _ = output
+    ctx.save_for_backward(p, cell, bands, lb, ub, top, bottom)
+    ctx.dims = (n_families, n_groups, bands is None)
+
+
+def _backward(ctx, grad, *_):
+    from ._function import _apply_jacobian
+
+    return _apply_jacobian(ctx, grad), None, None, None, None, None, None, None, None
+
+
+def _vmap_inputs(info, in_dims, s, cell, bands, lb, ub):
+    from ._function import _vmap_inputs
+
+    return _vmap_inputs(info, in_dims, s, cell, bands, lb, ub)
+
+
+def _project_vmap(info, in_dims, s, cell, bands, lb, ub, eps, n_families, n_groups, check):
+    args = _vmap_inputs(info, in_dims, s, cell, bands, lb, ub)
+    return project(*args, eps, n_families, n_groups, check), (0, 0, 0, 0)
+
+
+def _solve_vmap(info, in_dims, s, cell, bands, lb, ub, eps, n_families, n_groups, check):
+    args = _vmap_inputs(info, in_dims, s, cell, bands, lb, ub)
+    return solve(*args, eps, n_families, n_groups, check), 0
+
+
+#: The solve with its backward pass: outputs, active cells (top, bottom) and levels.
+project = torch.library.custom_op("skfairlayer::project", _impl, mutates_args=(),
+                                  schema=_SCHEMA + " -> (Tensor, Tensor, Tensor, Tensor)")
+project.register_fake(_fake)
+project.register_autograd(_backward, setup_context=_setup_context)
+project.register_vmap(_project_vmap)
+
+#: The outputs alone, without autograd (a vmapped forward pass: the cheapest dispatch).
+solve = torch.library.custom_op("skfairlayer::solve", lambda *args: _impl(*args)[0],
+                                mutates_args=(), schema=_SCHEMA + " -> Tensor")
+solve.register_fake(lambda s, *args: torch.empty_like(s))
+solve.register_vmap(_solve_vmap)
+
+
+def _direct_impl(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset):
+    from ._function import direct_solve
+
+    res, idx = direct_solve(s, cell, bands, lb, ub, eps, n_families, n_groups,
+                            None if check < 0 else bool(check), offset)
+    free, U, matrix = res.jacobian(res.p.numpy(), idx.numpy())
+    return res.p, torch.from_numpy(np.concatenate([free, U.reshape(-1), matrix.reshape(-1)]))
+
+
+def _direct_fake(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset):
+    slots = n_families * n_groups + offset
+    return torch.empty_like(s), s.new_empty(((slots + 1) * s.shape[-1] + slots * slots,))
+
+
+def _direct_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(output[1])
+    ctx.slots = inputs[6] * inputs[7] + inputs[9]
+
+
+def _direct_backward(ctx, grad, *_):
+    return direct_vjp(grad, *ctx.saved_tensors, ctx.slots), *([None] * 9)
+
+
+def _vjp_impl(g, parts, slots):
+    from ._direct import jacobian_apply_numpy
+
+    n = g.shape[-1]
+    parts = parts.numpy()
+    free, U = parts[:n], parts[n:(slots + 1) * n].reshape(slots, n)
+    matrix = parts[(slots + 1) * n:].reshape(slots, slots)
+    return torch.from_numpy(jacobian_apply_numpy(g.detach().resolve_neg().numpy(), free, U, matrix))
+
+
+def _vjp_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(inputs[1])
+    ctx.slots = inputs[2]
+
+
+def _vjp_backward(ctx, grad):
+    # J is symmetric: the map g -> J g is its own adjoint (double backward)
+    return direct_vjp(grad, *ctx.saved_tensors, ctx.slots), None, None
+
+
+#: One CPU problem of scalar bounds (the direct path): the outputs, and its Jacobian's
+#: parts in one flat tensor (free rows, their one-hot slots ``U``, the backward matrix;
+#: see ``_direct.Direct.jacobian``).
+direct = torch.library.custom_op(
+    "skfairlayer::direct", _direct_impl, mutates_args=(),
+    schema="(Tensor s, Tensor cell, Tensor? bands, float lb, float ub, float eps, int n_families, "
+           "int n_groups, int check, int offset) -> (Tensor, Tensor)")
+direct.register_fake(_direct_fake)
+direct.register_autograd(_direct_backward, setup_context=_direct_setup_context)
+
+#: ``J g`` of the direct path (its backward pass), on the CPU.
+direct_vjp = torch.library.custom_op("skfairlayer::direct_vjp", _vjp_impl, mutates_args=(),
+                                     schema="(Tensor g, Tensor parts, int slots) -> Tensor")
+direct_vjp.register_fake(lambda g, parts, slots: torch.empty_like(g))
+direct_vjp.register_autograd(_vjp_backward, setup_context=_vjp_setup_context)
+
+
+def vmap_only(s):
+    """Under ``vmap`` transforms only (no grad, jvp, ...): whether ``s`` needs a gradient; else None.
+
+    Under ``vmap`` a tensor's ``requires_grad`` is that of its unbatched value.
+    """
+    functorch = torch._C._functorch
+    try:
+        vmap = functorch.TransformType.Vmap
+        if not all(level.key() == vmap for level in functorch.get_interpreter_stack()):
+            return None
+        while functorch.is_batchedtensor(s):
+            s = functorch.get_unwrapped(s)
+    except AttributeError:  # pragma: no cover - another torch version: the autograd.Function
+        return None
+    return s.requires_grad and torch.is_grad_enabled()
+
+
+def unbatch(s, *others):
+    """Under one plain ``vmap`` with only ``s`` mapped: ``(its value, mapped dimension first; level)``.
+
+    None in every other case (nested or other transforms, another mapped input, a
+    gradient to record), where the operators' rules answer. The rule of one
+    ``vmap`` level without their dispatch (which costs more than a small batch's solve).
+    """
+    functorch = torch._C._functorch
+    try:
+        stack = functorch.get_interpreter_stack()
+        if (len(stack) != 1 or stack[0].key() != functorch.TransformType.Vmap
+                or not functorch.is_batchedtensor(s)
+                or any(isinstance(x, torch.Tensor) and functorch.is_batchedtensor(x) for x in others)):
+            return None
+        level, dim = functorch.maybe_get_level(s), functorch.maybe_get_bdim(s)
+        value = functorch.get_unwrapped(s)
+        add = functorch._add_batch_dim
+    except AttributeError:  # pragma: no cover - another torch version: the operators
+        return None
+    if level != stack[0].level() or (value.requires_grad and torch.is_grad_enabled()):
+        return None
+    return value.movedim(dim, 0), lambda p: add(p, 0, level)
