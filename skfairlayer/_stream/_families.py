@@ -76,7 +76,7 @@ def _in_box(v, lo, hi):
     None when the box misses the simplex (exact comparisons, as a row's box
     is judged before it is served).
     """
-    for a, b in zip(lo, hi):
+    for a, b in zip(lo, hi, strict=True):
         if a > b:
             return None
     s_lo, s_hi = math.fsum(lo), math.fsum(hi)
@@ -95,7 +95,7 @@ def _sweep(v, lo, hi):
         return [min(max(1.0 - x, lo[0]), hi[0]), x]  # 1 - x rounds: keep it in its bounds
     tau = (math.fsum(v) - 1.0) / k  # every coordinate free: the common case
     p = [x - tau for x in v]
-    for a, x, b in zip(lo, p, hi):
+    for a, x, b in zip(lo, p, hi, strict=True):
         if not a <= x <= b:
             break
     else:
@@ -397,7 +397,7 @@ class PooledFamilies:
             slacks[a] = b_new
         st["center"] = center
         if not self.decisions:
-            for x, lo, hi in zip(p, lower, upper):
+            for x, lo, hi in zip(p, lower, upper, strict=True):
                 if (x == lo and lo > 0.0) or (x == hi and hi < 1.0):
                     # A safeguard bound is active: compare with the unconstrained projection.
                     free = _box_simplex(v, zeros, ones)

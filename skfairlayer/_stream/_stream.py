@@ -373,7 +373,7 @@ class Stream:
             and scores.ndim == (1 if binary else 2)
             and (binary or scores.shape[1] == self.n_classes)
             and set(map(type, codes)) == {int}
-            and 0 <= min(codes)
+            and min(codes) >= 0
             and max(codes) < sizes[0]
             and all(map(math.isfinite, scores.ravel().tolist()))
         ):
