@@ -207,7 +207,8 @@ def predict_proba(estimator, X, *, sensitive_features=None, persist_scores=True)
         group column) for the passes of the global solve and for the returned
         lazy output, which reads them; they are released when nothing refers to
         them (the output included). The base model then runs once per
-        partition instead of once per pass (4 passes). ``False`` keeps nothing:
+        partition instead of once per pass (probabilities: the start's few
+        partitions, then 2 passes; decisions: 3 passes). ``False`` keeps nothing:
         each pass scores the partitions again (for a base model cheaper than
         reading its scores back, or a collection too large for the cluster's
         memory). Ignored with ``inference="fitted"``.
@@ -263,7 +264,8 @@ def predict(estimator, X, *, sensitive_features=None, persist_scores=True):
         group column) for the passes of the global solve and for the returned
         lazy output, which reads them; they are released when nothing refers to
         them (the output included). The base model then runs once per
-        partition instead of once per pass (4 passes). ``False`` keeps nothing:
+        partition instead of once per pass (probabilities: the start's few
+        partitions, then 2 passes; decisions: 3 passes). ``False`` keeps nothing:
         each pass scores the partitions again (for a base model cheaper than
         reading its scores back, or a collection too large for the cluster's
         memory). Ignored with ``inference="fitted"``.
