@@ -70,6 +70,13 @@ def _box_simplex(v, lo, hi):
     return _sweep(v, lo, hi)
 
 
+
+def _simplex(v):
+    """The projection of ``v`` onto the probability simplex (the box ``[0, 1]``)."""
+    k = len(v)
+    return _box_simplex(v, [0.0] * k, [1.0] * k)
+
+
 def _in_box(v, lo, hi):
     """The projection of ``v`` onto the simplex within a box inside ``[0, 1]``, or None.
 
@@ -372,12 +379,10 @@ class PooledFamilies:
         v, proposed = self._proposal(row, groups, w, shift)
         for j, a in enumerate(groups):
             st["counts"][j][a] += 1
-        K = self.n_classes
-        zeros, ones = [0.0] * K, [1.0] * K
         if w <= 0.0:  # the row is in no statistic
             if self.decisions:
                 return proposed, False
-            p = _box_simplex(v, zeros, ones)
+            p = _simplex(v)
             return (p[1] if self.binary else p), False
         center = self._center(st["center"], blocks, v)
         lower, upper, updates = self._row_box(blocks, center, w)
@@ -400,7 +405,7 @@ class PooledFamilies:
             for x, lo, hi in zip(p, lower, upper, strict=True):
                 if (x == lo and lo > 0.0) or (x == hi and hi < 1.0):
                     # A safeguard bound is active: compare with the unconstrained projection.
-                    free = _box_simplex(v, zeros, ones)
+                    free = _simplex(v)
                     changed = any(abs(x - y) > 1e-12 for x, y in zip(p, free, strict=True))
                     return (p[1] if self.binary else p), changed
             return (p[1] if self.binary else p), False
@@ -461,7 +466,7 @@ class PooledFamilies:
                     if x > high[c]:
                         high[c] = x
         if not served_any:
-            return _box_simplex(v, [0.0] * K, [1.0] * K)
+            return _simplex(v)
         target, lower, upper = list(center), [0.0] * K, [1.0] * K
         for c, col in enumerate(cols):
             target[col] = 0.5 * (low[c] + high[c])
