@@ -295,20 +295,29 @@ def global_labels(keys):
     return np.asarray(ordered)
 
 
-def global_codes(raw, lookup):
-    """Global codes of one block of group values; ``lookup`` maps label keys to codes."""
+def known_codes(raw, lookup):
+    """Global codes of one block of group values (``lookup`` maps label keys to codes), or
+    None when the block holds a label not in ``lookup``."""
     local, labels = block_codes(raw)
+    keys = label_keys(labels)
+    if any(key not in lookup for key in keys):
+        return None
     if local.size == 0:
         return local
-    keys = label_keys(labels)
-    missing = [key for key in keys if key not in lookup]
-    if missing:
+    return np.fromiter((lookup[key] for key in keys), dtype=np.intp, count=len(keys))[local]
+
+
+def global_codes(raw, lookup):
+    """:func:`known_codes`, raising :class:`~skfairlayer.exceptions.UnseenGroupError` for a
+    label not in ``lookup``."""
+    codes = known_codes(raw, lookup)
+    if codes is None:
+        missing = [key for key in label_keys(block_codes(raw)[1]) if key not in lookup]
         raise UnseenGroupError(
             f"Group label(s) {missing[:5]!r} were not seen when the groups were fixed. "
             f"Known groups: {list(lookup)[:20]!r}."
         )
-    mapping = np.fromiter((lookup[key] for key in keys), dtype=np.intp, count=len(keys))
-    return mapping[local]
+    return codes
 
 
 def group_sums(codes, values, k):

@@ -16,6 +16,7 @@ from ._blocks import (
     group_sums,
     indicator,
     indicator_sums,
+    known_codes,
     label_keys,
     sub_blocks,
     two_valued,
@@ -139,17 +140,6 @@ def merge_stats(parts):
             "n_strata": offset, "rows": sum(p["rows"] for p in parts)}
 
 
-def _known_codes(g_raw, lookup):
-    """Global codes of one block of group values, or None if it holds a label not in ``lookup``."""
-    local, labels = block_codes(g_raw)
-    keys = label_keys(labels)
-    if any(key not in lookup for key in keys):
-        return None
-    if local.size == 0:
-        return local
-    return np.fromiter((lookup[key] for key in keys), dtype=np.intp, count=len(keys))[local]
-
-
 def _flagged(s, g_raw, lookup, center, low, high):
     """Group counts and score sums, and the rows whose shifted score ``s - center_g`` is
     outside ``[low, high]`` with their codes; None when the block holds an unseen label.
@@ -161,7 +151,7 @@ def _flagged(s, g_raw, lookup, center, low, high):
     k = center.size
     ind = indicator(g_raw, lookup)
     if ind is None:
-        codes = _known_codes(g_raw, lookup)
+        codes = known_codes(g_raw, lookup)
         if codes is None:
             return None
         _check_rows(codes.shape[0], s.shape[0])
