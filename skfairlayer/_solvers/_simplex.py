@@ -24,6 +24,12 @@ forward-backward step always qualifies, so the method converges globally; near
 the solution the Newton step identifies the active pattern and solves the
 piecewise-linear KKT system in one step, so the residual drops to rounding
 level. The caller verifies the answer and uses OSQP when this solver gives up.
+
+The method reads the rows only through per-group aggregates (a *rows* object:
+``primal(nu)`` gives the group means and the dual value, ``curvatures`` the
+per-group support matrices), so the same driver :func:`solve_rows` runs on
+in-memory rows (:class:`_Rows`) and on a distributed collection
+(:mod:`skfairlayer.dask._simplex`, one pass per ``primal``).
 """
 
 import dataclasses
@@ -34,7 +40,7 @@ from threadpoolctl import threadpool_limits
 
 from . import Solution
 
-__all__ = ["supports", "solve_simplex", "project_simplex_rows"]
+__all__ = ["supports", "solve_simplex", "solve_rows", "project_simplex_rows"]
 
 _MAX_UNKNOWNS = 4000  # dense Newton systems above this size go to OSQP
 _RESIDUAL_TOL = 1e-13  # on the band residual R / gamma (units of a group mean)
@@ -110,8 +116,16 @@ def _project_columns(Vt):
     return np.maximum(Vt - tau, 0.0)
 
 
-class _Problem:
-    """Arrays of the multiclass problem, rows sorted by group; dual quantities."""
+class _Rows:
+    """The rows of an in-memory problem, sorted by group: the aggregates the method reads.
+
+    A rows object has ``k`` (groups), ``sizes`` (rows per group, floats, all
+    positive), ``cols`` (the constrained class columns), ``eps`` (their
+    tolerances), and two methods: ``primal(nu) -> (state, m, f)`` (the
+    projected outputs as an opaque ``state``, the constrained group means
+    ``m`` of shape ``(k, C)`` and the smooth part ``f`` of the dual objective)
+    and ``curvatures(state)`` (per group, ``H_g``, see below).
+    """
 
     def __init__(self, problem):
         fams = problem.families
@@ -125,9 +139,6 @@ class _Problem:
         self.codes = codes[self.order]
         self.cols = np.array([f.column for f in fams], dtype=np.intp)
         self.eps = np.array([f.tolerance for f in fams], dtype=np.float64)
-        # f is (1 / n_g)-smooth in group g's block: a step below min n_g is safe.
-        self.gamma = 0.5 * self.sizes.min()
-        self.lip = 1.0 / self.sizes.min()
 
     def primal(self, nu):
         """Projected outputs (class-major, sorted rows), constrained group means (k, C), and f."""
@@ -139,6 +150,43 @@ class _Problem:
         diff = Pt - self.St
         f = -(0.5 * float(np.einsum("ij,ij->", diff, diff)) + float(np.einsum("ij,ij->", shift, Pt)))
         return Pt, m, f
+
+    def curvatures(self, Pt):
+        """Per group, ``H_g = sum_{i in g} (diag(a_i) - a_i a_i^T / |a_i|)`` on the constrained columns.
+
+        ``a_i`` is the support of row ``i``; ``-H_g / n_g^2`` is ``d m_g / d nu_g``.
+        """
+        A = (Pt[self.cols] > 0).astype(np.float64)  # (C, n)
+        inv_supp = 1.0 / (Pt > 0).sum(axis=0)
+        q = np.add.reduceat(A, self.starts[:-1], axis=1)  # (C, k)
+        out = []
+        for g in range(self.k):
+            a, b = self.starts[g], self.starts[g + 1]
+            Ag = A[:, a:b]
+            out.append(np.diag(q[:, g]) - (Ag * inv_supp[a:b]) @ Ag.T)
+        return out
+
+
+class _Dual:
+    """The dual method on a rows object: proximal map, envelope, Newton steps, polish."""
+
+    def __init__(self, rows):
+        self.rows = rows
+        self.k = rows.k
+        self.sizes = rows.sizes
+        self.cols = rows.cols
+        self.eps = rows.eps
+        # f is (1 / n_g)-smooth in group g's block: a step below min n_g is safe.
+        self.gamma = 0.5 * self.sizes.min()
+        self.lip = 1.0 / self.sizes.min()
+
+    def primal(self, nu):
+        """The rows' projected outputs (opaque), constrained group means (k, C), and f."""
+        return self.rows.primal(nu)
+
+    def curvatures(self, state):
+        """Per group, ``H_g`` at the outputs ``state`` (see :meth:`_Rows.curvatures`)."""
+        return self.rows.curvatures(state)
 
     def prox(self, z):
         """Proximal map of ``gamma * h`` (kink + zero column sums), column by column.
@@ -196,21 +244,6 @@ class _Problem:
                 break
             best = cand
         return best
-
-    def curvatures(self, Pt):
-        """Per group, ``H_g = sum_{i in g} (diag(a_i) - a_i a_i^T / |a_i|)`` on the constrained columns.
-
-        ``a_i`` is the support of row ``i``; ``-H_g / n_g^2`` is ``d m_g / d nu_g``.
-        """
-        A = (Pt[self.cols] > 0).astype(np.float64)  # (C, n)
-        inv_supp = 1.0 / (Pt > 0).sum(axis=0)
-        q = np.add.reduceat(A, self.starts[:-1], axis=1)  # (C, k)
-        out = []
-        for g in range(self.k):
-            a, b = self.starts[g], self.starts[g + 1]
-            Ag = A[:, a:b]
-            out.append(np.diag(q[:, g]) - (Ag * inv_supp[a:b]) @ Ag.T)
-        return out
 
     def newton_direction(self, it):
         """Solve ``dR d = -R`` (least squares) with the generalized Jacobian of ``R``."""
@@ -345,7 +378,7 @@ def solve_simplex(problem, warm_start=None):
         return _solve(problem, warm_start)
 
 
-def _subsample_start(problem, pb):
+def _subsample_start(problem, rows):
     """Multipliers of a stratified subsample, rescaled to the full groups (a warm start).
 
     The shifts ``L_g = nu_g / n_g`` (not the multipliers) carry over between
@@ -354,15 +387,15 @@ def _subsample_start(problem, pb):
     """
     codes = problem.families[0].codes
     rng = np.random.default_rng(0)
-    share = _SUBSAMPLE_ROWS / pb.n
+    share = _SUBSAMPLE_ROWS / rows.n
     keep = []
-    for g in range(pb.k):
-        rows = pb.order[pb.starts[g] : pb.starts[g + 1]]
-        m = min(rows.size, max(int(np.ceil(share * rows.size)), 200))
-        keep.append(rows if m >= rows.size else rng.choice(rows, m, replace=False))
+    for g in range(rows.k):
+        members = rows.order[rows.starts[g] : rows.starts[g + 1]]
+        m = min(members.size, max(int(np.ceil(share * members.size)), 200))
+        keep.append(members if m >= members.size else rng.choice(members, m, replace=False))
     keep = np.sort(np.concatenate(keep))
     sub_codes = codes[keep]
-    sub_counts = np.bincount(sub_codes, minlength=pb.k).astype(np.float64)
+    sub_counts = np.bincount(sub_codes, minlength=rows.k).astype(np.float64)
     fams = tuple(
         dataclasses.replace(
             f, codes=sub_codes, weights=1.0 / sub_counts[sub_codes], totals=None
@@ -373,21 +406,53 @@ def _subsample_start(problem, pb):
     solution = _solve(sub, None)
     if solution is None:
         return None
-    return np.column_stack(solution.duals) / sub_counts[:, None] * pb.sizes[:, None]
+    return np.column_stack(solution.duals) / sub_counts[:, None] * rows.sizes[:, None]
 
 
 def _solve(problem, warm_start):
-    pb = _Problem(problem)
-    k, C = pb.k, pb.cols.size
-    nu = np.zeros((k, C))
+    rows = _Rows(problem)
+    k, C = rows.k, rows.cols.size
+    start = None
     if warm_start is not None and len(warm_start.duals) == C:
-        start = np.column_stack([np.asarray(d, dtype=np.float64) for d in warm_start.duals])
-        if start.shape == (k, C) and np.all(np.isfinite(start)):
-            nu = start
-    elif pb.n > 3 * _SUBSAMPLE_ROWS:
-        start = _subsample_start(problem, pb)
-        if start is not None:
-            nu = start
+        nu = np.column_stack([np.asarray(d, dtype=np.float64) for d in warm_start.duals])
+        if nu.shape == (k, C) and np.all(np.isfinite(nu)):
+            start = nu
+    elif rows.n > 3 * _SUBSAMPLE_ROWS:
+        start = _subsample_start(problem, rows)
+    found = solve_rows(rows, start)
+    if found is None:
+        return None
+    Pt, nu, levels, n_iter = found
+    outputs = np.empty((rows.n, rows.K))
+    outputs[rows.order] = Pt.T
+    duals = [nu[:, j].copy() for j in range(nu.shape[1])]
+    return Solution(outputs, duals, np.asarray(levels, dtype=np.float64).copy(), solver="simplex",
+                    iterations=n_iter)
+
+
+def solve_rows(rows, start=None):
+    """The globalized semismooth Newton method on a rows object (the driver loop).
+
+    Parameters
+    ----------
+    rows : object
+        The aggregates of the rows: ``k``, ``sizes``, ``cols``, ``eps``,
+        ``primal(nu)`` and ``curvatures(state)`` (see :class:`_Rows`).
+    start : ndarray of shape (k, C) or None, default=None
+        Starting multipliers (zero when None).
+
+    Returns
+    -------
+    found : tuple or None
+        ``(state, nu, levels, n_iter)``: the rows' outputs at the optimal
+        multipliers ``nu`` (state as returned by ``rows.primal(nu)``), the
+        levels ``t`` of the bands and the iterations; ``None`` when the method
+        did not reach a band residual of ``1e-13`` within its budget.
+    """
+    pb = _Dual(rows)
+    nu = np.zeros((pb.k, pb.cols.size))
+    if start is not None and np.shape(start) == nu.shape and np.all(np.isfinite(start)):
+        nu = np.asarray(start, dtype=np.float64)
     it = pb.evaluate(nu)
     decrease = 0.5 * (1.0 - pb.gamma * pb.lip) / (2.0 * pb.gamma)
     n_iter = 0
@@ -398,7 +463,7 @@ def _solve(problem, warm_start):
         if res <= _POLISH_FROM:
             polished = pb.polish(it)
             if polished is not None:
-                return _solution(pb, *polished, n_iter)
+                return (*polished, n_iter)
         try:
             d = pb.newton_direction(it)
         except (np.linalg.LinAlgError, ValueError):
@@ -420,13 +485,5 @@ def _solve(problem, warm_start):
         return None
     # The forward-backward point is dual feasible (zero column sums) and complementary.
     nu = it["bar"]
-    Pt, _, _ = pb.primal(nu)
-    return _solution(pb, Pt, nu, it["mu"] / pb.gamma, n_iter)
-
-
-def _solution(pb, Pt, nu, levels, n_iter):
-    outputs = np.empty((pb.n, pb.K))
-    outputs[pb.order] = Pt.T
-    duals = [nu[:, j].copy() for j in range(nu.shape[1])]
-    return Solution(outputs, duals, np.asarray(levels, dtype=np.float64).copy(), solver="simplex",
-                    iterations=n_iter)
+    state, _, _ = pb.primal(nu)
+    return state, nu, it["mu"] / pb.gamma, n_iter
