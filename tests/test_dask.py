@@ -145,7 +145,7 @@ def test_project_errors():
     with pytest.raises(TypeError, match="Dask array"):
         dproject(np.array([0.2, 0.8]), g)
     with pytest.raises(ValueError, match="1-D"):
-        dproject(da.ones((2, 2)), g)
+        dproject(da.ones((2, 2, 2)), g)
     with pytest.raises(ValueError, match="finite"):
         dproject(da.from_array(np.array([0.2, np.nan])), g)
 

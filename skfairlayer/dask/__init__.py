@@ -23,8 +23,10 @@ except ImportError as exc:  # pragma: no cover
 from ._decisions import DaskParityDecisions, parity_decisions
 from ._estimator import predict, predict_proba
 from ._project import DaskProjectionResult, project, solve_aggregates
+from ._simplex import DaskMulticlassResult
 
 __all__ = [
+    "DaskMulticlassResult",
     "DaskParityDecisions",
     "DaskProjectionResult",
     "parity_decisions",
