@@ -7,7 +7,7 @@ exact global parity decisions. ``predict_proba`` and ``predict`` apply a fitted
 :class:`~skfairlayer.FairnessLayerClassifier` or
 :class:`~skfairlayer.FairnessLayerRegressor` to Dask arrays or DataFrames:
 the fitted rule partition by partition (every criterion), or the global solve
-(binary demographic parity).
+(demographic parity: binary, or multiclass on the simplex).
 Requires ``dask[array,dataframe]`` and ``distributed``
 (``pip install skfairlayer[dask]``). See the user guide, "Beyond one machine".
 """

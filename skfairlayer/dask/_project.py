@@ -1,5 +1,7 @@
 """The exact global projection of a Dask collection of scores (binary demographic parity).
 
+(2-D class scores go to :mod:`skfairlayer.dask._simplex`, the multiclass solve.)
+
 The optimum is ``p_i = clip(s_i - c_{g_i}, lb, ub)``, one shift per group, and
 every step of the core's exact solver needs only per-group aggregates (user
 guide, "Beyond one machine"). The driver holds ``O(k)`` numbers plus a bounded
