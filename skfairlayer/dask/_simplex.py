@@ -39,6 +39,12 @@ START_ROWS = 1 << 14
 _MIN_TARGET = 64
 #: Evaluations repeated because they found labels the start had not seen.
 _RELABELS = 3
+#: Most passes the dual method may make before the solve gives up (SolverError).
+MAX_PASSES = 100
+
+
+class _OutOfPasses(Exception):
+    """The dual method used ``MAX_PASSES`` passes without converging."""
 
 
 class DaskMulticlassResult:
@@ -220,6 +226,8 @@ class _DaskRows:
         """Outputs' state (shifts, curvatures, per-partition sums), group means, and f."""
         if self.seed is not None and np.array_equal(nu, self.seed[0]):
             return self.seed[1]
+        if self.passes >= MAX_PASSES:
+            raise _OutOfPasses
         Lt = np.ascontiguousarray((nu / self.sizes[:, None]).T)  # as the in-memory rows
         agg = _evaluate(*self.blocks, self.lookup, Lt, self.n_classes, self.keep, False)
         self.passes += 1
@@ -272,13 +280,18 @@ def solve(score_blocks, group_blocks, n_classes, tolerance, keep=False, check_la
     nu0 = shifts * sizes[:, None]
     rows.start(nu0, agg, Lt)
     # The dense systems are small: threaded BLAS only adds contention.
-    with threadpool_limits(limits=1, user_api="blas"):
-        found = _simplex.solve_rows(rows, nu0)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            found = _simplex.solve_rows(rows, nu0)
+    except _OutOfPasses:
+        found = None
     if found is None:
         raise SolverError(
             "The global multiclass solver did not reach a band residual of 1e-13 within its "
-            "iteration budget. This is a numerically hard instance (or a bug; please report "
-            "it); skfairlayer.project on the collection in memory falls back to OSQP."
+            f"iteration budget or {MAX_PASSES} passes over the collection (group sizes from "
+            f"{int(sizes.min())} to {int(sizes.max())} rows: very unequal groups slow the dual "
+            "method). Merge the smallest groups, or project in memory with skfairlayer.project "
+            "(which falls back to OSQP)."
         )
     state, nu, levels, n_iter = found
     info = {"sampled_blocks": sampled, "relabel_passes": relabels, "iterations": n_iter}

@@ -186,7 +186,9 @@ def merge_output_stats(parts):
     """Combine the verification statistics of the output pass."""
     return {"sums": np.sum([p["sums"] for p in parts], axis=0),
             "counts": np.sum([p["counts"] for p in parts], axis=0),
-            "low": min(p["low"] for p in parts), "off": max(p["off"] for p in parts)}
+            # numpy's min and max propagate NaN (the built-ins may drop it)
+            "low": float(np.min([p["low"] for p in parts])),
+            "off": float(np.max([p["off"] for p in parts]))}
 
 
 def check_simplex(stats, where):
