@@ -333,10 +333,8 @@ def predict(estimator, X, *, sensitive_features=None, persist_scores=True):
                            (0.0, 1.0), persist_scores)
         if p is None:
             return predict(_fitted_copy(estimator), X, sensitive_features=sensitive_features)
-        if p.ndim == 2:  # multiclass: the most probable class, as in memory
-            labels = p.argmax(axis=1)
-        else:
-            labels = (p >= estimator.threshold).astype(int)
+        # multiclass: the most probable class, as in memory
+        labels = p.argmax(axis=1) if p.ndim == 2 else (p >= estimator.threshold).astype(int)
     else:
         scores, groups, _ = _batch_blocks(estimator, X, sensitive_features, persist_scores)
         result = decide_blocks(scores, groups, float(estimator.tolerance),
