@@ -18,6 +18,8 @@ from ._passes import _check_rows, _sample
 _PATTERN_CLASSES = 12
 #: Largest deviation of an output row's sum from one (as :func:`skfairlayer.project`).
 SIMPLEX_TOL = 1e-12
+#: Rows per sub-block of the passes (the class-major temporaries stay in cache: 2x faster).
+_ROWS = 1 << 14
 
 
 def as_rows(raw, n_classes):
@@ -86,6 +88,47 @@ def _column_sums(Pt, codes, cols, k):
     return np.stack([group_sums(codes, Pt[c], k) for c in cols], axis=1)
 
 
+def _slices(n):
+    """Slices of at most ``_ROWS`` rows covering ``range(n)`` (at least one)."""
+    return [slice(a, min(a + _ROWS, n)) for a in range(0, n, _ROWS)] or [slice(0, 0)]
+
+
+def _curvature(Pt, codes, cols, k):
+    """Per (group, support pattern) row counts (up to ``_PATTERN_CLASSES`` classes), else the
+    curvature sums themselves (see :func:`curvature_sums`)."""
+    K, n = Pt.shape
+    supp = Pt > 0
+    if K <= _PATTERN_CLASSES:
+        pattern = np.zeros(n, dtype=np.intp)
+        for j in range(K):
+            pattern |= supp[j].astype(np.intp) << j
+        n_pat = 1 << K
+        return np.bincount(codes * n_pat + pattern, minlength=k * n_pat).reshape(k, n_pat)
+    C = cols.size
+    out = np.zeros((k, C, C))
+    if n == 0:
+        return out
+    order = np.argsort(codes, kind="stable")
+    starts = np.searchsorted(codes[order], np.arange(k + 1))
+    A = supp[cols][:, order].astype(np.float64)
+    inv = 1.0 / supp[:, order].sum(axis=0)
+    for g in range(k):
+        Ag = A[:, starts[g] : starts[g + 1]]
+        out[g] = np.diag(Ag.sum(axis=1)) - (Ag * inv[starts[g] : starts[g + 1]]) @ Ag.T
+    return out
+
+
+def _from_patterns(counts, cols, n_classes):
+    """Curvature sums ``(k, C, C)`` from per (group, support pattern) row counts."""
+    C = cols.size
+    n_pat = 1 << n_classes
+    bits = (np.arange(n_pat)[:, None] >> np.arange(n_classes)) & 1
+    size = np.maximum(bits.sum(axis=1), 1).astype(np.float64)
+    a = bits[:, cols].astype(np.float64)
+    unit = np.einsum("pc,cd->pcd", a, np.eye(C)) - np.einsum("pc,pd->pcd", a, a / size[:, None])
+    return np.einsum("gp,pcd->gcd", counts.astype(np.float64), unit)
+
+
 def curvature_sums(Pt, codes, cols, k):
     """Per group, ``H_g = sum_{i in g} (diag(a_i) - a_i a_i^T / |a_i|)`` on the columns ``cols``.
 
@@ -93,31 +136,10 @@ def curvature_sums(Pt, codes, cols, k):
     ``_PATTERN_CLASSES`` classes, the rows are counted per (group, support
     pattern), one ``bincount``; beyond, the rows are sorted by group.
     """
-    K, n = Pt.shape
-    C = cols.size
-    if n == 0:
-        return np.zeros((k, C, C))
-    supp = Pt > 0
-    if K <= _PATTERN_CLASSES:
-        pattern = np.zeros(n, dtype=np.intp)
-        for j in range(K):
-            pattern |= supp[j].astype(np.intp) << j
-        n_pat = 1 << K
-        counts = np.bincount(codes * n_pat + pattern, minlength=k * n_pat).reshape(k, n_pat)
-        bits = (np.arange(n_pat)[:, None] >> np.arange(K)) & 1
-        size = np.maximum(bits.sum(axis=1), 1).astype(np.float64)
-        a = bits[:, cols].astype(np.float64)
-        unit = np.einsum("pc,cd->pcd", a, np.eye(C)) - np.einsum("pc,pd->pcd", a, a / size[:, None])
-        return np.einsum("gp,pcd->gcd", counts.astype(np.float64), unit)
-    order = np.argsort(codes, kind="stable")
-    starts = np.searchsorted(codes[order], np.arange(k + 1))
-    A = supp[cols][:, order].astype(np.float64)
-    inv = 1.0 / supp[:, order].sum(axis=0)
-    out = np.zeros((k, C, C))
-    for g in range(k):
-        Ag = A[:, starts[g] : starts[g + 1]]
-        out[g] = np.diag(Ag.sum(axis=1)) - (Ag * inv[starts[g] : starts[g + 1]]) @ Ag.T
-    return out
+    part = _curvature(Pt, codes, cols, k)
+    if Pt.shape[0] <= _PATTERN_CLASSES:
+        return _from_patterns(part, cols, Pt.shape[0])
+    return part
 
 
 def block_primal(s_raw, g_raw, index, lookup, Lt, cols, n_classes, keep, discover, target):
@@ -129,6 +151,7 @@ def block_primal(s_raw, g_raw, index, lookup, Lt, cols, n_classes, keep, discove
     the partition's own sums (``blocks``, for the output check). With
     ``discover``, a partition holding a label missing from ``lookup`` returns
     its start statistics (``new``) instead; otherwise such a label raises.
+    Rows are processed ``_ROWS`` at a time (the temporaries stay in cache).
     """
     k, C = Lt.shape[1], cols.size
     S = as_rows(s_raw, n_classes)
@@ -139,13 +162,17 @@ def block_primal(s_raw, g_raw, index, lookup, Lt, cols, n_classes, keep, discove
         res["new"] = [block_start(s_raw, g_raw, n_classes, target)]
         return res
     _check_rows(codes.shape[0], S.shape[0])
-    Pt, St, shift = _projected(S, codes, Lt)
-    diff = Pt - St
-    half = 0.5 * float(np.einsum("ij,ij->", diff, diff)) + float(np.einsum("ij,ij->", shift, Pt))
+    sums, half, curv = np.zeros((k, C)), 0.0, 0
+    for sl in _slices(S.shape[0]):
+        Pt, St, shift = _projected(S[sl], codes[sl], Lt)
+        diff = Pt - St
+        half += 0.5 * float(np.einsum("ij,ij->", diff, diff))
+        half += float(np.einsum("ij,ij->", shift, Pt))
+        sums += _column_sums(Pt, codes[sl], cols, k)
+        curv = curv + _curvature(Pt, codes[sl], cols, k)
+    H = _from_patterns(curv, cols, n_classes) if n_classes <= _PATTERN_CLASSES else curv
     counts = np.bincount(codes, minlength=k).astype(np.float64)
-    sums = _column_sums(Pt, codes, cols, k)
-    return {"counts": counts, "sums": sums, "half": half,
-            "H": curvature_sums(Pt, codes, cols, k),
+    return {"counts": counts, "sums": sums, "half": half, "H": H,
             "blocks": [(index, sums, counts)] if keep else [], "new": []}
 
 
@@ -164,22 +191,24 @@ def block_output(s_raw, g_raw, lookup, Lt, cols, n_classes):
 
     Statistics: per-group sums of the constrained columns, rows per group, the
     smallest entry and the largest deviation of a row sum from one (NaN
-    propagates into both).
+    propagates into both). Rows are processed ``_ROWS`` at a time.
     """
     k = Lt.shape[1]
     S = as_rows(s_raw, n_classes)
     codes = global_codes(g_raw, lookup)
     _check_rows(codes.shape[0], S.shape[0])
-    Pt, _, _ = _projected(S, codes, Lt)
-    if codes.size:
-        low = float(Pt.min())
-        off = float(np.max(np.abs(Pt.sum(axis=0) - 1.0)))
-    else:
-        low, off = np.inf, 0.0
-    stats = {"sums": _column_sums(Pt, codes, cols, k),
-             "counts": np.bincount(codes, minlength=k).astype(np.float64),
+    out = np.empty(S.shape)
+    sums, low, off = np.zeros((k, cols.size)), np.inf, 0.0
+    for sl in _slices(S.shape[0]):
+        Pt, _, _ = _projected(S[sl], codes[sl], Lt)
+        out[sl] = Pt.T
+        sums += _column_sums(Pt, codes[sl], cols, k)
+        if Pt.shape[1]:  # np.minimum and np.maximum propagate NaN
+            low = float(np.minimum(low, Pt.min()))
+            off = float(np.maximum(off, np.max(np.abs(Pt.sum(axis=0) - 1.0))))
+    stats = {"sums": sums, "counts": np.bincount(codes, minlength=k).astype(np.float64),
              "low": low, "off": off}
-    return np.ascontiguousarray(Pt.T), stats
+    return out, stats
 
 
 def merge_output_stats(parts):
