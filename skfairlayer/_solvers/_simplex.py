@@ -17,13 +17,17 @@ of ``h`` splits by column into a one-dimensional monotone equation solved
 exactly by sorting ``2k`` breakpoints; its root is the level ``t_c``.
 
 The method is PANOC-style: a semismooth Newton direction on the fixed-point
-residual ``R = nu - prox(nu + gamma m(nu))`` blended with the plain
+residual ``R = nu - prox(nu + gam m(nu))`` blended with the plain
 forward-backward step, accepted when the forward-backward envelope (a smooth,
 exact merit for convex composite problems) decreases enough. The
 forward-backward step always qualifies, so the method converges globally; near
 the solution the Newton step identifies the active pattern and solves the
 piecewise-linear KKT system in one step, so the residual drops to rounding
 level. The caller verifies the answer and uses OSQP when this solver gives up.
+``f`` is a sum over groups, ``(1 / n_g)``-smooth in group ``g``'s block, so
+each group takes its own step ``gam_g = n_g / 2`` (the forward-backward
+splitting in the metric ``diag(1 / gam)``): a uniform step ``min_g n_g / 2``
+made a small group next to large ones cost hundreds of evaluations.
 
 The method reads the rows only through per-group aggregates (a *rows* object:
 ``primal(nu)`` gives the group means and the dual value, ``curvatures`` the
@@ -43,7 +47,7 @@ from . import Solution
 __all__ = ["supports", "solve_simplex", "solve_rows", "project_simplex_rows"]
 
 _MAX_UNKNOWNS = 4000  # dense Newton systems above this size go to OSQP
-_RESIDUAL_TOL = 1e-13  # on the band residual R / gamma (units of a group mean)
+_RESIDUAL_TOL = 1e-13  # on the band residual R / gam (units of a group mean)
 _MAX_ITER = 200
 _POLISH_FROM = 1e-2  # try the exact active-pattern solve below this residual
 _SUBSAMPLE_ROWS = 20000  # larger problems start from the solution of a subsample
@@ -176,9 +180,9 @@ class _Dual:
         self.sizes = rows.sizes
         self.cols = rows.cols
         self.eps = rows.eps
-        # f is (1 / n_g)-smooth in group g's block: a step below min n_g is safe.
-        self.gamma = 0.5 * self.sizes.min()
-        self.lip = 1.0 / self.sizes.min()
+        # f is a sum over groups, (1 / n_g)-smooth in group g's block: each group takes its
+        # own step 0.5 n_g (the metric diag(1 / n_g)), so unequal sizes do not slow it down.
+        self.gam = 0.5 * self.sizes
 
     def primal(self, nu):
         """The rows' projected outputs (opaque), constrained group means (k, C), and f."""
@@ -189,19 +193,24 @@ class _Dual:
         return self.rows.curvatures(state)
 
     def prox(self, z):
-        """Proximal map of ``gamma * h`` (kink + zero column sums), column by column.
+        """Proximal map of ``h`` (kink + zero column sums) in the metric ``diag(1 / gam)``.
 
-        Returns the image, the free-coordinate mask (outside the dead zone) and
-        the per-column root ``mu`` (``mu / gamma`` is the level ``t``).
+        Column by column: ``x_g = shrink(z_g - gam_g mu)`` (dead zone
+        ``[0, gam_g eps]``) with the root ``mu`` of ``sum_g x_g = 0``, found
+        exactly among the ``2k`` breakpoints. Returns the image, the
+        free-coordinate mask (outside the dead zone) and the per-column root
+        ``mu``, which is the level ``t``.
         """
+        gam = self.gam
         out = np.empty_like(z)
         free = np.empty(z.shape, dtype=bool)
         mu = np.empty(z.shape[1])
         for j in range(z.shape[1]):
-            ge = self.gamma * self.eps[j]
-            zj = z[:, j]
-            bps = np.unique(np.concatenate([zj, zj - ge]))
-            y = zj[None, :] - bps[:, None]
+            e = self.eps[j]
+            ge = gam * e
+            r = z[:, j] / gam
+            bps = np.unique(np.concatenate([r, r - e]))
+            y = gam[None, :] * (r[None, :] - bps[:, None])
             vals = np.where(y > ge, y - ge, np.where(y < 0, y, 0.0)).sum(axis=1)
             # vals is non-increasing in mu, >= 0 at bps[0] and <= 0 at bps[-1].
             i = int(np.searchsorted(-vals, 0.0, side="left"))
@@ -211,7 +220,7 @@ class _Dual:
             else:
                 a, b = bps[i - 1], bps[i]
                 mu[j] = a + vals[i - 1] * (b - a) / (vals[i - 1] - vals[i])
-            yj = zj - mu[j]
+            yj = gam * (r - mu[j])
             out[:, j] = np.where(yj > ge, yj - ge, np.where(yj < 0, yj, 0.0))
             free[:, j] = (yj > ge) | (yj < 0)
         return out, free, mu
@@ -222,10 +231,11 @@ class _Dual:
     def evaluate(self, nu):
         """Everything one iterate needs: primal, forward-backward step and envelope."""
         P, m, f = self.primal(nu)
-        bar, free, mu = self.prox(nu + self.gamma * m)
+        bar, free, mu = self.prox(nu + self.gam[:, None] * m)
         R = nu - bar
-        # FBE: f + <grad f, bar - nu> + ||bar - nu||^2 / (2 gamma) + h(bar), grad f = -m.
-        fbe = f + float(np.sum(m * R)) + float(np.sum(R * R)) / (2 * self.gamma) + self.h(bar)
+        # FBE: f + <grad f, bar - nu> + ||bar - nu||^2_{1/gam} / 2 + h(bar), grad f = -m.
+        fbe = (f + float(np.sum(m * R)) + 0.5 * float(np.sum(R * R / self.gam[:, None]))
+               + self.h(bar))
         return {"nu": nu, "P": P, "m": m, "bar": bar, "free": free, "mu": mu, "R": R, "fbe": fbe}
 
     def extrapolate(self, it, new):
@@ -249,21 +259,23 @@ class _Dual:
         """Solve ``dR d = -R`` (least squares) with the generalized Jacobian of ``R``."""
         k, C = self.k, self.cols.size
         size = k * C
-        # M = I + gamma * d m / d nu = I - gamma * blockdiag(H_g / n_g^2).
+        # M = I + gam * d m / d nu = I - blockdiag(gam_g H_g / n_g^2).
         M = np.eye(size)
         for g, H in enumerate(self.curvatures(it["P"])):
             blk = slice(g * C, (g + 1) * C)
-            M[blk, blk] -= self.gamma * H / self.sizes[g] ** 2
-        # Pi: per column, projector onto zero-sum vectors over the free coordinates.
+            M[blk, blk] -= self.gam[g] * H / self.sizes[g] ** 2
+        # Pi: per column, the prox's Jacobian: identity less the gam-weighted mean over the
+        # free coordinates (a projector onto zero-sum vectors), zero on the others.
         D = it["free"].astype(np.float64)  # (k, C)
         Pi = np.zeros((size, size))
         idx = np.arange(k) * C
         for j in range(C):
             dj = D[:, j]
-            tot = dj.sum()
+            wj = dj * self.gam
+            tot = wj.sum()
             block = np.diag(dj)
             if tot > 0:
-                block -= np.outer(dj, dj) / tot
+                block -= np.outer(wj, dj) / tot
             Pi[np.ix_(idx + j, idx + j)] = block
         J = np.eye(size) - Pi @ M
         d = _lstsq(J, -it["R"].ravel())
@@ -285,7 +297,7 @@ class _Dual:
         for the outputs of an actual projection.
         """
         nu = it["bar"]
-        t = it["mu"] / self.gamma
+        t = it["mu"]
         state = np.where(it["free"], np.sign(nu), 0.0).astype(int)
         P, m, _ = self.primal(nu)
         tol = 1e-13
@@ -454,10 +466,12 @@ def solve_rows(rows, start=None):
     if start is not None and np.shape(start) == nu.shape and np.all(np.isfinite(start)):
         nu = np.asarray(start, dtype=np.float64)
     it = pb.evaluate(nu)
-    decrease = 0.5 * (1.0 - pb.gamma * pb.lip) / (2.0 * pb.gamma)
+    # sufficient decrease of the envelope: (1 - step * lipschitz) / 4 in the metric, with
+    # step 0.5 and lipschitz 1 relative to it
+    decrease = 0.125 / pb.gam[:, None]
     n_iter = 0
     for n_iter in range(1, _MAX_ITER + 1):
-        res = float(np.max(np.abs(it["R"]))) / pb.gamma
+        res = _residual(pb, it)
         if res <= _RESIDUAL_TOL:
             break
         if res <= _POLISH_FROM:
@@ -468,7 +482,7 @@ def solve_rows(rows, start=None):
             d = pb.newton_direction(it)
         except (np.linalg.LinAlgError, ValueError):
             d = -it["R"]
-        target = it["fbe"] - decrease * float(np.sum(it["R"] ** 2))
+        target = it["fbe"] - float(np.sum(decrease * it["R"] ** 2))
         tau = 1.0
         while True:
             cand = it["nu"] - (1.0 - tau) * it["R"] + tau * d
@@ -481,9 +495,14 @@ def solve_rows(rows, start=None):
         it = new
     else:
         return None
-    if float(np.max(np.abs(it["R"]))) / pb.gamma > _RESIDUAL_TOL:
+    if _residual(pb, it) > _RESIDUAL_TOL:
         return None
     # The forward-backward point is dual feasible (zero column sums) and complementary.
     nu = it["bar"]
     state, _, _ = pb.primal(nu)
-    return state, nu, it["mu"] / pb.gamma, n_iter
+    return state, nu, it["mu"], n_iter
+
+
+def _residual(pb, it):
+    """The band residual ``R_g / gam_g`` (units of a group mean), largest entry."""
+    return float(np.max(np.abs(it["R"]) / pb.gam[:, None]))
