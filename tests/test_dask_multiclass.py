@@ -305,3 +305,28 @@ def test_local_cluster_with_processes():
         proba = predict_proba(est, da.from_array(Xg, chunks=(500, 4))).compute()
     np.testing.assert_allclose(out, project(S, g, tolerance=0.01).proba, rtol=0, atol=1e-12)
     np.testing.assert_allclose(proba, est.predict_proba(Xg), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("verify", ["fused", "eager"])
+def test_binary_nan_block_raises(monkeypatch, verify):
+    """Check that a NaN in an output block after the first raises in the binary path's
+    whole-output verification (the merged minimum must not drop it)."""
+    from skfairlayer.dask import _passes
+    from skfairlayer.dask import project as dproject
+
+    original = _passes.block_output
+    rng = np.random.default_rng(0)
+    s, g = rng.random(400), rng.integers(0, 2, 400)
+
+    def corrupted(*args, **kwargs):
+        out, stats = original(*args, **kwargs)
+        if out.size and np.asarray(args[0])[0] == s[100]:  # the second partition
+            out = out.copy()
+            out[0] = np.nan
+            stats = dict(stats, lo=np.nan, hi=np.nan, sums=stats["sums"] * np.nan)
+        return out, stats
+
+    monkeypatch.setattr(_passes, "block_output", corrupted)
+    with pytest.raises(SolverError, match="non-finite"):
+        dproject(da.from_array(s, chunks=100), da.from_array(g, chunks=100), tolerance=0.05,
+                 verify=verify).proba.compute()
