@@ -296,10 +296,10 @@ class _Dual:
         accepted only when the bands, the signs and the zero column sums hold
         for the outputs of an actual projection.
         """
-        nu = it["bar"]
         t = it["mu"]
-        state = np.where(it["free"], np.sign(nu), 0.0).astype(int)
-        P, m, _ = self.primal(nu)
+        state = np.where(it["free"], np.sign(it["bar"]), 0.0).astype(int)
+        # the first linear solve is linearised at the iterate, already evaluated
+        nu, P, m = it["nu"], it["P"], it["m"]
         tol = 1e-13
         for _ in range(rounds):
             nu, t = self._pattern_solve(nu, t, state, P, m)
