@@ -241,7 +241,7 @@ def predict_proba(estimator, X, *, sensitive_features=None, persist_scores=True)
         means of the positive column (multiclass: of every class column)
         differ by at most ``tolerance`` over the whole collection (verified),
         the in-memory answer on the concatenated data to rounding. Multiclass:
-        the start's few partitions, then usually 3 passes and the checked
+        the start's few partitions, then usually 3 to 5 passes and the checked
         output.
 
     Raises

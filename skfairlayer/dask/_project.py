@@ -519,8 +519,9 @@ def project(scores, sensitive_features, *, tolerance=0.01, bounds=(0.0, 1.0),
     budget or a bracket misses), and the lazy output pass, verified partition
     by partition. Class scores (2-D, multiclass): the core's exact simplex
     solver driven from the driver, one pass per evaluation of its dual
-    (usually three: the start's shifts, the forward-backward point, the exact
-    solution on its active pattern) after a start read from ``SAMPLE_BLOCKS``
+    (usually 3 to 5: the start's shifts, the exact solution on the active
+    pattern read off there, a round more when row supports move) after a
+    start read from ``SAMPLE_BLOCKS``
     partitions, then the lazy output pass, verified partition by partition
     (every row on the simplex, the group sums those certified).
 

@@ -9,7 +9,7 @@ and exact polish are the core's (user guide, "Beyond one machine"):
 
 1. *Start* (``SAMPLE_BLOCKS`` partitions): labels and a stratified sample of
    each group, solved in memory by the core; its shifts start the solve.
-2. *Evaluations* (one pass each, usually three): the first also counts the
+2. *Evaluations* (one pass each, usually 3 to 5): the first also counts the
    groups (and, on a label the start did not see, is repeated with every
    label); each returns per group the sums of the projected outputs, the
    dual value and the support curvatures the Newton steps need.
@@ -70,8 +70,9 @@ class DaskMulticlassResult:
         Rows per group.
     passes : int
         Passes over the whole collection the solve made: one per evaluation of
-        the dual (usually three: the start's shifts, the forward-backward point,
-        the exact solution on its active pattern), plus one when the start read
+        the dual (usually 3 to 5: the start's shifts, the exact solution on the
+        active pattern read off there, a round more when row supports move;
+        at most ``MAX_PASSES``), plus one when the start read
         every partition (the start's partitions, the verification pass of
         ``verify="eager"`` and the output pass not included).
     info : dict
