@@ -9,6 +9,7 @@ da = pytest.importorskip("dask.array")
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from skfairlayer import FairnessLayerClassifier, SolverError, project  # noqa: E402
+from skfairlayer.exceptions import UnseenGroupError  # noqa: E402
 from skfairlayer._projection import VERIFY_TOL  # noqa: E402
 
 
@@ -286,6 +287,10 @@ def test_estimator_parity_decisions_and_one_group():
     one = Xg[g == 0]
     p = predict_proba(est, da.from_array(one, chunks=(100, 4))).compute()
     np.testing.assert_allclose(p, est.predict_proba(one), rtol=0, atol=1e-12)
+    unseen = Xg.copy()
+    unseen[-5:, 3] = 7.0  # a group the estimator did not see at fit
+    with pytest.raises(UnseenGroupError, match="7"):
+        predict_proba(est, da.from_array(unseen, chunks=(500, 4)))
 
 
 def test_local_cluster_with_processes():
