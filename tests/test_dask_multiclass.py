@@ -9,8 +9,8 @@ da = pytest.importorskip("dask.array")
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from skfairlayer import FairnessLayerClassifier, SolverError, project  # noqa: E402
-from skfairlayer.exceptions import UnseenGroupError  # noqa: E402
 from skfairlayer._projection import VERIFY_TOL  # noqa: E402
+from skfairlayer.exceptions import UnseenGroupError  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
