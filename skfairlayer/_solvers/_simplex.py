@@ -181,7 +181,7 @@ class _Dual:
         self.cols = rows.cols
         self.eps = rows.eps
         # f is a sum over groups, (1 / n_g)-smooth in group g's block: each group takes its
-        # own step 0.5 n_g (the metric diag(1 / n_g)), so unequal sizes do not slow it down.
+        # own step gam_g = 0.5 n_g (the metric diag(1 / gam)): unequal sizes do not slow it.
         self.gam = 0.5 * self.sizes
 
     def primal(self, nu):
