@@ -42,6 +42,13 @@ unless a bracket misses), with the base scores
 persisted on the workers (the default ``persist_scores=True``: the base runs once per
 partition) and with ``persist_scores=False`` (the base scores every pass again).
 
+``--classes K`` (K >= 3) instead times the multiclass projection: class scores
+``softmax(N(0, 1.5) + 0.4 * group * [class 0])`` of shape ``(n, K)`` and two groups
+(int8), generated and persisted on the workers. Rows: the floor ``scores.sum()``
+(the persisted ``(n, K)`` array), ``project`` (solve: the start read from 8 partitions
+and one pass per evaluation of the dual; passes: ``result.passes + 8/n``), its output
+(``result.proba.sum()``: the checked output pass) and both.
+
 ``--blocks`` instead times the per-block numpy functions of every pass on one
 1e6-row block (int8 groups, the same distribution) outside Dask, with the parameters
 a solve of 10 such blocks passes them, against ``sum`` on the same block (minimum
@@ -77,6 +84,33 @@ def _data(n, chunks, seed=0):
     z = rs.normal(0.0, 1.5, size=n, chunks=chunks) + 0.4 * groups
     scores = 1.0 / (1.0 + da.exp(-z))
     return scores, groups
+
+
+def _multiclass_data(n, chunks, n_classes, seed=0):
+    rs = da.random.RandomState(seed)
+    groups = rs.randint(0, 2, size=n, chunks=chunks).astype(np.int8)
+    z = rs.normal(0.0, 1.5, size=(n, n_classes), chunks=(chunks, n_classes))
+    z = z + 0.4 * groups[:, None] * (np.arange(n_classes) == 0)
+    e = da.exp(z)
+    return e / e.sum(axis=1, keepdims=True), groups
+
+
+def _multiclass_rows(client, n, chunk, n_chunks, n_classes, repeats):
+    """The multiclass projection against ``scores.sum()`` (see ``--classes``)."""
+    scores, groups = client.persist(list(_multiclass_data(n, chunk, n_classes)))
+    wait([scores, groups])
+    scores.sum().compute()  # warm-up (see _warm_up)
+    groups.sum().compute()
+    floor, _, _ = _timed(lambda: scores.sum().compute(), repeats)
+    solve, res, peak = _timed(lambda: project(scores, groups, tolerance=TOLERANCE), repeats)
+    out, _, peak_out = _timed(lambda: res.proba.sum().compute(), repeats)
+    read = f"{res.info['sampled_blocks'] or 0}/{n_chunks}"
+    rows = [("floor: scores.sum()", floor, 1, 0),
+            ("project (solve: start + evaluations)", solve, f"{res.passes} + {read}", peak),
+            ("project (output, checked per partition)", out, 1, peak_out),
+            ("project (total)", solve + out, f"{res.passes + 1} + {read}",
+             max(peak, peak_out))]
+    return floor, rows, res
 
 
 def _clip(s, g):
@@ -245,6 +279,8 @@ def main():
                         help="the default projection only (no verify='eager' rows, no decisions)")
     parser.add_argument("--estimator", action="store_true",
                         help="time the estimator front end instead (see the module docstring)")
+    parser.add_argument("--classes", type=int, default=2,
+                        help="K >= 3: time the multiclass projection (see the module docstring)")
     parser.add_argument("--blocks", action="store_true",
                         help="time the per-block numpy functions (see the module docstring)")
     args = parser.parse_args()
@@ -257,6 +293,17 @@ def main():
         return
     n = int(args.rows)
     chunk = -(-n // args.chunks)
+    if args.classes > 2:
+        with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                          dashboard_address=":0") as cluster, Client(cluster) as client:
+            floor, rows, res = _multiclass_rows(client, n, chunk, args.chunks, args.classes,
+                                                args.repeats)
+        print(f"n = {n:.0e} rows x {args.classes} classes, {args.chunks} chunks, "
+              f"{args.workers} worker processes; gap {res.gap:.4g} (tolerance {TOLERANCE}); "
+              f"{res.info['iterations']} iterations of the dual method; "
+              f"load average {_load()}\n")
+        _table(rows, floor)
+        return
     if args.estimator:
         with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
                           dashboard_address=":0") as cluster, Client(cluster) as client:

@@ -145,7 +145,7 @@ def test_project_errors():
     with pytest.raises(TypeError, match="Dask array"):
         dproject(np.array([0.2, 0.8]), g)
     with pytest.raises(ValueError, match="1-D"):
-        dproject(da.ones((2, 2)), g)
+        dproject(da.ones((2, 2, 2)), g)
     with pytest.raises(ValueError, match="finite"):
         dproject(da.from_array(np.array([0.2, np.nan])), g)
 
@@ -258,18 +258,18 @@ def test_estimator_on_dask_dataframe():
 
 
 def test_estimator_unsupported():
-    """Check the errors for multiclass estimators and sensitive features given twice."""
+    """Check the errors for multiclass parity decisions and sensitive features given twice."""
     from sklearn.linear_model import LogisticRegression
 
-    from skfairlayer.dask import predict_proba
+    from skfairlayer.dask import predict, predict_proba
 
     rng = np.random.default_rng(0)
     X, g = rng.normal(size=(300, 2)), rng.integers(0, 2, 300)
     est = FairnessLayerClassifier(LogisticRegression(), tolerance=0.05).fit(
         X, rng.integers(0, 3, 300), sensitive_features=g)
     dX, dg = da.from_array(X, chunks=100), da.from_array(g, chunks=100)
-    with pytest.raises(NotImplementedError, match="binary"):
-        predict_proba(est, dX, sensitive_features=dg)
+    with pytest.raises(NotImplementedError, match="decision='threshold'"):
+        predict(est, dX, sensitive_features=dg)
     est, Xg = _fitted()
     with pytest.raises(ValueError, match="twice"):
         predict_proba(est, da.from_array(Xg, chunks=500), sensitive_features=dg)

@@ -244,3 +244,21 @@ def test_label_criteria_decisions_print_nothing(capfd):
     clf.fit(X, y).predict(X)
     captured = capfd.readouterr()
     assert captured.out == ""
+
+
+@pytest.mark.parametrize("seed", [2, 5])
+def test_small_group_next_to_large_ones_converges_fast(seed):
+    """Check that a 10-row group next to groups of ~3e4 rows costs the simplex solver a few
+    iterations (each group takes its own step n_g / 2; a uniform step took 13 and 45)."""
+    rng = np.random.default_rng(seed)
+    n = 100_000
+    g = rng.integers(0, 3, n)
+    g[1000:1010] = 3
+    S = rng.dirichlet(np.full(3, 0.7), n)
+    S[:, 0] += 0.6 * (g == 0) - 0.2 * (g == 1)
+    S /= S.sum(axis=1, keepdims=True)
+    problem = build_problem("demographic_parity", S, [(g, 4)], 0.02)
+    solution = solve_simplex(problem)
+    assert solution is not None and solution.iterations <= 3
+    means = np.array([solution.outputs[g == c].mean(axis=0) for c in range(4)])
+    assert np.ptp(means, axis=0).max() <= 0.02 + VERIFY_TOL

@@ -17,13 +17,23 @@ of ``h`` splits by column into a one-dimensional monotone equation solved
 exactly by sorting ``2k`` breakpoints; its root is the level ``t_c``.
 
 The method is PANOC-style: a semismooth Newton direction on the fixed-point
-residual ``R = nu - prox(nu + gamma m(nu))`` blended with the plain
+residual ``R = nu - prox(nu + gam m(nu))`` blended with the plain
 forward-backward step, accepted when the forward-backward envelope (a smooth,
 exact merit for convex composite problems) decreases enough. The
 forward-backward step always qualifies, so the method converges globally; near
 the solution the Newton step identifies the active pattern and solves the
 piecewise-linear KKT system in one step, so the residual drops to rounding
 level. The caller verifies the answer and uses OSQP when this solver gives up.
+``f`` is a sum over groups, ``(1 / n_g)``-smooth in group ``g``'s block, so
+each group takes its own step ``gam_g = n_g / 2`` (the forward-backward
+splitting in the metric ``diag(1 / gam)``): a uniform step ``min_g n_g / 2``
+made a small group next to large ones cost hundreds of evaluations.
+
+The method reads the rows only through per-group aggregates (a *rows* object:
+``primal(nu)`` gives the group means and the dual value, ``curvatures`` the
+per-group support matrices), so the same driver :func:`solve_rows` runs on
+in-memory rows (:class:`_Rows`) and on a distributed collection
+(:mod:`skfairlayer.dask._simplex`, one pass per ``primal``).
 """
 
 import dataclasses
@@ -34,10 +44,10 @@ from threadpoolctl import threadpool_limits
 
 from . import Solution
 
-__all__ = ["supports", "solve_simplex", "project_simplex_rows"]
+__all__ = ["supports", "solve_simplex", "solve_rows", "project_simplex_rows"]
 
 _MAX_UNKNOWNS = 4000  # dense Newton systems above this size go to OSQP
-_RESIDUAL_TOL = 1e-13  # on the band residual R / gamma (units of a group mean)
+_RESIDUAL_TOL = 1e-13  # on the band residual R / gam (units of a group mean)
 _MAX_ITER = 200
 _POLISH_FROM = 1e-2  # try the exact active-pattern solve below this residual
 _SUBSAMPLE_ROWS = 20000  # larger problems start from the solution of a subsample
@@ -110,8 +120,16 @@ def _project_columns(Vt):
     return np.maximum(Vt - tau, 0.0)
 
 
-class _Problem:
-    """Arrays of the multiclass problem, rows sorted by group; dual quantities."""
+class _Rows:
+    """The rows of an in-memory problem, sorted by group: the aggregates the method reads.
+
+    A rows object has ``k`` (groups), ``sizes`` (rows per group, floats, all
+    positive), ``cols`` (the constrained class columns), ``eps`` (their
+    tolerances), and two methods: ``primal(nu) -> (state, m, f)`` (the
+    projected outputs as an opaque ``state``, the constrained group means
+    ``m`` of shape ``(k, C)`` and the smooth part ``f`` of the dual objective)
+    and ``curvatures(state)`` (per group, ``H_g``, see below).
+    """
 
     def __init__(self, problem):
         fams = problem.families
@@ -125,9 +143,6 @@ class _Problem:
         self.codes = codes[self.order]
         self.cols = np.array([f.column for f in fams], dtype=np.intp)
         self.eps = np.array([f.tolerance for f in fams], dtype=np.float64)
-        # f is (1 / n_g)-smooth in group g's block: a step below min n_g is safe.
-        self.gamma = 0.5 * self.sizes.min()
-        self.lip = 1.0 / self.sizes.min()
 
     def primal(self, nu):
         """Projected outputs (class-major, sorted rows), constrained group means (k, C), and f."""
@@ -140,20 +155,62 @@ class _Problem:
         f = -(0.5 * float(np.einsum("ij,ij->", diff, diff)) + float(np.einsum("ij,ij->", shift, Pt)))
         return Pt, m, f
 
-    def prox(self, z):
-        """Proximal map of ``gamma * h`` (kink + zero column sums), column by column.
+    def curvatures(self, Pt):
+        """Per group, ``H_g = sum_{i in g} (diag(a_i) - a_i a_i^T / |a_i|)`` on the constrained columns.
 
-        Returns the image, the free-coordinate mask (outside the dead zone) and
-        the per-column root ``mu`` (``mu / gamma`` is the level ``t``).
+        ``a_i`` is the support of row ``i``; ``-H_g / n_g^2`` is ``d m_g / d nu_g``.
         """
+        A = (Pt[self.cols] > 0).astype(np.float64)  # (C, n)
+        inv_supp = 1.0 / (Pt > 0).sum(axis=0)
+        q = np.add.reduceat(A, self.starts[:-1], axis=1)  # (C, k)
+        out = []
+        for g in range(self.k):
+            a, b = self.starts[g], self.starts[g + 1]
+            Ag = A[:, a:b]
+            out.append(np.diag(q[:, g]) - (Ag * inv_supp[a:b]) @ Ag.T)
+        return out
+
+
+class _Dual:
+    """The dual method on a rows object: proximal map, envelope, Newton steps, polish."""
+
+    def __init__(self, rows):
+        self.rows = rows
+        self.k = rows.k
+        self.sizes = rows.sizes
+        self.cols = rows.cols
+        self.eps = rows.eps
+        # f is a sum over groups, (1 / n_g)-smooth in group g's block: each group takes its
+        # own step gam_g = 0.5 n_g (the metric diag(1 / gam)): unequal sizes do not slow it.
+        self.gam = 0.5 * self.sizes
+
+    def primal(self, nu):
+        """The rows' projected outputs (opaque), constrained group means (k, C), and f."""
+        return self.rows.primal(nu)
+
+    def curvatures(self, state):
+        """Per group, ``H_g`` at the outputs ``state`` (see :meth:`_Rows.curvatures`)."""
+        return self.rows.curvatures(state)
+
+    def prox(self, z):
+        """Proximal map of ``h`` (kink + zero column sums) in the metric ``diag(1 / gam)``.
+
+        Column by column: ``x_g = shrink(z_g - gam_g mu)`` (dead zone
+        ``[0, gam_g eps]``) with the root ``mu`` of ``sum_g x_g = 0``, found
+        exactly among the ``2k`` breakpoints. Returns the image, the
+        free-coordinate mask (outside the dead zone) and the per-column root
+        ``mu``, which is the level ``t``.
+        """
+        gam = self.gam
         out = np.empty_like(z)
         free = np.empty(z.shape, dtype=bool)
         mu = np.empty(z.shape[1])
         for j in range(z.shape[1]):
-            ge = self.gamma * self.eps[j]
-            zj = z[:, j]
-            bps = np.unique(np.concatenate([zj, zj - ge]))
-            y = zj[None, :] - bps[:, None]
+            e = self.eps[j]
+            ge = gam * e
+            r = z[:, j] / gam
+            bps = np.unique(np.concatenate([r, r - e]))
+            y = gam[None, :] * (r[None, :] - bps[:, None])
             vals = np.where(y > ge, y - ge, np.where(y < 0, y, 0.0)).sum(axis=1)
             # vals is non-increasing in mu, >= 0 at bps[0] and <= 0 at bps[-1].
             i = int(np.searchsorted(-vals, 0.0, side="left"))
@@ -163,7 +220,7 @@ class _Problem:
             else:
                 a, b = bps[i - 1], bps[i]
                 mu[j] = a + vals[i - 1] * (b - a) / (vals[i - 1] - vals[i])
-            yj = zj - mu[j]
+            yj = gam * (r - mu[j])
             out[:, j] = np.where(yj > ge, yj - ge, np.where(yj < 0, yj, 0.0))
             free[:, j] = (yj > ge) | (yj < 0)
         return out, free, mu
@@ -174,10 +231,11 @@ class _Problem:
     def evaluate(self, nu):
         """Everything one iterate needs: primal, forward-backward step and envelope."""
         P, m, f = self.primal(nu)
-        bar, free, mu = self.prox(nu + self.gamma * m)
+        bar, free, mu = self.prox(nu + self.gam[:, None] * m)
         R = nu - bar
-        # FBE: f + <grad f, bar - nu> + ||bar - nu||^2 / (2 gamma) + h(bar), grad f = -m.
-        fbe = f + float(np.sum(m * R)) + float(np.sum(R * R)) / (2 * self.gamma) + self.h(bar)
+        # FBE: f + <grad f, bar - nu> + ||bar - nu||^2_{1/gam} / 2 + h(bar), grad f = -m.
+        fbe = (f + float(np.sum(m * R)) + 0.5 * float(np.sum(R * R / self.gam[:, None]))
+               + self.h(bar))
         return {"nu": nu, "P": P, "m": m, "bar": bar, "free": free, "mu": mu, "R": R, "fbe": fbe}
 
     def extrapolate(self, it, new):
@@ -197,40 +255,27 @@ class _Problem:
             best = cand
         return best
 
-    def curvatures(self, Pt):
-        """Per group, ``H_g = sum_{i in g} (diag(a_i) - a_i a_i^T / |a_i|)`` on the constrained columns.
-
-        ``a_i`` is the support of row ``i``; ``-H_g / n_g^2`` is ``d m_g / d nu_g``.
-        """
-        A = (Pt[self.cols] > 0).astype(np.float64)  # (C, n)
-        inv_supp = 1.0 / (Pt > 0).sum(axis=0)
-        q = np.add.reduceat(A, self.starts[:-1], axis=1)  # (C, k)
-        out = []
-        for g in range(self.k):
-            a, b = self.starts[g], self.starts[g + 1]
-            Ag = A[:, a:b]
-            out.append(np.diag(q[:, g]) - (Ag * inv_supp[a:b]) @ Ag.T)
-        return out
-
     def newton_direction(self, it):
         """Solve ``dR d = -R`` (least squares) with the generalized Jacobian of ``R``."""
         k, C = self.k, self.cols.size
         size = k * C
-        # M = I + gamma * d m / d nu = I - gamma * blockdiag(H_g / n_g^2).
+        # M = I + gam * d m / d nu = I - blockdiag(gam_g H_g / n_g^2).
         M = np.eye(size)
         for g, H in enumerate(self.curvatures(it["P"])):
             blk = slice(g * C, (g + 1) * C)
-            M[blk, blk] -= self.gamma * H / self.sizes[g] ** 2
-        # Pi: per column, projector onto zero-sum vectors over the free coordinates.
+            M[blk, blk] -= self.gam[g] * H / self.sizes[g] ** 2
+        # Pi: per column, the prox's Jacobian: identity less the gam-weighted mean over the
+        # free coordinates (a projector onto zero-sum vectors), zero on the others.
         D = it["free"].astype(np.float64)  # (k, C)
         Pi = np.zeros((size, size))
         idx = np.arange(k) * C
         for j in range(C):
             dj = D[:, j]
-            tot = dj.sum()
+            wj = dj * self.gam
+            tot = wj.sum()
             block = np.diag(dj)
             if tot > 0:
-                block -= np.outer(dj, dj) / tot
+                block -= np.outer(wj, dj) / tot
             Pi[np.ix_(idx + j, idx + j)] = block
         J = np.eye(size) - Pi @ M
         d = _lstsq(J, -it["R"].ravel())
@@ -251,10 +296,10 @@ class _Problem:
         accepted only when the bands, the signs and the zero column sums hold
         for the outputs of an actual projection.
         """
-        nu = it["bar"]
-        t = it["mu"] / self.gamma
-        state = np.where(it["free"], np.sign(nu), 0.0).astype(int)
-        P, m, _ = self.primal(nu)
+        t = it["mu"]
+        state = np.where(it["free"], np.sign(it["bar"]), 0.0).astype(int)
+        # the first linear solve is linearised at the iterate, already evaluated
+        nu, P, m = it["nu"], it["P"], it["m"]
         tol = 1e-13
         for _ in range(rounds):
             nu, t = self._pattern_solve(nu, t, state, P, m)
@@ -345,7 +390,7 @@ def solve_simplex(problem, warm_start=None):
         return _solve(problem, warm_start)
 
 
-def _subsample_start(problem, pb):
+def _subsample_start(problem, rows):
     """Multipliers of a stratified subsample, rescaled to the full groups (a warm start).
 
     The shifts ``L_g = nu_g / n_g`` (not the multipliers) carry over between
@@ -354,15 +399,15 @@ def _subsample_start(problem, pb):
     """
     codes = problem.families[0].codes
     rng = np.random.default_rng(0)
-    share = _SUBSAMPLE_ROWS / pb.n
+    share = _SUBSAMPLE_ROWS / rows.n
     keep = []
-    for g in range(pb.k):
-        rows = pb.order[pb.starts[g] : pb.starts[g + 1]]
-        m = min(rows.size, max(int(np.ceil(share * rows.size)), 200))
-        keep.append(rows if m >= rows.size else rng.choice(rows, m, replace=False))
+    for g in range(rows.k):
+        members = rows.order[rows.starts[g] : rows.starts[g + 1]]
+        m = min(members.size, max(int(np.ceil(share * members.size)), 200))
+        keep.append(members if m >= members.size else rng.choice(members, m, replace=False))
     keep = np.sort(np.concatenate(keep))
     sub_codes = codes[keep]
-    sub_counts = np.bincount(sub_codes, minlength=pb.k).astype(np.float64)
+    sub_counts = np.bincount(sub_codes, minlength=rows.k).astype(np.float64)
     fams = tuple(
         dataclasses.replace(
             f, codes=sub_codes, weights=1.0 / sub_counts[sub_codes], totals=None
@@ -373,37 +418,71 @@ def _subsample_start(problem, pb):
     solution = _solve(sub, None)
     if solution is None:
         return None
-    return np.column_stack(solution.duals) / sub_counts[:, None] * pb.sizes[:, None]
+    return np.column_stack(solution.duals) / sub_counts[:, None] * rows.sizes[:, None]
 
 
 def _solve(problem, warm_start):
-    pb = _Problem(problem)
-    k, C = pb.k, pb.cols.size
-    nu = np.zeros((k, C))
+    rows = _Rows(problem)
+    k, C = rows.k, rows.cols.size
+    start = None
     if warm_start is not None and len(warm_start.duals) == C:
-        start = np.column_stack([np.asarray(d, dtype=np.float64) for d in warm_start.duals])
-        if start.shape == (k, C) and np.all(np.isfinite(start)):
-            nu = start
-    elif pb.n > 3 * _SUBSAMPLE_ROWS:
-        start = _subsample_start(problem, pb)
-        if start is not None:
-            nu = start
+        nu = np.column_stack([np.asarray(d, dtype=np.float64) for d in warm_start.duals])
+        if nu.shape == (k, C) and np.all(np.isfinite(nu)):
+            start = nu
+    elif rows.n > 3 * _SUBSAMPLE_ROWS:
+        start = _subsample_start(problem, rows)
+    found = solve_rows(rows, start)
+    if found is None:
+        return None
+    Pt, nu, levels, n_iter = found
+    outputs = np.empty((rows.n, rows.K))
+    outputs[rows.order] = Pt.T
+    duals = [nu[:, j].copy() for j in range(nu.shape[1])]
+    return Solution(outputs, duals, np.asarray(levels, dtype=np.float64).copy(), solver="simplex",
+                    iterations=n_iter)
+
+
+def solve_rows(rows, start=None):
+    """The globalized semismooth Newton method on a rows object (the driver loop).
+
+    Parameters
+    ----------
+    rows : object
+        The aggregates of the rows: ``k``, ``sizes``, ``cols``, ``eps``,
+        ``primal(nu)`` and ``curvatures(state)`` (see :class:`_Rows`).
+    start : ndarray of shape (k, C) or None, default=None
+        Starting multipliers (zero when None).
+
+    Returns
+    -------
+    found : tuple or None
+        ``(state, nu, levels, n_iter)``: the rows' outputs at the optimal
+        multipliers ``nu`` (state as returned by ``rows.primal(nu)``), the
+        levels ``t`` of the bands and the iterations; ``None`` when the method
+        did not reach a band residual of ``1e-13`` within its budget.
+    """
+    pb = _Dual(rows)
+    nu = np.zeros((pb.k, pb.cols.size))
+    if start is not None and np.shape(start) == nu.shape and np.all(np.isfinite(start)):
+        nu = np.asarray(start, dtype=np.float64)
     it = pb.evaluate(nu)
-    decrease = 0.5 * (1.0 - pb.gamma * pb.lip) / (2.0 * pb.gamma)
+    # sufficient decrease of the envelope: (1 - step * lipschitz) / 4 in the metric, with
+    # step 0.5 and lipschitz 1 relative to it
+    decrease = 0.125 / pb.gam[:, None]
     n_iter = 0
     for n_iter in range(1, _MAX_ITER + 1):
-        res = float(np.max(np.abs(it["R"]))) / pb.gamma
+        res = _residual(pb, it)
         if res <= _RESIDUAL_TOL:
             break
         if res <= _POLISH_FROM:
             polished = pb.polish(it)
             if polished is not None:
-                return _solution(pb, *polished, n_iter)
+                return (*polished, n_iter)
         try:
             d = pb.newton_direction(it)
         except (np.linalg.LinAlgError, ValueError):
             d = -it["R"]
-        target = it["fbe"] - decrease * float(np.sum(it["R"] ** 2))
+        target = it["fbe"] - float(np.sum(decrease * it["R"] ** 2))
         tau = 1.0
         while True:
             cand = it["nu"] - (1.0 - tau) * it["R"] + tau * d
@@ -416,17 +495,14 @@ def _solve(problem, warm_start):
         it = new
     else:
         return None
-    if float(np.max(np.abs(it["R"]))) / pb.gamma > _RESIDUAL_TOL:
+    if _residual(pb, it) > _RESIDUAL_TOL:
         return None
     # The forward-backward point is dual feasible (zero column sums) and complementary.
     nu = it["bar"]
-    Pt, _, _ = pb.primal(nu)
-    return _solution(pb, Pt, nu, it["mu"] / pb.gamma, n_iter)
+    state, _, _ = pb.primal(nu)
+    return state, nu, it["mu"], n_iter
 
 
-def _solution(pb, Pt, nu, levels, n_iter):
-    outputs = np.empty((pb.n, pb.K))
-    outputs[pb.order] = Pt.T
-    duals = [nu[:, j].copy() for j in range(nu.shape[1])]
-    return Solution(outputs, duals, np.asarray(levels, dtype=np.float64).copy(), solver="simplex",
-                    iterations=n_iter)
+def _residual(pb, it):
+    """The band residual ``R_g / gam_g`` (units of a group mean), largest entry."""
+    return float(np.max(np.abs(it["R"]) / pb.gam[:, None]))

@@ -7,7 +7,7 @@ exact global parity decisions. ``predict_proba`` and ``predict`` apply a fitted
 :class:`~skfairlayer.FairnessLayerClassifier` or
 :class:`~skfairlayer.FairnessLayerRegressor` to Dask arrays or DataFrames:
 the fitted rule partition by partition (every criterion), or the global solve
-(binary demographic parity).
+(demographic parity: binary, or multiclass on the simplex).
 Requires ``dask[array,dataframe]`` and ``distributed``
 (``pip install skfairlayer[dask]``). See the user guide, "Beyond one machine".
 """
@@ -23,8 +23,10 @@ except ImportError as exc:  # pragma: no cover
 from ._decisions import DaskParityDecisions, parity_decisions
 from ._estimator import predict, predict_proba
 from ._project import DaskProjectionResult, project, solve_aggregates
+from ._simplex import DaskMulticlassResult
 
 __all__ = [
+    "DaskMulticlassResult",
     "DaskParityDecisions",
     "DaskProjectionResult",
     "parity_decisions",

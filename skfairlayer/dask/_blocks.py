@@ -87,8 +87,8 @@ def as_blocks(scores, sensitive_features):
     if isinstance(scores, da.Array):
         if scores.ndim != 1:
             raise ValueError(
-                "scores must be a 1-D Dask array (binary scores). "
-                f"Got an array of shape {scores.shape} instead."
+                "scores must be a 1-D Dask array (binary scores) or a 2-D one (class "
+                f"scores, multiclass). Got an array of shape {scores.shape} instead."
             )
         chunks = scores.chunks[0]
         score_blocks = list(scores.to_delayed().ravel())
@@ -245,15 +245,18 @@ class Pass:
         """A Delayed of the task ``key``."""
         return Delayed(key, self.graph(), layer=self.name)
 
-    def array(self, keys, chunks, dtype):
-        """A 1-D Dask array whose blocks are the tasks ``keys`` (``chunks`` rows each)."""
-        if list(keys) == self.keys and len(self.layer) == len(keys):  # the pass's own tasks
-            return da.Array(self.graph(), self.name, (tuple(chunks),), dtype=dtype)
+    def array(self, keys, chunks, dtype, columns=None):
+        """A Dask array whose blocks are the tasks ``keys`` (``chunks`` rows each): 1-D, or
+        2-D with ``columns`` columns in one block."""
+        shape = (tuple(chunks),) if columns is None else (tuple(chunks), (columns,))
+        if (columns is None and list(keys) == self.keys
+                and len(self.layer) == len(keys)):  # the pass's own tasks
+            return da.Array(self.graph(), self.name, shape, dtype=dtype)
         name = f"{self.name}-array"
-        aliases = {(name, i): _alias((name, i), k) for i, k in enumerate(keys)}
+        tail = () if columns is None else (0,)
+        aliases = {(name, i, *tail): _alias((name, i, *tail), k) for i, k in enumerate(keys)}
         own = HighLevelGraph({name: MaterializedLayer(aliases)}, {name: {self.name}})
-        return da.Array(HighLevelGraph.merge(self.graph(), own), name, (tuple(chunks),),
-                        dtype=dtype)
+        return da.Array(HighLevelGraph.merge(self.graph(), own), name, shape, dtype=dtype)
 
 
 def compute(*objs):

@@ -4,13 +4,16 @@
 through the estimator's own in-memory method (any criterion, grouping and
 number of classes; the classifier and the regressor). ``inference="batch"``:
 the base scores each partition and the layer solves over the whole collection
-from per-group aggregates (binary demographic parity with one grouping).
+from per-group aggregates (demographic parity with one grouping: binary, or
+multiclass by the core's simplex solver driven over the collection; multiclass
+parity decisions are not computed this way).
 The sensitive columns are selected by the core's
 :class:`~skfairlayer._groups.SensitiveColumns`: checked on the driver against
 the collection's empty meta, then applied partition by partition.
 """
 
 import copy
+from functools import partial
 
 import dask
 import dask.array as da
@@ -23,6 +26,7 @@ from .._groups import unseen_groups_error
 from ._blocks import _is_frame, aligned_blocks, label_keys
 from ._decisions import decide_blocks
 from ._project import project_blocks
+from ._simplex import project_blocks as project_multiclass
 
 # ------------------------------------------------------------------ partitions
 
@@ -105,19 +109,19 @@ def _rowwise(estimator, method, X, sensitive_features, tail, dtype):
 # ------------------------------------------------------------------ the global solve
 
 
-def _check_batch(estimator):
-    """Raise unless ``inference="batch"`` reduces to the per-group-sum solver."""
+def _check_batch(estimator, decisions=False):
+    """Raise unless ``inference="batch"`` reduces to a solver from per-group sums.
+
+    ``decisions``: for ``predict`` (a multiclass classifier with
+    ``decision="parity"`` is then refused too).
+    """
     reasons = []
     criterion = estimator.criterion
+    multiclass = is_classifier(estimator) and len(estimator.classes_) > 2
     if criterion != "demographic_parity":
         reasons.append(
             f"criterion={criterion!r} shifts each row by a multiple of its own score or label "
             "(or is a custom criterion), not by one constant per group"
-        )
-    if is_classifier(estimator) and len(estimator.classes_) != 2:
-        reasons.append(
-            f"{len(estimator.classes_)} classes put the outputs on the simplex, coupling "
-            "the classes of each row"
         )
     if len(estimator.layer_.group_sizes) != 1:
         reasons.append(
@@ -129,11 +133,20 @@ def _check_batch(estimator):
     if reasons:
         raise NotImplementedError(
             "skfairlayer.dask solves inference='batch' over the whole collection from "
-            "per-group sums for demographic parity over binary outputs with one grouping "
-            "(intersectional groups, or one sensitive attribute) and finite bounds. Here "
-            + "; ".join(reasons)
+            "per-group sums for demographic parity (binary or multiclass outputs) with one "
+            "grouping (intersectional groups, or one sensitive attribute) and finite bounds. "
+            "Here " + "; ".join(reasons)
             + ". Use inference='fitted' (the rule fitted in memory, applied partition by "
             "partition: every criterion), or the estimator's own methods on in-memory data."
+        )
+    if decisions and multiclass and estimator.decision == "parity":
+        raise NotImplementedError(
+            f"predict with decision='parity' and {len(estimator.classes_)} classes picks one "
+            "class per row by a linear program with integer repair over the rows of the whole "
+            "batch, which per-group sums do not determine: skfairlayer.dask does not compute "
+            "it over a collection. Use decision='threshold' (the most probable class of the "
+            "globally projected probabilities), inference='fitted' (the fitted decision rule, "
+            "partition by partition), or predict on in-memory data."
         )
 
 
@@ -180,10 +193,15 @@ def _check_known(estimator, labels):
 
 
 def _batch_outputs(estimator, X, sensitive_features, tolerance, bounds, persist_scores):
-    """Globally projected base scores, or None when the collection has fewer than two groups."""
+    """Globally projected base scores (multiclass: class probabilities), or None when the
+    collection has fewer than two groups."""
     scores, groups, chunks = _batch_blocks(estimator, X, sensitive_features, persist_scores)
-    result = project_blocks(scores, groups, chunks, tolerance, bounds,
-                            check_labels=lambda labels: _check_known(estimator, labels))
+    check = partial(_check_known, estimator)
+    if is_classifier(estimator) and len(estimator.classes_) > 2:
+        result = project_multiclass(scores, groups, chunks, len(estimator.classes_), tolerance,
+                                    check_labels=check)
+    else:
+        result = project_blocks(scores, groups, chunks, tolerance, bounds, check_labels=check)
     return result.proba if len(result.groups) >= 2 else None
 
 
@@ -203,12 +221,13 @@ def predict_proba(estimator, X, *, sensitive_features=None, persist_scores=True)
         Group of each row, when the estimator does not read them from ``X``.
     persist_scores : bool, default=True
         With ``inference="batch"``: compute the base scores (and the groups) once
-        and keep them in the cluster's memory (about 8 bytes a row, plus the
-        group column) for the passes of the global solve and for the returned
-        lazy output, which reads them; they are released when nothing refers to
-        them (the output included). The base model then runs once per
-        partition instead of once per pass (probabilities: the start's few
-        partitions, then 2 passes; decisions: 3 passes). ``False`` keeps nothing:
+        and keep them in the cluster's memory (about 8 bytes a row and class,
+        plus the group column) for the passes of the global solve and for the
+        returned lazy output, which reads them; they are released when nothing
+        refers to them (the output included). The base model then runs once
+        per partition instead of once per pass (probabilities: the start's few
+        partitions, then 2 passes, multiclass usually 4 to 6; decisions: 3
+        passes). ``False`` keeps nothing:
         each pass scores the partitions again (for a base model cheaper than
         reading its scores back, or a collection too large for the cluster's
         memory). Ignored with ``inference="fitted"``.
@@ -219,9 +238,12 @@ def predict_proba(estimator, X, *, sensitive_features=None, persist_scores=True)
         Lazy projected probabilities of ``estimator.classes_``. With
         ``inference="fitted"`` (any criterion, grouping and number of classes):
         the estimator's fitted rule, the in-memory answer row by row. With
-        ``inference="batch"`` (binary demographic parity, one grouping): the
-        group means of the positive column differ by at most ``tolerance``
-        over the whole collection (verified).
+        ``inference="batch"`` (demographic parity, one grouping): the group
+        means of the positive column (multiclass: of every class column)
+        differ by at most ``tolerance`` over the whole collection (verified),
+        the in-memory answer on the concatenated data to rounding. Multiclass:
+        the start's few partitions, then usually 3 to 5 passes and the checked
+        output.
 
     Raises
     ------
@@ -243,6 +265,8 @@ def predict_proba(estimator, X, *, sensitive_features=None, persist_scores=True)
                        persist_scores)
     if p is None:  # fewer than two groups: the fitted rule, as in memory
         return predict_proba(_fitted_copy(estimator), X, sensitive_features=sensitive_features)
+    if p.ndim == 2:  # multiclass: the projected class probabilities
+        return p
     return p.map_blocks(lambda b: np.column_stack([1.0 - b, b]), new_axis=1,
                         chunks=(p.chunks[0], (2,)), dtype=np.float64)
 
@@ -260,12 +284,13 @@ def predict(estimator, X, *, sensitive_features=None, persist_scores=True):
         Group of each row, when the estimator does not read them from ``X``.
     persist_scores : bool, default=True
         With ``inference="batch"``: compute the base scores (and the groups) once
-        and keep them in the cluster's memory (about 8 bytes a row, plus the
-        group column) for the passes of the global solve and for the returned
-        lazy output, which reads them; they are released when nothing refers to
-        them (the output included). The base model then runs once per
-        partition instead of once per pass (probabilities: the start's few
-        partitions, then 2 passes; decisions: 3 passes). ``False`` keeps nothing:
+        and keep them in the cluster's memory (about 8 bytes a row and class,
+        plus the group column) for the passes of the global solve and for the
+        returned lazy output, which reads them; they are released when nothing
+        refers to them (the output included). The base model then runs once
+        per partition instead of once per pass (probabilities: the start's few
+        partitions, then 2 passes, multiclass usually 4 to 6; decisions: 3
+        passes). ``False`` keeps nothing:
         each pass scores the partitions again (for a base model cheaper than
         reading its scores back, or a collection too large for the cluster's
         memory). Ignored with ``inference="fitted"``.
@@ -278,13 +303,17 @@ def predict(estimator, X, *, sensitive_features=None, persist_scores=True):
         ``inference="batch"`` and a classifier with ``decision="parity"``: the
         decisions of maximal expected accuracy whose group selection rates
         differ by at most ``tolerance`` over the whole collection (the
-        in-memory decisions on the concatenated data); a regressor's
+        in-memory decisions on the concatenated data; binary only); with
+        ``decision="threshold"`` the thresholded (multiclass: most probable
+        class of the) globally projected probabilities; a regressor's
         predictions meet demographic parity over the whole collection.
 
     Raises
     ------
     NotImplementedError
-        With ``inference="batch"``, for a problem not solved from per-group sums.
+        With ``inference="batch"``, for a problem not solved from per-group sums,
+        and for multiclass parity decisions (``decision="parity"`` with more
+        than two classes: an integer program over every row).
     """
     _check_estimator(estimator)
     _check_persist(persist_scores)
@@ -292,7 +321,7 @@ def predict(estimator, X, *, sensitive_features=None, persist_scores=True):
     if estimator.inference == "fitted":
         dtype = estimator.classes_.dtype if classifier else np.float64
         return _rowwise(estimator, "predict", X, sensitive_features, (), dtype)
-    _check_batch(estimator)
+    _check_batch(estimator, decisions=True)
     if not classifier:
         layer = estimator.layer_
         p = _batch_outputs(estimator, X, sensitive_features, layer.tolerance,
@@ -306,7 +335,8 @@ def predict(estimator, X, *, sensitive_features=None, persist_scores=True):
                            (0.0, 1.0), persist_scores)
         if p is None:
             return predict(_fitted_copy(estimator), X, sensitive_features=sensitive_features)
-        labels = (p >= estimator.threshold).astype(int)
+        # multiclass: the most probable class, as in memory
+        labels = p.argmax(axis=1) if p.ndim == 2 else (p >= estimator.threshold).astype(int)
     else:
         scores, groups, _ = _batch_blocks(estimator, X, sensitive_features, persist_scores)
         result = decide_blocks(scores, groups, float(estimator.tolerance),

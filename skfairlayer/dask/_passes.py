@@ -303,7 +303,9 @@ def block_output(s_raw, g_raw, lookup, shifts, lb, ub):
 def merge_output_stats(parts):
     """Combine the verification sums of the output pass."""
     return {"sums": np.sum([p["sums"] for p in parts], axis=0),
-            "lo": min(p["lo"] for p in parts), "hi": max(p["hi"] for p in parts)}
+            # numpy's min and max propagate NaN (the built-ins drop it after a number)
+            "lo": float(np.min([p["lo"] for p in parts])),
+            "hi": float(np.max([p["hi"] for p in parts]))}
 
 
 def block_output_checked(s_raw, g_raw, expected, lookup, shifts, lb, ub, slack):

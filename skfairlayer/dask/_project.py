@@ -1,5 +1,7 @@
 """The exact global projection of a Dask collection of scores (binary demographic parity).
 
+(2-D class scores go to :mod:`skfairlayer.dask._simplex`, the multiclass solve.)
+
 The optimum is ``p_i = clip(s_i - c_{g_i}, lb, ub)``, one shift per group, and
 every step of the core's exact solver needs only per-group aggregates (user
 guide, "Beyond one machine"). The driver holds ``O(k)`` numbers plus a bounded
@@ -453,7 +455,7 @@ def _check_output(stats, sizes, tolerance, lb, ub):
     present = sizes > 0
     means = stats["sums"][present] / sizes[present]
     gap = float(means.max() - means.min()) if means.size else 0.0
-    if gap - tolerance > VERIFY_TOL:
+    if not gap - tolerance <= VERIFY_TOL:  # NaN fails too
         raise SolverError(
             f"The global exact solver returned outputs that violate parity by "
             f"{gap - tolerance:.3g} (> {VERIFY_TOL:g}) on the whole collection. This is a bug "
@@ -511,45 +513,59 @@ def project(scores, sensitive_features, *, tolerance=0.01, bounds=(0.0, 1.0),
     """Project a Dask collection of scores onto demographic parity over the whole collection.
 
     The same optimum as :func:`skfairlayer.project` on the concatenated data
-    (to rounding), computed from per-group aggregates: a start read from
-    ``SAMPLE_BLOCKS`` partitions, one bracket pass (more only when the start
-    missed a label, the uncertain rows exceed the driver's budget or a bracket
-    misses), and the lazy output pass, verified partition by partition.
+    (to rounding), computed from per-group aggregates. Binary scores (1-D): a
+    start read from ``SAMPLE_BLOCKS`` partitions, one bracket pass (more only
+    when the start missed a label, the uncertain rows exceed the driver's
+    budget or a bracket misses), and the lazy output pass, verified partition
+    by partition. Class scores (2-D, multiclass): the core's exact simplex
+    solver driven from the driver, one pass per evaluation of its dual
+    (usually 3 to 5: the start's shifts, the exact solution on the active
+    pattern read off there, a round more when row supports move) after a
+    start read from ``SAMPLE_BLOCKS``
+    partitions, then the lazy output pass, verified partition by partition
+    (every row on the simplex, the group sums those certified).
 
     Parameters
     ----------
-    scores : dask.array.Array of shape (n_samples,) or dask Series
-        Positive-class scores.
+    scores : dask.array.Array of shape (n_samples,) or (n_samples, n_classes), or dask Series
+        Positive-class scores (binary), or one row of class probabilities per
+        sample (multiclass; chunked along the rows, the columns are put in one
+        block).
     sensitive_features : dask.array.Array, dask Series or dask DataFrame
         Group of each row (several columns: intersectional groups), aligned
         with ``scores`` (same partitions).
     tolerance : float, default=0.01
-        Largest allowed difference between two group means of the output.
+        Largest allowed difference between two group means of the output (of
+        each class column, multiclass).
     bounds : tuple of float, default=(0.0, 1.0)
-        Scalar lower and upper bounds of the outputs.
+        Scalar lower and upper bounds of binary outputs (multiclass outputs
+        are on the simplex: ignored).
     criterion : str, default="demographic_parity"
         Only ``"demographic_parity"`` is solved this way.
     verify : {"blocks", "eager", "fused"}, default="blocks"
         ``"blocks"``: the driver checks that the output sums predicted from the
-        certifying bracket pass meet parity, and the task computing each output
-        block raises unless the block's group sums match its prediction and its
-        values are within the bounds (no pass of its own; the output streams).
-        Beyond ``BLOCK_SUMS`` (partition, group) pairs, ``"eager"`` is used.
-        ``"eager"``: one verification pass now (``result.gap`` is the gap of the
-        output), then a streaming output. ``"fused"``: the verification sums are
-        computed in the output pass itself and each output block is released
-        once the whole output is verified, so the output is held in the
-        cluster's memory until then.
+        certifying pass meet parity, and the task computing each output block
+        raises unless the block's group sums match its prediction and its
+        values are within the bounds (on the simplex, multiclass; no pass of
+        its own; the output streams). Beyond ``BLOCK_SUMS`` predicted sums,
+        ``"eager"`` is used. ``"eager"``: one verification pass now
+        (``result.gap`` is the gap of the output), then a streaming output.
+        ``"fused"``: the verification sums are computed in the output pass
+        itself and each output block is released once the whole output is
+        verified, so the output is held in the cluster's memory until then.
 
     Returns
     -------
-    result : DaskProjectionResult
-        The lazy projected scores and the solution.
+    result : DaskProjectionResult or DaskMulticlassResult
+        The lazy projected scores and the solution (multiclass: a
+        :class:`~skfairlayer.dask.DaskMulticlassResult`).
 
     Raises
     ------
     ValueError
         If the scores are not finite or the bounds not ``lower < upper``.
+    NotImplementedError
+        For a criterion other than demographic parity.
     SolverError
         If the answer fails verification (when the output is computed, with
         ``verify="blocks"`` or ``"fused"``).
@@ -564,13 +580,36 @@ def project(scores, sensitive_features, *, tolerance=0.01, bounds=(0.0, 1.0),
     >>> result = project(scores, groups, tolerance=0.1)
     >>> np.round(result.proba.compute(), 3)
     array([0.7, 0.6, 0.5, 0.4, 0.5, 0.6])
+
+    Multiclass scores stay on the simplex, with parity per class column:
+
+    >>> proba = np.array([[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.2, 0.3, 0.5], [0.1, 0.4, 0.5]])
+    >>> result = project(da.from_array(proba, chunks=(2, 3)), da.from_array([0, 0, 1, 1], 2),
+    ...                  tolerance=0.0)
+    >>> np.round(result.proba.compute(), 3)
+    array([[0.45, 0.25, 0.3 ],
+           [0.35, 0.35, 0.3 ],
+           [0.45, 0.25, 0.3 ],
+           [0.35, 0.35, 0.3 ]])
     """
     if criterion != "demographic_parity":
         raise NotImplementedError(
-            "skfairlayer.dask.project solves criterion='demographic_parity' over binary scores "
-            "(one shift per group from per-group sums). Other criteria need the general "
-            f"solver on in-memory data (skfairlayer.project). Got {criterion!r} instead."
+            "skfairlayer.dask.project solves criterion='demographic_parity' (binary or "
+            "multiclass scores), whose optimum moves each group by one shift computed from "
+            "per-group sums. The other criteria condition on the labels or weight each row by "
+            "its own scores, and are solved by the general solver on in-memory data: use "
+            "skfairlayer.project, or fit a FairnessLayerClassifier and apply its fitted rule "
+            "with skfairlayer.dask.predict_proba (inference='fitted'). "
+            f"Got {criterion!r} instead."
         )
+    if getattr(scores, "ndim", 1) == 2 and hasattr(scores, "chunks"):  # a 2-D Dask array
+        if scores.shape[1] == 1:
+            scores = scores[:, 0]
+        else:
+            from . import _simplex  # the multiclass solve
+
+            return _simplex.project(scores, sensitive_features, tolerance=tolerance,
+                                    verify=verify)
     score_blocks, group_blocks, chunks = as_blocks(scores, sensitive_features)
     return project_blocks(score_blocks, group_blocks, chunks, tolerance, bounds, verify)
 
