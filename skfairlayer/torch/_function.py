@@ -205,6 +205,28 @@ class _Direct(torch.autograd.Function):
         return _direct.jacobian_apply(tangent, *(torch.from_numpy(a) for a in parts))
 
 
+class _DirectTraced(torch.autograd.Function):
+    """:class:`_Direct` in a compiled graph: the verified solve as one opaque node, traced.
+
+    Dynamo traces this class: the forward pass is the operator
+    ``skfairlayer::direct_parts`` (the outputs and the Jacobian's parts, no autograd of
+    its own), the backward pass ``J g = free g - (M U g) U`` in torch operations, which
+    the compiler fuses. Cheaper per call than the operator ``skfairlayer::direct`` and
+    its registered autograd (no Python dispatch around the call, no packed parts).
+    """
+
+    @staticmethod
+    def forward(ctx, s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset):
+        p, free, U, matrix = _op.direct_parts(s, cell, bands, lb, ub, eps, n_families, n_groups,
+                                              check, offset)
+        ctx.save_for_backward(free, U, matrix)
+        return p
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _direct.jacobian_apply(grad, *ctx.saved_tensors), *([None] * 9)
+
+
 def direct_solve(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset):
     """:func:`skfairlayer.torch._direct.solve`, or the general solve where it leaves; ``(Direct, slots)``."""
     idx = cell if offset == 0 else cell + offset
@@ -561,7 +583,7 @@ def _vmapped(unbatched, scores, groups, labels, criterion, n_groups, tolerance, 
 def _direct_call(s, groups, labels, criterion, n_groups, tolerance, bounds, check, dtype, compiling):
     """One CPU problem of scalar bounds through :class:`_Direct`, cast back to ``dtype``.
 
-    In a compiled graph: the operator ``skfairlayer::direct``, one opaque node.
+    In a compiled graph: :class:`_DirectTraced`, one opaque node.
     """
     lb, ub = (-math.inf if bounds[0] is None else float(bounds[0]),
               math.inf if bounds[1] is None else float(bounds[1]))
@@ -571,8 +593,8 @@ def _direct_call(s, groups, labels, criterion, n_groups, tolerance, bounds, chec
         cell, n_families, bands = _cells(groups, labels, criterion, n_groups, tolerance)
         offset = 1
     if compiling:
-        p = _op.direct(s, cell, bands, lb, ub, tolerance, n_families, n_groups,
-                       -1 if check is None else int(check), offset)[0]
+        p = _DirectTraced.apply(s, cell, bands, lb, ub, tolerance, n_families, n_groups,
+                                -1 if check is None else int(check), offset)
     else:
         p = _Direct.apply(s, cell, bands, lb, ub, tolerance, n_families, n_groups, check, offset)
     # rounding to the output dtype must not leave the bounds

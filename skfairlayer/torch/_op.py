@@ -13,7 +13,7 @@ instead. See ``docs/user_guide/torch.rst``.
 import numpy as np
 import torch
 
-__all__ = ["direct", "project", "solve", "unbatch", "vmap_only"]
+__all__ = ["direct", "direct_parts", "project", "solve", "unbatch", "vmap_only"]
 
 
 _SCHEMA = ("(Tensor s, Tensor cell, Tensor? bands, Tensor lb, Tensor ub, float eps, "
@@ -135,6 +135,35 @@ direct_vjp = torch.library.custom_op("skfairlayer::direct_vjp", _vjp_impl, mutat
                                      schema="(Tensor g, Tensor parts, int slots) -> Tensor")
 direct_vjp.register_fake(lambda g, parts, slots: torch.empty_like(g))
 direct_vjp.register_autograd(_vjp_backward, setup_context=_vjp_setup_context)
+
+
+def _parts_impl(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset):
+    from ._function import direct_solve
+
+    res, idx = direct_solve(s, cell, bands, lb, ub, eps, n_families, n_groups,
+                            None if check < 0 else bool(check), offset)
+    free, U, matrix = res.jacobian(res.p.numpy(), idx.numpy())
+    return res.p, *(torch.from_numpy(a) for a in (free, U, matrix))
+
+
+def _parts_fake(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset):
+    slots, n = n_families * n_groups + offset, s.shape[-1]
+    return torch.empty_like(s), s.new_empty((n,)), s.new_empty((slots, n)), s.new_empty((slots, slots))
+
+
+#: The operators below are declared on a ``torch.library.Library`` (kept by this module: the
+#: registration lives as long as it) with a CPU kernel and a fake kernel only: no Python
+#: autograd or device dispatch wraps the call, which in a compiled graph costs more than a
+#: small solve. Their derivative is given by :class:`skfairlayer.torch._function._DirectTraced`.
+_LIB = torch.library.Library("skfairlayer", "FRAGMENT")
+_LIB.define("direct_parts(Tensor s, Tensor cell, Tensor? bands, float lb, float ub, float eps, "
+            "int n_families, int n_groups, int check, int offset) -> (Tensor, Tensor, Tensor, Tensor)")
+_LIB.impl("direct_parts", _parts_impl, "CPU")
+torch.library.register_fake("skfairlayer::direct_parts", _parts_fake, lib=_LIB)
+
+#: One CPU problem of scalar bounds (the direct path), verified: the outputs and the parts of
+#: its Jacobian ``(free, U, M)`` (see ``_direct.Direct.jacobian``), without autograd.
+direct_parts = torch.ops.skfairlayer.direct_parts.default
 
 
 def vmap_only(s):
