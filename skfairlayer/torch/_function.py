@@ -25,9 +25,10 @@ __all__ = ["fairness_layer", "FairnessLayer", "CRITERIA", "VERIFY_TOL", "output_
 #: Largest parity violation tolerated in a float64 answer (as in the numpy core).
 VERIFY_TOL = 1e-9
 
-#: Compiled graphs on the CPU with ``verify=True`` call the solve as one opaque operator
-#: (``torch.ops.skfairlayer``), which verifies its answer; ``False`` traces the
-#: synchronisation-free Newton graph instead, as on CUDA and with ``verify=False``.
+#: Compiled graphs on the CPU call the solve as one opaque operator (``torch.ops.skfairlayer``):
+#: the direct path for one problem of scalar bounds (verified with ``verify=True``, as in
+#: eager mode), the batched solve for a batch with ``verify=True``. ``False`` traces the
+#: synchronisation-free Newton graph instead, as on CUDA (and for a batch with ``verify=False``).
 OPAQUE_COMPILED_CPU = True
 
 CRITERIA = ("demographic_parity", "equal_opportunity", "equalized_odds", "mean_residual")
@@ -535,7 +536,8 @@ def fairness_layer(
             return _vmapped(unbatched, scores, groups, labels, criterion, n_groups, tolerance,
                             bounds, check)
     opaque = s.device.type == "cpu" and (not compiling or (OPAQUE_COMPILED_CPU and verify))
-    if (opaque and s.dim() == 1 and groups.dim() == 1
+    direct = s.device.type == "cpu" and (not compiling or OPAQUE_COMPILED_CPU)
+    if (direct and s.dim() == 1 and groups.dim() == 1
             and all(b is None or isinstance(b, (int, float)) for b in bounds)
             and (labels is None or labels.dim() <= 1) and (compiling or not _transforms_active())):
         return _direct_call(s, groups, labels, criterion, n_groups, tolerance, bounds, check,
