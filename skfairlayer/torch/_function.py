@@ -212,8 +212,8 @@ class _DirectTraced(torch.autograd.Function):
     Dynamo traces this class: the forward pass is the operator
     ``skfairlayer::direct_parts`` (the outputs and the Jacobian's parts, no autograd of
     its own), the backward pass ``J g = free g - (M U g) U`` in torch operations, which
-    the compiler fuses. Cheaper per call than the operator ``skfairlayer::direct`` and
-    its registered autograd (no Python dispatch around the call, no packed parts).
+    the compiler fuses. Cheaper per call than an operator with a registered autograd
+    (``torch.library.custom_op``): no Python dispatch wraps the call.
     """
 
     @staticmethod
