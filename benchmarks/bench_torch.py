@@ -12,14 +12,14 @@ machine does not count), of the wall clock on CUDA and for the generic layers.
     setting) and 4 groups (CelebA's intersectional groups), tolerance 0.01, scores
     ``sigmoid(N(0, 1.5) + group offset)``. Columns: the floor (``clamp(s, 0, 1)`` forward +
     backward, same tensors), eager with verification (the default), eager without
-    verification, ``torch.compile`` (inductor, ``fullgraph=True``, ``dynamic=False``,
-    without verification: the traced Newton graph), ``torch.compile`` with verification (on
-    the CPU the custom operators, one verified opaque node); ratios to the floor, and the
+    verification, ``torch.compile`` (inductor, ``fullgraph=True``, ``dynamic=False``)
+    without verification (on the CPU the unverified direct solve as one opaque node, as in
+    eager mode; on CUDA the traced Newton graph), ``torch.compile`` with verification (on
+    the CPU the verified direct solve, one opaque node); ratios to the floor, and the
     speed-up on the paper package's figures (15.8 ms / 101.5 ms / 2.13 s per step,
     cvxpylayers + SCS, measured on a machine of this kind; not re-measured here). Eager on
     the CPU takes the direct path (Newton on the cells' shifts, passes in numpy, the
-    per-cell arithmetic in Python floats); on CUDA and in compiled graphs without
-    verification the synchronisation-free path.
+    per-cell arithmetic in Python floats); on CUDA the synchronisation-free path.
 ``compile``
     ``torch.compile`` against eager in the same process, interleaved (each round runs
     every variant once; minima over 300 rounds), 2 groups, n = 256 / 2,000 / 10,000:
@@ -28,7 +28,8 @@ machine does not count), of the wall clock on CUDA and for the generic layers.
     64 ReLU units, one output) gives the scores (``sigmoid``), the layer projects them and
     a Brier loss (``mean((p - y)^2)``) is back-propagated to the weights (forward +
     backward, no optimizer step), eager and compiled (the whole loss function,
-    ``fullgraph=True``, ``verify=True``). Ratios are compiled / eager.
+    ``fullgraph=True``, ``verify=True``). Ratios are compiled / eager; the floor row is
+    the ``clamp`` step of ``speed``, eager and compiled (torch.compile's own cost per call).
 ``generic``
     The same QP (two groups, ``|mean_0 - mean_1| <= eps``, bounds [0, 1]) at 4,096 rows
     through generic layers in this process: a cvxpy ``Parameter`` problem solved by
@@ -222,7 +223,20 @@ def part_compile(device, quick):
         w = torch.randn(n, dtype=torch.float64, device=device)
         fns = {"eager": _step(s, groups, w, 2), "verify": _compiled_step(s, groups, w, 2, True),
                "no verify": _compiled_step(s, groups, w, 2, False)}
+        x = s.detach().requires_grad_(True)
+        clamp = torch.compile(lambda v: v.clamp(0, 1), fullgraph=True, dynamic=False)
+
+        def floor(f, x=x, w=w):
+            def run():
+                x.grad = None
+                (f(x) * w).sum().backward()
+
+            return run
+
+        fns["floor"], fns["floor compiled"] = floor(lambda v: v.clamp(0, 1)), floor(clamp)
         t = _interleaved(fns, device, rounds)
+        print(f"| floor (`clamp`) | {n} | {t['floor'] * 1e3:.3f} | {t['floor compiled'] * 1e3:.3f} | "
+              f"{t['floor compiled'] / t['floor']:.2f} | | |")
         print(f"| layer | {n} | {t['eager'] * 1e3:.3f} | {t['verify'] * 1e3:.3f} | "
               f"{t['verify'] / t['eager']:.2f} | {t['no verify'] * 1e3:.3f} | "
               f"{t['no verify'] / t['eager']:.2f} |", flush=True)
