@@ -12,14 +12,24 @@ machine does not count), of the wall clock on CUDA and for the generic layers.
     setting) and 4 groups (CelebA's intersectional groups), tolerance 0.01, scores
     ``sigmoid(N(0, 1.5) + group offset)``. Columns: the floor (``clamp(s, 0, 1)`` forward +
     backward, same tensors), eager with verification (the default), eager without
-    verification, ``torch.compile`` (inductor, ``fullgraph=True``, ``dynamic=False``,
-    without verification: the traced Newton graph), ``torch.compile`` with verification (on
-    the CPU the custom operators, one verified opaque node); ratios to the floor, and the
+    verification, ``torch.compile`` (inductor, ``fullgraph=True``, ``dynamic=False``)
+    without verification (on the CPU the unverified direct solve as one opaque node, as in
+    eager mode; on CUDA the traced Newton graph), ``torch.compile`` with verification (on
+    the CPU the verified direct solve, one opaque node); ratios to the floor, and the
     speed-up on the paper package's figures (15.8 ms / 101.5 ms / 2.13 s per step,
     cvxpylayers + SCS, measured on a machine of this kind; not re-measured here). Eager on
     the CPU takes the direct path (Newton on the cells' shifts, passes in numpy, the
-    per-cell arithmetic in Python floats); on CUDA and in compiled graphs without
-    verification the synchronisation-free path.
+    per-cell arithmetic in Python floats); on CUDA the synchronisation-free path.
+``compile``
+    ``torch.compile`` against eager in the same process, interleaved (each round runs
+    every variant once; minima over 300 rounds), 2 groups, n = 256 / 2,000 / 10,000:
+    the layer-only step of ``speed`` (eager, compiled with ``verify=True`` and with
+    ``verify=False``), and a training step of the paper's kind: an MLP (10 features,
+    64 ReLU units, one output) gives the scores (``sigmoid``), the layer projects them and
+    a Brier loss (``mean((p - y)^2)``) is back-propagated to the weights (forward +
+    backward, no optimizer step), eager and compiled (the whole loss function,
+    ``fullgraph=True``, ``verify=True``). Ratios are compiled / eager; the floor row is
+    the ``clamp`` step of ``speed``, eager and compiled (torch.compile's own cost per call).
 ``generic``
     The same QP (two groups, ``|mean_0 - mean_1| <= eps``, bounds [0, 1]) at 4,096 rows
     through generic layers in this process: a cvxpy ``Parameter`` problem solved by
@@ -47,7 +57,7 @@ machine does not count), of the wall clock on CUDA and for the generic layers.
 Runs on CUDA when available (``--device``); on CPU with one thread unless ``--threads``.
 Usage::
 
-    python benchmarks/bench_torch.py [--part speed|generic|memory|vmap|structured|regression] [--quick]
+    python benchmarks/bench_torch.py [--part speed|compile|generic|memory|vmap|structured|regression] [--quick]
 """
 
 import argparse
@@ -137,9 +147,13 @@ def part_speed(device, quick):
 
 
 def _compiled(s, groups, w, device, k=K, verify=False):
+    torch._dynamo.reset()
+    return _time(_compiled_step(s, groups, w, k, verify), device, repeats=200)
+
+
+def _compiled_step(s, groups, w, k, verify):
     from skfairlayer.torch import FairnessLayer
 
-    torch._dynamo.reset()
     layer = torch.compile(FairnessLayer(k, tolerance=0.01, verify=verify), fullgraph=True,
                           dynamic=False)
     x = s.detach().requires_grad_(True)
@@ -148,7 +162,89 @@ def _compiled(s, groups, w, device, k=K, verify=False):
         x.grad = None
         (layer(x, groups) * w).sum().backward()
 
-    return _time(run, device, repeats=200)
+    return run
+
+
+def _interleaved(fns, device, rounds):
+    """Minimum time of each of ``fns`` over ``rounds`` rounds, each round running every one once."""
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
+    for fn in fns.values():
+        fn()
+        fn()
+    ts = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            _sync(device)
+            t = clock()
+            fn()
+            _sync(device)
+            ts[name].append(clock() - t)
+    return {name: float(np.min(v)) for name, v in ts.items()}
+
+
+def _mlp_step(n, device, compiled):
+    """Forward + backward of an MLP's Brier loss through the layer (the paper's training step)."""
+    from torch import nn
+
+    from skfairlayer.torch import FairnessLayer
+
+    g = torch.Generator().manual_seed(n)
+    groups = torch.randint(0, 2, (n,), generator=g)
+    X = torch.randn(n, 10, generator=g, dtype=torch.float64)
+    X[:, 0] += 0.8 * groups
+    y = (X[:, 0] + torch.randn(n, generator=g, dtype=torch.float64) > 0.4).to(torch.float64)
+    X, y, groups = X.to(device), y.to(device), groups.to(device)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(10, 64), nn.ReLU(), nn.Linear(64, 1)).double().to(device)
+    layer = FairnessLayer(2, tolerance=0.01)
+
+    def loss_fn(X, groups, y):
+        p = layer(torch.sigmoid(net(X).squeeze(-1)), groups)
+        return ((p - y) ** 2).mean()
+
+    if compiled:
+        loss_fn = torch.compile(loss_fn, fullgraph=True, dynamic=False)
+
+    def run():
+        net.zero_grad(set_to_none=True)
+        loss_fn(X, groups, y).backward()
+
+    return run
+
+
+def part_compile(device, quick):
+    print("\n## compile: compiled / eager, same process, interleaved (ms, 2 groups)")
+    print("| step | n | eager | compiled (verify) | ratio | compiled (no verify) | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    rounds = 50 if quick else 300
+    for n in (256, 2000, 10000):
+        torch._dynamo.reset()
+        s, groups = _scores(n, device, k=2)
+        w = torch.randn(n, dtype=torch.float64, device=device)
+        fns = {"eager": _step(s, groups, w, 2), "verify": _compiled_step(s, groups, w, 2, True),
+               "no verify": _compiled_step(s, groups, w, 2, False)}
+        x = s.detach().requires_grad_(True)
+        clamp = torch.compile(lambda v: v.clamp(0, 1), fullgraph=True, dynamic=False)
+
+        def floor(f, x=x, w=w):
+            def run():
+                x.grad = None
+                (f(x) * w).sum().backward()
+
+            return run
+
+        fns["floor"], fns["floor compiled"] = floor(lambda v: v.clamp(0, 1)), floor(clamp)
+        t = _interleaved(fns, device, rounds)
+        print(f"| floor (`clamp`) | {n} | {t['floor'] * 1e3:.3f} | {t['floor compiled'] * 1e3:.3f} | "
+              f"{t['floor compiled'] / t['floor']:.2f} | | |")
+        print(f"| layer | {n} | {t['eager'] * 1e3:.3f} | {t['verify'] * 1e3:.3f} | "
+              f"{t['verify'] / t['eager']:.2f} | {t['no verify'] * 1e3:.3f} | "
+              f"{t['no verify'] / t['eager']:.2f} |", flush=True)
+        torch._dynamo.reset()
+        t = _interleaved({"eager": _mlp_step(n, device, False), "compiled": _mlp_step(n, device, True)},
+                         device, rounds)
+        print(f"| MLP + layer + loss | {n} | {t['eager'] * 1e3:.3f} | {t['compiled'] * 1e3:.3f} | "
+              f"{t['compiled'] / t['eager']:.2f} | | |", flush=True)
 
 
 def _dp_problem(n, groups, eps):
@@ -352,7 +448,7 @@ def part_regression(device, quick):
     print(f"paired MSE difference (F-Layer - post-hoc): {diff.mean():+.4f} ± {diff.std():.4f}")
 
 
-PARTS = {"speed": part_speed, "generic": part_generic, "memory": part_memory,
+PARTS = {"speed": part_speed, "compile": part_compile, "generic": part_generic, "memory": part_memory,
          "vmap": part_vmap, "structured": part_structured, "regression": part_regression}
 
 

@@ -25,9 +25,10 @@ __all__ = ["fairness_layer", "FairnessLayer", "CRITERIA", "VERIFY_TOL", "output_
 #: Largest parity violation tolerated in a float64 answer (as in the numpy core).
 VERIFY_TOL = 1e-9
 
-#: Compiled graphs on the CPU with ``verify=True`` call the solve as one opaque operator
-#: (``torch.ops.skfairlayer``), which verifies its answer; ``False`` traces the
-#: synchronisation-free Newton graph instead, as on CUDA and with ``verify=False``.
+#: Compiled graphs on the CPU call the solve as one opaque operator (``torch.ops.skfairlayer``):
+#: the direct path for one problem of scalar bounds (verified with ``verify=True``, as in
+#: eager mode), the batched solve for a batch with ``verify=True``. ``False`` traces the
+#: synchronisation-free Newton graph instead, as on CUDA (and for a batch with ``verify=False``).
 OPAQUE_COMPILED_CPU = True
 
 CRITERIA = ("demographic_parity", "equal_opportunity", "equalized_odds", "mean_residual")
@@ -203,6 +204,32 @@ class _Direct(torch.autograd.Function):
         p, idx = ctx.saved_tensors
         parts = ctx.direct.jacobian(p.detach().numpy(), idx.numpy())
         return _direct.jacobian_apply(tangent, *(torch.from_numpy(a) for a in parts))
+
+
+class _DirectTraced(torch.autograd.Function):
+    """:class:`_Direct` in a compiled graph: the verified solve as one opaque node, traced.
+
+    Dynamo traces this class: the forward pass is the operator
+    ``skfairlayer::direct_parts`` (the outputs and the Jacobian's parts, no autograd of
+    its own), the backward pass ``J g = free g - (M U g) U`` in torch operations, which
+    the compiler fuses. Cheaper per call than an operator with a registered autograd
+    (``torch.library.custom_op``): no Python dispatch wraps the call.
+    """
+
+    @staticmethod
+    def forward(ctx, s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset):
+        p, free, U, matrix = _op.direct_parts(s, cell, bands, lb, ub, eps, n_families, n_groups,
+                                              check, offset)
+        ctx.save_for_backward(free, U, matrix)
+        return p
+
+    @staticmethod
+    def backward(ctx, grad):
+        free, U, matrix = ctx.saved_tensors
+        # _direct.jacobian_apply as sums (the compiler fuses them into one pass; few slots),
+        # written here: a function of another module adds Python guards on its globals
+        corr = (matrix * (U * grad).sum(1)).sum(1)
+        return grad * free - (corr.unsqueeze(1) * U).sum(0), *([None] * 9)
 
 
 def direct_solve(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset):
@@ -513,7 +540,8 @@ def fairness_layer(
             return _vmapped(unbatched, scores, groups, labels, criterion, n_groups, tolerance,
                             bounds, check)
     opaque = s.device.type == "cpu" and (not compiling or (OPAQUE_COMPILED_CPU and verify))
-    if (opaque and s.dim() == 1 and groups.dim() == 1
+    direct = s.device.type == "cpu" and (not compiling or OPAQUE_COMPILED_CPU)
+    if (direct and s.dim() == 1 and groups.dim() == 1
             and all(b is None or isinstance(b, (int, float)) for b in bounds)
             and (labels is None or labels.dim() <= 1) and (compiling or not _transforms_active())):
         return _direct_call(s, groups, labels, criterion, n_groups, tolerance, bounds, check,
@@ -561,7 +589,7 @@ def _vmapped(unbatched, scores, groups, labels, criterion, n_groups, tolerance, 
 def _direct_call(s, groups, labels, criterion, n_groups, tolerance, bounds, check, dtype, compiling):
     """One CPU problem of scalar bounds through :class:`_Direct`, cast back to ``dtype``.
 
-    In a compiled graph: the operator ``skfairlayer::direct``, one opaque node.
+    In a compiled graph: :class:`_DirectTraced`, one opaque node.
     """
     lb, ub = (-math.inf if bounds[0] is None else float(bounds[0]),
               math.inf if bounds[1] is None else float(bounds[1]))
@@ -571,8 +599,8 @@ def _direct_call(s, groups, labels, criterion, n_groups, tolerance, bounds, chec
         cell, n_families, bands = _cells(groups, labels, criterion, n_groups, tolerance)
         offset = 1
     if compiling:
-        p = _op.direct(s, cell, bands, lb, ub, tolerance, n_families, n_groups,
-                       -1 if check is None else int(check), offset)[0]
+        p = _DirectTraced.apply(s, cell, bands, lb, ub, tolerance, n_families, n_groups,
+                                -1 if check is None else int(check), offset)
     else:
         p = _Direct.apply(s, cell, bands, lb, ub, tolerance, n_families, n_groups, check, offset)
     # rounding to the output dtype must not leave the bounds

@@ -7,13 +7,14 @@ verified solve as one node, with no graph break and no retrace). The backward
 pass is the projector of :func:`skfairlayer.torch._solve.jacobian_apply`, written
 in differentiable torch operations (double backward). Forward mode and the
 ``grad``-type transforms use :class:`skfairlayer.torch._function._Project`
-instead. See ``docs/user_guide/torch.rst``.
+instead. One problem of scalar bounds in a compiled graph calls
+``skfairlayer::direct_parts`` (no autograd of its own) inside the traced
+:class:`skfairlayer.torch._function._DirectTraced`. See ``docs/user_guide/torch.rst``.
 """
 
-import numpy as np
 import torch
 
-__all__ = ["direct", "project", "solve", "unbatch", "vmap_only"]
+__all__ = ["direct_parts", "project", "solve", "unbatch", "vmap_only"]
 
 
 _SCHEMA = ("(Tensor s, Tensor cell, Tensor? bands, Tensor lb, Tensor ub, float eps, "
@@ -77,64 +78,33 @@ solve.register_fake(lambda s, *args: torch.empty_like(s))
 solve.register_vmap(_solve_vmap)
 
 
-def _direct_impl(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset):
+def _parts_impl(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset):
     from ._function import direct_solve
 
     res, idx = direct_solve(s, cell, bands, lb, ub, eps, n_families, n_groups,
                             None if check < 0 else bool(check), offset)
     free, U, matrix = res.jacobian(res.p.numpy(), idx.numpy())
-    return res.p, torch.from_numpy(np.concatenate([free, U.reshape(-1), matrix.reshape(-1)]))
+    return res.p, *(torch.from_numpy(a) for a in (free, U, matrix))
 
 
-def _direct_fake(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset):
-    slots = n_families * n_groups + offset
-    return torch.empty_like(s), s.new_empty(((slots + 1) * s.shape[-1] + slots * slots,))
+def _parts_fake(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset):
+    slots, n = n_families * n_groups + offset, s.shape[-1]
+    return torch.empty_like(s), s.new_empty((n,)), s.new_empty((slots, n)), s.new_empty((slots, slots))
 
 
-def _direct_setup_context(ctx, inputs, output):
-    ctx.save_for_backward(output[1])
-    ctx.slots = inputs[6] * inputs[7] + inputs[9]
+#: The operators below are declared on a ``torch.library.Library`` (kept by this module: the
+#: registration lives as long as it) with a CPU kernel and a fake kernel only: no Python
+#: autograd or device dispatch wraps the call, which in a compiled graph costs more than a
+#: small solve. Their derivative is given by :class:`skfairlayer.torch._function._DirectTraced`.
+_LIB = torch.library.Library("skfairlayer", "FRAGMENT")
+_LIB.define("direct_parts(Tensor s, Tensor cell, Tensor? bands, float lb, float ub, float eps, "
+            "int n_families, int n_groups, int check, int offset) -> (Tensor, Tensor, Tensor, Tensor)")
+_LIB.impl("direct_parts", _parts_impl, "CPU")
+torch.library.register_fake("skfairlayer::direct_parts", _parts_fake, lib=_LIB)
 
-
-def _direct_backward(ctx, grad, *_):
-    return direct_vjp(grad, *ctx.saved_tensors, ctx.slots), *([None] * 9)
-
-
-def _vjp_impl(g, parts, slots):
-    from ._direct import jacobian_apply_numpy
-
-    n = g.shape[-1]
-    parts = parts.numpy()
-    free, U = parts[:n], parts[n:(slots + 1) * n].reshape(slots, n)
-    matrix = parts[(slots + 1) * n:].reshape(slots, slots)
-    return torch.from_numpy(jacobian_apply_numpy(g.detach().resolve_neg().numpy(), free, U, matrix))
-
-
-def _vjp_setup_context(ctx, inputs, output):
-    ctx.save_for_backward(inputs[1])
-    ctx.slots = inputs[2]
-
-
-def _vjp_backward(ctx, grad):
-    # J is symmetric: the map g -> J g is its own adjoint (double backward)
-    return direct_vjp(grad, *ctx.saved_tensors, ctx.slots), None, None
-
-
-#: One CPU problem of scalar bounds (the direct path): the outputs, and its Jacobian's
-#: parts in one flat tensor (free rows, their one-hot slots ``U``, the backward matrix;
-#: see ``_direct.Direct.jacobian``).
-direct = torch.library.custom_op(
-    "skfairlayer::direct", _direct_impl, mutates_args=(),
-    schema="(Tensor s, Tensor cell, Tensor? bands, float lb, float ub, float eps, int n_families, "
-           "int n_groups, int check, int offset) -> (Tensor, Tensor)")
-direct.register_fake(_direct_fake)
-direct.register_autograd(_direct_backward, setup_context=_direct_setup_context)
-
-#: ``J g`` of the direct path (its backward pass), on the CPU.
-direct_vjp = torch.library.custom_op("skfairlayer::direct_vjp", _vjp_impl, mutates_args=(),
-                                     schema="(Tensor g, Tensor parts, int slots) -> Tensor")
-direct_vjp.register_fake(lambda g, parts, slots: torch.empty_like(g))
-direct_vjp.register_autograd(_vjp_backward, setup_context=_vjp_setup_context)
+#: One CPU problem of scalar bounds (the direct path), verified: the outputs and the parts of
+#: its Jacobian ``(free, U, M)`` (see ``_direct.Direct.jacobian``), without autograd.
+direct_parts = torch.ops.skfairlayer.direct_parts.default
 
 
 def vmap_only(s):
