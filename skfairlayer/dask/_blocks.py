@@ -288,6 +288,20 @@ def label_keys(labels):
     return [lab.item() if hasattr(lab, "item") else lab for lab in labels]
 
 
+def union_keys(parts):
+    """The union of the parts' label keys (first-seen order) and, per part, where its keys
+    stand in it: ``(keys, wheres)`` with ``wheres[j]`` an ``intp`` array for part ``j``."""
+    keys, index = [], {}
+    for p in parts:
+        for key in p["keys"]:
+            if key not in index:
+                index[key] = len(keys)
+                keys.append(key)
+    wheres = [np.fromiter((index[key] for key in p["keys"]), dtype=np.intp, count=len(p["keys"]))
+              for p in parts]
+    return keys, wheres
+
+
 def global_labels(keys):
     """Sorted labels (as the in-memory encoder sorts them) from a set of keys."""
     ordered = sorted(keys)

@@ -43,6 +43,7 @@ from ._blocks import (
     label_keys,
     sub_blocks,
     two_valued,
+    union_keys,
 )
 
 _RATE_SLACK = 1e-12  # float slack of the window's rate comparisons
@@ -145,16 +146,10 @@ def _block_hist(s_raw, g_raw, bins):
 
 
 def _merge_hist(parts):
-    keys, index = [], {}
-    for p in parts:
-        for key in p["keys"]:
-            if key not in index:
-                index[key] = len(keys)
-                keys.append(key)
+    keys, wheres = union_keys(parts)
     width = parts[0]["cnt"].shape[1]
     cnt, gain = np.zeros((len(keys), width)), np.zeros((len(keys), width))
-    for p in parts:
-        where = [index[key] for key in p["keys"]]
+    for p, where in zip(parts, wheres, strict=True):
         cnt[where] += p["cnt"]
         gain[where] += p["gain"]
     return {"keys": keys, "cnt": cnt, "gain": gain,

@@ -20,6 +20,7 @@ from ._blocks import (
     label_keys,
     sub_blocks,
     two_valued,
+    union_keys,
 )
 
 
@@ -114,20 +115,12 @@ def block_stats(s_raw, g_raw, target):
 
 def merge_stats(parts):
     """Combine pass-1 results: union of labels, sums added, samples concatenated."""
-    keys = []
-    index = {}
-    for p in parts:
-        for key in p["keys"]:
-            if key not in index:
-                index[key] = len(keys)
-                keys.append(key)
+    keys, wheres = union_keys(parts)
     k = len(keys)
     counts, sums = np.zeros(k), np.zeros(k)
     s, g, w, h = [], [], [], []
     offset = 0
-    for p in parts:
-        where = np.fromiter((index[key] for key in p["keys"]), dtype=np.intp,
-                            count=len(p["keys"]))
+    for p, where in zip(parts, wheres, strict=True):
         counts[where] += p["counts"]
         sums[where] += p["sums"]
         s.append(p["s"])

@@ -51,7 +51,31 @@ _Z = 6.0
 _ROUNDS = 8
 
 
-class DaskProjectionResult:
+class _LazyResult:
+    """What the binary and the multiclass Dask results share: the lazy outputs, the
+    driver's solution and the verification (built on first use)."""
+
+    def __init__(self, proba, solution, verification, gap=None):
+        self.proba = proba
+        self.shifts = solution["shifts"]
+        self.duals = solution["nu"]
+        self.groups = solution["groups"]
+        self.sizes = solution["sizes"]
+        self.passes = solution["passes"]
+        self.info = solution["info"]
+        self._verification = verification
+        self.gap = gap
+
+    @property
+    def verification(self):
+        """Delayed: the per-group means of ``proba`` recomputed over the whole collection
+        (an output pass), checked; returns their gap."""
+        if isinstance(self._verification, partial):  # built on first use
+            self._verification = self._verification()
+        return self._verification
+
+
+class DaskProjectionResult(_LazyResult):
     """Outcome of :func:`skfairlayer.dask.project`.
 
     Attributes
@@ -92,24 +116,8 @@ class DaskProjectionResult:
     """
 
     def __init__(self, proba, solution, verification, gap=None):
-        self.proba = proba
-        self.shifts = solution["shifts"]
-        self.duals = solution["nu"]
+        super().__init__(proba, solution, verification, gap)
         self.level = solution["t"]
-        self.groups = solution["groups"]
-        self.sizes = solution["sizes"]
-        self.passes = solution["passes"]
-        self.info = solution["info"]
-        self._verification = verification
-        self.gap = gap
-
-    @property
-    def verification(self):
-        """Delayed: the per-group means of ``proba`` recomputed over the whole collection
-        (an output pass), checked; returns their gap."""
-        if isinstance(self._verification, partial):  # built on first use
-            self._verification = self._verification()
-        return self._verification
 
     def __repr__(self):
         return (

@@ -31,7 +31,7 @@ from .._validation import check_tolerance
 from ..exceptions import SolverError
 from . import _simplex_passes as passes
 from ._blocks import Pass, aligned_blocks, compute, global_labels
-from ._project import _VERIFY, BLOCK_SUMS, _picks, _release
+from ._project import _VERIFY, BLOCK_SUMS, _LazyResult, _picks, _release
 
 #: Rows of each group the start samples (spread over the partitions it reads).
 START_ROWS = 1 << 14
@@ -47,7 +47,7 @@ class _OutOfPasses(Exception):
     """The dual method used ``MAX_PASSES`` passes without converging."""
 
 
-class DaskMulticlassResult:
+class DaskMulticlassResult(_LazyResult):
     """Outcome of :func:`skfairlayer.dask.project` on class scores of shape (n, n_classes).
 
     Attributes
@@ -91,24 +91,8 @@ class DaskMulticlassResult:
     """
 
     def __init__(self, proba, solution, verification, gap=None):
-        self.proba = proba
-        self.shifts = solution["shifts"]
-        self.duals = solution["nu"]
+        super().__init__(proba, solution, verification, gap)
         self.levels = solution["t"]
-        self.groups = solution["groups"]
-        self.sizes = solution["sizes"]
-        self.passes = solution["passes"]
-        self.info = solution["info"]
-        self._verification = verification
-        self.gap = gap
-
-    @property
-    def verification(self):
-        """Delayed: the per-group means of ``proba`` recomputed over the whole collection
-        (an output pass), checked; returns their gap."""
-        if isinstance(self._verification, partial):  # built on first use
-            self._verification = self._verification()
-        return self._verification
 
     def __repr__(self):
         return (

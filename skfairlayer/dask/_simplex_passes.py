@@ -11,7 +11,14 @@ import numpy as np
 
 from .._solvers._simplex import _project_columns
 from ..exceptions import SolverError
-from ._blocks import block_codes, global_codes, group_sums, known_codes, label_keys
+from ._blocks import (
+    block_codes,
+    global_codes,
+    group_sums,
+    known_codes,
+    label_keys,
+    union_keys,
+)
 from ._passes import _check_rows, _sample
 
 #: Classes up to which the curvature sums count support patterns (``2**K`` per group).
@@ -53,17 +60,10 @@ def block_start(s_raw, g_raw, n_classes, target):
 
 def merge_start(parts):
     """Combine start statistics: union of labels, counts added, samples concatenated."""
-    keys, index = [], {}
-    for p in parts:
-        for key in p["keys"]:
-            if key not in index:
-                index[key] = len(keys)
-                keys.append(key)
+    keys, wheres = union_keys(parts)
     counts = np.zeros(len(keys))
     S, g = [], []
-    for p in parts:
-        where = np.fromiter((index[key] for key in p["keys"]), dtype=np.intp,
-                            count=len(p["keys"]))
+    for p, where in zip(parts, wheres, strict=True):
         counts[where] += p["counts"]
         S.append(p["S"])
         g.append(where[p["g"]] if where.size else p["g"])
