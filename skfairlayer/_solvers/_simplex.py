@@ -302,7 +302,7 @@ class _Dual:
         nu, P, m = it["nu"], it["P"], it["m"]
         tol = 1e-13
         for _ in range(rounds):
-            nu, t = self._pattern_solve(nu, t, state, P, m)
+            nu, t, consistent = self._pattern_solve(nu, t, state, P, m)
             if nu is None:
                 return None
             P, m, _ = self.primal(nu)
@@ -318,9 +318,11 @@ class _Dual:
             if not (wrong_top.any() or wrong_bottom.any() or above.any() or below.any()):
                 if off_band.any():
                     # A group with every class at an edge of its band must have edges
-                    # summing to one; otherwise release its weakest class.
+                    # summing to one: when they do not (the pattern's system has no
+                    # solution), release its weakest class. Otherwise only the supports
+                    # moved: solve again on the new ones.
                     stuck = np.flatnonzero(np.all(state != 0, axis=1) & off_band.any(axis=1))
-                    if stuck.size:
+                    if stuck.size and not consistent:
                         state = state.copy()
                         state[stuck, np.argmin(np.abs(nu[stuck]), axis=1)] = 0
                     continue  # else the supports moved: solve again on the new ones
@@ -334,7 +336,10 @@ class _Dual:
         return None
 
     def _pattern_solve(self, nu0, t0, state, P0, m0):
-        """Multipliers and levels solving the KKT system linearised at ``nu0`` on ``state``."""
+        """Multipliers and levels solving the KKT system linearised at ``nu0`` on ``state``.
+
+        Also whether that linear system is consistent (has an exact solution).
+        """
         k, C = self.k, self.cols.size
         curv = self.curvatures(P0)
         size = k * C + C
@@ -357,10 +362,13 @@ class _Dual:
             rhs[k * C + c] = -nu0[:, c].sum()
         step = _lstsq(J, rhs)
         if not np.all(np.isfinite(step)):
-            return None, None
+            return None, None, False
+        # The system has a solution when the least-squares step meets it (to rounding).
+        consistent = bool(np.max(np.abs(J @ step - rhs), initial=0.0)
+                          <= 1e-9 * max(1.0, float(np.max(np.abs(rhs), initial=0.0))))
         nu = nu0 + step[: k * C].reshape(k, C)
         nu[state == 0] = 0.0
-        return nu, t0 + step[k * C :]
+        return nu, t0 + step[k * C :], consistent
 
 
 def _lstsq(J, r):
