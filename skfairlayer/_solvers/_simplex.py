@@ -51,6 +51,7 @@ _RESIDUAL_TOL = 1e-13  # on the band residual R / gam (units of a group mean)
 _MAX_ITER = 200
 _POLISH_FROM = 1e-2  # try the exact active-pattern solve below this residual
 _SUBSAMPLE_ROWS = 20000  # larger problems start from the solution of a subsample
+_PATTERN_CLASSES = 8  # up to this many classes, curvatures count rows per support pattern
 
 
 def supports(problem):
@@ -108,16 +109,29 @@ def _project_columns(Vt):
     Michelot's fixed point, vectorised: the threshold ``tau`` of
     ``p = max(v - tau, 0)`` rises monotonically to its value in at most
     ``n_classes`` passes. Class-major layout keeps the sums over classes fast.
+    A column whose first ``tau`` is below all its entries is done (full
+    support); the later passes run on the others only, shrinking as they settle.
     """
     K = Vt.shape[0]
-    tau = (Vt.sum(axis=0) - 1.0) / K
-    for _ in range(K + 1):
-        active = tau < Vt
-        new = (np.where(active, Vt, 0.0).sum(axis=0) - 1.0) / active.sum(axis=0)
-        if np.array_equal(new, tau):
-            break
-        tau = new
-    return np.maximum(Vt - tau, 0.0)
+    tau = Vt.sum(axis=0)
+    tau -= 1.0
+    tau /= K
+    # Columns with an entry at or below tau: the fixed point moves them (same arithmetic).
+    idx = np.flatnonzero((Vt <= tau).any(axis=0))
+    if idx.size:
+        sub, t = Vt[:, idx], tau[idx]
+        for _ in range(K + 1):
+            active = t < sub
+            new = (np.where(active, sub, 0.0).sum(axis=0) - 1.0) / active.sum(axis=0)
+            moved = new != t
+            tau[idx] = new
+            if not moved.all():
+                idx, sub, new = idx[moved], sub[:, moved], new[moved]
+            if not idx.size:
+                break
+            t = new
+    out = np.subtract(Vt, tau, out=np.empty_like(Vt))
+    return np.maximum(out, 0.0, out=out)
 
 
 class _Rows:
@@ -136,30 +150,56 @@ class _Rows:
         codes = fams[0].codes
         self.k = fams[0].n_groups
         self.n, self.K = problem.scores.shape
-        self.order = np.argsort(codes, kind="stable")
-        self.sizes = np.bincount(codes, minlength=self.k).astype(np.float64)
-        self.starts = np.concatenate([[0], np.cumsum(self.sizes).astype(np.intp)])
-        self.St = np.ascontiguousarray(problem.scores[self.order].T)  # (K, n), class-major
-        self.codes = codes[self.order]
+        # a stable sort of small integers is a radix sort: much faster than on intp
+        small = np.int16 if self.k <= np.iinfo(np.int16).max else codes.dtype
+        self.order = np.argsort(codes.astype(small, copy=False), kind="stable")
+        self.counts = np.bincount(codes, minlength=self.k)
+        self.sizes = self.counts.astype(np.float64)
+        self.starts = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.intp)
+        self.St = np.empty((self.K, self.n))  # class-major, rows sorted by group
+        for j in range(self.K):
+            np.take(problem.scores[:, j], self.order, out=self.St[j])
         self.cols = np.array([f.column for f in fams], dtype=np.intp)
         self.eps = np.array([f.tolerance for f in fams], dtype=np.float64)
+        self._work = None  # scratch (K, n), reused between evaluations
 
     def primal(self, nu):
         """Projected outputs (class-major, sorted rows), constrained group means (k, C), and f."""
         Lt = np.zeros((self.K, self.k))
         Lt[self.cols] = (nu / self.sizes[:, None]).T
-        shift = Lt[:, self.codes]
-        Pt = _project_columns(self.St - shift)
-        m = (np.add.reduceat(Pt[self.cols], self.starts[:-1], axis=1) / self.sizes).T
-        diff = Pt - self.St
-        f = -(0.5 * float(np.einsum("ij,ij->", diff, diff)) + float(np.einsum("ij,ij->", shift, Pt)))
+        if self._work is None:
+            self._work = np.empty_like(self.St)
+        V = self._work
+        if self.k <= 256:  # by group (rows sorted): no (K, n) temporary
+            for g, (a, b) in enumerate(zip(self.starts[:-1], self.starts[1:])):
+                np.subtract(self.St[:, a:b], Lt[:, g : g + 1], out=V[:, a:b])
+        else:
+            np.subtract(self.St, np.repeat(Lt, self.counts, axis=1), out=V)
+        Pt = _project_columns(V)
+        sums = np.add.reduceat(Pt, self.starts[:-1], axis=1)[self.cols].T  # (k, C)
+        m = sums / self.sizes[:, None]
+        diff = np.subtract(Pt, self.St, out=V)
+        # f = -(1/2 ||P - S||^2 + sum_i <L_{g_i}, P_i>), the second sum per group is <nu_g, m_g>
+        f = -(0.5 * float(np.vdot(diff, diff)) + float(np.sum(nu * m)))
         return Pt, m, f
 
     def curvatures(self, Pt):
         """Per group, ``H_g = sum_{i in g} (diag(a_i) - a_i a_i^T / |a_i|)`` on the constrained columns.
 
         ``a_i`` is the support of row ``i``; ``-H_g / n_g^2`` is ``d m_g / d nu_g``.
+        Up to ``_PATTERN_CLASSES`` classes the rows are counted per support
+        pattern and group; beyond, the sums are formed row by row.
         """
+        if self.K <= _PATTERN_CLASSES:
+            pattern = (Pt[0] > 0).astype(np.intp)
+            for j in range(1, self.K):
+                pattern |= (Pt[j] > 0).astype(np.intp) << j
+            n_pat = 1 << self.K
+            counts = np.stack([
+                np.bincount(pattern[self.starts[g] : self.starts[g + 1]], minlength=n_pat)
+                for g in range(self.k)
+            ])
+            return list(pattern_curvatures(counts, self.cols, self.K))
         A = (Pt[self.cols] > 0).astype(np.float64)  # (C, n)
         inv_supp = 1.0 / (Pt > 0).sum(axis=0)
         q = np.add.reduceat(A, self.starts[:-1], axis=1)  # (C, k)
@@ -169,6 +209,20 @@ class _Rows:
             Ag = A[:, a:b]
             out.append(np.diag(q[:, g]) - (Ag * inv_supp[a:b]) @ Ag.T)
         return out
+
+
+def pattern_curvatures(counts, cols, n_classes):
+    """Curvature sums ``H`` of shape ``(k, C, C)`` from per (group, support pattern) row counts.
+
+    Bit ``j`` of a pattern is set when class ``j`` is in the support.
+    """
+    C = cols.size
+    n_pat = 1 << n_classes
+    bits = (np.arange(n_pat)[:, None] >> np.arange(n_classes)) & 1
+    size = np.maximum(bits.sum(axis=1), 1).astype(np.float64)
+    a = bits[:, cols].astype(np.float64)
+    unit = np.einsum("pc,cd->pcd", a, np.eye(C)) - np.einsum("pc,pd->pcd", a, a / size[:, None])
+    return np.einsum("gp,pcd->gcd", np.asarray(counts, dtype=np.float64), unit)
 
 
 class _Dual:
