@@ -103,21 +103,30 @@ def project_simplex_rows(V):
     return _project_columns(np.ascontiguousarray(V.T)).T
 
 
-def _project_columns(Vt):
+def _project_columns(Vt, out=None):
     """Projection of each *column* of ``Vt`` (shape (n_classes, n_samples)) onto the simplex.
 
-    Michelot's fixed point, vectorised: the threshold ``tau`` of
-    ``p = max(v - tau, 0)`` rises monotonically to its value in at most
-    ``n_classes`` passes. Class-major layout keeps the sums over classes fast.
-    A column whose first ``tau`` is below all its entries is done (full
-    support); the later passes run on the others only, shrinking as they settle.
+    ``out`` may be ``Vt`` itself (projection in place); a new array by default.
+    """
+    tau = _thresholds(Vt)
+    out = np.subtract(Vt, tau, out=np.empty_like(Vt) if out is None else out)
+    return np.maximum(out, 0.0, out=out)
+
+
+def _thresholds(Vt):
+    """The threshold ``tau`` of each column's projection ``max(v - tau, 0)`` onto the simplex.
+
+    Michelot's fixed point, vectorised: ``tau`` rises monotonically to its
+    value in at most ``n_classes`` passes. Class-major layout keeps the sums
+    over classes fast. A column whose first ``tau`` is below all its entries
+    is done (full support); the later passes run on the others only.
     """
     K = Vt.shape[0]
     tau = Vt.sum(axis=0)
     tau -= 1.0
     tau /= K
     # Columns with an entry at or below tau: the fixed point moves them (same arithmetic).
-    idx = np.flatnonzero((Vt <= tau).any(axis=0))
+    idx = np.flatnonzero(Vt.min(axis=0) <= tau)
     if idx.size:
         sub, t = Vt[:, idx], tau[idx]
         for _ in range(K + 1):
@@ -125,13 +134,12 @@ def _project_columns(Vt):
             new = (np.where(active, sub, 0.0).sum(axis=0) - 1.0) / active.sum(axis=0)
             moved = new != t
             tau[idx] = new
-            if not moved.all():
-                idx, sub, new = idx[moved], sub[:, moved], new[moved]
-            if not idx.size:
+            if not moved.any():
                 break
+            if 2 * np.count_nonzero(moved) < moved.size:  # drop the settled columns
+                idx, sub, new = idx[moved], sub[:, moved], new[moved]
             t = new
-    out = np.subtract(Vt, tau, out=np.empty_like(Vt))
-    return np.maximum(out, 0.0, out=out)
+    return tau
 
 
 class _Rows:
@@ -142,7 +150,8 @@ class _Rows:
     tolerances), and two methods: ``primal(nu) -> (state, m, f)`` (the
     projected outputs as an opaque ``state``, the constrained group means
     ``m`` of shape ``(k, C)`` and the smooth part ``f`` of the dual objective)
-    and ``curvatures(state)`` (per group, ``H_g``, see below).
+    and ``curvatures(state)`` (per group, ``H_g``, see :meth:`_curvature_sums`),
+    both from one pass over the rows.
     """
 
     def __init__(self, problem):
@@ -163,10 +172,8 @@ class _Rows:
         self.eps = np.array([f.tolerance for f in fams], dtype=np.float64)
         self._work = None  # scratch (K, n), reused between evaluations
 
-    def primal(self, nu):
-        """Projected outputs (class-major, sorted rows), constrained group means (k, C), and f."""
-        Lt = np.zeros((self.K, self.k))
-        Lt[self.cols] = (nu / self.sizes[:, None]).T
+    def _shifted(self, Lt):
+        """``S - L[g]`` (class-major, sorted rows) in the scratch array."""
         if self._work is None:
             self._work = np.empty_like(self.St)
         V = self._work
@@ -175,15 +182,38 @@ class _Rows:
                 np.subtract(self.St[:, a:b], Lt[:, g : g + 1], out=V[:, a:b])
         else:
             np.subtract(self.St, np.repeat(Lt, self.counts, axis=1), out=V)
-        Pt = _project_columns(V)
+        return V
+
+    def primal(self, nu):
+        """The outputs' state (shifts, thresholds, curvatures), group means (k, C), and f.
+
+        The outputs are formed in a scratch array (a fresh ``(K, n)`` array per
+        evaluation costs more in page faults than the projection itself); the
+        state keeps what rebuilds them exactly (:meth:`outputs`).
+        """
+        Lt = np.zeros((self.K, self.k))
+        Lt[self.cols] = (nu / self.sizes[:, None]).T
+        V = self._shifted(Lt)
+        tau = _thresholds(V)
+        Pt = np.maximum(np.subtract(V, tau, out=V), 0.0, out=V)
         sums = np.add.reduceat(Pt, self.starts[:-1], axis=1)[self.cols].T  # (k, C)
         m = sums / self.sizes[:, None]
+        H = self._curvature_sums(Pt)
         diff = np.subtract(Pt, self.St, out=V)
         # f = -(1/2 ||P - S||^2 + sum_i <L_{g_i}, P_i>), the second sum per group is <nu_g, m_g>
         f = -(0.5 * float(np.vdot(diff, diff)) + float(np.sum(nu * m)))
-        return Pt, m, f
+        return {"Lt": Lt, "tau": tau, "H": H}, m, f
 
-    def curvatures(self, Pt):
+    def outputs(self, state):
+        """The projected outputs of ``state``, class-major, rows sorted by group (a new array)."""
+        V = np.subtract(self._shifted(state["Lt"]), state["tau"], out=np.empty_like(self.St))
+        return np.maximum(V, 0.0, out=V)
+
+    def curvatures(self, state):
+        """Per group, ``H_g`` at the outputs ``state`` (see :meth:`_curvature_sums`)."""
+        return state["H"]
+
+    def _curvature_sums(self, Pt):
         """Per group, ``H_g = sum_{i in g} (diag(a_i) - a_i a_i^T / |a_i|)`` on the constrained columns.
 
         ``a_i`` is the support of row ``i``; ``-H_g / n_g^2`` is ``d m_g / d nu_g``.
@@ -496,7 +526,8 @@ def _solve(problem, warm_start):
     found = solve_rows(rows, start)
     if found is None:
         return None
-    Pt, nu, levels, n_iter = found
+    state, nu, levels, n_iter = found
+    Pt = rows.outputs(state)
     outputs = np.empty((rows.n, rows.K))
     outputs[rows.order] = Pt.T
     duals = [nu[:, j].copy() for j in range(nu.shape[1])]
