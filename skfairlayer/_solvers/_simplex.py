@@ -49,7 +49,7 @@ __all__ = ["supports", "solve_simplex", "solve_rows", "project_simplex_rows"]
 _MAX_UNKNOWNS = 4000  # dense Newton systems above this size go to OSQP
 _RESIDUAL_TOL = 1e-13  # on the band residual R / gam (units of a group mean)
 _MAX_ITER = 200
-_POLISH_FROM = 1e-2  # try the exact active-pattern solve below this residual
+_POLISH_FROM = 3e-2  # try the exact active-pattern solve below this residual
 _SUBSAMPLE_ROWS = 20000  # larger problems start from the solution of a subsample
 _PATTERN_CLASSES = 8  # up to this many classes, curvatures count rows per support pattern
 
@@ -374,58 +374,99 @@ class _Dual:
         a pattern the group means are affine in the multipliers, so the KKT
         conditions are one linear system, solved for the smallest change of
         the multipliers (directions that leave the outputs unchanged stay put).
-        Weakly active bands make the first guess slightly wrong; a few
-        primal-dual active-set rounds correct it (a multiplier of the wrong
-        sign leaves the band, a mean outside its band joins it). The answer is
-        accepted only when the bands, the signs and the zero column sums hold
-        for the outputs of an actual projection.
+        Each round linearises the means at the current multipliers (one
+        evaluation) and settles the band pattern on that model without
+        touching the rows (:meth:`_model_pattern`); the rows' supports then
+        move less and less, and the answer is accepted only when the bands,
+        the signs and the zero column sums hold for the outputs of an actual
+        projection.
         """
         t = it["mu"]
         state = np.where(it["free"], np.sign(it["bar"]), 0.0).astype(int)
-        # the first linear solve is linearised at the iterate, already evaluated
+        # the first model is linearised at the iterate, already evaluated
         nu, P, m = it["nu"], it["P"], it["m"]
-        tol = 1e-13
         for _ in range(rounds):
-            nu, t, consistent = self._pattern_solve(nu, t, state, P, m)
-            if nu is None:
+            found = self._model_pattern(nu, t, state, self.curvatures(P), m)
+            if found is None:
                 return None
+            nu, t, state = found
             P, m, _ = self.primal(nu)
-            sign_tol = 1e-10 * max(1.0, float(np.abs(nu).max()))
-            gap = m - t
-            wrong_top = (state > 0) & (nu < -sign_tol)
-            wrong_bottom = (state < 0) & (nu > sign_tol)
-            above = (state == 0) & (gap - self.eps > tol)
-            below = (state == 0) & (gap < -tol)
-            off_band = ((state > 0) & (np.abs(gap - self.eps) > tol)) | (
-                (state < 0) & (np.abs(gap) > tol)
-            )
-            if not (wrong_top.any() or wrong_bottom.any() or above.any() or below.any()):
-                if off_band.any():
-                    # A group with every class at an edge of its band must have edges
-                    # summing to one: when they do not (the pattern's system has no
-                    # solution), release its weakest class. Otherwise only the supports
-                    # moved: solve again on the new ones.
-                    stuck = np.flatnonzero(np.all(state != 0, axis=1) & off_band.any(axis=1))
-                    if stuck.size and not consistent:
-                        state = state.copy()
-                        state[stuck, np.argmin(np.abs(nu[stuck]), axis=1)] = 0
-                    continue  # else the supports moved: solve again on the new ones
+            if self._kkt_holds(nu, t, state, m):
                 if np.all(np.abs(nu.sum(axis=0)) <= 1e-9 * max(1.0, np.abs(nu).max())):
                     return P, nu, t
                 return None
-            state = state.copy()
-            state[wrong_top | wrong_bottom] = 0
-            state[above] = 1
-            state[below] = -1
         return None
 
-    def _pattern_solve(self, nu0, t0, state, P0, m0):
-        """Multipliers and levels solving the KKT system linearised at ``nu0`` on ``state``.
+    def _violations(self, nu, gap, state, tol=1e-13):
+        """Pattern violations: signs of the multipliers, means outside or off their bands."""
+        sign_tol = 1e-10 * max(1.0, float(np.abs(nu).max()))
+        wrong = ((state > 0) & (nu < -sign_tol)) | ((state < 0) & (nu > sign_tol))
+        above = (state == 0) & (gap - self.eps > tol)
+        below = (state == 0) & (gap < -tol)
+        off_band = ((state > 0) & (np.abs(gap - self.eps) > tol)) | (
+            (state < 0) & (np.abs(gap) > tol)
+        )
+        return wrong, above, below, off_band
 
-        Also whether that linear system is consistent (has an exact solution).
+    def _kkt_holds(self, nu, t, state, m):
+        """Whether the means ``m`` of an actual projection meet the pattern's KKT conditions."""
+        return not any(v.any() for v in self._violations(nu, m - t, state))
+
+    def _model_pattern(self, nu0, t0, state, curv, m0, rounds=None):
+        """Primal-dual active-set rounds on the means linearised at ``nu0`` (no evaluation).
+
+        A multiplier of the wrong sign leaves its band, a mean outside its
+        band joins it; a group with every class at an edge of its band must
+        have edges summing to one, and when the pattern's system has no
+        solution its weakest class is released. Returns the multipliers,
+        levels and pattern the rounds settle on (or reach within their
+        budget), ``None`` when a system is not finite.
         """
         k, C = self.k, self.cols.size
-        curv = self.curvatures(P0)
+        rounds = 4 * k * C + 8 if rounds is None else rounds
+        seen = set()
+        for _ in range(rounds):
+            nu, t, resid = self._pattern_solve(nu0, t0, state, curv, m0)
+            if nu is None:
+                return None
+            d = nu - nu0
+            pred = m0 - np.stack([curv[g] @ d[g] for g in range(k)]) / self.sizes[:, None] ** 2
+            wrong, above, below, _ = self._violations(nu, pred - t, state)
+            stuck = np.flatnonzero(np.all(state != 0, axis=1) & (resid > 0).any(axis=1))
+            if not (wrong.any() or above.any() or below.any() or stuck.size):
+                return nu, t, state
+            key = state.tobytes()
+            if key in seen:  # the rounds cycle: solve the model by the dual method
+                return self._model_solve(nu0, curv, m0)
+            seen.add(key)
+            state = state.copy()
+            state[wrong] = 0
+            state[above] = 1
+            state[below] = -1
+            if stuck.size and not (wrong.any() or above.any() or below.any()):
+                state[stuck, np.argmin(np.abs(nu[stuck]), axis=1)] = 0
+        return nu, t, state
+
+    def _model_solve(self, nu0, curv, m0):
+        """The model's exact solution by the dual method itself (no evaluation), or ``None``."""
+        if isinstance(self.rows, _ModelRows):
+            return None  # the model of a model: the driver's steps take over
+        found = solve_rows(_ModelRows(self.rows, nu0, curv, m0), nu0)
+        if found is None:
+            return None
+        _, nu, t, _ = found
+        state = np.sign(nu).astype(int)
+        nu, t, unmet = self._pattern_solve(nu, np.asarray(t, dtype=np.float64), state, curv,
+                                           _ModelRows(self.rows, nu0, curv, m0).means(nu))
+        return None if nu is None or unmet.any() else (nu, t, state)
+
+    def _pattern_solve(self, nu0, t0, state, curv, m0):
+        """Multipliers and levels solving the KKT system linearised at ``nu0`` on ``state``.
+
+        Also, per group and column, whether that equation is left unmet (the
+        system has no exact solution), a ``(k, C)`` boolean array.
+        """
+        k, C = self.k, self.cols.size
         size = k * C + C
         J = np.zeros((size, size))
         rhs = np.zeros(size)
@@ -446,13 +487,35 @@ class _Dual:
             rhs[k * C + c] = -nu0[:, c].sum()
         step = _lstsq(J, rhs)
         if not np.all(np.isfinite(step)):
-            return None, None, False
-        # The system has a solution when the least-squares step meets it (to rounding).
-        consistent = bool(np.max(np.abs(J @ step - rhs), initial=0.0)
-                          <= 1e-9 * max(1.0, float(np.max(np.abs(rhs), initial=0.0))))
+            return None, None, None
+        # An equation is unmet when the least-squares step misses it beyond rounding.
+        miss = np.abs(J @ step - rhs)[: k * C].reshape(k, C)
+        unmet = miss > 1e-9 * max(1.0, float(np.max(np.abs(rhs), initial=0.0)))
         nu = nu0 + step[: k * C].reshape(k, C)
         nu[state == 0] = 0.0
-        return nu, t0 + step[k * C :], consistent
+        return nu, t0 + step[k * C :], unmet
+
+
+class _ModelRows:
+    """The rows' means linearised at ``nu0`` (supports held fixed): a rows object that
+    reads no data, for :meth:`_Dual._model_pattern` when its active-set rounds cycle."""
+
+    def __init__(self, rows, nu0, curv, m0):
+        self.k, self.sizes, self.cols, self.eps = rows.k, rows.sizes, rows.cols, rows.eps
+        self.nu0, self.curv, self.m0 = nu0, curv, m0
+
+    def means(self, nu):
+        d = nu - self.nu0
+        return self.m0 - np.stack([H @ dg for H, dg in zip(self.curv, d)]) / self.sizes[:, None] ** 2
+
+    def primal(self, nu):
+        # f with gradient -m: f = -<m0, d> + 1/2 sum_g d_g H_g d_g / n_g^2
+        m = self.means(nu)
+        d = nu - self.nu0
+        return None, m, float(np.sum(-0.5 * (self.m0 + m) * d))
+
+    def curvatures(self, state):
+        return self.curv
 
 
 def _lstsq(J, r):
