@@ -49,6 +49,7 @@ __all__ = ["supports", "solve_simplex", "solve_rows", "project_simplex_rows"]
 _MAX_UNKNOWNS = 4000  # dense Newton systems above this size go to OSQP
 _RESIDUAL_TOL = 1e-13  # on the band residual R / gam (units of a group mean)
 _MAX_ITER = 200
+_MODEL_ITER = 200  # iterations on the linearised means when the active-set rounds cycle
 _POLISH_FROM = 3e-2  # try the exact active-pattern solve below this residual
 _SUBSAMPLE_ROWS = 20000  # larger problems start from the solution of a subsample
 _PATTERN_CLASSES = 8  # up to this many classes, curvatures count rows per support pattern
@@ -385,6 +386,8 @@ class _Dual:
         state = np.where(it["free"], np.sign(it["bar"]), 0.0).astype(int)
         # the first model is linearised at the iterate, already evaluated
         nu, P, m = it["nu"], it["P"], it["m"]
+        if isinstance(self.rows, _ModelRows):
+            rounds = 1  # its means are exact: a second round would repeat the first
         for _ in range(rounds):
             found = self._model_pattern(nu, t, state, self.curvatures(P), m)
             if found is None:
@@ -425,12 +428,13 @@ class _Dual:
         k, C = self.k, self.cols.size
         rounds = 4 * k * C + 8 if rounds is None else rounds
         seen = set()
+        slope = self._slope(curv)
         for _ in range(rounds):
-            nu, t, resid = self._pattern_solve(nu0, t0, state, curv, m0)
+            nu, t, resid = self._pattern_solve(nu0, t0, state, slope, m0)
             if nu is None:
                 return None
             d = nu - nu0
-            pred = m0 - np.stack([curv[g] @ d[g] for g in range(k)]) / self.sizes[:, None] ** 2
+            pred = m0 + (slope @ d.ravel()).reshape(k, C)
             wrong, above, below, _ = self._violations(nu, pred - t, state)
             stuck = np.flatnonzero(np.all(state != 0, axis=1) & (resid > 0).any(axis=1))
             if not (wrong.any() or above.any() or below.any() or stuck.size):
@@ -451,40 +455,40 @@ class _Dual:
         """The model's exact solution by the dual method itself (no evaluation), or ``None``."""
         if isinstance(self.rows, _ModelRows):
             return None  # the model of a model: the driver's steps take over
-        found = solve_rows(_ModelRows(self.rows, nu0, curv, m0), nu0)
+        model = _ModelRows(self, nu0, curv, m0)
+        found = solve_rows(model, nu0, max_iter=_MODEL_ITER)
         if found is None:
             return None
         _, nu, t, _ = found
         state = np.sign(nu).astype(int)
-        nu, t, unmet = self._pattern_solve(nu, np.asarray(t, dtype=np.float64), state, curv,
-                                           _ModelRows(self.rows, nu0, curv, m0).means(nu))
+        nu, t, unmet = self._pattern_solve(nu, np.asarray(t, dtype=np.float64), state,
+                                           model.slope, model.means(nu))
         return None if nu is None or unmet.any() else (nu, t, state)
 
-    def _pattern_solve(self, nu0, t0, state, curv, m0):
+    def _slope(self, curv):
+        """``d m / d nu`` on the supports of ``curv``: block diagonal ``-H_g / n_g^2``, (kC, kC)."""
+        C = self.cols.size
+        return -scipy.linalg.block_diag(*curv) / np.repeat(self.sizes**2, C)[:, None]
+
+    def _pattern_solve(self, nu0, t0, state, slope, m0):
         """Multipliers and levels solving the KKT system linearised at ``nu0`` on ``state``.
 
         Also, per group and column, whether that equation is left unmet (the
         system has no exact solution), a ``(k, C)`` boolean array.
         """
         k, C = self.k, self.cols.size
-        size = k * C + C
-        J = np.zeros((size, size))
-        rhs = np.zeros(size)
-        for g in range(k):
-            base = g * C
-            for c in range(C):
-                row = base + c
-                if state[g, c] == 0:  # nu_gc = 0
-                    J[row, row] = 1.0
-                    rhs[row] = -nu0[g, c]
-                    continue
-                # m_gc(nu0 + d) = m0_gc - H_g[c] d_g / n_g^2 = t0_c + dt_c (+ eps_c at the top)
-                J[row, base : base + C] = -curv[g][c] / self.sizes[g] ** 2
-                J[row, k * C + c] = -1.0
-                rhs[row] = t0[c] + (self.eps[c] if state[g, c] > 0 else 0.0) - m0[g, c]
-        for c in range(C):
-            J[k * C + c, np.arange(k) * C + c] = 1.0  # sum_g nu_gc = 0
-            rhs[k * C + c] = -nu0[:, c].sum()
+        kC = k * C
+        J = np.zeros((kC + C, kC + C))
+        rhs = np.zeros(kC + C)
+        act = (state != 0).ravel()
+        col = np.tile(np.arange(C), k)
+        # active: m_gc(nu0 + d) = m0_gc - H_g[c] d_g / n_g^2 = t0_c + dt_c (+ eps_c at the top)
+        J[:kC, :kC] = np.where(act[:, None], slope, np.eye(kC))  # inactive: nu_gc = 0
+        J[np.flatnonzero(act), kC + col[act]] = -1.0
+        level = t0[None, :] + np.where(state > 0, self.eps[None, :], 0.0) - m0
+        rhs[:kC] = np.where(act, level.ravel(), -nu0.ravel())
+        J[kC + col, np.arange(kC)] = 1.0  # sum_g nu_gc = 0
+        rhs[kC:] = -nu0.sum(axis=0)
         step = _lstsq(J, rhs)
         if not np.all(np.isfinite(step)):
             return None, None, None
@@ -500,13 +504,13 @@ class _ModelRows:
     """The rows' means linearised at ``nu0`` (supports held fixed): a rows object that
     reads no data, for :meth:`_Dual._model_pattern` when its active-set rounds cycle."""
 
-    def __init__(self, rows, nu0, curv, m0):
-        self.k, self.sizes, self.cols, self.eps = rows.k, rows.sizes, rows.cols, rows.eps
+    def __init__(self, dual, nu0, curv, m0):
+        self.k, self.sizes, self.cols, self.eps = dual.k, dual.sizes, dual.cols, dual.eps
         self.nu0, self.curv, self.m0 = nu0, curv, m0
+        self.slope = dual._slope(curv)
 
     def means(self, nu):
-        d = nu - self.nu0
-        return self.m0 - np.stack([H @ dg for H, dg in zip(self.curv, d)]) / self.sizes[:, None] ** 2
+        return self.m0 + (self.slope @ (nu - self.nu0).ravel()).reshape(self.m0.shape)
 
     def primal(self, nu):
         # f with gradient -m: f = -<m0, d> + 1/2 sum_g d_g H_g d_g / n_g^2
@@ -598,7 +602,7 @@ def _solve(problem, warm_start):
                     iterations=n_iter)
 
 
-def solve_rows(rows, start=None):
+def solve_rows(rows, start=None, max_iter=_MAX_ITER):
     """The globalized semismooth Newton method on a rows object (the driver loop).
 
     Parameters
@@ -608,6 +612,8 @@ def solve_rows(rows, start=None):
         ``primal(nu)`` and ``curvatures(state)`` (see :class:`_Rows`).
     start : ndarray of shape (k, C) or None, default=None
         Starting multipliers (zero when None).
+    max_iter : int, default=200
+        Iteration budget.
 
     Returns
     -------
@@ -626,7 +632,7 @@ def solve_rows(rows, start=None):
     # step 0.5 and lipschitz 1 relative to it
     decrease = 0.125 / pb.gam[:, None]
     n_iter = 0
-    for n_iter in range(1, _MAX_ITER + 1):
+    for n_iter in range(1, max_iter + 1):
         res = _residual(pb, it)
         if res <= _RESIDUAL_TOL:
             break
