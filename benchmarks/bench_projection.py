@@ -60,9 +60,8 @@ import tracemalloc
 import numpy as np
 
 from skfairlayer import project
-from skfairlayer._criteria import GroupStatistics, ProjectionProblem
+from skfairlayer._criteria import GroupStatistics, ProjectionProblem, build_problem
 from skfairlayer._sensitivity import Linearization
-from skfairlayer._criteria import build_problem
 from skfairlayer._solvers import _simplex
 from skfairlayer._solvers._exact import GroupLayout, solve_exact, solve_sorted
 

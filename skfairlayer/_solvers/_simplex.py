@@ -179,7 +179,7 @@ class _Rows:
             self._work = np.empty_like(self.St)
         V = self._work
         if self.k <= 256:  # by group (rows sorted): no (K, n) temporary
-            for g, (a, b) in enumerate(zip(self.starts[:-1], self.starts[1:])):
+            for g, (a, b) in enumerate(zip(self.starts[:-1], self.starts[1:], strict=True)):
                 np.subtract(self.St[:, a:b], Lt[:, g : g + 1], out=V[:, a:b])
         else:
             np.subtract(self.St, np.repeat(Lt, self.counts, axis=1), out=V)
