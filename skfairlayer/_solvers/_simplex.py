@@ -49,7 +49,7 @@ __all__ = ["supports", "solve_simplex", "solve_rows", "project_simplex_rows"]
 _MAX_UNKNOWNS = 4000  # dense Newton systems above this size go to OSQP
 _RESIDUAL_TOL = 1e-13  # on the band residual R / gam (units of a group mean)
 _MAX_ITER = 200
-_MODEL_ITER = 200  # iterations on the linearised means when the active-set rounds cycle
+_MODEL_ITER = _MAX_ITER  # iterations on the linearised means when active-set rounds cycle
 _POLISH_FROM = 3e-2  # try the exact active-pattern solve below this residual
 _SUBSAMPLE_ROWS = 20000  # larger problems start from the solution of a subsample
 _PATTERN_CLASSES = 8  # up to this many classes, curvatures count rows per support pattern
@@ -415,18 +415,18 @@ class _Dual:
         """Whether the means ``m`` of an actual projection meet the pattern's KKT conditions."""
         return not any(v.any() for v in self._violations(nu, m - t, state))
 
-    def _model_pattern(self, nu0, t0, state, curv, m0, rounds=None):
+    def _model_pattern(self, nu0, t0, state, curv, m0, rounds=20):
         """Primal-dual active-set rounds on the means linearised at ``nu0`` (no evaluation).
 
         A multiplier of the wrong sign leaves its band, a mean outside its
         band joins it; a group with every class at an edge of its band must
         have edges summing to one, and when the pattern's system has no
         solution its weakest class is released. Returns the multipliers,
-        levels and pattern the rounds settle on (or reach within their
-        budget), ``None`` when a system is not finite.
+        levels and pattern the rounds settle on (or reach within ``rounds``;
+        each is one dense solve of size ``k (C + 1)``), ``None`` when a system
+        is not finite.
         """
         k, C = self.k, self.cols.size
-        rounds = 4 * k * C + 8 if rounds is None else rounds
         seen = set()
         slope = self._slope(curv)
         for _ in range(rounds):
