@@ -32,6 +32,12 @@ peak / input
 path
     ``info["path"]`` of the solve: ``uniform-2`` (two groups) or ``uniform``.
 
+``--multiclass`` instead times the exact multiclass solver (softmax scores of
+normal logits with a group effect, 4 groups, tolerance 0.01): ``solve_simplex``
+on a built problem and ``project()`` end to end, against one clip pass over the
+``(n, K)`` scores, and counts the solve's evaluations of the full data (each is
+one pass over the rows; the subsample's start is not counted).
+
 ``--clock cpu`` times by ``time.process_time`` (CPU time of the process, page
 faults included) instead of the wall clock: on a busy shared machine the wall
 clock also measures the other tenants. (The solver starts no threads.)
@@ -54,8 +60,9 @@ import tracemalloc
 import numpy as np
 
 from skfairlayer import project
-from skfairlayer._criteria import GroupStatistics, ProjectionProblem
+from skfairlayer._criteria import GroupStatistics, ProjectionProblem, build_problem
 from skfairlayer._sensitivity import Linearization
+from skfairlayer._solvers import _simplex
 from skfairlayer._solvers._exact import GroupLayout, solve_exact, solve_sorted
 
 TOLERANCE = 0.01
@@ -134,6 +141,65 @@ def bench(n, k, repeats, sorted_repeats, clock=time.perf_counter):
     return best
 
 
+def make_multiclass(n, n_classes, k=4, seed=0):
+    """Softmax scores of normal logits with a group effect, and the group codes."""
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, n_classes)) + 0.5 * np.eye(n_classes)[codes % n_classes]
+    scores = np.exp(logits)
+    scores /= scores.sum(axis=1, keepdims=True)
+    return scores, codes
+
+
+def bench_multiclass(n, n_classes, repeats, clock=time.perf_counter):
+    """One multiclass row: minimum times (ms) and full-data evaluations of one solve."""
+    scores, codes = make_multiclass(n, n_classes)
+    problem = build_problem("demographic_parity", scores, [(codes, 4)], TOLERANCE)
+    methods = {
+        "floor": lambda: np.clip(scores, 0.0, 1.0),
+        "solve": lambda: _simplex.solve_simplex(problem),
+        "project": lambda: project(scores, codes, tolerance=TOLERANCE),
+    }
+    times = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, fn in methods.items():
+            t0 = clock()
+            fn()
+            times[name].append(clock() - t0)
+    best = {name: 1e3 * min(ts) for name, ts in times.items()}
+    calls, primal = [], _simplex._Rows.primal
+
+    def counted(rows, nu):
+        calls.append(rows.n)
+        return primal(rows, nu)
+
+    _simplex._Rows.primal = counted
+    try:
+        best["iterations"] = _simplex.solve_simplex(problem).iterations
+    finally:
+        _simplex._Rows.primal = primal
+    best["evaluations"] = calls.count(n)
+    return best
+
+
+def main_multiclass(quick, clock):
+    """The multiclass table (``--multiclass``)."""
+    cases = [(100_000, 3, 5), (1_000_000, 3, 3), (1_000_000, 5, 3)]
+    if not quick:
+        cases.append((10_000_000, 3, 2))
+    header = ("| n | classes | floor ms | solve_simplex ms | ratio | project() ms | ratio "
+              "| full evaluations | iterations |")
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for n, n_classes, repeats in cases:
+        r = bench_multiclass(n, n_classes, repeats, clock)
+        f = r["floor"]
+        print(f"| {n:.0e} | {n_classes} | {f:.2f} | {r['solve']:.1f} | {r['solve'] / f:.0f}x "
+              f"| {r['project']:.1f} | {r['project'] / f:.0f}x | {r['evaluations']} "
+              f"| {r['iterations']} |")
+        sys.stdout.flush()
+
+
 def machine():
     """A one-line description of the machine and the libraries."""
     model = platform.processor() or "unknown CPU"
@@ -154,12 +220,19 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="small sizes only (seconds)")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="wall clock (default) or CPU time of the process")
+    parser.add_argument("--multiclass", action="store_true",
+                        help="the exact multiclass (simplex) solver instead")
     args = parser.parse_args(argv)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    if args.multiclass:
+        print(f"Machine: {machine()}; clock: {args.clock}\n")
+        main_multiclass(args.quick, clock)
+        print(f"\nAfter the run: {machine()}")
+        return
     if args.quick:
         cases = [(100_000, 2, 15, 2), (1_000_000, 2, 7, 1), (100_000, 10, 15, 2)]
     else:
         cases = [(1_000_000, 2, 21, 2), (10_000_000, 2, 7, 1), (1_000_000, 10, 21, 2)]
-    clock = time.perf_counter if args.clock == "wall" else time.process_time
     print(f"Machine: {machine()}; clock: {args.clock}\n")
     header = ("| n | groups | floor ms | exact (layout) ms | ratio | exact ms | ratio | warm ms | ratio "
               "| project() ms | ratio | vjp ms | ratio | vjp product ms | ratio | sorted ms | ratio "

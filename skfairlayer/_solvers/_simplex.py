@@ -49,8 +49,10 @@ __all__ = ["supports", "solve_simplex", "solve_rows", "project_simplex_rows"]
 _MAX_UNKNOWNS = 4000  # dense Newton systems above this size go to OSQP
 _RESIDUAL_TOL = 1e-13  # on the band residual R / gam (units of a group mean)
 _MAX_ITER = 200
-_POLISH_FROM = 1e-2  # try the exact active-pattern solve below this residual
+_MODEL_ITER = _MAX_ITER  # iterations on the linearised means when active-set rounds cycle
+_POLISH_FROM = 3e-2  # try the exact active-pattern solve below this residual
 _SUBSAMPLE_ROWS = 20000  # larger problems start from the solution of a subsample
+_PATTERN_CLASSES = 8  # up to this many classes, curvatures count rows per support pattern
 
 
 def supports(problem):
@@ -102,22 +104,43 @@ def project_simplex_rows(V):
     return _project_columns(np.ascontiguousarray(V.T)).T
 
 
-def _project_columns(Vt):
+def _project_columns(Vt, out=None):
     """Projection of each *column* of ``Vt`` (shape (n_classes, n_samples)) onto the simplex.
 
-    Michelot's fixed point, vectorised: the threshold ``tau`` of
-    ``p = max(v - tau, 0)`` rises monotonically to its value in at most
-    ``n_classes`` passes. Class-major layout keeps the sums over classes fast.
+    ``out`` may be ``Vt`` itself (projection in place); a new array by default.
+    """
+    tau = _thresholds(Vt)
+    out = np.subtract(Vt, tau, out=np.empty_like(Vt) if out is None else out)
+    return np.maximum(out, 0.0, out=out)
+
+
+def _thresholds(Vt):
+    """The threshold ``tau`` of each column's projection ``max(v - tau, 0)`` onto the simplex.
+
+    Michelot's fixed point, vectorised: ``tau`` rises monotonically to its
+    value in at most ``n_classes`` passes. Class-major layout keeps the sums
+    over classes fast. A column whose first ``tau`` is below all its entries
+    is done (full support); the later passes run on the others only.
     """
     K = Vt.shape[0]
-    tau = (Vt.sum(axis=0) - 1.0) / K
-    for _ in range(K + 1):
-        active = tau < Vt
-        new = (np.where(active, Vt, 0.0).sum(axis=0) - 1.0) / active.sum(axis=0)
-        if np.array_equal(new, tau):
-            break
-        tau = new
-    return np.maximum(Vt - tau, 0.0)
+    tau = Vt.sum(axis=0)
+    tau -= 1.0
+    tau /= K
+    # Columns with an entry at or below tau: the fixed point moves them (same arithmetic).
+    idx = np.flatnonzero(Vt.min(axis=0) <= tau)
+    if idx.size:
+        sub, t = Vt[:, idx], tau[idx]
+        for _ in range(K + 1):
+            active = t < sub
+            new = (np.where(active, sub, 0.0).sum(axis=0) - 1.0) / active.sum(axis=0)
+            moved = new != t
+            tau[idx] = new
+            if not moved.any():
+                break
+            if 2 * np.count_nonzero(moved) < moved.size:  # drop the settled columns
+                idx, sub, new = idx[moved], sub[:, moved], new[moved]
+            t = new
+    return tau
 
 
 class _Rows:
@@ -128,7 +151,8 @@ class _Rows:
     tolerances), and two methods: ``primal(nu) -> (state, m, f)`` (the
     projected outputs as an opaque ``state``, the constrained group means
     ``m`` of shape ``(k, C)`` and the smooth part ``f`` of the dual objective)
-    and ``curvatures(state)`` (per group, ``H_g``, see below).
+    and ``curvatures(state)`` (per group, ``H_g``, see :meth:`_curvature_sums`),
+    both from one pass over the rows.
     """
 
     def __init__(self, problem):
@@ -136,30 +160,77 @@ class _Rows:
         codes = fams[0].codes
         self.k = fams[0].n_groups
         self.n, self.K = problem.scores.shape
-        self.order = np.argsort(codes, kind="stable")
-        self.sizes = np.bincount(codes, minlength=self.k).astype(np.float64)
-        self.starts = np.concatenate([[0], np.cumsum(self.sizes).astype(np.intp)])
-        self.St = np.ascontiguousarray(problem.scores[self.order].T)  # (K, n), class-major
-        self.codes = codes[self.order]
+        # a stable sort of small integers is a radix sort: much faster than on intp
+        small = np.int16 if self.k <= np.iinfo(np.int16).max else codes.dtype
+        self.order = np.argsort(codes.astype(small, copy=False), kind="stable")
+        self.counts = np.bincount(codes, minlength=self.k)
+        self.sizes = self.counts.astype(np.float64)
+        self.starts = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.intp)
+        self.St = np.empty((self.K, self.n))  # class-major, rows sorted by group
+        for j in range(self.K):
+            np.take(problem.scores[:, j], self.order, out=self.St[j])
         self.cols = np.array([f.column for f in fams], dtype=np.intp)
         self.eps = np.array([f.tolerance for f in fams], dtype=np.float64)
+        self._work = None  # scratch (K, n), reused between evaluations
+
+    def _shifted(self, Lt):
+        """``S - L[g]`` (class-major, sorted rows) in the scratch array."""
+        if self._work is None:
+            self._work = np.empty_like(self.St)
+        V = self._work
+        if self.k <= 256:  # by group (rows sorted): no (K, n) temporary
+            for g, (a, b) in enumerate(zip(self.starts[:-1], self.starts[1:], strict=True)):
+                np.subtract(self.St[:, a:b], Lt[:, g : g + 1], out=V[:, a:b])
+        else:
+            np.subtract(self.St, np.repeat(Lt, self.counts, axis=1), out=V)
+        return V
 
     def primal(self, nu):
-        """Projected outputs (class-major, sorted rows), constrained group means (k, C), and f."""
+        """The outputs' state (shifts, thresholds, curvatures), group means (k, C), and f.
+
+        The outputs are formed in a scratch array (a fresh ``(K, n)`` array per
+        evaluation costs more in page faults than the projection itself); the
+        state keeps what rebuilds them exactly (:meth:`outputs`).
+        """
         Lt = np.zeros((self.K, self.k))
         Lt[self.cols] = (nu / self.sizes[:, None]).T
-        shift = Lt[:, self.codes]
-        Pt = _project_columns(self.St - shift)
-        m = (np.add.reduceat(Pt[self.cols], self.starts[:-1], axis=1) / self.sizes).T
-        diff = Pt - self.St
-        f = -(0.5 * float(np.einsum("ij,ij->", diff, diff)) + float(np.einsum("ij,ij->", shift, Pt)))
-        return Pt, m, f
+        V = self._shifted(Lt)
+        tau = _thresholds(V)
+        Pt = np.maximum(np.subtract(V, tau, out=V), 0.0, out=V)
+        sums = np.add.reduceat(Pt, self.starts[:-1], axis=1)[self.cols].T  # (k, C)
+        m = sums / self.sizes[:, None]
+        H = self._curvature_sums(Pt)
+        diff = np.subtract(Pt, self.St, out=V)
+        # f = -(1/2 ||P - S||^2 + sum_i <L_{g_i}, P_i>), the second sum per group is <nu_g, m_g>
+        f = -(0.5 * float(np.vdot(diff, diff)) + float(np.sum(nu * m)))
+        return {"Lt": Lt, "tau": tau, "H": H}, m, f
 
-    def curvatures(self, Pt):
+    def outputs(self, state):
+        """The projected outputs of ``state``, class-major, rows sorted by group (a new array)."""
+        V = np.subtract(self._shifted(state["Lt"]), state["tau"], out=np.empty_like(self.St))
+        return np.maximum(V, 0.0, out=V)
+
+    def curvatures(self, state):
+        """Per group, ``H_g`` at the outputs ``state`` (see :meth:`_curvature_sums`)."""
+        return state["H"]
+
+    def _curvature_sums(self, Pt):
         """Per group, ``H_g = sum_{i in g} (diag(a_i) - a_i a_i^T / |a_i|)`` on the constrained columns.
 
         ``a_i`` is the support of row ``i``; ``-H_g / n_g^2`` is ``d m_g / d nu_g``.
+        Up to ``_PATTERN_CLASSES`` classes the rows are counted per support
+        pattern and group; beyond, the sums are formed row by row.
         """
+        if self.K <= _PATTERN_CLASSES:
+            pattern = (Pt[0] > 0).astype(np.intp)
+            for j in range(1, self.K):
+                pattern |= (Pt[j] > 0).astype(np.intp) << j
+            n_pat = 1 << self.K
+            counts = np.stack([
+                np.bincount(pattern[self.starts[g] : self.starts[g + 1]], minlength=n_pat)
+                for g in range(self.k)
+            ])
+            return list(pattern_curvatures(counts, self.cols, self.K))
         A = (Pt[self.cols] > 0).astype(np.float64)  # (C, n)
         inv_supp = 1.0 / (Pt > 0).sum(axis=0)
         q = np.add.reduceat(A, self.starts[:-1], axis=1)  # (C, k)
@@ -169,6 +240,20 @@ class _Rows:
             Ag = A[:, a:b]
             out.append(np.diag(q[:, g]) - (Ag * inv_supp[a:b]) @ Ag.T)
         return out
+
+
+def pattern_curvatures(counts, cols, n_classes):
+    """Curvature sums ``H`` of shape ``(k, C, C)`` from per (group, support pattern) row counts.
+
+    Bit ``j`` of a pattern is set when class ``j`` is in the support.
+    """
+    C = cols.size
+    n_pat = 1 << n_classes
+    bits = (np.arange(n_pat)[:, None] >> np.arange(n_classes)) & 1
+    size = np.maximum(bits.sum(axis=1), 1).astype(np.float64)
+    a = bits[:, cols].astype(np.float64)
+    unit = np.einsum("pc,cd->pcd", a, np.eye(C)) - np.einsum("pc,pd->pcd", a, a / size[:, None])
+    return np.einsum("gp,pcd->gcd", np.asarray(counts, dtype=np.float64), unit)
 
 
 class _Dual:
@@ -290,77 +375,151 @@ class _Dual:
         a pattern the group means are affine in the multipliers, so the KKT
         conditions are one linear system, solved for the smallest change of
         the multipliers (directions that leave the outputs unchanged stay put).
-        Weakly active bands make the first guess slightly wrong; a few
-        primal-dual active-set rounds correct it (a multiplier of the wrong
-        sign leaves the band, a mean outside its band joins it). The answer is
-        accepted only when the bands, the signs and the zero column sums hold
-        for the outputs of an actual projection.
+        Each round linearises the means at the current multipliers (one
+        evaluation) and settles the band pattern on that model without
+        touching the rows (:meth:`_model_pattern`); the rows' supports then
+        move less and less, and the answer is accepted only when the bands,
+        the signs and the zero column sums hold for the outputs of an actual
+        projection.
         """
         t = it["mu"]
         state = np.where(it["free"], np.sign(it["bar"]), 0.0).astype(int)
-        # the first linear solve is linearised at the iterate, already evaluated
+        # the first model is linearised at the iterate, already evaluated
         nu, P, m = it["nu"], it["P"], it["m"]
-        tol = 1e-13
+        if isinstance(self.rows, _ModelRows):
+            rounds = 1  # its means are exact: a second round would repeat the first
         for _ in range(rounds):
-            nu, t = self._pattern_solve(nu, t, state, P, m)
-            if nu is None:
+            found = self._model_pattern(nu, t, state, self.curvatures(P), m)
+            if found is None:
                 return None
+            nu, t, state = found
             P, m, _ = self.primal(nu)
-            sign_tol = 1e-10 * max(1.0, float(np.abs(nu).max()))
-            gap = m - t
-            wrong_top = (state > 0) & (nu < -sign_tol)
-            wrong_bottom = (state < 0) & (nu > sign_tol)
-            above = (state == 0) & (gap - self.eps > tol)
-            below = (state == 0) & (gap < -tol)
-            off_band = ((state > 0) & (np.abs(gap - self.eps) > tol)) | (
-                (state < 0) & (np.abs(gap) > tol)
-            )
-            if not (wrong_top.any() or wrong_bottom.any() or above.any() or below.any()):
-                if off_band.any():
-                    # A group with every class at an edge of its band must have edges
-                    # summing to one; otherwise release its weakest class.
-                    stuck = np.flatnonzero(np.all(state != 0, axis=1) & off_band.any(axis=1))
-                    if stuck.size:
-                        state = state.copy()
-                        state[stuck, np.argmin(np.abs(nu[stuck]), axis=1)] = 0
-                    continue  # else the supports moved: solve again on the new ones
+            if self._kkt_holds(nu, t, state, m):
                 if np.all(np.abs(nu.sum(axis=0)) <= 1e-9 * max(1.0, np.abs(nu).max())):
                     return P, nu, t
                 return None
-            state = state.copy()
-            state[wrong_top | wrong_bottom] = 0
-            state[above] = 1
-            state[below] = -1
         return None
 
-    def _pattern_solve(self, nu0, t0, state, P0, m0):
-        """Multipliers and levels solving the KKT system linearised at ``nu0`` on ``state``."""
+    def _violations(self, nu, gap, state, tol=1e-13):
+        """Pattern violations: signs of the multipliers, means outside or off their bands."""
+        sign_tol = 1e-10 * max(1.0, float(np.abs(nu).max()))
+        wrong = ((state > 0) & (nu < -sign_tol)) | ((state < 0) & (nu > sign_tol))
+        above = (state == 0) & (gap - self.eps > tol)
+        below = (state == 0) & (gap < -tol)
+        off_band = ((state > 0) & (np.abs(gap - self.eps) > tol)) | (
+            (state < 0) & (np.abs(gap) > tol)
+        )
+        return wrong, above, below, off_band
+
+    def _kkt_holds(self, nu, t, state, m):
+        """Whether the means ``m`` of an actual projection meet the pattern's KKT conditions."""
+        return not any(v.any() for v in self._violations(nu, m - t, state))
+
+    def _model_pattern(self, nu0, t0, state, curv, m0, rounds=20):
+        """Primal-dual active-set rounds on the means linearised at ``nu0`` (no evaluation).
+
+        A multiplier of the wrong sign leaves its band, a mean outside its
+        band joins it; a group with every class at an edge of its band must
+        have edges summing to one, and when the pattern's system has no
+        solution its weakest class is released. Returns the multipliers,
+        levels and pattern the rounds settle on (or reach within ``rounds``;
+        each is one dense solve of size ``k (C + 1)``), ``None`` when a system
+        is not finite.
+        """
         k, C = self.k, self.cols.size
-        curv = self.curvatures(P0)
-        size = k * C + C
-        J = np.zeros((size, size))
-        rhs = np.zeros(size)
-        for g in range(k):
-            base = g * C
-            for c in range(C):
-                row = base + c
-                if state[g, c] == 0:  # nu_gc = 0
-                    J[row, row] = 1.0
-                    rhs[row] = -nu0[g, c]
-                    continue
-                # m_gc(nu0 + d) = m0_gc - H_g[c] d_g / n_g^2 = t0_c + dt_c (+ eps_c at the top)
-                J[row, base : base + C] = -curv[g][c] / self.sizes[g] ** 2
-                J[row, k * C + c] = -1.0
-                rhs[row] = t0[c] + (self.eps[c] if state[g, c] > 0 else 0.0) - m0[g, c]
-        for c in range(C):
-            J[k * C + c, np.arange(k) * C + c] = 1.0  # sum_g nu_gc = 0
-            rhs[k * C + c] = -nu0[:, c].sum()
+        seen = set()
+        slope = self._slope(curv)
+        for _ in range(rounds):
+            nu, t, resid = self._pattern_solve(nu0, t0, state, slope, m0)
+            if nu is None:
+                return None
+            d = nu - nu0
+            pred = m0 + (slope @ d.ravel()).reshape(k, C)
+            wrong, above, below, _ = self._violations(nu, pred - t, state)
+            stuck = np.flatnonzero(np.all(state != 0, axis=1) & (resid > 0).any(axis=1))
+            if not (wrong.any() or above.any() or below.any() or stuck.size):
+                return nu, t, state
+            key = state.tobytes()
+            if key in seen:  # the rounds cycle: solve the model by the dual method
+                return self._model_solve(nu0, curv, m0)
+            seen.add(key)
+            state = state.copy()
+            state[wrong] = 0
+            state[above] = 1
+            state[below] = -1
+            if stuck.size and not (wrong.any() or above.any() or below.any()):
+                state[stuck, np.argmin(np.abs(nu[stuck]), axis=1)] = 0
+        return nu, t, state
+
+    def _model_solve(self, nu0, curv, m0):
+        """The model's exact solution by the dual method itself (no evaluation), or ``None``."""
+        if isinstance(self.rows, _ModelRows):
+            return None  # the model of a model: the driver's steps take over
+        model = _ModelRows(self, nu0, curv, m0)
+        found = solve_rows(model, nu0, max_iter=_MODEL_ITER)
+        if found is None:
+            return None
+        _, nu, t, _ = found
+        state = np.sign(nu).astype(int)
+        nu, t, unmet = self._pattern_solve(nu, np.asarray(t, dtype=np.float64), state,
+                                           model.slope, model.means(nu))
+        return None if nu is None or unmet.any() else (nu, t, state)
+
+    def _slope(self, curv):
+        """``d m / d nu`` on the supports of ``curv``: block diagonal ``-H_g / n_g^2``, (kC, kC)."""
+        C = self.cols.size
+        return -scipy.linalg.block_diag(*curv) / np.repeat(self.sizes**2, C)[:, None]
+
+    def _pattern_solve(self, nu0, t0, state, slope, m0):
+        """Multipliers and levels solving the KKT system linearised at ``nu0`` on ``state``.
+
+        Also, per group and column, whether that equation is left unmet (the
+        system has no exact solution), a ``(k, C)`` boolean array.
+        """
+        k, C = self.k, self.cols.size
+        kC = k * C
+        J = np.zeros((kC + C, kC + C))
+        rhs = np.zeros(kC + C)
+        act = (state != 0).ravel()
+        col = np.tile(np.arange(C), k)
+        # active: m_gc(nu0 + d) = m0_gc - H_g[c] d_g / n_g^2 = t0_c + dt_c (+ eps_c at the top)
+        J[:kC, :kC] = np.where(act[:, None], slope, np.eye(kC))  # inactive: nu_gc = 0
+        J[np.flatnonzero(act), kC + col[act]] = -1.0
+        level = t0[None, :] + np.where(state > 0, self.eps[None, :], 0.0) - m0
+        rhs[:kC] = np.where(act, level.ravel(), -nu0.ravel())
+        J[kC + col, np.arange(kC)] = 1.0  # sum_g nu_gc = 0
+        rhs[kC:] = -nu0.sum(axis=0)
         step = _lstsq(J, rhs)
         if not np.all(np.isfinite(step)):
-            return None, None
+            return None, None, None
+        # An equation is unmet when the least-squares step misses it beyond rounding.
+        miss = np.abs(J @ step - rhs)[: k * C].reshape(k, C)
+        unmet = miss > 1e-9 * max(1.0, float(np.max(np.abs(rhs), initial=0.0)))
         nu = nu0 + step[: k * C].reshape(k, C)
         nu[state == 0] = 0.0
-        return nu, t0 + step[k * C :]
+        return nu, t0 + step[k * C :], unmet
+
+
+class _ModelRows:
+    """The rows' means linearised at ``nu0`` (supports held fixed): a rows object that
+    reads no data, for :meth:`_Dual._model_pattern` when its active-set rounds cycle."""
+
+    def __init__(self, dual, nu0, curv, m0):
+        self.k, self.sizes, self.cols, self.eps = dual.k, dual.sizes, dual.cols, dual.eps
+        self.nu0, self.curv, self.m0 = nu0, curv, m0
+        self.slope = dual._slope(curv)
+
+    def means(self, nu):
+        return self.m0 + (self.slope @ (nu - self.nu0).ravel()).reshape(self.m0.shape)
+
+    def primal(self, nu):
+        # f with gradient -m: f = -<m0, d> + 1/2 sum_g d_g H_g d_g / n_g^2
+        m = self.means(nu)
+        d = nu - self.nu0
+        return None, m, float(np.sum(-0.5 * (self.m0 + m) * d))
+
+    def curvatures(self, state):
+        return self.curv
 
 
 def _lstsq(J, r):
@@ -434,7 +593,8 @@ def _solve(problem, warm_start):
     found = solve_rows(rows, start)
     if found is None:
         return None
-    Pt, nu, levels, n_iter = found
+    state, nu, levels, n_iter = found
+    Pt = rows.outputs(state)
     outputs = np.empty((rows.n, rows.K))
     outputs[rows.order] = Pt.T
     duals = [nu[:, j].copy() for j in range(nu.shape[1])]
@@ -442,7 +602,7 @@ def _solve(problem, warm_start):
                     iterations=n_iter)
 
 
-def solve_rows(rows, start=None):
+def solve_rows(rows, start=None, max_iter=_MAX_ITER):
     """The globalized semismooth Newton method on a rows object (the driver loop).
 
     Parameters
@@ -452,6 +612,8 @@ def solve_rows(rows, start=None):
         ``primal(nu)`` and ``curvatures(state)`` (see :class:`_Rows`).
     start : ndarray of shape (k, C) or None, default=None
         Starting multipliers (zero when None).
+    max_iter : int, default=200
+        Iteration budget.
 
     Returns
     -------
@@ -470,7 +632,7 @@ def solve_rows(rows, start=None):
     # step 0.5 and lipschitz 1 relative to it
     decrease = 0.125 / pb.gam[:, None]
     n_iter = 0
-    for n_iter in range(1, _MAX_ITER + 1):
+    for n_iter in range(1, max_iter + 1):
         res = _residual(pb, it)
         if res <= _RESIDUAL_TOL:
             break
