@@ -9,7 +9,7 @@ See :mod:`skfairlayer.dask._simplex` for the driver.
 
 import numpy as np
 
-from .._solvers._simplex import _project_columns
+from .._solvers._simplex import _project_columns, pattern_curvatures
 from ..exceptions import SolverError
 from ._blocks import (
     block_codes,
@@ -118,17 +118,6 @@ def _curvature(Pt, codes, cols, k):
     return out
 
 
-def _from_patterns(counts, cols, n_classes):
-    """Curvature sums ``(k, C, C)`` from per (group, support pattern) row counts."""
-    C = cols.size
-    n_pat = 1 << n_classes
-    bits = (np.arange(n_pat)[:, None] >> np.arange(n_classes)) & 1
-    size = np.maximum(bits.sum(axis=1), 1).astype(np.float64)
-    a = bits[:, cols].astype(np.float64)
-    unit = np.einsum("pc,cd->pcd", a, np.eye(C)) - np.einsum("pc,pd->pcd", a, a / size[:, None])
-    return np.einsum("gp,pcd->gcd", counts.astype(np.float64), unit)
-
-
 def curvature_sums(Pt, codes, cols, k):
     """Per group, ``H_g = sum_{i in g} (diag(a_i) - a_i a_i^T / |a_i|)`` on the columns ``cols``.
 
@@ -138,7 +127,7 @@ def curvature_sums(Pt, codes, cols, k):
     """
     part = _curvature(Pt, codes, cols, k)
     if Pt.shape[0] <= _PATTERN_CLASSES:
-        return _from_patterns(part, cols, Pt.shape[0])
+        return pattern_curvatures(part, cols, Pt.shape[0])
     return part
 
 
@@ -170,7 +159,7 @@ def block_primal(s_raw, g_raw, index, lookup, Lt, cols, n_classes, keep, discove
         half += float(np.einsum("ij,ij->", shift, Pt))
         sums += _column_sums(Pt, codes[sl], cols, k)
         curv = curv + _curvature(Pt, codes[sl], cols, k)
-    H = _from_patterns(curv, cols, n_classes) if n_classes <= _PATTERN_CLASSES else curv
+    H = pattern_curvatures(curv, cols, n_classes) if n_classes <= _PATTERN_CLASSES else curv
     counts = np.bincount(codes, minlength=k).astype(np.float64)
     return {"counts": counts, "sums": sums, "half": half, "H": H,
             "blocks": [(index, sums, counts)] if keep else [], "new": []}
