@@ -52,7 +52,7 @@ _MAX_ITER = 200
 _MODEL_ITER = _MAX_ITER  # iterations on the linearised means when active-set rounds cycle
 _POLISH_FROM = 3e-2  # try the exact active-pattern solve below this residual
 _SUBSAMPLE_ROWS = 20000  # larger problems start from the solution of a subsample
-_PATTERN_CLASSES = 8  # up to this many classes, curvatures count rows per support pattern
+PATTERN_CLASSES = 8  # up to this many classes, curvatures count rows per support pattern
 
 
 def supports(problem):
@@ -218,28 +218,45 @@ class _Rows:
         """Per group, ``H_g = sum_{i in g} (diag(a_i) - a_i a_i^T / |a_i|)`` on the constrained columns.
 
         ``a_i`` is the support of row ``i``; ``-H_g / n_g^2`` is ``d m_g / d nu_g``.
-        Up to ``_PATTERN_CLASSES`` classes the rows are counted per support
+        Up to ``PATTERN_CLASSES`` classes the rows are counted per support
         pattern and group; beyond, the sums are formed row by row.
         """
-        if self.K <= _PATTERN_CLASSES:
-            pattern = (Pt[0] > 0).astype(np.intp)
-            for j in range(1, self.K):
-                pattern |= (Pt[j] > 0).astype(np.intp) << j
+        if self.K <= PATTERN_CLASSES:
+            pattern = support_patterns(Pt)
             n_pat = 1 << self.K
             counts = np.stack([
                 np.bincount(pattern[self.starts[g] : self.starts[g + 1]], minlength=n_pat)
                 for g in range(self.k)
             ])
             return list(pattern_curvatures(counts, self.cols, self.K))
-        A = (Pt[self.cols] > 0).astype(np.float64)  # (C, n)
-        inv_supp = 1.0 / (Pt > 0).sum(axis=0)
-        q = np.add.reduceat(A, self.starts[:-1], axis=1)  # (C, k)
-        out = []
-        for g in range(self.k):
-            a, b = self.starts[g], self.starts[g + 1]
-            Ag = A[:, a:b]
-            out.append(np.diag(q[:, g]) - (Ag * inv_supp[a:b]) @ Ag.T)
-        return out
+        return list(sorted_curvatures(Pt, self.starts, self.cols))
+
+
+def support_patterns(Pt):
+    """Each row's support as a bit pattern (bit ``j`` set when class ``j`` is in it).
+
+    ``Pt`` is class-major: its columns are the rows.
+    """
+    pattern = (Pt[0] > 0).astype(np.intp)
+    for j in range(1, Pt.shape[0]):
+        pattern |= (Pt[j] > 0).astype(np.intp) << j
+    return pattern
+
+
+def sorted_curvatures(Pt, starts, cols):
+    """Curvature sums ``H`` of shape ``(k, C, C)`` formed row by row.
+
+    ``Pt`` is class-major, its columns (the rows) sorted by group: group ``g``
+    holds the columns ``starts[g]:starts[g + 1]``.
+    """
+    A = (Pt[cols] > 0).astype(np.float64)  # (C, n)
+    inv_supp = 1.0 / (Pt > 0).sum(axis=0)
+    out = np.zeros((starts.size - 1, cols.size, cols.size))
+    for g in range(starts.size - 1):
+        a, b = starts[g], starts[g + 1]
+        Ag = A[:, a:b]
+        out[g] = np.diag(Ag.sum(axis=1)) - (Ag * inv_supp[a:b]) @ Ag.T
+    return out
 
 
 def pattern_curvatures(counts, cols, n_classes):

@@ -9,7 +9,13 @@ See :mod:`skfairlayer.dask._simplex` for the driver.
 
 import numpy as np
 
-from .._solvers._simplex import _project_columns, pattern_curvatures
+from .._solvers._simplex import (
+    PATTERN_CLASSES,
+    _project_columns,
+    pattern_curvatures,
+    sorted_curvatures,
+    support_patterns,
+)
 from ..exceptions import SolverError
 from ._blocks import (
     block_codes,
@@ -21,8 +27,6 @@ from ._blocks import (
 )
 from ._passes import _check_rows, _sample
 
-#: Classes up to which the curvature sums count support patterns (``2**K`` per group).
-_PATTERN_CLASSES = 12
 #: Largest deviation of an output row's sum from one (as :func:`skfairlayer.project`).
 SIMPLEX_TOL = 1e-12
 #: Rows per sub-block of the passes (the class-major temporaries stay in cache: 2x faster).
@@ -94,41 +98,16 @@ def _slices(n):
 
 
 def _curvature(Pt, codes, cols, k):
-    """Per (group, support pattern) row counts (up to ``_PATTERN_CLASSES`` classes), else the
-    curvature sums themselves (see :func:`curvature_sums`)."""
-    K, n = Pt.shape
-    supp = Pt > 0
-    if K <= _PATTERN_CLASSES:
-        pattern = np.zeros(n, dtype=np.intp)
-        for j in range(K):
-            pattern |= supp[j].astype(np.intp) << j
+    """Per (group, support pattern) row counts (up to ``PATTERN_CLASSES`` classes, made into
+    curvature sums once the partition is done), else the curvature sums themselves."""
+    K = Pt.shape[0]
+    if K <= PATTERN_CLASSES:
         n_pat = 1 << K
-        return np.bincount(codes * n_pat + pattern, minlength=k * n_pat).reshape(k, n_pat)
-    C = cols.size
-    out = np.zeros((k, C, C))
-    if n == 0:
-        return out
+        key = codes * n_pat + support_patterns(Pt)
+        return np.bincount(key, minlength=k * n_pat).reshape(k, n_pat)
     order = np.argsort(codes, kind="stable")
     starts = np.searchsorted(codes[order], np.arange(k + 1))
-    A = supp[cols][:, order].astype(np.float64)
-    inv = 1.0 / supp[:, order].sum(axis=0)
-    for g in range(k):
-        Ag = A[:, starts[g] : starts[g + 1]]
-        out[g] = np.diag(Ag.sum(axis=1)) - (Ag * inv[starts[g] : starts[g + 1]]) @ Ag.T
-    return out
-
-
-def curvature_sums(Pt, codes, cols, k):
-    """Per group, ``H_g = sum_{i in g} (diag(a_i) - a_i a_i^T / |a_i|)`` on the columns ``cols``.
-
-    ``a_i`` is the support of row ``i`` (``Pt`` is class-major). Up to
-    ``_PATTERN_CLASSES`` classes, the rows are counted per (group, support
-    pattern), one ``bincount``; beyond, the rows are sorted by group.
-    """
-    part = _curvature(Pt, codes, cols, k)
-    if Pt.shape[0] <= _PATTERN_CLASSES:
-        return pattern_curvatures(part, cols, Pt.shape[0])
-    return part
+    return sorted_curvatures(Pt[:, order], starts, cols)
 
 
 def block_primal(s_raw, g_raw, index, lookup, Lt, cols, n_classes, keep, discover, target):
@@ -159,7 +138,7 @@ def block_primal(s_raw, g_raw, index, lookup, Lt, cols, n_classes, keep, discove
         half += float(np.einsum("ij,ij->", shift, Pt))
         sums += _column_sums(Pt, codes[sl], cols, k)
         curv = curv + _curvature(Pt, codes[sl], cols, k)
-    H = pattern_curvatures(curv, cols, n_classes) if n_classes <= _PATTERN_CLASSES else curv
+    H = pattern_curvatures(curv, cols, n_classes) if n_classes <= PATTERN_CLASSES else curv
     counts = np.bincount(codes, minlength=k).astype(np.float64)
     return {"counts": counts, "sums": sums, "half": half, "H": H,
             "blocks": [(index, sums, counts)] if keep else [], "new": []}
