@@ -160,7 +160,8 @@ def _merge_new(lookup, sample, new):
     old_keys = list(lookup)
     fresh = [key for key in stats["keys"] if key not in lookup]
     keys = old_keys + fresh
-    local = np.fromiter((keys.index(key) for key in stats["keys"]), dtype=np.intp,
+    position = {key: j for j, key in enumerate(keys)}
+    local = np.fromiter((position[key] for key in stats["keys"]), dtype=np.intp,
                         count=len(stats["keys"]))
     g_new = local[stats["g"]] if local.size else stats["g"]
     take = g_new >= len(old_keys)
@@ -195,7 +196,7 @@ class _DaskRows:
         self.sizes = sizes
         self.cols = np.arange(n_classes)
         self.eps = np.full(n_classes, tolerance)
-        self.keep = keep and len(score_blocks) * self.k * n_classes <= BLOCK_SUMS
+        self.keep = _keeps_sums(keep, len(score_blocks), self.k, n_classes)
         self.passes = 0
         self.seed = None
 
@@ -245,8 +246,8 @@ def solve(score_blocks, group_blocks, n_classes, tolerance, keep=False, check_la
     for _ in range(_RELABELS + 1):
         shifts = _start_shifts(sample, len(lookup), tolerance)
         Lt = np.ascontiguousarray(shifts.T)
-        rows_keep = keep and len(score_blocks) * len(lookup) * n_classes <= BLOCK_SUMS
-        agg = _evaluate(score_blocks, group_blocks, lookup, Lt, n_classes, rows_keep, True)
+        agg = _evaluate(score_blocks, group_blocks, lookup, Lt, n_classes,
+                        _keeps_sums(keep, len(score_blocks), len(lookup), n_classes), True)
         n_passes += 1
         if not agg["new"]:
             break
@@ -283,6 +284,12 @@ def solve(score_blocks, group_blocks, n_classes, tolerance, keep=False, check_la
     return {"shifts": state["Lt"].T.copy(), "Lt": state["Lt"], "nu": nu,
             "t": np.asarray(levels, dtype=np.float64), "groups": labels, "sizes": sizes,
             "passes": n_passes + rows.passes, "info": info, "blocks": state["blocks"]}, lookup
+
+
+def _keeps_sums(keep, n_blocks, k, n_classes):
+    """Whether an evaluation records its per-partition sums: asked for, and at most
+    ``BLOCK_SUMS`` (partition, group, class) triples."""
+    return keep and n_blocks * k * n_classes <= BLOCK_SUMS
 
 
 def _check_size(k, n_classes):
