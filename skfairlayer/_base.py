@@ -40,6 +40,10 @@ from .exceptions import SmallGroupWarning, _plain
 __all__ = ["FairnessLayerBase"]
 
 _FAST_ROWS = 256  # batches up to this size take the streaming fast path
+#: Bytes of ``X`` per call of the base on a large dense batch: its rows stay in cache while
+#: the base scores them and the group column is read (see ``FairnessLayerBase._scored``).
+_BLOCK_BYTES = 8 << 20
+_MIN_BLOCK_ROWS = 4096
 
 
 class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
@@ -107,8 +111,32 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
         n = _num_samples(base_X)
         if n == 0:
             raise ValueError("X is empty: at least one sample is required.")
-        scores = self._scores(self.estimator_, base_X)  # the base validates its input first
+        scores, raw_groups = self._scored(base_X, raw_groups)  # the base validates X first
         return scores, self._encoder.transform(resolve(raw_groups), n)
+
+    def _scored(self, base_X, raw_groups):
+        """The base's scores of ``base_X`` and the groups, a large dense batch in row blocks.
+
+        Each block of rows is read from memory once: the base scores it and a
+        strided group column of ``X`` is copied out while it is in cache (base
+        predictions are row-wise). Faster than one call on the whole batch,
+        whose passes each stream it from memory.
+        """
+        rows = _block_rows(base_X)
+        if rows is None:
+            return self._scores(self.estimator_, base_X), raw_groups
+        column = isinstance(raw_groups, np.ndarray) and not raw_groups.flags.c_contiguous
+        groups = np.empty(raw_groups.shape, raw_groups.dtype) if column else raw_groups
+        scores = None
+        for start in range(0, base_X.shape[0], rows):
+            block = slice(start, start + rows)
+            part = self._scores(self.estimator_, base_X[block])
+            if scores is None:
+                scores = np.empty((base_X.shape[0], *part.shape[1:]), dtype=part.dtype)
+            scores[block] = part
+            if column:
+                groups[block] = raw_groups[block]
+        return scores, groups
 
     # ------------------------------------------------------------ fit
     def _fit(self, X, y, sensitive_features, sample_weight, fit_params):
@@ -451,6 +479,15 @@ def _check_fine_tunable(base, tuning):
         )
     check_differentiable(base)
     tuning.settings()
+
+
+def _block_rows(X):
+    """Rows per block for scoring ``X`` in blocks, or None for one call (small, sparse,
+    a DataFrame, or not stored by rows)."""
+    if not (isinstance(X, np.ndarray) and X.ndim == 2 and X.flags.c_contiguous):
+        return None
+    rows = max(_MIN_BLOCK_ROWS, _BLOCK_BYTES // max(X.shape[1] * X.itemsize, 1))
+    return rows if X.shape[0] >= 2 * rows else None
 
 
 def _check_2d(X):

@@ -591,10 +591,11 @@ default=None
 
 
 def _two_columns(p):
-    """Class probabilities: binary outputs become ``[1 - p, p]``."""
+    """Class probabilities: binary outputs become ``[1 - p, p]`` (column-major, as
+    scikit-learn's linear models return them: two contiguous writes)."""
     if p.ndim == 2:
         return p
-    out = np.empty((p.shape[0], 2))
+    out = np.empty((p.shape[0], 2), order="F")
     out[:, 1] = p
     np.subtract(1.0, p, out=out[:, 0])
     return out

@@ -370,3 +370,35 @@ def test_one_row_stream_rejects_nan_base_scores_and_keeps_its_state(n_classes):
         clf.partial_predict_proba(bad)
     assert clf.stream_report().n_served == before
     assert np.all(np.isfinite(clf.partial_predict_proba(good)))
+
+
+class _CountingLR(LogisticRegression):
+    """LogisticRegression that records the rows of each ``predict_proba`` call."""
+
+    def predict_proba(self, X):
+        self.calls_ = [*getattr(self, "calls_", []), X.shape[0]]
+        return super().predict_proba(X)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_large_batch_scored_in_row_blocks_matches_one_call(monkeypatch, keep, n_classes):
+    """A large dense batch is scored block by block (rows in cache): same outputs as one call."""
+    import skfairlayer._base as base_module
+
+    X, y, group = _data(n=3000, n_groups=3)
+    if n_classes == 3:
+        y = np.digitize(X[:, 0], [-0.3, 0.6])
+    clf = FairnessLayerClassifier(
+        _CountingLR(), tolerance=TOL, sensitive_features=3, sensitive_as_feature=keep
+    ).fit(X, y)
+    Xt, _, gt = _data(n=5000, seed=7, n_groups=3)
+    whole = clf.predict_proba(Xt), clf.predict(Xt)
+    clf.estimator_.calls_ = []
+    monkeypatch.setattr(base_module, "_MIN_BLOCK_ROWS", 1)
+    monkeypatch.setattr(base_module, "_BLOCK_BYTES", 1024 * Xt.itemsize * (4 if keep else 3))
+    blocked = clf.predict_proba(Xt), clf.predict(Xt)
+    assert clf.estimator_.calls_ == [1024] * 4 + [904] + [1024] * 4 + [904]
+    np.testing.assert_array_equal(blocked[0], whole[0])
+    np.testing.assert_array_equal(blocked[1], whole[1])
+    assert _gap(blocked[0][:, 1], gt) <= TOL + VERIFY_TOL

@@ -406,3 +406,20 @@ def test_fine_tune_regressor_lowers_projected_loss():
 
 def mean_gap(pred, g):
     return np.ptp([pred[g == k].mean() for k in np.unique(g)])
+
+
+def test_large_batch_scored_in_row_blocks_matches_one_call(monkeypatch):
+    """A large dense batch is predicted block by block: same projected outputs as one call."""
+    import skfairlayer._base as base_module
+
+    rng = np.random.default_rng(3)
+    X, y, _ = _data(rng, 2000, 3)
+    reg = FairnessLayerRegressor(Ridge(), tolerance=0.05, sensitive_features=3).fit(X, y)
+    Xt, _, attrs = _data(rng, 3000, 3)
+    whole = reg.predict(Xt)
+    monkeypatch.setattr(base_module, "_MIN_BLOCK_ROWS", 1)
+    monkeypatch.setattr(base_module, "_BLOCK_BYTES", 700 * Xt.itemsize * 4)
+    blocked = reg.predict(Xt)
+    np.testing.assert_array_equal(blocked, whole)
+    means = [blocked[attrs[:, 0] == g].mean() for g in range(3)]
+    assert max(means) - min(means) <= 0.05 + 1e-9
