@@ -210,3 +210,26 @@ def test_corrupted_decisions_raise(monkeypatch, k):
         res = parity_decisions(ds, dg, tolerance=0.02)
         with pytest.raises(SolverError, match=match):
             res.decisions.compute()
+
+
+@pytest.mark.parametrize("labels, dtype", [((0, 1), np.uint8), ((5, 6), np.int16),
+                                           ((-1, 0), np.int64)])
+def test_two_integer_groups_read_straight_from_the_block(labels, dtype):
+    """Check the two-group passes that convert consecutive integer labels straight from the
+    block (no boolean indicator): the in-memory projection, parity, and a label missing
+    from the fitted pair raising in the output pass."""
+    from skfairlayer.dask import project as dproject
+    from skfairlayer.exceptions import UnseenGroupError
+
+    rng, s, g = _data(11)
+    groups = np.asarray(labels, dtype=dtype)[g]
+    res = dproject(da.from_array(s, chunks=700), da.from_array(groups, chunks=700),
+                   tolerance=0.02)
+    _check(res, s, groups, 0.02)
+    from skfairlayer.dask._passes import block_output
+
+    lookup = {labels[0]: 0, labels[1]: 1}
+    bad = groups[:50].copy()
+    bad[7] = labels[1] + 1
+    with pytest.raises(UnseenGroupError):
+        block_output(s[:50], bad, lookup, np.array([0.01, -0.01]), 0.0, 1.0)

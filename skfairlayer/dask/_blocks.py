@@ -11,6 +11,7 @@ them.
 """
 
 import operator
+import threading
 
 import dask
 import dask.array as da
@@ -412,11 +413,82 @@ def indicator(raw, lookup):
     return ind
 
 
+class TwoGroups:
+    """The indicator of global group 1 on one block of two numeric groups, handed out as
+    floats sub-block by sub-block.
+
+    Integer labels ``(a, a + 1)`` are converted straight from the block, checked by its
+    minimum and maximum: no ``n``-row boolean array is written (whose fresh pages cost
+    more than the pass on a Dask worker). Other labels go through :func:`indicator`.
+    """
+
+    def __init__(self, source, offset):
+        self.source, self.offset = source, offset
+
+    @classmethod
+    def of(cls, raw, lookup):
+        """The block's :class:`TwoGroups`, or None (not two numeric groups, or a label
+        missing from ``lookup``: the general path handles the block)."""
+        if len(lookup) != 2:
+            return None
+        arr = _numeric(raw)
+        keys = sorted(lookup, key=lookup.get)
+        if arr is not None and arr.dtype.kind in "iu" and all(
+            isinstance(key, int | np.integer) and not isinstance(key, bool | np.bool_)
+            for key in keys
+        ) and keys[1] - keys[0] == 1:
+            if arr.size and (arr.min() < keys[0] or arr.max() > keys[1]):
+                return None  # an unseen label: the general path raises
+            return cls(arr, keys[0])
+        ind = indicator(raw, lookup)
+        return None if ind is None else cls(ind, 0)
+
+    @property
+    def size(self):
+        return self.source.shape[0]
+
+    def floats(self, sl, out):
+        """The indicator on the rows ``sl``, written into ``out`` (floats)."""
+        np.copyto(out, self.source[sl])
+        if self.offset:
+            out -= self.offset
+        return out
+
+    def count(self):
+        """Rows of group 1."""
+        if not self.offset:
+            return float(np.count_nonzero(self.source))
+        return float(self.size - np.count_nonzero(self.source == self.offset))
+
+    def codes(self, idx):
+        """Global codes (0 or 1) of the rows ``idx``."""
+        out = self.source[idx].astype(np.intp)
+        if self.offset:
+            out -= self.offset
+        return out
+
+
+#: This thread's scratch buffers of the two-group passes (two float and two boolean
+#: arrays of ``SUB`` rows), kept from block to block: a Dask worker gives freed memory
+#: back to the system at once (``MALLOC_TRIM_THRESHOLD_``), so buffers allocated per
+#: block would cost page faults on every block. Only performance depends on them.
+_SCRATCH = threading.local()
+
+
+def scratch():
+    """This thread's ``(float, float, bool, bool)`` buffers of ``SUB`` rows (see ``_SCRATCH``)."""
+    bufs = getattr(_SCRATCH, "bufs", None)
+    if bufs is None:
+        bufs = _SCRATCH.bufs = (np.empty(SUB), np.empty(SUB), np.empty(SUB, dtype=bool),
+                                np.empty(SUB, dtype=bool))
+    return bufs
+
+
 def indicator_sums(ind, x):
     """``(sum(x), sum(x[ind]))`` in one read of ``x``, sub-block by sub-block: the
     indicator converted to floats in a cache-resident buffer, ``einsum`` (not BLAS,
     whose threads stall on a busy machine)."""
-    buf = np.empty(min(SUB, x.size))
+    buf = scratch()[0]
     total = one = 0.0
     for sl in sub_blocks(x.size):
         m = sl.stop - sl.start

@@ -9,15 +9,15 @@ import numpy as np
 
 from ..exceptions import SolverError
 from ._blocks import (
-    SUB,
+    TwoGroups,
     as_float,
     block_codes,
     global_codes,
     group_sums,
-    indicator,
     indicator_sums,
     known_codes,
     label_keys,
+    scratch,
     sub_blocks,
     two_valued,
     union_keys,
@@ -142,8 +142,8 @@ def _flagged(s, g_raw, lookup, center, low, high):
     sub-block is in cache; rows within rounding of an edge are classified exactly later.
     """
     k = center.size
-    ind = indicator(g_raw, lookup)
-    if ind is None:
+    two = TwoGroups.of(g_raw, lookup)
+    if two is None:
         codes = known_codes(g_raw, lookup)
         if codes is None:
             return None
@@ -153,16 +153,14 @@ def _flagged(s, g_raw, lookup, center, low, high):
         u = s - center[codes]
         idx = np.flatnonzero((u < low) | (u > high))
         return np.bincount(codes, minlength=k).astype(np.float64), sums, idx, codes[idx]
-    _check_rows(ind.shape[0], s.shape[0])
+    _check_rows(two.size, s.shape[0])
     d, lo, hi = center[0] - center[1], low + center[0], high + center[0]
-    size = min(SUB, s.size)
-    f, buf = np.empty(size), np.empty(size)
-    below, above = np.empty(size, dtype=bool), np.empty(size, dtype=bool)
+    f, buf, below, above = scratch()
     parts, total, one = [], 0.0, 0.0
     for sl in sub_blocks(s.size):
         m = sl.stop - sl.start
-        t, x1, x2, fs, ss = buf[:m], below[:m], above[:m], f[:m], s[sl]
-        np.copyto(fs, ind[sl])
+        t, x1, x2, ss = buf[:m], below[:m], above[:m], s[sl]
+        fs = two.floats(sl, f[:m])
         total += float(ss.sum())
         one += float(np.einsum("i,i->", fs, ss))
         np.multiply(fs, d, out=t)
@@ -173,10 +171,9 @@ def _flagged(s, g_raw, lookup, center, low, high):
         idx = np.flatnonzero(x1)
         parts.append(idx + sl.start if sl.start else idx)
     _check_finite(s, total)
-    n1 = float(np.count_nonzero(ind))
+    n1 = two.count()
     idx = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    return (np.array([s.size - n1, n1]), np.array([total - one, one]), idx,
-            ind[idx].astype(np.intp))
+    return np.array([s.size - n1, n1]), np.array([total - one, one]), idx, two.codes(idx)
 
 
 _SUMMED = ("counts", "sums", "nout", "sout", "nfree_x", "sfree_x", "ntop", "nbot", "nunc",
@@ -265,23 +262,24 @@ def block_output(s_raw, g_raw, lookup, shifts, lb, ub):
     """
     s = as_float(s_raw)
     k = shifts.size
-    ind = indicator(g_raw, lookup)
-    if ind is None:
+    two = TwoGroups.of(g_raw, lookup)
+    if two is None:
         codes = global_codes(g_raw, lookup)
         out = np.clip(s - shifts[codes], lb, ub)
         sums = group_sums(codes, out, k)
         lo = float(out.min()) if out.size else np.inf
         hi = float(out.max()) if out.size else -np.inf
         return out, {"sums": sums, "lo": lo, "hi": hi}
+    _check_rows(two.size, s.shape[0])
     out = np.empty(s.size)
     c0, d = shifts[0], shifts[0] - shifts[1]
-    buf = np.empty(min(SUB, s.size))
+    buf = scratch()[0]
     total = one = 0.0
     lo, hi = np.inf, -np.inf
     for sl in sub_blocks(s.size):
         m = sl.stop - sl.start
-        o, f = out[sl], buf[:m]
-        np.copyto(f, ind[sl])
+        o = out[sl]
+        f = two.floats(sl, buf[:m])
         np.multiply(f, d, out=o)
         o += s[sl]
         o -= c0  # s - c0 - f (c1 - c0)
