@@ -460,13 +460,6 @@ class TwoGroups:
             return float(np.count_nonzero(self.source))
         return float(self.size - np.count_nonzero(self.source == self.offset))
 
-    def codes(self, idx):
-        """Global codes (0 or 1) of the rows ``idx``."""
-        out = self.source[idx].astype(np.intp)
-        if self.offset:
-            out -= self.offset
-        return out
-
 
 #: This thread's scratch buffers of the two-group passes (two float and two boolean
 #: arrays of ``SUB`` rows), kept from block to block: a Dask worker gives freed memory

@@ -133,15 +133,38 @@ def merge_stats(parts):
             "n_strata": offset, "rows": sum(p["rows"] for p in parts)}
 
 
-def _flagged(s, g_raw, lookup, center, low, high):
-    """Group counts and score sums, and the rows whose shifted score ``s - center_g`` is
-    outside ``[low, high]`` with their codes; None when the block holds an unseen label.
+def _states(so, go, center, hh, lb, ub, k):
+    """Per group, the counts and score sums of the rows ``so`` (groups ``go``) in each state
+    on the bracket (shape ``(4, k)``: uncertain, bottom, top, free) and which are uncertain.
 
-    Two groups: ``s + (c_0 - c_1) f`` against ``[low + c_0, high + c_0]`` (``f``: the
-    indicator of group 1 as floats), sub-block by sub-block, the sums taken while the
-    sub-block is in cache; rows within rounding of an edge are classified exactly later.
+    A row of group ``g`` is free for every shift within ``hh[g]`` of ``center[g]`` when
+    ``lb + hh[g] <= s - center[g] <= ub - hh[g]``, at the top when ``>= ub + hh[g]``, at
+    the bottom when ``<= lb - hh[g]``, uncertain otherwise.
+    """
+    u = so - center[go]
+    h = hh[go]
+    # 0: uncertain, 1: at the bottom, 2: at the top, 3: free (exclusive, as h > 0)
+    state = (u <= lb - h).view(np.uint8) + 2 * (u >= ub + h) + 3 * ((u >= lb + h) & (u <= ub - h))
+    code = go * 4 + state
+    n = np.bincount(code, minlength=4 * k).reshape(k, 4).T.astype(np.float64)
+    t = np.bincount(code, weights=so, minlength=4 * k).reshape(k, 4).T
+    return n, t, state == 0
+
+
+def _classified(s, g_raw, lookup, center, hh, lb, ub):
+    """Group counts and score sums of the block, the :func:`_states` aggregates of its rows
+    outside the widest bracket's interior, and its uncertain rows (scores, codes); None when
+    the block holds a label missing from ``lookup``.
+
+    Rows inside ``[lb + max hh, ub - max hh]`` once shifted are free on the bracket (the
+    caller counts them as the rest). Two groups: ``s + (c_0 - c_1) f`` against the interior
+    shifted by ``c_0`` (``f``: the indicator of group 1 as floats), sub-block by sub-block,
+    the sums taken and the rows outside classified while the sub-block is in cache (no
+    array of the block's size is written).
     """
     k = center.size
+    wide = float(hh.max())
+    low, high = lb + wide, ub - wide
     two = TwoGroups.of(g_raw, lookup)
     if two is None:
         codes = known_codes(g_raw, lookup)
@@ -152,28 +175,36 @@ def _flagged(s, g_raw, lookup, center, low, high):
         _check_finite(s, sums.sum())
         u = s - center[codes]
         idx = np.flatnonzero((u < low) | (u > high))
-        return np.bincount(codes, minlength=k).astype(np.float64), sums, idx, codes[idx]
+        so, go = s[idx], codes[idx]
+        n, t, unc = _states(so, go, center, hh, lb, ub, k)
+        return np.bincount(codes, minlength=k).astype(np.float64), sums, n, t, so[unc], go[unc]
     _check_rows(two.size, s.shape[0])
     d, lo, hi = center[0] - center[1], low + center[0], high + center[0]
     f, buf, below, above = scratch()
-    parts, total, one = [], 0.0, 0.0
+    n, t = np.zeros((4, k)), np.zeros((4, k))
+    su, gu, total, one = [], [], 0.0, 0.0
     for sl in sub_blocks(s.size):
         m = sl.stop - sl.start
-        t, x1, x2, ss = buf[:m], below[:m], above[:m], s[sl]
+        x, x1, x2, ss = buf[:m], below[:m], above[:m], s[sl]
         fs = two.floats(sl, f[:m])
         total += float(ss.sum())
         one += float(np.einsum("i,i->", fs, ss))
-        np.multiply(fs, d, out=t)
-        np.add(t, ss, out=t)
-        np.less(t, lo, out=x1)
-        np.greater(t, hi, out=x2)
+        np.multiply(fs, d, out=x)
+        np.add(x, ss, out=x)
+        np.less(x, lo, out=x1)
+        np.greater(x, hi, out=x2)
         np.logical_or(x1, x2, out=x1)
         idx = np.flatnonzero(x1)
-        parts.append(idx + sl.start if sl.start else idx)
+        so, go = ss[idx], fs[idx].astype(np.intp)
+        nb, tb, unc = _states(so, go, center, hh, lb, ub, k)
+        n += nb
+        t += tb
+        su.append(so[unc])
+        gu.append(go[unc])
     _check_finite(s, total)
     n1 = two.count()
-    idx = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    return np.array([s.size - n1, n1]), np.array([total - one, one]), idx, two.codes(idx)
+    return (np.array([s.size - n1, n1]), np.array([total - one, one]), n, t,
+            np.concatenate(su), np.concatenate(gu))
 
 
 _SUMMED = ("counts", "sums", "nout", "sout", "nfree_x", "sfree_x", "ntop", "nbot", "nunc",
@@ -208,27 +239,16 @@ def block_bracket(s_raw, g_raw, index, lookup, center, hh, lb, ub, cap, target, 
     """
     k = center.size
     s = as_float(s_raw)
-    wide = float(hh.max())
-    flagged = _flagged(s, g_raw, lookup, center, lb + wide, ub - wide)
-    if flagged is None:
+    rows = _classified(s, g_raw, lookup, center, hh, lb, ub)
+    if rows is None:
         return _unseen(s_raw, g_raw, k, target)
-    counts, sums, idx, go = flagged
-    so = s[idx]
-    u = so - center[go]
-    h = hh[go]
-    # 0: uncertain, 1: at the bottom, 2: at the top, 3: free (exclusive, as h > 0)
-    state = (u <= lb - h).view(np.uint8) + 2 * (u >= ub + h) + 3 * ((u >= lb + h) & (u <= ub - h))
-    code = go * 4 + state
-    n = np.bincount(code, minlength=4 * k).reshape(k, 4).T.astype(np.float64)
-    t = np.bincount(code, weights=so, minlength=4 * k).reshape(k, 4).T
+    counts, sums, n, t, su, gu = rows
     res = {"counts": counts, "sums": sums, "nout": n.sum(axis=0), "sout": t.sum(axis=0),
            "nfree_x": n[3], "sfree_x": t[3], "ntop": n[2], "nbot": n[1], "nunc": n[0],
            "sunc": t[0], "new": []}
     res["blocks"] = [(index, np.stack([
         counts - n[0] - n[1] - n[2], sums - t[0] - t[1] - t[2], n[2], n[1], counts]))
     ] if keep else []
-    unc = state == 0
-    su, gu = so[unc], go[unc]
     if su.size <= cap:
         res.update(s=su, g=gu, w=np.ones(su.size), h=gu.copy(), n_strata=k, exact=True,
                    b=np.full(su.size, index, dtype=np.intp))
