@@ -1,6 +1,5 @@
 """FairnessLayerClassifier: a probabilistic classifier with a parity projection on its output."""
 
-import warnings
 from numbers import Real
 
 import numpy as np
@@ -12,7 +11,7 @@ from sklearn.utils.validation import assert_all_finite, column_or_1d
 
 from ._base import FairnessLayerBase
 from ._criteria import SMALL_GROUP_SIZE
-from ._decisions import smallest_nontrivial_tolerance
+from ._decisions import warn_trivial_decisions
 from ._sklearn_compat import HasMethods, Interval, StrOptions, _fit_context
 from ._validation import check_scores
 
@@ -37,12 +36,8 @@ class FairnessLayerClassifier(ClassifierMixin, FairnessLayerBase):
 
     :meth:`partial_predict_proba` and :meth:`partial_predict` serve a stream
     (rows one at a time or in small batches): the *pooled* gap of everything
-    they served since :meth:`fit` or :meth:`reset_stream` stays within a
-    certificate that holds at every row and equals ``tolerance`` once each
-    group has a few hundred rows; :meth:`stream_report` reports it live. This
-    holds for demographic parity (binary or multiclass), equal opportunity
-    (binary, or one class of a multiclass target) and mean residual, with
-    intersectional or marginal groups; the other criteria raise.
+    served stays within a certificate at every row (:meth:`stream_report`;
+    see :ref:`streaming`).
 
     Parameters
     ----------
@@ -54,21 +49,16 @@ class FairnessLayerClassifier(ClassifierMixin, FairnessLayerBase):
         Largest allowed difference between two groups' mean probability
         (and selection rate, for :meth:`predict`).
     sensitive_features : str, int, list of those, or callable, default=None
-        Where the groups come from. Column(s) of ``X`` holding the sensitive
-        features: names for a DataFrame, positions for an array; or a callable
-        ``f(X) -> groups`` (e.g. binning an age column; the base then sees all
-        of ``X``). Reading groups from ``X`` lets scikit-learn scorers (which
-        call ``predict(X)`` with no metadata) and
-        :class:`~sklearn.model_selection.GridSearchCV` work without metadata
-        routing. ``None`` means the groups are passed to each method as the
-        ``sensitive_features=`` keyword instead.
+        Where the groups come from: column(s) of ``X`` (names for a DataFrame,
+        positions for an array) or a callable ``f(X) -> groups`` (e.g. binning
+        an age column). Groups read from ``X`` work with scikit-learn scorers
+        and :class:`~sklearn.model_selection.GridSearchCV` without metadata
+        routing. ``None``: pass them to each method as ``sensitive_features=``.
     sensitive_as_feature : bool, default=True
         Whether the base estimator also sees the sensitive column(s) named by
-        ``sensitive_features``. By default ``X`` reaches the base untouched (as
-        in fairlearn), so a Pipeline that encodes the column works as is;
-        ``False`` drops the columns before the base (e.g. a base that cannot
-        read a string column, or a policy of not using the attribute as a
-        feature). A base that fails on them gets an error naming this option.
+        ``sensitive_features`` (by default ``X`` reaches it untouched, as in
+        fairlearn). ``False`` drops them first: for a base that cannot read a
+        string column, or a policy of not using the attribute as a feature.
     criterion : str or Criterion, default="demographic_parity"
         The parity criterion: ``"demographic_parity"`` (equal mean probability
         per group; per class for multiclass), ``"equal_opportunity"`` (equal
@@ -76,12 +66,10 @@ class FairnessLayerClassifier(ClassifierMixin, FairnessLayerBase):
         positives and among the negatives; per true class for multiclass),
         ``"mean_residual"`` (each group's mean probability within
         ``tolerance`` of its mean label), or a
-        :class:`~skfairlayer.Criterion` instance. Criteria
-        conditioned on the label use ``y`` at fit (``fit_gap_``) and, at
-        inference where labels do not exist, the base posteriors as plug-in
-        weights — exact in expectation when the base is calibrated within each
-        group (wrap it in :class:`~sklearn.calibration.CalibratedClassifierCV`
-        when unsure).
+        :class:`~skfairlayer.Criterion` instance. Criteria conditioned on the
+        label use ``y`` at fit and the base posteriors as plug-in weights at
+        inference (exact in expectation for a base calibrated within each
+        group; see :ref:`criteria`).
     groups : {"intersectional", "marginal"}, default="intersectional"
         With several sensitive attributes: ``"intersectional"`` makes every
         combination of values a group (as fairlearn does); ``"marginal"``
@@ -89,27 +77,22 @@ class FairnessLayerClassifier(ClassifierMixin, FairnessLayerBase):
         does), which constrains fewer, larger groups.
     min_group_size : float or None, default=30
         :meth:`fit` warns (:class:`~skfairlayer.exceptions.SmallGroupWarning`)
-        naming the groups with fewer (effective) training rows than this in
-        some statistic of the criterion — e.g. few positives for equal
-        opportunity — where parity is mostly noise. ``None`` disables the
-        check. The layer still works on such groups.
+        naming the groups with fewer (effective) training rows than this in a
+        statistic of the criterion (e.g. few positives for equal opportunity),
+        where parity is mostly noise. ``None`` disables the check.
     inference : {"batch", "fitted"}, default="batch"
         ``"batch"``: each call to :meth:`predict_proba` / :meth:`predict`
-        meets parity exactly on its batch; a batch with fewer than two groups
-        (a single row, say) gets the fitted rules (``layer_``) instead.
-        ``"fitted"``: always apply the fitted rules row by row (parity then
-        holds on the out-of-fold scores they were learned from, and
+        meets parity exactly on its batch (a batch with fewer than two groups
+        gets the fitted rules, ``layer_``). ``"fitted"``: the fitted rules row
+        by row (parity on the out-of-fold scores they were learned from, and
         approximately on data distributed like them).
     cv : int, cross-validation generator, iterable or None, default=5
         How the fitted rules get out-of-sample base scores, as
         :class:`~sklearn.calibration.CalibratedClassifierCV` does: the base is
-        also fitted on each training fold and scores its held-out fold, and
-        the rules are learned from those scores (an overfitting base's
-        in-sample scores would make them wrong on new data). ``None`` learns
-        them from the final base's in-sample scores (faster; fine for simple
-        bases). A :class:`~sklearn.frozen.FrozenEstimator` base scores the
-        data it is given, without folds. An int is the number of stratified
-        folds, capped by the smallest class count.
+        also fitted on each training fold and scores its held-out fold.
+        ``None`` uses the final base's in-sample scores (faster; fine for
+        simple bases); a :class:`~sklearn.frozen.FrozenEstimator` base needs
+        no folds. An int is a number of stratified folds.
     decision : {"parity", "threshold"}, default="parity"
         How :meth:`predict` decides. ``"parity"``: the integer decisions of
         maximal expected accuracy (under the base's calibrated probabilities)
@@ -123,24 +106,14 @@ class FairnessLayerClassifier(ClassifierMixin, FairnessLayerBase):
         Projection solver; ``"auto"`` uses the exact solver where it applies.
     fine_tune : bool or FineTuning, default=False
         Whether to fine-tune the fitted base *through* the layer (the paper's
-        F-Layer): starting from the fitted base, minimise the log-loss of the
-        projected probabilities by minibatch Adam, back-propagating through
-        the projection with its closed-form Jacobian. ``True`` means
-        :class:`~skfairlayer.FineTuning` with its defaults; pass an instance
-        to choose the settings (a search tunes them as
-        ``fine_tune__learning_rate`` etc.). Supported bases:
-        :class:`~sklearn.linear_model.LogisticRegression`,
-        :class:`~sklearn.linear_model.SGDClassifier` with ``loss="log_loss"``,
-        :class:`~sklearn.neural_network.MLPClassifier`, one of these as the
-        last step of a :class:`~sklearn.pipeline.Pipeline` (earlier steps stay
-        fixed), or any model implementing the fine-tuning protocol (methods
-        ``fine_tune_parameters``, ``fine_tune_forward``,
-        ``set_fine_tune_parameters``; see the user guide). ``estimator_``
-        stays the same class, with updated weights. With ``cv``, the fold
-        bases are fine-tuned too. Off by default: on our benchmarks it lowered
-        the log-loss and raised the ROC AUC of the projected probabilities,
-        but left the accuracy of the parity decisions unchanged within noise,
-        for several seconds of extra training (see the user guide).
+        F-Layer: minibatch Adam on the log-loss of the projected
+        probabilities, back-propagated with the layer's closed-form
+        Jacobian). ``True`` means :class:`~skfairlayer.FineTuning` with its
+        defaults; pass an instance to choose the settings (searchable as
+        ``fine_tune__learning_rate`` etc.). Bases: logistic regression,
+        log-loss SGD, MLP (alone or last in a Pipeline) or any model with the
+        fine-tuning protocol; ``estimator_`` keeps its class. See
+        :ref:`fine_tuning`.
     random_state : int, RandomState instance or None, default=None
         Seed of the fine-tuning's validation split and batch shuffles (it is
         not passed to the base estimator). Pass an int for reproducible
@@ -151,15 +124,11 @@ class FairnessLayerClassifier(ClassifierMixin, FairnessLayerBase):
         criterion's gap of the base outputs), and which epoch it kept.
     stream_algorithm : {"pooled", "paper"}, default="pooled"
         Algorithm of :meth:`partial_predict_proba` / :meth:`partial_predict`.
-        ``"pooled"``: a primal-dual on the pooled constraints started from the
-        fitted shifts and thresholds, with an exact safeguard, so that the
-        pooled gap of everything served meets a certificate at every row, at
-        any batch size (see the user guide on streaming). ``"paper"``: the
-        paper's online primal-dual (penalised per-batch projection, dual step
-        ``eta_0 / sqrt(t)``, exact projection of batches of at least 64 rows),
-        for reproduction (binary demographic parity with intersectional
-        groups only); it has no finite-time guarantee and with one row per
-        batch it corrects nothing.
+        ``"pooled"``: a primal-dual on the pooled constraints with an exact
+        safeguard, certified at every row and any batch size. ``"paper"``:
+        the paper's online primal-dual, for reproduction (binary demographic
+        parity, intersectional groups; no finite-time guarantee). See
+        :ref:`streaming`.
     stream_step : float, default=None
         Dual step of the streaming algorithm (``eta``, default 0.02, for
         ``"pooled"``; ``eta_0``, default 0.5, for ``"paper"``). ``None`` means
@@ -176,30 +145,25 @@ class FairnessLayerClassifier(ClassifierMixin, FairnessLayerBase):
         ``groups="marginal"``, one array of values per attribute.
     layer_ : FittedLayer
         The fitted layer: the criterion's fitted rules (``coefficients``,
-        per family a shift coefficient per group; ``decision_offsets``, per
-        grouping an offset per group and class; for binary outputs with one
-        grouping, the views ``shifts`` and ``thresholds``) learned from
-        out-of-fold scores (see ``cv``). They serve ``inference="fitted"``,
-        batches with fewer than two groups and the start of the stream.
+        ``decision_offsets``; binary, one grouping: ``shifts``,
+        ``thresholds``) learned from out-of-fold scores. They serve
+        ``inference="fitted"``, batches of fewer than two groups and the
+        stream's start (see :ref:`inference`).
     fit_gap_ : float
         Largest gap of the projected training probabilities; for criteria
         conditioned on the label, measured with the training labels.
     fine_tune_history_ : dict or None
-        With ``fine_tune=True``, per epoch (``0`` is the plain fitted base)
-        the projected training and validation log-loss and the validation
-        gap of the base outputs in the criterion (label-based), and
-        ``best_epoch``, the epoch whose
-        weights ``estimator_`` holds. ``None`` otherwise.
+        With ``fine_tune``, per epoch (``0``: the fitted base) the projected
+        training and validation log-loss and the validation gap, and
+        ``best_epoch``, whose weights ``estimator_`` holds. ``None`` otherwise.
     n_features_in_ : int
         Number of features seen during fit (including sensitive columns).
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when ``X`` has string column names.
     stream_ : object or None
-        State of the stream served by :meth:`partial_predict_proba` and
-        :meth:`partial_predict`, started at the end of :meth:`fit` from
-        ``layer_``. ``None`` for criteria that cannot stream (equalized odds,
-        equal opportunity over every class, custom criteria). Read it through
-        :meth:`stream_report`.
+        State of the stream of :meth:`partial_predict_proba` and
+        :meth:`partial_predict`, started from ``layer_`` (read it through
+        :meth:`stream_report`). ``None`` for criteria that cannot stream.
 
     See Also
     --------
@@ -367,24 +331,9 @@ default=None
             The fitted estimator.
         """
         self._fit(X, y, sensitive_features, sample_weight, fit_params)
-        self._warn_trivial_decisions()
+        if self.decision == "parity":
+            warn_trivial_decisions(self.layer_, self.tolerance)
         return self
-
-    def _warn_trivial_decisions(self):
-        """Warn when the tolerance admits only all-or-nothing parity decisions on the fit set."""
-        sizes = self.layer_.uniform_group_sizes
-        if self.decision != "parity" or sizes is None or not self.layer_.constant_decisions:
-            return
-        smallest = smallest_nontrivial_tolerance(sizes)
-        if float(self.tolerance) < smallest:
-            warnings.warn(
-                f"tolerance={self.tolerance!r} admits only trivial parity decisions on the fit "
-                "set (with these group sizes, equal selection rates within the tolerance "
-                "exist only for nobody or everybody selected). Use a tolerance of at least "
-                f"about {smallest:.3g} (set by the group sizes) for useful decisions.",
-                UserWarning,
-                stacklevel=3,
-            )
 
     def _proba(self, scores, groupings):
         return self.layer_.outputs(
@@ -428,10 +377,7 @@ default=None
         Returns
         -------
         y_pred : ndarray of shape (n_samples,)
-            Predicted class labels. With ``decision="parity"`` and
-            ``inference="batch"``, these are the decisions of maximal expected
-            accuracy whose selection rates meet parity exactly on the batch
-            (training thresholds for a batch with fewer than two groups).
+            Predicted class labels (see ``decision`` and ``inference``).
         """
         scores, groupings = self._prepare(X, sensitive_features)
         if self.decision == "threshold":
@@ -478,24 +424,17 @@ default=None
         probability shifted by the stream's current dual for its group, then
         clipped (only if needed) so that the pooled gap of *all* probabilities
         served since :meth:`fit` or :meth:`reset_stream` stays within the
-        certificate of :meth:`stream_report` — at every row, whatever the batch
-        size (one row is fine), order, group shares or drift. Groups unseen at
-        fit raise :class:`~skfairlayer.exceptions.UnseenGroupError`.
+        certificate of :meth:`stream_report` at every row, whatever the batch
+        size, order, group shares or drift. This holds for demographic parity
+        (multiclass: per class, rows on the simplex), equal opportunity (plug-in
+        weights) and mean residual, with intersectional or marginal groups;
+        other criteria raise ``ValueError`` (see :ref:`streaming`).
 
-        Multiclass targets get rows on the simplex with pooled per-class means
-        within the certificate; equal opportunity pools means weighted by the
-        base posterior of the positive class (its plug-in form); marginal
-        groups keep every attribute within it at once; mean residual serves the
-        base probabilities (which meet its plug-in rows). Equalized odds, equal
-        opportunity over every class and custom criteria raise a
-        ``ValueError`` (no certificate can hold at every row; see
-        the user guide on streaming).
-
-        This method (with :meth:`partial_predict` and :meth:`reset_stream`) is
-        the only one that changes the estimator after :meth:`fit`: it updates
-        ``stream_``. Concurrent calls from several threads are safe (the update
-        is serialized); an error (NaN scores, empty batch, wrong number of
-        columns, unknown group) leaves the stream unchanged.
+        Like :meth:`partial_predict` and :meth:`reset_stream`, it updates
+        ``stream_`` (the only state that changes after :meth:`fit`). Calls from
+        several threads are serialized; an error (NaN scores, empty batch,
+        unknown group: :class:`~skfairlayer.exceptions.UnseenGroupError`)
+        leaves the stream unchanged.
 
         Parameters
         ----------
@@ -539,20 +478,11 @@ default=None
         ``threshold`` (no guarantee on selection rates). The ``decision`` and
         ``inference`` parameters concern :meth:`predict` only.
 
-        Multiclass targets: pooled per-class selection rates; equal
-        opportunity: selection rates weighted by the base posterior of the
-        positive class (plug-in); marginal groups: every attribute at once.
-        These round a fractional stream (the class of largest accumulated
-        deficit), so their certificate adds ``(K - 1)^2 / K`` per group cell
-        divided by the group's (weighted) count, until the slack absorbs it.
-        Mean residual: each group's selection rates stay within the
-        certificate of its mean base probabilities.
-
-        This method (with :meth:`partial_predict_proba` and
-        :meth:`reset_stream`) is the only one that changes the estimator after
-        :meth:`fit`: it updates ``stream_`` (its decision stream, separate from
-        the probability stream). Thread-safe; an error leaves the stream
-        unchanged.
+        Multiclass targets, equal opportunity (plug-in) and marginal groups
+        round a fractional stream, so their certificate adds a rounding term
+        that the slack absorbs over time (see :ref:`streaming`). It updates
+        ``stream_`` (its decision stream, separate from the probability
+        stream); thread-safe, and an error leaves the stream unchanged.
 
         Parameters
         ----------

@@ -15,6 +15,7 @@ literally, not up to round-off.
 """
 
 import math
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -127,6 +128,24 @@ def _ratio_le(num, den, tolerance):
         rhs = den[near].astype(object) * a
         out[near] = (lhs <= rhs).astype(bool)
     return out
+
+
+def warn_trivial_decisions(layer, tolerance):
+    """Warn when ``tolerance`` admits only all-or-nothing parity decisions on the fit set of
+    the fitted ``layer``."""
+    sizes = layer.uniform_group_sizes
+    if sizes is None or not layer.constant_decisions:
+        return
+    smallest = smallest_nontrivial_tolerance(sizes)
+    if float(tolerance) < smallest:
+        warnings.warn(
+            f"tolerance={tolerance!r} admits only trivial parity decisions on the fit "
+            "set (with these group sizes, equal selection rates within the tolerance "
+            "exist only for nobody or everybody selected). Use a tolerance of at least "
+            f"about {smallest:.3g} (set by the group sizes) for useful decisions.",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def smallest_nontrivial_tolerance(group_sizes):
