@@ -283,17 +283,8 @@ def predict(estimator, X, *, sensitive_features=None, persist_scores=True):
     sensitive_features : dask array / Series / DataFrame, default=None
         Group of each row, when the estimator does not read them from ``X``.
     persist_scores : bool, default=True
-        With ``inference="batch"``: compute the base scores (and the groups) once
-        and keep them in the cluster's memory (about 8 bytes a row and class,
-        plus the group column) for the passes of the global solve and for the
-        returned lazy output, which reads them; they are released when nothing
-        refers to them (the output included). The base model then runs once
-        per partition instead of once per pass (probabilities: the start's few
-        partitions, then 2 passes, multiclass usually 4 to 6; decisions: 3
-        passes). ``False`` keeps nothing:
-        each pass scores the partitions again (for a base model cheaper than
-        reading its scores back, or a collection too large for the cluster's
-        memory). Ignored with ``inference="fitted"``.
+        As in :func:`predict_proba` (parity decisions: the base scores serve
+        3 passes). Ignored with ``inference="fitted"``.
 
     Returns
     -------
