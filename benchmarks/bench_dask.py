@@ -54,10 +54,11 @@ and one pass per evaluation of the dual; passes: ``result.passes + 8/n``), its o
 a solve of 10 such blocks passes them, against ``sum`` on the same block (minimum
 over 8 blocks in rotation, 64 MB: not cache-resident).
 
-Columns: seconds (median of ``--repeats`` runs), ratio to the ``scores.sum()``
+Columns: seconds (median of ``--repeats`` rounds; the projection's rows and their
+floors are timed round-robin, each round calling each once), ratio to the ``scores.sum()``
 floor measured in the same run, passes over the data, and the driver's peak
-memory: ``tracemalloc`` peak of Python allocations on the driver during the
-call, and the growth of the driver's resident set (``ru_maxrss``) over the whole run.
+memory: ``tracemalloc`` peak of Python allocations on the driver during one more
+call (not timed: tracing slows the driver's Python code), and the growth of the driver's resident set (``ru_maxrss``) over the whole run.
 """
 
 import argparse
@@ -250,15 +251,39 @@ def _block_rows(rows=1_000_000, copies=8, repeats=32):
 
 
 def _timed(fn, repeats):
-    times, out, peak = [], None, 0
+    """Median time of ``repeats`` calls, the last result, and the driver's peak Python
+    allocations in one more call (``tracemalloc`` slows Python code: not while timing)."""
+    times, out = [], None
     for _ in range(repeats):
-        tracemalloc.start()
         t0 = time.perf_counter()
         out = fn()
         times.append(time.perf_counter() - t0)
-        peak = max(peak, tracemalloc.get_traced_memory()[1])
-        tracemalloc.stop()
+    tracemalloc.start()
+    fn()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
     return float(np.median(times)), out, peak
+
+
+def _round_robin(fns, repeats):
+    """Median time of each of ``fns`` (a dict), called in turn ``repeats`` times (a slow
+    spell of the machine then slows every row alike, the floor included)."""
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def _peak(fn):
+    """The driver's peak Python allocations (``tracemalloc``) during one call of ``fn``."""
+    tracemalloc.start()
+    fn()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
 
 
 def _load():
@@ -319,23 +344,30 @@ def main():
         wait([scores, groups])
         _warm_up(scores, groups)
         rss0 = _rss_mb()
-        rows = []
-        floor, _, _ = _timed(lambda: scores.sum().compute(), args.repeats)
-        rows.append(("floor: scores.sum()", floor, 1, 0))
-        both, _, _ = _timed(lambda: (scores * groups).sum().compute(), args.repeats)
-        rows.append(("floor: (scores * groups).sum()", both, 1, 0))
-        clip, _, _ = _timed(lambda: da.map_blocks(_clip, scores, groups, dtype=float).sum()
-                            .compute(), args.repeats)
-        rows.append(("floor: map_blocks(clip(s - 0.01 g)).sum()", clip, 1, 0))
+        held = {}
 
-        solve, res, peak = _timed(lambda: project(scores, groups, tolerance=TOLERANCE),
-                                  args.repeats)
-        out, _, peak_out = _timed(lambda: res.proba.sum().compute(), args.repeats)
+        def solve():
+            held["res"] = project(scores, groups, tolerance=TOLERANCE)
+            return held["res"]
+
+        timed = _round_robin({
+            "sum": lambda: scores.sum().compute(),
+            "both": lambda: (scores * groups).sum().compute(),
+            "clip": lambda: da.map_blocks(_clip, scores, groups, dtype=float).sum().compute(),
+            "solve": solve,
+            "out": lambda: held["res"].proba.sum().compute(),
+        }, args.repeats)
+        floor, solve_t, out_t = timed["sum"], timed["solve"], timed["out"]
+        res = held["res"]
+        peak, peak_out = _peak(solve), _peak(lambda: res.proba.sum().compute())
+        rows = [("floor: scores.sum()", floor, 1, 0),
+                ("floor: (scores * groups).sum()", timed["both"], 1, 0),
+                ("floor: map_blocks(clip(s - 0.01 g)).sum()", timed["clip"], 1, 0)]
         gap = res.gap
         passes = f"{res.passes} + {res.info['sampled_blocks'] or 0}/{args.chunks}"
-        rows += [("project (solve: start + bracket)", solve, passes, peak),
-                 ("project (output, checked per partition)", out, 1, peak_out),
-                 ("project (total)", solve + out, f"{res.passes + 1} + "
+        rows += [("project (solve: start + bracket)", solve_t, passes, peak),
+                 ("project (output, checked per partition)", out_t, 1, peak_out),
+                 ("project (total)", solve_t + out_t, f"{res.passes + 1} + "
                   f"{res.info['sampled_blocks'] or 0}/{args.chunks}", max(peak, peak_out))]
         if not args.quick:
             esolve, eres, epeak = _timed(
