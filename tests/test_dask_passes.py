@@ -216,8 +216,8 @@ def test_corrupted_decisions_raise(monkeypatch, k):
                                            ((-1, 0), np.int64)])
 def test_two_integer_groups_read_straight_from_the_block(labels, dtype):
     """Check the two-group passes that convert consecutive integer labels straight from the
-    block (no boolean indicator): the in-memory projection, parity, and a label missing
-    from the fitted pair raising in the output pass."""
+    block (no boolean indicator): the in-memory projection and decisions (with ties), parity,
+    and a label missing from the fitted pair raising in the output pass."""
     from skfairlayer.dask import project as dproject
     from skfairlayer.exceptions import UnseenGroupError
 
@@ -226,8 +226,23 @@ def test_two_integer_groups_read_straight_from_the_block(labels, dtype):
     res = dproject(da.from_array(s, chunks=700), da.from_array(groups, chunks=700),
                    tolerance=0.02)
     _check(res, s, groups, 0.02)
+    from skfairlayer._decisions import parity_decisions as memory_decisions
+    from skfairlayer.dask import parity_decisions
     from skfairlayer.dask._passes import block_output
 
+    dg = da.from_array(groups, chunks=700)
+    dec = parity_decisions(da.from_array(s, chunks=700), dg, tolerance=0.02)
+    np.testing.assert_array_equal(dec.decisions.compute(),
+                                  memory_decisions(s, g, 2, 0.02).decisions)
+    # Many ties at the thresholds (decided by position). Two count vectors can then have
+    # the same expected accuracy (e.g. one more row selected in each group, gains -0.18
+    # and +0.18): both front ends reach the optimum, not always the same one.
+    tied = np.round(s, 2)
+    got = parity_decisions(da.from_array(tied, chunks=700), dg, tolerance=0.02).decisions.compute()
+    ref = memory_decisions(tied, g, 2, 0.02).decisions
+    rates = [got[g == c].mean() for c in (0, 1)]
+    assert abs(rates[0] - rates[1]) <= 0.02
+    assert abs(float((2 * tied - 1) @ got) - float((2 * tied - 1) @ ref)) <= 1e-9
     lookup = {labels[0]: 0, labels[1]: 1}
     bad = groups[:50].copy()
     bad[7] = labels[1] + 1

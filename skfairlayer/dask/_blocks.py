@@ -454,6 +454,21 @@ class TwoGroups:
             out -= self.offset
         return out
 
+    def mask(self, rows, out):
+        """The indicator on ``rows`` (a slice or positions) as booleans, into ``out``."""
+        if self.source.dtype == bool:
+            np.copyto(out, self.source[rows])
+            return out
+        return np.not_equal(self.source[rows], self.offset, out=out)
+
+    def codes(self, rows, out):
+        """Global codes (0 or 1) of ``rows`` (a slice or positions), written into ``out``
+        (an integer array)."""
+        np.copyto(out, self.source[rows], casting="unsafe")
+        if self.offset:
+            out -= self.offset
+        return out
+
     def count(self):
         """Rows of group 1."""
         if not self.offset:
@@ -461,27 +476,32 @@ class TwoGroups:
         return float(self.size - np.count_nonzero(self.source == self.offset))
 
 
-#: This thread's scratch buffers of the two-group passes (two float and two boolean
-#: arrays of ``SUB`` rows), kept from block to block: a Dask worker gives freed memory
-#: back to the system at once (``MALLOC_TRIM_THRESHOLD_``), so buffers allocated per
-#: block would cost page faults on every block. Only performance depends on them.
+#: This thread's scratch buffers of the two-group passes (``SUB`` elements each, by name and
+#: dtype), kept from block to block: a Dask worker gives freed memory back to the system
+#: at once (``MALLOC_TRIM_THRESHOLD_``), so buffers allocated per block would cost page
+#: faults on every block. Only performance depends on them.
 _SCRATCH = threading.local()
 
 
-def scratch():
-    """This thread's ``(float, float, bool, bool)`` buffers of ``SUB`` rows (see ``_SCRATCH``)."""
+def scratch(name, dtype=np.float64):
+    """This thread's buffer ``name`` of ``SUB`` elements of ``dtype`` (see ``_SCRATCH``).
+
+    A function must not hand a buffer to another that asks for the same name."""
     bufs = getattr(_SCRATCH, "bufs", None)
     if bufs is None:
-        bufs = _SCRATCH.bufs = (np.empty(SUB), np.empty(SUB), np.empty(SUB, dtype=bool),
-                                np.empty(SUB, dtype=bool))
-    return bufs
+        bufs = _SCRATCH.bufs = {}
+    key = (name, np.dtype(dtype).str)
+    buf = bufs.get(key)
+    if buf is None:
+        buf = bufs[key] = np.empty(SUB, dtype=dtype)
+    return buf
 
 
 def indicator_sums(ind, x):
     """``(sum(x), sum(x[ind]))`` in one read of ``x``, sub-block by sub-block: the
     indicator converted to floats in a cache-resident buffer, ``einsum`` (not BLAS,
     whose threads stall on a busy machine)."""
-    buf = scratch()[0]
+    buf = scratch("indicator")
     total = one = 0.0
     for sl in sub_blocks(x.size):
         m = sl.stop - sl.start

@@ -31,8 +31,8 @@ from .._decisions import _threshold_between
 from .._validation import check_tolerance
 from ..exceptions import SolverError
 from ._blocks import (
-    SUB,
     Pass,
+    TwoGroups,
     as_blocks,
     as_float,
     block_codes,
@@ -41,6 +41,7 @@ from ._blocks import (
     global_labels,
     indicator,
     label_keys,
+    scratch,
     sub_blocks,
     two_valued,
     union_keys,
@@ -123,8 +124,7 @@ def _block_hist(s_raw, g_raw, bins):
         if s.size and (s.min() < 0 or s.max() > 1 or not np.isfinite(s.sum())):
             _bins(s, bins)  # raises
         cnt, gain = np.zeros(k * width), np.zeros(k * width)
-        size = min(SUB, s.size)
-        fb, wb, flat_b = np.empty(size), np.empty(size), np.empty(size, dtype=np.intp)
+        fb, wb, flat_b = scratch("bins"), scratch("gain"), scratch("flat", np.intp)
         for sl in sub_blocks(s.size):
             m = sl.stop - sl.start
             x, t, w, flat = s[sl], fb[:m], wb[:m], flat_b[:m]
@@ -197,27 +197,40 @@ def _merge_window(parts):
 
 def _block_decide(s_raw, g_raw, offset, lookup, value, last):
     s = as_float(s_raw)
-    ind = indicator(g_raw, lookup)
-    if ind is None:
+    two = TwoGroups.of(g_raw, lookup)
+    if two is None:
         codes = global_codes(g_raw, lookup)
         v = value[codes]
         out = s > v
         ties = np.flatnonzero(s == v)
         out[ties] = ties + offset <= last[codes[ties]]
         return out.astype(int), np.bincount(codes, weights=out, minlength=value.size)
-    out = np.empty(s.size, dtype=bool)
-    tie_parts = []
+    # sub-block by sub-block in this thread's buffers: each row against its group's
+    # threshold, the ties (decided by position) listed
+    out = np.empty(s.size, dtype=int)
+    ind, above, other = scratch("indicator", bool), scratch("above", bool), scratch("other", bool)
+    tie_parts, n1 = [], 0
     for sl in sub_blocks(s.size):
-        x, f, o = s[sl], ind[sl], out[sl]
-        np.greater(x, value[0], out=o)
-        o &= ~f
-        o |= (x > value[1]) & f
-        ties = ((x == value[0]) & ~f) | ((x == value[1]) & f)
-        tie_parts.append(np.flatnonzero(ties) + sl.start)
+        m = sl.stop - sl.start
+        x, b, u, w = s[sl], two.mask(sl, ind[:m]), above[:m], other[:m]
+        for compare in (np.greater, np.equal):  # u = compare(x, v_g): v_0's, v_1's where b
+            compare(x, value[0], out=u)
+            compare(x, value[1], out=w)
+            np.bitwise_xor(w, u, out=w)
+            np.logical_and(w, b, out=w)
+            np.bitwise_xor(u, w, out=u)
+            if compare is np.greater:
+                out[sl] = u
+                n1 += np.count_nonzero(np.logical_and(u, b, out=w))
+        tie_parts.append(np.flatnonzero(u) + sl.start)
     ties = np.concatenate(tie_parts)
-    out[ties] = ties + offset <= last[ind[ties].astype(np.intp)]
-    n1 = np.count_nonzero(out & ind)
-    return out.astype(int), np.array([np.count_nonzero(out) - n1, n1], dtype=np.float64)
+    if ties.size:  # not selected above (equal to the threshold): selected by position
+        tie_codes = two.codes(ties, np.empty(ties.size, dtype=np.intp))
+        chosen = ties + offset <= last[tie_codes]
+        out[ties] = chosen
+        n1 += np.count_nonzero(chosen & (tie_codes == 1))
+    selected = np.count_nonzero(out)
+    return out, np.array([selected - n1, n1], dtype=np.float64)
 
 
 def _block_decide_checked(s_raw, g_raw, where, lookup, value, last):

@@ -180,7 +180,8 @@ def _classified(s, g_raw, lookup, center, hh, lb, ub):
         return np.bincount(codes, minlength=k).astype(np.float64), sums, n, t, so[unc], go[unc]
     _check_rows(two.size, s.shape[0])
     d, lo, hi = center[0] - center[1], low + center[0], high + center[0]
-    f, buf, below, above = scratch()
+    f, buf = scratch("indicator"), scratch("shifted")
+    below, above = scratch("below", bool), scratch("above", bool)
     n, t = np.zeros((4, k)), np.zeros((4, k))
     su, gu, total, one = [], [], 0.0, 0.0
     for sl in sub_blocks(s.size):
@@ -293,7 +294,7 @@ def block_output(s_raw, g_raw, lookup, shifts, lb, ub):
     _check_rows(two.size, s.shape[0])
     out = np.empty(s.size)
     c0, d = shifts[0], shifts[0] - shifts[1]
-    buf = scratch()[0]
+    buf = scratch("indicator")
     total = one = 0.0
     lo, hi = np.inf, -np.inf
     for sl in sub_blocks(s.size):
