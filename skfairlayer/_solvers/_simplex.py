@@ -232,15 +232,17 @@ class _Rows:
         return list(sorted_curvatures(Pt, self.starts, self.cols))
 
 
-def support_patterns(Pt):
-    """Each row's support as a bit pattern (bit ``j`` set when class ``j`` is in it).
+def support_patterns(Pt, out=None):
+    """Each row's support as a bit pattern (bit ``j`` set when class ``j`` is in it), ``uint8``.
 
-    ``Pt`` is class-major: its columns are the rows.
+    ``Pt`` is class-major (its columns are the rows), with at most ``PATTERN_CLASSES``
+    classes. ``out``: a ``uint8`` array to write the patterns into.
     """
-    pattern = (Pt[0] > 0).astype(np.intp)
+    out = np.empty(Pt.shape[1], dtype=np.uint8) if out is None else out
+    np.greater(Pt[0], 0.0, out=out.view(bool))
     for j in range(1, Pt.shape[0]):
-        pattern |= (Pt[j] > 0).astype(np.intp) << j
-    return pattern
+        out |= np.greater(Pt[j], 0.0).view(np.uint8) << j
+    return out
 
 
 def sorted_curvatures(Pt, starts, cols):

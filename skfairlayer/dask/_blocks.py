@@ -483,17 +483,16 @@ class TwoGroups:
 _SCRATCH = threading.local()
 
 
-def scratch(name, dtype=np.float64):
-    """This thread's buffer ``name`` of ``SUB`` elements of ``dtype`` (see ``_SCRATCH``).
-
-    A function must not hand a buffer to another that asks for the same name."""
+def scratch(name, dtype=np.float64, size=SUB):
+    """This thread's buffer ``name`` of at least ``size`` elements of ``dtype`` (see
+    ``_SCRATCH``). A function must not hand a buffer to another that asks for the same name."""
     bufs = getattr(_SCRATCH, "bufs", None)
     if bufs is None:
         bufs = _SCRATCH.bufs = {}
     key = (name, np.dtype(dtype).str)
     buf = bufs.get(key)
-    if buf is None:
-        buf = bufs[key] = np.empty(SUB, dtype=dtype)
+    if buf is None or buf.size < size:
+        buf = bufs[key] = np.empty(max(size, SUB), dtype=dtype)
     return buf
 
 

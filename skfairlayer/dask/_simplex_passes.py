@@ -23,14 +23,16 @@ from ._blocks import (
     group_sums,
     known_codes,
     label_keys,
+    scratch,
     union_keys,
 )
 from ._passes import _check_rows, _sample
 
 #: Largest deviation of an output row's sum from one (as :func:`skfairlayer.project`).
 SIMPLEX_TOL = 1e-12
-#: Rows per sub-block of the passes (the class-major temporaries stay in cache: 2x faster).
-_ROWS = 1 << 14
+#: Rows per sub-block of the passes: the class-major temporaries stay in cache (in this
+#: thread's buffers), and the row-sized ones are small enough for the heap.
+_ROWS = 1 << 13
 
 
 def as_rows(raw, n_classes):
@@ -75,14 +77,26 @@ def merge_start(parts):
             "rows": sum(p["rows"] for p in parts)}
 
 
+def _buffer(name, shape):
+    """This thread's float buffer ``name`` viewed as an array of ``shape`` (see
+    :func:`~skfairlayer.dask._blocks.scratch`: fresh arrays per sub-block would cost a
+    worker page faults on every one)."""
+    size = shape[0] * shape[1]
+    return scratch(name, np.float64, size)[:size].reshape(shape)
+
+
 def _projected(S, codes, Lt):
-    """``P^T`` (class-major) of ``proj_simplex(S - L[codes])`` and the shifts ``L[codes]^T``.
+    """``P^T`` (class-major) of ``proj_simplex(S - L[codes])``, ``S^T`` and the shifts
+    ``L[codes]^T``, in this thread's buffers (valid until the next call).
 
     The same arithmetic as the in-memory solver's ``primal``, row by row.
     """
-    St = np.ascontiguousarray(S.T)
-    shift = Lt[:, codes]
-    return _project_columns(St - shift), St, shift
+    shape = (Lt.shape[0], S.shape[0])
+    St = _buffer("scores", shape)
+    np.copyto(St, S.T)
+    shift = np.take(Lt, codes, axis=1, out=_buffer("shifts", shape), mode="clip")
+    V = np.subtract(St, shift, out=_buffer("outputs", shape))
+    return _project_columns(V, out=V), St, shift
 
 
 def _column_sums(Pt, codes, cols, k):
@@ -100,10 +114,11 @@ def _slices(n):
 def _curvature(Pt, codes, cols, k):
     """Per (group, support pattern) row counts (up to ``PATTERN_CLASSES`` classes, made into
     curvature sums once the partition is done), else the curvature sums themselves."""
-    K = Pt.shape[0]
+    K, m = Pt.shape
     if K <= PATTERN_CLASSES:
         n_pat = 1 << K
-        key = codes * n_pat + support_patterns(Pt)
+        key = np.multiply(codes, n_pat, out=scratch("pattern keys", np.intp, m)[:m])
+        key += support_patterns(Pt, out=scratch("patterns", np.uint8, m)[:m])
         return np.bincount(key, minlength=k * n_pat).reshape(k, n_pat)
     order = np.argsort(codes, kind="stable")
     starts = np.searchsorted(codes[order], np.arange(k + 1))
@@ -133,7 +148,7 @@ def block_primal(s_raw, g_raw, index, lookup, Lt, cols, n_classes, keep, discove
     sums, half, curv = np.zeros((k, C)), 0.0, 0
     for sl in _slices(S.shape[0]):
         Pt, St, shift = _projected(S[sl], codes[sl], Lt)
-        diff = Pt - St
+        diff = np.subtract(Pt, St, out=St)
         half += 0.5 * float(np.einsum("ij,ij->", diff, diff))
         half += float(np.einsum("ij,ij->", shift, Pt))
         sums += _column_sums(Pt, codes[sl], cols, k)
