@@ -130,6 +130,21 @@ def _ratio_le(num, den, tolerance):
     return out
 
 
+def tie_floor(best):
+    """The smallest objective tied with ``best`` (rounding of the sums; -inf: infeasible)."""
+    return best - 1e-12 * (1.0 + abs(best)) if np.isfinite(best) else best
+
+
+def preferred_counts(totals, counts):
+    """The optimal selection counts: among the count vectors (columns of ``counts``) whose
+    objective ``totals`` ties the best, the one selecting the fewest rows, then the
+    lexicographically smallest. A choice independent of the order the levels were
+    searched in, so every front end that reaches the optimum returns the same one."""
+    tied = counts[:, totals >= tie_floor(totals.max())]
+    keys = [tied[g] for g in range(tied.shape[0] - 1, -1, -1)] + [tied.sum(axis=0)]
+    return tied[:, np.lexsort(keys)[0]].copy()
+
+
 def warn_trivial_decisions(layer, tolerance):
     """Warn when ``tolerance`` admits only all-or-nothing parity decisions on the fit set of
     the fitted ``layer``."""
@@ -327,15 +342,16 @@ def parity_decisions(scores, codes, n_groups, tolerance):
     else:
         ranked = _binned_windows(scores, codes, tables, low, high)
 
-    best_val, best_counts = -np.inf, None
+    totals, counts = [], []
     for chosen, feasible in levels:
         total = np.zeros(chosen.shape[1])
         for g in range(n_groups):
             total += ranked[g].prefix(chosen[g])
         total[~feasible] = -np.inf
-        j = int(np.argmax(total))
-        if total[j] > best_val:
-            best_val, best_counts = total[j], chosen[:, j].copy()
+        near = np.flatnonzero(total >= tie_floor(total.max()))
+        totals.append(total[near])
+        counts.append(chosen[:, near])
+    best_counts = preferred_counts(np.concatenate(totals), np.concatenate(counts, axis=1))
 
     # Selected: scores above the group's cut, and of the rows tied with the lowest
     # selected score, the first ones by position (all of them in the group's window).

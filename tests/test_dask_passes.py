@@ -234,15 +234,12 @@ def test_two_integer_groups_read_straight_from_the_block(labels, dtype):
     dec = parity_decisions(da.from_array(s, chunks=700), dg, tolerance=0.02)
     np.testing.assert_array_equal(dec.decisions.compute(),
                                   memory_decisions(s, g, 2, 0.02).decisions)
-    # Many ties at the thresholds (decided by position). Two count vectors can then have
-    # the same expected accuracy (e.g. one more row selected in each group, gains -0.18
-    # and +0.18): both front ends reach the optimum, not always the same one.
+    # Many ties at the thresholds (decided by position), and count vectors of equal
+    # expected accuracy (one more row in each group, gains -0.18 and +0.18): both front
+    # ends prefer the same optimum.
     tied = np.round(s, 2)
     got = parity_decisions(da.from_array(tied, chunks=700), dg, tolerance=0.02).decisions.compute()
-    ref = memory_decisions(tied, g, 2, 0.02).decisions
-    rates = [got[g == c].mean() for c in (0, 1)]
-    assert abs(rates[0] - rates[1]) <= 0.02
-    assert abs(float((2 * tied - 1) @ got) - float((2 * tied - 1) @ ref)) <= 1e-9
+    np.testing.assert_array_equal(got, memory_decisions(tied, g, 2, 0.02).decisions)
     lookup = {labels[0]: 0, labels[1]: 1}
     bad = groups[:50].copy()
     bad[7] = labels[1] + 1

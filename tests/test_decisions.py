@@ -259,3 +259,26 @@ def test_pruned_levels_keep_the_optimum(seed, monkeypatch):
     gain = 2 * scores - 1
     assert np.sum(pruned.decisions * gain) == pytest.approx(np.sum(full.decisions * gain),
                                                             abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_tied_optima_prefer_the_fewest_selected(seed):
+    """Check that among count vectors of equal expected accuracy (scores on a coarse grid:
+    e.g. one more row of gain -0.18 and one of +0.18) the decisions select the fewest rows,
+    whatever order the levels were searched in (the Dask front end makes the same choice)."""
+    from itertools import product
+
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, 2, 60)
+    s = np.round(np.clip(rng.random(60) + 0.2 * (g == 0), 0, 1), 1)
+    res = parity_decisions(s, g, 2, 0.05)
+    sizes = np.bincount(g)
+    gains = [np.sort(2 * s[g == c] - 1)[::-1] for c in (0, 1)]
+    best, fewest = -np.inf, None
+    for c0, c1 in product(range(sizes[0] + 1), range(sizes[1] + 1)):
+        if abs(c0 / sizes[0] - c1 / sizes[1]) > 0.05:
+            continue
+        value = gains[0][:c0].sum() + gains[1][:c1].sum()
+        if value > best + 1e-9 or (abs(value - best) <= 1e-9 and c0 + c1 < sum(fewest)):
+            best, fewest = max(best, value), (c0, c1)
+    assert tuple(res.counts) == fewest

@@ -27,7 +27,7 @@ from functools import partial
 
 import numpy as np
 
-from .._decisions import _threshold_between
+from .._decisions import _threshold_between, preferred_counts
 from .._validation import check_tolerance
 from ..exceptions import SolverError
 from ._blocks import (
@@ -469,14 +469,11 @@ def _solve_region(blocks, lookup, tables, sizes, free, tol, offsets, bins, lo, h
         exact = _exact_f(window, tables, sizes, e_lo, e_hi)
         pts, mids = _levels_in(sizes, tol, lo, hi, ta, tb)
         extra = np.array([t for t in special if ta <= t <= tb])
-        best = None
-        for levels in (pts, mids, extra):  # the in-memory order: first maximum wins
-            if levels.size == 0:
-                continue
-            total, c = _evaluate(levels, exact, sizes, free, tol)
-            j = int(np.argmax(total))
-            if best is None or total[j] > best[0]:
-                best = (total[j], c[:, j].astype(np.int64))
+        evaluated = [_evaluate(levels, exact, sizes, free, tol)
+                     for levels in (pts, mids, extra) if levels.size]
+        totals = np.concatenate([total for total, _ in evaluated])
+        counts = np.concatenate([c for _, c in evaluated], axis=1).astype(np.int64)
+        best = (float(totals.max()), preferred_counts(totals, counts))  # as in memory
         margin = 1e-9 * (1.0 + abs(best[0]))
         fails = _failing(tables, sizes, free, tol, lo, hi, ta, tb, special,
                          best[0] - margin, best[1])
