@@ -16,6 +16,11 @@ import math
 import numpy as np
 import torch
 
+try:  # the ufunc itself: np.clip adds more Python dispatch than a pass over 4,096 rows costs
+    from numpy._core.umath import clip as _clip
+except ImportError:  # pragma: no cover - numpy < 2
+    from numpy.core.umath import clip as _clip
+
 __all__ = ["Direct", "solve", "jacobian_matrix", "jacobian_apply", "jacobian_apply_numpy"]
 
 #: Newton steps before the caller's general (bracketed) solve takes over.
@@ -26,8 +31,9 @@ class Direct:
     """A solved problem: the outputs, and what the Jacobian needs (computed when first asked for).
 
     The free rows (strictly inside the bounds) and the backward matrix come from the
-    outputs, the cells' sizes ``n`` and the active cells; the general fallback gives
-    them directly (``parts``).
+    outputs, the cells' sizes ``n`` and the active cells; the direct solve computes
+    them at once when asked, the general fallback gives them directly (``parts``:
+    its free rows and matrix).
     """
 
     def __init__(self, p, n, active, fams, shared, lb, ub, parts=None):
@@ -36,25 +42,39 @@ class Direct:
         self.parts = parts
         self.onehot = None  # the slots' one-hot matrix of the solve, while the parts are to build
 
-    def jacobian(self, p, idx):
-        """``(free, U, M)`` (numpy float64) for the outputs ``p`` and the slots ``idx`` (numpy).
+    def backward_parts(self, p, idx):
+        """``(free, O, M)`` (numpy float64) for the outputs ``p`` and the slots ``idx`` (arrays or CPU tensors).
 
-        ``free`` marks the rows strictly inside the bounds, ``U`` is the slots' one-hot
-        matrix on the free rows and ``M`` the backward matrix: ``J g = free g - (M U g) U``.
+        ``free`` marks the rows strictly inside the bounds, ``O`` is the slots' one-hot
+        matrix and ``M`` the backward matrix: ``J g = f - free (M O f) O`` with
+        ``f = free g`` (see :func:`jacobian_apply`).
         """
         if self.parts is None:
-            free = np.greater(p, self.lb)
-            free &= p < self.ub
-            free = free.astype(p.dtype)
-            onehot = _onehot(idx, len(self.n), p.dtype) if self.onehot is None else self.onehot
-            U = onehot * free
-            nf = U.sum(1).tolist()
-            self.parts = free, U, np.array(jacobian_matrix(self.n, nf, self.active, self.fams, self.shared))
+            p = np.asarray(p)
+            onehot = self.onehot if self.onehot is not None else _onehot(np.asarray(idx), len(self.n), p.dtype)
+            self.parts = _parts(p, onehot, self)
             self.onehot = None
         elif len(self.parts) == 2:  # the general solve's free rows and matrix
             free, matrix = (a.numpy() for a in self.parts)
-            self.parts = free, _onehot(idx, matrix.shape[0], p.dtype) * free, matrix
+            self.parts = free, _onehot(np.asarray(idx), matrix.shape[0], free.dtype), matrix
         return self.parts
+
+    def jacobian(self, p, idx):
+        """``(free, U, M)``: :meth:`backward_parts` with ``U = O free``, ``J g = free g - (M U g) U``."""
+        free, onehot, matrix = self.backward_parts(p, idx)
+        return free, onehot * free, matrix
+
+
+def _parts(p, onehot, res):
+    """The Jacobian's ``(free, O, M)`` (see :meth:`Direct.backward_parts`) of the solve ``res``."""
+    if math.isinf(res.lb) and math.isinf(res.ub):  # no bounds: every (finite) row is free
+        free, nf = np.ones(p.size), res.n
+    else:
+        free = np.greater(p, res.lb)
+        free &= np.less(p, res.ub)
+        free = free.astype(p.dtype)
+        nf = np.dot(onehot, free).tolist()
+    return free, onehot, jacobian_matrix(res.n, nf, res.active, res.fams, res.shared)
 
 
 def _onehot(idx, n_slots, dtype):
@@ -65,6 +85,9 @@ def _unclipped_level(m0, n, eps):
     """Level ``t`` where ``sum n_q (m0_q - clamp(m0_q, t, t + eps))`` changes sign (no bounds)."""
     if max(m0) - min(m0) <= eps:
         return max(m0) - eps  # every mean in the band: nothing moves
+    if len(m0) == 2:  # the root between the lower mean and the upper one less eps
+        (m_lo, n_lo), (m_hi, n_hi) = sorted(zip(m0, n, strict=True))
+        return m_lo + n_hi * (m_hi - eps - m_lo) / (n_lo + n_hi)
 
     def phi(t):
         total = 0.0
@@ -104,25 +127,49 @@ class _Rows:
         self.clip = math.isfinite(lb) or math.isfinite(ub)
         self.onehot = _onehot(idx, n_slots, s.dtype)  # (slots, n)
 
+    def first(self, inside):
+        """The rows at zero shifts; per slot: their sums, free counts and sizes.
+
+        ``inside``: no score is out of the bounds (each row is its own clipped value).
+        """
+        w = np.empty((2 if inside else 3, self.s.size))
+        if inside:
+            w[0] = self.s
+            w[1] = 1.0
+            sums, n = np.dot(self.onehot, w.T).T.tolist()
+            return self.s, sums, n, n
+        _clip(self.s, self.lb, self.ub, out=w[0])
+        np.equal(w[0], self.s, out=w[1])
+        w[2] = 1.0
+        sums, nf, n = np.dot(self.onehot, w.T).T.tolist()
+        return w[0], sums, nf, n
+
     def pass_(self, c):
         """Shifted and clipped rows at the shifts ``c``; per slot: their sums and free counts.
 
-        A row exactly at a bound counts as free here only (the Newton pattern).
+        A row exactly at a bound counts as free here only (the Newton pattern); with no
+        bounds the free counts are None (every row is free).
         """
-        z = self.s if c is None else np.subtract(self.s, np.dot(c, self.onehot))
+        z = np.dot(c, self.onehot)
+        np.subtract(self.s, z, out=z)
         if not self.clip:
             return z, np.dot(self.onehot, z).tolist(), None
         w = np.empty((2, z.size))
-        np.clip(z, self.lb, self.ub, out=w[0])
+        _clip(z, self.lb, self.ub, out=w[0])
         np.equal(w[0], z, out=w[1])
         sums, nf = np.dot(self.onehot, w.T).T.tolist()
         return w[0], sums, nf
 
 
-def _step(fams, n, a, nf, m0, eps, bands, state):
-    """One Newton step: new (shifts, levels, top, bottom) from the pattern's (a, nf); None if pinned."""
-    _, t, top, bottom = state
-    c, top, bottom, t = [0.0] * len(n), list(top), list(bottom), list(t)
+def _step(fams, n, sums, nf, c, m0, eps, bands, t, top, bottom):
+    """One Newton step from the pass at the shifts ``c`` (its ``sums``, ``nf``; None: zero shifts).
+
+    Returns the new (shifts, levels, top, bottom) and how far the shifts and levels
+    moved; None if a family is pinned (an active cell of no free row).
+    """
+    a = sums if c is None else [v + k * x for v, k, x in zip(sums, nf, c, strict=True)]
+    new_c, new_t, new_top, new_bottom = [0.0] * len(n), list(t), list(top), list(bottom)
+    moved = 0.0
     for f, slots in enumerate(fams):
         if bands is None:
             num = den = 0.0
@@ -133,18 +180,22 @@ def _step(fams, n, a, nf, m0, eps, bands, state):
                     num += n[q] * (a[q] - n[q] * eps * top[q]) / nf[q]
                     den += n[q] * n[q] / nf[q]
             if den > 0:
-                t[f] = num / den
-            lo, hi = t[f], t[f] + eps
+                new_t[f] = num / den
+                moved = max(moved, abs(new_t[f] - t[f]))
+            lo, hi = new_t[f], new_t[f] + eps
         for q in slots:
             if bands is not None:
                 lo, hi = bands[q]
-            top[q] = n[q] > 0 and m0[q] > hi
-            bottom[q] = n[q] > 0 and m0[q] < lo
-            if top[q] or bottom[q]:
+            up = new_top[q] = n[q] > 0 and m0[q] > hi
+            down = new_bottom[q] = n[q] > 0 and m0[q] < lo
+            if up or down:
                 if nf[q] == 0:
                     return None
-                c[q] = (a[q] - n[q] * (hi if top[q] else lo)) / nf[q]
-    return c, t, top, bottom
+                new_c[q] = x = (a[q] - n[q] * (hi if up else lo)) / nf[q]
+                moved = max(moved, abs(x if c is None else x - c[q]))
+            elif c is not None and c[q]:
+                moved = max(moved, abs(c[q]))
+    return new_c, new_t, new_top, new_bottom, moved
 
 
 def _start(fams, n, m0, eps, bands):
@@ -175,7 +226,7 @@ def _violation(fams, n, sums, eps, bands):
     return worst
 
 
-def solve(s, idx, n_slots, n_groups, offset, lb, ub, eps, bands, strict, tol):
+def solve(s, idx, n_slots, n_groups, offset, lb, ub, eps, bands, strict, tol, parts=False):
     """Project ``s`` (n,) float64 on the CPU; None when the general solve must answer.
 
     Parameters
@@ -192,57 +243,69 @@ def solve(s, idx, n_slots, n_groups, offset, lb, ub, eps, bands, strict, tol):
         Leave to the general solve (which raises) a missing or fully clamped group.
     tol : float
         Largest parity violation accepted.
+    parts : bool, default=False
+        Compute the Jacobian's parts now (``Direct.parts``; a backward pass will need them).
 
     Returns
     -------
     Direct or None
     """
     scores = s.detach().resolve_neg().numpy()
+    if not scores.size:
+        return None  # an empty batch: the general solve answers
     rows = _Rows(scores, idx.numpy(), n_slots, lb, ub)
-    n = rows.onehot.sum(1).tolist()
-    lo, hi = (float(scores.min()), float(scores.max())) if scores.size else (0.0, 0.0)
-    if sum(n) != scores.size or not math.isfinite(lo - hi) or (strict and min(n[offset:]) == 0):
-        return None  # a code out of range, a non-finite score, or a missing group
+    lo, hi = scores.min(), scores.max()
+    if not math.isfinite(lo - hi):
+        return None  # a non-finite score
+    zc, sums, nf, n = rows.first(not rows.clip or (lb <= lo and hi <= ub))
+    if sum(n) != scores.size or (strict and min(n[offset:]) == 0):
+        return None  # a code out of range, or a missing group
+    rows.n = n
     scale = 1e-12 * (1.0 + max(-lo, hi))
-    zc, sums, nf = rows.pass_(None)
-    nf = nf or n
     fams = _families(n_slots - offset, n_groups, offset)
     m0 = [v / k if k else 0.0 for v, k in zip(sums, n, strict=True)]
-    state = ([0.0] * n_slots, *_start(fams, n, m0, eps, bands))
-    c = None
-    for _ in range(_MAX_STEPS):
-        a = sums if c is None else [v + k * x for v, k, x in zip(sums, nf, c, strict=True)]
-        new = _step(fams, n, a, nf, m0, eps, bands, state)
-        if new is None:
-            return None
-        moved = 0.0
-        for x, y in zip(new[0] + new[1], state[0] + state[1], strict=True):
-            moved = max(moved, abs(x - y))
-        if moved <= scale:  # settled (the certificate of the general path)
-            if moved > 1e-4 * scale:  # more than rounding: the outputs at the new shifts
-                zc, sums, nf = rows.pass_(new[0])
-            break
-        state = new
-        c = new[0]
-        zc, sums, nf = rows.pass_(c)
-        nf = nf or n
-    else:
+    out = _newton(rows, fams, n, m0, eps, bands, sums, nf, scale)
+    if out is None:
         return None
+    zc, sums, top, bottom = (zc, *out[1:]) if out[0] is None else out
     if not math.isfinite(sum(sums)) or _violation(fams, n, sums, eps, bands) > tol:
         return None
-    active = [x or y for x, y in zip(new[2], new[3], strict=True)]
+    active = [x or y for x, y in zip(top, bottom, strict=True)]
     res = Direct(torch.from_numpy(zc if zc is not scores else zc.copy()), n, active, fams,
                  bands is None, lb, ub)
-    res.onehot = rows.onehot
+    if parts or strict:
+        res.parts = _parts(zc, rows.onehot, res)
+    else:
+        res.onehot = rows.onehot
     if strict:  # a fully clamped active group: the general solve raises
-        nf = res.jacobian(zc, rows.idx)[1].sum(1).tolist()
+        nf = res.parts[1].sum(1).tolist()
         if any(act and k == 0 for act, k in zip(active, nf, strict=True)):
             return None
     return res
 
 
+def _newton(rows, fams, n, m0, eps, bands, sums, nf, scale):
+    """Newton from the pass at zero shifts (its ``sums``, ``nf``): ``(outputs, sums, top, bottom)``.
+
+    The outputs are None while no step has moved the shifts (those of the first pass).
+    None when the general solve must answer (a pinned family, or not settled).
+    """
+    c, (t, top, bottom) = None, _start(fams, n, m0, eps, bands)
+    zc = None
+    for _ in range(_MAX_STEPS):
+        new = _step(fams, n, sums, nf, c, m0, eps, bands, t, top, bottom)
+        if new is None:
+            return None
+        if new[4] <= scale:  # settled (the certificate of the general path)
+            if new[4] > 1e-4 * scale:  # more than rounding: the outputs at the new shifts
+                zc, sums, _ = rows.pass_(new[0])
+            return zc, sums, new[2], new[3]
+        c, t, top, bottom, _ = new
+        zc, sums, nf = rows.pass_(c)
+        nf = nf or n
+    return None
 def jacobian_matrix(n, nf, active, fams, shared):
-    """``M`` with ``corr = M @ (cells' sums of the free rows' g)`` (see :func:`jacobian_apply`).
+    """``M`` (numpy) with ``corr = M @ (cells' sums of the free rows' g)`` (see :func:`jacobian_apply`).
 
     An active cell's correction is its free rows' mean of ``g`` less its share of
     its family's common move (``shared``); a family with an active cell of no
@@ -254,25 +317,32 @@ def jacobian_matrix(n, nf, active, fams, shared):
         act = [q for q in slots if active[q]]
         for q in act:
             M[q][q] = 1.0 / max(nf[q], 1.0)
-        if not shared or any(nf[q] == 0 for q in act):
+        if not shared or not act or any(nf[q] == 0 for q in act):
             continue
+        v = [n[q] / nf[q] for q in act]
         den = sum(n[q] * n[q] / nf[q] for q in act)
         if den <= 0:
             continue
-        v = {q: n[q] / nf[q] for q in act}
-        for q in act:
-            for r in act:
-                M[q][r] -= v[q] * v[r] / den
-    return M
+        for q, vq in zip(act, v, strict=True):
+            row = M[q]
+            for r, vr in zip(act, v, strict=True):
+                row[r] -= vq * vr / den
+    return np.array(M)
 
 
-def jacobian_apply(g, free, U, matrix):
-    """``J g = free * g - (M @ (U @ g)) @ U`` on the rows (torch; linear in ``g``, differentiable)."""
-    return g * free - torch.mv(U.T, torch.mv(matrix, torch.mv(U, g)))
+def jacobian_apply(g, free, onehot, matrix):
+    """``J g = f - free (M @ (O @ f)) @ O`` with ``f = free g`` (torch; linear in ``g``, differentiable).
+
+    ``O`` is the slots' one-hot matrix (:meth:`Direct.backward_parts`).
+    """
+    f = g * free
+    return f - torch.mv(onehot.T, torch.mv(matrix, torch.mv(onehot, f))) * free
 
 
-def jacobian_apply_numpy(g, free, U, matrix):
+def jacobian_apply_numpy(g, free, onehot, matrix):
     """:func:`jacobian_apply` on numpy arrays (a backward pass that is not differentiated)."""
     out = g * free
-    out -= (matrix @ (U @ g)) @ U
+    corr = np.dot(np.dot(matrix, np.dot(onehot, out)), onehot)
+    corr *= free
+    out -= corr
     return out

@@ -180,29 +180,29 @@ class _Direct(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset):
-        res, idx = direct_solve(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset)
+        grad = ctx.needs_input_grad[0]
+        res, idx = direct_solve(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset, grad)
         p, res.p = res.p, None  # the context keeps the output through the saved tensors only
         ctx.save_for_forward(p, idx)  # forward mode: the Jacobian's parts when asked
         ctx.direct = res
-        if ctx.needs_input_grad[0]:  # the parts now: the backward pass only applies them
-            parts = res.jacobian(p.numpy(), idx.numpy())
-            ctx.save_for_backward(*(torch.from_numpy(a) for a in parts))
+        if grad:  # the parts now (the direct solve has them): the backward pass only applies them
+            ctx.save_for_backward(*(torch.from_numpy(a) for a in res.backward_parts(p, idx)))
         res.onehot = None
         return p
 
     @staticmethod
     def backward(ctx, grad):
-        free, U, matrix = ctx.saved_tensors
+        free, onehot, matrix = ctx.saved_tensors
         if torch.is_grad_enabled() or grad.dtype != torch.float64:  # double backward: torch ops
-            return _direct.jacobian_apply(grad, free, U, matrix), *([None] * 9)
+            return _direct.jacobian_apply(grad, free, onehot, matrix), *([None] * 9)
         g = grad.detach().resolve_neg().numpy()
-        out = _direct.jacobian_apply_numpy(g, free.numpy(), U.numpy(), matrix.numpy())
+        out = _direct.jacobian_apply_numpy(g, free.numpy(), onehot.numpy(), matrix.numpy())
         return torch.from_numpy(out), *([None] * 9)
 
     @staticmethod
     def jvp(ctx, tangent, *_):
         p, idx = ctx.saved_tensors
-        parts = ctx.direct.jacobian(p.detach().numpy(), idx.numpy())
+        parts = ctx.direct.backward_parts(p.detach(), idx)
         return _direct.jacobian_apply(tangent, *(torch.from_numpy(a) for a in parts))
 
 
@@ -232,14 +232,17 @@ class _DirectTraced(torch.autograd.Function):
         return grad * free - (corr.unsqueeze(1) * U).sum(0), *([None] * 9)
 
 
-def direct_solve(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset):
-    """:func:`skfairlayer.torch._direct.solve`, or the general solve where it leaves; ``(Direct, slots)``."""
+def direct_solve(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset, parts=False):
+    """:func:`skfairlayer.torch._direct.solve`, or the general solve where it leaves; ``(Direct, slots)``.
+
+    ``parts``: the direct solve computes the Jacobian's parts at once (a backward pass follows).
+    """
     idx = cell if offset == 0 else cell + offset
     band_list = None
     if bands is not None:
         band_list = [(0.0, 0.0)] * offset + [tuple(b) for b in bands.tolist()]
     res = _direct.solve(s, idx, n_families * n_groups + offset, n_groups, offset, lb, ub, eps,
-                        band_list, bool(check), VERIFY_TOL if check is not None else math.inf)
+                        band_list, bool(check), VERIFY_TOL if check is not None else math.inf, parts)
     if res is None:
         res = _general_direct(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset)
     return res, idx
@@ -268,7 +271,7 @@ def _general_direct(s, cell, bands, lb, ub, eps, n_families, n_groups, check, of
     pad = [0.0] * offset
     fams = _direct._families(n_families * n_groups, n_groups, offset)
     matrix = _direct.jacobian_matrix(pad + counts, pad + nf, [False] * offset + active, fams, bands is None)
-    return _direct.Direct(p, None, None, None, None, lb, ub, parts=(free, torch.tensor(matrix, dtype=p.dtype)))
+    return _direct.Direct(p, None, None, None, None, lb, ub, parts=(free, torch.from_numpy(matrix)))
 
 
 def _layout(cell, bands, batch, n, n_families, n_groups):
