@@ -52,7 +52,7 @@ class Direct:
         if self.parts is None:
             p = np.asarray(p)
             onehot = self.onehot if self.onehot is not None else _onehot(np.asarray(idx), len(self.n), p.dtype)
-            self.parts = _parts(p, onehot, self)
+            self.parts = _parts(p, onehot, self)[0]
             self.onehot = None
         elif len(self.parts) == 2:  # the general solve's free rows and matrix
             free, matrix = (a.numpy() for a in self.parts)
@@ -65,16 +65,17 @@ class Direct:
         return free, onehot * free, matrix
 
 
-def _parts(p, onehot, res):
-    """The Jacobian's ``(free, O, M)`` (see :meth:`Direct.backward_parts`) of the solve ``res``."""
+def _parts(p, onehot, res, free=None, nf=None):
+    """The Jacobian's ``(free, O, M)`` (see :meth:`Direct.backward_parts`) and the free counts.
+
+    ``free`` and ``nf``: the free rows and counts of the pass that gave ``p``, if known.
+    """
     if math.isinf(res.lb) and math.isinf(res.ub):  # no bounds: every (finite) row is free
         free, nf = np.ones(p.size), res.n
-    else:
-        free = np.greater(p, res.lb)
-        free &= np.less(p, res.ub)
-        free = free.astype(p.dtype)
+    elif free is None:
+        free = _inside(p, res.lb, res.ub, np.empty(p.size))
         nf = np.dot(onehot, free).tolist()
-    return free, onehot, jacobian_matrix(res.n, nf, res.active, res.fams, res.shared)
+    return (free, onehot, jacobian_matrix(res.n, nf, res.active, res.fams, res.shared)), nf
 
 
 def _onehot(idx, n_slots, dtype):
@@ -145,20 +146,29 @@ class _Rows:
         return w[0], sums, nf, n
 
     def pass_(self, c):
-        """Shifted and clipped rows at the shifts ``c``; per slot: their sums and free counts.
+        """The rows at the shifts ``c``: ``(outputs, sums, free counts, free rows)`` (per slot sums).
 
-        A row exactly at a bound counts as free here only (the Newton pattern); with no
-        bounds the free counts are None (every row is free).
+        ``free`` (1.0 or 0.0; None with no bounds, where every row is free) marks the
+        rows strictly inside the bounds: the Jacobian's, should this pass be the last.
         """
         z = np.dot(c, self.onehot)
         np.subtract(self.s, z, out=z)
         if not self.clip:
-            return z, np.dot(self.onehot, z).tolist(), None
+            return z, np.dot(self.onehot, z).tolist(), self.n, None
         w = np.empty((2, z.size))
         _clip(z, self.lb, self.ub, out=w[0])
-        np.equal(w[0], z, out=w[1])
+        _inside(z, self.lb, self.ub, out=w[1])
         sums, nf = np.dot(self.onehot, w.T).T.tolist()
-        return w[0], sums, nf
+        return w[0], sums, nf, w[1]
+
+
+def _inside(z, lb, ub, out):
+    """Write 1.0 in ``out`` where ``lb < z < ub`` (one bound at least finite), else 0.0."""
+    if math.isinf(ub):
+        return np.less(lb, z, out=out)
+    if math.isinf(lb):
+        return np.less(z, ub, out=out)
+    return np.logical_and(np.less(lb, z), np.less(z, ub), out=out)
 
 
 def _step(fams, n, sums, nf, c, m0, eps, bands, t, top, bottom):
@@ -267,43 +277,46 @@ def solve(s, idx, n_slots, n_groups, offset, lb, ub, eps, bands, strict, tol, pa
     out = _newton(rows, fams, n, m0, eps, bands, sums, nf, scale)
     if out is None:
         return None
-    zc, sums, top, bottom = (zc, *out[1:]) if out[0] is None else out
+    last, sums, top, bottom, nf, free = out
+    zc = zc if last is None else last
     if not math.isfinite(sum(sums)) or _violation(fams, n, sums, eps, bands) > tol:
         return None
     active = [x or y for x, y in zip(top, bottom, strict=True)]
     res = Direct(torch.from_numpy(zc if zc is not scores else zc.copy()), n, active, fams,
                  bands is None, lb, ub)
-    if parts or strict:
-        res.parts = _parts(zc, rows.onehot, res)
-    else:
+    if not (parts or strict):
         res.onehot = rows.onehot
-    if strict:  # a fully clamped active group: the general solve raises
-        nf = res.parts[1].sum(1).tolist()
-        if any(act and k == 0 for act, k in zip(active, nf, strict=True)):
-            return None
+        return res
+    res.parts, nf = _parts(zc, rows.onehot, res, free, nf)
+    if strict and any(act and k == 0 for act, k in zip(active, nf, strict=True)):
+        return None  # a fully clamped active group: the general solve raises
     return res
 
 
 def _newton(rows, fams, n, m0, eps, bands, sums, nf, scale):
-    """Newton from the pass at zero shifts (its ``sums``, ``nf``): ``(outputs, sums, top, bottom)``.
+    """Newton from the pass at zero shifts (its ``sums``, ``nf``).
 
-    The outputs are None while no step has moved the shifts (those of the first pass).
-    None when the general solve must answer (a pinned family, or not settled).
+    Returns ``(outputs, sums, top, bottom, free counts, free rows)`` of the last pass
+    (outputs, counts and rows None while no step has moved the shifts: those of the
+    first pass), or None when the general solve must answer (a pinned family, or
+    not settled).
     """
     c, (t, top, bottom) = None, _start(fams, n, m0, eps, bands)
-    zc = None
+    zc = free = strict_nf = None
     for _ in range(_MAX_STEPS):
         new = _step(fams, n, sums, nf, c, m0, eps, bands, t, top, bottom)
         if new is None:
             return None
         if new[4] <= scale:  # settled (the certificate of the general path)
             if new[4] > 1e-4 * scale:  # more than rounding: the outputs at the new shifts
-                zc, sums, _ = rows.pass_(new[0])
-            return zc, sums, new[2], new[3]
+                zc, sums, strict_nf, free = rows.pass_(new[0])
+            return zc, sums, new[2], new[3], strict_nf, free
         c, t, top, bottom, _ = new
-        zc, sums, nf = rows.pass_(c)
-        nf = nf or n
+        zc, sums, nf, free = rows.pass_(c)
+        strict_nf = nf
     return None
+
+
 def jacobian_matrix(n, nf, active, fams, shared):
     """``M`` (numpy) with ``corr = M @ (cells' sums of the free rows' g)`` (see :func:`jacobian_apply`).
 
@@ -315,12 +328,16 @@ def jacobian_matrix(n, nf, active, fams, shared):
     M = [[0.0] * size for _ in range(size)]
     for slots in fams:
         act = [q for q in slots if active[q]]
+        pinned = False
         for q in act:
             M[q][q] = 1.0 / max(nf[q], 1.0)
-        if not shared or not act or any(nf[q] == 0 for q in act):
+            pinned = pinned or nf[q] == 0
+        if not shared or pinned or not act:
             continue
         v = [n[q] / nf[q] for q in act]
-        den = sum(n[q] * n[q] / nf[q] for q in act)
+        den = 0
+        for q in act:
+            den += n[q] * n[q] / nf[q]
         if den <= 0:
             continue
         for q, vq in zip(act, v, strict=True):
