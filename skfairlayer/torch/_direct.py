@@ -124,14 +124,16 @@ class _Rows:
     """The rows (numpy views of the tensors) and their slots' one-hot matrix."""
 
     def __init__(self, s, idx, n_slots, lb, ub):
-        self.s, self.idx, self.lb, self.ub = s, idx, lb, ub
+        self.s, self.lb, self.ub = s, lb, ub
         self.clip = math.isfinite(lb) or math.isfinite(ub)
         self.onehot = _onehot(idx, n_slots, s.dtype)  # (slots, n)
+        self.n = None  # the slots' sizes, from the first pass
 
     def first(self, inside):
         """The rows at zero shifts; per slot: their sums, free counts and sizes.
 
         ``inside``: no score is out of the bounds (each row is its own clipped value).
+        A row exactly at a bound counts as free here (the first Newton pattern).
         """
         w = np.empty((2 if inside else 3, self.s.size))
         if inside:
