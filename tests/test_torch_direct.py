@@ -248,3 +248,12 @@ def test_backward_forms_agree_with_the_dense_jacobian():
     (vjp,) = torch.autograd.grad(p, x, gr)
     np.testing.assert_allclose(vjp.numpy(), project(s, g, tolerance=0.02).vjp(gr.numpy()),
                                rtol=0, atol=1e-12)
+
+
+def test_empty_batch(direct_only):
+    """Check that an empty batch gives an empty output and gradient on the direct path."""
+    x = torch.zeros(0, dtype=torch.float64, requires_grad=True)
+    p = fairness_layer(x, torch.zeros(0, dtype=torch.int64), 2, tolerance=0.01)
+    assert p.shape == (0,)
+    p.sum().backward()
+    assert x.grad.shape == (0,)
