@@ -264,7 +264,7 @@ def solve(s, idx, n_slots, n_groups, offset, lb, ub, eps, bands, strict, tol, pa
     """
     scores = s.detach().resolve_neg().numpy()
     rows = _Rows(scores, idx.numpy(), n_slots, lb, ub)
-    lo, hi = (scores.min(), scores.max()) if scores.size else (0.0, 0.0)
+    lo, hi = (np.minimum.reduce(scores), np.maximum.reduce(scores)) if scores.size else (0.0, 0.0)
     if not math.isfinite(lo - hi):
         return None  # a non-finite score
     zc, sums, nf, n = rows.first(not rows.clip or (lb <= lo and hi <= ub))
