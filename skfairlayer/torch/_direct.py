@@ -325,12 +325,12 @@ def jacobian_matrix(n, nf, active, fams, shared):
     free row (pinned) has no common move, as in the general backward pass.
     """
     size = len(n)
-    M = [[0.0] * size for _ in range(size)]
+    M = [0.0] * (size * size)  # row-major
     for slots in fams:
         act = [q for q in slots if active[q]]
         pinned = False
         for q in act:
-            M[q][q] = 1.0 / max(nf[q], 1.0)
+            M[q * size + q] = 1.0 / max(nf[q], 1.0)
             pinned = pinned or nf[q] == 0
         if not shared or pinned or not act:
             continue
@@ -341,10 +341,10 @@ def jacobian_matrix(n, nf, active, fams, shared):
         if den <= 0:
             continue
         for q, vq in zip(act, v, strict=True):
-            row = M[q]
+            row = q * size
             for r, vr in zip(act, v, strict=True):
-                row[r] -= vq * vr / den
-    return np.array(M)
+                M[row + r] -= vq * vr / den
+    return np.array(M).reshape(size, size)
 
 
 def jacobian_apply(g, free, onehot, matrix):
