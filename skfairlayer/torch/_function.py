@@ -434,9 +434,10 @@ def fairness_layer(
     >>> fairness_layer(s, g, 2, tolerance=0.1)
     tensor([0.7000, 0.6000, 0.5000, 0.4000, 0.5000, 0.6000], dtype=torch.float64)
     """
-    if labels is None and criterion == "demographic_parity" and not simplex and groups_mode == "intersectional":
+    if (labels is None and criterion == "demographic_parity" and not simplex
+            and groups_mode == "intersectional" and not torch.compiler.is_compiling()):
         box = common_call(scores, groups, n_groups, tolerance, bounds)
-        if box is not None and not torch.compiler.is_compiling() and not _transforms_active():
+        if box is not None and not _transforms_active():
             # the common eager call: the direct path at once (it passes every check below)
             return _Direct.apply(scores, groups, None, *box, tolerance, 1, n_groups,
                                  bool(strict) if verify else None, 0)
