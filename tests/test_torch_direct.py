@@ -5,7 +5,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from skfairlayer import project  # noqa: E402
+from skfairlayer import SolverError, project  # noqa: E402
 from skfairlayer.torch import VERIFY_TOL, _direct, _function, fairness_layer  # noqa: E402
 
 CRITERIA = ["demographic_parity", "equal_opportunity", "equalized_odds", "mean_residual"]
@@ -150,3 +150,110 @@ def test_grad_of_vmap_matches_the_loop():
         x = S[i].clone().requires_grad_(True)
         (f(x) * w[i]).sum().backward()
         torch.testing.assert_close(grads[i], x.grad, atol=1e-13, rtol=0)
+
+
+def test_common_call_matches_the_checked_call():
+    """Check that the common eager call (int64 codes, float bounds) equals the general dispatch bit for bit."""
+    for seed in range(8):
+        n, k = [(256, 2), (300, 4), (2000, 2), (120, 3)][seed % 4]
+        s, g, _ = _batch(seed, n, k)
+        bounds = BOUNDS[seed % 4]
+        eps = [0.0, 0.01, 0.05, 0.2][seed % 4]
+        w = torch.tensor(np.random.default_rng(seed).normal(size=n))
+        out = []
+        # int64 codes and float bounds take the early dispatch; int32 codes and a list of
+        # bounds with an int the checked one (both reach the direct path)
+        for codes, bnds in [(torch.tensor(g), bounds),
+                            (torch.tensor(g, dtype=torch.int32), [b if b != 0.0 else 0 for b in bounds])]:
+            x = torch.tensor(s, requires_grad=True)
+            p = fairness_layer(x, codes, k, tolerance=eps, bounds=tuple(bnds) if seed % 2 else bnds)
+            (p * w).sum().backward()
+            out.append((p.detach(), x.grad))
+        torch.testing.assert_close(out[0][0], out[1][0], rtol=0, atol=0)
+        torch.testing.assert_close(out[0][1], out[1][1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, err, match",
+    [
+        ({"tolerance": -0.1}, ValueError, "tolerance must be a finite float"),
+        ({"tolerance": float("nan")}, ValueError, "tolerance must be a finite float"),
+        ({"n_groups": 0}, ValueError, "n_groups must be a positive int"),
+        ({"n_groups": 1, "codes": [0, 1, 0, 1]}, ValueError, "groups must be integer codes"),
+        ({"codes": [0, 1, -1, 1]}, ValueError, "groups must be integer codes"),
+        ({"codes": [0, 1, 1]}, ValueError, "groups must hold one code per row"),
+        ({"scores": [0.2, float("nan"), 0.5, 0.7]}, SolverError, "non-finite"),
+    ],
+)
+def test_common_call_keeps_the_checks(kwargs, err, match):
+    """Check that calls shaped like the common one still raise the general path's errors."""
+    scores = torch.tensor(kwargs.get("scores", [0.9, 0.2, 0.8, 0.1]), dtype=torch.float64)
+    codes = torch.tensor(kwargs.get("codes", [0, 1, 0, 1]))
+    with pytest.raises(err, match=match):
+        fairness_layer(scores, codes, kwargs.get("n_groups", 2),
+                       tolerance=kwargs.get("tolerance", 0.01))
+
+
+def test_one_sided_bounds_and_ties_after_a_shift(direct_only):
+    """Check one-sided bounds, and a row that its group's shift puts exactly on a bound, against the core."""
+    rng = np.random.default_rng(11)
+    g = np.r_[np.zeros(64, int), np.ones(64, int)]
+    s = rng.uniform(0.25, 0.75, 128) + 0.2 * g
+    # exact in binary: group 0 moves up by 0.25 (its 0.75 lands on 1.0), group 1 down to 0.625
+    tie = np.array([0.25, 0.25, 0.25, 0.75, 0.875, 0.875, 0.875, 0.875])
+    g_tie = np.r_[np.zeros(4, int), np.ones(4, int)]
+    cases = [(s, g, b, eps) for b in [(0.0, 1.0), (0.25, None), (None, 0.75), (0.0, 0.75)]
+             for eps in (0.0, 0.02)]
+    cases += [(tie, g_tie, (0.0, 1.0), 0.0), (tie, g_tie, (None, 1.0), 0.0),
+              (1 - tie, g_tie, (0.0, 1.0), 0.0), (1 - tie, g_tie, (0.0, None), 0.0)]
+    for scores, codes, bounds, eps in cases:
+        ref = project(scores, codes, tolerance=eps, bounds=_core_bounds(bounds))
+        x = torch.tensor(scores, requires_grad=True)
+        p = fairness_layer(x, torch.tensor(codes), 2, tolerance=eps, bounds=bounds)
+        np.testing.assert_allclose(p.detach().numpy(), ref.proba, rtol=0, atol=1e-12)
+        w = rng.normal(size=scores.size)
+        (vjp,) = torch.autograd.grad(p, x, torch.tensor(w))
+        np.testing.assert_allclose(vjp.numpy(), ref.vjp(w), rtol=0, atol=1e-12)
+        if scores.size == 8:  # the row on the bound: held there, no gradient
+            assert p[3].item() in (0.0, 1.0) and vjp[3].item() == 0.0
+
+
+def test_two_cell_start_is_the_root():
+    """Check that the closed-form level of two cells is the root of the bisection's function."""
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        m0 = rng.uniform(0, 1, 2).tolist()
+        n = rng.integers(1, 500, 2).astype(float).tolist()
+        eps = float(rng.choice([0.0, 0.01, 0.3]))
+        t = _direct._unclipped_level(m0, n, eps)
+        phi = sum(k * (m - min(max(m, t), t + eps)) for m, k in zip(m0, n, strict=True))
+        assert abs(phi) <= 1e-9 * sum(n)
+        three = _direct._unclipped_level(m0 + [t + eps / 2], n + [1.0], eps)  # the general search
+        assert abs(three - t) <= 1e-12
+
+
+def test_backward_forms_agree_with_the_dense_jacobian():
+    """Check the numpy backward, the torch backward and the dense Jacobian against each other."""
+    rng = np.random.default_rng(4)
+    s, g, _ = _batch(4, 300, 3)
+    x = torch.tensor(s, requires_grad=True)
+    p = fairness_layer(x, torch.tensor(g), 3, tolerance=0.02)
+    free, onehot, matrix = p.grad_fn.saved_tensors
+    dense = torch.diag(free) - (onehot * free).T @ matrix @ (onehot * free)
+    gr = torch.tensor(rng.normal(size=300))
+    torch.testing.assert_close(_direct.jacobian_apply(gr, free, onehot, matrix), dense @ gr,
+                               rtol=0, atol=1e-13)
+    out = _direct.jacobian_apply_numpy(gr.numpy(), free.numpy(), onehot.numpy(), matrix.numpy())
+    torch.testing.assert_close(torch.from_numpy(out), dense @ gr, rtol=0, atol=1e-13)
+    (vjp,) = torch.autograd.grad(p, x, gr)
+    np.testing.assert_allclose(vjp.numpy(), project(s, g, tolerance=0.02).vjp(gr.numpy()),
+                               rtol=0, atol=1e-12)
+
+
+def test_empty_batch(direct_only):
+    """Check that an empty batch gives an empty output and gradient on the direct path."""
+    x = torch.zeros(0, dtype=torch.float64, requires_grad=True)
+    p = fairness_layer(x, torch.zeros(0, dtype=torch.int64), 2, tolerance=0.01)
+    assert p.shape == (0,)
+    p.sum().backward()
+    assert x.grad.shape == (0,)

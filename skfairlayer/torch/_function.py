@@ -18,6 +18,7 @@ import torch
 
 from ..exceptions import InfeasibleProblemError, SolverError
 from . import _batched, _direct, _op, _solve
+from ._args import CRITERIA, cells, check_args, common_call
 from ._structured import StructuredProject
 
 __all__ = ["fairness_layer", "FairnessLayer", "CRITERIA", "VERIFY_TOL", "output_tolerance"]
@@ -30,9 +31,6 @@ VERIFY_TOL = 1e-9
 #: eager mode), the batched solve for a batch with ``verify=True``. ``False`` traces the
 #: synchronisation-free Newton graph instead, as on CUDA (and for a batch with ``verify=False``).
 OPAQUE_COMPILED_CPU = True
-
-CRITERIA = ("demographic_parity", "equal_opportunity", "equalized_odds", "mean_residual")
-
 
 def output_tolerance(dtype, scale=1.0):
     """Parity violation tolerated in an answer of ``dtype`` (rounding of the outputs).
@@ -180,29 +178,29 @@ class _Direct(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset):
-        res, idx = direct_solve(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset)
+        grad = ctx.needs_input_grad[0]
+        res, idx = direct_solve(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset, grad)
         p, res.p = res.p, None  # the context keeps the output through the saved tensors only
         ctx.save_for_forward(p, idx)  # forward mode: the Jacobian's parts when asked
         ctx.direct = res
-        if ctx.needs_input_grad[0]:  # the parts now: the backward pass only applies them
-            parts = res.jacobian(p.numpy(), idx.numpy())
-            ctx.save_for_backward(*(torch.from_numpy(a) for a in parts))
+        if grad:  # the parts now (the direct solve has them): the backward pass only applies them
+            ctx.save_for_backward(*(torch.from_numpy(a) for a in res.backward_parts(p, idx)))
         res.onehot = None
         return p
 
     @staticmethod
     def backward(ctx, grad):
-        free, U, matrix = ctx.saved_tensors
+        free, onehot, matrix = ctx.saved_tensors
         if torch.is_grad_enabled() or grad.dtype != torch.float64:  # double backward: torch ops
-            return _direct.jacobian_apply(grad, free, U, matrix), *([None] * 9)
+            return _direct.jacobian_apply(grad, free, onehot, matrix), *([None] * 9)
         g = grad.detach().resolve_neg().numpy()
-        out = _direct.jacobian_apply_numpy(g, free.numpy(), U.numpy(), matrix.numpy())
+        out = _direct.jacobian_apply_numpy(g, free.numpy(), onehot.numpy(), matrix.numpy())
         return torch.from_numpy(out), *([None] * 9)
 
     @staticmethod
     def jvp(ctx, tangent, *_):
         p, idx = ctx.saved_tensors
-        parts = ctx.direct.jacobian(p.detach().numpy(), idx.numpy())
+        parts = ctx.direct.backward_parts(p.detach(), idx)
         return _direct.jacobian_apply(tangent, *(torch.from_numpy(a) for a in parts))
 
 
@@ -232,14 +230,17 @@ class _DirectTraced(torch.autograd.Function):
         return grad * free - (corr.unsqueeze(1) * U).sum(0), *([None] * 9)
 
 
-def direct_solve(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset):
-    """:func:`skfairlayer.torch._direct.solve`, or the general solve where it leaves; ``(Direct, slots)``."""
+def direct_solve(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset, parts=False):
+    """:func:`skfairlayer.torch._direct.solve`, or the general solve where it leaves; ``(Direct, slots)``.
+
+    ``parts``: the direct solve computes the Jacobian's parts at once (a backward pass follows).
+    """
     idx = cell if offset == 0 else cell + offset
     band_list = None
     if bands is not None:
         band_list = [(0.0, 0.0)] * offset + [tuple(b) for b in bands.tolist()]
     res = _direct.solve(s, idx, n_families * n_groups + offset, n_groups, offset, lb, ub, eps,
-                        band_list, bool(check), VERIFY_TOL if check is not None else math.inf)
+                        band_list, bool(check), VERIFY_TOL if check is not None else math.inf, parts)
     if res is None:
         res = _general_direct(s, cell, bands, lb, ub, eps, n_families, n_groups, check, offset)
     return res, idx
@@ -268,7 +269,7 @@ def _general_direct(s, cell, bands, lb, ub, eps, n_families, n_groups, check, of
     pad = [0.0] * offset
     fams = _direct._families(n_families * n_groups, n_groups, offset)
     matrix = _direct.jacobian_matrix(pad + counts, pad + nf, [False] * offset + active, fams, bands is None)
-    return _direct.Direct(p, None, None, None, None, lb, ub, parts=(free, torch.tensor(matrix, dtype=p.dtype)))
+    return _direct.Direct(p, None, None, None, None, lb, ub, parts=(free, torch.from_numpy(matrix)))
 
 
 def _layout(cell, bands, batch, n, n_families, n_groups):
@@ -359,97 +360,6 @@ def _infeasible(st, lay, eps):
     return bool((fl - fh > eps + 1e-12).any())
 
 
-def _cells(groups, labels, criterion, n_groups, tolerance):
-    """Cell of each row (``-2`` marks an invalid group code or label), families, fixed bands."""
-    bad = torch.full_like(groups, -2)
-    groups = torch.where((groups >= 0) & (groups < n_groups), groups, bad)
-    if criterion == "demographic_parity":
-        return groups, 1, None
-    if labels is None:
-        raise ValueError(
-            f"criterion {criterion!r} needs labels in skfairlayer.torch (the label-free "
-            "plug-in form is only in skfairlayer.project); pass labels=y."
-        )
-    if criterion in ("equal_opportunity", "equalized_odds"):
-        binary = (labels == 0) | (labels == 1)
-        if criterion == "equal_opportunity":  # the negatives are in no cell
-            others, n_families = torch.full_like(groups, -1), 1
-        else:  # family 0: Y = 1, family 1: Y = 0 (the order of skfairlayer.project)
-            others, n_families = groups + n_groups, 2
-        cell = torch.where(labels == 1, groups, torch.where(groups >= 0, others, bad))
-        return torch.where(binary, cell, bad), n_families, None
-    # mean residual: each group's mean within tolerance of its label mean
-    y = labels.to(torch.float64)
-    batch = torch.broadcast_shapes(groups.shape, y.shape)
-    g2 = groups.expand(batch).reshape(-1, batch[-1])
-    lay = _solve.Layout(g2, 1, n_groups)
-    y2 = y.expand(batch).reshape(-1, batch[-1])
-    n = lay.sums(torch.ones_like(y2)).clamp_min(1.0)
-    ybar = lay.sums(y2) / n
-    bands = torch.stack([ybar - tolerance, ybar + tolerance], -1)
-    return groups, 1, bands.reshape(*batch[:-1], n_groups, 2)
-
-
-def _check_args(scores, groups, tolerance, criterion, n_groups, simplex, groups_mode):
-    if not isinstance(scores, torch.Tensor) or not scores.is_floating_point():
-        raise TypeError(f"scores must be a floating-point torch.Tensor. Got {type(scores)!r} instead.")
-    if not isinstance(groups, torch.Tensor) or groups.dtype not in (torch.int32, torch.int64):
-        raise TypeError(
-            "groups must be an integer torch.Tensor of group codes in [0, n_groups). "
-            f"Got {getattr(groups, 'dtype', type(groups))!r} instead."
-        )
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {CRITERIA}. Got {criterion!r} instead.")
-    if not (isinstance(tolerance, (int, float)) and 0 <= tolerance < math.inf):  # NaN fails too
-        raise ValueError(f"tolerance must be a finite float >= 0. Got {tolerance!r} instead.")
-    if groups_mode not in ("intersectional", "marginal"):
-        raise ValueError(
-            f"groups_mode must be 'intersectional' or 'marginal'. Got {groups_mode!r} instead."
-        )
-    sizes = n_groups if isinstance(n_groups, (tuple, list)) else (n_groups,)
-    if not sizes or not all(isinstance(k, int) and k >= 1 for k in sizes):
-        raise ValueError(
-            f"n_groups must be a positive int (or, for marginal groups, a sequence of them). "
-            f"Got {n_groups!r} instead."
-        )
-    if simplex and (scores.dim() < 2 or groups.dim() == 0 or groups.shape[-1] != scores.shape[-2]):
-        raise ValueError(
-            "With simplex=True, scores are probabilities of shape (..., n_samples, n_classes) "
-            "and groups hold one code per row, of shape (n_samples,) or (..., n_samples). Got "
-            f"scores of shape {tuple(scores.shape)} and groups of shape {tuple(groups.shape)} instead."
-        )
-    if groups_mode == "marginal" and (groups.dim() < 2 or groups.shape[-2] != scores.shape[-1]):
-        raise ValueError(
-            "With groups_mode='marginal', groups hold one code per row and attribute, of shape "
-            f"(n_samples, n_attributes) or (..., n_samples, n_attributes) ({scores.shape[-1]} rows). "
-            f"Got groups of shape {tuple(groups.shape)} instead."
-        )
-    if not simplex and groups_mode == "intersectional" and (
-        groups.dim() == 0 or groups.shape[-1] != scores.shape[-1]
-    ):
-        raise ValueError(
-            "groups must hold one code per row, along the last dimension of scores "
-            f"({scores.shape[-1]} rows). Got groups of shape {tuple(groups.shape)} instead. "
-            "For multiclass outputs (rows on the simplex) pass simplex=True with scores of shape "
-            "(..., n_samples, n_classes); for marginal parity over several attributes pass groups "
-            "of shape (n_samples, n_attributes) with groups_mode='marginal'."
-        )
-    if len(sizes) > 1 and groups_mode != "marginal":
-        raise ValueError(f"n_groups must be an int unless groups_mode='marginal'. Got {n_groups!r} instead.")
-    if (simplex or groups_mode == "marginal") and criterion != "demographic_parity":
-        raise ValueError(
-            "Multiclass (simplex=True) and marginal (groups_mode='marginal') layers support "
-            f"criterion='demographic_parity' only. Got {criterion!r} instead; use "
-            "skfairlayer.project for the other criteria."
-        )
-    if simplex and groups_mode == "marginal":
-        raise ValueError(
-            "simplex=True with groups_mode='marginal' is not supported by skfairlayer.torch; "
-            "encode the attributes intersectionally (one code per combination) or use "
-            "skfairlayer.project."
-        )
-
-
 def fairness_layer(
     scores,
     groups,
@@ -524,7 +434,14 @@ def fairness_layer(
     >>> fairness_layer(s, g, 2, tolerance=0.1)
     tensor([0.7000, 0.6000, 0.5000, 0.4000, 0.5000, 0.6000], dtype=torch.float64)
     """
-    _check_args(scores, groups, tolerance, criterion, n_groups, simplex, groups_mode)
+    if (labels is None and criterion == "demographic_parity" and not simplex
+            and groups_mode == "intersectional" and not torch.compiler.is_compiling()):
+        box = common_call(scores, groups, n_groups, tolerance, bounds)
+        if box is not None and not _transforms_active():
+            # the common eager call: the direct path at once (it passes every check below)
+            return _Direct.apply(scores, groups, None, *box, tolerance, 1, n_groups,
+                                 bool(strict) if verify else None, 0)
+    check_args(scores, groups, tolerance, criterion, n_groups, simplex, groups_mode)
     tolerance = float(tolerance)
     groups = groups.to(device=scores.device, dtype=torch.int64)
     if simplex or groups_mode == "marginal":
@@ -547,7 +464,7 @@ def fairness_layer(
         return _direct_call(s, groups, labels, criterion, n_groups, tolerance, bounds, check,
                             scores.dtype, compiling)
     lb, ub = (_bound(b, default, scores) for b, default in zip(bounds, (-math.inf, math.inf), strict=True))
-    cell, n_families, bands = _cells(groups, labels, criterion, n_groups, tolerance)
+    cell, n_families, bands = cells(groups, labels, criterion, n_groups, tolerance)
     code = -1 if check is None else int(check)
     grad = None if compiling or not _transforms_active() else _op.vmap_only(s)
     if opaque and compiling or grad:  # a compiled graph's node, or vmap with outer autograd
@@ -579,7 +496,7 @@ def _vmapped(unbatched, scores, groups, labels, criterion, n_groups, tolerance, 
                 p = rebatch(out[0].reshape(s.shape))
                 return p if scores.dtype == torch.float64 else p.to(scores.dtype).clamp(lb, ub)
     lb, ub = (_bound(b, default, scores) for b, default in zip(bounds, (-math.inf, math.inf), strict=True))
-    cell, n_families, bands = _cells(groups, labels, criterion, n_groups, tolerance)
+    cell, n_families, bands = cells(groups, labels, criterion, n_groups, tolerance)
     p = rebatch(_ProjectBase.forward(s, cell, bands, lb, ub, tolerance, n_families, n_groups, check)[0])
     if scores.dtype == torch.float64:
         return p
@@ -596,7 +513,7 @@ def _direct_call(s, groups, labels, criterion, n_groups, tolerance, bounds, chec
     if criterion == "demographic_parity":  # the codes are the cells (checked by the solve)
         cell, n_families, bands, offset = groups, 1, None, 0
     else:
-        cell, n_families, bands = _cells(groups, labels, criterion, n_groups, tolerance)
+        cell, n_families, bands = cells(groups, labels, criterion, n_groups, tolerance)
         offset = 1
     if compiling:
         p = _DirectTraced.apply(s, cell, bands, lb, ub, tolerance, n_families, n_groups,
