@@ -43,7 +43,9 @@ _FAST_ROWS = 256  # batches up to this size take the streaming fast path
 #: Bytes of ``X`` per call of the base on a large dense batch: its rows stay in cache while
 #: the base scores them and the group column is read (see ``FairnessLayerBase._scored``).
 _BLOCK_BYTES = 8 << 20
-_MIN_BLOCK_ROWS = 4096
+#: Fewest rows per call of the base when scoring in blocks (wider ``X``: one call; a model
+#: that starts threads per call then still gets large calls).
+_MIN_BLOCK_ROWS = 16384
 
 
 class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
@@ -482,12 +484,12 @@ def _check_fine_tunable(base, tuning):
 
 
 def _block_rows(X):
-    """Rows per block for scoring ``X`` in blocks, or None for one call (small, sparse,
-    a DataFrame, or not stored by rows)."""
+    """Rows per block for scoring ``X`` in blocks, or None for one call (small, wide,
+    sparse, a DataFrame, or not stored by rows)."""
     if not (isinstance(X, np.ndarray) and X.ndim == 2 and X.flags.c_contiguous):
         return None
-    rows = max(_MIN_BLOCK_ROWS, _BLOCK_BYTES // max(X.shape[1] * X.itemsize, 1))
-    return rows if X.shape[0] >= 2 * rows else None
+    rows = _BLOCK_BYTES // max(X.shape[1] * X.itemsize, 1)
+    return rows if rows >= _MIN_BLOCK_ROWS and X.shape[0] >= 2 * rows else None
 
 
 def _check_2d(X):

@@ -402,3 +402,7 @@ def test_large_batch_scored_in_row_blocks_matches_one_call(monkeypatch, keep, n_
     np.testing.assert_array_equal(blocked[0], whole[0])
     np.testing.assert_array_equal(blocked[1], whole[1])
     assert _gap(blocked[0][:, 1], gt) <= TOL + VERIFY_TOL
+    clf.estimator_.calls_ = []
+    monkeypatch.setattr(base_module, "_MIN_BLOCK_ROWS", 2048)  # X too wide for such blocks
+    clf.predict_proba(Xt)
+    assert clf.estimator_.calls_ == [5000]
