@@ -148,7 +148,8 @@ def _group_sizes(fam, layout, n):
     """
     codes, k = fam.codes, fam.n_groups
     totals = getattr(fam, "totals", None)
-    stride = max(1, n // _SAMPLE_ROWS)
+    budget = _SAMPLE_ROWS * max(1, k // 2)  # rows per group, not in all, set the bracket
+    stride = max(1, n // budget)
 
     dense = layout is None and fam.dense_uniform  # sizes are the totals (every row in a group)
 
@@ -173,7 +174,7 @@ def _group_sizes(fam, layout, n):
     thin = (sub_counts < _MIN_SAMPLE) & (sizes >= _MIN_SAMPLE)
     if np.any(thin):  # a sizeable group the stride under-sampled: sample finer
         finer = max(1, int(sizes[thin].min()) // _MIN_SAMPLE)
-        if finer < stride and n // finer <= 8 * _SAMPLE_ROWS:
+        if finer < stride and n // finer <= 8 * budget:
             more, sub_counts = draw(finer)
             if more is None:
                 return None, None, stride
