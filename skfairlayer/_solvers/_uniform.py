@@ -148,7 +148,9 @@ def _group_sizes(fam, layout, n):
     """
     codes, k = fam.codes, fam.n_groups
     totals = getattr(fam, "totals", None)
-    budget = _SAMPLE_ROWS * max(1, k // 2)  # rows per group, not in all, set the bracket
+    # Rows per group, not in all, set the bracket: more groups, a larger subsample (at most
+    # 1/64 of the data beyond the base size, whose solve would cost more than it saves).
+    budget = min(_SAMPLE_ROWS * max(1, k // 2), max(_SAMPLE_ROWS, n // 64))
     stride = max(1, n // budget)
 
     dense = layout is None and fam.dense_uniform  # sizes are the totals (every row in a group)
