@@ -414,8 +414,8 @@ def indicator(raw, lookup):
 
 
 class TwoGroups:
-    """The indicator of global group 1 on one block of two numeric groups, handed out as
-    floats sub-block by sub-block.
+    """The indicator of global group 1 on one block of two numeric groups, handed out
+    sub-block by sub-block (as numbers or booleans).
 
     Integer labels ``(a, a + 1)`` are converted straight from the block, checked by its
     minimum and maximum: no ``n``-row boolean array is written (whose fresh pages cost
@@ -447,9 +447,10 @@ class TwoGroups:
     def size(self):
         return self.source.shape[0]
 
-    def floats(self, sl, out):
-        """The indicator on the rows ``sl``, written into ``out`` (floats)."""
-        np.copyto(out, self.source[sl])
+    def values(self, rows, out):
+        """The indicator (global codes 0 or 1) on ``rows`` (a slice or positions), written
+        into ``out`` (floats for the sums, integers for lookups)."""
+        np.copyto(out, self.source[rows], casting="unsafe")
         if self.offset:
             out -= self.offset
         return out
@@ -460,14 +461,6 @@ class TwoGroups:
             np.copyto(out, self.source[rows])
             return out
         return np.not_equal(self.source[rows], self.offset, out=out)
-
-    def codes(self, rows, out):
-        """Global codes (0 or 1) of ``rows`` (a slice or positions), written into ``out``
-        (an integer array)."""
-        np.copyto(out, self.source[rows], casting="unsafe")
-        if self.offset:
-            out -= self.offset
-        return out
 
     def count(self):
         """Rows of group 1."""

@@ -213,24 +213,29 @@ def _block_decide(s_raw, g_raw, offset, lookup, value, last):
     for sl in sub_blocks(s.size):
         m = sl.stop - sl.start
         x, b, u, w = s[sl], two.mask(sl, ind[:m]), above[:m], other[:m]
-        for compare in (np.greater, np.equal):  # u = compare(x, v_g): v_0's, v_1's where b
-            compare(x, value[0], out=u)
-            compare(x, value[1], out=w)
-            np.bitwise_xor(w, u, out=w)
-            np.logical_and(w, b, out=w)
-            np.bitwise_xor(u, w, out=u)
-            if compare is np.greater:
-                out[sl] = u
-                n1 += np.count_nonzero(np.logical_and(u, b, out=w))
+        _against_group(np.greater, x, value, b, u, w)
+        out[sl] = u
+        n1 += np.count_nonzero(np.logical_and(u, b, out=w))
+        _against_group(np.equal, x, value, b, u, w)
         tie_parts.append(np.flatnonzero(u) + sl.start)
     ties = np.concatenate(tie_parts)
     if ties.size:  # not selected above (equal to the threshold): selected by position
-        tie_codes = two.codes(ties, np.empty(ties.size, dtype=np.intp))
+        tie_codes = two.values(ties, np.empty(ties.size, dtype=np.intp))
         chosen = ties + offset <= last[tie_codes]
         out[ties] = chosen
         n1 += np.count_nonzero(chosen & (tie_codes == 1))
     selected = np.count_nonzero(out)
     return out, np.array([selected - n1, n1], dtype=np.float64)
+
+
+def _against_group(compare, x, value, b, u, w):
+    """``u = compare(x, value[g])`` for rows of group ``g`` (``b``: group 1), by boolean
+    selects (``w``: a buffer): exact, with no row-sized float thresholds."""
+    compare(x, value[0], out=u)
+    compare(x, value[1], out=w)
+    np.bitwise_xor(w, u, out=w)
+    np.logical_and(w, b, out=w)
+    np.bitwise_xor(u, w, out=u)
 
 
 def _block_decide_checked(s_raw, g_raw, where, lookup, value, last):

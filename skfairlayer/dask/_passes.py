@@ -187,7 +187,7 @@ def _classified(s, g_raw, lookup, center, hh, lb, ub):
     for sl in sub_blocks(s.size):
         m = sl.stop - sl.start
         x, x1, x2, ss = buf[:m], below[:m], above[:m], s[sl]
-        fs = two.floats(sl, f[:m])
+        fs = two.values(sl, f[:m])
         total += float(ss.sum())
         one += float(np.einsum("i,i->", fs, ss))
         np.multiply(fs, d, out=x)
@@ -300,7 +300,7 @@ def block_output(s_raw, g_raw, lookup, shifts, lb, ub):
     for sl in sub_blocks(s.size):
         m = sl.stop - sl.start
         o = out[sl]
-        f = two.floats(sl, buf[:m])
+        f = two.values(sl, buf[:m])
         np.multiply(f, d, out=o)
         o += s[sl]
         o -= c0  # s - c0 - f (c1 - c0)
