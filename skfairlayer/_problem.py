@@ -11,6 +11,8 @@ from functools import cached_property
 
 import numpy as np
 
+from ._blas import dot
+
 __all__ = [
     "SMALL_GROUP_SIZE",
     "AffineRows",
@@ -148,9 +150,8 @@ class GroupStatistics:
         """``sum_{i in g} values_i`` per group, for a family whose rows are all in a group.
 
         Two groups: the total and the sum over group 1, by one dot product per
-        block with the group codes converted to floats (``einsum``, not BLAS,
-        whose threads stall on a busy machine); several times faster than
-        ``bincount``, which serves more groups.
+        block with the group codes converted to floats; several times faster
+        than ``bincount``, which serves more groups.
         """
         if self.n_groups != 2:
             return np.bincount(self.codes, weights=values, minlength=self.n_groups)
@@ -164,7 +165,7 @@ class GroupStatistics:
             f = buf[: x.shape[0]]
             np.copyto(f, codes[start : start + step])
             total += float(x.sum())
-            second += float(np.einsum("i,i->", f, x))
+            second += dot(f, x)
         return np.array([total - second, second])
 
     @cached_property

@@ -10,6 +10,8 @@ block by block, without building the general system of
 
 import numpy as np
 
+from ._blas import dot
+
 
 def _single_family_multipliers(c, r):
     """``(lambda, mu)`` solving ``c_g lambda_g + mu = r_g``, ``sum_g lambda_g = 0``."""
@@ -98,7 +100,7 @@ class _DenseUniformPasses:
             np.multiply(v[sl], self.mask[sl], out=o)
             if self.k == 2:
                 np.copyto(f, self.small[sl])
-                one = float(np.einsum("i,i->", f, o))
+                one = dot(f, o)
                 sums += (float(o.sum()) - one, one)
             else:
                 sums += np.bincount(self.codes[sl], weights=o, minlength=self.k)
@@ -143,7 +145,7 @@ class _GroupSums:
 
     def __call__(self, x):
         if self.indicator is not None:
-            one = float(np.einsum("i,i->", self.indicator, x))
+            one = dot(self.indicator, x)
             return np.array([float(x.sum()) - one, one])
         return np.bincount(self.codes, weights=x, minlength=self.k)
 

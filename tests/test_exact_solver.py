@@ -486,3 +486,26 @@ def test_concurrent_solves_match_serial():
         threaded = list(pool.map(lambda b: project(b[0], b[1], tolerance=0.01).proba, batches * 3))
     for j, out in enumerate(threaded):
         np.testing.assert_array_equal(out, serial[j % len(batches)])
+
+
+@pytest.mark.parametrize("shifts", [[-0.05, 0.04], [0.02, 0.02]], ids=["apart", "equal"])
+def test_output_pass_reads_group_sums_and_flags_nan(monkeypatch, shifts):
+    """Check the output pass's verification read: group sums of the clipped outputs (against
+    the scaled indicator, or the indicator itself when the shifts are equal), and a NaN range
+    when an output is NaN (the verification then raises)."""
+    monkeypatch.setattr(_uniform, "_BLOCKED_FROM", 5000)
+    monkeypatch.setattr(_uniform, "_BLOCK", 4096)
+    rng = np.random.default_rng(21)
+    codes = rng.integers(0, 2, 20000)
+    s = rng.random(20000)
+    shifts = np.array(shifts)
+    totals = np.bincount(codes).astype(float)
+    f = _uniform._Indicator(codes.astype(np.uint8))
+    out, read = _uniform._uniform_output(s, codes, f, shifts, 0.0, 1.0, totals)
+    np.testing.assert_allclose(out, np.clip(s - shifts[codes], 0.0, 1.0), rtol=0, atol=1e-15)
+    means = np.bincount(codes, weights=out) / totals
+    assert read["range"] == (0.0, 1.0)
+    assert read["gaps"][0] == pytest.approx(abs(means[1] - means[0]), abs=1e-13)
+    s[123] = np.nan
+    out, read = _uniform._uniform_output(s, codes, f, shifts, 0.0, 1.0, totals)
+    assert np.isnan(out[123]) and all(np.isnan(read["range"]))

@@ -9,8 +9,8 @@ the bracket, and the output pass ``s - c_g`` (the listed rows then clipped),
 which also takes the minimum, maximum and group sums of each block it writes
 for the verification. Two groups read the codes as ``uint8`` (cached on the
 family) and convert them to floats block by block; more groups gather by the
-``intp`` codes (faster than by ``uint8``). Dot products use ``einsum``, not
-BLAS, whose threads stall on a busy machine. A :class:`GroupLayout` caches the
+``intp`` codes (faster than by ``uint8``). Dot products are
+:func:`skfairlayer._blas.dot` (BLAS on the calling thread). A :class:`GroupLayout` caches the
 group sizes and codes, for callers that solve many problems over one fixed
 partition. The reduced problem on each bracket is solved by
 :mod:`skfairlayer._solvers._reduced`.
@@ -19,6 +19,12 @@ partition. The reduced problem on each bracket is solved by
 import numpy as np
 
 from . import Solution
+
+try:  # the ufunc itself: np.clip adds Python dispatch on every block
+    from numpy._core.umath import clip as _clip
+except ImportError:  # pragma: no cover - numpy < 2
+    from numpy.core.umath import clip as _clip
+from .._blas import dot
 from ._reduced import _MIN_SAMPLE, _ROUNDS, _SAMPLE_ROWS, _Model, _solve_model, _spread
 
 __all__ = ["GroupLayout"]
@@ -260,7 +266,7 @@ def _solve_uniform(problem, layout, warm_start):
     nu = res.nu
     shifts = np.where(sizes > 0, nu / np.maximum(sizes, 1), 0.0)
     totals = fam.totals if fam.dense_uniform else None  # then the family's means are sums / totals
-    out, read = _uniform_output(s, codes, f, shifts, idx, lb, ub, totals)
+    out, read = _uniform_output(s, codes, f, shifts, lb, ub, totals)
     path = "uniform-2" if two else "uniform"
     info = {"path": path, "shifts": shifts, "spread": h, "rounds": rounds}
     if read is not None:
@@ -363,13 +369,12 @@ class _Indicator:
         return np.multiply(self.f[sl] if self.f is not None else self.codes[sl], factor, out=out)
 
     def sums(self, s):
-        """``[sum_{i in 0} s_i, sum_{i in 1} s_i]``: the total and ``f . s``, block by block
-        (``einsum``, not BLAS, whose threads stall on a busy machine)."""
+        """``[sum_{i in 0} s_i, sum_{i in 1} s_i]``: the total and ``f . s``, block by block."""
         total = one = 0.0
         for sl in _blocks(s.shape[0]):
             x = s[sl]
             total += float(x.sum())
-            one += float(np.einsum("i,i->", self.block(sl), x))
+            one += dot(self.block(sl), x)
         return np.array([total - one, one])
 
 
@@ -460,38 +465,39 @@ def _bracket_model(su, gu, sizes, A, Q, center, hh, lb, ub, eps):
     return model, lo, hi, sizes
 
 
-def _uniform_output(s, codes, f, shifts, idx, lb, ub, totals=None):
+def _uniform_output(s, codes, f, shifts, lb, ub, totals=None):
     """``clip(s - shift_g, lb, ub)`` and what the verification reads off it.
 
-    Rows free on the bracket need no clip; the listed rows ``idx`` (sorted)
-    are clipped. While each block is in cache, its minimum, maximum and group
-    sums are taken: with ``totals`` (the group sizes of a family whose rows
-    are all in a group), the verification's ``range`` and ``gaps`` of the
-    outputs, without another pass over them for two groups (more groups: one
-    ``bincount`` of the output after the pass); None without ``totals``.
+    Every block is clipped whole: the outputs lie within the bounds by
+    construction, unless one is NaN, which its group's sum then shows. While
+    each block is in cache its group sums are taken: with ``totals`` (the group
+    sizes of a family whose rows are all in a group), the verification's
+    ``range`` and ``gaps`` of the outputs, without another pass over them for
+    two groups (more groups: one ``bincount`` of the output after the pass);
+    None without ``totals``. Two groups sum group 1 against the block's scaled
+    indicator ``-d f`` already in cache (``d = c_1 - c_0``), divided by ``-d``.
     """
     n, k = s.shape[0], shifts.size
     out = np.empty(n)
-    sums, lo, hi = np.zeros(k), np.inf, -np.inf
-    cuts = np.searchsorted(idx, [sl.start for sl in _blocks(n)] + [n])
-    for j, sl in enumerate(_blocks(n)):
+    blocks = _blocks(n)
+    sums = np.zeros(k)
+    if f is not None:
+        d = float(shifts[1] - shifts[0])
+        scaled = abs(d) > 1e-150  # else group 1's sum against the indicator itself
+        buf = np.empty(blocks[0].stop)
+    for sl in blocks:
         o, x = out[sl], s[sl]
         if f is not None:
-            f.scaled(sl, -(shifts[1] - shifts[0]), o)
-            np.add(o, x, out=o)
+            t = f.scaled(sl, -d, buf[: sl.stop - sl.start])
+            np.add(t, x, out=o)
             np.subtract(o, shifts[0], out=o)
         else:
             np.take(shifts, codes[sl], out=o, mode="clip")
             np.subtract(x, o, out=o)
-        rows = idx[cuts[j] : cuts[j + 1]]
-        if rows.size:
-            rows = rows - sl.start if sl.start else rows
-            o[rows] = np.clip(o[rows], lb, ub)
-        if totals is None:
-            continue
-        lo, hi = np.minimum(lo, o.min()), np.maximum(hi, o.max())  # NaN propagates
-        if f is not None:
-            one = float(np.einsum("i,i->", f.block(sl), o))
+        _clip(o, lb, ub, out=o)
+        if totals is not None and f is not None:
+            one = dot(t, o) / -d if scaled else \
+                dot(f.block(sl), o)
             sums += (float(o.sum()) - one, one)
     if totals is None:
         return out, None
@@ -499,4 +505,5 @@ def _uniform_output(s, codes, f, shifts, idx, lb, ub, totals=None):
         sums = np.bincount(codes, weights=out, minlength=k)
     means = sums / totals
     gap = float(means.max() - means.min()) if k > 1 else 0.0
-    return out, {"range": (float(lo), float(hi)), "gaps": [gap]}
+    bounds = (lb, ub) if np.isfinite(sums).all() else (np.nan, np.nan)
+    return out, {"range": bounds, "gaps": [gap]}

@@ -20,6 +20,7 @@ from dask.base import tokenize
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
+from .._blas import dot
 from .._groups import _unique, encode
 from ..exceptions import UnseenGroupError
 
@@ -491,8 +492,7 @@ def scratch(name, dtype=np.float64, size=SUB):
 
 def indicator_sums(ind, x):
     """``(sum(x), sum(x[ind]))`` in one read of ``x``, sub-block by sub-block: the
-    indicator converted to floats in a cache-resident buffer, ``einsum`` (not BLAS,
-    whose threads stall on a busy machine)."""
+    indicator converted to floats in a cache-resident buffer."""
     buf = scratch("indicator")
     total = one = 0.0
     for sl in sub_blocks(x.size):
@@ -500,5 +500,5 @@ def indicator_sums(ind, x):
         b, xs = buf[:m], x[sl]
         np.copyto(b, ind[sl])
         total += float(xs.sum())
-        one += float(np.einsum("i,i->", b, xs))
+        one += dot(b, xs)
     return total, one

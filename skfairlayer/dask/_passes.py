@@ -7,6 +7,7 @@ combine them up a tree. See :mod:`skfairlayer.dask._project` for the driver.
 
 import numpy as np
 
+from .._blas import dot
 from ..exceptions import SolverError
 from ._blocks import (
     TwoGroups,
@@ -189,7 +190,7 @@ def _classified(s, g_raw, lookup, center, hh, lb, ub):
         x, x1, x2, ss = buf[:m], below[:m], above[:m], s[sl]
         fs = two.values(sl, f[:m])
         total += float(ss.sum())
-        one += float(np.einsum("i,i->", fs, ss))
+        one += dot(fs, ss)
         np.multiply(fs, d, out=x)
         np.add(x, ss, out=x)
         np.less(x, lo, out=x1)
@@ -307,7 +308,7 @@ def block_output(s_raw, g_raw, lookup, shifts, lb, ub):
         np.clip(o, lb, ub, out=o)
         if m:
             total += float(o.sum())
-            one += float(np.einsum("i,i->", f, o))
+            one += dot(f, o)
             lo, hi = np.minimum(lo, o.min()), np.maximum(hi, o.max())  # NaN propagates
     return out, {"sums": np.array([total - one, one]), "lo": float(lo), "hi": float(hi)}
 
