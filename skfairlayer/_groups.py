@@ -23,6 +23,10 @@ __all__ = [
 ]
 
 _LOOKUP_RANGE = 1 << 16  # integer labels spanning at most this many values use a table
+#: Bytes of an integer column beyond which its range is read block by block (each block's
+#: minimum and maximum in one read from memory); smaller columns stay in cache anyway.
+_BLOCKED_RANGE_BYTES = 1 << 24
+_RANGE_BLOCK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -241,11 +245,23 @@ def _check_missing(column):
         )
 
 
+def _integer_range(column):
+    """``(min, max)`` of a 1-D integer column, as Python ints."""
+    if column.nbytes <= _BLOCKED_RANGE_BYTES or column.ndim != 1:
+        return int(column.min()), int(column.max())
+    lows, highs = [], []
+    for start in range(0, column.shape[0], _RANGE_BLOCK):
+        block = column[start : start + _RANGE_BLOCK]
+        lows.append(block.min())
+        highs.append(block.max())
+    return int(min(lows)), int(max(highs))
+
+
 def _unique(column):
     """Sorted unique labels and codes of one column (fit time only)."""
     _check_missing(column)
     if column.dtype.kind in "biu" and column.size:
-        lo, hi = int(column.min()), int(column.max())
+        lo, hi = _integer_range(column)
         if hi - lo < _LOOKUP_RANGE:
             if lo == 0 and column.dtype == np.intp:  # codes already: no copy
                 shifted = column

@@ -90,6 +90,10 @@ class GroupStatistics:
         ``y = 0``). The weights then depend on the scores, which derivatives
         with respect to the scores must take into account. ``None``: the
         weights do not depend on the scores.
+    small_codes : ndarray of shape (n_samples,), dtype=uint8, default=None
+        ``codes`` as ``uint8``, for a two-group family with every row in a
+        group, when the caller has them (the two-group passes read them);
+        ``None``: derived when first needed.
 
     See Also
     --------
@@ -119,6 +123,7 @@ class GroupStatistics:
     group_ids: np.ndarray | None = field(default=None, compare=False)
     totals: np.ndarray | None = field(default=None, compare=False)
     plug_in_class: int | None = field(default=None, compare=False)
+    small_codes: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def means(self, outputs):
         """Group statistics ``m_g`` of ``outputs`` (1-D, or 2-D read at ``column``).
@@ -175,7 +180,7 @@ class GroupStatistics:
         of the bytes of ``intp`` codes and writing no ``n``-float indicator."""
         if self.n_groups != 2 or not self.dense_uniform:
             return None
-        return self.codes.astype(np.uint8)
+        return self.codes.astype(np.uint8) if self.small_codes is None else self.small_codes
 
     @cached_property
     def dense_uniform(self):
@@ -456,8 +461,10 @@ def group_family(
 
 def _uniform_family(codes, n_groups, tolerance, column, name, plug_in_class):
     """:func:`group_family` for equal raw weights, in a few passes (no weighted bincount)."""
-    if n_groups == 2:
-        second = np.count_nonzero(codes)  # codes are 0 or 1
+    small = None
+    if n_groups == 2:  # codes are 0 or 1: counted on their uint8 copy, which the passes read
+        small = codes.astype(np.uint8)
+        second = np.count_nonzero(small)
         counts = np.array([codes.size - second, second], dtype=np.float64)
     else:
         counts = np.bincount(codes, minlength=n_groups).astype(np.float64)
@@ -479,6 +486,7 @@ def _uniform_family(codes, n_groups, tolerance, column, name, plug_in_class):
         group_ids=ids,
         totals=counts[present],
         plug_in_class=plug_in_class,
+        small_codes=small if present.size == 2 else None,
     )
     return fam
 

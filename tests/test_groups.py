@@ -35,6 +35,24 @@ def test_codes_follow_sorted_labels(values):
     np.testing.assert_array_equal(again.codes, [1, 2, 0, 2])
 
 
+@pytest.mark.parametrize("dtype", [np.intp, np.int16, np.uint8])
+def test_large_integer_column_range_read_by_blocks(monkeypatch, dtype):
+    """Check that a large integer column's range, read block by block, gives the codes of the
+    whole-column read (the extremes in the last, partial block included)."""
+    import skfairlayer._groups as groups_module
+
+    rng = np.random.default_rng(3)
+    values = rng.integers(3, 9, 10_000).astype(dtype)
+    values[-1], values[5000] = 2, 11  # the extremes in the last block and a middle one
+    (expected,), labels = _codes(values)
+    monkeypatch.setattr(groups_module, "_BLOCKED_RANGE_BYTES", 64)
+    monkeypatch.setattr(groups_module, "_RANGE_BLOCK", 999)
+    (codes,), blocked = _codes(values)
+    np.testing.assert_array_equal(codes, expected)
+    np.testing.assert_array_equal(np.asarray(blocked), np.asarray(labels))
+    assert codes[-1] == 0 and codes[5000] == codes.max()
+
+
 def test_sparse_integer_labels():
     """Check that non-contiguous integer labels get compact codes."""
     (codes,), groups = _codes([10, 500, 10, 70000])
