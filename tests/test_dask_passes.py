@@ -245,3 +245,22 @@ def test_two_integer_groups_read_straight_from_the_block(labels, dtype):
     bad[7] = labels[1] + 1
     with pytest.raises(UnseenGroupError):
         block_output(s[:50], bad, lookup, np.array([0.01, -0.01]), 0.0, 1.0)
+
+
+def test_two_group_output_kernel_reports_bounds_or_nan():
+    """Check the two-group output kernel: clipped outputs with their group sums, the bounds as
+    the range, NaN as the range when an output is NaN, and an empty block's empty range."""
+    from skfairlayer.dask._passes import block_output
+
+    rng = np.random.default_rng(2)
+    s, g = rng.random(3000), rng.integers(0, 2, 3000)
+    shifts = np.array([0.3, -0.2])
+    out, stats = block_output(s, g, {0: 0, 1: 1}, shifts, 0.0, 1.0)
+    np.testing.assert_allclose(out, np.clip(s - shifts[g], 0.0, 1.0), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(stats["sums"], np.bincount(g, weights=out), rtol=1e-13)
+    assert (stats["lo"], stats["hi"]) == (0.0, 1.0)
+    s[17] = np.nan
+    _, stats = block_output(s, g, {0: 0, 1: 1}, shifts, 0.0, 1.0)
+    assert np.isnan(stats["lo"]) and np.isnan(stats["hi"])
+    out, stats = block_output(s[:0], g[:0], {0: 0, 1: 1}, shifts, 0.0, 1.0)
+    assert out.size == 0 and (stats["lo"], stats["hi"]) == (np.inf, -np.inf)

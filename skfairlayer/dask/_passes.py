@@ -279,8 +279,9 @@ def merge_bracket(parts):
 def block_output(s_raw, g_raw, lookup, shifts, lb, ub):
     """The output pass: ``clip(s - shift_g, lb, ub)`` and its per-group verification sums.
 
-    Two groups: sub-block by sub-block, the minimum, maximum and group sums taken
-    while the sub-block is in cache (as the core's output pass).
+    Two groups: sub-block by sub-block, the group sums taken while the sub-block is
+    in cache (as the core's output pass); the clip puts every output within the
+    bounds, so the range reported is the bounds' (NaN if a sum is: a NaN output).
     """
     s = as_float(s_raw)
     k = shifts.size
@@ -297,7 +298,6 @@ def block_output(s_raw, g_raw, lookup, shifts, lb, ub):
     c0, d = shifts[0], shifts[0] - shifts[1]
     buf = scratch("indicator")
     total = one = 0.0
-    lo, hi = np.inf, -np.inf
     for sl in sub_blocks(s.size):
         m = sl.stop - sl.start
         o = out[sl]
@@ -309,8 +309,11 @@ def block_output(s_raw, g_raw, lookup, shifts, lb, ub):
         if m:
             total += float(o.sum())
             one += dot(f, o)
-            lo, hi = np.minimum(lo, o.min()), np.maximum(hi, o.max())  # NaN propagates
-    return out, {"sums": np.array([total - one, one]), "lo": float(lo), "hi": float(hi)}
+    if not s.size:
+        lo, hi = np.inf, -np.inf
+    else:
+        lo, hi = (float(lb), float(ub)) if np.isfinite(total + one) else (np.nan, np.nan)
+    return out, {"sums": np.array([total - one, one]), "lo": lo, "hi": hi}
 
 
 def merge_output_stats(parts):
