@@ -10,7 +10,11 @@ on the calling thread, in one ``vecdot``.
 
 import numpy as np
 
-__all__ = ["dot"]
+__all__ = ["MIN_SCALE", "dot"]
+
+#: Smallest ``|c|`` by which a pass divides ``dot(c f, x)`` to get ``f . x`` (a 0/1 indicator
+#: ``f`` scaled by the shift difference ``c`` it already holds): far from underflow.
+MIN_SCALE = 1e-150
 
 #: Elements per BLAS call: OpenBLAS computes up to 10,000 on the calling thread.
 _ROW = 8192

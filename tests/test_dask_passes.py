@@ -247,20 +247,47 @@ def test_two_integer_groups_read_straight_from_the_block(labels, dtype):
         block_output(s[:50], bad, lookup, np.array([0.01, -0.01]), 0.0, 1.0)
 
 
-def test_two_group_output_kernel_reports_bounds_or_nan():
-    """Check the two-group output kernel: clipped outputs with their group sums, the bounds as
-    the range, NaN as the range when an output is NaN, and an empty block's empty range."""
+@pytest.mark.parametrize("offset", [0, 5])
+@pytest.mark.parametrize("shifts", [[0.3, -0.2], [0.1, 0.1]], ids=["apart", "equal"])
+def test_two_group_output_kernel_reports_bounds_or_nan(shifts, offset):
+    """Check the two-group output kernel: clipped outputs with their group sums (against the
+    scaled indicator, or the indicator itself when the shifts are equal), the bounds as the
+    range, NaN as the range when an output is NaN, and an empty block's empty range."""
     from skfairlayer.dask._passes import block_output
 
     rng = np.random.default_rng(2)
     s, g = rng.random(3000), rng.integers(0, 2, 3000)
-    shifts = np.array([0.3, -0.2])
-    out, stats = block_output(s, g, {0: 0, 1: 1}, shifts, 0.0, 1.0)
+    shifts = np.array(shifts)
+    lookup = {offset: 0, offset + 1: 1}
+    out, stats = block_output(s, (g + offset).astype(np.int16), lookup, shifts, 0.0, 1.0)
     np.testing.assert_allclose(out, np.clip(s - shifts[g], 0.0, 1.0), rtol=0, atol=1e-15)
     np.testing.assert_allclose(stats["sums"], np.bincount(g, weights=out), rtol=1e-13)
     assert (stats["lo"], stats["hi"]) == (0.0, 1.0)
     s[17] = np.nan
-    _, stats = block_output(s, g, {0: 0, 1: 1}, shifts, 0.0, 1.0)
+    _, stats = block_output(s, g + offset, lookup, shifts, 0.0, 1.0)
     assert np.isnan(stats["lo"]) and np.isnan(stats["hi"])
-    out, stats = block_output(s[:0], g[:0], {0: 0, 1: 1}, shifts, 0.0, 1.0)
+    out, stats = block_output(s[:0], g[:0] + offset, lookup, shifts, 0.0, 1.0)
     assert out.size == 0 and (stats["lo"], stats["hi"]) == (np.inf, -np.inf)
+
+
+@pytest.mark.parametrize("offset", [0, 5])
+@pytest.mark.parametrize("center", [[0.05, -0.04], [0.02, 0.02]], ids=["apart", "equal"])
+def test_two_group_bracket_kernel_matches_the_general_one(monkeypatch, center, offset):
+    """Check that the two-group bracket kernel (group 1's sum against the scaled indicator, or
+    the indicator itself when the centre's shifts are equal) classifies and sums as the
+    general kernel does."""
+    from skfairlayer.dask import _passes
+
+    rng = np.random.default_rng(4)
+    s = 1.0 / (1.0 + np.exp(-rng.normal(0.0, 2.0, 5000)))
+    g = (rng.integers(0, 2, 5000) + offset).astype(np.int16)
+    args = (s, g, {offset: 0, offset + 1: 1}, np.array(center), np.array([0.003, 0.002]), 0.0, 1.0)
+    two = _passes._classified(*args)
+    monkeypatch.setattr(_passes.TwoGroups, "of", classmethod(lambda cls, raw, lookup: None))
+    general = _passes._classified(*args)
+    for a, b in zip(two[:4], general[:4], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    order_a, order_b = np.lexsort((two[4], two[5])), np.lexsort((general[4], general[5]))
+    np.testing.assert_array_equal(two[4][order_a], general[4][order_b])
+    np.testing.assert_array_equal(two[5][order_a], general[5][order_b])
+    assert two[4].size > 0

@@ -24,7 +24,7 @@ try:  # the ufunc itself: np.clip adds Python dispatch on every block
     from numpy._core.umath import clip as _clip
 except ImportError:  # pragma: no cover - numpy < 2
     from numpy.core.umath import clip as _clip
-from .._blas import dot
+from .._blas import MIN_SCALE, dot
 from ._reduced import _MIN_SAMPLE, _ROUNDS, _SAMPLE_ROWS, _Model, _solve_model, _spread
 
 __all__ = ["GroupLayout"]
@@ -483,7 +483,7 @@ def _uniform_output(s, codes, f, shifts, lb, ub, totals=None):
     sums = np.zeros(k)
     if f is not None:
         d = float(shifts[1] - shifts[0])
-        scaled = abs(d) > 1e-150  # else group 1's sum against the indicator itself
+        scaled = abs(d) > MIN_SCALE  # else group 1's sum against the indicator itself
         buf = np.empty(blocks[0].stop)
     for sl in blocks:
         o, x = out[sl], s[sl]

@@ -456,6 +456,14 @@ class TwoGroups:
             out -= self.offset
         return out
 
+    def scaled(self, rows, factor, out):
+        """``factor`` times the indicator on the slice ``rows``, into ``out`` (floats; the
+        labels converted in the multiply)."""
+        if self.offset:
+            np.subtract(self.source[rows], self.offset, out=out, casting="unsafe")
+            return np.multiply(out, factor, out=out)
+        return np.multiply(self.source[rows], factor, out=out)
+
     def mask(self, rows, out):
         """The indicator on ``rows`` (a slice or positions) as booleans, into ``out``."""
         if self.source.dtype == bool:

@@ -7,7 +7,12 @@ combine them up a tree. See :mod:`skfairlayer.dask._project` for the driver.
 
 import numpy as np
 
-from .._blas import dot
+from .._blas import MIN_SCALE, dot
+
+try:  # the ufunc itself: np.clip adds Python dispatch on every sub-block
+    from numpy._core.umath import clip as _clip
+except ImportError:  # pragma: no cover - numpy < 2
+    from numpy.core.umath import clip as _clip
 from ..exceptions import SolverError
 from ._blocks import (
     TwoGroups,
@@ -185,19 +190,19 @@ def _classified(s, g_raw, lookup, center, hh, lb, ub):
     below, above = scratch("below", bool), scratch("above", bool)
     n, t = np.zeros((4, k)), np.zeros((4, k))
     su, gu, total, one = [], [], 0.0, 0.0
+    scaled = abs(d) > MIN_SCALE  # group 1's sum against d f, else against f itself
     for sl in sub_blocks(s.size):
         m = sl.stop - sl.start
         x, x1, x2, ss = buf[:m], below[:m], above[:m], s[sl]
-        fs = two.values(sl, f[:m])
+        two.scaled(sl, d, x)
         total += float(ss.sum())
-        one += dot(fs, ss)
-        np.multiply(fs, d, out=x)
+        one += dot(x, ss) / d if scaled else dot(two.values(sl, f[:m]), ss)
         np.add(x, ss, out=x)
         np.less(x, lo, out=x1)
         np.greater(x, hi, out=x2)
         np.logical_or(x1, x2, out=x1)
         idx = np.flatnonzero(x1)
-        so, go = ss[idx], fs[idx].astype(np.intp)
+        so, go = ss[idx], two.values(idx + sl.start, np.empty(idx.size, dtype=np.intp))
         nb, tb, unc = _states(so, go, center, hh, lb, ub, k)
         n += nb
         t += tb
@@ -296,19 +301,18 @@ def block_output(s_raw, g_raw, lookup, shifts, lb, ub):
     _check_rows(two.size, s.shape[0])
     out = np.empty(s.size)
     c0, d = shifts[0], shifts[0] - shifts[1]
-    buf = scratch("indicator")
+    f, buf = scratch("indicator"), scratch("shifted")
+    scaled = abs(d) > MIN_SCALE  # group 1's sum against d f, else against f itself
     total = one = 0.0
     for sl in sub_blocks(s.size):
         m = sl.stop - sl.start
-        o = out[sl]
-        f = two.values(sl, buf[:m])
-        np.multiply(f, d, out=o)
-        o += s[sl]
+        o, t = out[sl], two.scaled(sl, d, buf[:m])
+        np.add(t, s[sl], out=o)
         o -= c0  # s - c0 - f (c1 - c0)
-        np.clip(o, lb, ub, out=o)
+        _clip(o, lb, ub, out=o)
         if m:
             total += float(o.sum())
-            one += dot(f, o)
+            one += dot(t, o) / d if scaled else dot(two.values(sl, f[:m]), o)
     if not s.size:
         lo, hi = np.inf, -np.inf
     else:
