@@ -36,7 +36,9 @@ machine does not count), of the wall clock on CUDA and for the generic layers.
     Clarabel (forward only, first solve and re-solve), and ``cvxpylayers.torch.CvxpyLayer``
     (its default solver, SCS through diffcp) forward + backward if importable (skipped
     with a message otherwise; ``pip install skfairlayer[bench]``), with the largest
-    differences of its outputs and gradients from ours.
+    differences of its outputs and gradients from ours. Floors: the same step through an
+    identity ``autograd.Function`` (the least any custom layer costs) and through
+    ``clamp(0, 1)``.
 ``memory``
     Bytes saved for the backward pass (``saved_tensors_hooks``) per row, n = 1e3 .. 1e5:
     constant per row means O(n) extra memory (a dense Jacobian would be n**2).
@@ -269,9 +271,31 @@ def part_generic(device, quick):
         (fairness_layer(x, groups, 2, tolerance=eps) * w).sum().backward()
         return x.grad
 
-    ours = _time(ours_step, torch.device("cpu"), repeats=300, clock=time.perf_counter)
+    class _Identity(torch.autograd.Function):  # the least a custom autograd layer costs
+        @staticmethod
+        def forward(ctx, v):
+            return v.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            return g
+
+    def floor_step(layer):
+        def run():
+            x = s.detach().requires_grad_(True)
+            (layer(x) * w).sum().backward()
+            return x.grad
+
+        return run
+
+    ours, identity, clamp = (
+        _time(fn, torch.device("cpu"), repeats=300, clock=time.perf_counter)
+        for fn in (ours_step, floor_step(_Identity.apply), floor_step(lambda v: v.clamp(0, 1)))
+    )
     print(f"skfairlayer.torch (CPU, eager, verified; forward + backward; wall clock, as for the "
           f"generic layers, which may use threads): {ours * 1e3:.3f} ms")
+    print(f"floors, the same step through an identity autograd.Function: {identity * 1e3:.3f} ms; "
+          f"through clamp(0, 1): {clamp * 1e3:.3f} ms")
     import cvxpy as cp
 
     prob, sp, p = _dp_problem(n, groups.numpy(), eps)
@@ -316,6 +340,9 @@ def part_generic(device, quick):
           f"median {med * 1e3:.1f} ms (layer built once in {build:.1f} s): {tl / ours:.0f}x ours "
           f"(min / min); max |p_layers - p_ours| = {err:.1e}, max |grad_layers - grad_ours| = "
           f"{gerr:.1e}")
+    print(f"cvxpylayers against the floors: {tl / identity:.0f}x the identity Function's step, "
+          f"{tl / clamp:.0f}x the clamp step; 1000x needs a step of at most {tl * 1e3:.0f} us, "
+          f"{tl / 1000 / identity:.2f}x the identity step (ours: {ours / identity:.2f}x)")
 
 
 def part_memory(device, quick):
