@@ -27,6 +27,8 @@ _LOOKUP_RANGE = 1 << 16  # integer labels spanning at most this many values use 
 #: minimum and maximum in one read from memory); smaller columns stay in cache anyway.
 _BLOCKED_RANGE_BYTES = 1 << 24
 _RANGE_BLOCK = 1 << 16
+#: Rows of the strided sample in which every label of a range is first looked for.
+_PRESENCE_SAMPLE = 4096
 
 
 @dataclass(frozen=True)
@@ -257,6 +259,15 @@ def _integer_range(column):
     return int(min(lows)), int(max(highs))
 
 
+def _present(codes, size):
+    """The values in ``[0, size)`` that ``codes`` holds, sorted. A strided sample is read
+    first: when it holds every value, the whole column need not be counted."""
+    step = codes.shape[0] // _PRESENCE_SAMPLE
+    if step > 1 and np.count_nonzero(np.bincount(codes[::step], minlength=size)) == size:
+        return np.arange(size)
+    return np.flatnonzero(np.bincount(codes, minlength=size))
+
+
 def _unique(column):
     """Sorted unique labels and codes of one column (fit time only)."""
     _check_missing(column)
@@ -269,7 +280,7 @@ def _unique(column):
                 shifted = (column - lo).astype(np.intp, copy=False)
             if hi - lo <= 1:  # min and max are both present: no counting needed
                 return np.arange(lo, hi + 1).astype(column.dtype), shifted
-            present = np.flatnonzero(np.bincount(shifted, minlength=hi - lo + 1))
+            present = _present(shifted, hi - lo + 1)
             if present.size == hi - lo + 1:
                 return (present + lo).astype(column.dtype), shifted
             lookup = np.full(hi - lo + 1, -1, dtype=np.intp)

@@ -203,3 +203,24 @@ def test_encoded_column_is_named():
         SensitiveColumns("sex").split(df)
     with pytest.raises(ValueError, match="twice"):
         SensitiveColumns("sex").split(df, sensitive_features=[0, 1])
+
+
+@pytest.mark.parametrize("missing", [None, 3, 7, "no rare label"])
+def test_labels_present_found_by_sample_or_full_count(monkeypatch, missing):
+    """Check that the labels of an integer range are the ones present: all of them when the
+    strided sample holds every one, else from the full count (a rare label the sample
+    misses is kept, an absent one dropped)."""
+    import skfairlayer._groups as groups_module
+
+    monkeypatch.setattr(groups_module, "_PRESENCE_SAMPLE", 50)
+    rng = np.random.default_rng(5)
+    values = rng.integers(0, 10, 20_000)
+    values[values == 9] = 8
+    if missing != "no rare label":  # else the sample holds every label
+        values[12_345] = 9  # one row of label 9: the sample (every 400th row) misses it
+    if isinstance(missing, int):
+        values[values == missing] = missing + 1
+    (codes,), labels = _codes(values)
+    expected = np.unique(values)
+    np.testing.assert_array_equal(np.asarray(labels), expected)
+    np.testing.assert_array_equal(codes, np.searchsorted(expected, values))
