@@ -11,7 +11,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ._blas import dot
+from ._numeric import dot
 
 __all__ = [
     "SMALL_GROUP_SIZE",

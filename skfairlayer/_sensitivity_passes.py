@@ -10,7 +10,7 @@ block by block, without building the general system of
 
 import numpy as np
 
-from ._blas import dot
+from ._numeric import dot
 
 
 def _single_family_multipliers(c, r):

@@ -5,26 +5,20 @@ With uniform weights (demographic parity) the passes work on shifts
 block so that temporaries stay in cache: the group sums of the scores (two
 groups: the total and one dot product with the indicator of group 1; more:
 ``bincount``), the bracket pass that lists the rows not free for every shift of
-the bracket, and the output pass ``s - c_g`` (the listed rows then clipped),
-which also takes the minimum, maximum and group sums of each block it writes
-for the verification. Two groups read the codes as ``uint8`` (cached on the
-family) and convert them to floats block by block; more groups gather by the
-``intp`` codes (faster than by ``uint8``). Dot products are
-:func:`skfairlayer._blas.dot` (BLAS on the calling thread). A :class:`GroupLayout` caches the
-group sizes and codes, for callers that solve many problems over one fixed
-partition. The reduced problem on each bracket is solved by
-:mod:`skfairlayer._solvers._reduced`.
+the bracket, and the output pass ``clip(s - c_g)``, which also takes the group
+sums of each block it writes for the verification. Two groups read the codes as
+``uint8`` (cached on the family) and convert them to floats block by block;
+more groups gather by the ``intp`` codes (faster than by ``uint8``). Dot
+products are :func:`skfairlayer._numeric.dot` (BLAS on the calling thread). A
+:class:`GroupLayout` caches the group sizes and codes, for callers that solve
+many problems over one fixed partition. The reduced problem on each bracket is
+solved by :mod:`skfairlayer._solvers._reduced`.
 """
 
 import numpy as np
 
+from .._numeric import MIN_SCALE, clip, dot
 from . import Solution
-
-try:  # the ufunc itself: np.clip adds Python dispatch on every block
-    from numpy._core.umath import clip as _clip
-except ImportError:  # pragma: no cover - numpy < 2
-    from numpy.core.umath import clip as _clip
-from .._blas import MIN_SCALE, dot
 from ._reduced import _MIN_SAMPLE, _ROUNDS, _SAMPLE_ROWS, _Model, _solve_model, _spread
 
 __all__ = ["GroupLayout"]
@@ -494,10 +488,9 @@ def _uniform_output(s, codes, f, shifts, lb, ub, totals=None):
         else:
             np.take(shifts, codes[sl], out=o, mode="clip")
             np.subtract(x, o, out=o)
-        _clip(o, lb, ub, out=o)
+        clip(o, lb, ub, out=o)
         if totals is not None and f is not None:
-            one = dot(t, o) / -d if scaled else \
-                dot(f.block(sl), o)
+            one = dot(t, o) / -d if scaled else dot(f.block(sl), o)
             sums += (float(o.sum()) - one, one)
     if totals is None:
         return out, None

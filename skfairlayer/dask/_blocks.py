@@ -20,8 +20,8 @@ from dask.base import tokenize
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
-from .._blas import dot
 from .._groups import _unique, encode
+from .._numeric import dot
 from ..exceptions import UnseenGroupError
 
 try:  # explicit task references (dask >= 2024.12): keys of persisted blocks stay references

@@ -7,12 +7,7 @@ combine them up a tree. See :mod:`skfairlayer.dask._project` for the driver.
 
 import numpy as np
 
-from .._blas import MIN_SCALE, dot
-
-try:  # the ufunc itself: np.clip adds Python dispatch on every sub-block
-    from numpy._core.umath import clip as _clip
-except ImportError:  # pragma: no cover - numpy < 2
-    from numpy.core.umath import clip as _clip
+from .._numeric import MIN_SCALE, clip, dot
 from ..exceptions import SolverError
 from ._blocks import (
     TwoGroups,
@@ -309,7 +304,7 @@ def block_output(s_raw, g_raw, lookup, shifts, lb, ub):
         o, t = out[sl], two.scaled(sl, d, buf[:m])
         np.add(t, s[sl], out=o)
         o -= c0  # s - c0 - f (c1 - c0)
-        _clip(o, lb, ub, out=o)
+        clip(o, lb, ub, out=o)
         if m:
             total += float(o.sum())
             one += dot(t, o) / d if scaled else dot(two.values(sl, f[:m]), o)

@@ -16,10 +16,7 @@ import math
 import numpy as np
 import torch
 
-try:  # the ufunc itself: np.clip adds more Python dispatch than a pass over 4,096 rows costs
-    from numpy._core.umath import clip as _clip
-except ImportError:  # pragma: no cover - numpy < 2
-    from numpy.core.umath import clip as _clip
+from .._numeric import clip as _clip
 
 __all__ = ["Direct", "solve", "jacobian_matrix", "jacobian_apply", "jacobian_apply_numpy"]
 

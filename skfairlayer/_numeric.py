@@ -1,4 +1,4 @@
-"""Dot products of long vectors, on one BLAS thread.
+"""Numeric primitives of the full-data passes: a dot product on one thread, the clip ufunc.
 
 ``np.dot`` of two long vectors is BLAS's ``ddot``, which OpenBLAS splits across
 its threads beyond 10,000 elements: fast on an idle machine, but a thread that
@@ -10,7 +10,12 @@ on the calling thread, in one ``vecdot``.
 
 import numpy as np
 
-__all__ = ["MIN_SCALE", "dot"]
+__all__ = ["MIN_SCALE", "clip", "dot"]
+
+try:  # the ufunc itself: np.clip adds Python dispatch that costs more than a small block
+    from numpy._core.umath import clip
+except ImportError:  # pragma: no cover - numpy < 2
+    from numpy.core.umath import clip
 
 #: Smallest ``|c|`` by which a pass divides ``dot(c f, x)`` to get ``f . x`` (a 0/1 indicator
 #: ``f`` scaled by the shift difference ``c`` it already holds): far from underflow.

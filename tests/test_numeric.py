@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from skfairlayer._blas import _ROW, dot
+from skfairlayer._numeric import _ROW, dot
 
 
 @pytest.mark.parametrize("n", [0, 1, _ROW - 1, _ROW, _ROW + 1, 3 * _ROW + 5, 70_001])
