@@ -90,10 +90,6 @@ class GroupStatistics:
         ``y = 0``). The weights then depend on the scores, which derivatives
         with respect to the scores must take into account. ``None``: the
         weights do not depend on the scores.
-    small_codes : ndarray of shape (n_samples,), dtype=uint8, default=None
-        ``codes`` as ``uint8``, for a two-group family with every row in a
-        group, when the caller has them (the two-group passes read them);
-        ``None``: derived when first needed.
 
     See Also
     --------
@@ -123,7 +119,9 @@ class GroupStatistics:
     group_ids: np.ndarray | None = field(default=None, compare=False)
     totals: np.ndarray | None = field(default=None, compare=False)
     plug_in_class: int | None = field(default=None, compare=False)
-    small_codes: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # ``codes`` as uint8 when the builder already has them (see ``_small_codes``); not an
+    # init field, so a copy with other codes (``dataclasses.replace``) never inherits them.
+    _small: np.ndarray | None = field(default=None, init=False, compare=False, repr=False)
 
     def means(self, outputs):
         """Group statistics ``m_g`` of ``outputs`` (1-D, or 2-D read at ``column``).
@@ -180,7 +178,7 @@ class GroupStatistics:
         of the bytes of ``intp`` codes and writing no ``n``-float indicator."""
         if self.n_groups != 2 or not self.dense_uniform:
             return None
-        return self.codes.astype(np.uint8) if self.small_codes is None else self.small_codes
+        return self.codes.astype(np.uint8) if self._small is None else self._small
 
     @cached_property
     def dense_uniform(self):
@@ -486,8 +484,9 @@ def _uniform_family(codes, n_groups, tolerance, column, name, plug_in_class):
         group_ids=ids,
         totals=counts[present],
         plug_in_class=plug_in_class,
-        small_codes=small if present.size == 2 else None,
     )
+    if small is not None and present.size == 2:
+        object.__setattr__(fam, "_small", small)  # the uint8 codes just counted, for the passes
     return fam
 
 

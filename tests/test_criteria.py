@@ -95,18 +95,19 @@ def test_group_family_normalises_and_reports_totals():
 
 def test_uniform_two_group_family_carries_its_uint8_codes():
     """Check that a uniform two-group family built from codes keeps their uint8 copy (read by
-    the two-group passes) equal to its codes, and that a family whose codes are replaced
-    without it derives them again."""
+    the two-group passes) equal to its codes, and that a copy with other codes does not
+    inherit them."""
     import dataclasses
 
     from skfairlayer._problem import _uniform_family
 
     codes = np.random.default_rng(0).integers(0, 2, 1000)
     fam = _uniform_family(codes, 2, 0.1, 0, "parity", None)
-    assert fam.small_codes.dtype == np.uint8
+    assert fam._small is not None and fam._small_codes is fam._small
+    assert fam._small.dtype == np.uint8
     np.testing.assert_array_equal(fam._small_codes, codes)
     np.testing.assert_array_equal(fam.totals, np.bincount(codes))
-    other = dataclasses.replace(fam, codes=codes[::-1].copy(), small_codes=None)
+    other = dataclasses.replace(fam, codes=codes[::-1].copy())
     np.testing.assert_array_equal(other._small_codes, codes[::-1])
 
 

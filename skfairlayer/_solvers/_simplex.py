@@ -588,8 +588,7 @@ def _subsample_start(problem, rows):
     sub_counts = np.bincount(sub_codes, minlength=rows.k).astype(np.float64)
     fams = tuple(
         dataclasses.replace(
-            f, codes=sub_codes, weights=1.0 / sub_counts[sub_codes], totals=None,
-            small_codes=None,
+            f, codes=sub_codes, weights=1.0 / sub_counts[sub_codes], totals=None
         )
         for f in problem.families
     )
