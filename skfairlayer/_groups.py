@@ -331,16 +331,13 @@ class _ColumnLookup:
     def codes(self, column):
         """Codes in ``[0, n_labels)``, ``-1`` for values not among the labels."""
         if self.table is not None and column.dtype.kind in "biuf" and column.size:
-            col = np.ascontiguousarray(column)
-            lo, hi = col.min(), col.max()
-            if lo >= self.lo and hi <= self.hi:  # False for NaN
-                ints = col.astype(np.intp)
-                if col.dtype.kind in "biu" or np.array_equal(np.trunc(col), col):  # integral
-                    if self.identity:
-                        return ints
-                    if self.lo:
-                        ints -= self.lo
-                    return self.table.take(ints)
+            ints = _integers_within(np.ascontiguousarray(column), self.lo, self.hi)
+            if ints is not None:
+                if self.identity:
+                    return ints
+                if self.lo:
+                    ints -= self.lo
+                return self.table.take(ints)
         if column.dtype.kind in "biufUS" and self.labels.dtype.kind in "biufUS" and (
             (column.dtype.kind in "US") == (self.labels.dtype.kind in "US")
         ):
@@ -353,6 +350,24 @@ class _ColumnLookup:
             )
         except TypeError:  # unhashable values
             return np.full(column.shape[0], -1, dtype=np.intp)
+
+
+def _integers_within(column, lo, hi):
+    """A numeric column as ``intp`` when every value is an integer in ``[lo, hi]``, else None.
+
+    Block by block: each block is checked and converted while in cache, and no temporary of
+    the column's size is written (their fresh pages cost more than the checks).
+    """
+    ints = np.empty(column.shape[0], dtype=np.intp)
+    integral = column.dtype.kind in "biu"
+    for start in range(0, column.shape[0], _RANGE_BLOCK):
+        block, out = column[start : start + _RANGE_BLOCK], ints[start : start + _RANGE_BLOCK]
+        if not (block.min() >= lo and block.max() <= hi):  # False for NaN
+            return None
+        np.copyto(out, block, casting="unsafe")  # truncates floats
+        if not integral and not np.array_equal(out, block):
+            return None
+    return ints
 
 
 def _plain(values):

@@ -129,6 +129,29 @@ def test_fractional_float_label_is_unseen_not_truncated():
         encoder.transform(np.array([0.0, 0.5, 1.0]))
 
 
+@pytest.mark.parametrize("bad", [0.5, np.nan, 7.0, -1.0])
+@pytest.mark.parametrize("labels", [[0.0, 1.0, 2.0], [3.0, 4.0]])
+def test_lookup_checks_every_block(monkeypatch, bad, labels):
+    """Check that the lookup of a numeric column, read block by block, codes every block and
+    finds a fractional, missing or out-of-range value in a later block (unseen, not
+    truncated)."""
+    import skfairlayer._groups as groups_module
+
+    monkeypatch.setattr(groups_module, "_RANGE_BLOCK", 7)
+    encoder = GroupEncoder()
+    encoder.fit_transform(np.array(labels))
+    values = np.array(labels * 10)
+    (grouping,) = encoder.transform(values)
+    np.testing.assert_array_equal(grouping.codes, np.tile(np.arange(len(labels)), 10))
+    values[len(values) - 3] = bad  # in the last block
+    if np.isnan(bad):
+        with pytest.raises(ValueError, match="NaN"):
+            encoder.transform(values)
+    else:
+        with pytest.raises(UnseenGroupError):
+            encoder.transform(values)
+
+
 @pytest.mark.parametrize(
     ("fit", "new", "shown"),
     [
