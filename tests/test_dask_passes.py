@@ -291,3 +291,15 @@ def test_two_group_bracket_kernel_matches_the_general_one(monkeypatch, center, o
     np.testing.assert_array_equal(two[4][order_a], general[4][order_b])
     np.testing.assert_array_equal(two[5][order_a], general[5][order_b])
     assert two[4].size > 0
+
+
+@pytest.mark.parametrize("offset", [0, 5, -1])
+def test_two_groups_count_rows_of_group_one(offset):
+    """Check that a block's rows of group 1 are counted for labels starting anywhere, over
+    several sub-blocks and on an empty block."""
+    from skfairlayer.dask._blocks import SUB, TwoGroups
+
+    raw = (np.random.default_rng(1).integers(0, 2, 2 * SUB + 17) + offset).astype(np.int16)
+    lookup = {offset: 0, offset + 1: 1}
+    assert TwoGroups.of(raw, lookup).count() == np.count_nonzero(raw == offset + 1)
+    assert TwoGroups.of(raw[:0], lookup).count() == 0

@@ -472,10 +472,12 @@ class TwoGroups:
         return np.not_equal(self.source[rows], self.offset, out=out)
 
     def count(self):
-        """Rows of group 1."""
+        """Rows of group 1 (sub-block by sub-block: no row-sized temporary)."""
         if not self.offset:
             return float(np.count_nonzero(self.source))
-        return float(self.size - np.count_nonzero(self.source == self.offset))
+        buf = scratch("count", bool)
+        return float(sum(np.count_nonzero(self.mask(sl, buf[: sl.stop - sl.start]))
+                         for sl in sub_blocks(self.size)))
 
 
 #: This thread's scratch buffers of the two-group passes (``SUB`` elements each, by name and
