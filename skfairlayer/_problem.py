@@ -11,7 +11,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ._numeric import dot
+from ._numeric import indicator_sums
 
 __all__ = [
     "SMALL_GROUP_SIZE",
@@ -158,17 +158,8 @@ class GroupStatistics:
         """
         if self.n_groups != 2:
             return np.bincount(self.codes, weights=values, minlength=self.n_groups)
-        codes = self._small_codes
-        n = codes.shape[0]
-        step = max(1, min(n, _BLOCK))
-        buf = np.empty(step)
-        total = second = 0.0
-        for start in range(0, n, step):
-            x = values[start : start + step]
-            f = buf[: x.shape[0]]
-            np.copyto(f, codes[start : start + step])
-            total += float(x.sum())
-            second += dot(f, x)
+        total, second = indicator_sums(self._small_codes, values,
+                                       np.empty(max(1, min(values.shape[0], _BLOCK))))
         return np.array([total - second, second])
 
     @cached_property

@@ -17,7 +17,7 @@ solved by :mod:`skfairlayer._solvers._reduced`.
 
 import numpy as np
 
-from .._numeric import MIN_SCALE, clip, dot
+from .._numeric import MIN_SCALE, clip, dot, indicator_sums
 from . import Solution
 from ._reduced import _MIN_SAMPLE, _ROUNDS, _SAMPLE_ROWS, _Model, _solve_model, _spread
 
@@ -364,11 +364,8 @@ class _Indicator:
 
     def sums(self, s):
         """``[sum_{i in 0} s_i, sum_{i in 1} s_i]``: the total and ``f . s``, block by block."""
-        total = one = 0.0
-        for sl in _blocks(s.shape[0]):
-            x = s[sl]
-            total += float(x.sum())
-            one += dot(self.block(sl), x)
+        ind = self.f if self.f is not None else self.codes
+        total, one = indicator_sums(ind, s, np.empty(max(1, _blocks(s.shape[0])[0].stop)))
         return np.array([total - one, one])
 
 

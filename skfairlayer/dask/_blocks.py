@@ -21,7 +21,6 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from .._groups import _unique, encode
-from .._numeric import dot
 from ..exceptions import UnseenGroupError
 
 try:  # explicit task references (dask >= 2024.12): keys of persisted blocks stay references
@@ -498,17 +497,3 @@ def scratch(name, dtype=np.float64, size=SUB):
     if buf is None or buf.size < size:
         buf = bufs[key] = np.empty(max(size, SUB), dtype=dtype)
     return buf
-
-
-def indicator_sums(ind, x):
-    """``(sum(x), sum(x[ind]))`` in one read of ``x``, sub-block by sub-block: the
-    indicator converted to floats in a cache-resident buffer."""
-    buf = scratch("indicator")
-    total = one = 0.0
-    for sl in sub_blocks(x.size):
-        m = sl.stop - sl.start
-        b, xs = buf[:m], x[sl]
-        np.copyto(b, ind[sl])
-        total += float(xs.sum())
-        one += dot(b, xs)
-    return total, one

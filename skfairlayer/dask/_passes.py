@@ -7,15 +7,15 @@ combine them up a tree. See :mod:`skfairlayer.dask._project` for the driver.
 
 import numpy as np
 
-from .._numeric import MIN_SCALE, clip, dot
+from .._numeric import MIN_SCALE, clip, dot, indicator_sums
 from ..exceptions import SolverError
 from ._blocks import (
+    SUB,
     TwoGroups,
     as_float,
     block_codes,
     global_codes,
     group_sums,
-    indicator_sums,
     known_codes,
     label_keys,
     scratch,
@@ -84,7 +84,7 @@ def block_stats(s_raw, g_raw, target):
         _check_rows(ind.shape[0], n)
         k = len(labels)
         n1 = float(np.count_nonzero(ind))
-        total, s1 = indicator_sums(ind, s)  # one read of the scores, in cache
+        total, s1 = indicator_sums(ind, s, scratch("indicator")[:SUB])  # one read, in cache
         _check_finite(s, total)
         if k == 1:
             s1 = 0.0
