@@ -370,3 +370,27 @@ def test_global_decisions_check_their_rates_exactly():
     _check_exact_gap(np.array([1, 2]), np.array([10, 10]), 0.1)  # exactly at the tolerance
     with pytest.raises(SolverError, match="exact arithmetic"):
         _check_exact_gap(np.array([1, 2]), np.array([10, 10]), 0.09999999999999999)
+
+
+@pytest.mark.parametrize(("seed", "tol"), [(1, 0.1), (6, 0.001), (6, 0.01)])
+def test_project_sampled_bracket_with_scores_at_the_bounds(monkeypatch, seed, tol):
+    """Check sampled bracket passes when many scores lie exactly on a bound: a group's
+    bracket can then shrink below the rounding of the bound, and its rows must still be
+    classified once (free, or at the bound)."""
+    from skfairlayer.dask import _project
+    from skfairlayer.dask import project as dproject
+
+    monkeypatch.setattr(_project, "MAX_ROWS", 50)
+    rng = np.random.default_rng(seed)
+    n = 30_000
+    g = rng.integers(0, 2, n).astype(np.int8)
+    s = rng.random(n)
+    s = np.where(rng.random(n) < 0.2, np.round(s), s) + 0.3 * (g == 0) * rng.random()
+    s = np.clip(s, 0.0, 1.0)
+    chunks = (106, 8166, 8871, 3368, 9146, n - 29657)
+    ref = project(s, g, tolerance=tol)
+    res = dproject(da.from_array(s, chunks=(chunks,)), da.from_array(g, chunks=(chunks,)),
+                   tolerance=tol)
+    out = res.proba.compute()
+    np.testing.assert_allclose(out, ref.proba, rtol=0, atol=1e-12)
+    assert abs(out[g == 0].mean() - out[g == 1].mean()) <= tol + VERIFY_TOL

@@ -303,3 +303,33 @@ def test_two_groups_count_rows_of_group_one(offset):
     lookup = {offset: 0, offset + 1: 1}
     assert TwoGroups.of(raw, lookup).count() == np.count_nonzero(raw == offset + 1)
     assert TwoGroups.of(raw[:0], lookup).count() == 0
+
+
+def test_output_blocks_held_elsewhere_are_never_reused():
+    """Check that the output pass reuses a block's array only once nothing else holds it:
+    blocks kept from one projection are unchanged by the next projections on other data
+    (same chunk sizes), and a released block's memory is reused."""
+    from skfairlayer.dask import project as dproject
+    from skfairlayer.dask._passes import block_output
+
+    _, s, g = _data(0)
+    first = dproject(da.from_array(s, chunks=500), da.from_array(g, chunks=500), tolerance=0.01)
+    held = dask.compute(*first.proba.to_delayed())  # the blocks' own arrays
+    copies = [b.copy() for b in held]
+    for seed in (1, 2):
+        _, s2, g2 = _data(seed)
+        other = dproject(da.from_array(s2, chunks=500), da.from_array(g2, chunks=500),
+                         tolerance=0.01)
+        _check(other, s2, g2, 0.01)
+        for block, copy in zip(held, copies, strict=True):
+            np.testing.assert_array_equal(block, copy)
+    np.testing.assert_allclose(np.concatenate(held), project(s, g, tolerance=0.01).proba,
+                               rtol=0, atol=1e-12)
+    lookup, shifts = {0: 0, 1: 1}, np.array([0.01, -0.01])
+    out, _ = block_output(s[:500], g[:500], lookup, shifts, 0.0, 1.0)
+    address = out.ctypes.data
+    del out
+    again, _ = block_output(s[500:1000], g[500:1000], lookup, shifts, 0.0, 1.0)
+    assert again.ctypes.data == address
+    kept, _ = block_output(s[:500], g[:500], lookup, shifts, 0.0, 1.0)
+    assert kept.ctypes.data != again.ctypes.data

@@ -11,6 +11,7 @@ them.
 """
 
 import operator
+import sys
 import threading
 
 import dask
@@ -484,6 +485,34 @@ class TwoGroups:
 #: at once (``MALLOC_TRIM_THRESHOLD_``), so buffers allocated per block would cost page
 #: faults on every block. Only performance depends on them.
 _SCRATCH = threading.local()
+
+
+def recycled(n):
+    """A float64 array of ``n`` elements for a block's output: one this thread returned
+    before that nothing else holds any more, else a new one (see ``_SCRATCH``).
+
+    A pass whose output is consumed block by block (``proba.sum()``, a write to
+    storage) then reuses the pages of the previous block. An array still referenced
+    (held by the worker, a view, a result) is never handed out again: Python's
+    reference count, read under the GIL, says so. This thread keeps at most
+    ``_RECYCLED`` of them.
+    """
+    pool = getattr(_SCRATCH, "outputs", None)
+    if pool is None:
+        pool = _SCRATCH.outputs = []
+    for arr in pool:
+        # the references: the pool, ``arr`` and getrefcount's argument
+        if arr.shape[0] == n and sys.getrefcount(arr) == 3:
+            return arr
+    arr = np.empty(n)
+    if len(pool) >= _RECYCLED:
+        pool.pop(0)  # still in use elsewhere: let it go
+    pool.append(arr)
+    return arr
+
+
+#: Output arrays a thread keeps for :func:`recycled`.
+_RECYCLED = 2
 
 
 def scratch(name, dtype=np.float64, size=SUB):

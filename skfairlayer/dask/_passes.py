@@ -18,6 +18,7 @@ from ._blocks import (
     group_sums,
     known_codes,
     label_keys,
+    recycled,
     scratch,
     sub_blocks,
     two_valued,
@@ -144,8 +145,11 @@ def _states(so, go, center, hh, lb, ub, k):
     """
     u = so - center[go]
     h = hh[go]
-    # 0: uncertain, 1: at the bottom, 2: at the top, 3: free (exclusive, as h > 0)
-    state = (u <= lb - h).view(np.uint8) + 2 * (u >= ub + h) + 3 * ((u >= lb + h) & (u <= ub - h))
+    # 0: uncertain, 1: at the bottom, 2: at the top, 3: free; exclusive even where h is
+    # below the rounding of a bound (then ub - h == ub + h)
+    bottom, top = u <= lb - h, u >= ub + h
+    free = (u >= lb + h) & (u <= ub - h) & ~(bottom | top)
+    state = bottom.view(np.uint8) + 2 * top + 3 * free
     code = go * 4 + state
     n = np.bincount(code, minlength=4 * k).reshape(k, 4).T.astype(np.float64)
     t = np.bincount(code, weights=so, minlength=4 * k).reshape(k, 4).T
@@ -183,8 +187,7 @@ def _classified(s, g_raw, lookup, center, hh, lb, ub):
     d, lo, hi = center[0] - center[1], low + center[0], high + center[0]
     f, buf = scratch("indicator"), scratch("shifted")
     below, above = scratch("below", bool), scratch("above", bool)
-    n, t = np.zeros((4, k)), np.zeros((4, k))
-    su, gu, total, one = [], [], 0.0, 0.0
+    outside, total, one = [], 0.0, 0.0
     scaled = abs(d) > MIN_SCALE  # group 1's sum against d f, else against f itself
     for sl in sub_blocks(s.size):
         m = sl.stop - sl.start
@@ -197,16 +200,14 @@ def _classified(s, g_raw, lookup, center, hh, lb, ub):
         np.greater(x, hi, out=x2)
         np.logical_or(x1, x2, out=x1)
         idx = np.flatnonzero(x1)
-        so, go = ss[idx], two.values(idx + sl.start, np.empty(idx.size, dtype=np.intp))
-        nb, tb, unc = _states(so, go, center, hh, lb, ub, k)
-        n += nb
-        t += tb
-        su.append(so[unc])
-        gu.append(go[unc])
+        idx += sl.start
+        outside.append(idx)
     _check_finite(s, total)
+    idx = np.concatenate(outside)  # few rows: classified once for the block
+    so, go = s[idx], two.values(idx, np.empty(idx.size, dtype=np.intp))
+    n, t, unc = _states(so, go, center, hh, lb, ub, k)
     n1 = two.count()
-    return (np.array([s.size - n1, n1]), np.array([total - one, one]), n, t,
-            np.concatenate(su), np.concatenate(gu))
+    return (np.array([s.size - n1, n1]), np.array([total - one, one]), n, t, so[unc], go[unc])
 
 
 _SUMMED = ("counts", "sums", "nout", "sout", "nfree_x", "sfree_x", "ntop", "nbot", "nunc",
@@ -251,24 +252,35 @@ def block_bracket(s_raw, g_raw, index, lookup, center, hh, lb, ub, cap, target, 
     res["blocks"] = [(index, np.stack([
         counts - n[0] - n[1] - n[2], sums - t[0] - t[1] - t[2], n[2], n[1], counts]))
     ] if keep else []
-    if su.size <= cap:
-        res.update(s=su, g=gu, w=np.ones(su.size), h=gu.copy(), n_strata=k, exact=True,
-                   b=np.full(su.size, index, dtype=np.intp))
+    small = np.uint8 if k <= 256 else np.int32
+    if su.size <= cap:  # every row: unit weights and strata by group, left implicit (w None)
+        res.update(s=su, g=gu.astype(small), w=None, h=None, n_strata=k, exact=True,
+                   b=np.full(su.size, index, dtype=np.int32))
     else:
         counts = np.bincount(gu, minlength=k)
         rows, ws, hs = _sample(su.size, lambda i: gu[i], lambda g: gu == g, counts, target)
-        res.update(s=su[rows], g=gu[rows], w=ws, h=hs, n_strata=k, exact=False,
-                   b=np.full(rows.size, index, dtype=np.intp))
+        res.update(s=su[rows], g=gu[rows].astype(small), w=ws, h=hs, n_strata=k, exact=False,
+                   b=np.full(rows.size, index, dtype=np.int32))
     return res
 
 
 def merge_bracket(parts):
-    """Combine bracket-pass results (sums added, rows and per-block aggregates concatenated)."""
+    """Combine bracket-pass results (sums added, rows and per-block aggregates concatenated).
+
+    Rows returned whole have unit weights and one stratum per group of their part; they
+    travel without them (``w`` and ``h`` None) until a part with sampled rows joins them.
+    """
     res = {key: np.sum([p[key] for p in parts], axis=0) for key in _SUMMED}
     offsets = np.cumsum([0] + [p["n_strata"] for p in parts])
-    for key in ("s", "g", "w", "b"):
+    for key in ("s", "g", "b"):
         res[key] = np.concatenate([p[key] for p in parts])
-    res["h"] = np.concatenate([p["h"] + off for p, off in zip(parts, offsets, strict=False)])
+    if all(p["w"] is None for p in parts):
+        res["w"] = res["h"] = None
+    else:
+        res["w"] = np.concatenate([np.ones(p["s"].size) if p["w"] is None else p["w"]
+                                   for p in parts])
+        res["h"] = np.concatenate([(p["g"] if p["h"] is None else p["h"]).astype(np.intp) + off
+                                   for p, off in zip(parts, offsets, strict=False)])
     res["n_strata"] = int(offsets[-1])
     res["exact"] = all(p["exact"] for p in parts)
     res["new"] = [x for p in parts for x in p["new"]]
@@ -294,7 +306,7 @@ def block_output(s_raw, g_raw, lookup, shifts, lb, ub):
         hi = float(out.max()) if out.size else -np.inf
         return out, {"sums": sums, "lo": lo, "hi": hi}
     _check_rows(two.size, s.shape[0])
-    out = np.empty(s.size)
+    out = recycled(s.size)
     c0, d = shifts[0], shifts[0] - shifts[1]
     f, buf = scratch("indicator"), scratch("shifted")
     scaled = abs(d) > MIN_SCALE  # group 1's sum against d f, else against f itself

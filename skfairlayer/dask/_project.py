@@ -304,6 +304,8 @@ def _bracket_pass(score_blocks, group_blocks, lookup, center, hh, lb, ub, budget
                    cap=cap, target=target, keep=keep)
     pas = Pass(score_blocks, group_blocks, func, "skfairlayer-bracket", extra=range(n_blocks))
     (agg,) = compute(pas.delayed(pas.reduce(pas.keys, _passes.merge_bracket)))
+    if agg["w"] is None:  # every row returned whole (see merge_bracket)
+        agg["w"], agg["h"] = np.ones(agg["s"].size), agg["g"].astype(np.intp)
     agg["nfree"] = agg["counts"] - agg["nout"] + agg["nfree_x"]
     agg["sfree"] = agg["sums"] - agg["sout"] + agg["sfree_x"]
     return agg
