@@ -509,3 +509,25 @@ def test_output_pass_reads_group_sums_and_flags_nan(monkeypatch, shifts):
     s[123] = np.nan
     out, read = _uniform._uniform_output(s, codes, f, shifts, 0.0, 1.0, totals)
     assert np.isnan(out[123]) and all(np.isnan(read["range"]))
+
+
+@pytest.mark.parametrize("blocked", [False, True])
+@pytest.mark.parametrize("k", [3, 10])
+def test_groups_far_apart_get_their_own_brackets(monkeypatch, k, blocked):
+    """Check the uniform passes when the groups' shifts differ widely: each group is
+    classified on its own bracket half-width (the widest lists the rows), and the answer
+    matches the sorted reference."""
+    if blocked:
+        monkeypatch.setattr(_uniform, "_BLOCKED_FROM", 5000)
+        monkeypatch.setattr(_uniform, "_BLOCK", 997)
+    rng = np.random.default_rng(k)
+    n = 60_000
+    codes = rng.integers(0, k, n).astype(np.intp)
+    scores = 1.0 / (1.0 + np.exp(-(rng.normal(0.0, 1.5, n) + 1.0 * (codes - k / 2))))
+    counts = np.bincount(codes, minlength=k).astype(np.float64)
+    fam = GroupStatistics(codes=codes, weights=(1.0 / counts)[codes], n_groups=k,
+                          tolerance=0.01, uniform=True)
+    problem = ProjectionProblem(scores, (fam,), lower=np.asarray(0.0), upper=np.asarray(1.0))
+    sol = _solve_and_check(problem)
+    assert sol.info["path"] == "uniform"
+    assert np.ptp(sol.info["shifts"]) > 0.2

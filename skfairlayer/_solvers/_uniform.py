@@ -230,11 +230,12 @@ def _solve_uniform(problem, layout, warm_start):
         return None
     center, h = centre
     center = np.where(tiny, np.inf, center)
-    h = min(max(h, 1e-9 * (1.0 + abs(lb) + abs(ub))), 2.0 * (ub - lb) + 1.0)
+    h = np.clip(h, 1e-9 * (1.0 + abs(lb) + abs(ub)), 2.0 * (ub - lb) + 1.0)
 
     for rounds in range(1, _ROUNDS + 1):  # noqa: B007
-        idx = _uniform_pass(s, codes, f, center, h, lb, ub)
-        red = _uniform_reduced(s, codes, idx, sizes, sums, center, h, lb, ub, eps, tiny, known)
+        listed = _uniform_pass(s, codes, f, center, float(h.max()), lb, ub)
+        red = _uniform_reduced(s, codes, listed, sizes, sums, center, h, lb, ub, eps, tiny,
+                               known)
         if red is None:
             return None
         model, lo, hi, sizes_now = red
@@ -245,14 +246,14 @@ def _solve_uniform(problem, layout, warm_start):
             sizes = sizes_now
             break
         if res.est is None:
-            h *= 8
+            h = 8 * h
         else:
             # The miss's estimate uses exact aggregates and extrapolates linearly past the
             # bracket: its error is of second order in the step, well within a quarter of it.
             new = res.est / n_g
             reliable = ~tiny & (sizes_now > 0)
             step = float(np.abs(new - center)[reliable].max()) if np.any(reliable) else 0.0
-            h = max(2 * h, 0.25 * step)
+            h = np.maximum(2 * h, 0.25 * step)
             center = np.where(tiny, np.inf, new)
     else:
         return None
@@ -262,17 +263,18 @@ def _solve_uniform(problem, layout, warm_start):
     totals = fam.totals if fam.dense_uniform else None  # then the family's means are sums / totals
     out, read = _uniform_output(s, codes, f, shifts, lb, ub, totals)
     path = "uniform-2" if two else "uniform"
-    info = {"path": path, "shifts": shifts, "spread": h, "rounds": rounds}
+    info = {"path": path, "shifts": shifts, "spread": float(h.max()), "rounds": rounds}
     if read is not None:
         info["verification"] = read
     return Solution(out, [nu], np.array([res.t]), solver="exact", iterations=rounds, info=info)
 
 
 def _uniform_centre(s, codes, stride, sizes, sums, sub_counts, tiny, lb, ub, eps, warm_start):
-    """Centre (shifts) and half-width of the first bracket, or None.
+    """Centre (shifts) and half-widths of the first bracket (per group), or None.
 
     The warm start's shifts, else the strided subsample solved exactly with
-    control variates and a few standard errors of its estimate.
+    control variates and a few standard errors of its estimate (a group
+    without a reliable estimate gets the widest of the others).
     """
     k = sizes.size
     warm = _warm_shifts(warm_start, k, sizes)
@@ -286,8 +288,9 @@ def _uniform_centre(s, codes, stride, sizes, sums, sub_counts, tiny, lb, ub, eps
     delta = _spread(sub, rs.nu, sizes, sub_counts)
     n_g = np.maximum(sizes, 1)
     reliable = ~tiny & (sizes > 0)
-    h = float((delta / n_g)[reliable].max()) if np.any(reliable) else 1.0
-    return rs.nu / n_g, h
+    h = delta / n_g
+    widest = float(h[reliable].max()) if np.any(reliable) else 1.0
+    return rs.nu / n_g, np.where(reliable, h, widest)
 
 
 def _warm_shifts(warm_start, k, sizes):
@@ -307,7 +310,7 @@ def _warm_shifts(warm_start, k, sizes):
     spread = float(info.get("spread", 0.0) or 0.0)
     if not spread > 0:
         spread = 1e-3 + 1e-2 * float(np.abs(shifts).max())
-    return shifts.copy(), spread
+    return shifts.copy(), np.full(k, spread)
 
 
 def _uniform_sample_model(s, codes, stride, sizes, sums, sub_counts, lb, ub, eps):
@@ -370,7 +373,12 @@ class _Indicator:
 
 
 def _uniform_pass(s, codes, f, center, h, lb, ub):
-    """Indices of the rows not free for every shift within ``h`` of ``center``.
+    """The rows not free for every shift within ``h`` of ``center``: ``(indices, None,
+    None)`` with two groups (few rows, gathered later), ``(None, scores, codes)`` with
+    more (gathered while the block is in cache).
+
+    ``h``: the widest of the groups' half-widths (the rows listed are then a superset
+    of those of each group's own bracket; :func:`_uniform_reduced` classifies them).
 
     Two groups: ``s - (c_1 - c_0) f`` against the bracket of group 0; more
     groups: ``s - c_g`` (a gather) against ``[lb + h, ub - h]`` (a group kept
@@ -385,7 +393,7 @@ def _uniform_pass(s, codes, f, center, h, lb, ub):
     blocks = _blocks(s.shape[0])
     size = blocks[0].stop
     buf, below, above = np.empty(size), np.empty(size, dtype=bool), np.empty(size, dtype=bool)
-    parts = []
+    parts, scores, groups = [], [], []
     for sl in blocks:
         m = sl.stop - sl.start
         t, x1, x2 = buf[:m], below[:m], above[:m]
@@ -399,11 +407,21 @@ def _uniform_pass(s, codes, f, center, h, lb, ub):
         np.greater(t, high, out=x2)
         np.logical_or(x1, x2, out=x1)
         idx = np.flatnonzero(x1)
-        parts.append(idx + sl.start if sl.start else idx)
+        if f is None:
+            scores.append(s[sl].take(idx))
+            groups.append(codes[sl].take(idx))
+        else:
+            parts.append(idx + sl.start if sl.start else idx)
+    if f is not None:
+        return _joined(parts), None, None
+    return None, _joined(scores), _joined(groups)
+
+
+def _joined(parts):
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def _uniform_reduced(s, codes, idx, sizes, sums, center, h, lb, ub, eps, tiny, known):
+def _uniform_reduced(s, codes, listed, sizes, sums, center, h, lb, ub, eps, tiny, known):
     """The problem on the bracket: extracted rows that stay uncertain, the rest aggregated.
 
     Rows not extracted are free for every shift within ``h`` of the centre; an
@@ -412,7 +430,9 @@ def _uniform_reduced(s, codes, idx, sizes, sums, center, h, lb, ub, eps, tiny, k
     multiplier space, equals the original on the bracket ``[lo, hi]``.
     """
     k = sizes.size
-    s_x, g_x = s[idx], codes[idx]
+    idx, s_x, g_x = listed
+    if s_x is None:
+        s_x, g_x = s[idx], codes[idx]
     if g_x.size and g_x.min() < 0:
         return None
     cnt_x = np.bincount(g_x, minlength=k).astype(np.float64)
@@ -424,9 +444,10 @@ def _uniform_reduced(s, codes, idx, sizes, sums, center, h, lb, ub, eps, tiny, k
     hh = _shrunk(center, h, lb, ub)
     u = s_x - center[g_x]
     sure = finite[g_x]
-    top = sure & (u >= ub + hh)
-    bottom = sure & (u <= lb - hh)
-    free = sure & (u >= lb + hh) & (u <= ub - hh)
+    h_x = hh[g_x]
+    top = sure & (u >= ub + h_x)
+    bottom = sure & (u <= lb - h_x)
+    free = sure & (u >= lb + h_x) & (u <= ub - h_x) & ~(top | bottom)
     unc = ~(top | bottom | free)
     # n_g A_g = sum of s over free rows + ub (top and uncertain rows) + lb (bottom rows).
     val = np.where(bottom, lb, np.where(free, s_x, ub))
@@ -437,11 +458,12 @@ def _uniform_reduced(s, codes, idx, sizes, sums, center, h, lb, ub, eps, tiny, k
 
 
 def _shrunk(center, h, lb, ub):
-    """The bracket half-width ``h`` less a margin far above rounding: a row classified on the
-    shrunk bracket is in that state for every shift within ``h`` of the centre."""
+    """The bracket half-widths ``h`` (per group) less a margin far above rounding: a row
+    classified on the shrunk bracket is in that state for every shift within ``h`` of the
+    centre."""
     finite = np.isfinite(center)
     margin = 1e-12 * (1.0 + abs(lb) + abs(ub) + h + float(np.abs(center[finite]).max(initial=0)))
-    return h - margin if h > 2 * margin else 0.5 * h
+    return np.where(h > 2 * margin, h - margin, 0.5 * h)
 
 
 def _bracket_model(su, gu, sizes, A, Q, center, hh, lb, ub, eps):
