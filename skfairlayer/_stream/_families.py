@@ -20,6 +20,8 @@ __all__ = ["CENTER_MARGIN", "PooledFamilies", "project_box_simplex"]
 
 #: ``delta / epsilon``: margin of the common centre.
 CENTER_MARGIN = 0.25
+#: The per-block state lists (copied one level deep for a batch's working state).
+_BLOCK_STATE = ("weights", "squares", "slacks", "counts", "cells", "sums", "served")
 
 def project_box_simplex(v, lower, upper):
     """Euclidean projection of ``v`` onto ``{p : sum(p) = 1, lower <= p <= upper}``.
@@ -83,10 +85,15 @@ def _in_box(v, lo, hi):
     None when the box misses the simplex (exact comparisons, as a row's box
     is judged before it is served).
     """
-    for a, b in zip(lo, hi, strict=True):
-        if a > b:
+    if len(lo) == 2:  # one addition is correctly rounded, as fsum
+        if lo[0] > hi[0] or lo[1] > hi[1]:
             return None
-    s_lo, s_hi = math.fsum(lo), math.fsum(hi)
+        s_lo, s_hi = lo[0] + lo[1], hi[0] + hi[1]
+    else:
+        for a, b in zip(lo, hi, strict=True):
+            if a > b:
+                return None
+        s_lo, s_hi = math.fsum(lo), math.fsum(hi)
     if not s_lo <= 1.0 <= s_hi:
         return None
     if s_lo == 1.0 or s_hi == 1.0:  # the box touches the simplex at one corner
@@ -337,15 +344,16 @@ class PooledFamilies:
                 shift[c] += ((up if up > 0.0 else 0.0) - (down if down > 0.0 else 0.0)) * frac
 
     def _state(self):
-        """Working copy of the state (a batch is committed only when it succeeds)."""
-        st = {}
-        for name in ("weights", "squares", "slacks", "counts", "cells"):
-            st[name] = list(map(list, getattr(self, name)))
-        for name in ("sums", "served"):
-            st[name] = [list(map(list, x)) for x in getattr(self, name)]
-        st["cell_errors"] = list(self.cell_errors)  # rows are replaced, never changed in place
+        """Working copy of the state (a batch is committed only when it succeeds).
+
+        Each block's lists are copied; the rows of ``sums``, ``served`` and
+        ``cell_errors`` and the centre are replaced, never changed in place, so
+        they are shared.
+        """
+        st = {name: list(map(list, getattr(self, name))) for name in _BLOCK_STATE}
+        st["cell_errors"] = list(self.cell_errors)
         st["cell_index"] = dict(self.cell_index)
-        st["center"] = list(self.center)
+        st["center"] = self.center
         return st
 
     def step(self, scores, codes):
@@ -394,9 +402,7 @@ class PooledFamilies:
         for (a, weights, sums, slacks, _, squares), (b_new, w_new) in zip(
             blocks, updates, strict=True
         ):
-            s_a = sums[a]
-            for c, col in enumerate(cols):
-                s_a[c] += w * p[col]
+            sums[a] = [x + w * p[col] for x, col in zip(sums[a], cols, strict=True)]
             weights[a] = w_new
             squares[a] += w * w
             slacks[a] = b_new
@@ -528,8 +534,10 @@ class PooledFamilies:
         st["cell_errors"][cell] = deficit
         if y in cols:
             c = cols.index(y)
-            for j, a in enumerate(groups):
-                st["served"][j][a][c] += w
+            for served, a in zip(st["served"], groups, strict=True):
+                row = list(served[a])
+                row[c] += w
+                served[a] = row
         return y, y != proposed
 
     def commit(self, new_state, n_rows):
