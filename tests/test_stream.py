@@ -995,3 +995,38 @@ def test_report_html_is_an_escaped_table():
     assert "&lt;b&gt;" in page and "M&amp;F" in page and "<b>" not in page
     assert "<th>certificate</th>" in page and "<th>holds</th><td>True</td>" in page
     assert isinstance(stream.report(), StreamReport)
+
+
+@pytest.mark.parametrize("name", ["marginal binary DP", "multiclass DP"])
+@pytest.mark.parametrize("output", ["proba", "decisions"])
+def test_criterion_batch_failing_midway_changes_nothing(monkeypatch, name, output):
+    """Check that a batch whose engine fails on a later row leaves the stream exactly as it
+    was: the rows served before the failure updated a working copy only."""
+    state = _criterion_state(name, 0.05)
+    engine = state.engine(output)
+    rng = np.random.default_rng(3)
+    K = state.n_classes
+    n_blocks = len(state.group_sizes)
+
+    def batch(n):
+        codes = np.column_stack([rng.integers(0, k, n) for k in state.group_sizes])
+        scores = rng.random(n) if K == 2 else rng.dirichlet(np.ones(K), n)
+        return scores, [codes[:, j] for j in range(n_blocks)] if n_blocks > 1 else codes[:, 0]
+
+    for _ in range(40):
+        state.serve(output, *batch(1))
+    before = pickle.dumps(state)
+    calls = {"n": 0}
+    row = type(engine)._row
+
+    def failing(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise RuntimeError("failure inside the engine")
+        return row(self, *args)
+
+    monkeypatch.setattr(type(engine), "_row", failing)
+    with pytest.raises(RuntimeError, match="inside the engine"):
+        state.serve(output, *batch(8))
+    assert calls["n"] == 5
+    assert pickle.dumps(state) == before
