@@ -57,12 +57,31 @@ class PooledResidual:
 
     def step(self, scores, codes):
         """Serve a batch; return the outputs and the new state (not applied)."""
+        if self.output == "proba":  # the scores pass through: only the group sums change
+            return np.array(scores, dtype=np.float64), self._sums(scores, codes)
         out, new = self._rows(scores, codes)
-        if self.output == "decisions":
-            return np.array(out, dtype=np.int64), new
-        return np.array(out, dtype=np.float64), new
+        return np.array(out, dtype=np.int64), new
+
+    def _rows_of(self, scores):
+        if self.binary:
+            return [np.array([1.0 - s, s]) for s in scores.tolist()]
+        return list(np.asarray(scores, dtype=np.float64))
+
+    def _sums(self, scores, codes):
+        """Probabilities: the rows added to the counts and sums of their groups (the
+        outputs are the scores, so both sums take the same rows)."""
+        counts = [c.copy() for c in self.counts]
+        score_sums = [s.copy() for s in self.score_sums]
+        output_sums = [s.copy() for s in self.output_sums]
+        for row, codes_i in zip(self._rows_of(scores), codes.tolist(), strict=True):
+            for j, a in enumerate(codes_i):
+                counts[j][a] += 1
+                score_sums[j][a] += row
+                output_sums[j][a] += row
+        return counts, score_sums, output_sums
 
     def _rows(self, scores, codes):
+        """Decisions: each row rounded by its cell's accumulated deficit."""
         K = self.n_classes
         counts = [c.copy() for c in self.counts]
         score_sums = [s.copy() for s in self.score_sums]
@@ -76,33 +95,29 @@ class PooledResidual:
             s = scores[i]
             row = np.array([1.0 - s, s]) if self.binary else np.asarray(s, dtype=np.float64)
             codes_i = codes[i].tolist()
-            if self.output == "proba":
-                value = float(s) if self.binary else row
-                served = row
+            key = 0
+            for a, k in zip(codes_i, self.group_sizes, strict=True):
+                key = key * k + a
+            cell = index.get(key)
+            if cell is None:
+                cell = index[key] = len(errors)
+                errors.append(np.zeros(K))
+                groups.append(np.array(codes_i, dtype=np.int64))
+                cell_counts.append(0)
+            n_new = cell_counts[cell] + 1
+            reach = max(self.tolerance * n_new / (K - 1), (K - 1) / K)
+            preferred = int(s >= 0.5) if self.binary else int(np.argmax(row))
+            deficit = errors[cell] + row
+            if deficit[preferred] - 1.0 >= -reach:
+                value = preferred
             else:
-                key = 0
-                for a, k in zip(codes_i, self.group_sizes, strict=True):
-                    key = key * k + a
-                cell = index.get(key)
-                if cell is None:
-                    cell = index[key] = len(errors)
-                    errors.append(np.zeros(K))
-                    groups.append(np.array(codes_i, dtype=np.int64))
-                    cell_counts.append(0)
-                n_new = cell_counts[cell] + 1
-                reach = max(self.tolerance * n_new / (K - 1), (K - 1) / K)
-                preferred = int(s >= 0.5) if self.binary else int(np.argmax(row))
-                deficit = errors[cell] + row
-                if deficit[preferred] - 1.0 >= -reach:
-                    value = preferred
-                else:
-                    value = int(np.argmax(deficit))
-                    adjusted += 1
-                deficit[value] -= 1.0
-                errors[cell] = deficit
-                cell_counts[cell] = n_new
-                served = np.zeros(K)
-                served[value] = 1.0
+                value = int(np.argmax(deficit))
+                adjusted += 1
+            deficit[value] -= 1.0
+            errors[cell] = deficit
+            cell_counts[cell] = n_new
+            served = np.zeros(K)
+            served[value] = 1.0
             for j, a in enumerate(codes_i):
                 counts[j][a] += 1
                 score_sums[j][a] += row
@@ -112,6 +127,10 @@ class PooledResidual:
         return out, new
 
     def commit(self, new_state, n_rows):
+        if self.output == "proba":
+            self.counts, self.score_sums, self.output_sums = new_state
+            self.n_served += n_rows
+            return
         counts, score_sums, output_sums, index, groups, cell_counts, errors, adjusted = new_state
         self.counts, self.score_sums, self.output_sums = counts, score_sums, output_sums
         self.cell_index = index
