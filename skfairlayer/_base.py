@@ -320,6 +320,15 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
 
     def _fast_inputs(self, X, sensitive_features):
         """Skip the generic validation for a small numeric ndarray (None: the full path)."""
+        split = self._fast_split(X, sensitive_features)
+        if split is None:
+            return None
+        base_X, codes = split
+        return self._scores(self.estimator_, base_X, checked=False), codes  # the stream checks
+
+    def _fast_split(self, X, sensitive_features):
+        """The base's input and the group codes of a small numeric ndarray whose groups are
+        all known, without the generic validation (None: the full path)."""
         index = self.__dict__.get("_fast_index")
         if (
             index is None
@@ -350,10 +359,31 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
             values = X[:, j].tolist()
             base_X = X if self.sensitive_as_feature else np.delete(X, j, axis=1)
         try:
-            codes = [index[v] for v in values]
+            return base_X, [index[v] for v in values]
         except (KeyError, TypeError):
             return None
-        return self._scores(self.estimator_, base_X, checked=False), codes  # the stream checks
+
+    #: Whether :meth:`_row_scores` gives one row's base scores as Python numbers.
+    _scores_rows = False
+
+    def _row_scores(self, estimator, base_X):
+        """One row's base scores as Python numbers (front ends with ``_scores_rows``)."""
+        raise NotImplementedError
+
+    def _serve_row(self, output, X, sensitive_features):
+        """One row of a numeric ndarray served with Python numbers from the base's scores to
+        the engine's output (:meth:`Stream.serve_one`): what it served, or None (not such a
+        row, or a stream that serves batches only; nothing done)."""
+        if not self._scores_rows or type(X) is not np.ndarray or X.shape[0] != 1:
+            return None
+        state = self._stream()
+        if not state.serves_rows(output):
+            return None
+        split = self._fast_split(X, sensitive_features)
+        if split is None:
+            return None
+        base_X, codes = split
+        return state.serve_one(output, self._row_scores(self.estimator_, base_X), codes[0])
 
     def _serve(self, output, X, sensitive_features):
         state = self._stream()

@@ -288,7 +288,21 @@ class FairnessLayerClassifier(ClassifierMixin, FairnessLayerBase):
         ``checked=False``: scores of the expected shape and dtype are left to the
         stream that serves them, which checks them itself.
         """
-        proba = np.asarray(estimator.predict_proba(base_X))
+        return self._scores_of(np.asarray(estimator.predict_proba(base_X)), estimator, checked)
+
+    _scores_rows = True
+
+    def _row_scores(self, estimator, base_X):
+        """One row's base scores as Python floats: class 1's probability (binary), or every
+        class's."""
+        proba = estimator.predict_proba(base_X)
+        if type(proba) is not np.ndarray or proba.shape != (1, len(self.classes_)) or (
+                proba.dtype != np.float64) or estimator is not self.estimator_:
+            proba = self._scores_of(np.asarray(proba), estimator, True)  # checked, 1-D if binary
+            return proba.tolist()[0]
+        return proba.item(1) if proba.shape[1] == 2 else proba.tolist()[0]
+
+    def _scores_of(self, proba, estimator, checked):
         if estimator is not self.estimator_ and not np.array_equal(
             estimator.classes_, self.classes_
         ):  # a cross-fitting fold that lacks a class
@@ -464,6 +478,9 @@ default=None
         >>> int(report.n_served), bool(report.gap <= report.certificate == 0.02)
         (2000, True)
         """
+        served = self._serve_row("proba", X, sensitive_features)
+        if served is not None:  # one row, served as numbers: one array built
+            return np.array([[1.0 - served, served] if len(self.classes_) == 2 else served])
         return _two_columns(self._serve("proba", X, sensitive_features))
 
     def partial_predict(self, X, *, sensitive_features=None):
@@ -511,8 +528,10 @@ default=None
         >>> bool(report.gap <= report.certificate == 0.02)
         True
         """
-        labels = self._serve("decisions", X, sensitive_features)
-        return self.classes_[labels]
+        served = self._serve_row("decisions", X, sensitive_features)
+        if served is not None:
+            return self.classes_[[served]]
+        return self.classes_[self._serve("decisions", X, sensitive_features)]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

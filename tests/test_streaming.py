@@ -551,3 +551,42 @@ def test_criterion_stream_errors_reset_and_fast_path(multi):
     assert isinstance(clf.stream_.engine("proba"), PooledFamilies)
     report = clf.stream_report()
     assert report.n_served == 0 and report.tolerance == 0.05 and len(report.groups) == 2
+
+
+ONE_ROW_CASES = {  # name -> (target, estimator parameters): every engine with a one-row step
+    "binary DP": ("y2", {}),
+    "multiclass DP": ("y3", {}),
+    "binary EO": ("y2", {"criterion": "equal_opportunity"}),
+    "multiclass EO class 2": ("y3", {"criterion": EqualOpportunity(positive_class=2)}),
+    "binary mean residual": ("y2", {"criterion": "mean_residual"}),
+    "multiclass mean residual": ("y3", {"criterion": "mean_residual"}),
+}
+
+
+@pytest.mark.parametrize("name", list(ONE_ROW_CASES))
+def test_one_row_path_matches_the_batch_path(multi, name):
+    """Check that one numpy row, served as Python numbers from the base's scores to the
+    engine's output, gives exactly what the batch path gives for the same row (outputs,
+    dtypes, shapes and both stream reports), and that a NaN base score raises the batch
+    path's error with the stream unchanged."""
+    X, y3, y2, _, _ = multi
+    target, params = ONE_ROW_CASES[name]
+    y = y3 if target == "y3" else y2
+    one = FairnessLayerClassifier(LogisticRegression(), tolerance=0.03, sensitive_features=2,
+                                  **params).fit(X[:900], y[:900])
+    batch = deepcopy(one)
+    assert one.stream_.serves_rows("proba") and one.stream_.serves_rows("decisions")
+    for i in range(900, 1150):
+        for method in ("partial_predict_proba", "partial_predict"):
+            a = getattr(one, method)(X[i : i + 1])
+            b = getattr(batch, method)(X[i : i + 1].tolist())  # a list: the batch path
+            assert a.dtype == b.dtype and a.shape == b.shape
+            np.testing.assert_array_equal(a, b)
+    for output in ("proba", "decisions"):
+        assert repr(one.stream_report(output)) == repr(batch.stream_report(output))
+    before = pickle.dumps(one.stream_)
+    nan = float("nan") if target == "y2" else [float("nan")] * 3
+    for output in ("proba", "decisions"):
+        with pytest.raises(ValueError, match="NaN"):
+            one.stream_.serve_one(output, nan, 0)
+    assert pickle.dumps(one.stream_) == before

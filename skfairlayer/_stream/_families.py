@@ -375,6 +375,20 @@ class PooledFamilies:
             return np.array(out, dtype=np.int64), (st, adjusted)
         return np.array(out, dtype=np.float64), (st, adjusted)
 
+    def step_one(self, score, code):
+        """:meth:`step` of one row given as Python numbers (one block); returns its output:
+        a probability (binary), a list of them, or a class index."""
+        st = self._state()
+        wc = self.weight_class
+        if wc is None:
+            w = 1.0
+        else:
+            x = (score if wc == 1 else 1.0 - score) if self.binary else score[wc]
+            w = min(max(x, 0.0), 1.0)
+        row = [1.0 - score, score] if self.binary else list(score)
+        value, changed = self._row(st, row, [code], w)
+        return value, (st, int(changed))
+
     def _row(self, st, row, groups, w):
         """Serve one row: proposal, centre, the row's box, then the update (and rounding)."""
         blocks = []

@@ -178,6 +178,11 @@ class PooledPrimalDual:
         out, new = self._rows(scores.tolist(), codes[:, 0].tolist())
         return np.array(out, dtype=np.int64 if self.output == "decisions" else np.float64), new
 
+    def step_one(self, score, code):
+        """:meth:`step` of one row given as Python numbers; returns its output (a number)."""
+        out, new = self._rows([score], [code])
+        return out[0], new
+
     def _rows(self, scores, codes):
         counts, sums, slacks = list(self.counts), list(self.sums), list(self.slacks)
         decisions = self.output == "decisions"

@@ -62,6 +62,20 @@ class PooledResidual:
         out, new = self._rows(scores, codes)
         return np.array(out, dtype=np.int64), new
 
+    def step_one(self, score, code):
+        """:meth:`step` of one row given as Python numbers (one grouping); returns its
+        output: the score(s) themselves (probabilities), or a class index."""
+        if self.output == "decisions":
+            out, new = self._rows(np.array([score], dtype=np.float64), np.array([[code]]))
+            return out[0], new
+        row = np.array([1.0 - score, score] if self.binary else score, dtype=np.float64)
+        counts, score_sums, output_sums = self.counts[0].copy(), *(
+            x[0].copy() for x in (self.score_sums, self.output_sums))
+        counts[code] += 1
+        score_sums[code] += row
+        output_sums[code] += row
+        return score, ([counts], [score_sums], [output_sums])
+
     def _rows_of(self, scores):
         if self.binary:
             return [np.array([1.0 - s, s]) for s in scores.tolist()]

@@ -307,6 +307,44 @@ class Stream:
             engine.commit(new, scores.shape[0])
         return out
 
+    def serves_rows(self, output):
+        """Whether :meth:`serve_one` serves ``output`` (one grouping, an engine with a
+        one-row step: every engine but the paper's)."""
+        return len(self.group_sizes) == 1 and hasattr(self.engines[_check_output(output)],
+                                                      "step_one")
+
+    def serve_one(self, output, score, code):
+        """Serve one row given as Python numbers: the one-row path, no array built.
+
+        The same outputs and updates as :meth:`serve` of a batch of that row.
+
+        Parameters
+        ----------
+        output : {"proba", "decisions"}
+            Which stream (one that :meth:`serves_rows`).
+        score : float or list of float
+            The row's base probability of class 1 (binary), or of every class.
+        code : int
+            Its group code (one grouping).
+
+        Returns
+        -------
+        served : float, list of float or int
+            The served probability (of class 1, binary), probabilities, or class index.
+        """
+        engine = self.engines[_check_output(output)]
+        if not (type(code) is int and 0 <= code < self.group_sizes[0] and (
+            type(score) is float and math.isfinite(score) if self.n_classes == 2 else
+            type(score) is list and len(score) == self.n_classes
+            and all(type(x) is float and math.isfinite(x) for x in score)
+        )):  # the batch path raises the detailed error
+            return self.serve(output, np.array([score], dtype=np.float64),
+                              np.array([code])).tolist()[0]
+        with self._lock:
+            out, new = engine.step_one(score, code)
+            engine.commit(new, 1)
+        return out
+
     def reset(self):
         """Forget every served row (both outputs); keep the fitted starting point."""
         with self._lock:
