@@ -210,19 +210,19 @@ def _classified(s, g_raw, lookup, center, hh, lb, ub):
     return (np.array([s.size - n1, n1]), np.array([total - one, one]), n, t, so[unc], go[unc])
 
 
-_SUMMED = ("counts", "sums", "nout", "sout", "nfree_x", "sfree_x", "ntop", "nbot", "nunc",
-           "sunc")
+#: The per-group aggregates of a bracket pass, the rows of its ``summed`` array (one
+#: array per result: partial results travel between workers as few buffers).
+SUMMED = ("counts", "sums", "nout", "sout", "nfree_x", "sfree_x", "ntop", "nbot", "nunc",
+          "sunc")
 
 
 def _unseen(s_raw, g_raw, k, target):
     """The bracket-pass result of a block holding a label the pass did not know: its
     pass-1 statistics (labels, counts, sums, a stratified sample), nothing else."""
-    zeros = np.zeros(k)
-    res = dict.fromkeys(_SUMMED, zeros)
-    res.update(s=np.zeros(0), g=np.zeros(0, dtype=np.intp), w=np.zeros(0),
-               h=np.zeros(0, dtype=np.intp), b=np.zeros(0, dtype=np.intp), n_strata=0,
-               exact=True, new=[block_stats(s_raw, g_raw, target)], blocks=[])
-    return res
+    return {"summed": np.zeros((len(SUMMED), k)), "s": np.zeros(0),
+            "g": np.zeros(0, dtype=np.intp), "w": np.zeros(0), "h": np.zeros(0, dtype=np.intp),
+            "runs": np.zeros((0, 2), dtype=np.int64), "n_strata": 0, "exact": True,
+            "new": [block_stats(s_raw, g_raw, target)], "blocks": None}
 
 
 def block_bracket(s_raw, g_raw, index, lookup, center, hh, lb, ub, cap, target, keep):
@@ -246,21 +246,19 @@ def block_bracket(s_raw, g_raw, index, lookup, center, hh, lb, ub, cap, target, 
     if rows is None:
         return _unseen(s_raw, g_raw, k, target)
     counts, sums, n, t, su, gu = rows
-    res = {"counts": counts, "sums": sums, "nout": n.sum(axis=0), "sout": t.sum(axis=0),
-           "nfree_x": n[3], "sfree_x": t[3], "ntop": n[2], "nbot": n[1], "nunc": n[0],
-           "sunc": t[0], "new": []}
-    res["blocks"] = [(index, np.stack([
-        counts - n[0] - n[1] - n[2], sums - t[0] - t[1] - t[2], n[2], n[1], counts]))
-    ] if keep else []
+    res = {"summed": np.stack([counts, sums, n.sum(axis=0), t.sum(axis=0), n[3], t[3], n[2],
+                               n[1], n[0], t[0]]), "new": []}
+    res["blocks"] = (np.array([index]), np.stack([
+        counts - n[0] - n[1] - n[2], sums - t[0] - t[1] - t[2], n[2], n[1], counts])[None]
+    ) if keep else None
     small = np.uint8 if k <= 256 else np.int32
     if su.size <= cap:  # every row: unit weights and strata by group, left implicit (w None)
-        res.update(s=su, g=gu.astype(small), w=None, h=None, n_strata=k, exact=True,
-                   b=np.full(su.size, index, dtype=np.int32))
+        res.update(s=su, g=gu.astype(small), w=None, h=None, n_strata=k, exact=True)
     else:
         counts = np.bincount(gu, minlength=k)
         rows, ws, hs = _sample(su.size, lambda i: gu[i], lambda g: gu == g, counts, target)
-        res.update(s=su[rows], g=gu[rows].astype(small), w=ws, h=hs, n_strata=k, exact=False,
-                   b=np.full(rows.size, index, dtype=np.int32))
+        res.update(s=su[rows], g=gu[rows].astype(small), w=ws, h=hs, n_strata=k, exact=False)
+    res["runs"] = np.array([[index, res["s"].size]])  # the block of the rows, run by run
     return res
 
 
@@ -270,9 +268,9 @@ def merge_bracket(parts):
     Rows returned whole have unit weights and one stratum per group of their part; they
     travel without them (``w`` and ``h`` None) until a part with sampled rows joins them.
     """
-    res = {key: np.sum([p[key] for p in parts], axis=0) for key in _SUMMED}
+    res = {"summed": np.sum([p["summed"] for p in parts], axis=0)}
     offsets = np.cumsum([0] + [p["n_strata"] for p in parts])
-    for key in ("s", "g", "b"):
+    for key in ("s", "g", "runs"):
         res[key] = np.concatenate([p[key] for p in parts])
     if all(p["w"] is None for p in parts):
         res["w"] = res["h"] = None
@@ -284,7 +282,9 @@ def merge_bracket(parts):
     res["n_strata"] = int(offsets[-1])
     res["exact"] = all(p["exact"] for p in parts)
     res["new"] = [x for p in parts for x in p["new"]]
-    res["blocks"] = [x for p in parts for x in p["blocks"]]
+    kept = [p["blocks"] for p in parts if p["blocks"] is not None]
+    res["blocks"] = (np.concatenate([b[0] for b in kept]),
+                     np.concatenate([b[1] for b in kept])) if kept else None
     return res
 
 

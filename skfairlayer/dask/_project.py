@@ -304,6 +304,9 @@ def _bracket_pass(score_blocks, group_blocks, lookup, center, hh, lb, ub, budget
                    cap=cap, target=target, keep=keep)
     pas = Pass(score_blocks, group_blocks, func, "skfairlayer-bracket", extra=range(n_blocks))
     (agg,) = compute(pas.delayed(pas.reduce(pas.keys, _passes.merge_bracket)))
+    agg.update(zip(_passes.SUMMED, agg.pop("summed"), strict=True))
+    runs = agg.pop("runs")
+    agg["b"] = np.repeat(runs[:, 0], runs[:, 1])  # each row's partition
     if agg["w"] is None:  # every row returned whole (see merge_bracket)
         agg["w"], agg["h"] = np.ones(agg["s"].size), agg["g"].astype(np.intp)
     agg["nfree"] = agg["counts"] - agg["nout"] + agg["nfree_x"]
@@ -425,9 +428,10 @@ def predicted_sums(agg, shifts, lb, ub, n_blocks):
     """
     k = shifts.size
     pred = np.zeros((n_blocks, 2, k))
-    for index, (nfree, sfree, ntop, nbot, counts) in agg["blocks"]:
-        pred[index, 0] = ub * ntop + lb * nbot + (sfree - shifts * nfree)
-        pred[index, 1] = counts
+    index, sums = agg["blocks"]  # the partitions and their (5, k) aggregates
+    nfree, sfree, ntop, nbot, counts = sums.transpose(1, 0, 2)
+    pred[index, 0] = ub * ntop + lb * nbot + (sfree - shifts * nfree)
+    pred[index, 1] = counts
     p = np.clip(agg["s"] - shifts[agg["g"]], lb, ub)
     pred[:, 0] += np.bincount(agg["b"] * k + agg["g"], weights=p,
                               minlength=n_blocks * k).reshape(n_blocks, k)
