@@ -363,18 +363,12 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
         except (KeyError, TypeError):
             return None
 
-    #: Whether :meth:`_row_scores` gives one row's base scores as Python numbers.
-    _scores_rows = False
-
-    def _row_scores(self, estimator, base_X):
-        """One row's base scores as Python numbers (front ends with ``_scores_rows``)."""
-        raise NotImplementedError
-
     def _serve_row(self, output, X, sensitive_features):
-        """One row of a numeric ndarray served with Python numbers from the base's scores to
-        the engine's output (:meth:`Stream.serve_one`): what it served, or None (not such a
-        row, or a stream that serves batches only; nothing done)."""
-        if not self._scores_rows or type(X) is not np.ndarray or X.shape[0] != 1:
+        """One row of a numeric ndarray served with Python numbers from the base's scores
+        (a front end's ``_row_scores(base_X)``) to the engine's output
+        (:meth:`Stream.serve_one`): what it served, or None (not such a row, no
+        ``_row_scores``, or a stream that serves batches only; nothing done)."""
+        if not hasattr(self, "_row_scores") or type(X) is not np.ndarray or X.shape[0] != 1:
             return None
         state = self._stream()
         if not state.serves_rows(output):
@@ -383,7 +377,7 @@ class FairnessLayerBase(MetaEstimatorMixin, BaseEstimator):
         if split is None:
             return None
         base_X, codes = split
-        return state.serve_one(output, self._row_scores(self.estimator_, base_X), codes[0])
+        return state.serve_one(output, self._row_scores(base_X), codes[0])
 
     def _serve(self, output, X, sensitive_features):
         state = self._stream()

@@ -288,33 +288,16 @@ class FairnessLayerClassifier(ClassifierMixin, FairnessLayerBase):
         ``checked=False``: scores of the expected shape and dtype are left to the
         stream that serves them, which checks them itself.
         """
-        return self._scores_of(np.asarray(estimator.predict_proba(base_X)), estimator, checked)
+        classes = None if estimator is self.estimator_ else estimator.classes_
+        return _class_scores(estimator.predict_proba(base_X), self.classes_, classes, checked)
 
-    _scores_rows = True
-
-    def _row_scores(self, estimator, base_X):
-        """One row's base scores as Python floats: class 1's probability (binary), or every
-        class's."""
-        proba = estimator.predict_proba(base_X)
-        if type(proba) is not np.ndarray or proba.shape != (1, len(self.classes_)) or (
-                proba.dtype != np.float64) or estimator is not self.estimator_:
-            proba = self._scores_of(np.asarray(proba), estimator, True)  # checked, 1-D if binary
-            return proba.tolist()[0]
-        return proba.item(1) if proba.shape[1] == 2 else proba.tolist()[0]
-
-    def _scores_of(self, proba, estimator, checked):
-        if estimator is not self.estimator_ and not np.array_equal(
-            estimator.classes_, self.classes_
-        ):  # a cross-fitting fold that lacks a class
-            full = np.zeros((proba.shape[0], len(self.classes_)))
-            full[:, np.searchsorted(self.classes_, estimator.classes_)] = proba
-            proba = full
-        if proba.ndim == 2 and proba.shape[1] == 2 == len(self.classes_):
-            proba = np.ascontiguousarray(proba[:, 1], dtype=np.float64)  # checked alone
-        if not checked and proba.dtype == np.float64 and proba.ndim == (
-                1 if len(self.classes_) == 2 else 2):
-            return proba
-        return check_scores(proba, name="base predict_proba")
+    def _row_scores(self, base_X):
+        """One row's base scores as Python floats (binary: class 1's probability)."""
+        proba = self.estimator_.predict_proba(base_X)
+        if type(proba) is np.ndarray and proba.dtype == np.float64 and proba.shape == (
+                1, len(self.classes_)):
+            return proba.item(1) if proba.shape[1] == 2 else proba.tolist()[0]
+        return _class_scores(proba, self.classes_, None, True).tolist()[0]
 
     def _layer_labels(self, y):
         return np.searchsorted(self.classes_, y)
@@ -537,6 +520,23 @@ default=None
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_class = True
         return tags
+
+
+def _class_scores(proba, classes, fold_classes, checked):
+    """A base's ``predict_proba`` as the layer's scores: class 1's column (binary) or every
+    class's, checked unless ``checked=False`` and already of the expected shape and dtype
+    (the stream that serves them checks them). ``fold_classes``: the classes of a
+    cross-fitting fold's base, when it may lack some (None: all of ``classes``)."""
+    proba = np.asarray(proba)
+    if fold_classes is not None and not np.array_equal(fold_classes, classes):
+        full = np.zeros((proba.shape[0], len(classes)))
+        full[:, np.searchsorted(classes, fold_classes)] = proba
+        proba = full
+    if proba.ndim == 2 and proba.shape[1] == 2 == len(classes):
+        proba = np.ascontiguousarray(proba[:, 1], dtype=np.float64)  # checked alone
+    if not checked and proba.dtype == np.float64 and proba.ndim == (1 if len(classes) == 2 else 2):
+        return proba
+    return check_scores(proba, name="base predict_proba")
 
 
 def _two_columns(p):
