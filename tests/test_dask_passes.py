@@ -305,31 +305,52 @@ def test_two_groups_count_rows_of_group_one(offset):
     assert TwoGroups.of(raw[:0], lookup).count() == 0
 
 
-def test_output_blocks_held_elsewhere_are_never_reused():
-    """Check that the output pass reuses a block's array only once nothing else holds it:
-    blocks kept from one projection are unchanged by the next projections on other data
-    (same chunk sizes), and a released block's memory is reused."""
+@pytest.mark.parametrize("kind", ["binary", "decisions", "multiclass"])
+def test_output_blocks_held_elsewhere_are_never_reused(kind):
+    """Check that the output passes reuse a block's array only once nothing else holds it:
+    blocks kept from one result (projection, decisions, multiclass projection) are unchanged
+    by the next results on other data with the same chunks, and a released block's memory
+    is reused."""
+    from skfairlayer._decisions import parity_decisions as memory_decisions
+    from skfairlayer.dask import parity_decisions
     from skfairlayer.dask import project as dproject
     from skfairlayer.dask._passes import block_output
 
-    _, s, g = _data(0)
-    first = dproject(da.from_array(s, chunks=500), da.from_array(g, chunks=500), tolerance=0.01)
-    held = dask.compute(*first.proba.to_delayed())  # the blocks' own arrays
+    def instance(seed):
+        _, s, g = _data(seed)
+        if kind == "multiclass":
+            rng = np.random.default_rng(seed)
+            s = rng.dirichlet(np.ones(3), s.size)
+        return s, g
+
+    def result(s, g):
+        S = da.from_array(s, chunks=(500,) + s.shape[1:])
+        G = da.from_array(g, chunks=500)
+        if kind == "decisions":
+            return parity_decisions(S, G, tolerance=0.01).decisions
+        return dproject(S, G, tolerance=0.01).proba
+
+    def expected(s, g):
+        if kind == "decisions":
+            return memory_decisions(s, g, 2, 0.01).decisions
+        return project(s, g, tolerance=0.01).proba
+
+    s, g = instance(0)
+    held = dask.compute(*result(s, g).to_delayed().ravel())  # the blocks' own arrays
     copies = [b.copy() for b in held]
     for seed in (1, 2):
-        _, s2, g2 = _data(seed)
-        other = dproject(da.from_array(s2, chunks=500), da.from_array(g2, chunks=500),
-                         tolerance=0.01)
-        _check(other, s2, g2, 0.01)
+        s2, g2 = instance(seed)
+        np.testing.assert_allclose(result(s2, g2).compute(), expected(s2, g2), rtol=0,
+                                   atol=1e-12)
         for block, copy in zip(held, copies, strict=True):
             np.testing.assert_array_equal(block, copy)
-    np.testing.assert_allclose(np.concatenate(held), project(s, g, tolerance=0.01).proba,
-                               rtol=0, atol=1e-12)
-    lookup, shifts = {0: 0, 1: 1}, np.array([0.01, -0.01])
-    out, _ = block_output(s[:500], g[:500], lookup, shifts, 0.0, 1.0)
-    address = out.ctypes.data
-    del out
-    again, _ = block_output(s[500:1000], g[500:1000], lookup, shifts, 0.0, 1.0)
-    assert again.ctypes.data == address
-    kept, _ = block_output(s[:500], g[:500], lookup, shifts, 0.0, 1.0)
-    assert kept.ctypes.data != again.ctypes.data
+    np.testing.assert_allclose(np.concatenate(held), expected(s, g), rtol=0, atol=1e-12)
+    if kind == "binary":
+        lookup, shifts = {0: 0, 1: 1}, np.array([0.01, -0.01])
+        out, _ = block_output(s[:500], g[:500], lookup, shifts, 0.0, 1.0)
+        address = out.ctypes.data
+        del out
+        again, _ = block_output(s[500:1000], g[500:1000], lookup, shifts, 0.0, 1.0)
+        assert again.ctypes.data == address
+        kept, _ = block_output(s[:500], g[:500], lookup, shifts, 0.0, 1.0)
+        assert kept.ctypes.data != again.ctypes.data

@@ -487,8 +487,8 @@ class TwoGroups:
 _SCRATCH = threading.local()
 
 
-def recycled(n):
-    """A float64 array of ``n`` elements for a block's output: one this thread returned
+def recycled(shape, dtype=np.float64):
+    """An array of ``shape`` and ``dtype`` for a block's output: one this thread returned
     before that nothing else holds any more, else a new one (see ``_SCRATCH``).
 
     A pass whose output is consumed block by block (``proba.sum()``, a write to
@@ -500,11 +500,12 @@ def recycled(n):
     pool = getattr(_SCRATCH, "outputs", None)
     if pool is None:
         pool = _SCRATCH.outputs = []
+    shape, dtype = (shape,) if isinstance(shape, int) else tuple(shape), np.dtype(dtype)
     for arr in pool:
         # the references: the pool, ``arr`` and getrefcount's argument
-        if arr.shape[0] == n and sys.getrefcount(arr) == 3:
+        if arr.shape == shape and arr.dtype == dtype and sys.getrefcount(arr) == 3:
             return arr
-    arr = np.empty(n)
+    arr = np.empty(shape, dtype=dtype)
     if len(pool) >= _RECYCLED:
         pool.pop(0)  # still in use elsewhere: let it go
     pool.append(arr)

@@ -41,6 +41,7 @@ from ._blocks import (
     global_labels,
     indicator,
     label_keys,
+    recycled,
     scratch,
     sub_blocks,
     two_valued,
@@ -207,7 +208,7 @@ def _block_decide(s_raw, g_raw, offset, lookup, value, last):
         return out.astype(int), np.bincount(codes, weights=out, minlength=value.size)
     # sub-block by sub-block in this thread's buffers: each row against its group's
     # threshold, the ties (decided by position) listed
-    out = np.empty(s.size, dtype=int)
+    out = recycled(s.size, int)
     ind, above, other = scratch("indicator", bool), scratch("above", bool), scratch("other", bool)
     tie_parts, n1 = [], 0
     for sl in sub_blocks(s.size):

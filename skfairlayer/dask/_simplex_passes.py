@@ -23,6 +23,7 @@ from ._blocks import (
     group_sums,
     known_codes,
     label_keys,
+    recycled,
     scratch,
     union_keys,
 )
@@ -180,7 +181,7 @@ def block_output(s_raw, g_raw, lookup, Lt, cols, n_classes):
     S = as_rows(s_raw, n_classes)
     codes = global_codes(g_raw, lookup)
     _check_rows(codes.shape[0], S.shape[0])
-    out = np.empty(S.shape)
+    out = recycled(S.shape)
     sums, low, off = np.zeros((k, cols.size)), np.inf, 0.0
     for sl in _slices(S.shape[0]):
         Pt, _, _ = _projected(S[sl], codes[sl], Lt)
