@@ -479,6 +479,25 @@ def _sample(model):
     return sub, counts, np.bincount(gs, minlength=k)
 
 
+def _shrunk(center, half, lb, ub):
+    """Bracket half-widths in shift space less a margin far above rounding: a row classified
+    on the shrunk bracket (:func:`_row_states`) is in that state for every shift within
+    ``half`` of the centre."""
+    finite = np.isfinite(center)
+    scale = 1.0 + abs(lb) + abs(ub) + float(np.abs(center[finite]).max(initial=0.0))
+    margin = 1e-12 * (scale + half)
+    return np.where(half > 2 * margin, half - margin, 0.5 * half)
+
+
+def _row_states(u, half, lb, ub):
+    """Rows ``u = s - c_g`` at the bottom, at the top and free for every shift within
+    ``half`` (per row) of the centre; the others are uncertain. The three are exclusive,
+    even where ``half`` is below the rounding of a bound (``ub - half == ub + half``)."""
+    bottom, top = u <= lb - half, u >= ub + half
+    free = (u >= lb + half) & (u <= ub - half) & ~(bottom | top)
+    return bottom, top, free
+
+
 def _spread(sub, nu, full_counts, sub_counts):
     """Bracket half-widths: a few standard errors of the subsample's multipliers."""
     k = sub.A.size

@@ -19,7 +19,16 @@ import numpy as np
 
 from .._numeric import MIN_SCALE, clip, dot, indicator_sums
 from . import Solution
-from ._reduced import _MIN_SAMPLE, _ROUNDS, _SAMPLE_ROWS, _Model, _solve_model, _spread
+from ._reduced import (
+    _MIN_SAMPLE,
+    _ROUNDS,
+    _SAMPLE_ROWS,
+    _Model,
+    _row_states,
+    _shrunk,
+    _solve_model,
+    _spread,
+)
 
 __all__ = ["GroupLayout"]
 
@@ -233,9 +242,8 @@ def _solve_uniform(problem, layout, warm_start):
     h = np.clip(h, 1e-9 * (1.0 + abs(lb) + abs(ub)), 2.0 * (ub - lb) + 1.0)
 
     for rounds in range(1, _ROUNDS + 1):  # noqa: B007
-        listed = _uniform_pass(s, codes, f, center, float(h.max()), lb, ub)
-        red = _uniform_reduced(s, codes, listed, sizes, sums, center, h, lb, ub, eps, tiny,
-                               known)
+        s_x, g_x = _uniform_pass(s, codes, f, center, float(h.max()), lb, ub)
+        red = _uniform_reduced(s_x, g_x, sizes, sums, center, h, lb, ub, eps, known)
         if red is None:
             return None
         model, lo, hi, sizes_now = red
@@ -373,9 +381,8 @@ class _Indicator:
 
 
 def _uniform_pass(s, codes, f, center, h, lb, ub):
-    """The rows not free for every shift within ``h`` of ``center``: ``(indices, None,
-    None)`` with two groups (few rows, gathered later), ``(None, scores, codes)`` with
-    more (gathered while the block is in cache).
+    """The scores and codes of the rows not free for every shift within ``h`` of
+    ``center``, gathered while their block is in cache.
 
     ``h``: the widest of the groups' half-widths (the rows listed are then a superset
     of those of each group's own bracket; :func:`_uniform_reduced` classifies them).
@@ -393,7 +400,7 @@ def _uniform_pass(s, codes, f, center, h, lb, ub):
     blocks = _blocks(s.shape[0])
     size = blocks[0].stop
     buf, below, above = np.empty(size), np.empty(size, dtype=bool), np.empty(size, dtype=bool)
-    parts, scores, groups = [], [], []
+    scores, groups = [], []
     for sl in blocks:
         m = sl.stop - sl.start
         t, x1, x2 = buf[:m], below[:m], above[:m]
@@ -407,21 +414,14 @@ def _uniform_pass(s, codes, f, center, h, lb, ub):
         np.greater(t, high, out=x2)
         np.logical_or(x1, x2, out=x1)
         idx = np.flatnonzero(x1)
-        if f is None:
-            scores.append(s[sl].take(idx))
-            groups.append(codes[sl].take(idx))
-        else:
-            parts.append(idx + sl.start if sl.start else idx)
-    if f is not None:
-        return _joined(parts), None, None
-    return None, _joined(scores), _joined(groups)
+        scores.append(s[sl].take(idx))
+        groups.append(codes[sl].take(idx))
+    if len(scores) == 1:
+        return scores[0], groups[0]
+    return np.concatenate(scores), np.concatenate(groups)
 
 
-def _joined(parts):
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-
-def _uniform_reduced(s, codes, listed, sizes, sums, center, h, lb, ub, eps, tiny, known):
+def _uniform_reduced(s_x, g_x, sizes, sums, center, h, lb, ub, eps, known):
     """The problem on the bracket: extracted rows that stay uncertain, the rest aggregated.
 
     Rows not extracted are free for every shift within ``h`` of the centre; an
@@ -430,9 +430,6 @@ def _uniform_reduced(s, codes, listed, sizes, sums, center, h, lb, ub, eps, tiny
     multiplier space, equals the original on the bracket ``[lo, hi]``.
     """
     k = sizes.size
-    idx, s_x, g_x = listed
-    if s_x is None:
-        s_x, g_x = s[idx], codes[idx]
     if g_x.size and g_x.min() < 0:
         return None
     cnt_x = np.bincount(g_x, minlength=k).astype(np.float64)
@@ -442,12 +439,8 @@ def _uniform_reduced(s, codes, listed, sizes, sums, center, h, lb, ub, eps, tiny
     n_g = np.maximum(sizes, 1)
     finite = np.isfinite(center)
     hh = _shrunk(center, h, lb, ub)
-    u = s_x - center[g_x]
-    sure = finite[g_x]
-    h_x = hh[g_x]
-    top = sure & (u >= ub + h_x)
-    bottom = sure & (u <= lb - h_x)
-    free = sure & (u >= lb + h_x) & (u <= ub - h_x) & ~(top | bottom)
+    sure = finite[g_x]  # a group kept whole (centre inf): every row uncertain
+    bottom, top, free = (x & sure for x in _row_states(s_x - center[g_x], hh[g_x], lb, ub))
     unc = ~(top | bottom | free)
     # n_g A_g = sum of s over free rows + ub (top and uncertain rows) + lb (bottom rows).
     val = np.where(bottom, lb, np.where(free, s_x, ub))
@@ -455,15 +448,6 @@ def _uniform_reduced(s, codes, listed, sizes, sums, center, h, lb, ub, eps, tiny
     A = np.where(sizes > 0, (rest + np.bincount(g_x, weights=val, minlength=k)) / n_g, 0.0)
     Q = (sizes - cnt_x + np.bincount(g_x, weights=free, minlength=k)) / (n_g * n_g)
     return _bracket_model(s_x[unc], g_x[unc], sizes, A, Q, center, hh, lb, ub, eps)
-
-
-def _shrunk(center, h, lb, ub):
-    """The bracket half-widths ``h`` (per group) less a margin far above rounding: a row
-    classified on the shrunk bracket is in that state for every shift within ``h`` of the
-    centre."""
-    finite = np.isfinite(center)
-    margin = 1e-12 * (1.0 + abs(lb) + abs(ub) + h + float(np.abs(center[finite]).max(initial=0)))
-    return np.where(h > 2 * margin, h - margin, 0.5 * h)
 
 
 def _bracket_model(su, gu, sizes, A, Q, center, hh, lb, ub, eps):

@@ -296,15 +296,6 @@ class PooledFamilies:
         self.n_adjusted = 0
 
     # -- per-row pieces --------------------------------------------------------
-    def _row_weights(self, scores):
-        if self.weight_class is None:
-            return [1.0] * scores.shape[0]
-        if self.binary:
-            w = scores if self.weight_class == 1 else 1.0 - scores
-        else:
-            w = scores[:, self.weight_class]
-        return [min(max(x, 0.0), 1.0) for x in w.tolist()]
-
     @staticmethod
     def _means(weights, sums):
         return [[x / w for x in s] if w > 0.0 else None for w, s in zip(weights, sums, strict=True)]
@@ -363,12 +354,10 @@ class PooledFamilies:
         n_blocks) (validated by the caller).
         """
         st = self._state()
-        weights = self._row_weights(scores)
         out = []
         adjusted = 0
-        for s, groups, w in zip(scores.tolist(), codes.tolist(), weights, strict=True):
-            row = [1.0 - s, s] if self.binary else s
-            value, changed = self._row(st, row, groups, w)
+        for score, groups in zip(scores.tolist(), codes.tolist(), strict=True):
+            value, changed = self._served(st, score, groups)
             out.append(value)
             adjusted += changed
         if self.decisions:
@@ -379,15 +368,21 @@ class PooledFamilies:
         """:meth:`step` of one row given as Python numbers (one block); returns its output:
         a probability (binary), a list of them, or a class index."""
         st = self._state()
+        value, changed = self._served(st, score, [code])
+        return value, (st, int(changed))
+
+    def _served(self, st, score, groups):
+        """One row given as Python numbers (binary: the probability of class 1; else a
+        list): its weight (the plug-in posterior of ``weight_class`` clipped to ``[0, 1]``,
+        else 1) and its row on the simplex, served by :meth:`_row`."""
         wc = self.weight_class
         if wc is None:
             w = 1.0
         else:
             x = (score if wc == 1 else 1.0 - score) if self.binary else score[wc]
             w = min(max(x, 0.0), 1.0)
-        row = [1.0 - score, score] if self.binary else list(score)
-        value, changed = self._row(st, row, [code], w)
-        return value, (st, int(changed))
+        row = [1.0 - score, score] if self.binary else score  # _row copies it
+        return self._row(st, row, groups, w)
 
     def _row(self, st, row, groups, w):
         """Serve one row: proposal, centre, the row's box, then the update (and rounding)."""

@@ -58,7 +58,9 @@ class PooledResidual:
     def step(self, scores, codes):
         """Serve a batch; return the outputs and the new state (not applied)."""
         if self.output == "proba":  # the scores pass through: only the group sums change
-            return np.array(scores, dtype=np.float64), self._sums(scores, codes)
+            rows = ([np.array([1.0 - s, s]) for s in scores.tolist()] if self.binary
+                    else list(np.asarray(scores, dtype=np.float64)))
+            return np.array(scores, dtype=np.float64), self._sums(rows, codes.tolist())
         out, new = self._rows(scores, codes)
         return np.array(out, dtype=np.int64), new
 
@@ -69,25 +71,16 @@ class PooledResidual:
             out, new = self._rows(np.array([score], dtype=np.float64), np.array([[code]]))
             return out[0], new
         row = np.array([1.0 - score, score] if self.binary else score, dtype=np.float64)
-        counts, score_sums, output_sums = self.counts[0].copy(), *(
-            x[0].copy() for x in (self.score_sums, self.output_sums))
-        counts[code] += 1
-        score_sums[code] += row
-        output_sums[code] += row
-        return score, ([counts], [score_sums], [output_sums])
+        return score, self._sums([row], [[code]])
 
-    def _rows_of(self, scores):
-        if self.binary:
-            return [np.array([1.0 - s, s]) for s in scores.tolist()]
-        return list(np.asarray(scores, dtype=np.float64))
-
-    def _sums(self, scores, codes):
-        """Probabilities: the rows added to the counts and sums of their groups (the
-        outputs are the scores, so both sums take the same rows)."""
+    def _sums(self, rows, codes):
+        """Probabilities: the rows (arrays over the classes) added to the counts and sums of
+        their groups (``codes``: one list per row); the outputs are the scores, so both
+        sums take the same rows."""
         counts = [c.copy() for c in self.counts]
         score_sums = [s.copy() for s in self.score_sums]
         output_sums = [s.copy() for s in self.output_sums]
-        for row, codes_i in zip(self._rows_of(scores), codes.tolist(), strict=True):
+        for row, codes_i in zip(rows, codes, strict=True):
             for j, a in enumerate(codes_i):
                 counts[j][a] += 1
                 score_sums[j][a] += row

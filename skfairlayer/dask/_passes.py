@@ -8,6 +8,7 @@ combine them up a tree. See :mod:`skfairlayer.dask._project` for the driver.
 import numpy as np
 
 from .._numeric import MIN_SCALE, clip, dot, indicator_sums
+from .._solvers._reduced import _row_states
 from ..exceptions import SolverError
 from ._blocks import (
     SUB,
@@ -143,13 +144,8 @@ def _states(so, go, center, hh, lb, ub, k):
     ``lb + hh[g] <= s - center[g] <= ub - hh[g]``, at the top when ``>= ub + hh[g]``, at
     the bottom when ``<= lb - hh[g]``, uncertain otherwise.
     """
-    u = so - center[go]
-    h = hh[go]
-    # 0: uncertain, 1: at the bottom, 2: at the top, 3: free; exclusive even where h is
-    # below the rounding of a bound (then ub - h == ub + h)
-    bottom, top = u <= lb - h, u >= ub + h
-    free = (u >= lb + h) & (u <= ub - h) & ~(bottom | top)
-    state = bottom.view(np.uint8) + 2 * top + 3 * free
+    bottom, top, free = _row_states(so - center[go], hh[go], lb, ub)
+    state = bottom.view(np.uint8) + 2 * top + 3 * free  # 0: uncertain
     code = go * 4 + state
     n = np.bincount(code, minlength=4 * k).reshape(k, 4).T.astype(np.float64)
     t = np.bincount(code, weights=so, minlength=4 * k).reshape(k, 4).T

@@ -29,7 +29,7 @@ from functools import partial
 import numpy as np
 
 from .._projection import VERIFY_TOL
-from .._solvers._reduced import _Model, _solve_model
+from .._solvers._reduced import _Model, _shrunk, _solve_model
 from .._validation import check_tolerance
 from ..exceptions import SolverError
 from . import _passes
@@ -283,15 +283,6 @@ def _spread(sizes, agg, shifts, lb, ub, previous):
     with np.errstate(divide="ignore"):
         half = np.where(slope > 0, _Z * (se + se.max(initial=0.0)) / slope, np.inf)
     return np.minimum(np.maximum(half, floor), 2.0 * (ub - lb) + 1.0)
-
-
-def _shrunk(center, half, lb, ub):
-    """Half-widths less a margin far above rounding (rows classified on the shrunk
-    bracket are in that state for every shift within ``half`` of the centre)."""
-    finite = np.isfinite(center)
-    scale = 1.0 + abs(lb) + abs(ub) + float(np.abs(center[finite]).max(initial=0.0))
-    margin = 1e-12 * (scale + half)
-    return np.where(half > 2 * margin, half - margin, 0.5 * half)
 
 
 def _bracket_pass(score_blocks, group_blocks, lookup, center, hh, lb, ub, budget, keep):
