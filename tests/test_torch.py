@@ -216,6 +216,88 @@ def test_fully_clamped_group():
                        bounds=(torch.tensor(np.r_[np.ones(10), np.zeros(20)]), bounds[1]))
 
 
+# Instances the fuzzing of the layer against the core found (each failed before its fix):
+# a pinned cell (every row at a bound) sets the level, a missing last group, a band of no
+# width with a group already on it.
+PINNED_CASES = {
+    "missing last groups": ("demographic_parity", 0.01, (0.0, 1.0), 4,
+                            [-0.1853, 0.0191, -0.0853], [2, 1, 2], None),
+    "fully clamped group sets the level": ("demographic_parity", 0.1, (-0.5, 2.0), 2,
+                                           [-0.1972, 3.7472, -3.6711], [0, 1, 1], None),
+    "clamped positives (equal opportunity)": ("equal_opportunity", 0.01, (0.0, 1.0), 5,
+                                              [0.6379, -2.678, 2.6476], [4, 3, 1], [1, 1, 0]),
+    "clamped at a lower bound only": ("equal_opportunity", 0.001, (0.2, None), 3,
+                                      [-3.3633, 2.6313, -1.9247, 4.0016, -1.7579],
+                                      [0, 1, 2, 1, 0], [1, 1, 1, 0, 0]),
+    "equalized odds, one family pinned": ("equalized_odds", 0.5, (0.2, None), 2,
+                                          [3.8511, -0.0956, -3.0039], [0, 1, 1], [0, 1, 0]),
+    "zero tolerance, a group on the level": ("demographic_parity", 0.0, (-0.5, 2.0), 5,
+                                             [0, 0.5, 0, 1, 1, 1, 1, 1, 1, 1],
+                                             [0, 1, 2, 3, 4, 4, 0, 4, 1, 0], None),
+}
+
+
+@pytest.mark.parametrize("name", list(PINNED_CASES))
+def test_pinned_and_degenerate_cells_match_the_core(name):
+    """Check outputs and vector-Jacobian products against the core and finite differences
+    where a cell's every row is at a bound, a group is missing, or the band has no width."""
+    criterion, eps, bounds, k, s, g, y = PINNED_CASES[name]
+    s, g = np.asarray(s, dtype=float), np.asarray(g)
+    labels = None if y is None else np.asarray(y)
+    core_bounds = tuple(b if b is not None else (1e6 if i else -1e6) for i, b in enumerate(bounds))
+
+    def core(x):
+        return project(x, g, tolerance=eps, criterion=criterion, labels=labels, bounds=core_bounds)
+
+    ref = core(s)
+    st = torch.tensor(s, requires_grad=True)
+    p = fairness_layer(st, torch.tensor(g), k, tolerance=eps, criterion=criterion, bounds=bounds,
+                       labels=None if labels is None else torch.tensor(labels))
+    np.testing.assert_allclose(p.detach().numpy(), ref.proba, rtol=0, atol=1e-12)
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=s.size)
+    (vjp,) = torch.autograd.grad(p, st, torch.tensor(w))
+    np.testing.assert_allclose(vjp.numpy(), ref.vjp(w), rtol=0, atol=1e-10)
+    for _ in range(3):  # these points are differentiable: both one-sided differences agree
+        v, h = rng.normal(size=s.size), 1e-7
+        ahead = w @ (core(s + h * v).proba - ref.proba) / h
+        behind = w @ (ref.proba - core(s - h * v).proba) / h
+        assert abs(ahead - behind) < 1e-5 and abs(vjp.numpy() @ v - ahead) < 1e-5
+
+
+def test_heavily_clamped_batches_match_the_core():
+    """Check the layer against the core on batches whose scores lie mostly beyond the bounds
+    (many cells with every row at a bound), for every criterion: outputs to 1e-9, parity
+    and bounds (the guarantee), and gradients at differentiable points."""
+    for seed in range(120):
+        rng = np.random.default_rng(seed)
+        n, k = int(rng.choice([3, 5, 10, 40])), int(rng.integers(2, 6))
+        s, g, y = rng.normal(0, 3, n), rng.integers(0, k, n), rng.integers(0, 2, n)
+        criterion = CRITERIA[seed % 4]
+        eps = [0.0, 0.001, 0.01, 0.5][seed % 4 if seed % 3 else (seed // 4) % 4]
+        bounds = [(0.0, 1.0), (0.2, None), (None, 0.8)][seed % 3]
+        core_bounds = tuple(b if b is not None else (1e6 if i else -1e6)
+                            for i, b in enumerate(bounds))
+        labels = None if criterion == "demographic_parity" else y
+        try:
+            ref = project(s, g, tolerance=eps, criterion=criterion, labels=labels, bounds=core_bounds)
+        except Exception:  # the core's OSQP fallback may not certify these tiny batches
+            continue
+        st = torch.tensor(s, requires_grad=True)
+        p = fairness_layer(st, torch.tensor(g), k, tolerance=eps, criterion=criterion,
+                           bounds=bounds, labels=None if labels is None else torch.tensor(labels))
+        np.testing.assert_allclose(p.detach().numpy(), ref.proba, rtol=0, atol=1e-9)
+        w = rng.normal(size=n)
+        (vjp,) = torch.autograd.grad(p, st, torch.tensor(w))
+        v, h = rng.normal(size=n), 1e-7
+        ahead = w @ (project(s + h * v, g, tolerance=eps, criterion=criterion, labels=labels,
+                             bounds=core_bounds).proba - ref.proba) / h
+        behind = w @ (ref.proba - project(s - h * v, g, tolerance=eps, criterion=criterion,
+                                          labels=labels, bounds=core_bounds).proba) / h
+        if abs(ahead - behind) < 1e-6 * (1 + abs(ahead)):  # differentiable here
+            assert abs(vjp.numpy() @ v - ahead) < 1e-4 * (1 + abs(ahead)), seed
+
+
 @pytest.mark.parametrize(
     "kwargs, err, match",
     [

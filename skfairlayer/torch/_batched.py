@@ -214,7 +214,9 @@ def solve(s, cell, bands, lb, ub, eps, n_families, n_groups, strict, tol):
     sums = sums.reshape(shape)
     if not np.isfinite(sums).all() or newton.violation(sums) > tol:
         return None
-    top, bottom = newton.top.reshape(B, C), newton.bottom.reshape(B, C)
+    # a band of no width holds its cells on both sides: active even where they did not move
+    held = newton.present & ~newton.top & (newton.hi == newton.lo)
+    top, bottom = newton.top.reshape(B, C), (newton.bottom | held).reshape(B, C)
     if strict and ((top | bottom) & (rows.strict_free(zc) == 0)).any():
         return None
     level = t.reshape(B, n_families) if t is not None else np.zeros((B, n_families))

@@ -278,7 +278,10 @@ def solve(s, idx, n_slots, n_groups, offset, lb, ub, eps, bands, strict, tol, pa
     zc = zc if last is None else last
     if not math.isfinite(sum(sums)) or _violation(fams, n, sums, eps, bands) > tol:
         return None
-    active = [x or y for x, y in zip(top, bottom, strict=True)]
+    # a band of no width holds its cells on both sides: active even where they did not move
+    width = [eps] * len(n) if bands is None else [hi - lo for lo, hi in bands]
+    active = [x or y or (q >= offset and k > 0 and w == 0)
+              for q, (x, y, k, w) in enumerate(zip(top, bottom, n, width, strict=True))]
     res = Direct(torch.from_numpy(zc if zc is not scores else zc.copy()), n, active, fams,
                  bands is None, lb, ub)
     if not (parts or strict):

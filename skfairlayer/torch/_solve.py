@@ -122,14 +122,17 @@ class _Tables:
         j = torch.searchsorted(self.keys, query.reshape(-1)).reshape(q.shape)
         first, last = self.start[q], self.stop[q] - 1
         j = torch.minimum(torch.maximum(j, first + 1), last.clamp_min(first + 1))
-        last_i = torch.maximum(last, first)
+        # An empty cell has no breakpoints (its value is never used): keep its indices
+        # inside the table.
+        top = self.x.numel() - 1
+        j, first, last = j.clamp(1, top), first.clamp(0, top), torch.maximum(last, first).clamp(0, top)
         x0, x1 = self.x[j - 1], self.x[j]
         m0, m1 = self.m[j - 1], self.m[j]
         den = m0 - m1
         frac = torch.where(den > 0, (m0 - mu) / torch.where(den > 0, den, 1.0), 0.0)
         c = x0 + frac * (x1 - x0)
         c = torch.where(mu > high, self.x[first] - (mu - high) * _STEEP, c)
-        return torch.where(mu < low, self.x[last_i] + (low - mu) * _STEEP, c)
+        return torch.where(mu < low, self.x[last] + (low - mu) * _STEEP, c)
 
 
 def _segment_cumsum(v, seg, start):
@@ -160,9 +163,13 @@ def solve(s, lb, ub, lay, eps, fast=False):
     m0 = lay.sums(s.clamp(lb, ub)) / n_safe
     low, high = lay.sums(lb.expand_as(s)) / n_safe, lay.sums(ub.expand_as(s)) / n_safe
     tab = None if fast else _Tables(s, lb, ub, lay, counts, low, high)
+    bracket = None
     if lay.fixed_bands is None:
-        t = (_unclipped_level(lay, m0, counts, present, eps) if fast
-             else _bracket_level(tab, lay, m0, counts, present, eps))
+        if fast:
+            t = _unclipped_level(lay, m0, counts, present, eps)
+        else:
+            bracket = _bracket_level(tab, lay, m0, counts, present, eps)
+            t = 0.5 * (bracket[0] + bracket[1])
         band_lo = _cells_of(t, lay)
         band_hi = band_lo + eps
     else:
@@ -185,13 +192,17 @@ def solve(s, lb, ub, lay, eps, fast=False):
     settled = 1e-12 * (1.0 + float(s.abs().amax())) if early and s.numel() else 0.0
     for _ in range(steps):
         c_old, t_old = c, t
-        c, t, top, bottom = _newton(s, lb, ub, lay, c, t, m0, counts, eps, top, bottom)
+        c, t, top, bottom = _newton(s, lb, ub, lay, c, t, m0, counts, eps, top, bottom, bracket)
         if fast:
             moved = (c - c_old).abs().amax()
             if t is not None:
                 moved = torch.maximum(moved, (t - t_old).abs().amax())
             if early and moved <= settled:
                 break
+    if bracket is not None:
+        c, t, top, bottom = _pinned_level(s, lb, ub, lay, c, t, m0, counts, eps, top, bottom,
+                                          bracket)
+    bottom = bottom | (present & ~top & _zero_width(lay, eps))
     p = (s - lay.per_row(c)).clamp(lb, ub)
     state = {
         "lb": lb, "ub": ub, "counts": counts, "top": top, "bottom": bottom,
@@ -252,7 +263,7 @@ def _cells_of(t, lay):
 
 
 def _bracket_level(tab, lay, m0, counts, present, eps):
-    """Fixed ``B``-ary rounds on each family's level ``t``; returns the bracket's midpoint."""
+    """Fixed ``B``-ary rounds on each family's level ``t``; returns the bracket ``(lo, hi)``."""
     big = torch.finfo(m0.dtype).max
     fam_m0 = m0.reshape(lay.B * lay.F, lay.G)
     fam_present = present.reshape(lay.B * lay.F, lay.G)
@@ -266,16 +277,24 @@ def _bracket_level(tab, lay, m0, counts, present, eps):
     for _ in range(_ROUNDS):
         grid = lo + (hi - lo) * steps  # (BF, POINTS + 2)
         t = grid[:, 1:-1].unsqueeze(1)  # (BF, 1, POINTS)
-        mu = torch.minimum(torch.maximum(fam_m0.unsqueeze(2), t), t + eps)
-        c = tab.shift(qg, mu)
+        m0_q = fam_m0.unsqueeze(2)
+        mu = torch.minimum(torch.maximum(m0_q, t), t + eps)
+        # A cell whose mean is in the band does not move: shift 0, even where its mean
+        # is flat in the shift (every row at a bound) and the table holds another point.
+        c = torch.where(mu == m0_q, 0.0, tab.shift(qg, mu))
         f = (cnt * torch.where(cnt > 0, c, 0.0)).sum(1)  # (BF, POINTS), non-increasing in t
         k = (f >= 0).sum(1, keepdim=True)
         lo, hi = grid.gather(1, k), grid.gather(1, k + 1)
-    return 0.5 * (lo + hi)
+    return lo, hi
 
 
-def _newton(s, lb, ub, lay, c, t, m0, counts, eps, top, bottom):
-    """One semismooth Newton step on (level, shifts) from the pieces at the shifts ``c``."""
+def _newton(s, lb, ub, lay, c, t, m0, counts, eps, top, bottom, bracket=None):
+    """One semismooth Newton step on (level, shifts) from the pieces at the shifts ``c``.
+
+    ``bracket``: the levels' bracket ``(lo, hi)``; a step that leaves it keeps the level
+    (at a kink the step's linear model can belong to the wrong piece, e.g. a cell whose
+    every row reaches a bound there).
+    """
     z = s - lay.per_row(c)
     free = (z > lb) & (z < ub)
     nf = lay.sums(free.to(s.dtype))
@@ -288,7 +307,11 @@ def _newton(s, lb, ub, lay, c, t, m0, counts, eps, top, bottom):
         rhs = torch.where(active, counts * (a - counts * eps * top.to(s.dtype)) / nf_safe, 0.0)
         den, num = lay.family_sum(w), lay.family_sum(rhs)
         pinned = lay.family_sum((active & (nf == 0)).to(s.dtype)) > 0
-        t = torch.where((den > 0) & ~pinned, num / torch.where(den > 0, den, 1.0), t)
+        new_t = num / torch.where(den > 0, den, 1.0)
+        keep = (den <= 0) | pinned
+        if bracket is not None:
+            keep = keep | (new_t < bracket[0]) | (new_t > bracket[1])
+        t = torch.where(keep, t, new_t)
         band_lo = _cells_of(t, lay)
         band_hi = band_lo + eps
         top, bottom = (counts > 0) & (m0 > band_hi), (counts > 0) & (m0 < band_lo)
@@ -298,6 +321,69 @@ def _newton(s, lb, ub, lay, c, t, m0, counts, eps, top, bottom):
         band_hi = lay.fixed_bands[..., 1].reshape(-1)
     target = torch.where(top, band_hi, band_lo)
     newc = (a - counts * target) / nf_safe
+    c = torch.where(active & (nf > 0), newc, torch.where(active, c, torch.zeros_like(c)))
+    return c, t, top, bottom
+
+
+def _zero_width(lay, eps):
+    """Cells whose band has no width (``eps = 0``, or a fixed band ``lo = hi``): their mean
+    is held on both sides, so they are active even where it needs no move (the Jacobian
+    then keeps them on the band)."""
+    if lay.fixed_bands is None:
+        return torch.full((lay.Q,), eps == 0, dtype=torch.bool, device=lay.cell.device)
+    bands = lay.fixed_bands.reshape(-1, 2)
+    return bands[:, 0] == bands[:, 1]
+
+
+def _pinned_level(s, lb, ub, lay, c, t, m0, counts, eps, top, bottom, bracket):
+    """The level of a family that a *pinned* cell sets, exactly, and that cell marked active.
+
+    A cell whose every row is at a bound has a fixed mean ``M`` over a range of its
+    shift; when ``M`` (or ``M - eps``) lies in the family's bracket, the level is ``M``
+    (or ``M - eps``). The Newton steps cannot find it (a step there belongs to the
+    wrong piece and is refused: the level stays at the bracket's midpoint, and the
+    cell's rows within rounding of their bounds but not on them), and the strict
+    comparisons with the unshifted means may leave the cell inactive: the Jacobian
+    would then move the level with the other cells. Here such a cell's shift is put
+    inside its range (every row on its bound), the level set to ``M`` (or ``M - eps``)
+    and the other active cells moved to it.
+    """
+    z = s - lay.per_row(c)
+    tol = 1e-8 * (1.0 + s.abs().amax())
+    near_lo, near_hi = z <= lb + tol, z >= ub - tol
+    loose = lay.sums((~(near_lo | near_hi)).to(s.dtype))  # rows clearly inside the bounds
+    inf = torch.full((lay.Q + 1,), torch.inf, dtype=s.dtype, device=s.device)
+    # the shifts that put every near row on its bound: c >= s - lb (bottom), c <= s - ub (top)
+    lowest = (-inf).scatter_reduce(0, lay.q, torch.where(near_lo, s - lb, -torch.inf).reshape(-1),
+                                   "amax")[: lay.Q]
+    highest = inf.scatter_reduce(0, lay.q, torch.where(near_hi & ~near_lo, s - ub,
+                                                        torch.inf).reshape(-1), "amin")[: lay.Q]
+    flat = (counts > 0) & (loose == 0) & (lowest <= highest)
+    # inside the range by a margin where it has room (s - (s - lb) may round above lb)
+    margin = torch.minimum(tol, 0.5 * (highest - lowest))
+    c_flat = torch.minimum(torch.maximum(c, lowest + margin), highest - margin)
+    c = torch.where(flat, c_flat, c)
+    z = s - lay.per_row(c)
+    nf = lay.sums(((z > lb) & (z < ub)).to(s.dtype))
+    sums = lay.sums(z.clamp(lb, ub))
+    pinned = (flat & (nf == 0)).reshape(lay.B * lay.F, lay.G)
+    mean = (sums / counts.clamp_min(1.0)).reshape(lay.B * lay.F, lay.G)
+    lo, hi = bracket
+    lo, hi = lo - (hi - lo), hi + (hi - lo)  # a mean computed on the bracket's edge may round out
+    at_lo = pinned & (mean >= lo) & (mean <= hi)
+    at_hi = pinned & ~at_lo & (mean - eps >= lo) & (mean - eps <= hi)
+    edge = at_lo | at_hi
+    found = edge.any(1, keepdim=True)
+    level = torch.where(at_lo, mean, mean - eps)
+    t = torch.where(found, torch.where(edge, level, -torch.inf).amax(1, keepdim=True), t)
+    band_lo = _cells_of(t, lay)
+    band_hi = band_lo + eps
+    present = counts > 0
+    top = (present & (m0 > band_hi)) | at_hi.reshape(-1)
+    bottom = (present & (m0 < band_lo) & ~top) | at_lo.reshape(-1)
+    active = top | bottom
+    target = torch.where(top, band_hi, band_lo)
+    newc = (sums + nf * c - counts * target) / nf.clamp_min(1.0)
     c = torch.where(active & (nf > 0), newc, torch.where(active, c, torch.zeros_like(c)))
     return c, t, top, bottom
 
