@@ -59,7 +59,8 @@ class FairnessLayerRegressor(RegressorMixin, FairnessLayerBase):
         parity is then a constant shift per group, the least change that
         meets it). ``"target"``: the training target's range
         ``[min(y), max(y)]``. ``(lower, upper)``: that interval (either end may
-        be infinite). Predictions outside the bounds are projected into them.
+        be infinite, or None for an open end, e.g. ``(0, None)``). Predictions
+        outside the bounds are projected into them.
     sensitive_features : str, int, list of those, or callable, default=None
         Where the groups come from: column(s) of ``X`` (names or positions),
         a callable ``f(X) -> groups``, or ``None`` to pass them to each method
@@ -494,11 +495,12 @@ def _check_bounds(bounds, y):
     if isinstance(bounds, str):
         return (float(np.min(y)), float(np.max(y)))
     try:
-        lower, upper = (float(b) for b in bounds)
+        lower, upper = (float(default if b is None else b)
+                        for b, default in zip(bounds, (-np.inf, np.inf), strict=True))
     except (TypeError, ValueError):
         raise ValueError(
-            f"bounds must be None, 'target' or a pair (lower, upper) of numbers. "
-            f"Got {bounds!r} instead."
+            f"bounds must be None, 'target' or a pair (lower, upper) of numbers (None for "
+            f"an open end). Got {bounds!r} instead."
         ) from None
     if np.isnan(lower) or np.isnan(upper) or lower > upper:
         raise ValueError(

@@ -65,7 +65,7 @@ def test_guarantee_random_bounds_tolerances_groups(seed):
     X, y, attrs = _data(rng, 600, k, n_attributes, scale)
     tol = float(rng.uniform(0, 0.2)) * scale
     lo, hi = np.quantile(y, [rng.uniform(0, 0.3), rng.uniform(0.7, 1)])
-    for bounds in [None, "target", (float(lo), float(hi)), (float(lo), np.inf)]:
+    for bounds in [None, "target", (float(lo), float(hi)), (float(lo), np.inf), (None, float(hi))]:
         for inference in ["batch", "fitted"]:
             reg = FairnessLayerRegressor(
                 tolerance=tol, bounds=bounds, sensitive_features=list(range(3, 3 + n_attributes)),
@@ -73,6 +73,9 @@ def test_guarantee_random_bounds_tolerances_groups(seed):
             ).fit(X, y)
             pred = reg.predict(X[:400])
             low, high = reg.bounds_
+            if isinstance(bounds, tuple):  # None: an open end
+                assert (low, high) == tuple(
+                    end if b is None else b for b, end in zip(bounds, (-np.inf, np.inf)))
             assert pred.min() >= low and pred.max() <= high
             if inference == "batch":
                 for gap in _gaps(pred, attrs[:400], groups):

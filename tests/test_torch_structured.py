@@ -203,3 +203,59 @@ def test_multiclass_core_start_fallback(monkeypatch):
     p = fairness_layer(torch.tensor(P), torch.tensor(g), k, tolerance=0.01, simplex=True)
     np.testing.assert_allclose(p.numpy(), project(P, g, tolerance=0.01).proba, atol=1e-12)
     assert calls == [False, True]
+
+
+# Instances the fuzzing of the layer against the core found: the active-set Newton does not
+# settle (rows at vertices, groups missing, outputs clamped), or a tolerance of zero leaves
+# a cell already on its level out of the Jacobian.
+DEGENERATE_SIMPLEX = {
+    "groups missing, small batch": (
+        [[0.6106, 0.0245, 0.3649], [0.0666, 0.6416, 0.2918], [0.4193, 0.5477, 0.033]],
+        [2, 0, 2], 3, 0.001),
+    "rows at vertices, zero tolerance": (
+        [[0.7, 0.2, 0.1, 0.0], [0.0, 0.3, 0.7, 0.0], [0.9, 0.0, 0.0, 0.1], [0.1, 0.0, 0.0, 0.9],
+         [1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]], [3, 2, 0, 3, 2, 0], 5, 0.0),
+}
+DEGENERATE_MARGINAL = {
+    "clamped outputs": (
+        [0.7518, 3.6125, 0.2791, -2.8364, -4.5369, 1.4448, -0.8958, -2.7171, 6.4015, -1.9051,
+         1.4421, 2.6741, 2.8962, -2.2495, -1.4584, 2.2836, 2.0089, 0.604, -0.2334, 0.5702],
+        [[1, 0], [2, 2], [0, 0], [2, 1], [2, 0], [2, 2], [1, 2], [0, 2], [0, 0], [0, 1], [1, 1],
+         [2, 0], [2, 2], [2, 2], [0, 0], [2, 2], [1, 1], [1, 0], [2, 0], [2, 1]], [3, 3], 0.001),
+    "clamped outputs, zero tolerance": (
+        [0.468, 4.8602, -2.9765, 0.1803, -0.9902, 6.2552],
+        [[0, 0], [1, 0], [0, 1], [0, 0], [1, 1], [1, 1]], [2, 2], 0.0),
+    "zero tolerance, a cell on its level": (
+        [0.5, 0.1, 0.5], [[1, 1], [0, 0], [1, 0]], [2, 3], 0.0),
+}
+
+
+@pytest.mark.parametrize("name", list(DEGENERATE_SIMPLEX) + list(DEGENERATE_MARGINAL))
+def test_degenerate_problems_match_the_core(name):
+    """Check that the layer answers what the core answers (its verified solution where the
+    layer's own Newton does not settle) and, at differentiable points, its gradients."""
+    simplex = name in DEGENERATE_SIMPLEX
+    x, g, k, eps = (DEGENERATE_SIMPLEX if simplex else DEGENERATE_MARGINAL)[name]
+    x, g = np.asarray(x, dtype=float), np.asarray(g)
+    if simplex:
+        x = x / x.sum(1, keepdims=True)
+
+    def core(v):
+        return project(v, g, tolerance=eps, **({} if simplex else {"groups": "marginal"}))
+
+    ref = core(x)
+    xt = torch.tensor(x, requires_grad=True)
+    p = fairness_layer(xt, torch.tensor(g), k, tolerance=eps, simplex=simplex,
+                       groups_mode="intersectional" if simplex else "marginal")
+    np.testing.assert_allclose(p.detach().numpy(), ref.proba, rtol=0, atol=1e-9)
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=x.shape)
+    (vjp,) = torch.autograd.grad(p, xt, torch.tensor(w))
+    for _ in range(3):
+        v, h = rng.normal(size=x.shape), 1e-7
+        if simplex:
+            v -= v.mean(1, keepdims=True)
+        ahead = (w * (core(x + h * v).proba - ref.proba)).sum() / h
+        behind = (w * (ref.proba - core(x - h * v).proba)).sum() / h
+        if abs(ahead - behind) < 1e-6:  # differentiable in this direction
+            assert abs((vjp.numpy() * v).sum() - ahead) < 1e-5

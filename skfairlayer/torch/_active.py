@@ -39,10 +39,14 @@ class Cells:
 
 
 def state(c, t, m, cells, eps):
-    """Active cells from the prox rule: top if ``c + m - t - eps > 0``, bottom if ``c + m - t < 0``."""
+    """Active cells from the prox rule: top if ``c + m - t - eps > 0``, bottom if ``c + m - t < 0``.
+
+    With ``eps = 0`` the band has no width: every present cell is held on the level
+    (bottom unless top), also one that needs no move.
+    """
     tq = t[cells.fam]
     top = cells.present & (c + (m - tq - eps) > 0)
-    bottom = cells.present & ~top & (c + (m - tq) < 0)
+    bottom = cells.present & ~top & ((c + (m - tq) < 0) | (eps == 0))
     return top, bottom
 
 

@@ -84,25 +84,24 @@ class _Simplex:
         t = mean - eps / 2
         out = _active.newton(c, t, self.primal, cells, eps, 3 * _STEPS, 1.0)
         if out is None:  # start from the numpy core's multipliers
-            c, t = self._core_start(eps)
+            res, c, t = self._core(eps)
             out = _active.newton(c, t, self.primal, cells, eps, _STEPS, 1.0)
-        if out is None:
-            raise SolverError(
-                "The torch multiclass fairness layer did not reach an exact solution. This is "
-                "a bug; please report it (skfairlayer.project solves the problem on numpy arrays)."
-            )
+            if out is None:  # degenerate (e.g. rows at vertices): the core's verified answer
+                out = _from_core(res, c, t, self.sums, cells, eps)
         return out
 
-    def _core_start(self, eps):
+    def _core(self, eps):
+        """The numpy core's solution, and its multipliers as cell shifts and levels."""
         from .._projection import project
 
-        res = project(self.S.detach().cpu().numpy(), self.g.cpu().numpy(), tolerance=eps)
-        nu = torch.stack([torch.as_tensor(d, dtype=self.S.dtype) for d in res.duals], 1)
-        if nu.shape != (self.k, self.K):
-            return self.S.new_zeros(self.cells.Q), self.S.new_zeros(self.K)
-        c = (nu.to(self.S.device) / self.counts.clamp_min(1.0).unsqueeze(1)).reshape(-1)
+        g = self.g.cpu().numpy()
+        res = project(self.S.detach().cpu().numpy(), g, tolerance=eps)
+        nu = self.S.new_zeros(self.k, self.K)
+        nu[_present(g)] = torch.stack([torch.as_tensor(d, dtype=self.S.dtype) for d in res.duals],
+                                      1).to(self.S.device)
+        c = (nu / self.counts.clamp_min(1.0).unsqueeze(1)).reshape(-1)
         t = torch.as_tensor(res.levels, dtype=self.S.dtype, device=self.S.device)
-        return c, t
+        return res, c, t
 
     def jacobian(self, P, active, h):
         h = self.tangent(P, h)
@@ -178,6 +177,11 @@ class _Marginal:
             out = _active.newton(c, t, self.primal, self.cells, eps, _STEPS, scale)
             if out is not None:
                 return out
+        if self.lb.dim() == 0 and self.ub.dim() == 0:  # degenerate: the core's verified answer
+            try:
+                return self._core(eps)
+            except SolverError:
+                pass
         if self._infeasible(eps):
             raise InfeasibleProblemError(
                 "No outputs within the bounds meet the tolerance: some attribute's group bounds "
@@ -188,6 +192,21 @@ class _Marginal:
             "bounds may leave no outputs meeting every attribute's tolerance. Widen the "
             "bounds or the tolerance, or use skfairlayer.project(..., groups='marginal')."
         )
+
+    def _core(self, eps):
+        """The numpy core's solution (scalar bounds), with its multipliers as cell shifts."""
+        from .._projection import project
+
+        G = self.G.cpu().numpy()
+        res = project(self.s.detach().cpu().numpy(), G, tolerance=eps, groups="marginal",
+                      bounds=(float(self.lb), float(self.ub)))
+        nu = self.s.new_zeros(self.Q)
+        for a, duals in enumerate(res.duals):
+            cells = self.offsets[a] + torch.as_tensor(_present(G[:, a]), device=nu.device)
+            nu[cells] = torch.as_tensor(duals, dtype=nu.dtype, device=nu.device)
+        c = nu / self.cells.n.clamp_min(1.0)
+        t = torch.as_tensor(res.levels, dtype=nu.dtype, device=nu.device)
+        return _from_core(res, c, t, self.sums, self.cells, eps)
 
     def _infeasible(self, eps):
         """Whether one attribute alone cannot meet the tolerance within the bounds."""
@@ -218,6 +237,22 @@ class _Marginal:
                 worst = torch.maximum(worst, gap)
         box = torch.maximum(self.lb - p, p - self.ub).clamp_min(0.0).amax()
         return worst, box
+
+
+def _present(codes):
+    """The codes present, in the core's order of groups (sorted)."""
+    import numpy as np
+
+    return np.unique(codes)
+
+
+def _from_core(res, c, t, sums, cells, eps):
+    """``newton``'s answer from the core's: its outputs, and the active cells of its
+    multipliers (the prox rule at its means)."""
+    out = torch.as_tensor(res.proba, dtype=c.dtype, device=c.device)
+    m = sums(out) / cells.n.clamp_min(1.0)
+    top, bottom = _active.state(c, t, m, cells, eps)
+    return c, t, top, bottom, out
 
 
 def _problems(s, groups, lb, ub, kind, sizes):
