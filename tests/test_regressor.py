@@ -75,7 +75,8 @@ def test_guarantee_random_bounds_tolerances_groups(seed):
             low, high = reg.bounds_
             if isinstance(bounds, tuple):  # None: an open end
                 assert (low, high) == tuple(
-                    end if b is None else b for b, end in zip(bounds, (-np.inf, np.inf)))
+                    end if b is None else b
+                    for b, end in zip(bounds, (-np.inf, np.inf), strict=True))
             assert pred.min() >= low and pred.max() <= high
             if inference == "batch":
                 for gap in _gaps(pred, attrs[:400], groups):
