@@ -7,7 +7,8 @@ input's device, one problem of a batch at a time, and verified. Marginal parity
 starts Newton from exact block ascent (each attribute's family solved exactly by
 :mod:`skfairlayer.torch._solve` given the others' shifts); the multiclass layer
 starts from zero shifts and, should Newton not settle, from the multipliers of
-the numpy core. See ``docs/user_guide/torch.rst``.
+the numpy core. Degenerate problems where Newton does not settle take the core's
+verified solution. See ``docs/user_guide/torch.rst``.
 """
 
 import math
