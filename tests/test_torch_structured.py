@@ -227,6 +227,8 @@ DEGENERATE_MARGINAL = {
         [[0, 0], [1, 0], [0, 1], [0, 0], [1, 1], [1, 1]], [2, 2], 0.0),
     "zero tolerance, a cell on its level": (
         [0.5, 0.1, 0.5], [[1, 1], [0, 0], [1, 0]], [2, 3], 0.0),
+    "an attribute with one group in the batch": (
+        [-3.7108, 1.916, 0.0472], [[0, 0], [1, 0], [1, 0]], [2, 3], 0.3),
 }
 
 

@@ -98,10 +98,12 @@ class _Simplex:
         g = self.g.cpu().numpy()
         res = project(self.S.detach().cpu().numpy(), g, tolerance=eps)
         nu = self.S.new_zeros(self.k, self.K)
-        nu[_present(g)] = torch.stack([torch.as_tensor(d, dtype=self.S.dtype) for d in res.duals],
-                                      1).to(self.S.device)
+        t = self.S.new_zeros(self.K)
+        if len(res.duals) == self.K:  # else fewer than two groups: no family, nothing moves
+            nu[_present(g)] = torch.stack([torch.as_tensor(d, dtype=self.S.dtype)
+                                           for d in res.duals], 1).to(self.S.device)
+            t = torch.as_tensor(res.levels, dtype=self.S.dtype, device=self.S.device)
         c = (nu / self.counts.clamp_min(1.0).unsqueeze(1)).reshape(-1)
-        t = torch.as_tensor(res.levels, dtype=self.S.dtype, device=self.S.device)
         return res, c, t
 
     def jacobian(self, P, active, h):
@@ -201,12 +203,16 @@ class _Marginal:
         G = self.G.cpu().numpy()
         res = project(self.s.detach().cpu().numpy(), G, tolerance=eps, groups="marginal",
                       bounds=(float(self.lb), float(self.ub)))
-        nu = self.s.new_zeros(self.Q)
-        for a, duals in enumerate(res.duals):
-            cells = self.offsets[a] + torch.as_tensor(_present(G[:, a]), device=nu.device)
+        nu, levels = self.s.new_zeros(self.Q), [0.0] * self.A
+        # the core's families: the attributes with two groups or more in the batch, in order
+        present = [_present(G[:, a]) for a in range(self.A)]
+        families = [a for a in range(self.A) if present[a].size >= 2]
+        for a, duals, level in zip(families, res.duals, res.levels, strict=True):
+            cells = self.offsets[a] + torch.as_tensor(present[a], device=nu.device)
             nu[cells] = torch.as_tensor(duals, dtype=nu.dtype, device=nu.device)
+            levels[a] = float(level)
         c = nu / self.cells.n.clamp_min(1.0)
-        t = torch.as_tensor(res.levels, dtype=nu.dtype, device=nu.device)
+        t = torch.as_tensor(levels, dtype=nu.dtype, device=nu.device)
         return _from_core(res, c, t, self.sums, self.cells, eps)
 
     def _infeasible(self, eps):
