@@ -394,3 +394,41 @@ def test_project_sampled_bracket_with_scores_at_the_bounds(monkeypatch, seed, to
     out = res.proba.compute()
     np.testing.assert_allclose(out, ref.proba, rtol=0, atol=1e-12)
     assert abs(out[g == 0].mean() - out[g == 1].mean()) <= tol + VERIFY_TOL
+
+
+@pytest.mark.parametrize("budget", [None, 8])
+def test_project_start_whose_sample_has_no_solution(monkeypatch, budget):
+    """Check a start read from a few one-row partitions whose sampled model has no
+    solution (its rows of each group all at a bound, the means further apart than the
+    tolerance): the next pass brackets every shift, and the answer is the in-memory one
+    (with the driver's row budget forced tiny, through sampled bracket passes)."""
+    from skfairlayer.dask import _project
+    from skfairlayer.dask import project as dproject
+
+    if budget is not None:
+        monkeypatch.setattr(_project, "MAX_ROWS", budget)
+    s = np.array([-3.24, 6.56, -1.73, -0.85, -3.9, 4.45, 5.56, 3.45, 0.79, 4.37, -0.35, 3.27,
+                  2.19, -3.16, -1.53, -6.89, -0.2, 5.13, 1.8, -3.22])
+    g = np.array([0, 0, 2, 1, 0, 2, 0, 1, 0, 3, 0, 2, 0, 2, 0, 2, 1, 2, 2, 2])
+    ref = project(s, g, tolerance=0.05, bounds=(-0.5, 2.0))
+    res = dproject(da.from_array(s, chunks=1), da.from_array(g, chunks=1), tolerance=0.05,
+                   bounds=(-0.5, 2.0))
+    np.testing.assert_allclose(res.proba.compute(), ref.proba, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunks", [1, 5, 20])
+def test_decisions_at_a_decimal_tolerance_equal_in_memory(chunks):
+    """Check decisions whose best candidate has rates exactly ``0.3`` apart: the float 0.3
+    is below 3/10, so the in-memory rule (exact rational comparisons) rejects that gap,
+    and so must the global search (it compared rates in floats with a slack, chose it,
+    and its exact check raised)."""
+    from skfairlayer.dask import parity_decisions
+
+    s = np.array([0.2, 0.9, 0.8, 1.0, 0.3, 0.4, 0.6, 0.1, 0.8, 0.6, 0.4, 0.2, 0.2, 0.1, 0.9,
+                  0.9, 0.2, 0.3, 0.3, 0.1])
+    g = np.array([0, 1, 2, 2, 0, 1, 0, 1, 2, 1, 2, 1, 1, 2, 1, 1, 2, 0, 2, 0])
+    ref = memory_decisions(s, g, 3, 0.3)
+    res = parity_decisions(da.from_array(s, chunks=chunks), da.from_array(g, chunks=chunks),
+                           tolerance=0.3)
+    np.testing.assert_array_equal(res.decisions.compute(), ref.decisions)
+    np.testing.assert_array_equal(res.counts, ref.counts)

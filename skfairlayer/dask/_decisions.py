@@ -27,7 +27,7 @@ from functools import partial
 
 import numpy as np
 
-from .._decisions import _threshold_between, preferred_counts
+from .._decisions import _candidate_levels, _level_counts, _threshold_between, preferred_counts
 from .._validation import check_tolerance
 from ..exceptions import SolverError
 from ._blocks import (
@@ -350,23 +350,6 @@ def _level_range(sizes, free, tol):
     return 0.0, 1.0
 
 
-def _levels_in(sizes, tol, lo, hi, ta, tb):
-    """The in-memory candidate levels (breakpoints and midpoints) that lie in ``[ta, tb]``."""
-    points = [np.array([0.0, lo, hi])]
-    for n_g in sizes.astype(np.int64):
-        c = np.arange(max(int(np.floor(ta * n_g)) - 1, 0), int(np.ceil(tb * n_g)) + 2)
-        points.append(c / n_g)
-        c = np.arange(max(int(np.floor((ta + tol) * n_g)) - 1, 0),
-                      int(np.ceil((tb + tol) * n_g)) + 2)
-        points.append(c / n_g - tol)
-    pts = np.unique(np.concatenate(points))
-    pts = pts[(pts >= lo - 1e-15) & (pts <= hi + 1e-15)]
-    mids = 0.5 * (pts[1:] + pts[:-1])
-    inside = (pts >= ta) & (pts <= tb)
-    mid_in = inside[1:] & inside[:-1]
-    return pts[inside], mids[mid_in]
-
-
 def _exact_f(window, tables, sizes, e_lo, e_hi):
     """Per group: the first count covered, the prefix sums of gains, and the sorted rows."""
     out = []
@@ -382,17 +365,25 @@ def _exact_f(window, tables, sizes, e_lo, e_hi):
     return out
 
 
-def _evaluate(levels, exact, sizes, free, tol):
-    """Totals at ``levels`` from the exact windows (None where a count leaves them)."""
-    c, feasible = _counts_at(levels, sizes, free, tol)
-    total = np.zeros(levels.size)
+def _evaluate(ta, tb, exact, sizes, free, tol):
+    """Totals and counts at the in-memory rule's candidate levels in ``[ta, tb]``, exactly.
+
+    The levels and each group's counts there are the in-memory solver's (the lowest
+    rates ``c / n_g``, their count ranges compared with the tolerance in exact
+    rational arithmetic), so both choose the same counts; some optimum has its
+    lowest rate at one of these levels. The windows cover the counts of ``[ta, tb]``.
+    """
+    num, den = _candidate_levels(sizes, tol, ta, tb)
+    inside = (num / den >= ta) & (num / den <= tb)
+    counts, feasible = _level_counts(num[inside], den[inside], sizes, free, tol)
+    total = np.zeros(counts.shape[1])
     for g, (base, prefix, _, _) in enumerate(exact):
-        j = c[g].astype(np.int64) - base
+        j = counts[g] - base
         if np.any(j < 0) or np.any(j >= prefix.size):  # pragma: no cover (see _windows)
             raise SolverError("A count left its window; this is a bug, please report it.")
         total += prefix[j]
     total[~feasible] = -np.inf
-    return total, c
+    return total, counts
 
 
 def _failing(tables, sizes, free, tol, lo, hi, ta, tb, special, best, counts):
@@ -473,14 +464,12 @@ def _solve_region(blocks, lookup, tables, sizes, free, tol, offsets, bins, lo, h
         pas = Pass(*blocks, func, "skfairlayer-window", extra=where)
         (window,) = compute(pas.delayed(pas.reduce(pas.keys, _merge_window)))
         exact = _exact_f(window, tables, sizes, e_lo, e_hi)
-        pts, mids = _levels_in(sizes, tol, lo, hi, ta, tb)
-        extra = np.array([t for t in special if ta <= t <= tb])
-        evaluated = [_evaluate(levels, exact, sizes, free, tol)
-                     for levels in (pts, mids, extra) if levels.size]
-        totals = np.concatenate([total for total, _ in evaluated])
-        counts = np.concatenate([c for _, c in evaluated], axis=1).astype(np.int64)
-        best = (float(totals.max()), preferred_counts(totals, counts))  # as in memory
-        margin = 1e-9 * (1.0 + abs(best[0]))
+        totals, counts = _evaluate(ta, tb, exact, sizes, free, tol)
+        if totals.size:
+            best = (float(totals.max()), preferred_counts(totals, counts))  # as in memory
+        else:  # no candidate level in [ta, tb]: widen to the intervals that may hold one
+            best = (-np.inf, np.full(sizes.size, -1))
+        margin = 1e-9 * (1.0 + abs(best[0])) if np.isfinite(best[0]) else 0.0
         fails = _failing(tables, sizes, free, tol, lo, hi, ta, tb, special,
                          best[0] - margin, best[1])
         if not fails:

@@ -316,14 +316,25 @@ def _initial(sizes, stats):
     return agg
 
 
+#: Bracket half-width (shift space) after a sampled model with no solution: every row is
+#: uncertain, and its products with group sizes stay finite.
+_WIDEST = 1e200
+
+
 def _estimate(sizes, agg, lb, ub, eps, start, previous):
-    """Shifts solving the sampled model, and bracket half-widths around them."""
+    """Shifts solving the sampled model, and bracket half-widths around them.
+
+    A sample can make a model with no solution where the collection has one (e.g. a
+    few rows per group, every one at a bound, means further apart than the
+    tolerance): then the bracket covers every shift around the start's shifts (zero
+    at first), so that the next pass returns every row, or a sample of all of them.
+    """
     model = _model(sizes, agg, lb, ub, eps)
     inf = np.full(sizes.size, np.inf)
     res = _solve_model(model, -inf, inf, 1, start)
     if not res.ok or res.nu is None:
-        raise SolverError("The sampled model of the first pass could not be solved; "
-                          "this is a bug, please report it.")
+        center = np.zeros(sizes.size) if start is None else start / np.maximum(sizes, 1)
+        return center, np.full(sizes.size, _WIDEST)
     shifts = res.nu / np.maximum(sizes, 1)
     return shifts, _spread(sizes, agg, shifts, lb, ub, previous)
 
