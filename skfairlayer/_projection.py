@@ -301,8 +301,9 @@ def solve_problem(problem, *, solver="auto", warm_start=None):
 
     ``"exact"`` uses the structure of demographic-parity-like problems: one
     family over binary outputs (sorted breakpoints) or one family per class
-    column on the simplex (a k x K dual solved by globalized Newton, with an
-    OSQP fallback if it does not converge). ``"osqp"`` solves any problem.
+    column on the simplex (a k x K dual solved by globalized Newton); either
+    falls back to OSQP where it does not converge or its answer fails the
+    verification (numerically hard instances). ``"osqp"`` solves any problem.
     """
     if solver not in _SOLVERS:
         raise ValueError(f"solver must be one of {_SOLVERS}. Got {solver!r} instead.")
@@ -324,6 +325,14 @@ def solve_problem(problem, *, solver="auto", warm_start=None):
             solution = _solve_exact_unbounded(problem, warm_start, layout)
         else:
             solution = _exact.solve_exact(problem, warm_start=warm_start, layout=layout)
+        if solution is not None:
+            try:
+                _verify(problem, solution)
+                return solution
+            except SolverError:
+                # numerically hard for the breakpoint sweep (e.g. a group of near-zero
+                # weight, whose mean the constraint divides by it): the general solver
+                solution = None
     if solution is None and simplex_ok and solver != "osqp":
         solution = _simplex.solve_simplex(problem, warm_start=warm_start)
         if solution is not None:

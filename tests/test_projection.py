@@ -258,3 +258,23 @@ def test_far_bounds_keep_full_precision(bound):
     far = project(s, g, tolerance=0.05, bounds=(-bound, bound))
     assert abs(far.gap - 0.05) <= 1e-11
     np.testing.assert_allclose(far.proba, near.proba, atol=1e-11)
+
+
+@pytest.mark.parametrize("solver", ["auto", "exact"])
+def test_group_of_near_zero_weight_falls_back_to_the_general_solver(solver):
+    """Check label-free equal opportunity where one group's plug-in weight (its scores'
+    sum) is about 1e-21 (a well-separated base): the breakpoint sweep's answer failed the
+    verification (SolverError); the general solver now answers, and the weighted parity
+    holds."""
+    rng = np.random.default_rng(0)
+    s = np.r_[10.0 ** -rng.uniform(21, 36, 59), 1 - 10.0 ** -rng.uniform(3, 17, 82),
+              np.where(rng.random(79) < 0.85, 1 - 10.0 ** -rng.uniform(0, 16, 79),
+                       10.0 ** -rng.uniform(1, 4, 79)),
+              10.0 ** -rng.uniform(2, 22, 80)]
+    g = np.repeat(np.arange(4), [59, 82, 79, 80])
+    res = project(s, g, tolerance=0.001, criterion="equal_opportunity", solver=solver)
+    assert res.solver == "osqp"
+    p = res.proba
+    assert p.min() >= 0.0 and p.max() <= 1.0
+    means = [np.dot(s[g == j], p[g == j]) / s[g == j].sum() for j in range(4)]
+    assert max(means) - min(means) <= 0.001 + VERIFY_TOL
