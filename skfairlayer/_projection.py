@@ -14,7 +14,7 @@ from . import _sensitivity
 from ._criteria import CRITERIA, Criterion, build_problem, make_criterion
 from ._groups import encode
 from ._sklearn_compat import Interval, StrOptions, validate_params
-from ._solvers import _exact, _simplex
+from ._solvers import Solution, _exact, _simplex
 from ._validation import check_groups_mode, check_scores, check_tolerance
 from .exceptions import SolverError
 
@@ -45,7 +45,10 @@ class ProjectionResult:
     codes : ndarray of shape (n_samples,)
         Group code of each row.
     solver : str
-        Which solver produced the answer (``"exact"`` or ``"osqp"``).
+        Which solver produced the answer: ``"exact"`` (one family over binary
+        outputs), ``"simplex"`` (multiclass), ``"osqp"``, or ``"unchanged"`` (the
+        scores met every constraint already and the general solver stalled on
+        the degenerate instance).
     gap : float
         Largest parity gap of ``proba`` over the families (``<= tolerance + VERIFY_TOL``).
     """
@@ -344,8 +347,33 @@ def solve_problem(problem, *, solver="auto", warm_start=None):
     if solution is None:
         from ._solvers import _osqp  # imported lazily: only the general case needs it
 
-        solution = _osqp.solve_osqp(problem, warm_start=warm_start)
+        try:
+            solution = _osqp.solve_osqp(problem, warm_start=warm_start)
+        except SolverError:
+            solution = _unchanged(problem)
+            if solution is None:
+                raise
     _verify(problem, solution)
+    return solution
+
+
+def _unchanged(problem):
+    """The scores as their own projection (zero multipliers) when they meet every
+    constraint already, else None.
+
+    The last resort of the general solver: a degenerate instance whose answer is the
+    input (e.g. the label-free mean residual at ``tolerance=0``, whose rows are the
+    scores' own group means, dependent on the simplex) can stall its active-set steps.
+    """
+    scores = np.asarray(problem.scores, dtype=np.float64)
+    levels = np.array([float(np.min(fam.means(scores), initial=0.0)) for fam in problem.families])
+    rows = None if problem.rows is None else np.zeros(problem.rows.lower.size)
+    solution = Solution(scores.copy(), [np.zeros(fam.n_groups) for fam in problem.families],
+                        levels, "unchanged", 0, rows)
+    try:
+        _verify(problem, solution)
+    except SolverError:
+        return None
     return solution
 
 
