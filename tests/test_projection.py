@@ -147,37 +147,38 @@ def test_bad_input(kwargs, err, match):
         project(**kwargs)
 
 
+def _break_solvers(monkeypatch, change, general=True):
+    """Make the exact solver's answers (and the general solver's, its fallback) ``change(sol)``."""
+    from skfairlayer._solvers import _exact, _osqp
+
+    for module, name in [(_exact, "solve_exact")] + [(_osqp, "solve_osqp")] * general:
+        real = getattr(module, name)
+
+        def broken(problem, warm_start=None, _real=real, **kwargs):
+            sol = _real(problem, warm_start=warm_start, **kwargs)
+            sol.outputs = change(problem, sol)
+            return sol
+
+        monkeypatch.setattr(module, name, broken)
+
+
 def test_unverified_answer_raises(monkeypatch):
-    """Check that a solver answer violating parity is never returned."""
-    from skfairlayer._solvers import _exact
-
-    real = _exact.solve_exact
-
-    def broken(problem, warm_start=None, **kwargs):
-        sol = real(problem, warm_start, **kwargs)
-        sol.outputs = problem.scores.copy()  # unprojected
-        return sol
-
-    monkeypatch.setattr(_exact, "solve_exact", broken)
+    """Check that a solver answer violating parity is never returned: the exact path's
+    falls back to the general solver (verified), and raises when that one fails too."""
     s, codes = _instance(7)
+    _break_solvers(monkeypatch, lambda problem, sol: problem.scores.copy(), general=False)
+    res = project(s, codes, tolerance=0.0)  # unprojected exact answer: the general solver's
+    assert res.solver == "osqp" and res.gap <= VERIFY_TOL
+    _break_solvers(monkeypatch, lambda problem, sol: problem.scores.copy())
     with pytest.raises(SolverError, match="violate"):
         project(s, codes, tolerance=0.0)
 
 
 def test_out_of_bounds_answer_raises(monkeypatch):
     """Check that an answer outside the bounds is never returned."""
-    from skfairlayer._solvers import _exact
-
-    real = _exact.solve_exact
-
-    def broken(problem, warm_start=None, **kwargs):
-        sol = real(problem, warm_start, **kwargs)
-        sol.outputs = sol.outputs + 1e-13
-        return sol
-
-    monkeypatch.setattr(_exact, "solve_exact", broken)
     s, codes = _instance(8)
     s[0] = 1.0
+    _break_solvers(monkeypatch, lambda problem, sol: sol.outputs + 1e-13)
     with pytest.raises(SolverError, match="bounds"):
         project(s, codes, tolerance=0.5)
 
