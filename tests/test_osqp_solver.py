@@ -656,3 +656,24 @@ def test_structured_finish_is_verified(monkeypatch):
     monkeypatch.setattr(_osqp, "_verify", lambda *args: "forced rejection")
     with pytest.raises(SolverError, match="structured outputs: forced rejection"):
         solve_osqp(problem)
+
+
+@pytest.mark.parametrize(
+    ("scores", "groups", "labels", "criterion", "expected"),
+    [
+        ([-5.243, -1.68, -2.075, 1.297, 1.391], [0, 1, 2, 3, 3], [0, 1, 1, 1, 0],
+         "equalized_odds", 0.0),
+        ([0.0, 1.0, 1.0, 0.0, 0.5], [0, 1, 1, 0, 1], [1, 1, 1, 1, 1], "mean_residual", 1.0),
+    ],
+)
+def test_degenerate_equalities_take_osqp_outputs(scores, groups, labels, criterion, expected):
+    """Check tolerance-0 label criteria whose optimum has every output at a bound: the
+    active-set finish cycles on the dependent equality rows (SolverError before); the
+    outputs of OSQP's multipliers pass the checks and are returned (the torch layer's
+    exact cell solver gives the same)."""
+    from skfairlayer import project
+
+    res = project(np.array(scores), np.array(groups), tolerance=0.0, criterion=criterion,
+                  labels=np.array(labels))
+    np.testing.assert_array_equal(res.proba, np.full(len(scores), expected))
+    assert res.solver == "osqp" and res.gap <= VERIFY_TOL

@@ -219,6 +219,10 @@ def solve_osqp(
         res = _osqp_attempts(st, data, backend, eps, start, info, finish)
     if res is None:
         res = _structured_finish(problem, st, data, finish, failures)
+    duals = info.pop("osqp_duals", None)
+    if res is None and duals is not None:
+        res = _outputs_of(problem, st, data, *duals, failures)
+        info["path"].append("osqp-outputs")
     if res is None:
         raise SolverError(
             "The OSQP solver could not produce a verified projection: "
@@ -266,6 +270,8 @@ def _osqp_attempts(st, data, backend, eps, start, info, finish):
     y0, t0 = start if start is not None else (None, None)
     status, y, t, iters = _osqp_solve(st, data, backend, eps=eps, y0=y0, t0=t0)
     info["osqp_iter"] += iters
+    if status not in _INFEASIBLE:
+        info["osqp_duals"] = (y, t)
     if status in _INFEASIBLE:
         info["retries"].append("osqp: reported primal infeasibility")
     else:
@@ -277,6 +283,8 @@ def _osqp_attempts(st, data, backend, eps, start, info, finish):
         polishing=True, max_iter=100_000, eps_prim_inf=1e-9,
     )
     info["osqp_iter"] += iters
+    if status not in _INFEASIBLE:
+        info["osqp_duals"] = (y, t)
     if status in _INFEASIBLE:
         raise InfeasibleProblemError(
             "The parity rows cannot be met within the bounds: OSQP found a "
@@ -320,6 +328,20 @@ def _structured_finish(problem, st, data, finish, failures):
     why = _verify(problem, st, data, x)
     if why is not None:
         failures.append(f"structured outputs: {why}")
+        return None
+    return _Result(True, x, y, t, 0)
+
+
+def _outputs_of(problem, st, data, y, t, failures):
+    """Last resort where the active-set finish cycles (degenerate instances: rows that
+    are all equalities, outputs all at a bound): the outputs of OSQP's multipliers as
+    they are, optimal to OSQP's tolerance, if they pass the same checks."""
+    if not (np.all(np.isfinite(y)) and np.all(np.isfinite(t))):
+        return None
+    x, _, _ = st.project(data.s - st.CT @ y, data.lb, data.ub)
+    why = _verify(problem, st, data, x)
+    if why is not None:
+        failures.append(f"osqp outputs: {why}")
         return None
     return _Result(True, x, y, t, 0)
 
