@@ -19,6 +19,8 @@ __all__ = ["Cells", "newton", "project_tangent", "residual", "state", "step"]
 
 #: KKT residual accepted as exact (units of the outputs, relative to their scale).
 KKT_TOL = 1e-13
+#: Prox-rule residuals within this (relative to the means' scale) are ties.
+_TIE = 1e-13
 #: Relative cut-off of tiny singular values in the dense solves.
 _RCOND = 1e-10
 
@@ -45,8 +47,9 @@ def state(c, t, m, cells, eps):
     (bottom unless top), also one that needs no move.
     """
     tq = t[cells.fam]
-    top = cells.present & (c + (m - tq - eps) > 0)
-    bottom = cells.present & ~top & ((c + (m - tq) < 0) | (eps == 0))
+    tie = _TIE * (1.0 + m.abs().amax())  # a residual of rounding size is a tie: no side
+    top = cells.present & (c + (m - tq - eps) > tie)
+    bottom = cells.present & ~top & ((c + (m - tq) < -tie) | (eps == 0))
     return top, bottom
 
 
