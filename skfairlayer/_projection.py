@@ -14,7 +14,7 @@ from . import _sensitivity
 from ._criteria import CRITERIA, Criterion, build_problem, make_criterion
 from ._groups import encode
 from ._sklearn_compat import Interval, StrOptions, validate_params
-from ._solvers import Solution, _exact, _simplex
+from ._solvers import _exact, _simplex
 from ._validation import check_groups_mode, check_scores, check_tolerance
 from .exceptions import SolverError
 
@@ -46,9 +46,7 @@ class ProjectionResult:
         Group code of each row.
     solver : str
         Which solver produced the answer: ``"exact"`` (one family over binary
-        outputs), ``"simplex"`` (multiclass), ``"osqp"``, or ``"unchanged"`` (the
-        scores met every constraint already and the general solver stalled on
-        the degenerate instance).
+        outputs), ``"simplex"`` (multiclass) or ``"osqp"``.
     gap : float
         Largest parity gap of ``proba`` over the families (``<= tolerance + VERIFY_TOL``).
     """
@@ -328,53 +326,26 @@ def solve_problem(problem, *, solver="auto", warm_start=None):
             solution = _solve_exact_unbounded(problem, warm_start, layout)
         else:
             solution = _exact.solve_exact(problem, warm_start=warm_start, layout=layout)
-        if solution is not None:
-            try:
-                _verify(problem, solution)
-                return solution
-            except SolverError:
-                # numerically hard for the breakpoint sweep (e.g. a group of near-zero
-                # weight, whose mean the constraint divides by it): the general solver
-                solution = None
-    if solution is None and simplex_ok and solver != "osqp":
+    elif simplex_ok and solver != "osqp":
         solution = _simplex.solve_simplex(problem, warm_start=warm_start)
-        if solution is not None:
-            try:
-                _verify(problem, solution)
-                return solution
-            except SolverError:
-                solution = None  # fall back to the general solver
-    if solution is None:
-        from ._solvers import _osqp  # imported lazily: only the general case needs it
+    if solution is not None and _verified(problem, solution):
+        return solution
+    # The general solver: no specialised path, or its answer failed the verification
+    # (numerically hard, e.g. a group of near-zero weight whose mean a row divides by it).
+    from ._solvers import _osqp  # imported lazily: only the general case needs it
 
-        try:
-            solution = _osqp.solve_osqp(problem, warm_start=warm_start)
-        except SolverError:
-            solution = _unchanged(problem)
-            if solution is None:
-                raise
+    solution = _osqp.solve_osqp(problem, warm_start=warm_start)
     _verify(problem, solution)
     return solution
 
 
-def _unchanged(problem):
-    """The scores as their own projection (zero multipliers) when they meet every
-    constraint already, else None.
-
-    The last resort of the general solver: a degenerate instance whose answer is the
-    input (e.g. the label-free mean residual at ``tolerance=0``, whose rows are the
-    scores' own group means, dependent on the simplex) can stall its active-set steps.
-    """
-    scores = np.asarray(problem.scores, dtype=np.float64)
-    levels = np.array([float(np.min(fam.means(scores), initial=0.0)) for fam in problem.families])
-    rows = None if problem.rows is None else np.zeros(problem.rows.lower.size)
-    solution = Solution(scores.copy(), [np.zeros(fam.n_groups) for fam in problem.families],
-                        levels, "unchanged", 0, rows)
+def _verified(problem, solution):
+    """Whether ``solution`` passes :func:`_verify`."""
     try:
         _verify(problem, solution)
     except SolverError:
-        return None
-    return solution
+        return False
+    return True
 
 
 @validate_params(

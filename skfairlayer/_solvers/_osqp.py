@@ -215,14 +215,18 @@ def solve_osqp(
             np.zeros(st.C.shape[0]), np.zeros(st.n_fam), "newton-cold", min(newton_iter, 15)
         )
 
+    duals = None
     if res is None:
-        res = _osqp_attempts(st, data, backend, eps, start, info, finish)
+        res, duals = _osqp_attempts(st, data, backend, eps, start, info, finish)
     if res is None:
         res = _structured_finish(problem, st, data, finish, failures)
-    duals = info.pop("osqp_duals", None)
     if res is None and duals is not None:
         res = _outputs_of(problem, st, data, *duals, failures)
         info["path"].append("osqp-outputs")
+    if res is None:  # the scores, if they meet every constraint already (zero multipliers)
+        levels = [np.min(fam.means(problem.scores), initial=0.0) for fam in problem.families]
+        res = _outputs_of(problem, st, data, np.zeros(st.C.shape[0]), np.array(levels), failures)
+        info["path"].append("scores")
     if res is None:
         raise SolverError(
             "The OSQP solver could not produce a verified projection: "
@@ -265,26 +269,23 @@ def _osqp_attempts(st, data, backend, eps, start, info, finish):
     """OSQP on the whole problem, then to a tight tolerance, each finished by Newton.
 
     The tight run confirms a certificate of infeasibility (a loose run can
-    report one on badly scaled rows) or gives a better start.
+    report one on badly scaled rows) or gives a better start. Returns the finished
+    result (None if neither finish passed) and the last run's multipliers ``(y, t)``.
     """
     y0, t0 = start if start is not None else (None, None)
     status, y, t, iters = _osqp_solve(st, data, backend, eps=eps, y0=y0, t0=t0)
     info["osqp_iter"] += iters
-    if status not in _INFEASIBLE:
-        info["osqp_duals"] = (y, t)
     if status in _INFEASIBLE:
         info["retries"].append("osqp: reported primal infeasibility")
     else:
         res = finish(y, t, "osqp")
         if res is not None:
-            return res
+            return res, (y, t)
     status, y, t, iters = _osqp_solve(
         st, data, backend, eps=1e-9, y0=None if status in _INFEASIBLE else y, t0=t,
         polishing=True, max_iter=100_000, eps_prim_inf=1e-9,
     )
     info["osqp_iter"] += iters
-    if status not in _INFEASIBLE:
-        info["osqp_duals"] = (y, t)
     if status in _INFEASIBLE:
         raise InfeasibleProblemError(
             "The parity rows cannot be met within the bounds: OSQP found a "
@@ -292,7 +293,7 @@ def _osqp_attempts(st, data, backend, eps, start, info, finish):
             "bounds together admit no outputs). Increase the tolerances, widen "
             "the bounds or relax the rows."
         )
-    return finish(y, t, "osqp-tight")
+    return finish(y, t, "osqp-tight"), (y, t)
 
 
 def _structured_finish(problem, st, data, finish, failures):
@@ -334,8 +335,9 @@ def _structured_finish(problem, st, data, finish, failures):
 
 def _outputs_of(problem, st, data, y, t, failures):
     """Last resort where the active-set finish cycles (degenerate instances: rows that
-    are all equalities, outputs all at a bound): the outputs of OSQP's multipliers as
-    they are, optimal to OSQP's tolerance, if they pass the same checks."""
+    are all equalities, outputs all at a bound): the outputs of the multipliers ``y``
+    as they are (OSQP's: optimal to its tolerance; zero: the scores themselves), if
+    they pass the same checks."""
     if not (np.all(np.isfinite(y)) and np.all(np.isfinite(t))):
         return None
     x, _, _ = st.project(data.s - st.CT @ y, data.lb, data.ub)

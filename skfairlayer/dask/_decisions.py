@@ -374,7 +374,8 @@ def _evaluate(ta, tb, exact, sizes, free, tol):
     lowest rate at one of these levels. The windows cover the counts of ``[ta, tb]``.
     """
     num, den = _candidate_levels(sizes, tol, ta, tb)
-    inside = (num / den >= ta) & (num / den <= tb)
+    q = num / den
+    inside = (q >= ta) & (q <= tb)
     counts, feasible = _level_counts(num[inside], den[inside], sizes, free, tol)
     total = np.zeros(counts.shape[1])
     for g, (base, prefix, _, _) in enumerate(exact):

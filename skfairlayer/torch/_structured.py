@@ -13,6 +13,7 @@ verified solution. See ``docs/user_guide/torch.rst``.
 
 import math
 
+import numpy as np
 import torch
 
 from ..exceptions import InfeasibleProblemError, SolverError
@@ -248,8 +249,6 @@ class _Marginal:
 
 def _present(codes):
     """The codes present, in the core's order of groups (sorted)."""
-    import numpy as np
-
     return np.unique(codes)
 
 
