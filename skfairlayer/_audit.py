@@ -3,8 +3,7 @@
 import numpy as np
 
 from ._projection import project
-from ._regression_criteria import TargetMeanResidual
-from ._validation import check_scores, check_tolerance
+from ._validation import check_bounds, check_scores, check_tolerance
 
 __all__ = ["ResidualAudit", "audit_residuals"]
 
@@ -95,8 +94,8 @@ def audit_residuals(
         With several attributes: every combination of values is a group, or
         each attribute's groups separately (the table then has a row per
         attribute value).
-    bounds : None or tuple of (float, float), default=None
-        Range of the adjusted predictions; ``None`` is unbounded.
+    bounds : None or tuple of (float or None, float or None), default=None
+        Range of the adjusted predictions; ``None`` (or a ``None`` end) is unbounded.
 
     Returns
     -------
@@ -131,10 +130,10 @@ def audit_residuals(
     center = float(np.mean(y_true))
     scale = float(np.std(y_true))
     scale = scale if scale > 1e-12 * (1.0 + abs(center)) else 1.0
-    lower, upper = (-np.inf, np.inf) if bounds is None else (float(b) for b in bounds)
+    lower, upper = check_bounds((None, None) if bounds is None else bounds, scalar=True)
     result = project(
         (y_pred - center) / scale, sensitive_features, tolerance=tolerance / scale,
-        criterion=TargetMeanResidual(), labels=(y_true - center) / scale, groups=groups,
+        criterion="mean_residual", labels=(y_true - center) / scale, groups=groups,
         bounds=((lower - center) / scale, (upper - center) / scale),
     )
     adjusted = np.clip(center + scale * result.proba, lower, upper)

@@ -133,7 +133,8 @@ class Criterion:
 
     #: Whether the criterion needs labels (it has no plug-in, label-free form).
     requires_labels = False
-    #: Whether the labels are real-valued targets (regression) rather than class indices.
+    #: Whether the labels of one output per row are real values (e.g. regression targets)
+    #: rather than 0/1; the labels of multiclass scores are always class indices.
     continuous_labels = False
 
     def families(self, codes, n_groups, scores, tolerance, labels=None):
@@ -411,7 +412,11 @@ class MeanResidual(Criterion):
     comparing groups.
 
     With labels (fitting, audits of labelled batches) the row bounds are the
-    group label means. Without labels the plug-in replaces ``y`` by the base
+    group label means. For one output per row the labels are real values:
+    0/1 for a binary classifier's probabilities, any real target for
+    regression outputs (the criterion of
+    :class:`~skfairlayer.FairnessLayerRegressor`); for multiclass scores they
+    are class indices. Without labels the plug-in replaces ``y`` by the base
     scores, so the base scores themselves meet the rows: the projection then
     only clips, and :meth:`~skfairlayer.FairnessLayerClassifier.predict`
     keeps each group's selection rate within ``tolerance`` of its mean score.
@@ -425,7 +430,18 @@ class MeanResidual(Criterion):
     >>> result = project(scores, [0, 0, 1, 1], tolerance=0.1, criterion="mean_residual", labels=y)
     >>> np.round(result.proba, 3)  # group 0: mean 0.85 -> 0.6; group 1: 0.25 -> 0.1
     array([0.65, 0.55, 0.15, 0.05])
+
+    Regression outputs against real targets, without bounds:
+
+    >>> scores = np.array([10.0, 12.0, 20.0, 22.0])
+    >>> y = np.array([10.0, 10.0, 25.0, 25.0])
+    >>> result = project(scores, [0, 0, 1, 1], tolerance=0.5, criterion="mean_residual",
+    ...                  labels=y, bounds=(None, None))
+    >>> np.round(result.proba, 3)
+    array([ 9.5, 11.5, 23.5, 25.5])
     """
+
+    continuous_labels = True
 
     def rows(self, codes, n_groups, scores, tolerance, labels=None):
         """Return one two-sided row per group (and class column): the mean residual.
@@ -441,7 +457,8 @@ class MeanResidual(Criterion):
         tolerance : float
             The criterion's tolerance.
         labels : ndarray of shape (n_samples,) or None, default=None
-            Labels (0/1, or class indices); ``None`` for the plug-in form.
+            Real labels (one output per row) or class indices (multiclass);
+            ``None`` for the plug-in form.
 
         Returns
         -------
@@ -458,7 +475,10 @@ class MeanResidual(Criterion):
         target = []
         mats = []
         for c in range(n_cols):
-            raw = _class_weight(scores, labels, 1 if scores.ndim == 1 else c)
+            if scores.ndim == 1:  # the labels' own values (0/1, or real targets)
+                raw = scores if labels is None else labels
+            else:
+                raw = _class_weight(scores, labels, c)
             mean = np.bincount(codes, weights=raw, minlength=n_groups)[present] / sizes[present]
             target.append(mean)
             mats.append(sp.csr_matrix(
@@ -542,7 +562,8 @@ def build_problem(
     tolerance : float
         The criterion's tolerance.
     labels : ndarray of shape (n_samples,) or None, default=None
-        Labels (see :func:`check_labels`); ``None`` for the plug-in form.
+        Labels (see :func:`check_labels`; real values for one output per row when the
+        criterion's ``continuous_labels`` is set); ``None`` for the plug-in form.
     lower, upper : float or ndarray, default=0.0, 1.0
         Box bounds for binary outputs (ignored on the simplex).
     names : list of str or None, default=None
@@ -563,7 +584,7 @@ def build_problem(
         )
     if labels is not None:
         labels = (
-            _check_targets(labels, scores) if crit.continuous_labels
+            _check_targets(labels, scores) if crit.continuous_labels and scores.ndim == 1
             else check_labels(labels, scores)
         )
     families, rows = [], []

@@ -15,7 +15,7 @@ from ._criteria import CRITERIA, Criterion, build_problem, make_criterion
 from ._groups import encode
 from ._sklearn_compat import Interval, StrOptions, validate_params
 from ._solvers import _exact, _simplex
-from ._validation import check_groups_mode, check_scores, check_tolerance
+from ._validation import check_bounds, check_groups_mode, check_scores, check_tolerance
 from .exceptions import SolverError
 
 __all__ = ["project", "solve_problem", "group_shifts", "ProjectionResult", "VERIFY_TOL"]
@@ -404,9 +404,10 @@ def project(
         With several sensitive attributes: ``"intersectional"`` makes every
         combination of values a group; ``"marginal"`` applies the criterion
         to each attribute separately (one set of families per attribute).
-    bounds : tuple of (float or array-like), default=(0.0, 1.0)
-        Lower and upper bounds of binary outputs (multiclass outputs are on
-        the simplex).
+    bounds : tuple of (float, array-like or None), default=(0.0, 1.0)
+        Lower and upper bounds of one-column outputs, ``None`` for an open end
+        (e.g. ``(None, None)`` for regression outputs or logits); multiclass
+        outputs are on the simplex.
     solver : {"auto", "exact", "osqp"}, default="auto"
         ``"exact"`` uses the one-shift-per-group structure of demographic
         parity (binary or multiclass, one grouping); ``"osqp"`` solves any
@@ -451,7 +452,7 @@ def project(
     scores = check_scores(proba)
     check_groups_mode(groups)
     n = scores.shape[0]
-    lower, upper = (np.asarray(b, dtype=np.float64) for b in bounds)
+    lower, upper = check_bounds(bounds)
     encoded, group_labels = encode(sensitive_features, groups, n_samples=n)
     groupings = [(g.codes, g.n_groups) for g in encoded]
     names = [g.name for g in encoded] if len(encoded) > 1 else None

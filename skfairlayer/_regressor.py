@@ -12,10 +12,9 @@ from ._base import FairnessLayerBase
 from ._criteria import SMALL_GROUP_SIZE, Criterion, make_criterion
 from ._fine_tune_regression import fine_tune_regressor
 from ._layer import FittedLayer
-from ._regression_criteria import TargetMeanResidual
 from ._sklearn_compat import HasMethods, StrOptions, _fit_context
 from ._stream_start import layer_stream, stream_unsupported
-from ._validation import check_scores
+from ._validation import check_bounds, check_scores
 
 __all__ = ["FairnessLayerRegressor"]
 
@@ -214,7 +213,7 @@ default="demographic_parity"
         units = (self._center, self._scale, *self._layer_bounds())
         return fine_tune_regressor(
             estimator, base_X, y, codes, units=units, tolerance=float(self.tolerance) / self._scale,
-            criterion=self._layer_criterion(), solver=self.solver, sample_weight=sample_weight,
+            criterion=self.criterion, solver=self.solver, sample_weight=sample_weight,
             params=tuning.settings(), random_state=self.random_state, verbose=self.verbose,
         )
 
@@ -265,13 +264,8 @@ default="demographic_parity"
         pred = check_scores(pred, name="base predict")
         return (pred - self._center) / self._scale
 
-    def _layer_criterion(self):
-        if self.criterion == "mean_residual":
-            return TargetMeanResidual()
-        return self.criterion
-
     def _layer_labels(self, y):
-        crit = make_criterion(self._layer_criterion())
+        crit = make_criterion(self.criterion)
         if not crit.continuous_labels:
             return None
         return (np.asarray(y, dtype=np.float64) - self._center) / self._scale
@@ -279,7 +273,7 @@ default="demographic_parity"
     def _make_layer(self):
         lower, upper = self._layer_bounds()
         return FittedLayer(
-            self._layer_criterion(), float(self.tolerance) / self._scale, solver=self.solver,
+            self.criterion, float(self.tolerance) / self._scale, solver=self.solver,
             lower=lower, upper=upper, decisions=False,
         )
 
@@ -494,16 +488,4 @@ def _check_bounds(bounds, y):
         return (-np.inf, np.inf)
     if isinstance(bounds, str):
         return (float(np.min(y)), float(np.max(y)))
-    try:
-        lower, upper = (float(default if b is None else b)
-                        for b, default in zip(bounds, (-np.inf, np.inf), strict=True))
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"bounds must be None, 'target' or a pair (lower, upper) of numbers (None for "
-            f"an open end). Got {bounds!r} instead."
-        ) from None
-    if np.isnan(lower) or np.isnan(upper) or lower > upper:
-        raise ValueError(
-            f"bounds must satisfy lower <= upper (either may be infinite). Got {bounds!r} instead."
-        )
-    return (lower, upper)
+    return check_bounds(bounds, scalar=True)

@@ -1,10 +1,10 @@
-"""Validation of scores, tolerances and the groups mode (group input: :mod:`._groups`)."""
+"""Validation of scores, tolerances, bounds and the groups mode (group input: :mod:`._groups`)."""
 
 from numbers import Real
 
 import numpy as np
 
-__all__ = ["check_groups_mode", "check_scores", "check_tolerance"]
+__all__ = ["check_bounds", "check_groups_mode", "check_scores", "check_tolerance"]
 
 
 def check_groups_mode(groups):
@@ -49,3 +49,31 @@ def check_tolerance(tolerance):
     if not np.isfinite(tolerance) or tolerance < 0:
         raise ValueError(f"tolerance must be a real number >= 0. Got {tolerance!r} instead.")
     return tolerance
+
+
+def check_bounds(bounds, *, scalar=False):
+    """Validate ``(lower, upper)`` output bounds: numbers or arrays, None for an open end.
+
+    Returns both as float64 arrays, or floats with ``scalar`` (``-inf`` / ``inf`` for
+    None); raises ``ValueError`` unless they are a pair (of numbers with ``scalar``),
+    free of NaN, with ``lower <= upper`` everywhere.
+    """
+    kind = "numbers" if scalar else "numbers or arrays"
+    try:
+        lower, upper = (
+            np.asarray(default if b is None else b, dtype=np.float64)
+            for b, default in zip(bounds, (-np.inf, np.inf), strict=True)
+        )
+    except (TypeError, ValueError):
+        lower = None
+    if lower is None or (scalar and (lower.ndim or upper.ndim)):
+        raise ValueError(
+            f"bounds must be a pair (lower, upper) of {kind}, None for an open end. "
+            f"Got {bounds!r} instead."
+        )
+    if np.isnan(lower).any() or np.isnan(upper).any() or np.any(lower > upper):
+        raise ValueError(
+            "bounds must satisfy lower <= upper, without NaN (None or an infinite value for "
+            f"an open end). Got {bounds!r} instead."
+        )
+    return (float(lower), float(upper)) if scalar else (lower, upper)

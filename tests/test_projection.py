@@ -139,6 +139,14 @@ def test_active_set_reports_bounds_and_band_edges():
         ({"proba": np.zeros((2, 2, 2)), "sensitive_features": [0, 1]}, ValueError, "shape"),
         ({"proba": [0.1, 0.9], "sensitive_features": [0, 1], "tolerance": 0.0,
           "bounds": ([0.0, 0.8], [0.1, 1.0])}, InfeasibleProblemError, "impossible"),
+        ({"proba": [0.1, 0.9], "sensitive_features": [0, 1], "bounds": (1.0, 0.0)}, ValueError,
+         "lower <= upper"),
+        ({"proba": [0.1, 0.9], "sensitive_features": [0, 1], "bounds": (np.nan, 1.0)},
+         ValueError, "NaN"),
+        ({"proba": [0.1, 0.9], "sensitive_features": [0, 1], "bounds": (0.0,)}, ValueError,
+         "pair"),
+        ({"proba": [0.1, 0.9], "sensitive_features": [0, 1], "criterion": "mean_residual",
+          "labels": [0.5, np.inf], "bounds": (None, None)}, ValueError, "finite real targets"),
     ],
 )
 def test_bad_input(kwargs, err, match):
@@ -299,3 +307,45 @@ def test_degenerate_instance_already_feasible_returns_the_scores():
     P = LogisticRegression(C=100.0).fit(X[:300], y[:300]).predict_proba(X[:300])
     res = project(P, g[:300], tolerance=0.0, criterion="mean_residual")
     np.testing.assert_allclose(res.proba, P, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_open_bounds_are_infinite_bounds(seed):
+    """A None end of ``bounds`` is an open end: the same answer as an infinite bound."""
+    rng = np.random.default_rng(seed)
+    scores, groups = rng.normal(0.5, 0.6, 200), rng.integers(0, 3, 200)
+    for open_, inf in [((0.0, None), (0.0, np.inf)), ((None, 1.0), (-np.inf, 1.0)),
+                       ((None, None), (-np.inf, np.inf))]:
+        got = project(scores, groups, tolerance=0.02, bounds=open_)
+        ref = project(scores, groups, tolerance=0.02, bounds=inf)
+        np.testing.assert_array_equal(got.proba, ref.proba)
+        assert got.gap <= 0.02 + 1e-9
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_mean_residual_reads_real_targets(seed):
+    """One output per row: the mean residual's labels are real targets (regression).
+
+    Without bounds the projection moves each group's outputs by one shift, onto the
+    nearest mean within ``tolerance`` of the group's target mean (closed form); with
+    0/1 labels it is the binary classifier's criterion, unchanged.
+    """
+    rng = np.random.default_rng(seed)
+    n, tol = 300, 0.1
+    groups = rng.integers(0, 3, n)
+    y = rng.normal(2.0 * groups, 1.0)
+    scores = y + rng.normal(0.5 * (groups - 1), 0.5)
+    res = project(scores, groups, tolerance=tol, criterion="mean_residual", labels=y,
+                  bounds=(None, None))
+    means = np.bincount(groups, scores) / np.bincount(groups)
+    targets = np.bincount(groups, y) / np.bincount(groups)
+    moved = means - np.clip(means, targets - tol, targets + tol)
+    np.testing.assert_allclose(res.proba, scores - moved[groups], rtol=0, atol=1e-12)
+    out = np.bincount(groups, res.proba) / np.bincount(groups)
+    assert np.all(np.abs(out - targets) <= tol + 1e-9)
+    binary = (rng.random(n) < 0.4).astype(int)
+    proba = rng.random(n)
+    a = project(proba, groups, tolerance=tol, criterion="mean_residual", labels=binary)
+    b = project(proba, groups, tolerance=tol, criterion="mean_residual",
+                labels=binary.astype(float))
+    np.testing.assert_array_equal(a.proba, b.proba)

@@ -351,11 +351,9 @@ def test_fine_tune_gradient_matches_finite_differences(bounds, criterion):
 
     from skfairlayer._differentiable import make_adapter
     from skfairlayer._fine_tune_regression import regression_batch_loss
-    from skfairlayer._regression_criteria import TargetMeanResidual
 
     rng = np.random.default_rng(16)
     X, y, attrs = _data(rng, 120, 3)
-    crit = TargetMeanResidual() if criterion == "mean_residual" else criterion
     for model in [Ridge(alpha=0.1), MLPRegressor(hidden_layer_sizes=(5,), max_iter=30,
                                                   random_state=0)]:
         with warnings.catch_warnings():
@@ -365,7 +363,7 @@ def test_fine_tune_gradient_matches_finite_differences(bounds, criterion):
         center, scale = float(y.mean()), float(y.std())
         units = (center, scale, *bounds)
         ys = (y - center) / scale
-        kw = {"criterion": crit, "tolerance": 0.05, "solver": "auto", "units": units}
+        kw = {"criterion": criterion, "tolerance": 0.05, "solver": "auto", "units": units}
         w = np.ones(y.size)
         params = adapter.parameters()
         _, _, grads = regression_batch_loss(adapter, X[:, :3], params, attrs[:, 0], ys, w,
