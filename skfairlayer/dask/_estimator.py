@@ -128,13 +128,11 @@ def _check_batch(estimator, decisions=False):
             f"groups='marginal' over {len(estimator.layer_.group_sizes)} attributes sets "
             "one constraint per attribute, coupled through every row"
         )
-    if not is_classifier(estimator) and not np.all(np.isfinite(estimator.bounds_)):
-        reasons.append(f"bounds={estimator.bounds!r} are not finite")
     if reasons:
         raise NotImplementedError(
             "skfairlayer.dask solves inference='batch' over the whole collection from "
             "per-group sums for demographic parity (binary or multiclass outputs) with one "
-            "grouping (intersectional groups, or one sensitive attribute) and finite bounds. "
+            "grouping (intersectional groups, or one sensitive attribute). "
             "Here " + "; ".join(reasons)
             + ". Use inference='fitted' (the rule fitted in memory, applied partition by "
             "partition: every criterion), or the estimator's own methods on in-memory data."

@@ -289,7 +289,8 @@ def block_output(s_raw, g_raw, lookup, shifts, lb, ub):
 
     Two groups: sub-block by sub-block, the group sums taken while the sub-block is
     in cache (as the core's output pass); the clip puts every output within the
-    bounds, so the range reported is the bounds' (NaN if a sum is: a NaN output).
+    bounds, so the range reported is the bounds' (NaN if a sum is: a NaN output; at
+    an open end, the outputs' own extreme).
     """
     s = as_float(s_raw)
     k = shifts.size
@@ -318,8 +319,11 @@ def block_output(s_raw, g_raw, lookup, shifts, lb, ub):
             one += dot(t, o) / d if scaled else dot(two.values(sl, f[:m]), o)
     if not s.size:
         lo, hi = np.inf, -np.inf
-    else:
-        lo, hi = (float(lb), float(ub)) if np.isfinite(total + one) else (np.nan, np.nan)
+    elif not np.isfinite(total + one):
+        lo, hi = np.nan, np.nan
+    else:  # within the bounds by the clip; at an open end the outputs' own extreme
+        lo = float(lb) if np.isfinite(lb) else float(out.min())
+        hi = float(ub) if np.isfinite(ub) else float(out.max())
     return out, {"sums": np.array([total - one, one]), "lo": lo, "hi": hi}
 
 
@@ -348,8 +352,11 @@ def block_output_checked(s_raw, g_raw, expected, lookup, shifts, lb, ub, slack):
         )
     if expected is not None:
         # the two sides differ by rounding too: a sum is taken over the whole block and
-        # one group's part of it subtracted (about eps * rows * |bound| at worst)
-        rounding = 64 * np.finfo(np.float64).eps * max(abs(lb), abs(ub), 1.0) * out.size
+        # one group's part of it subtracted (about eps * rows * |bound| at worst; at an
+        # open end, the largest output instead of the bound)
+        scale = (max(abs(lb), abs(ub)) if np.isfinite(lb) and np.isfinite(ub) else
+                 max(abs(stats["lo"]), abs(stats["hi"])) if out.size else 0.0)
+        rounding = 64 * np.finfo(np.float64).eps * max(scale, 1.0) * out.size
         diff = np.abs(stats["sums"] - expected[0])
         if not np.all(diff <= slack * expected[1] + rounding):
             raise SolverError(

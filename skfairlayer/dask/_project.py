@@ -30,10 +30,10 @@ import numpy as np
 
 from .._projection import VERIFY_TOL
 from .._solvers._reduced import _Model, _shrunk, _solve_model
-from .._validation import check_tolerance
+from .._validation import check_bounds, check_tolerance
 from ..exceptions import SolverError
 from . import _passes
-from ._blocks import Pass, as_blocks, compute, global_labels
+from ._blocks import Pass, as_blocks, as_float, compute, global_labels
 
 #: Rows of each group the first pass samples (spread over the partitions).
 SAMPLE_ROWS = 1 << 15
@@ -95,15 +95,17 @@ class DaskProjectionResult(_LazyResult):
     sizes : ndarray of shape (n_groups,)
         Rows per group.
     passes : int
-        Passes over the whole collection the solve made (bracket passes, and a
-        statistics pass when the start read every partition; the start's
+        Passes over the whole collection the solve made (bracket passes, a
+        statistics pass when the start read every partition, a range pass; the start's
         partitions, the verification pass of ``verify="eager"`` and the output
         pass not included).
     info : dict
         ``sampled_blocks`` (partitions the start read; None: all),
         ``statistics_pass``, ``relabel_passes`` (bracket passes that found labels
         the start had not seen), ``uncertain_rows`` (rows returned by each
-        bracket pass), ``rounds``, ``verify`` (the mode used).
+        bracket pass), ``range_pass`` (a pass read the scores' range: an open
+        bound's stand-in from the start was too near), ``rounds``, ``verify``
+        (the mode used).
     verification : Delayed
         Computes the per-group means of ``proba`` over the whole collection (an
         output pass) and raises :class:`~skfairlayer.exceptions.SolverError`
@@ -223,11 +225,54 @@ def _relabel(lookup, stats, agg):
     return labels, lookup, sample
 
 
-def _check_bounds(lb, ub):
-    if not (np.isfinite(lb) and np.isfinite(ub) and lb < ub):
-        raise ValueError(
-            f"bounds must be finite scalars with lower < upper. Got {(lb, ub)!r} instead."
-        )
+def _check_bounds(bounds):
+    """Scalar bounds with ``lower < upper``; None or an infinite value is an open end."""
+    lb, ub = check_bounds(bounds, scalar=True)
+    if not lb < ub:
+        raise ValueError(f"bounds must satisfy lower < upper. Got {bounds!r} instead.")
+    return lb, ub
+
+
+def _stand_ins(lb, ub, sample, tolerance, widen=1.0):
+    """Finite bounds for the passes: the open ends of ``(lb, ub)`` replaced by stand-ins.
+
+    At the optimum with an open end no output moves past the range ``[lo, hi]`` of
+    the scores and the finite bound by more than ``hi - lo + tolerance`` (the band
+    of the group means lies within ``[lo, hi + tolerance]``), so a stand-in that
+    far beyond the range binds no output of the projection with the open end, and
+    the projection with the stand-in is the same. ``sample`` (rows, or the exact
+    extremes) gives the range; :func:`_stand_ins_bind` checks the stand-ins on the
+    certifying pass.
+    """
+    lo = min(float(sample.min()), ub) if sample.size else (0.0 if np.isinf(ub) else ub)
+    hi = max(float(sample.max()), lb) if sample.size else (0.0 if np.isinf(lb) else lb)
+    span = widen * ((hi - lo) + tolerance + 1e-3 * ((hi - lo) or 1.0))
+    return (lo - span if np.isinf(lb) else lb), (hi + span if np.isinf(ub) else ub)
+
+
+def _block_extremes(s_raw, g_raw):
+    s = as_float(s_raw)
+    return np.array([s.min(), s.max()]) if s.size else np.array([np.inf, -np.inf])
+
+
+def _merge_extremes(parts):
+    return np.array([min(p[0] for p in parts), max(p[1] for p in parts)])
+
+
+def _extremes(score_blocks, group_blocks):
+    """The smallest and the largest score of the collection (one pass)."""
+    pas = Pass(score_blocks, group_blocks, _block_extremes, "skfairlayer-extremes")
+    (both,) = compute(pas.delayed(pas.reduce(pas.keys, _merge_extremes)))
+    return both
+
+
+def _stand_ins_bind(agg, shifts, lb, ub, work):
+    """Whether an output at ``shifts`` reaches a stand-in of an open end (``work``): rows
+    at that bound on the whole bracket, or an uncertain row there."""
+    u = agg["s"] - shifts[agg["g"]]
+    low = np.isinf(lb) and (agg["nbot"].sum() > 0 or bool(np.any(u <= work[0])))
+    high = np.isinf(ub) and (agg["ntop"].sum() > 0 or bool(np.any(u >= work[1])))
+    return low or high
 
 
 def _model(sizes, agg, lb, ub, eps):
@@ -339,12 +384,12 @@ def _estimate(sizes, agg, lb, ub, eps, start, previous):
     return shifts, _spread(sizes, agg, shifts, lb, ub, previous)
 
 
-def _one_group(labels, sizes, passes, sampled):
+def _one_group(labels, sizes, passes, sampled, bounds):
     k = sizes.size
     return {"shifts": np.zeros(k), "nu": np.zeros(k), "t": 0.0, "groups": labels,
-            "sizes": sizes, "passes": passes,
+            "sizes": sizes, "passes": passes, "bounds": bounds,
             "info": {"rounds": 0, "sampled_blocks": sampled, "statistics_pass": sampled is None,
-                     "relabel_passes": 0, "uncertain_rows": []}}
+                     "relabel_passes": 0, "uncertain_rows": [], "range_pass": False}}
 
 
 def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=None, check_labels=None,
@@ -368,7 +413,9 @@ def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=None, check_labe
     if full and sizes.sum() == 0:
         raise ValueError("scores is empty: at least one sample is required.")
     if sizes.size < 2:  # a single group: nothing to equalise
-        return _one_group(labels, sizes, passes, sampled), lookup
+        return _one_group(labels, sizes, passes, sampled, (lb, ub)), lookup
+    bounds, widen, scores_range = (lb, ub), 1.0, None
+    lb, ub = _stand_ins(*bounds, stats["s"], tolerance)  # open ends: finite stand-ins
     center, half = _estimate(sizes, _initial(sizes, stats), lb, ub,
                              tolerance, None, np.full(sizes.size, np.inf))
     uncertain = []
@@ -385,6 +432,8 @@ def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=None, check_labe
             if check_labels is not None:
                 check_labels(labels)
             sizes = stats["counts"]
+            lb, ub = _stand_ins(*bounds, stats["s"] if scores_range is None else scores_range,
+                                tolerance, widen)
             center, half = _estimate(sizes, _initial(sizes, stats), lb, ub,
                                      tolerance, None, np.full(sizes.size, np.inf))
             continue
@@ -400,6 +449,17 @@ def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=None, check_labe
         model = _model(sizes, agg, lb, ub, tolerance)
         lo, hi = (center - hh) * n_g, (center + hh) * n_g
         res = _solve_model(model, lo, hi, 1, start)
+        if res.ok and _stand_ins_bind(agg, np.where(sizes > 0, res.nu, 0.0) / n_g, *bounds,
+                                      (lb, ub)):
+            # A stand-in for an open end binds (the start's rows missed the scores' range):
+            # from the exact range it cannot (see _stand_ins); widened if it still does.
+            if scores_range is None:
+                scores_range = _extremes(score_blocks, group_blocks)
+                passes += 1
+            else:
+                widen *= 8.0
+            lb, ub = _stand_ins(*bounds, scores_range, tolerance, widen)
+            continue
         if res.ok:
             break
         if res.est is None:
@@ -416,9 +476,11 @@ def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=None, check_labe
     nu = np.where(sizes > 0, res.nu, 0.0)
     shifts = nu / n_g
     info = {"rounds": rounds, "uncertain_rows": uncertain, "half_width": half,
-            "sampled_blocks": sampled, "statistics_pass": full, "relabel_passes": relabels}
+            "sampled_blocks": sampled, "statistics_pass": full, "relabel_passes": relabels,
+            "range_pass": scores_range is not None}
     return {"shifts": shifts, "nu": nu, "t": float(res.t), "groups": labels, "sizes": sizes,
-            "passes": passes, "info": info, "agg": agg if kept else None}, lookup
+            "passes": passes, "info": info, "agg": agg if kept else None,
+            "bounds": (lb, ub)}, lookup
 
 
 def predicted_sums(agg, shifts, lb, ub, n_blocks):
@@ -553,9 +615,12 @@ def project(scores, sensitive_features, *, tolerance=0.01, bounds=(0.0, 1.0),
     tolerance : float, default=0.01
         Largest allowed difference between two group means of the output (of
         each class column, multiclass).
-    bounds : tuple of float, default=(0.0, 1.0)
-        Scalar lower and upper bounds of binary outputs (multiclass outputs
-        are on the simplex: ignored).
+    bounds : tuple of (float or None), default=(0.0, 1.0)
+        Scalar lower and upper bounds of binary outputs, ``None`` (or an
+        infinite value) for an open end, e.g. ``(None, None)`` for regression
+        outputs (multiclass outputs are on the simplex: ignored). The passes
+        put a finite stand-in beyond the scores' range for an open end and
+        certify that no output reaches it.
     criterion : str, default="demographic_parity"
         Only ``"demographic_parity"`` is solved this way.
     verify : {"blocks", "eager", "fused"}, default="blocks"
@@ -639,8 +704,7 @@ def project_blocks(score_blocks, group_blocks, chunks, tolerance, bounds=(0.0, 1
     if verify not in _VERIFY:
         raise ValueError(f"verify must be one of {_VERIFY}. Got {verify!r} instead.")
     tolerance = check_tolerance(tolerance)
-    lb, ub = (float(b) for b in bounds)
-    _check_bounds(lb, ub)
+    lb, ub = _check_bounds(bounds)
     n_blocks = len(score_blocks)
     keep = verify == "blocks"
     solution, lookup = solve(score_blocks, group_blocks, tolerance, lb, ub,
@@ -658,7 +722,7 @@ def project_blocks(score_blocks, group_blocks, chunks, tolerance, bounds=(0.0, 1
         return DaskProjectionResult(proba, solution, check, gap)
     pred, gap = None, 0.0
     if sizes.size >= 2:
-        pred = predicted_sums(solution["agg"], shifts, lb, ub, n_blocks)
+        pred = predicted_sums(solution["agg"], shifts, *solution["bounds"], n_blocks)
         gap = _check_predicted(pred, sizes, tolerance)
     proba = checked_outputs(score_blocks, group_blocks, chunks, lookup, shifts, pred, lb, ub)
     return DaskProjectionResult(proba, solution, verification, gap)
@@ -709,7 +773,13 @@ def solve_aggregates(center, half, sizes, free_counts, free_sums, top_counts, bo
     >>> np.round(shifts, 3)
     array([ 0.2, -0.2])
     """
-    lb, ub = (float(b) for b in bounds)
+    lb, ub = _check_bounds(bounds)
+    if not (np.isfinite(lb) and np.isfinite(ub)):
+        raise ValueError(
+            "solve_aggregates needs finite bounds: for an open end pass a finite stand-in "
+            "beyond every output (e.g. the scores' range plus the tolerance past it) and check "
+            f"that no row reaches it. Got {bounds!r} instead."
+        )
     tolerance = check_tolerance(tolerance)
     center, half, sizes = (np.asarray(x, dtype=np.float64) for x in (center, half, sizes))
     scores = np.asarray(scores, dtype=np.float64)
