@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -168,6 +169,29 @@ def test_project_open_bounds_equal_in_memory(monkeypatch, seed):
         info["uncertain_rows"]) + info["range_pass"]
     if seed % 2:
         assert info["range_pass"]
+
+
+def test_project_bracket_without_free_rows_warns_nothing(monkeypatch):
+    """A sampled bracket where a group has no free row and no spread (71 rows in 25 small
+    partitions, one open end, tolerance 0) divided 0 by 0: no RuntimeWarning reaches the
+    user, and the answer is the in-memory one."""
+    from skfairlayer.dask import _project
+    from skfairlayer.dask import project as dproject
+
+    monkeypatch.setattr(_project, "SAMPLE_BLOCKS", 2)
+    rng = np.random.default_rng(488)  # the instance a fuzz found
+    k, n = int(rng.integers(2, 6)), int(rng.integers(5, 5000))
+    g = np.concatenate([np.arange(k), rng.integers(0, k, n - k)])
+    s = rng.normal(g * 0.3, 1.0)
+    cuts = np.sort(rng.integers(0, n + 1, int(rng.integers(1, 30)) - 1))
+    chunks = (tuple(int(x) for x in np.diff(np.concatenate([[0], cuts, [n]]))),)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = dproject(da.from_array(s, chunks=chunks), da.from_array(g, chunks=chunks),
+                       tolerance=0.0, bounds=(-0.5, None))
+        out = res.proba.compute()
+    np.testing.assert_allclose(out, project(s, g, tolerance=0.0, bounds=(-0.5, None)).proba,
+                               rtol=0, atol=1e-12 * (1 + np.abs(s).max()))
 
 
 def test_project_errors():

@@ -325,7 +325,7 @@ def _spread(sizes, agg, shifts, lb, ub, previous):
     rows = np.bincount(g, minlength=k)
     span = np.minimum(ub - lb, 2.0 * previous)
     floor = np.where(rows > 0, span / (4.0 * np.maximum(rows, 1)), 1e-9 * (ub - lb))
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # slope 0: no bracket from it
         half = np.where(slope > 0, _Z * (se + se.max(initial=0.0)) / slope, np.inf)
     return np.minimum(np.maximum(half, floor), 2.0 * (ub - lb) + 1.0)
 
