@@ -20,9 +20,10 @@ except ImportError as exc:  # pragma: no cover
         "`pip install skfairlayer[dask]` (or `pip install 'dask[array,dataframe]' distributed`)."
     ) from exc
 
+from ._aggregates import solve_aggregates
 from ._decisions import DaskParityDecisions, parity_decisions
 from ._estimator import predict, predict_proba
-from ._project import DaskProjectionResult, project, solve_aggregates
+from ._project import DaskProjectionResult, project
 from ._simplex import DaskMulticlassResult
 
 __all__ = [

@@ -30,10 +30,11 @@ import numpy as np
 
 from .._projection import VERIFY_TOL
 from .._solvers._reduced import _Model, _shrunk, _solve_model
-from .._validation import check_bounds, check_tolerance
+from .._validation import check_tolerance
 from ..exceptions import SolverError
 from . import _passes
-from ._blocks import Pass, as_blocks, as_float, compute, global_labels
+from ._blocks import Pass, as_blocks, compute, global_labels
+from ._open_ends import extremes, scalar_bounds, stand_ins, stand_ins_bind
 
 #: Rows of each group the first pass samples (spread over the partitions).
 SAMPLE_ROWS = 1 << 15
@@ -225,56 +226,6 @@ def _relabel(lookup, stats, agg):
     return labels, lookup, sample
 
 
-def _check_bounds(bounds):
-    """Scalar bounds with ``lower < upper``; None or an infinite value is an open end."""
-    lb, ub = check_bounds(bounds, scalar=True)
-    if not lb < ub:
-        raise ValueError(f"bounds must satisfy lower < upper. Got {bounds!r} instead.")
-    return lb, ub
-
-
-def _stand_ins(lb, ub, sample, tolerance, widen=1.0):
-    """Finite bounds for the passes: the open ends of ``(lb, ub)`` replaced by stand-ins.
-
-    At the optimum with an open end no output moves past the range ``[lo, hi]`` of
-    the scores and the finite bound by more than ``hi - lo + tolerance`` (the band
-    of the group means lies within ``[lo, hi + tolerance]``), so a stand-in that
-    far beyond the range binds no output of the projection with the open end, and
-    the projection with the stand-in is the same. ``sample`` (rows, or the exact
-    extremes) gives the range; :func:`_stand_ins_bind` checks the stand-ins on the
-    certifying pass.
-    """
-    lo = min(float(sample.min()), ub) if sample.size else (0.0 if np.isinf(ub) else ub)
-    hi = max(float(sample.max()), lb) if sample.size else (0.0 if np.isinf(lb) else lb)
-    span = widen * ((hi - lo) + tolerance + 1e-3 * ((hi - lo) or 1.0))
-    return (lo - span if np.isinf(lb) else lb), (hi + span if np.isinf(ub) else ub)
-
-
-def _block_extremes(s_raw, g_raw):
-    s = as_float(s_raw)
-    return np.array([s.min(), s.max()]) if s.size else np.array([np.inf, -np.inf])
-
-
-def _merge_extremes(parts):
-    return np.array([min(p[0] for p in parts), max(p[1] for p in parts)])
-
-
-def _extremes(score_blocks, group_blocks):
-    """The smallest and the largest score of the collection (one pass)."""
-    pas = Pass(score_blocks, group_blocks, _block_extremes, "skfairlayer-extremes")
-    (both,) = compute(pas.delayed(pas.reduce(pas.keys, _merge_extremes)))
-    return both
-
-
-def _stand_ins_bind(agg, shifts, lb, ub, work):
-    """Whether an output at ``shifts`` reaches a stand-in of an open end (``work``): rows
-    at that bound on the whole bracket, or an uncertain row there."""
-    u = agg["s"] - shifts[agg["g"]]
-    low = np.isinf(lb) and (agg["nbot"].sum() > 0 or bool(np.any(u <= work[0])))
-    high = np.isinf(ub) and (agg["ntop"].sum() > 0 or bool(np.any(u >= work[1])))
-    return low or high
-
-
 def _model(sizes, agg, lb, ub, eps):
     """The (exact or sampled) model in multiplier space from aggregates and rows.
 
@@ -415,7 +366,7 @@ def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=None, check_labe
     if sizes.size < 2:  # a single group: nothing to equalise
         return _one_group(labels, sizes, passes, sampled, (lb, ub)), lookup
     bounds, widen, scores_range = (lb, ub), 1.0, None
-    lb, ub = _stand_ins(*bounds, stats["s"], tolerance)  # open ends: finite stand-ins
+    lb, ub = stand_ins(*bounds, stats["s"], tolerance)  # open ends: finite stand-ins
     center, half = _estimate(sizes, _initial(sizes, stats), lb, ub,
                              tolerance, None, np.full(sizes.size, np.inf))
     uncertain = []
@@ -432,7 +383,7 @@ def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=None, check_labe
             if check_labels is not None:
                 check_labels(labels)
             sizes = stats["counts"]
-            lb, ub = _stand_ins(*bounds, stats["s"] if scores_range is None else scores_range,
+            lb, ub = stand_ins(*bounds, stats["s"] if scores_range is None else scores_range,
                                 tolerance, widen)
             center, half = _estimate(sizes, _initial(sizes, stats), lb, ub,
                                      tolerance, None, np.full(sizes.size, np.inf))
@@ -449,16 +400,16 @@ def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=None, check_labe
         model = _model(sizes, agg, lb, ub, tolerance)
         lo, hi = (center - hh) * n_g, (center + hh) * n_g
         res = _solve_model(model, lo, hi, 1, start)
-        if res.ok and _stand_ins_bind(agg, np.where(sizes > 0, res.nu, 0.0) / n_g, *bounds,
+        if res.ok and stand_ins_bind(agg, np.where(sizes > 0, res.nu, 0.0) / n_g, *bounds,
                                       (lb, ub)):
             # A stand-in for an open end binds (the start's rows missed the scores' range):
-            # from the exact range it cannot (see _stand_ins); widened if it still does.
+            # from the exact range it cannot (see stand_ins); widened if it still does.
             if scores_range is None:
-                scores_range = _extremes(score_blocks, group_blocks)
+                scores_range = extremes(score_blocks, group_blocks)
                 passes += 1
             else:
                 widen *= 8.0
-            lb, ub = _stand_ins(*bounds, scores_range, tolerance, widen)
+            lb, ub = stand_ins(*bounds, scores_range, tolerance, widen)
             continue
         if res.ok:
             break
@@ -704,7 +655,7 @@ def project_blocks(score_blocks, group_blocks, chunks, tolerance, bounds=(0.0, 1
     if verify not in _VERIFY:
         raise ValueError(f"verify must be one of {_VERIFY}. Got {verify!r} instead.")
     tolerance = check_tolerance(tolerance)
-    lb, ub = _check_bounds(bounds)
+    lb, ub = scalar_bounds(bounds)
     n_blocks = len(score_blocks)
     keep = verify == "blocks"
     solution, lookup = solve(score_blocks, group_blocks, tolerance, lb, ub,
@@ -726,75 +677,3 @@ def project_blocks(score_blocks, group_blocks, chunks, tolerance, bounds=(0.0, 1
         gap = _check_predicted(pred, sizes, tolerance)
     proba = checked_outputs(score_blocks, group_blocks, chunks, lookup, shifts, pred, lb, ub)
     return DaskProjectionResult(proba, solution, verification, gap)
-
-
-def solve_aggregates(center, half, sizes, free_counts, free_sums, top_counts, bottom_counts,
-                     scores, codes, *, tolerance=0.01, bounds=(0.0, 1.0)):
-    """The exact shifts from the aggregates of one bracket pass, computed anywhere.
-
-    The driver step of :func:`project`, for engines other than Dask (a Spark
-    SQL aggregation, a database): given a bracket ``center +- half`` of the
-    per-group shifts, the counts and score sums of the rows free on it
-    (``lb + half_g <= s - center_g <= ub - half_g``), the counts at the top
-    (``s - center_g >= ub + half_g``) and the bottom (``<= lb - half_g``), and
-    every other row, it returns the optimal shifts if they lie in the bracket.
-
-    Parameters
-    ----------
-    center, half : array-like of shape (n_groups,)
-        Centre and half-width of the bracket of each group's shift.
-    sizes : array-like of shape (n_groups,)
-        Rows per group.
-    free_counts, free_sums : array-like of shape (n_groups,)
-        Count and sum of the scores of the rows free on the bracket.
-    top_counts, bottom_counts : array-like of shape (n_groups,)
-        Rows at the upper and at the lower bound for every shift of the bracket.
-    scores, codes : array-like of shape (n_uncertain,)
-        The remaining rows: their scores and group codes (``0 .. n_groups - 1``).
-    tolerance : float, default=0.01
-        Largest allowed difference between two group means.
-    bounds : tuple of float, default=(0.0, 1.0)
-        Scalar bounds of the outputs.
-
-    Returns
-    -------
-    shifts : ndarray of shape (n_groups,) or None
-        The optimal shifts (``p = clip(s - shifts[g], lb, ub)``), or None when
-        the optimum is not inside the bracket (re-centre, widen, run the pass
-        again).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from skfairlayer.dask import solve_aggregates
-    >>> s, g = np.array([0.9, 0.8, 0.7, 0.2, 0.3, 0.4]), np.array([0, 0, 0, 1, 1, 1])
-    >>> shifts = solve_aggregates([0.0, 0.0], [1.0, 1.0], [3, 3], [0, 0], [0.0, 0.0],
-    ...                           [0, 0], [0, 0], s, g, tolerance=0.1)
-    >>> np.round(shifts, 3)
-    array([ 0.2, -0.2])
-    """
-    lb, ub = _check_bounds(bounds)
-    if not (np.isfinite(lb) and np.isfinite(ub)):
-        raise ValueError(
-            "solve_aggregates needs finite bounds: for an open end pass a finite stand-in "
-            "beyond every output (e.g. the scores' range plus the tolerance past it) and check "
-            f"that no row reaches it. Got {bounds!r} instead."
-        )
-    tolerance = check_tolerance(tolerance)
-    center, half, sizes = (np.asarray(x, dtype=np.float64) for x in (center, half, sizes))
-    scores = np.asarray(scores, dtype=np.float64)
-    codes = np.asarray(codes, dtype=np.intp)
-    k = sizes.size
-    agg = {"s": scores, "g": codes, "w": np.ones(scores.size),
-           "nfree": np.asarray(free_counts, dtype=np.float64),
-           "sfree": np.asarray(free_sums, dtype=np.float64),
-           "ntop": np.asarray(top_counts, dtype=np.float64),
-           "nbot": np.asarray(bottom_counts, dtype=np.float64),
-           "nunc": np.bincount(codes, minlength=k).astype(np.float64),
-           "sunc": np.bincount(codes, weights=scores, minlength=k)}
-    n_g = np.maximum(sizes, 1)
-    model = _model(sizes, agg, lb, ub, tolerance)
-    res = _solve_model(model, (center - half) * n_g, (center + half) * n_g, 1, center * n_g)
-    if not res.ok:
-        return None
-    return np.where(sizes > 0, res.nu, 0.0) / n_g
