@@ -14,7 +14,7 @@ import numpy as np
 from .._validation import check_bounds
 from ._blocks import Pass, as_float, compute
 
-__all__ = ["extremes", "scalar_bounds", "stand_ins", "stand_ins_bind"]
+__all__ = ["OpenEnds", "scalar_bounds"]
 
 
 def scalar_bounds(bounds):
@@ -65,3 +65,37 @@ def stand_ins_bind(agg, shifts, lb, ub, work):
     low = np.isinf(lb) and (agg["nbot"].sum() > 0 or bool(np.any(u <= work[0])))
     high = np.isinf(ub) and (agg["ntop"].sum() > 0 or bool(np.any(u >= work[1])))
     return low or high
+
+
+class OpenEnds:
+    """The bounds of the passes: ``(lb, ub)`` with stand-ins for their open ends.
+
+    ``work``: the bounds the passes use; ``range_pass``: whether a pass read the
+    scores' exact range.
+    """
+
+    def __init__(self, lb, ub, sample, tolerance):
+        self.bounds, self.tolerance = (lb, ub), tolerance
+        self.range, self.widen = None, 1.0
+        self.work = stand_ins(lb, ub, sample, tolerance)
+
+    @property
+    def range_pass(self):
+        return self.range is not None
+
+    def resample(self, sample):
+        """Stand-ins from a new start sample (unless the exact range is known)."""
+        self.work = stand_ins(*self.bounds, sample if self.range is None else self.range,
+                              self.tolerance, self.widen)
+
+    def moved(self, agg, shifts, score_blocks, group_blocks):
+        """Whether a stand-in binds at ``shifts`` (then it is moved out: from the exact
+        range, read by one pass, it cannot bind; widened if it still does)."""
+        if not stand_ins_bind(agg, shifts, *self.bounds, self.work):
+            return False
+        if self.range is None:
+            self.range = extremes(score_blocks, group_blocks)
+        else:
+            self.widen *= 8.0
+        self.work = stand_ins(*self.bounds, self.range, self.tolerance, self.widen)
+        return True

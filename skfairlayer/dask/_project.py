@@ -34,7 +34,7 @@ from .._validation import check_tolerance
 from ..exceptions import SolverError
 from . import _passes
 from ._blocks import Pass, as_blocks, compute, global_labels
-from ._open_ends import extremes, scalar_bounds, stand_ins, stand_ins_bind
+from ._open_ends import OpenEnds, scalar_bounds
 
 #: Rows of each group the first pass samples (spread over the partitions).
 SAMPLE_ROWS = 1 << 15
@@ -365,8 +365,8 @@ def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=None, check_labe
         raise ValueError("scores is empty: at least one sample is required.")
     if sizes.size < 2:  # a single group: nothing to equalise
         return _one_group(labels, sizes, passes, sampled, (lb, ub)), lookup
-    bounds, widen, scores_range = (lb, ub), 1.0, None
-    lb, ub = stand_ins(*bounds, stats["s"], tolerance)  # open ends: finite stand-ins
+    ends = OpenEnds(lb, ub, stats["s"], tolerance)  # open ends: finite stand-ins
+    lb, ub = ends.work
     center, half = _estimate(sizes, _initial(sizes, stats), lb, ub,
                              tolerance, None, np.full(sizes.size, np.inf))
     uncertain = []
@@ -383,8 +383,8 @@ def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=None, check_labe
             if check_labels is not None:
                 check_labels(labels)
             sizes = stats["counts"]
-            lb, ub = stand_ins(*bounds, stats["s"] if scores_range is None else scores_range,
-                                tolerance, widen)
+            ends.resample(stats["s"])
+            lb, ub = ends.work
             center, half = _estimate(sizes, _initial(sizes, stats), lb, ub,
                                      tolerance, None, np.full(sizes.size, np.inf))
             continue
@@ -400,16 +400,9 @@ def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=None, check_labe
         model = _model(sizes, agg, lb, ub, tolerance)
         lo, hi = (center - hh) * n_g, (center + hh) * n_g
         res = _solve_model(model, lo, hi, 1, start)
-        if res.ok and stand_ins_bind(agg, np.where(sizes > 0, res.nu, 0.0) / n_g, *bounds,
-                                      (lb, ub)):
-            # A stand-in for an open end binds (the start's rows missed the scores' range):
-            # from the exact range it cannot (see stand_ins); widened if it still does.
-            if scores_range is None:
-                scores_range = extremes(score_blocks, group_blocks)
-                passes += 1
-            else:
-                widen *= 8.0
-            lb, ub = stand_ins(*bounds, scores_range, tolerance, widen)
+        if res.ok and ends.moved(agg, np.where(sizes > 0, res.nu, 0.0) / n_g, score_blocks,
+                                 group_blocks):  # the start's rows missed the scores' range
+            lb, ub = ends.work
             continue
         if res.ok:
             break
@@ -428,9 +421,9 @@ def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=None, check_labe
     shifts = nu / n_g
     info = {"rounds": rounds, "uncertain_rows": uncertain, "half_width": half,
             "sampled_blocks": sampled, "statistics_pass": full, "relabel_passes": relabels,
-            "range_pass": scores_range is not None}
+            "range_pass": ends.range_pass}
     return {"shifts": shifts, "nu": nu, "t": float(res.t), "groups": labels, "sizes": sizes,
-            "passes": passes, "info": info, "agg": agg if kept else None,
+            "passes": passes + ends.range_pass, "info": info, "agg": agg if kept else None,
             "bounds": (lb, ub)}, lookup
 
 
