@@ -16,6 +16,10 @@ floor: ``(scores * groups).sum()``
 floor: ``map_blocks(clip(s - 0.01 g)).sum()``
     The simplest output pass: a new array from both, then reduced (what the
     layer's output pass does, without the verification sums).
+floor: both bare passes
+    The two rows above added: what an exact method costs at least in Dask's own
+    bare operations, since it must read every score and group before any output
+    (the shifts depend on every row), then write the output.
 project (solve: start + bracket)
     ``skfairlayer.dask.project`` (default ``verify="blocks"``): the start read from
     8 partitions, the bracket pass(es), the driver's check of the predicted sums.
@@ -362,7 +366,9 @@ def main():
         peak, peak_out = _peak(solve), _peak(lambda: res.proba.sum().compute())
         rows = [("floor: scores.sum()", floor, 1, 0),
                 ("floor: (scores * groups).sum()", timed["both"], 1, 0),
-                ("floor: map_blocks(clip(s - 0.01 g)).sum()", timed["clip"], 1, 0)]
+                ("floor: map_blocks(clip(s - 0.01 g)).sum()", timed["clip"], 1, 0),
+                ("floor: both bare passes (the two rows above added)",
+                 timed["both"] + timed["clip"], 2, 0)]
         gap = res.gap
         passes = f"{res.passes} + {res.info['sampled_blocks'] or 0}/{args.chunks}"
         rows += [("project (solve: start + bracket)", solve_t, passes, peak),
