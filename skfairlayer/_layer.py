@@ -19,6 +19,7 @@ from ._decisions import parity_decisions
 from ._multiclass_decisions import affine_decisions, class_offsets
 from ._projection import solve_problem
 from ._solvers._simplex import project_simplex_rows
+from ._validation import check_bounds
 from .exceptions import InfeasibleProblemError
 
 __all__ = ["FittedLayer", "decide"]
@@ -69,9 +70,9 @@ class FittedLayer:
         The criterion's tolerance.
     solver : {"auto", "exact", "osqp"}, default="auto"
         Projection solver.
-    lower, upper : float or ndarray of shape (n_samples,), default=0.0, 1.0
-        Bounds of binary (or regression) outputs; multiclass outputs lie on
-        the simplex.
+    lower, upper : float, ndarray of shape (n_samples,) or None, default=0.0, 1.0
+        Bounds of binary (or regression) outputs, ``None`` for an open end;
+        multiclass outputs lie on the simplex.
     decisions : bool, default=True
         Whether to learn the decision rule (``decision_offsets``); regression
         outputs have none.
@@ -124,8 +125,9 @@ class FittedLayer:
         self.criterion = criterion
         self.tolerance = float(tolerance)
         self.solver = solver
-        self.lower = lower  # output bounds (regression: any, possibly infinite)
-        self.upper = upper
+        lower, upper = check_bounds((lower, upper))  # regression: any, None or infinite open
+        self.lower = float(lower) if lower.ndim == 0 else lower
+        self.upper = float(upper) if upper.ndim == 0 else upper
         self.with_decisions = decisions  # False: continuous outputs, no decision rules
 
     # ------------------------------------------------------------------ problems

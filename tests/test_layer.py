@@ -103,6 +103,25 @@ def test_fitted_layer_batches_meet_parity_and_fall_back_below_two_groups(seed):
     assert layer.fit_gap <= 0.03 + VERIFY_TOL
 
 
+def test_fitted_layer_open_bounds():
+    """``None`` is an open end, as for ``project``: the same layer as infinite bounds."""
+    rng = np.random.default_rng(4)
+    scores, groups = rng.normal(0.3, 1.0, 800), rng.integers(0, 3, 800)
+    groupings, _ = encode(groups)
+    for open_, inf in [((None, None), (-np.inf, np.inf)), ((0.0, None), (0.0, np.inf))]:
+        kw = {"decisions": False}
+        got = FittedLayer("demographic_parity", 0.05, lower=open_[0], upper=open_[1], **kw)
+        ref = FittedLayer("demographic_parity", 0.05, lower=inf[0], upper=inf[1], **kw)
+        got.fit(scores, groupings)
+        ref.fit(scores, groupings)
+        np.testing.assert_array_equal(got.outputs(scores, groupings),
+                                      ref.outputs(scores, groupings))
+        np.testing.assert_array_equal(got.fitted_outputs(scores, groupings),
+                                      ref.fitted_outputs(scores, groupings))
+    with pytest.raises(ValueError, match="lower <= upper"):
+        FittedLayer("demographic_parity", 0.05, lower=1.0, upper=0.0)
+
+
 def test_fitted_layer_tolerance_override_and_thresholds_view():
     """Check the batch tolerance override and the binary shifts/thresholds views."""
     rng = np.random.default_rng(0)
