@@ -679,7 +679,7 @@ def test_degenerate_equalities_take_osqp_outputs(scores, groups, labels, criteri
     assert res.solver == "osqp" and res.gap <= VERIFY_TOL
 
 
-def test_degenerate_scores_already_feasible_are_their_own_projection():
+def test_degenerate_scores_already_feasible_are_their_own_projection(well_separated_classes):
     """Check a fit whose label-free mean residual problem (tolerance 0, marginal groups,
     the near-vertex probabilities of a well-separated base) makes the active-set finish
     cycle and OSQP's multipliers give outputs off the rows: the scores meet every row
@@ -689,15 +689,8 @@ def test_degenerate_scores_already_feasible_are_their_own_projection():
 
     from skfairlayer import FairnessLayerClassifier
 
-    rng = np.random.default_rng(5)
-    k, n = int(rng.integers(2, 5)), 600
-    g = rng.integers(0, k, n)
-    g[:k] = np.arange(k)
-    sep = float(rng.choice([0.5, 3.0, 10.0]))
-    X = rng.normal(size=(n, 2)) + sep * rng.normal(size=k)[g][:, None]
-    z = X[:, 0] + rng.normal(0, 0.3, n)
-    y = np.digitize(z, np.quantile(z, [1 / 3, 2 / 3]))
-    Xg = np.c_[X, g, rng.integers(0, 2, n)][:300]
+    rng, X, g, y = well_separated_classes(5)
+    Xg = np.c_[X, g, rng.integers(0, 2, g.size)][:300]
     clf = FairnessLayerClassifier(LogisticRegression(C=100.0), tolerance=0.0,
                                   sensitive_features=[2, 3], criterion="mean_residual",
                                   groups="marginal", cv=None).fit(Xg, y[:300])

@@ -289,21 +289,14 @@ def test_group_of_near_zero_weight_falls_back_to_the_general_solver(solver):
     assert max(means) - min(means) <= 0.001 + VERIFY_TOL
 
 
-def test_degenerate_instance_already_feasible_returns_the_scores():
+def test_degenerate_instance_already_feasible_returns_the_scores(well_separated_classes):
     """Check label-free mean residual at tolerance 0 on the near-vertex probabilities of a
     well-separated base: its rows (each group's mean of each class, equal to the scores'
     own) are met by the scores and dependent on the simplex, which stalled the general
     solver's active-set steps (SolverError); the scores are their own projection."""
     from sklearn.linear_model import LogisticRegression
 
-    rng = np.random.default_rng(8)
-    k, n = int(rng.integers(2, 5)), 600
-    g = rng.integers(0, k, n)
-    g[:k] = np.arange(k)
-    sep = float(rng.choice([0.5, 3.0, 10.0]))
-    X = rng.normal(size=(n, 2)) + sep * rng.normal(size=k)[g][:, None]
-    z = X[:, 0] + rng.normal(0, 0.3, n)
-    y = np.digitize(z, np.quantile(z, [1 / 3, 2 / 3]))
+    _, X, g, y = well_separated_classes(8)
     P = LogisticRegression(C=100.0).fit(X[:300], y[:300]).predict_proba(X[:300])
     res = project(P, g[:300], tolerance=0.0, criterion="mean_residual")
     np.testing.assert_allclose(res.proba, P, rtol=0, atol=1e-9)

@@ -335,10 +335,10 @@ def _estimate(sizes, agg, lb, ub, eps, start, previous):
     return shifts, _spread(sizes, agg, shifts, lb, ub, previous)
 
 
-def _one_group(labels, sizes, passes, sampled, bounds):
+def _one_group(labels, sizes, passes, sampled):
     k = sizes.size
     return {"shifts": np.zeros(k), "nu": np.zeros(k), "t": 0.0, "groups": labels,
-            "sizes": sizes, "passes": passes, "bounds": bounds,
+            "sizes": sizes, "passes": passes,
             "info": {"rounds": 0, "sampled_blocks": sampled, "statistics_pass": sampled is None,
                      "relabel_passes": 0, "uncertain_rows": [], "range_pass": False}}
 
@@ -351,7 +351,8 @@ def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=None, check_labe
     any label a bracket pass finds. ``chunks``: rows per partition (NaN: unknown).
     ``keep``: the certifying bracket pass's per-partition aggregates are returned as
     ``solution["agg"]`` (see :func:`predicted_sums`) when there are at most
-    ``BLOCK_SUMS`` (partition, group) pairs (else None).
+    ``BLOCK_SUMS`` (partition, group) pairs (else None), with ``solution["pass_bounds"]``,
+    the bounds that pass used (open ends: their stand-ins).
     """
     budget = MAX_ROWS if budget is None else budget
     chunks = (np.nan,) * len(score_blocks) if chunks is None else tuple(chunks)
@@ -364,7 +365,7 @@ def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=None, check_labe
     if full and sizes.sum() == 0:
         raise ValueError("scores is empty: at least one sample is required.")
     if sizes.size < 2:  # a single group: nothing to equalise
-        return _one_group(labels, sizes, passes, sampled, (lb, ub)), lookup
+        return _one_group(labels, sizes, passes, sampled), lookup
     ends = OpenEnds(lb, ub, stats["s"], tolerance)  # open ends: finite stand-ins
     lb, ub = ends.work
     center, half = _estimate(sizes, _initial(sizes, stats), lb, ub,
@@ -424,7 +425,7 @@ def solve(score_blocks, group_blocks, tolerance, lb, ub, budget=None, check_labe
             "range_pass": ends.range_pass}
     return {"shifts": shifts, "nu": nu, "t": float(res.t), "groups": labels, "sizes": sizes,
             "passes": passes + ends.range_pass, "info": info, "agg": agg if kept else None,
-            "bounds": (lb, ub)}, lookup
+            "pass_bounds": (lb, ub)}, lookup
 
 
 def predicted_sums(agg, shifts, lb, ub, n_blocks):
@@ -666,7 +667,7 @@ def project_blocks(score_blocks, group_blocks, chunks, tolerance, bounds=(0.0, 1
         return DaskProjectionResult(proba, solution, check, gap)
     pred, gap = None, 0.0
     if sizes.size >= 2:
-        pred = predicted_sums(solution["agg"], shifts, *solution["bounds"], n_blocks)
+        pred = predicted_sums(solution["agg"], shifts, *solution["pass_bounds"], n_blocks)
         gap = _check_predicted(pred, sizes, tolerance)
     proba = checked_outputs(score_blocks, group_blocks, chunks, lookup, shifts, pred, lb, ub)
     return DaskProjectionResult(proba, solution, verification, gap)
