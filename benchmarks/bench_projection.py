@@ -32,6 +32,13 @@ peak / input
 path
     ``info["path"]`` of the solve: ``uniform-2`` (two groups) or ``uniform``.
 
+handed, fewest
+    Floors of any verified exact projection here, handed the answer (the solution's
+    shifts): ``handed`` checks the codes and writes the output pass at those shifts with
+    its verification sums, as the solver does; ``fewest`` adds the passes the leanest
+    exact solve makes before its output (the group sums of the scores, one bracket pass
+    around the answer), without any search. Their outputs equal ``project()``'s.
+
 ``--multiclass`` instead times the exact multiclass solver (softmax scores of
 normal logits with a group effect, 4 groups, tolerance 0.01): ``solve_simplex``
 on a built problem and ``project()`` end to end, against one clip pass over the
@@ -98,6 +105,43 @@ def peak_memory(fn):
     return peak - base
 
 
+def oracles(scores, codes, k, shifts):
+    """Two floors of a verified exact projection of ``(scores, codes)``, handed its answer.
+
+    ``handed``: the codes checked (range, sizes, ``uint8`` for two groups) and the
+    output pass ``clip(s - c_g)`` at the solution's ``shifts`` with its group sums (the
+    verification's; a non-finite score shows there), as the solver writes it. ``fewest``:
+    ``handed`` plus the passes the leanest exact solve makes before its output, the
+    group sums of the scores and one bracket pass around the answer. No search, no
+    subsample, no reduced problem: any exact solve here costs at least ``fewest``.
+    """
+    from skfairlayer._solvers._uniform import _Indicator, _uniform_output, _uniform_pass
+
+    def checked():
+        if codes.min() < 0 or codes.max() >= k:
+            raise ValueError("codes out of range")
+        if k > 2:
+            return None, np.bincount(codes, minlength=k)
+        small = codes.astype(np.uint8)
+        n_1 = np.count_nonzero(small)
+        return _Indicator(small), np.array([small.size - n_1, n_1])
+
+    def handed():
+        f, totals = checked()
+        return _uniform_output(scores, codes, f, shifts, 0.0, 1.0, totals)
+
+    def fewest():
+        f, totals = checked()
+        if f is None:
+            np.bincount(codes, weights=scores, minlength=k)
+        else:
+            f.sums(scores)
+        _uniform_pass(scores, codes, f, shifts, 1e-3, 0.0, 1.0)
+        return _uniform_output(scores, codes, f, shifts, 0.0, 1.0, totals)
+
+    return handed, fewest
+
+
 def bench(n, k, repeats, sorted_repeats, clock=time.perf_counter):
     """One table row: minimum time of each method, in milliseconds, and the memory ratio."""
     scores, codes = make_data(n, k)
@@ -116,6 +160,7 @@ def bench(n, k, repeats, sorted_repeats, clock=time.perf_counter):
         "vjp": lambda: Linearization(result.problem, result.proba).vjp(grad),
         "vjp product": lambda: built.vjp(grad),
     }
+    methods["handed"], methods["fewest"] = oracles(scores, codes, k, np.asarray(result.shifts[0]))
     times = {name: [] for name in methods}
     for fn in methods.values():  # warm-up
         fn()
@@ -136,6 +181,9 @@ def bench(n, k, repeats, sorted_repeats, clock=time.perf_counter):
         gap = np.abs(solve_exact(problem).outputs - reference.outputs).max()
         if gap > 1e-9:
             raise AssertionError(f"exact and sorted solvers differ by {gap:.3g} at n={n}, k={k}")
+    gap = np.abs(methods["handed"]()[0] - result.proba).max()
+    if gap > 1e-10:  # the shifts as ``nu / n`` round differently from the solver's own
+        raise AssertionError(f"the oracle's outputs differ from project()'s by {gap:.3g}")
     best["memory"] = peak_memory(lambda: solve_exact(problem)) / scores.nbytes
     best["path"] = solve_exact(problem).info["path"]
     return best
@@ -236,7 +284,7 @@ def main(argv=None):
     print(f"Machine: {machine()}; clock: {args.clock}\n")
     header = ("| n | groups | floor ms | exact (layout) ms | ratio | exact ms | ratio | warm ms | ratio "
               "| project() ms | ratio | vjp ms | ratio | vjp product ms | ratio | sorted ms | ratio "
-              "| peak / input | path |")
+              "| handed ms | ratio | fewest ms | ratio | peak / input | path |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for n, k, repeats, sorted_repeats in cases:
@@ -248,7 +296,7 @@ def main(argv=None):
 
         print(f"| {n:.0e} | {k} | {f:.3f} | {cell('layout')} | {cell('exact')} | {cell('warm')} "
               f"| {cell('project')} | {cell('vjp')} | {cell('vjp product')} | {cell('sorted')} "
-              f"| {r['memory']:.2f} | {r['path']} |")
+              f"| {cell('handed')} | {cell('fewest')} | {r['memory']:.2f} | {r['path']} |")
         sys.stdout.flush()
     print(f"\nAfter the run: {machine()}")
 

@@ -37,8 +37,11 @@ machine does not count), of the wall clock on CUDA and for the generic layers.
     (its default solver, SCS through diffcp) forward + backward if importable (skipped
     with a message otherwise; ``pip install skfairlayer[bench]``), with the largest
     differences of its outputs and gradients from ours. Floors: the same step through an
-    identity ``autograd.Function`` (the least any custom layer costs) and through
-    ``clamp(0, 1)``.
+    identity ``autograd.Function`` (the least any custom layer costs), through
+    ``clamp(0, 1)``, and through an oracle ``autograd.Function`` handed the solution (the
+    shifts, the free rows, the Jacobian's parts): one output pass with its group sums and
+    the projector backward, alone and with the passes the leanest exact solve makes
+    before its output (the group sums, one evaluation): floors of any exact layer.
 ``memory``
     Bytes saved for the backward pass (``saved_tensors_hooks``) per row, n = 1e3 .. 1e5:
     constant per row means O(n) extra memory (a dense Jacobian would be n**2).
@@ -260,6 +263,51 @@ def _dp_problem(n, groups, eps):
     return cp.Problem(cp.Minimize(cp.sum_squares(p - sp)), cons), sp, p
 
 
+def _oracle(s, groups, eps, search=False):
+    """An autograd Function handed what the solve finds (shifts, free rows, the Jacobian's
+    parts): a floor of any exact layer of this API, whatever its solver.
+
+    Forward: the output pass ``clip(s - c_g)`` at the solution's shifts and its group sums
+    (the verification's); backward: the projector, as ours. ``search`` adds the passes
+    that the leanest exact solve makes before its output, still handed the answer: the
+    group sums and sizes of ``s``, and one evaluation (clip, free rows, their group sums)
+    at other shifts (here the same ones).
+    """
+    from skfairlayer.torch import _direct
+
+    res = _direct.solve(s, groups, 2, 2, 0, 0.0, 1.0, eps, None, False, 1e-9, True)
+    free, onehot, matrix = res.parts
+    p, sn = res.p.numpy(), s.numpy()
+    shifts = [float(np.mean((sn - p)[(free > 0) & (groups.numpy() == g)])) for g in (0, 1)]
+    f, c0, d = onehot[1].copy(), shifts[0], shifts[1] - shifts[0]
+
+    def shifted(v):
+        z = f * -d
+        z += v
+        z -= c0
+        return z
+
+    class Oracle(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, v):
+            v = v.detach().numpy()
+            if search:
+                np.dot(onehot, v), np.dot(onehot, onehot[0])
+                z, w = shifted(v), np.empty((2, v.size))
+                np.clip(z, 0.0, 1.0, out=w[0])
+                np.logical_and(np.less(0.0, z), np.less(z, 1.0), out=w[1])
+                np.dot(onehot, w.T)
+            out = np.clip(shifted(v), 0.0, 1.0)
+            np.dot(onehot, out)  # the group sums the verification reads
+            return torch.from_numpy(out)
+
+        @staticmethod
+        def backward(ctx, g):
+            return torch.from_numpy(_direct.jacobian_apply_numpy(g.numpy(), free, onehot, matrix))
+
+    return Oracle.apply
+
+
 def part_generic(device, quick):
     n, eps = 4096, 0.01
     print(f"\n## generic: the same QP at {n} rows (2 groups) through generic layers, same process")
@@ -288,14 +336,23 @@ def part_generic(device, quick):
 
         return run
 
-    ours, identity, clamp = (
+    oracle, searching = _oracle(s, groups, eps), _oracle(s, groups, eps, search=True)
+    ours, identity, clamp, handed, fewest = (
         _time(fn, torch.device("cpu"), repeats=300, clock=time.perf_counter)
-        for fn in (ours_step, floor_step(_Identity.apply), floor_step(lambda v: v.clamp(0, 1)))
+        for fn in (ours_step, floor_step(_Identity.apply), floor_step(lambda v: v.clamp(0, 1)),
+                   floor_step(oracle), floor_step(searching))
     )
+    same = max(float((floor_step(layer)() - ours_step()).abs().max()) for layer in (oracle, searching))
+    same = max(same, float((oracle(s) - fairness_layer(s, groups, 2, tolerance=eps)).abs().max()))
     print(f"skfairlayer.torch (CPU, eager, verified; forward + backward; wall clock, as for the "
           f"generic layers, which may use threads): {ours * 1e3:.3f} ms")
     print(f"floors, the same step through an identity autograd.Function: {identity * 1e3:.3f} ms; "
-          f"through clamp(0, 1): {clamp * 1e3:.3f} ms")
+          f"through clamp(0, 1): {clamp * 1e3:.3f} ms; through an oracle handed the solution "
+          f"(one output pass, its group sums, the projector; outputs and gradients within "
+          f"{same:.0e} of ours): {handed * 1e3:.3f} ms ({handed / identity:.2f}x the identity step); "
+          f"the oracle with the passes the leanest exact solve makes before its output (the "
+          f"group sums, one evaluation at other shifts): {fewest * 1e3:.3f} ms "
+          f"({fewest / identity:.2f}x)")
     import cvxpy as cp
 
     prob, sp, p = _dp_problem(n, groups.numpy(), eps)
@@ -342,7 +399,9 @@ def part_generic(device, quick):
           f"{gerr:.1e}")
     print(f"cvxpylayers against the floors: {tl / identity:.0f}x the identity Function's step, "
           f"{tl / clamp:.0f}x the clamp step; 1000x needs a step of at most {tl * 1e3:.0f} us, "
-          f"{tl / 1000 / identity:.2f}x the identity step (ours: {ours / identity:.2f}x)")
+          f"{tl / 1000 / identity:.2f}x the identity step (ours: {ours / identity:.2f}x; the oracle "
+          f"handed the solution: {handed / identity:.2f}x, {tl / handed:.0f}x faster than cvxpylayers; "
+          f"with the fewest passes: {fewest / identity:.2f}x, {tl / fewest:.0f}x)")
 
 
 def part_memory(device, quick):
