@@ -270,8 +270,8 @@ def _oracle(s, groups, eps, search=False):
     Forward: the output pass ``clip(s - c_g)`` at the solution's shifts and its group sums
     (the verification's); backward: the projector, as ours. ``search`` adds the passes
     that the leanest exact solve makes before its output, still handed the answer: the
-    group sums and sizes of ``s``, and one evaluation (clip, free rows, their group sums)
-    at other shifts (here the same ones).
+    direct solve's own first pass (group sums and sizes of ``s``) and one of its
+    evaluations (clip, free rows, their group sums) at other shifts (here the same ones).
     """
     from skfairlayer.torch import _direct
 
@@ -280,6 +280,7 @@ def _oracle(s, groups, eps, search=False):
     p, sn = res.p.numpy(), s.numpy()
     shifts = [float(np.mean((sn - p)[(free > 0) & (groups.numpy() == g)])) for g in (0, 1)]
     f, c0, d = onehot[1].copy(), shifts[0], shifts[1] - shifts[0]
+    rows = _direct._Rows(sn, groups.numpy(), 2, 0.0, 1.0)  # its slots' one-hot handed too
 
     def shifted(v):
         z = f * -d
@@ -292,11 +293,9 @@ def _oracle(s, groups, eps, search=False):
         def forward(ctx, v):
             v = v.detach().numpy()
             if search:
-                np.dot(onehot, v), np.dot(onehot, onehot[0])
-                z, w = shifted(v), np.empty((2, v.size))
-                np.clip(z, 0.0, 1.0, out=w[0])
-                np.logical_and(np.less(0.0, z), np.less(z, 1.0), out=w[1])
-                np.dot(onehot, w.T)
+                rows.s = v
+                rows.first(True)  # the scores lie within the bounds
+                rows.pass_(shifts)
             out = np.clip(shifted(v), 0.0, 1.0)
             np.dot(onehot, out)  # the group sums the verification reads
             return torch.from_numpy(out)
