@@ -115,16 +115,14 @@ def oracles(scores, codes, k, shifts):
     group sums of the scores and one bracket pass around the answer. No search, no
     subsample, no reduced problem: any exact solve here costs at least ``fewest``.
     """
+    from skfairlayer._problem import _uniform_family
     from skfairlayer._solvers._uniform import _Indicator, _uniform_output, _uniform_pass
 
-    def checked():
+    def checked():  # the codes' range, then the family as project() builds it
         if codes.min() < 0 or codes.max() >= k:
             raise ValueError("codes out of range")
-        if k > 2:
-            return None, np.bincount(codes, minlength=k)
-        small = codes.astype(np.uint8)
-        n_1 = np.count_nonzero(small)
-        return _Indicator(small), np.array([small.size - n_1, n_1])
+        fam = _uniform_family(codes, k, TOLERANCE, 0, None, None)
+        return (_Indicator(fam._small_codes) if k == 2 else None), fam.totals
 
     def handed():
         f, totals = checked()
